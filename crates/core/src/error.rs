@@ -1,0 +1,141 @@
+//! The typed refusals of the decide functions. Every variant names its rule.
+
+use time::OffsetDateTime;
+
+use crate::{EmailError, Permission, Permissions, Rule, Status, TemplateNameError};
+
+/// Why a use case was refused. Nothing was changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// D3: the address is not acceptable.
+    #[error("invalid email address: {0}")]
+    InvalidEmail(#[from] EmailError),
+    /// D3: another user of the tenant has this address.
+    #[error("a user with the email address {email} already exists in this tenant")]
+    EmailTaken {
+        /// The address as given.
+        email: String,
+    },
+    /// D12: the template name is not acceptable.
+    #[error("invalid template name: {0}")]
+    InvalidTemplateName(#[from] TemplateNameError),
+    /// D12: another template of the tenant has this name (ignoring case).
+    #[error("a role template named {name:?} already exists in this tenant")]
+    TemplateNameTaken {
+        /// The name as given.
+        name: String,
+    },
+    /// D12: the template is referenced by users and the caller chose to refuse.
+    #[error("the role template is assigned to {users} user(s); detach or reassign them to delete it")]
+    TemplateInUse {
+        /// How many users reference it.
+        users: u64,
+    },
+    /// D2: a status change that an edit may not make.
+    #[error("a user cannot be moved from {from} to {to} by an edit")]
+    InvalidTransition {
+        /// The current status.
+        from: Status,
+        /// The requested status.
+        to: Status,
+    },
+    /// D5: admins always have CRM access.
+    #[error("admins always have CRM access; it cannot be turned off")]
+    AdminCrmRequired,
+    /// D7: the actor lacks the permission the operation needs (or is not active).
+    #[error("not allowed: this needs the {needed} permission")]
+    NotAllowed {
+        /// The permission that was needed.
+        needed: Permission,
+    },
+    /// D7: a non-admin may not invite, create, edit or delete an admin.
+    #[error("only an admin can invite, edit or delete an admin")]
+    AdminOnly,
+    /// D7: a non-admin may not grant what it does not hold itself.
+    #[error("cannot grant what you do not hold yourself: {missing}{}", if *crm { " (and CRM access)" } else { "" })]
+    Escalation {
+        /// The permissions the actor lacks but tried to grant.
+        missing: Permissions,
+        /// Whether CRM access was among them.
+        crm: bool,
+    },
+    /// D7: a non-admin may not change its own role, permissions, template or status.
+    #[error("you cannot change your own role, permissions, template, CRM access or status")]
+    SelfChange,
+    /// D8: the tenant must keep at least one active admin.
+    #[error("the tenant must keep at least one active admin")]
+    LastAdmin,
+    /// D9: no seat is free.
+    #[error("the user limit is reached: {used} of {limit} seats are used")]
+    SeatLimitReached {
+        /// Seats in use.
+        used: u32,
+        /// The limit.
+        limit: u32,
+    },
+    /// D10: the token is expired, used, superseded or unknown (deliberately not saying which).
+    #[error("this invitation link is invalid or has expired")]
+    InvalidInvitation,
+    /// D10: the address the person signed up with is not the invited one.
+    #[error("the sign-up email address does not match the invitation")]
+    InvitationEmailMismatch,
+    /// D10: only invited users can be sent an invitation again.
+    #[error("only invited users can be sent an invitation again; this user is {status}")]
+    NotInvited {
+        /// The user's status.
+        status: Status,
+    },
+    /// D10: too many resends in the window.
+    #[error("too many invitations sent to this user; the next one is allowed at {retry_at}")]
+    ResendRateLimited {
+        /// When the next resend is allowed.
+        retry_at: OffsetDateTime,
+    },
+    /// D14: only active users can sign in.
+    #[error("sign-in refused: the user is {status}")]
+    SignInRefused {
+        /// The user's status.
+        status: Status,
+    },
+    /// D15: no such user in this tenant.
+    #[error("no such user in this tenant")]
+    UserNotFound,
+    /// D15: no such role template in this tenant.
+    #[error("no such role template in this tenant")]
+    TemplateNotFound,
+    /// D15: no such tenant.
+    #[error("no such tenant")]
+    TenantNotFound,
+    /// D15: a tenant with this id exists already.
+    #[error("a tenant with this id already exists")]
+    TenantExists,
+}
+
+impl Error {
+    /// The rule (D-id) that refused.
+    #[must_use]
+    pub const fn rule(&self) -> Rule {
+        match self {
+            Error::InvalidEmail(_) | Error::EmailTaken { .. } => Rule::D3,
+            Error::InvalidTemplateName(_)
+            | Error::TemplateNameTaken { .. }
+            | Error::TemplateInUse { .. } => Rule::D12,
+            Error::InvalidTransition { .. } => Rule::D2,
+            Error::AdminCrmRequired => Rule::D5,
+            Error::NotAllowed { .. } | Error::AdminOnly | Error::Escalation { .. } | Error::SelfChange => {
+                Rule::D7
+            }
+            Error::LastAdmin => Rule::D8,
+            Error::SeatLimitReached { .. } => Rule::D9,
+            Error::InvalidInvitation
+            | Error::InvitationEmailMismatch
+            | Error::NotInvited { .. }
+            | Error::ResendRateLimited { .. } => Rule::D10,
+            Error::SignInRefused { .. } => Rule::D14,
+            Error::UserNotFound | Error::TemplateNotFound | Error::TenantNotFound | Error::TenantExists => {
+                Rule::D15
+            }
+        }
+    }
+}

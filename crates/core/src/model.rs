@@ -1,0 +1,484 @@
+//! The records of the Users page: tenants, users, role templates, invitations, tombstones.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use time::{Duration, OffsetDateTime};
+
+use crate::{Email, Permissions, TemplateId, TenantId, UserId};
+
+/// Why a role, status or similar keyword was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} {input:?}; expected one of {expected}")]
+pub struct KeywordError {
+    /// What was being read (`"role"`, `"status"`, …).
+    pub kind: &'static str,
+    /// The refused text (cut to 64 characters).
+    pub input: String,
+    /// The accepted words.
+    pub expected: &'static str,
+}
+
+/// The high-level role of a user (D1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Holds every permission and CRM access; may manage users and templates.
+    Admin,
+    /// Holds only its direct grants and its role template's permissions.
+    User,
+}
+
+impl Role {
+    /// The wire name.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::User => "user",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = KeywordError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "user" => Ok(Role::User),
+            _ => Err(KeywordError {
+                kind: "role",
+                input: s.chars().take(64).collect(),
+                expected: "admin, user",
+            }),
+        }
+    }
+}
+
+/// Where a user is in its lifecycle (D2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Invited; has not accepted yet. Holds nothing.
+    Invited,
+    /// Accepted; may sign in and act.
+    Active,
+    /// Blocked; holds nothing but stays in the records.
+    Suspended,
+}
+
+impl Status {
+    /// The wire name.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Status::Invited => "invited",
+            Status::Active => "active",
+            Status::Suspended => "suspended",
+        }
+    }
+
+    /// Whether an *edit* may move a user from `self` to `to` (D2). Staying put is allowed;
+    /// `invited → active` happens only by accepting an invitation, never by an edit.
+    ///
+    /// ```
+    /// use tenantry_core::Status;
+    /// assert!(Status::Active.edit_allows(Status::Suspended));
+    /// assert!(!Status::Invited.edit_allows(Status::Active));
+    /// ```
+    #[must_use]
+    pub const fn edit_allows(self, to: Status) -> bool {
+        matches!(
+            (self, to),
+            (Status::Active, Status::Active | Status::Suspended)
+                | (Status::Suspended, Status::Suspended | Status::Active)
+                | (Status::Invited, Status::Invited)
+        )
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Status {
+    type Err = KeywordError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "invited" => Ok(Status::Invited),
+            "active" => Ok(Status::Active),
+            "suspended" => Ok(Status::Suspended),
+            _ => Err(KeywordError {
+                kind: "status",
+                input: s.chars().take(64).collect(),
+                expected: "invited, active, suspended",
+            }),
+        }
+    }
+}
+
+/// A tenant: one customer organisation with its seat limit (D9).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    /// Its id.
+    pub id: TenantId,
+    /// Its display name (used in invitation mail).
+    pub name: String,
+    /// The seat limit; `None` is unlimited (D9).
+    pub user_limit: Option<u32>,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// The per-tenant counters that every change keeps current, and the version that guards
+/// every commit (D16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Counters {
+    /// Bumped by every committed change; a commit succeeds only if it is unchanged.
+    pub version: u64,
+    /// User rows of any status (D9).
+    pub seats_used: u32,
+    /// Active admins (D8).
+    pub active_admins: u32,
+}
+
+/// A tenant with its counters: the snapshot every decision starts from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantState {
+    /// The tenant.
+    pub tenant: Tenant,
+    /// Its counters and version.
+    pub counters: Counters,
+}
+
+impl TenantState {
+    /// Seat usage as the Users page shows it (D9).
+    #[must_use]
+    pub fn seat_usage(&self) -> SeatUsage {
+        SeatUsage::new(self.counters.seats_used, self.tenant.user_limit)
+    }
+}
+
+/// Seat usage (D9): used, limit, remaining and whether the tenant is at its limit.
+///
+/// ```
+/// use tenantry_core::SeatUsage;
+/// let s = SeatUsage::new(12, Some(10));
+/// assert_eq!((s.remaining, s.at_limit), (Some(0), true));
+/// assert_eq!(SeatUsage::new(3, None).remaining, None);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeatUsage {
+    /// Rows that occupy a seat.
+    pub used: u32,
+    /// The limit; `None` is unlimited.
+    pub limit: Option<u32>,
+    /// Seats left (`None` when unlimited; 0 when at or over the limit).
+    pub remaining: Option<u32>,
+    /// Whether no invite can be made now (used ≥ limit).
+    pub at_limit: bool,
+}
+
+impl SeatUsage {
+    /// Computes usage from the count and the limit.
+    #[must_use]
+    pub fn new(used: u32, limit: Option<u32>) -> Self {
+        let remaining = limit.map(|l| l.saturating_sub(used));
+        Self {
+            used,
+            limit,
+            remaining,
+            at_limit: remaining == Some(0),
+        }
+    }
+}
+
+/// A user row: every column of the user table plus what the rules need.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// Its id (never reused).
+    pub id: UserId,
+    /// Its tenant.
+    pub tenant_id: TenantId,
+    /// Login and notification address, unique per tenant (D3).
+    pub email: Email,
+    /// Admin or user (D1).
+    pub role: Role,
+    /// Lifecycle status (D2).
+    pub status: Status,
+    /// The assigned role template, if any (D12).
+    pub template_id: Option<TemplateId>,
+    /// CRM access (D5); always true for admins.
+    pub crm_access: bool,
+    /// Direct grants (D4, D6).
+    pub grants: Permissions,
+    /// When the row was created (the invite).
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// The last successful sign-in reported by the host (D14).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_login: Option<OffsetDateTime>,
+    /// When the newest invitation expires, while the user is invited (D10, D20).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub invite_expires_at: Option<OffsetDateTime>,
+}
+
+impl User {
+    /// Whether this user is an active admin (what D8 counts).
+    #[must_use]
+    pub fn is_active_admin(&self) -> bool {
+        self.role == Role::Admin && self.status == Status::Active
+    }
+
+    /// Whether this user's invitation has expired at `now` (D20).
+    #[must_use]
+    pub fn invitation_expired(&self, now: OffsetDateTime) -> bool {
+        self.status == Status::Invited && self.invite_expires_at.is_some_and(|t| t <= now)
+    }
+}
+
+/// The longest template name, in characters (D12).
+pub const MAX_TEMPLATE_NAME_LEN: usize = 64;
+
+/// Why a template name was refused (D12).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TemplateNameError {
+    /// Empty after trimming.
+    #[error("the template name is empty")]
+    Empty,
+    /// Longer than 64 characters.
+    #[error("the template name is {len} characters long; at most {MAX_TEMPLATE_NAME_LEN} are allowed")]
+    TooLong {
+        /// Its length in characters.
+        len: usize,
+    },
+    /// Holds a control character.
+    #[error("the template name contains a control character")]
+    ControlCharacter,
+}
+
+/// A role template name: 1–64 characters, unique per tenant ignoring case (D12).
+///
+/// ```
+/// use tenantry_core::TemplateName;
+/// let n = TemplateName::parse(" Support agent ")?;
+/// assert_eq!(n.as_str(), "Support agent");
+/// assert_eq!(n.key(), "support agent");
+/// # Ok::<(), tenantry_core::TemplateNameError>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TemplateName {
+    display: String,
+    key: String,
+}
+
+impl TemplateName {
+    /// Validates a name (trimmed of surrounding white space).
+    ///
+    /// # Errors
+    /// [`TemplateNameError`] saying why.
+    pub fn parse(input: &str) -> Result<Self, TemplateNameError> {
+        let trimmed = input.trim();
+        let len = trimmed.chars().count();
+        if len == 0 {
+            return Err(TemplateNameError::Empty);
+        }
+        if len > MAX_TEMPLATE_NAME_LEN {
+            return Err(TemplateNameError::TooLong { len });
+        }
+        if trimmed.chars().any(char::is_control) {
+            return Err(TemplateNameError::ControlCharacter);
+        }
+        Ok(Self {
+            display: trimmed.to_owned(),
+            key: trimmed.to_lowercase(),
+        })
+    }
+
+    /// The name as typed (trimmed).
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.display
+    }
+
+    /// The case-insensitive key that must be unique per tenant.
+    #[must_use]
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+impl fmt::Display for TemplateName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.display)
+    }
+}
+
+impl fmt::Debug for TemplateName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TemplateName({:?})", self.display)
+    }
+}
+
+impl FromStr for TemplateName {
+    type Err = TemplateNameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl Serialize for TemplateName {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.display)
+    }
+}
+
+impl<'de> Deserialize<'de> for TemplateName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        TemplateName::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A reusable permission set (D12). Users reference it; its permissions are read at every
+/// check, never copied (D6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleTemplate {
+    /// Its id.
+    pub id: TemplateId,
+    /// Its tenant.
+    pub tenant_id: TenantId,
+    /// Its name.
+    pub name: TemplateName,
+    /// The permissions it grants.
+    pub permissions: Permissions,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it was last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// The SHA-256 hash of an invitation token; only this is stored (D10).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TokenHash(pub [u8; 32]);
+
+impl TokenHash {
+    /// Lowercase hex, 64 characters.
+    #[must_use]
+    pub fn to_hex(&self) -> String {
+        use fmt::Write as _;
+        self.0.iter().fold(String::with_capacity(64), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+    }
+}
+
+impl fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TokenHash({})", self.to_hex())
+    }
+}
+
+/// How an invitation was issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InvitationKind {
+    /// The first invitation, with the user row.
+    Initial,
+    /// A resend (rate limited, D10).
+    Resend,
+}
+
+/// What became of an invitation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InvitationState {
+    /// Can still be accepted until it expires.
+    Pending,
+    /// Accepted (single use, D10).
+    Used,
+    /// Invalidated by a resend, an email change or a delete.
+    Revoked,
+}
+
+/// One issued invitation token (only its hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invitation {
+    /// The token's hash.
+    pub token_hash: TokenHash,
+    /// Its tenant.
+    pub tenant_id: TenantId,
+    /// The invited user.
+    pub user_id: UserId,
+    /// Initial invite or resend.
+    pub kind: InvitationKind,
+    /// Pending, used or revoked.
+    pub state: InvitationState,
+    /// When it was issued.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it stops being accepted.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// Who acted: a user of the tenant, or the host itself (billing, provisioning, sign-in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "id")]
+pub enum ActorRef {
+    /// A user of the tenant.
+    User(UserId),
+    /// The host application (no user acted).
+    System,
+}
+
+/// What remains of a deleted user so hosts can attribute its records (D11).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tombstone {
+    /// The deleted user's id.
+    pub user_id: UserId,
+    /// Its tenant.
+    pub tenant_id: TenantId,
+    /// Its address at deletion.
+    pub email: Email,
+    /// When it was deleted.
+    #[serde(with = "time::serde::rfc3339")]
+    pub deleted_at: OffsetDateTime,
+    /// Who deleted it.
+    pub deleted_by: ActorRef,
+}
+
+/// Settings of the rules that are configurable (D10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// How long an invitation can be accepted (default 7 days).
+    pub invite_ttl: Duration,
+    /// At most this many resends to one user …
+    pub resend_limit: u32,
+    /// … within this window (default 3 in 10 minutes).
+    pub resend_window: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            invite_ttl: Duration::days(7),
+            resend_limit: 3,
+            resend_window: Duration::minutes(10),
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The policy evaluator (D1, D5, D6): what a user holds, and why a check was decided.
+//!
+//! It never fails open: a template that does not match the user's reference, a user that is
+//! not active, or anything in doubt is a deny with a reason.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Permission, Permissions, Role, RoleTemplate, Status, TemplateId, User};
+
+/// What is being asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "permission")]
+pub enum Request {
+    /// One fine-grained permission.
+    Permission(Permission),
+    /// Access to CRM records (D5).
+    Crm,
+}
+
+impl From<Permission> for Request {
+    fn from(p: Permission) -> Self {
+        Request::Permission(p)
+    }
+}
+
+/// What decided a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "reason")]
+pub enum Reason {
+    /// Allowed: the user is an active admin (D1).
+    Admin,
+    /// Allowed: the permission is one of the user's direct grants.
+    DirectGrant,
+    /// Allowed: the user's role template grants it (read now, D6).
+    Template {
+        /// The template that granted it.
+        template_id: TemplateId,
+    },
+    /// Allowed: the user has CRM access (D5).
+    CrmAccess,
+    /// Denied: the user has not accepted its invitation (D6).
+    Invited,
+    /// Denied: the user is suspended (D6).
+    Suspended,
+    /// Denied: the user does not exist or was deleted (D6, D15).
+    UnknownUser,
+    /// Denied: neither grants nor template hold the permission.
+    MissingPermission {
+        /// What was missing.
+        permission: Permission,
+    },
+    /// Denied: the user has no CRM access (D5).
+    NoCrmAccess,
+}
+
+/// The answer to a check: a value, not an error, with the reason that decided it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Decision {
+    /// Whether the request is allowed.
+    pub allowed: bool,
+    /// What decided.
+    pub reason: Reason,
+}
+
+impl Decision {
+    const fn allow(reason: Reason) -> Self {
+        Self {
+            allowed: true,
+            reason,
+        }
+    }
+
+    const fn deny(reason: Reason) -> Self {
+        Self {
+            allowed: false,
+            reason,
+        }
+    }
+
+    /// A deny for a user that does not exist (or belongs to another tenant).
+    #[must_use]
+    pub const fn unknown_user() -> Self {
+        Self::deny(Reason::UnknownUser)
+    }
+}
+
+/// The template's permissions if it is the one `user` references and in its tenant;
+/// anything else contributes nothing (never fail open).
+#[inline]
+fn template_permissions(user: &User, template: Option<&RoleTemplate>) -> Permissions {
+    match (user.template_id, template) {
+        (Some(id), Some(t)) if t.id == id && t.tenant_id == user.tenant_id => t.permissions,
+        _ => Permissions::empty(),
+    }
+}
+
+/// What the user would hold if it were active: all for an admin, else direct grants ∪ the
+/// referenced template's current permissions (D1, D6).
+#[inline]
+#[must_use]
+pub fn potential_permissions(user: &User, template: Option<&RoleTemplate>) -> Permissions {
+    match user.role {
+        Role::Admin => Permissions::all(),
+        Role::User => user.grants | template_permissions(user, template),
+    }
+}
+
+/// What the user holds now (D6): nothing unless active; then as [`potential_permissions`].
+///
+/// ```
+/// use tenantry_core::*;
+/// # let t = TenantId::from_parts(1, [1; 10]);
+/// # let now = time::OffsetDateTime::UNIX_EPOCH;
+/// let mut user = User {
+///     id: UserId::from_parts(1, [2; 10]), tenant_id: t,
+///     email: "a@example.com".parse()?, role: Role::User, status: Status::Active,
+///     template_id: None, crm_access: false, grants: Permissions::USERS_VIEW,
+///     created_at: now, last_login: None, invite_expires_at: None,
+/// };
+/// assert_eq!(effective_permissions(&user, None), Permissions::USERS_VIEW);
+/// user.status = Status::Suspended;
+/// assert!(effective_permissions(&user, None).is_empty());
+/// # Ok::<(), EmailError>(())
+/// ```
+#[inline]
+#[must_use]
+pub fn effective_permissions(user: &User, template: Option<&RoleTemplate>) -> Permissions {
+    if user.status == Status::Active {
+        potential_permissions(user, template)
+    } else {
+        Permissions::empty()
+    }
+}
+
+/// Whether the user has CRM access now (D5, D6): admins always, others by their flag; never
+/// while not active.
+#[inline]
+#[must_use]
+pub fn effective_crm(user: &User) -> bool {
+    user.status == Status::Active && (user.role == Role::Admin || user.crm_access)
+}
+
+/// Decides one request for one user, given the template the user references (if any).
+///
+/// ```
+/// use tenantry_core::*;
+/// # let t = TenantId::from_parts(1, [1; 10]);
+/// # let now = time::OffsetDateTime::UNIX_EPOCH;
+/// let template = RoleTemplate {
+///     id: TemplateId::from_parts(1, [3; 10]), tenant_id: t,
+///     name: TemplateName::parse("Support agent")?, permissions: Permissions::CONVERSATIONS_VIEW,
+///     created_at: now, updated_at: now,
+/// };
+/// let user = User {
+///     id: UserId::from_parts(1, [2; 10]), tenant_id: t,
+///     email: "a@example.com".parse().unwrap(), role: Role::User, status: Status::Active,
+///     template_id: Some(template.id), crm_access: false, grants: Permissions::empty(),
+///     created_at: now, last_login: None, invite_expires_at: None,
+/// };
+/// let d = authorize(&user, Some(&template), Permission::new(Category::Conversations, Action::View).into());
+/// assert!(d.allowed);
+/// assert_eq!(d.reason, Reason::Template { template_id: template.id });
+/// assert_eq!(authorize(&user, Some(&template), Request::Crm).reason, Reason::NoCrmAccess);
+/// # Ok::<(), TemplateNameError>(())
+/// ```
+#[inline]
+#[must_use]
+pub fn authorize(user: &User, template: Option<&RoleTemplate>, request: Request) -> Decision {
+    match user.status {
+        Status::Active => {}
+        Status::Invited => return Decision::deny(Reason::Invited),
+        Status::Suspended => return Decision::deny(Reason::Suspended),
+    }
+    if user.role == Role::Admin {
+        return Decision::allow(Reason::Admin);
+    }
+    match request {
+        Request::Crm => {
+            if user.crm_access {
+                Decision::allow(Reason::CrmAccess)
+            } else {
+                Decision::deny(Reason::NoCrmAccess)
+            }
+        }
+        Request::Permission(permission) => {
+            if user.grants.has(permission) {
+                return Decision::allow(Reason::DirectGrant);
+            }
+            if template_permissions(user, template).has(permission) {
+                if let Some(template_id) = user.template_id {
+                    return Decision::allow(Reason::Template { template_id });
+                }
+            }
+            Decision::deny(Reason::MissingPermission { permission })
+        }
+    }
+}
