@@ -231,7 +231,11 @@ pub fn create_tenant(tenant: Tenant, admin_id: UserId, admin_email: Email) -> Ch
             event(AuditAction::TenantCreated, AuditTarget::Tenant),
             AuditEvent {
                 changes: vec![
-                    change(Field::Email, Value::None, Value::Text(admin.email.to_string())),
+                    change(
+                        Field::Email,
+                        Value::None,
+                        Value::Text(admin.email.to_string()),
+                    ),
                     change(Field::Role, Value::None, Value::Role(Role::Admin)),
                     change(Field::Status, Value::None, Value::Status(Status::Active)),
                 ],
@@ -351,13 +355,21 @@ fn push_invite(
         status: Status::Invited,
         template_id,
         crm_access: crm_access || role == Role::Admin,
-        grants: if role == Role::Admin { Permissions::empty() } else { grants },
+        grants: if role == Role::Admin {
+            Permissions::empty()
+        } else {
+            grants
+        },
         created_at: ctx.now,
         last_login: None,
         invite_expires_at: Some(expires_at),
     };
     let mut changes = vec![
-        change(Field::Email, Value::None, Value::Text(user.email.to_string())),
+        change(
+            Field::Email,
+            Value::None,
+            Value::Text(user.email.to_string()),
+        ),
         change(Field::Role, Value::None, Value::Role(role)),
         change(Field::Status, Value::None, Value::Status(Status::Invited)),
         change(Field::CrmAccess, Value::None, Value::Bool(user.crm_access)),
@@ -381,7 +393,8 @@ fn push_invite(
         created_at: ctx.now,
         expires_at,
     }));
-    out.writes.insert(out.writes.len().saturating_sub(1), Write::InsertUser(user));
+    out.writes
+        .insert(out.writes.len().saturating_sub(1), Write::InsertUser(user));
     out.counters.seats_used = out.counters.seats_used.saturating_add(1);
     Ok(new.user_id)
 }
@@ -651,7 +664,11 @@ pub fn accept(
         AuditAction::InvitationAccepted,
         AuditTarget::User(user.id),
         vec![
-            change(Field::Status, Value::Status(Status::Invited), Value::Status(Status::Active)),
+            change(
+                Field::Status,
+                Value::Status(Status::Invited),
+                Value::Status(Status::Active),
+            ),
             change(Field::LastLogin, Value::None, Value::Time(ctx.now)),
         ],
     ));
@@ -724,7 +741,11 @@ fn user_diff(before: &User, after: &User) -> Vec<FieldChange> {
         ));
     }
     if before.role != after.role {
-        out.push(change(Field::Role, Value::Role(before.role), Value::Role(after.role)));
+        out.push(change(
+            Field::Role,
+            Value::Role(before.role),
+            Value::Role(after.role),
+        ));
     }
     if before.status != after.status {
         out.push(change(
@@ -735,7 +756,11 @@ fn user_diff(before: &User, after: &User) -> Vec<FieldChange> {
     }
     if before.template_id != after.template_id {
         let v = |t: Option<TemplateId>| t.map_or(Value::None, Value::Template);
-        out.push(change(Field::Template, v(before.template_id), v(after.template_id)));
+        out.push(change(
+            Field::Template,
+            v(before.template_id),
+            v(after.template_id),
+        ));
     }
     if before.crm_access != after.crm_access {
         out.push(change(
@@ -796,10 +821,10 @@ pub fn edit(
     if let Some(template_id) = edit.template_id {
         after.template_id = template_id;
     }
-    if let Some(t) = after.template_id {
-        if new_template.is_none_or(|n| n.id != t || n.tenant_id != tenant) {
-            return Err(Error::TemplateNotFound);
-        }
+    if let Some(t) = after.template_id
+        && new_template.is_none_or(|n| n.id != t || n.tenant_id != tenant)
+    {
+        return Err(Error::TemplateNotFound);
     }
     let new_template = new_template.filter(|n| Some(n.id) == after.template_id);
     if let Some(grants) = edit.grants {
@@ -874,7 +899,12 @@ pub fn edit(
     Ok(out)
 }
 
-fn delete_into(ctx: Ctx<'_>, out: &mut Change, actor: &Acting<'_>, target: &User) -> Result<(), Error> {
+fn delete_into(
+    ctx: Ctx<'_>,
+    out: &mut Change,
+    actor: &Acting<'_>,
+    target: &User,
+) -> Result<(), Error> {
     if target.tenant_id != ctx.state.tenant.id {
         return Err(Error::UserNotFound);
     }
@@ -900,7 +930,11 @@ fn delete_into(ctx: Ctx<'_>, out: &mut Change, actor: &Acting<'_>, target: &User
         actor.reference(),
         AuditAction::UserDeleted,
         AuditTarget::User(target.id),
-        vec![change(Field::Email, Value::Text(target.email.to_string()), Value::None)],
+        vec![change(
+            Field::Email,
+            Value::Text(target.email.to_string()),
+            Value::None,
+        )],
     ));
     Ok(())
 }
@@ -965,7 +999,11 @@ pub fn create_template(
         AuditTarget::Template(id),
         vec![
             change(Field::Name, Value::None, Value::Text(name.to_string())),
-            change(Field::Permissions, Value::None, Value::Permissions(permissions)),
+            change(
+                Field::Permissions,
+                Value::None,
+                Value::Permissions(permissions),
+            ),
         ],
     ));
     out.writes.push(Write::InsertTemplate(RoleTemplate {

@@ -21,7 +21,9 @@ pub enum EmailError {
     #[error("the email address is empty")]
     Empty,
     /// A character outside ASCII (internationalised domains must use their `xn--` form).
-    #[error("the email address contains the non-ASCII character {ch:?} at position {position}; only ASCII is accepted (use the xn-- form for internationalised domains)")]
+    #[error(
+        "the email address contains the non-ASCII character {ch:?} at position {position}; only ASCII is accepted (use the xn-- form for internationalised domains)"
+    )]
     NonAscii {
         /// The offending character.
         ch: char,

@@ -27,7 +27,9 @@ pub enum Error {
         name: String,
     },
     /// D12: the template is referenced by users and the caller chose to refuse.
-    #[error("the role template is assigned to {users} user(s); detach or reassign them to delete it")]
+    #[error(
+        "the role template is assigned to {users} user(s); detach or reassign them to delete it"
+    )]
     TemplateInUse {
         /// How many users reference it.
         users: u64,
@@ -123,9 +125,10 @@ impl Error {
             | Error::TemplateInUse { .. } => Rule::D12,
             Error::InvalidTransition { .. } => Rule::D2,
             Error::AdminCrmRequired => Rule::D5,
-            Error::NotAllowed { .. } | Error::AdminOnly | Error::Escalation { .. } | Error::SelfChange => {
-                Rule::D7
-            }
+            Error::NotAllowed { .. }
+            | Error::AdminOnly
+            | Error::Escalation { .. }
+            | Error::SelfChange => Rule::D7,
             Error::LastAdmin => Rule::D8,
             Error::SeatLimitReached { .. } => Rule::D9,
             Error::InvalidInvitation
@@ -133,9 +136,10 @@ impl Error {
             | Error::NotInvited { .. }
             | Error::ResendRateLimited { .. } => Rule::D10,
             Error::SignInRefused { .. } => Rule::D14,
-            Error::UserNotFound | Error::TemplateNotFound | Error::TenantNotFound | Error::TenantExists => {
-                Rule::D15
-            }
+            Error::UserNotFound
+            | Error::TemplateNotFound
+            | Error::TenantNotFound
+            | Error::TenantExists => Rule::D15,
         }
     }
 }

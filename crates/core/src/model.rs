@@ -258,7 +258,9 @@ pub enum TemplateNameError {
     #[error("the template name is empty")]
     Empty,
     /// Longer than 64 characters.
-    #[error("the template name is {len} characters long; at most {MAX_TEMPLATE_NAME_LEN} are allowed")]
+    #[error(
+        "the template name is {len} characters long; at most {MAX_TEMPLATE_NAME_LEN} are allowed"
+    )]
     TooLong {
         /// Its length in characters.
         len: usize,

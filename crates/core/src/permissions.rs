@@ -132,7 +132,9 @@ impl fmt::Display for Action {
 
 /// Why a permission string was refused (D4: unknown strings are errors).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown permission {input:?}; expected \"category:action\" with category one of conversations, settings, users, analytics, integrations, experiments and action one of view, create, edit, delete, manage")]
+#[error(
+    "unknown permission {input:?}; expected \"category:action\" with category one of conversations, settings, users, analytics, integrations, experiments and action one of view, create, edit, delete, manage"
+)]
 pub struct PermissionParseError {
     /// The text that was refused (cut to 64 characters).
     pub input: String,
@@ -361,7 +363,8 @@ impl From<Permission> for Permissions {
 
 impl FromIterator<Permission> for Permissions {
     fn from_iter<T: IntoIterator<Item = Permission>>(iter: T) -> Self {
-        iter.into_iter().fold(Self::empty(), |acc, p| acc | p.flag())
+        iter.into_iter()
+            .fold(Self::empty(), |acc, p| acc | p.flag())
     }
 }
 

@@ -186,10 +186,10 @@ pub fn authorize(user: &User, template: Option<&RoleTemplate>, request: Request)
             if user.grants.has(permission) {
                 return Decision::allow(Reason::DirectGrant);
             }
-            if template_permissions(user, template).has(permission) {
-                if let Some(template_id) = user.template_id {
-                    return Decision::allow(Reason::Template { template_id });
-                }
+            if template_permissions(user, template).has(permission)
+                && let Some(template_id) = user.template_id
+            {
+                return Decision::allow(Reason::Template { template_id });
             }
             Decision::deny(Reason::MissingPermission { permission })
         }

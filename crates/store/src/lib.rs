@@ -1,1 +1,310 @@
-//! placeholder
+//! # tenantry-store
+//!
+//! The storage side of tenantry: the [`Store`] trait every backend implements, the shared
+//! [`StoreError`], the listing types ([`UserQuery`], [`Page`], [`Cursor`]), the outbox
+//! records (D17) and [`InMemoryStore`], the zero-setup default and the reference the other
+//! backends are tested against.
+//!
+//! A backend needs few methods: the reads the use cases need and one atomic
+//! [`Store::commit`] of a [`Change`] guarded by the tenant's version (D16). Every method
+//! takes a [`TenantId`]; nothing reads or writes across tenants (D15). The two exceptions
+//! return tenant ids only: [`Store::tenants_with_due_mail`] for the background dispatcher.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use tenantry_store::{InMemoryStore, Store};
+//! let store: Arc<dyn Store> = Arc::new(InMemoryStore::new());
+//! # let _ = store;
+//! ```
+
+mod memory;
+mod query;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tenantry_core::{
+    AuditEvent, AuditRecord, Change, Invitation, MessageId, RoleTemplate, TemplateId, TenantId,
+    TenantState, TokenHash, Tombstone, User, UserId,
+};
+use tenantry_mail::Message;
+use time::OffsetDateTime;
+
+pub use memory::InMemoryStore;
+pub use query::{Cursor, CursorError, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, SortBy, UserQuery};
+
+/// Which uniqueness rule a write broke (the backend's second line of defence, D16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Constraint {
+    /// A tenant with this id exists.
+    TenantId,
+    /// A user of the tenant has this email key (D3).
+    UserEmail,
+    /// A user with this id exists (ids are never reused, D11).
+    UserId,
+    /// A template of the tenant has this name key (D12).
+    TemplateName,
+    /// A template with this id exists.
+    TemplateId,
+    /// An invitation with this token hash exists.
+    TokenHash,
+    /// A row the change refers to is missing (a user, template, invitation or message).
+    MissingRow,
+    /// A template that users still reference (D12).
+    TemplateReferenced,
+}
+
+impl fmt::Display for Constraint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Constraint::TenantId => "tenant id",
+            Constraint::UserEmail => "user email per tenant",
+            Constraint::UserId => "user id",
+            Constraint::TemplateName => "template name per tenant",
+            Constraint::TemplateId => "template id",
+            Constraint::TokenHash => "invitation token hash",
+            Constraint::MissingRow => "referenced row exists",
+            Constraint::TemplateReferenced => "template not referenced",
+        };
+        f.write_str(s)
+    }
+}
+
+/// The one error type of every backend. Backends map their private errors into it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The row the call names does not exist in this tenant.
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness or reference rule of the store refused the write.
+    #[error("storage constraint violated: {constraint}")]
+    Conflict {
+        /// Which rule.
+        constraint: Constraint,
+    },
+    /// The tenant changed since the snapshot the change was decided on (D16); retry.
+    #[error("the tenant changed concurrently (expected version {expected})")]
+    VersionMismatch {
+        /// The version the change expected.
+        expected: u64,
+    },
+    /// The backend failed.
+    #[error("{backend} backend error: {source}")]
+    Backend {
+        /// Which backend (`"sqlite"`, `"postgres"`, `"memory"`).
+        backend: &'static str,
+        /// The backend's own error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+}
+
+impl StoreError {
+    /// Whether repeating the whole use case (reading a new snapshot) may succeed.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::VersionMismatch { .. })
+    }
+}
+
+/// Where an outbox message is in its delivery (D17).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum DeliveryState {
+    /// Waiting to be delivered (first try or retry).
+    Pending,
+    /// Delivered.
+    Sent {
+        /// When.
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
+    /// Given up on.
+    Failed {
+        /// The transport's reason.
+        reason: String,
+        /// When it was given up.
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
+}
+
+/// A message in the outbox with its delivery state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxRecord {
+    /// The message. Once sent, its bodies (which hold the accept link) are cleared.
+    pub message: Message,
+    /// Its delivery state.
+    pub state: DeliveryState,
+    /// Delivery attempts so far.
+    pub attempts: u32,
+    /// When it may be tried (again); a claim pushes it forward as a lease.
+    #[serde(with = "time::serde::rfc3339")]
+    pub next_attempt_at: OffsetDateTime,
+    /// The reason of the last failed attempt.
+    pub last_error: Option<String>,
+    /// When it was queued (the commit of its invite).
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// The result of one delivery attempt, recorded by [`Store::record_delivery`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "result")]
+pub enum DeliveryUpdate {
+    /// Delivered: mark sent and clear the bodies.
+    Sent {
+        /// When.
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
+    /// Failed, will be retried at `retry_at`.
+    Retry {
+        /// The reason.
+        reason: String,
+        /// When to try again.
+        #[serde(with = "time::serde::rfc3339")]
+        retry_at: OffsetDateTime,
+    },
+    /// Failed for good.
+    Failed {
+        /// The reason.
+        reason: String,
+        /// When.
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
+}
+
+/// Storage of one or many tenants. Dyn-compatible: hosts hold `Arc<dyn Store>`.
+///
+/// Every read returns rows of the named tenant only (D15). [`Store::commit`] applies a
+/// whole [`Change`] atomically, only if the tenant's version still equals
+/// [`Change::expected_version`], and appends the change's audit events and outbox messages
+/// in the same step (D13, D16, D17).
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// The tenant with its counters and version.
+    async fn tenant(&self, tenant: TenantId) -> Result<Option<TenantState>, StoreError>;
+
+    /// A user by id.
+    async fn user(&self, tenant: TenantId, id: UserId) -> Result<Option<User>, StoreError>;
+
+    /// A user by canonical email key (D3).
+    async fn user_by_email(&self, tenant: TenantId, key: &str) -> Result<Option<User>, StoreError>;
+
+    /// A role template by id.
+    async fn template(
+        &self,
+        tenant: TenantId,
+        id: TemplateId,
+    ) -> Result<Option<RoleTemplate>, StoreError>;
+
+    /// A role template by lower-cased name key (D12).
+    async fn template_by_name(
+        &self,
+        tenant: TenantId,
+        key: &str,
+    ) -> Result<Option<RoleTemplate>, StoreError>;
+
+    /// Every template of the tenant, by name key.
+    async fn templates(&self, tenant: TenantId) -> Result<Vec<RoleTemplate>, StoreError>;
+
+    /// How many users reference the template.
+    async fn count_template_users(
+        &self,
+        tenant: TenantId,
+        template: TemplateId,
+    ) -> Result<u64, StoreError>;
+
+    /// An invitation by its token hash.
+    async fn invitation(
+        &self,
+        tenant: TenantId,
+        hash: &TokenHash,
+    ) -> Result<Option<Invitation>, StoreError>;
+
+    /// Every invitation ever issued to the user, oldest first.
+    async fn invitations_of(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+    ) -> Result<Vec<Invitation>, StoreError>;
+
+    /// One page of the user table (D18).
+    async fn list_users(
+        &self,
+        tenant: TenantId,
+        query: &UserQuery,
+    ) -> Result<Page<User>, StoreError>;
+
+    /// What remains of a deleted user (D11).
+    async fn tombstone(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+    ) -> Result<Option<Tombstone>, StoreError>;
+
+    /// Audit records with `seq > after`, oldest first, at most `limit` (D13).
+    async fn audit(
+        &self,
+        tenant: TenantId,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Applies the change atomically if the version is unchanged, with its audit events and
+    /// the outbox messages to deliver after commit.
+    ///
+    /// # Errors
+    /// [`StoreError::VersionMismatch`] when the tenant changed (nothing was written);
+    /// [`StoreError::Conflict`] when a constraint refused a write (nothing was written).
+    async fn commit(&self, change: &Change, outbox: &[Message]) -> Result<(), StoreError>;
+
+    /// Appends one audit event outside any change (a refused attempt, D13). Returns its seq.
+    async fn append_audit(&self, event: &AuditEvent) -> Result<u64, StoreError>;
+
+    /// Outbox messages, newest first, at most `limit`, optionally only pending ones.
+    async fn outbox(
+        &self,
+        tenant: TenantId,
+        pending_only: bool,
+        limit: u32,
+    ) -> Result<Vec<OutboxRecord>, StoreError>;
+
+    /// One outbox message.
+    async fn outbox_message(
+        &self,
+        tenant: TenantId,
+        id: MessageId,
+    ) -> Result<Option<OutboxRecord>, StoreError>;
+
+    /// Claims up to `limit` pending messages due at `now` for delivery: each claimed message
+    /// gets `next_attempt_at = lease_until` so no other dispatcher takes it meanwhile.
+    async fn claim_due_mail(
+        &self,
+        tenant: TenantId,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<OutboxRecord>, StoreError>;
+
+    /// Records the result of a delivery attempt (and counts the attempt).
+    async fn record_delivery(
+        &self,
+        tenant: TenantId,
+        id: MessageId,
+        update: &DeliveryUpdate,
+    ) -> Result<(), StoreError>;
+
+    /// Tenants that have pending mail due at `now` (ids only), at most `limit`.
+    async fn tenants_with_due_mail(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<TenantId>, StoreError>;
+}

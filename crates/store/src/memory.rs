@@ -1,0 +1,756 @@
+//! The in-memory store: the zero-setup default and the reference backend.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use async_trait::async_trait;
+use tenantry_core::{
+    AuditEvent, AuditRecord, Change, Invitation, InvitationState, MessageId, RoleTemplate,
+    TemplateId, Tenant, TenantId, TenantState, TokenHash, Tombstone, User, UserId, Write,
+};
+use tenantry_mail::Message;
+use time::OffsetDateTime;
+
+use crate::{
+    Constraint, Cursor, DeliveryState, DeliveryUpdate, OutboxRecord, Page, SortBy, Store,
+    StoreError, UserQuery,
+};
+
+/// Keeps every tenant in memory, safe under concurrent use.
+///
+/// Each tenant sits behind its own lock; a commit takes the tenant's write lock, checks the
+/// version, and applies the writes with an undo log, so a refused write leaves nothing
+/// behind. Listing uses ordered indexes, so a page costs the rows it reads, not the size of
+/// the tenant (D18).
+#[derive(Debug, Default, Clone)]
+pub struct InMemoryStore {
+    tenants: Arc<RwLock<HashMap<TenantId, Arc<RwLock<TenantData>>>>>,
+}
+
+#[derive(Debug)]
+struct TenantData {
+    state: TenantState,
+    users: HashMap<UserId, User>,
+    by_email: HashMap<Arc<str>, UserId>,
+    idx_email: BTreeSet<(Arc<str>, UserId)>,
+    idx_created: BTreeSet<(i128, UserId)>,
+    idx_login: BTreeSet<(Option<i128>, UserId)>,
+    idx_template: BTreeSet<(TemplateId, UserId)>,
+    templates: HashMap<TemplateId, RoleTemplate>,
+    template_names: HashMap<String, TemplateId>,
+    invitations: HashMap<TokenHash, Invitation>,
+    invitations_by_user: HashMap<UserId, Vec<TokenHash>>,
+    tombstones: HashMap<UserId, Tombstone>,
+    audit: Vec<AuditRecord>,
+    outbox: BTreeMap<MessageId, OutboxRecord>,
+}
+
+enum Undo {
+    Tenant(Tenant),
+    User(UserId, Option<User>),
+    Template(TemplateId, Option<RoleTemplate>),
+    Invitation(TokenHash, Option<Invitation>),
+    Tombstone(UserId),
+}
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn conflict(constraint: Constraint) -> StoreError {
+    StoreError::Conflict { constraint }
+}
+
+impl TenantData {
+    fn new(tenant: Tenant) -> Self {
+        Self {
+            state: TenantState {
+                tenant,
+                counters: tenantry_core::Counters::default(),
+            },
+            users: HashMap::new(),
+            by_email: HashMap::new(),
+            idx_email: BTreeSet::new(),
+            idx_created: BTreeSet::new(),
+            idx_login: BTreeSet::new(),
+            idx_template: BTreeSet::new(),
+            templates: HashMap::new(),
+            template_names: HashMap::new(),
+            invitations: HashMap::new(),
+            invitations_by_user: HashMap::new(),
+            tombstones: HashMap::new(),
+            audit: Vec::new(),
+            outbox: BTreeMap::new(),
+        }
+    }
+
+    /// Replaces (or removes, with `None`) the user `id`, keeping every index in step.
+    /// Returns the previous row.
+    fn set_user(&mut self, id: UserId, new: Option<User>) -> Result<Option<User>, StoreError> {
+        if let Some(u) = &new
+            && let Some(other) = self.by_email.get(u.email.key())
+                && *other != id {
+                    return Err(conflict(Constraint::UserEmail));
+                }
+        let old = self.users.remove(&id);
+        if let Some(o) = &old {
+            if let Some((key, _)) = self.by_email.remove_entry(o.email.key()) {
+                self.idx_email.remove(&(key, id));
+            }
+            self.idx_created
+                .remove(&(o.created_at.unix_timestamp_nanos(), id));
+            self.idx_login
+                .remove(&(o.last_login.map(OffsetDateTime::unix_timestamp_nanos), id));
+            if let Some(t) = o.template_id {
+                self.idx_template.remove(&(t, id));
+            }
+        }
+        if let Some(u) = new {
+            let key: Arc<str> = Arc::from(u.email.key());
+            self.by_email.insert(Arc::clone(&key), id);
+            self.idx_email.insert((key, id));
+            self.idx_created
+                .insert((u.created_at.unix_timestamp_nanos(), id));
+            self.idx_login
+                .insert((u.last_login.map(OffsetDateTime::unix_timestamp_nanos), id));
+            if let Some(t) = u.template_id {
+                self.idx_template.insert((t, id));
+            }
+            self.users.insert(id, u);
+        }
+        Ok(old)
+    }
+
+    fn set_template(
+        &mut self,
+        id: TemplateId,
+        new: Option<RoleTemplate>,
+    ) -> Result<Option<RoleTemplate>, StoreError> {
+        if let Some(t) = &new
+            && let Some(other) = self.template_names.get(t.name.key())
+                && *other != id {
+                    return Err(conflict(Constraint::TemplateName));
+                }
+        let old = self.templates.remove(&id);
+        if let Some(o) = &old {
+            self.template_names.remove(o.name.key());
+        }
+        if let Some(t) = new {
+            self.template_names.insert(t.name.key().to_owned(), id);
+            self.templates.insert(id, t);
+        }
+        Ok(old)
+    }
+
+    fn set_invitation(&mut self, hash: TokenHash, new: Option<Invitation>) -> Option<Invitation> {
+        match new {
+            Some(inv) => {
+                let user = inv.user_id;
+                let old = self.invitations.insert(hash, inv);
+                if old.is_none() {
+                    self.invitations_by_user.entry(user).or_default().push(hash);
+                }
+                old
+            }
+            None => {
+                let old = self.invitations.remove(&hash);
+                if let Some(o) = &old
+                    && let Some(list) = self.invitations_by_user.get_mut(&o.user_id) {
+                        list.retain(|h| *h != hash);
+                    }
+                old
+            }
+        }
+    }
+
+    fn apply(&mut self, w: &Write, undo: &mut Vec<Undo>) -> Result<(), StoreError> {
+        let tenant = self.state.tenant.id;
+        match w {
+            Write::InsertTenant(_) => {}
+            Write::UpdateTenant(t) => {
+                if t.id != tenant {
+                    return Err(conflict(Constraint::MissingRow));
+                }
+                undo.push(Undo::Tenant(std::mem::replace(
+                    &mut self.state.tenant,
+                    t.clone(),
+                )));
+            }
+            Write::InsertUser(u) => {
+                if u.tenant_id != tenant {
+                    return Err(conflict(Constraint::MissingRow));
+                }
+                if self.users.contains_key(&u.id) || self.tombstones.contains_key(&u.id) {
+                    return Err(conflict(Constraint::UserId));
+                }
+                let old = self.set_user(u.id, Some(u.clone()))?;
+                undo.push(Undo::User(u.id, old));
+            }
+            Write::UpdateUser(u) => {
+                if u.tenant_id != tenant || !self.users.contains_key(&u.id) {
+                    return Err(conflict(Constraint::MissingRow));
+                }
+                let old = self.set_user(u.id, Some(u.clone()))?;
+                undo.push(Undo::User(u.id, old));
+            }
+            Write::DeleteUser(t) => {
+                if !self.users.contains_key(&t.user_id) {
+                    return Err(conflict(Constraint::MissingRow));
+                }
+                let old = self.set_user(t.user_id, None)?;
+                undo.push(Undo::User(t.user_id, old));
+                self.tombstones.insert(t.user_id, t.clone());
+                undo.push(Undo::Tombstone(t.user_id));
+            }
+            Write::InsertTemplate(t) => {
+                if t.tenant_id != tenant {
+                    return Err(conflict(Constraint::MissingRow));
+                }
+                if self.templates.contains_key(&t.id) {
+                    return Err(conflict(Constraint::TemplateId));
+                }
+                let old = self.set_template(t.id, Some(t.clone()))?;
+                undo.push(Undo::Template(t.id, old));
+            }
+            Write::UpdateTemplate(t) => {
+                if t.tenant_id != tenant || !self.templates.contains_key(&t.id) {
+                    return Err(conflict(Constraint::MissingRow));
+                }
+                let old = self.set_template(t.id, Some(t.clone()))?;
+                undo.push(Undo::Template(t.id, old));
+            }
+            Write::DeleteTemplate(id) => {
+                if !self.templates.contains_key(id) {
+                    return Err(conflict(Constraint::MissingRow));
+                }
+                if self
+                    .idx_template
+                    .range((*id, UserId::from_uuid(uuid::Uuid::nil()))..)
+                    .next()
+                    .is_some_and(|(t, _)| t == id)
+                {
+                    return Err(conflict(Constraint::TemplateReferenced));
+                }
+                let old = self.set_template(*id, None)?;
+                undo.push(Undo::Template(*id, old));
+            }
+            Write::MoveTemplateUsers { from, to } => {
+                if let Some(to) = to
+                    && !self.templates.contains_key(to) {
+                        return Err(conflict(Constraint::MissingRow));
+                    }
+                let ids: Vec<UserId> = self
+                    .idx_template
+                    .range((*from, UserId::from_uuid(uuid::Uuid::nil()))..)
+                    .take_while(|(t, _)| t == from)
+                    .map(|(_, u)| *u)
+                    .collect();
+                for id in ids {
+                    if let Some(mut u) = self.users.get(&id).cloned() {
+                        u.template_id = *to;
+                        let old = self.set_user(id, Some(u))?;
+                        undo.push(Undo::User(id, old));
+                    }
+                }
+            }
+            Write::InsertInvitation(inv) => {
+                if inv.tenant_id != tenant || !self.users.contains_key(&inv.user_id) {
+                    return Err(conflict(Constraint::MissingRow));
+                }
+                if self.invitations.contains_key(&inv.token_hash) {
+                    return Err(conflict(Constraint::TokenHash));
+                }
+                let old = self.set_invitation(inv.token_hash, Some(inv.clone()));
+                undo.push(Undo::Invitation(inv.token_hash, old));
+            }
+            Write::RevokeInvitations(user) => {
+                let hashes = self
+                    .invitations_by_user
+                    .get(user)
+                    .cloned()
+                    .unwrap_or_default();
+                for h in hashes {
+                    if let Some(inv) = self.invitations.get(&h).cloned()
+                        && inv.state == InvitationState::Pending {
+                            let old = self.set_invitation(
+                                h,
+                                Some(Invitation {
+                                    state: InvitationState::Revoked,
+                                    ..inv
+                                }),
+                            );
+                            undo.push(Undo::Invitation(h, old));
+                        }
+                }
+            }
+            Write::UseInvitation(h) => {
+                let Some(inv) = self.invitations.get(h).cloned() else {
+                    return Err(conflict(Constraint::MissingRow));
+                };
+                let old = self.set_invitation(
+                    *h,
+                    Some(Invitation {
+                        state: InvitationState::Used,
+                        ..inv
+                    }),
+                );
+                undo.push(Undo::Invitation(*h, old));
+            }
+            // `Write` is non-exhaustive for other crates; this crate knows every variant,
+            // but refuse anything unknown rather than ignore it.
+            #[allow(unreachable_patterns)]
+            _ => return Err(conflict(Constraint::MissingRow)),
+        }
+        Ok(())
+    }
+
+    fn rollback(&mut self, undo: Vec<Undo>) {
+        for u in undo.into_iter().rev() {
+            match u {
+                Undo::Tenant(t) => self.state.tenant = t,
+                Undo::User(id, old) => {
+                    // Restoring a previous consistent row cannot conflict.
+                    let _ = self.set_user(id, old);
+                }
+                Undo::Template(id, old) => {
+                    let _ = self.set_template(id, old);
+                }
+                Undo::Invitation(h, old) => {
+                    self.set_invitation(h, old);
+                }
+                Undo::Tombstone(id) => {
+                    self.tombstones.remove(&id);
+                }
+            }
+        }
+    }
+
+    fn append(&mut self, event: AuditEvent) -> u64 {
+        let seq = u64::try_from(self.audit.len())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        self.audit.push(AuditRecord { seq, event });
+        seq
+    }
+
+    fn page(&self, query: &UserQuery) -> Page<User> {
+        let limit = usize::try_from(query.effective_limit()).unwrap_or(500);
+        let after = query.after.as_ref().filter(|c| c.sort() == query.sort);
+        let mut items = Vec::with_capacity(limit.min(64));
+        let mut more = false;
+        let mut push = |id: &UserId| -> bool {
+            if let Some(u) = self.users.get(id)
+                && query.matches(u) {
+                    if items.len() == limit {
+                        more = true;
+                        return false;
+                    }
+                    items.push(u.clone());
+                }
+            true
+        };
+        macro_rules! walk {
+            ($idx:expr, $key:expr) => {{
+                let range = match (&$key, query.descending) {
+                    (None, _) => (Bound::Unbounded, Bound::Unbounded),
+                    (Some(k), false) => (Bound::Excluded(k.clone()), Bound::Unbounded),
+                    (Some(k), true) => (Bound::Unbounded, Bound::Excluded(k.clone())),
+                };
+                if query.descending {
+                    for (_, id) in $idx.range(range).rev() {
+                        if !push(id) {
+                            break;
+                        }
+                    }
+                } else {
+                    for (_, id) in $idx.range(range) {
+                        if !push(id) {
+                            break;
+                        }
+                    }
+                }
+            }};
+        }
+        match query.sort {
+            SortBy::Email => {
+                let key = match after {
+                    Some(Cursor::Email(k, id)) => Some((Arc::<str>::from(k.as_str()), *id)),
+                    _ => None,
+                };
+                walk!(self.idx_email, key);
+            }
+            SortBy::CreatedAt => {
+                let key = match after {
+                    Some(Cursor::CreatedAt(t, id)) => Some((*t, *id)),
+                    _ => None,
+                };
+                walk!(self.idx_created, key);
+            }
+            SortBy::LastLogin => {
+                let key = match after {
+                    Some(Cursor::LastLogin(t, id)) => Some((*t, *id)),
+                    _ => None,
+                };
+                walk!(self.idx_login, key);
+            }
+        }
+        let next = if more {
+            items.last().map(|u| query.cursor_of(u))
+        } else {
+            None
+        };
+        Page { items, next }
+    }
+}
+
+impl InMemoryStore {
+    /// An empty store.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn get(&self, tenant: TenantId) -> Option<Arc<RwLock<TenantData>>> {
+        read(&self.tenants).get(&tenant).cloned()
+    }
+
+    fn with<T>(&self, tenant: TenantId, f: impl FnOnce(&TenantData) -> T) -> Option<T> {
+        self.get(tenant).map(|t| f(&read(&t)))
+    }
+
+    fn with_mut<T>(&self, tenant: TenantId, f: impl FnOnce(&mut TenantData) -> T) -> Option<T> {
+        self.get(tenant).map(|t| f(&mut write(&t)))
+    }
+
+    fn queue(data: &mut TenantData, outbox: &[Message], now: OffsetDateTime) {
+        for m in outbox {
+            data.outbox.insert(
+                m.id,
+                OutboxRecord {
+                    message: m.clone(),
+                    state: DeliveryState::Pending,
+                    attempts: 0,
+                    next_attempt_at: now,
+                    last_error: None,
+                    created_at: now,
+                },
+            );
+        }
+    }
+
+    fn commit_new_tenant(&self, change: &Change, outbox: &[Message]) -> Result<(), StoreError> {
+        let Some(Write::InsertTenant(tenant)) = change.writes.first() else {
+            return Err(conflict(Constraint::MissingRow));
+        };
+        if tenant.id != change.tenant_id || change.expected_version != 0 {
+            return Err(conflict(Constraint::MissingRow));
+        }
+        let mut tenants = write(&self.tenants);
+        if tenants.contains_key(&tenant.id) {
+            return Err(conflict(Constraint::TenantId));
+        }
+        let mut data = TenantData::new(tenant.clone());
+        let mut undo = Vec::new();
+        for w in change.writes.iter().skip(1) {
+            data.apply(w, &mut undo)?;
+        }
+        data.state.counters = change.counters;
+        for e in &change.events {
+            data.append(e.clone());
+        }
+        Self::queue(&mut data, outbox, tenant.created_at);
+        tenants.insert(tenant.id, Arc::new(RwLock::new(data)));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for InMemoryStore {
+    async fn tenant(&self, tenant: TenantId) -> Result<Option<TenantState>, StoreError> {
+        Ok(self.with(tenant, |d| d.state.clone()))
+    }
+
+    async fn user(&self, tenant: TenantId, id: UserId) -> Result<Option<User>, StoreError> {
+        Ok(self.with(tenant, |d| d.users.get(&id).cloned()).flatten())
+    }
+
+    async fn user_by_email(&self, tenant: TenantId, key: &str) -> Result<Option<User>, StoreError> {
+        Ok(self
+            .with(tenant, |d| {
+                d.by_email.get(key).and_then(|id| d.users.get(id)).cloned()
+            })
+            .flatten())
+    }
+
+    async fn template(
+        &self,
+        tenant: TenantId,
+        id: TemplateId,
+    ) -> Result<Option<RoleTemplate>, StoreError> {
+        Ok(self
+            .with(tenant, |d| d.templates.get(&id).cloned())
+            .flatten())
+    }
+
+    async fn template_by_name(
+        &self,
+        tenant: TenantId,
+        key: &str,
+    ) -> Result<Option<RoleTemplate>, StoreError> {
+        Ok(self
+            .with(tenant, |d| {
+                d.template_names
+                    .get(key)
+                    .and_then(|id| d.templates.get(id))
+                    .cloned()
+            })
+            .flatten())
+    }
+
+    async fn templates(&self, tenant: TenantId) -> Result<Vec<RoleTemplate>, StoreError> {
+        let mut all = self
+            .with(tenant, |d| {
+                d.templates.values().cloned().collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        all.sort_by(|a, b| a.name.key().cmp(b.name.key()).then(a.id.cmp(&b.id)));
+        Ok(all)
+    }
+
+    async fn count_template_users(
+        &self,
+        tenant: TenantId,
+        template: TemplateId,
+    ) -> Result<u64, StoreError> {
+        Ok(self
+            .with(tenant, |d| {
+                d.idx_template
+                    .range((template, UserId::from_uuid(uuid::Uuid::nil()))..)
+                    .take_while(|(t, _)| *t == template)
+                    .count()
+            })
+            .map_or(0, |n| u64::try_from(n).unwrap_or(u64::MAX)))
+    }
+
+    async fn invitation(
+        &self,
+        tenant: TenantId,
+        hash: &TokenHash,
+    ) -> Result<Option<Invitation>, StoreError> {
+        Ok(self
+            .with(tenant, |d| d.invitations.get(hash).cloned())
+            .flatten())
+    }
+
+    async fn invitations_of(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+    ) -> Result<Vec<Invitation>, StoreError> {
+        Ok(self
+            .with(tenant, |d| {
+                d.invitations_by_user
+                    .get(&user)
+                    .map(|hs| {
+                        hs.iter()
+                            .filter_map(|h| d.invitations.get(h).cloned())
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn list_users(
+        &self,
+        tenant: TenantId,
+        query: &UserQuery,
+    ) -> Result<Page<User>, StoreError> {
+        Ok(self.with(tenant, |d| d.page(query)).unwrap_or(Page {
+            items: Vec::new(),
+            next: None,
+        }))
+    }
+
+    async fn tombstone(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+    ) -> Result<Option<Tombstone>, StoreError> {
+        Ok(self
+            .with(tenant, |d| d.tombstones.get(&user).cloned())
+            .flatten())
+    }
+
+    async fn audit(
+        &self,
+        tenant: TenantId,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        Ok(self
+            .with(tenant, |d| {
+                let start = usize::try_from(after).unwrap_or(usize::MAX);
+                d.audit
+                    .get(start..)
+                    .unwrap_or_default()
+                    .iter()
+                    .take(usize::try_from(limit).unwrap_or(usize::MAX))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn commit(&self, change: &Change, outbox: &[Message]) -> Result<(), StoreError> {
+        if matches!(change.writes.first(), Some(Write::InsertTenant(_))) {
+            return self.commit_new_tenant(change, outbox);
+        }
+        let Some(tenant) = self.get(change.tenant_id) else {
+            return Err(StoreError::NotFound);
+        };
+        let mut data = write(&tenant);
+        if data.state.counters.version != change.expected_version {
+            return Err(StoreError::VersionMismatch {
+                expected: change.expected_version,
+            });
+        }
+        let mut undo = Vec::new();
+        for w in &change.writes {
+            if let Err(e) = data.apply(w, &mut undo) {
+                data.rollback(undo);
+                return Err(e);
+            }
+        }
+        data.state.counters = change.counters;
+        let now = change
+            .events
+            .first()
+            .map_or(OffsetDateTime::UNIX_EPOCH, |e| e.at);
+        for e in &change.events {
+            data.append(e.clone());
+        }
+        Self::queue(&mut data, outbox, now);
+        Ok(())
+    }
+
+    async fn append_audit(&self, event: &AuditEvent) -> Result<u64, StoreError> {
+        self.with_mut(event.tenant_id, |d| d.append(event.clone()))
+            .ok_or(StoreError::NotFound)
+    }
+
+    async fn outbox(
+        &self,
+        tenant: TenantId,
+        pending_only: bool,
+        limit: u32,
+    ) -> Result<Vec<OutboxRecord>, StoreError> {
+        Ok(self
+            .with(tenant, |d| {
+                d.outbox
+                    .values()
+                    .rev()
+                    .filter(|r| !pending_only || r.state == DeliveryState::Pending)
+                    .take(usize::try_from(limit).unwrap_or(usize::MAX))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn outbox_message(
+        &self,
+        tenant: TenantId,
+        id: MessageId,
+    ) -> Result<Option<OutboxRecord>, StoreError> {
+        Ok(self.with(tenant, |d| d.outbox.get(&id).cloned()).flatten())
+    }
+
+    async fn claim_due_mail(
+        &self,
+        tenant: TenantId,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<OutboxRecord>, StoreError> {
+        Ok(self
+            .with_mut(tenant, |d| {
+                let mut claimed = Vec::new();
+                for r in d.outbox.values_mut() {
+                    if claimed.len() >= usize::try_from(limit).unwrap_or(usize::MAX) {
+                        break;
+                    }
+                    if r.state == DeliveryState::Pending && r.next_attempt_at <= now {
+                        r.next_attempt_at = lease_until;
+                        claimed.push(r.clone());
+                    }
+                }
+                claimed
+            })
+            .unwrap_or_default())
+    }
+
+    async fn record_delivery(
+        &self,
+        tenant: TenantId,
+        id: MessageId,
+        update: &DeliveryUpdate,
+    ) -> Result<(), StoreError> {
+        self.with_mut(tenant, |d| {
+            let Some(r) = d.outbox.get_mut(&id) else {
+                return Err(StoreError::NotFound);
+            };
+            r.attempts = r.attempts.saturating_add(1);
+            match update {
+                DeliveryUpdate::Sent { at } => {
+                    r.state = DeliveryState::Sent { at: *at };
+                    r.message.text.clear();
+                    r.message.html.clear();
+                }
+                DeliveryUpdate::Retry { reason, retry_at } => {
+                    r.state = DeliveryState::Pending;
+                    r.next_attempt_at = *retry_at;
+                    r.last_error = Some(reason.clone());
+                }
+                DeliveryUpdate::Failed { reason, at } => {
+                    r.state = DeliveryState::Failed {
+                        reason: reason.clone(),
+                        at: *at,
+                    };
+                    r.last_error = Some(reason.clone());
+                }
+            }
+            Ok(())
+        })
+        .unwrap_or(Err(StoreError::NotFound))
+    }
+
+    async fn tenants_with_due_mail(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<TenantId>, StoreError> {
+        let all: Vec<(TenantId, Arc<RwLock<TenantData>>)> = read(&self.tenants)
+            .iter()
+            .map(|(k, v)| (*k, Arc::clone(v)))
+            .collect();
+        Ok(all
+            .into_iter()
+            .filter(|(_, d)| {
+                read(d)
+                    .outbox
+                    .values()
+                    .any(|r| r.state == DeliveryState::Pending && r.next_attempt_at <= now)
+            })
+            .map(|(id, _)| id)
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .collect())
+    }
+}

@@ -1,0 +1,101 @@
+//! The service's error type.
+
+use tenantry_core::{EmailError, PermissionParseError, Rule, TemplateNameError};
+use tenantry_store::StoreError;
+
+/// Why a page request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueryError {
+    /// D18: a page holds 1 to 500 rows.
+    #[error("page size {limit} is out of range; it must be between 1 and 500")]
+    LimitOutOfRange {
+        /// The size asked for.
+        limit: u32,
+    },
+    /// The cursor belongs to another sort order.
+    #[error("the page cursor belongs to another sort order")]
+    CursorMismatch,
+}
+
+/// Why the service was misconfigured.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SettingsError {
+    /// The accept-link base URL must be an absolute http(s) URL without a fragment.
+    #[error(
+        "the invitation base URL {url:?} must be an absolute http:// or https:// URL without spaces or '#'"
+    )]
+    BaseUrl {
+        /// The refused URL.
+        url: String,
+    },
+    /// A setting that must be positive was zero or negative.
+    #[error("the setting {name} must be positive")]
+    NotPositive {
+        /// Which setting.
+        name: &'static str,
+    },
+}
+
+/// Everything a tenantry call can fail with. Nothing was changed when it fails.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A product rule refused; [`Error::rule`] names it.
+    #[error(transparent)]
+    Rule(#[from] tenantry_core::Error),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// D16: the tenant kept changing under this call; it gave up after `attempts` tries.
+    #[error("the tenant is changing too fast; gave up after {attempts} attempts")]
+    Contention {
+        /// How many times the decision was retaken.
+        attempts: u32,
+    },
+    /// A page request was malformed (D18).
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    /// A permission string was unknown (D4).
+    #[error(transparent)]
+    Permission(#[from] PermissionParseError),
+    /// The operating system's randomness source failed.
+    #[error("the operating system's random number source failed: {0}")]
+    Randomness(String),
+}
+
+impl Error {
+    /// The rule (D-id) behind the error, where one applies.
+    #[must_use]
+    pub fn rule(&self) -> Option<Rule> {
+        match self {
+            Error::Rule(e) => Some(e.rule()),
+            Error::Contention { .. } => Some(Rule::D16),
+            Error::Query(_) => Some(Rule::D18),
+            Error::Permission(_) => Some(Rule::D4),
+            Error::Store(_) | Error::Randomness(_) => None,
+        }
+    }
+
+    /// The product-rule error inside, if that is what this is.
+    #[must_use]
+    pub fn as_rule(&self) -> Option<&tenantry_core::Error> {
+        match self {
+            Error::Rule(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<EmailError> for Error {
+    fn from(e: EmailError) -> Self {
+        Error::Rule(tenantry_core::Error::InvalidEmail(e))
+    }
+}
+
+impl From<TemplateNameError> for Error {
+    fn from(e: TemplateNameError) -> Self {
+        Error::Rule(tenantry_core::Error::InvalidTemplateName(e))
+    }
+}

@@ -1,0 +1,153 @@
+//! Delivering the outbox (D17): after commit, with bounded retries and backoff, each
+//! message's state visible to the host.
+
+use serde::{Deserialize, Serialize};
+use tenantry_core::{MessageId, TenantId};
+use tenantry_store::{DeliveryUpdate, OutboxRecord};
+use time::Duration;
+
+use crate::{Error, Tenantry};
+
+/// What one dispatch pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DispatchReport {
+    /// Messages delivered.
+    pub sent: u32,
+    /// Messages that failed and will be retried.
+    pub retrying: u32,
+    /// Messages given up on.
+    pub failed: u32,
+}
+
+impl DispatchReport {
+    fn add(&mut self, other: DispatchReport) {
+        self.sent = self.sent.saturating_add(other.sent);
+        self.retrying = self.retrying.saturating_add(other.retrying);
+        self.failed = self.failed.saturating_add(other.failed);
+    }
+}
+
+const BATCH: u32 = 50;
+
+impl Tenantry {
+    fn backoff_after(&self, attempts: u32) -> Duration {
+        let d = &self.inner.settings.delivery;
+        let factor = 2i32.saturating_pow(attempts.min(20));
+        let wait = d.backoff.saturating_mul(factor);
+        if wait > d.max_backoff {
+            d.max_backoff
+        } else {
+            wait
+        }
+    }
+
+    /// Delivers the tenant's due outbox messages now (D17). Each message is claimed with a
+    /// lease first, so concurrent dispatchers never send one message twice at once.
+    ///
+    /// # Errors
+    /// Store failures (delivery failures are recorded on the messages, not returned).
+    pub async fn dispatch(&self, tenant: TenantId) -> Result<DispatchReport, Error> {
+        let mut report = DispatchReport::default();
+        loop {
+            let now = self.now();
+            let lease = now.saturating_add(self.inner.settings.delivery.lease);
+            let claimed = self
+                .inner
+                .store
+                .claim_due_mail(tenant, now, lease, BATCH)
+                .await?;
+            if claimed.is_empty() {
+                return Ok(report);
+            }
+            for record in claimed {
+                report.add(self.deliver(tenant, &record).await?);
+            }
+        }
+    }
+
+    async fn deliver(
+        &self,
+        tenant: TenantId,
+        record: &OutboxRecord,
+    ) -> Result<DispatchReport, Error> {
+        let result = self.inner.mailer.send(&record.message).await;
+        let now = self.now();
+        let attempts = record.attempts.saturating_add(1);
+        let (update, report) = match result {
+            Ok(()) => (
+                DeliveryUpdate::Sent { at: now },
+                DispatchReport {
+                    sent: 1,
+                    ..DispatchReport::default()
+                },
+            ),
+            Err(e) if e.is_transient() && attempts < self.inner.settings.delivery.max_attempts => (
+                DeliveryUpdate::Retry {
+                    reason: e.reason().to_owned(),
+                    retry_at: now.saturating_add(self.backoff_after(record.attempts)),
+                },
+                DispatchReport {
+                    retrying: 1,
+                    ..DispatchReport::default()
+                },
+            ),
+            Err(e) => (
+                DeliveryUpdate::Failed {
+                    reason: e.reason().to_owned(),
+                    at: now,
+                },
+                DispatchReport {
+                    failed: 1,
+                    ..DispatchReport::default()
+                },
+            ),
+        };
+        self.inner
+            .store
+            .record_delivery(tenant, record.message.id, &update)
+            .await?;
+        Ok(report)
+    }
+
+    /// Delivers due messages of every tenant (for a background task).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn dispatch_all(&self) -> Result<DispatchReport, Error> {
+        let mut report = DispatchReport::default();
+        let tenants = self
+            .inner
+            .store
+            .tenants_with_due_mail(self.now(), 1000)
+            .await?;
+        for t in tenants {
+            report.add(self.dispatch(t).await?);
+        }
+        Ok(report)
+    }
+
+    /// The tenant's outbox, newest first (D17: delivery state visible to the host).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn outbox(
+        &self,
+        tenant: TenantId,
+        pending_only: bool,
+        limit: u32,
+    ) -> Result<Vec<OutboxRecord>, Error> {
+        Ok(self.inner.store.outbox(tenant, pending_only, limit).await?)
+    }
+
+    /// One outbox message with its delivery state.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn outbox_message(
+        &self,
+        tenant: TenantId,
+        id: MessageId,
+    ) -> Result<Option<OutboxRecord>, Error> {
+        Ok(self.inner.store.outbox_message(tenant, id).await?)
+    }
+}

@@ -1,0 +1,1241 @@
+//! The use cases: each reads a snapshot, decides with `tenantry_core`, and commits only if
+//! the tenant's version is unchanged, retrying a bounded number of times (D16).
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+use tenantry_core::decide::{
+    self, Acting, BulkInvite, BulkItem, Ctx, InviteRequest, NewInvite, TemplateDeletion,
+    TemplateEdit, UserEdit,
+};
+use tenantry_core::{
+    ActorRef, AuditAction, AuditRecord, AuditTarget, Category, Change, Decision, Email,
+    InvitationKind, MessageId, Permission, Permissions, Request, RoleTemplate, SeatUsage,
+    TemplateId, TemplateName, Tenant, TenantId, TenantState, TokenHash, Tombstone, User, UserId,
+    Write,
+};
+use tenantry_mail::Message;
+use tenantry_store::{Page, StoreError, UserQuery};
+
+use crate::error::QueryError;
+use crate::{Error, Tenantry, token};
+
+/// The result of an invite.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invited {
+    /// The new user row (status invited).
+    pub user: User,
+    /// The outbox message carrying the invitation (see [`Tenantry::outbox_message`]).
+    pub message_id: MessageId,
+}
+
+/// Who made a record: a current user, or a deleted one's tombstone (D11).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Attribution {
+    /// The user still exists.
+    User(User),
+    /// The user was deleted; this is what remains.
+    Deleted(Tombstone),
+}
+
+/// Retries `$call` while the store reports a version mismatch (D16).
+macro_rules! retry {
+    ($self:ident, $call:expr) => {{
+        let max = $self.inner.settings.max_attempts;
+        let mut attempt: u32 = 0;
+        loop {
+            attempt = attempt.saturating_add(1);
+            match $call.await {
+                Err(Error::Store(StoreError::VersionMismatch { .. })) if attempt < max => {
+                    $self.backoff(attempt).await;
+                }
+                Err(Error::Store(StoreError::VersionMismatch { .. })) => {
+                    break Err(Error::Contention { attempts: attempt });
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+
+struct Actor {
+    user: User,
+    template: Option<RoleTemplate>,
+}
+
+impl Actor {
+    fn acting(&self) -> Acting<'_> {
+        Acting {
+            user: &self.user,
+            template: self.template.as_ref(),
+        }
+    }
+}
+
+impl Tenantry {
+    async fn backoff(&self, attempt: u32) {
+        let mut b = [0u8; 2];
+        let jitter = if self.inner.random.fill(&mut b).is_ok() {
+            u64::from(u16::from_le_bytes(b) % 500)
+        } else {
+            250
+        };
+        let base = 50u64.saturating_mul(u64::from(attempt.min(20)));
+        tokio::time::sleep(std::time::Duration::from_micros(
+            base.saturating_add(jitter),
+        ))
+        .await;
+    }
+
+    fn random_bytes<const N: usize>(&self) -> Result<[u8; N], Error> {
+        let mut buf = [0u8; N];
+        self.inner
+            .random
+            .fill(&mut buf)
+            .map_err(Error::Randomness)?;
+        Ok(buf)
+    }
+
+    fn unix_millis(&self) -> u64 {
+        u64::try_from(self.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+    }
+
+    fn new_user_id(&self) -> Result<UserId, Error> {
+        Ok(UserId::from_parts(self.unix_millis(), self.random_bytes()?))
+    }
+
+    fn new_template_id(&self) -> Result<TemplateId, Error> {
+        Ok(TemplateId::from_parts(
+            self.unix_millis(),
+            self.random_bytes()?,
+        ))
+    }
+
+    fn new_message_id(&self) -> Result<MessageId, Error> {
+        Ok(MessageId::from_parts(
+            self.unix_millis(),
+            self.random_bytes()?,
+        ))
+    }
+
+    fn new_token(&self, tenant: TenantId) -> Result<(String, TokenHash), Error> {
+        let random = self.random_bytes::<{ token::TOKEN_RANDOM_BYTES }>()?;
+        let text = token::format(tenant, &random);
+        let hash = token::hash(&text);
+        Ok((text, hash))
+    }
+
+    fn accept_link(&self, token: &str) -> String {
+        let base = &self.inner.settings.base_url;
+        let sep = if base.contains('?') { '&' } else { '?' };
+        format!("{base}{sep}token={token}")
+    }
+
+    fn message(
+        &self,
+        state: &TenantState,
+        inviter: Option<&User>,
+        user: &User,
+        token: &str,
+        expires_at: time::OffsetDateTime,
+    ) -> Result<Message, Error> {
+        let rendered = self.inner.renderer.render(&tenantry_mail::Invitation {
+            tenant_name: state.tenant.name.clone(),
+            inviter: inviter.map(|u| u.email.to_string()),
+            to: user.email.to_string(),
+            accept_url: self.accept_link(token),
+            expires_at,
+        });
+        Ok(Message {
+            id: self.new_message_id()?,
+            tenant_id: state.tenant.id,
+            user_id: user.id,
+            to: user.email.to_string(),
+            subject: rendered.subject,
+            text: rendered.text,
+            html: rendered.html,
+        })
+    }
+
+    fn ctx<'a>(&'a self, state: &'a TenantState) -> Ctx<'a> {
+        Ctx {
+            state,
+            now: self.now(),
+            policy: &self.inner.settings.policy,
+        }
+    }
+
+    async fn state(&self, tenant: TenantId) -> Result<TenantState, Error> {
+        self.inner
+            .store
+            .tenant(tenant)
+            .await?
+            .ok_or(Error::Rule(tenantry_core::Error::TenantNotFound))
+    }
+
+    async fn template_of(
+        &self,
+        tenant: TenantId,
+        user: &User,
+    ) -> Result<Option<RoleTemplate>, Error> {
+        match user.template_id {
+            Some(id) => Ok(self.inner.store.template(tenant, id).await?),
+            None => Ok(None),
+        }
+    }
+
+    /// Loads the acting user; an unknown actor is refused as lacking `needed` (D7, D15).
+    async fn actor(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+        needed: tenantry_core::Action,
+    ) -> Result<Actor, Error> {
+        let Some(user) = self.inner.store.user(tenant, id).await? else {
+            return Err(Error::Rule(tenantry_core::Error::NotAllowed {
+                needed: Permission::new(Category::Users, needed),
+            }));
+        };
+        let template = self.template_of(tenant, &user).await?;
+        Ok(Actor { user, template })
+    }
+
+    async fn target(&self, tenant: TenantId, id: UserId) -> Result<User, tenantry_core::Error> {
+        match self.inner.store.user(tenant, id).await {
+            Ok(Some(u)) => Ok(u),
+            _ => Err(tenantry_core::Error::UserNotFound),
+        }
+    }
+
+    /// Records a refused management attempt (D13) and hands the error back.
+    async fn refuse(
+        &self,
+        tenant: TenantId,
+        actor: UserId,
+        action: AuditAction,
+        target: AuditTarget,
+        error: tenantry_core::Error,
+    ) -> Error {
+        let event = decide::refused_event(
+            tenant,
+            ActorRef::User(actor),
+            action,
+            target,
+            self.now(),
+            &error,
+        );
+        if let Err(e) = self.inner.store.append_audit(&event).await {
+            tracing::warn!(error = %e, "could not record a refused attempt in the audit log");
+        }
+        Error::Rule(error)
+    }
+
+    async fn commit(&self, change: &Change, outbox: &[Message]) -> Result<(), Error> {
+        if change.is_empty() {
+            return Ok(());
+        }
+        self.inner.store.commit(change, outbox).await?;
+        Ok(())
+    }
+
+    async fn after_commit(&self, tenant: TenantId, queued: bool) {
+        if queued && self.inner.settings.delivery.inline
+            && let Err(e) = self.dispatch(tenant).await {
+                tracing::warn!(error = %e, "inline delivery failed; messages stay pending");
+            }
+    }
+
+    // ---------------------------------------------------------------- tenants and seats
+
+    /// Creates a tenant with its first admin (active). Returns the tenant and admin ids.
+    ///
+    /// # Errors
+    /// Store failures; a colliding id is reported as [`tenantry_core::Error::TenantExists`].
+    pub async fn create_tenant(
+        &self,
+        name: &str,
+        user_limit: Option<u32>,
+        admin_email: Email,
+    ) -> Result<(TenantId, UserId), Error> {
+        let tenant = Tenant {
+            id: TenantId::from_parts(self.unix_millis(), self.random_bytes()?),
+            name: name.trim().to_owned(),
+            user_limit,
+            created_at: self.now(),
+        };
+        let (tid, admin) = (tenant.id, self.new_user_id()?);
+        let change = decide::create_tenant(tenant, admin, admin_email);
+        match self.inner.store.commit(&change, &[]).await {
+            Err(StoreError::Conflict { .. }) => {
+                Err(Error::Rule(tenantry_core::Error::TenantExists))
+            }
+            other => other.map_err(Error::from),
+        }?;
+        Ok((tid, admin))
+    }
+
+    /// The tenant with its counters.
+    ///
+    /// # Errors
+    /// D15 when it does not exist.
+    pub async fn tenant(&self, tenant: TenantId) -> Result<TenantState, Error> {
+        self.state(tenant).await
+    }
+
+    /// Sets the seat limit (D9), as the host's billing does; `None` is unlimited. It may be
+    /// set below current usage.
+    ///
+    /// # Errors
+    /// D15, store failures, [`Error::Contention`].
+    pub async fn set_user_limit(
+        &self,
+        tenant: TenantId,
+        limit: Option<u32>,
+    ) -> Result<SeatUsage, Error> {
+        retry!(self, self.try_set_user_limit(tenant, limit))
+    }
+
+    async fn try_set_user_limit(
+        &self,
+        tenant: TenantId,
+        limit: Option<u32>,
+    ) -> Result<SeatUsage, Error> {
+        let state = self.state(tenant).await?;
+        let change = decide::set_user_limit(self.ctx(&state), ActorRef::System, limit);
+        self.commit(&change, &[]).await?;
+        Ok(SeatUsage::new(change.counters.seats_used, limit))
+    }
+
+    /// Seat usage: used, limit, remaining, at limit (D9).
+    ///
+    /// # Errors
+    /// D15, store failures.
+    pub async fn seat_usage(&self, tenant: TenantId) -> Result<SeatUsage, Error> {
+        Ok(self.state(tenant).await?.seat_usage())
+    }
+
+    // ---------------------------------------------------------------- invitations
+
+    /// Invites a user (D3, D5, D7, D9, D10). The invitation mail is queued in the same
+    /// commit and delivered afterwards (D17).
+    ///
+    /// # Errors
+    /// The refusing rule (D3, D7, D9, D15) or store failures. Refusals are audited (D13).
+    pub async fn invite(
+        &self,
+        tenant: TenantId,
+        actor: UserId,
+        request: &InviteRequest,
+    ) -> Result<Invited, Error> {
+        let out = retry!(self, self.try_invite(tenant, actor, request))?;
+        self.after_commit(tenant, true).await;
+        Ok(out)
+    }
+
+    async fn try_invite(
+        &self,
+        tenant: TenantId,
+        actor_id: UserId,
+        request: &InviteRequest,
+    ) -> Result<Invited, Error> {
+        let state = self.state(tenant).await?;
+        let actor = self
+            .actor(tenant, actor_id, tenantry_core::Action::Create)
+            .await?;
+        let template = match request.template_id {
+            Some(id) => self.inner.store.template(tenant, id).await?,
+            None => None,
+        };
+        let taken = self
+            .inner
+            .store
+            .user_by_email(tenant, request.email.key())
+            .await?
+            .is_some();
+        let (token, token_hash) = self.new_token(tenant)?;
+        let new = NewInvite {
+            user_id: self.new_user_id()?,
+            token_hash,
+        };
+        let change = match decide::invite(
+            self.ctx(&state),
+            &actor.acting(),
+            request,
+            template.as_ref(),
+            taken,
+            new,
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                return Err(self
+                    .refuse(
+                        tenant,
+                        actor_id,
+                        AuditAction::UserInvited,
+                        AuditTarget::Tenant,
+                        e,
+                    )
+                    .await);
+            }
+        };
+        let user = inserted_user(&change, new.user_id)?;
+        let expires = user.invite_expires_at.unwrap_or_else(|| self.now());
+        let message = self.message(&state, Some(&actor.user), &user, &token, expires)?;
+        let message_id = message.id;
+        self.commit(&change, &[message]).await?;
+        Ok(Invited { user, message_id })
+    }
+
+    /// Invites many addresses at once (D19): one outcome per address; the seat limit holds
+    /// exactly.
+    ///
+    /// # Errors
+    /// D7 or D15 for the call as a whole (audited), store failures.
+    pub async fn invite_many(
+        &self,
+        tenant: TenantId,
+        actor: UserId,
+        request: &BulkInvite,
+    ) -> Result<Vec<BulkItem>, Error> {
+        let out = retry!(self, self.try_invite_many(tenant, actor, request))?;
+        self.after_commit(tenant, true).await;
+        Ok(out)
+    }
+
+    async fn try_invite_many(
+        &self,
+        tenant: TenantId,
+        actor_id: UserId,
+        request: &BulkInvite,
+    ) -> Result<Vec<BulkItem>, Error> {
+        let state = self.state(tenant).await?;
+        let actor = self
+            .actor(tenant, actor_id, tenantry_core::Action::Create)
+            .await?;
+        let template = match request.template_id {
+            Some(id) => self.inner.store.template(tenant, id).await?,
+            None => None,
+        };
+        let mut taken = HashSet::new();
+        for input in &request.emails {
+            if let Ok(e) = Email::parse(input)
+                && self
+                    .inner
+                    .store
+                    .user_by_email(tenant, e.key())
+                    .await?
+                    .is_some()
+                {
+                    taken.insert(e.key().to_owned());
+                }
+        }
+        let mut tokens: Vec<(UserId, String)> = Vec::new();
+        let mut failure = None;
+        let mut fresh = || {
+            let drawn = self
+                .new_token(tenant)
+                .and_then(|(text, hash)| Ok((self.new_user_id()?, text, hash)));
+            match drawn {
+                Ok((user_id, text, token_hash)) => {
+                    tokens.push((user_id, text));
+                    NewInvite {
+                        user_id,
+                        token_hash,
+                    }
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    NewInvite {
+                        user_id: UserId::from_uuid(uuid::Uuid::nil()),
+                        token_hash: TokenHash([0; 32]),
+                    }
+                }
+            }
+        };
+        let decided = decide::invite_many(
+            self.ctx(&state),
+            &actor.acting(),
+            request,
+            template.as_ref(),
+            &|key| taken.contains(key),
+            &mut fresh,
+        );
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let (change, items) = match decided {
+            Ok(v) => v,
+            Err(e) => {
+                return Err(self
+                    .refuse(
+                        tenant,
+                        actor_id,
+                        AuditAction::UserInvited,
+                        AuditTarget::Tenant,
+                        e,
+                    )
+                    .await);
+            }
+        };
+        let mut messages = Vec::new();
+        for (user_id, token) in &tokens {
+            if let Ok(user) = inserted_user(&change, *user_id) {
+                let expires = user.invite_expires_at.unwrap_or_else(|| self.now());
+                messages.push(self.message(&state, Some(&actor.user), &user, token, expires)?);
+            }
+        }
+        self.commit(&change, &messages).await?;
+        Ok(items)
+    }
+
+    /// Sends an invitation again (D10): a fresh token, older ones revoked, same user.
+    /// Returns the new message's id.
+    ///
+    /// # Errors
+    /// D7, D10 (not invited, rate limited with the time of the next allowed resend), D15.
+    pub async fn resend_invitation(
+        &self,
+        tenant: TenantId,
+        actor: UserId,
+        user: UserId,
+    ) -> Result<MessageId, Error> {
+        let out = retry!(self, self.try_resend(tenant, actor, user))?;
+        self.after_commit(tenant, true).await;
+        Ok(out)
+    }
+
+    async fn try_resend(
+        &self,
+        tenant: TenantId,
+        actor_id: UserId,
+        user_id: UserId,
+    ) -> Result<MessageId, Error> {
+        let state = self.state(tenant).await?;
+        let actor = self
+            .actor(tenant, actor_id, tenantry_core::Action::Create)
+            .await?;
+        let audit_target = AuditTarget::User(user_id);
+        let target = match self.target(tenant, user_id).await {
+            Ok(t) => t,
+            Err(e) => {
+                return Err(self
+                    .refuse(
+                        tenant,
+                        actor_id,
+                        AuditAction::InvitationResent,
+                        audit_target,
+                        e,
+                    )
+                    .await);
+            }
+        };
+        let resends: Vec<_> = self
+            .inner
+            .store
+            .invitations_of(tenant, user_id)
+            .await?
+            .into_iter()
+            .filter(|i| i.kind == InvitationKind::Resend)
+            .map(|i| i.created_at)
+            .collect();
+        let (token, hash) = self.new_token(tenant)?;
+        let change =
+            match decide::resend(self.ctx(&state), &actor.acting(), &target, &resends, hash) {
+                Ok(c) => c,
+                Err(e) => {
+                    return Err(self
+                        .refuse(
+                            tenant,
+                            actor_id,
+                            AuditAction::InvitationResent,
+                            audit_target,
+                            e,
+                        )
+                        .await);
+                }
+            };
+        let user = updated_user(&change, user_id).unwrap_or(target);
+        let expires = user.invite_expires_at.unwrap_or_else(|| self.now());
+        let message = self.message(&state, Some(&actor.user), &user, &token, expires)?;
+        let id = message.id;
+        self.commit(&change, &[message]).await?;
+        Ok(id)
+    }
+
+    /// Accepts an invitation (D10) with the address the person signed up with. The user
+    /// becomes active and its last login is now. Of concurrent accepts of one token exactly
+    /// one succeeds.
+    ///
+    /// # Errors
+    /// [`tenantry_core::Error::InvalidInvitation`] for any expired, used, superseded or
+    /// unknown token (one kind, revealing nothing);
+    /// [`tenantry_core::Error::InvitationEmailMismatch`]; an invalid address (D3).
+    pub async fn accept_invitation(&self, token: &str, signup_email: &str) -> Result<User, Error> {
+        let email = Email::parse(signup_email)?;
+        let Some(tenant) = token::tenant_of(token) else {
+            return Err(Error::Rule(tenantry_core::Error::InvalidInvitation));
+        };
+        let hash = token::hash(token);
+        retry!(self, self.try_accept(tenant, &hash, &email))
+    }
+
+    async fn try_accept(
+        &self,
+        tenant: TenantId,
+        hash: &TokenHash,
+        email: &Email,
+    ) -> Result<User, Error> {
+        let invalid = || Error::Rule(tenantry_core::Error::InvalidInvitation);
+        let state = self.inner.store.tenant(tenant).await?.ok_or_else(invalid)?;
+        let invitation = self
+            .inner
+            .store
+            .invitation(tenant, hash)
+            .await?
+            .ok_or_else(invalid)?;
+        let user = self
+            .inner
+            .store
+            .user(tenant, invitation.user_id)
+            .await?
+            .ok_or_else(invalid)?;
+        let change = decide::accept(self.ctx(&state), &invitation, &user, email)?;
+        self.commit(&change, &[]).await?;
+        updated_user(&change, user.id).ok_or_else(invalid)
+    }
+
+    /// Records a successful sign-in that the host authenticated (D14).
+    ///
+    /// # Errors
+    /// D14 for invited and suspended users, D15 for unknown ones.
+    pub async fn record_sign_in(&self, tenant: TenantId, user: UserId) -> Result<User, Error> {
+        retry!(self, self.try_sign_in(tenant, user))
+    }
+
+    async fn try_sign_in(&self, tenant: TenantId, user_id: UserId) -> Result<User, Error> {
+        let state = self.state(tenant).await?;
+        let user = self.target(tenant, user_id).await?;
+        let change = decide::sign_in(self.ctx(&state), &user)?;
+        self.commit(&change, &[]).await?;
+        Ok(updated_user(&change, user_id).unwrap_or(user))
+    }
+
+    // ---------------------------------------------------------------- edit and delete
+
+    /// Edits a user's email, role, status, template, CRM access or grants (D2, D3, D5, D7,
+    /// D8). Returns the row as saved.
+    ///
+    /// # Errors
+    /// The refusing rule; refusals are audited (D13).
+    pub async fn edit_user(
+        &self,
+        tenant: TenantId,
+        actor: UserId,
+        user: UserId,
+        edit: &UserEdit,
+    ) -> Result<User, Error> {
+        retry!(self, self.try_edit(tenant, actor, user, edit))
+    }
+
+    async fn try_edit(
+        &self,
+        tenant: TenantId,
+        actor_id: UserId,
+        user_id: UserId,
+        edit: &UserEdit,
+    ) -> Result<User, Error> {
+        let state = self.state(tenant).await?;
+        let actor = self
+            .actor(tenant, actor_id, tenantry_core::Action::Edit)
+            .await?;
+        let audit_target = AuditTarget::User(user_id);
+        let target = match self.target(tenant, user_id).await {
+            Ok(t) => t,
+            Err(e) => {
+                return Err(self
+                    .refuse(tenant, actor_id, AuditAction::UserEdited, audit_target, e)
+                    .await);
+            }
+        };
+        let current = self.template_of(tenant, &target).await?;
+        let new_template = match edit.template_id {
+            Some(Some(id)) => self.inner.store.template(tenant, id).await?,
+            Some(None) => None,
+            None => current.clone(),
+        };
+        let taken = match &edit.email {
+            Some(e) => self
+                .inner
+                .store
+                .user_by_email(tenant, e.key())
+                .await?
+                .is_some_and(|u| u.id != user_id),
+            None => false,
+        };
+        let decided = decide::edit(
+            self.ctx(&state),
+            &actor.acting(),
+            &target,
+            current.as_ref(),
+            new_template.as_ref(),
+            edit,
+            taken,
+        );
+        let change = match decided {
+            Ok(c) => c,
+            Err(e) => {
+                return Err(self
+                    .refuse(tenant, actor_id, AuditAction::UserEdited, audit_target, e)
+                    .await);
+            }
+        };
+        self.commit(&change, &[]).await?;
+        Ok(updated_user(&change, user_id).unwrap_or(target))
+    }
+
+    /// Deletes a user for good (D11). Returns the tombstone that remains.
+    ///
+    /// # Errors
+    /// D7, D8 (last active admin), D15; refusals are audited.
+    pub async fn delete_user(
+        &self,
+        tenant: TenantId,
+        actor: UserId,
+        user: UserId,
+    ) -> Result<Tombstone, Error> {
+        retry!(self, self.try_delete(tenant, actor, user))
+    }
+
+    async fn try_delete(
+        &self,
+        tenant: TenantId,
+        actor_id: UserId,
+        user_id: UserId,
+    ) -> Result<Tombstone, Error> {
+        let state = self.state(tenant).await?;
+        let actor = self
+            .actor(tenant, actor_id, tenantry_core::Action::Delete)
+            .await?;
+        let audit_target = AuditTarget::User(user_id);
+        let decided = match self.target(tenant, user_id).await {
+            Ok(target) => decide::delete(self.ctx(&state), &actor.acting(), &target),
+            Err(e) => Err(e),
+        };
+        let change = match decided {
+            Ok(c) => c,
+            Err(e) => {
+                return Err(self
+                    .refuse(tenant, actor_id, AuditAction::UserDeleted, audit_target, e)
+                    .await);
+            }
+        };
+        self.commit(&change, &[]).await?;
+        change
+            .writes
+            .iter()
+            .find_map(|w| match w {
+                Write::DeleteUser(t) => Some(t.clone()),
+                _ => None,
+            })
+            .ok_or(Error::Rule(tenantry_core::Error::UserNotFound))
+    }
+
+    /// Who made a record: the user, or its tombstone once deleted (D11).
+    ///
+    /// # Errors
+    /// Store failures; `Ok(None)` when the id never belonged to this tenant.
+    pub async fn attribution(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+    ) -> Result<Option<Attribution>, Error> {
+        if let Some(u) = self.inner.store.user(tenant, user).await? {
+            return Ok(Some(Attribution::User(u)));
+        }
+        Ok(self
+            .inner
+            .store
+            .tombstone(tenant, user)
+            .await?
+            .map(Attribution::Deleted))
+    }
+
+    // ---------------------------------------------------------------- reading
+
+    async fn require_view(&self, tenant: TenantId, viewer: ActorRef) -> Result<(), Error> {
+        let ActorRef::User(id) = viewer else {
+            return Ok(());
+        };
+        let needed = Permission::new(Category::Users, tenantry_core::Action::View);
+        let actor = self.actor(tenant, id, tenantry_core::Action::View).await?;
+        if actor.acting().holds().has(needed) {
+            Ok(())
+        } else {
+            Err(Error::Rule(tenantry_core::Error::NotAllowed { needed }))
+        }
+    }
+
+    fn check_query(query: &UserQuery) -> Result<(), Error> {
+        if query.limit == 0 || query.limit > tenantry_store::MAX_PAGE_SIZE {
+            return Err(QueryError::LimitOutOfRange { limit: query.limit }.into());
+        }
+        if query.after.as_ref().is_some_and(|c| c.sort() != query.sort) {
+            return Err(QueryError::CursorMismatch.into());
+        }
+        Ok(())
+    }
+
+    /// A user by id, as `viewer` may see it (D7: admin or `users:view`; the host itself as
+    /// [`ActorRef::System`]).
+    ///
+    /// # Errors
+    /// D7, D15 ([`tenantry_core::Error::UserNotFound`]).
+    pub async fn user(
+        &self,
+        tenant: TenantId,
+        viewer: ActorRef,
+        user: UserId,
+    ) -> Result<User, Error> {
+        self.require_view(tenant, viewer).await?;
+        Ok(self.target(tenant, user).await?)
+    }
+
+    /// One page of the user table (D18), for a viewer with admin or `users:view` (D7).
+    ///
+    /// # Errors
+    /// D7, D18 (page size, cursor), D15, store failures.
+    pub async fn list_users(
+        &self,
+        tenant: TenantId,
+        viewer: ActorRef,
+        query: &UserQuery,
+    ) -> Result<Page<User>, Error> {
+        Self::check_query(query)?;
+        self.state(tenant).await?;
+        self.require_view(tenant, viewer).await?;
+        Ok(self.inner.store.list_users(tenant, query).await?)
+    }
+
+    /// Users who have not signed in since `since`, or never (D14).
+    ///
+    /// # Errors
+    /// As [`Tenantry::list_users`].
+    pub async fn inactive_users(
+        &self,
+        tenant: TenantId,
+        viewer: ActorRef,
+        since: time::OffsetDateTime,
+        query: &UserQuery,
+    ) -> Result<Page<User>, Error> {
+        let q = UserQuery {
+            inactive_since: Some(since),
+            ..query.clone()
+        };
+        self.list_users(tenant, viewer, &q).await
+    }
+
+    /// Invited users whose invitation has expired (D20).
+    ///
+    /// # Errors
+    /// As [`Tenantry::list_users`].
+    pub async fn expired_invitations(
+        &self,
+        tenant: TenantId,
+        viewer: ActorRef,
+        query: &UserQuery,
+    ) -> Result<Page<User>, Error> {
+        let q = UserQuery {
+            invitation_expired_at: Some(self.now()),
+            ..query.clone()
+        };
+        self.list_users(tenant, viewer, &q).await
+    }
+
+    /// Deletes every expired invitation in one call, freeing their seats (D20). Returns the
+    /// deleted ids.
+    ///
+    /// # Errors
+    /// D7 (needs `users:delete`), D15, store failures.
+    pub async fn purge_expired_invitations(
+        &self,
+        tenant: TenantId,
+        actor: UserId,
+    ) -> Result<Vec<UserId>, Error> {
+        let mut all = Vec::new();
+        loop {
+            let batch = retry!(self, self.try_purge(tenant, actor))?;
+            if batch.is_empty() {
+                return Ok(all);
+            }
+            all.extend(batch);
+        }
+    }
+
+    async fn try_purge(&self, tenant: TenantId, actor_id: UserId) -> Result<Vec<UserId>, Error> {
+        let state = self.state(tenant).await?;
+        let actor = self
+            .actor(tenant, actor_id, tenantry_core::Action::Delete)
+            .await?;
+        let now = self.now();
+        let page = self
+            .inner
+            .store
+            .list_users(
+                tenant,
+                &UserQuery {
+                    invitation_expired_at: Some(now),
+                    limit: tenantry_store::MAX_PAGE_SIZE,
+                    ..UserQuery::default()
+                },
+            )
+            .await?;
+        let (change, deleted) =
+            match decide::purge_expired(self.ctx(&state), &actor.acting(), &page.items) {
+                Ok(v) => v,
+                Err(e) => {
+                    return Err(self
+                        .refuse(
+                            tenant,
+                            actor_id,
+                            AuditAction::UserDeleted,
+                            AuditTarget::Tenant,
+                            e,
+                        )
+                        .await);
+                }
+            };
+        if deleted.is_empty() {
+            return Ok(deleted);
+        }
+        self.commit(&change, &[]).await?;
+        Ok(deleted)
+    }
+
+    /// The audit log from `after` (exclusive), oldest first (D13). Pass the last `seq`
+    /// read to continue: a feed read this way misses and repeats nothing.
+    ///
+    /// # Errors
+    /// D7 for a viewer without `users:view`, store failures.
+    pub async fn audit_log(
+        &self,
+        tenant: TenantId,
+        viewer: ActorRef,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, Error> {
+        if limit == 0 || limit > tenantry_store::MAX_PAGE_SIZE {
+            return Err(QueryError::LimitOutOfRange { limit }.into());
+        }
+        self.require_view(tenant, viewer).await?;
+        Ok(self.inner.store.audit(tenant, after, limit).await?)
+    }
+
+    // ---------------------------------------------------------------- authorization
+
+    /// Decides a request for a user on current state (D6): the user's row and its
+    /// template's permissions are read now, so edits apply at the very next check. An
+    /// unknown or deleted user, or one of another tenant, is denied.
+    ///
+    /// # Errors
+    /// Store failures only; every answer is a [`Decision`].
+    pub async fn authorize(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        request: Request,
+    ) -> Result<Decision, Error> {
+        let Some(user) = self.inner.store.user(tenant, user).await? else {
+            return Ok(Decision::unknown_user());
+        };
+        let template = self.template_of(tenant, &user).await?;
+        Ok(tenantry_core::authorize(&user, template.as_ref(), request))
+    }
+
+    /// What a user holds now (D6), with its CRM access.
+    ///
+    /// # Errors
+    /// D15 for an unknown user, store failures.
+    pub async fn effective_permissions(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+    ) -> Result<(Permissions, bool), Error> {
+        let user = self.target(tenant, user).await?;
+        let template = self.template_of(tenant, &user).await?;
+        Ok((
+            tenantry_core::effective_permissions(&user, template.as_ref()),
+            tenantry_core::effective_crm(&user),
+        ))
+    }
+
+    // ---------------------------------------------------------------- role templates
+
+    /// Every role template of the tenant, by name (D12), for a viewer with `users:view`.
+    ///
+    /// # Errors
+    /// D7, store failures.
+    pub async fn templates(
+        &self,
+        tenant: TenantId,
+        viewer: ActorRef,
+    ) -> Result<Vec<RoleTemplate>, Error> {
+        self.require_view(tenant, viewer).await?;
+        Ok(self.inner.store.templates(tenant).await?)
+    }
+
+    /// One role template.
+    ///
+    /// # Errors
+    /// D7, D15 ([`tenantry_core::Error::TemplateNotFound`]).
+    pub async fn template(
+        &self,
+        tenant: TenantId,
+        viewer: ActorRef,
+        id: TemplateId,
+    ) -> Result<RoleTemplate, Error> {
+        self.require_view(tenant, viewer).await?;
+        self.inner
+            .store
+            .template(tenant, id)
+            .await?
+            .ok_or(Error::Rule(tenantry_core::Error::TemplateNotFound))
+    }
+
+    /// The users that reference a template, page by page (D12).
+    ///
+    /// # Errors
+    /// As [`Tenantry::list_users`].
+    pub async fn template_users(
+        &self,
+        tenant: TenantId,
+        viewer: ActorRef,
+        id: TemplateId,
+        query: &UserQuery,
+    ) -> Result<Page<User>, Error> {
+        let q = UserQuery {
+            template_id: Some(id),
+            ..query.clone()
+        };
+        self.list_users(tenant, viewer, &q).await
+    }
+
+    /// Creates a role template (D12).
+    ///
+    /// # Errors
+    /// D7 (`users:manage`, escalation), D12 (name), store failures; refusals are audited.
+    pub async fn create_template(
+        &self,
+        tenant: TenantId,
+        actor: UserId,
+        name: &str,
+        permissions: Permissions,
+    ) -> Result<RoleTemplate, Error> {
+        let name = TemplateName::parse(name)?;
+        retry!(
+            self,
+            self.try_create_template(tenant, actor, &name, permissions)
+        )
+    }
+
+    async fn try_create_template(
+        &self,
+        tenant: TenantId,
+        actor_id: UserId,
+        name: &TemplateName,
+        permissions: Permissions,
+    ) -> Result<RoleTemplate, Error> {
+        let state = self.state(tenant).await?;
+        let actor = self
+            .actor(tenant, actor_id, tenantry_core::Action::Manage)
+            .await?;
+        let taken = self
+            .inner
+            .store
+            .template_by_name(tenant, name.key())
+            .await?
+            .is_some();
+        let id = self.new_template_id()?;
+        let change = match decide::create_template(
+            self.ctx(&state),
+            &actor.acting(),
+            id,
+            name.clone(),
+            permissions,
+            taken,
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                return Err(self
+                    .refuse(
+                        tenant,
+                        actor_id,
+                        AuditAction::TemplateCreated,
+                        AuditTarget::Tenant,
+                        e,
+                    )
+                    .await);
+            }
+        };
+        self.commit(&change, &[]).await?;
+        saved_template(&change, id)
+    }
+
+    /// Renames a template or changes its permissions (D12); every referencing user holds
+    /// the new permissions at its next check (D6).
+    ///
+    /// # Errors
+    /// D7, D12, D15; refusals are audited.
+    pub async fn edit_template(
+        &self,
+        tenant: TenantId,
+        actor: UserId,
+        id: TemplateId,
+        edit: &TemplateEdit,
+    ) -> Result<RoleTemplate, Error> {
+        retry!(self, self.try_edit_template(tenant, actor, id, edit))
+    }
+
+    async fn try_edit_template(
+        &self,
+        tenant: TenantId,
+        actor_id: UserId,
+        id: TemplateId,
+        edit: &TemplateEdit,
+    ) -> Result<RoleTemplate, Error> {
+        let state = self.state(tenant).await?;
+        let actor = self
+            .actor(tenant, actor_id, tenantry_core::Action::Manage)
+            .await?;
+        let target = AuditTarget::Template(id);
+        let Some(template) = self.inner.store.template(tenant, id).await? else {
+            return Err(self
+                .refuse(
+                    tenant,
+                    actor_id,
+                    AuditAction::TemplateEdited,
+                    target,
+                    tenantry_core::Error::TemplateNotFound,
+                )
+                .await);
+        };
+        let taken = match &edit.name {
+            Some(n) => self
+                .inner
+                .store
+                .template_by_name(tenant, n.key())
+                .await?
+                .is_some_and(|t| t.id != id),
+            None => false,
+        };
+        let change = match decide::edit_template(
+            self.ctx(&state),
+            &actor.acting(),
+            &template,
+            edit,
+            taken,
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                return Err(self
+                    .refuse(tenant, actor_id, AuditAction::TemplateEdited, target, e)
+                    .await);
+            }
+        };
+        self.commit(&change, &[]).await?;
+        saved_template(&change, id).or(Ok(template))
+    }
+
+    /// Deletes a role template (D12). With [`TemplateDeletion::Refuse`] a referenced
+    /// template is kept and the count of referencing users returned in the error; `Detach`
+    /// clears their reference; `Reassign` moves them to another template.
+    ///
+    /// # Errors
+    /// D12 ([`tenantry_core::Error::TemplateInUse`]), D7, D15; refusals are audited.
+    pub async fn delete_template(
+        &self,
+        tenant: TenantId,
+        actor: UserId,
+        id: TemplateId,
+        mode: TemplateDeletion,
+    ) -> Result<u64, Error> {
+        retry!(self, self.try_delete_template(tenant, actor, id, mode))
+    }
+
+    async fn try_delete_template(
+        &self,
+        tenant: TenantId,
+        actor_id: UserId,
+        id: TemplateId,
+        mode: TemplateDeletion,
+    ) -> Result<u64, Error> {
+        let state = self.state(tenant).await?;
+        let actor = self
+            .actor(tenant, actor_id, tenantry_core::Action::Manage)
+            .await?;
+        let target = AuditTarget::Template(id);
+        let Some(template) = self.inner.store.template(tenant, id).await? else {
+            return Err(self
+                .refuse(
+                    tenant,
+                    actor_id,
+                    AuditAction::TemplateDeleted,
+                    target,
+                    tenantry_core::Error::TemplateNotFound,
+                )
+                .await);
+        };
+        let referencing = self.inner.store.count_template_users(tenant, id).await?;
+        let reassign_to = match mode {
+            TemplateDeletion::Reassign(to) => self.inner.store.template(tenant, to).await?,
+            _ => None,
+        };
+        let decided = decide::delete_template(
+            self.ctx(&state),
+            &actor.acting(),
+            &template,
+            referencing,
+            mode,
+            reassign_to.as_ref(),
+        );
+        let change = match decided {
+            Ok(c) => c,
+            Err(e) => {
+                return Err(self
+                    .refuse(tenant, actor_id, AuditAction::TemplateDeleted, target, e)
+                    .await);
+            }
+        };
+        self.commit(&change, &[]).await?;
+        Ok(referencing)
+    }
+}
+
+fn inserted_user(change: &Change, id: UserId) -> Result<User, Error> {
+    change
+        .writes
+        .iter()
+        .find_map(|w| match w {
+            Write::InsertUser(u) if u.id == id => Some(u.clone()),
+            _ => None,
+        })
+        .ok_or(Error::Rule(tenantry_core::Error::UserNotFound))
+}
+
+fn updated_user(change: &Change, id: UserId) -> Option<User> {
+    change.writes.iter().rev().find_map(|w| match w {
+        Write::UpdateUser(u) if u.id == id => Some(u.clone()),
+        _ => None,
+    })
+}
+
+fn saved_template(change: &Change, id: TemplateId) -> Result<RoleTemplate, Error> {
+    change
+        .writes
+        .iter()
+        .find_map(|w| match w {
+            Write::InsertTemplate(t) | Write::UpdateTemplate(t) if t.id == id => Some(t.clone()),
+            _ => None,
+        })
+        .ok_or(Error::Rule(tenantry_core::Error::TemplateNotFound))
+}
