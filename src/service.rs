@@ -47,10 +47,10 @@ macro_rules! retry {
         loop {
             attempt = attempt.saturating_add(1);
             match $call.await {
-                Err(Error::Store(StoreError::VersionMismatch { .. })) if attempt < max => {
+                Err(Error::Store(e)) if e.is_retryable() && attempt < max => {
                     $self.backoff(attempt).await;
                 }
-                Err(Error::Store(StoreError::VersionMismatch { .. })) => {
+                Err(Error::Store(e)) if e.is_retryable() => {
                     break Err(Error::Contention { attempts: attempt });
                 }
                 other => break other,
@@ -240,10 +240,12 @@ impl Tenantry {
     }
 
     async fn after_commit(&self, tenant: TenantId, queued: bool) {
-        if queued && self.inner.settings.delivery.inline
-            && let Err(e) = self.dispatch(tenant).await {
-                tracing::warn!(error = %e, "inline delivery failed; messages stay pending");
-            }
+        if queued
+            && self.inner.settings.delivery.inline
+            && let Err(e) = self.dispatch(tenant).await
+        {
+            tracing::warn!(error = %e, "inline delivery failed; messages stay pending");
+        }
     }
 
     // ---------------------------------------------------------------- tenants and seats
@@ -426,9 +428,9 @@ impl Tenantry {
                     .user_by_email(tenant, e.key())
                     .await?
                     .is_some()
-                {
-                    taken.insert(e.key().to_owned());
-                }
+            {
+                taken.insert(e.key().to_owned());
+            }
         }
         let mut tokens: Vec<(UserId, String)> = Vec::new();
         let mut failure = None;

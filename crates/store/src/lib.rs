@@ -55,6 +55,14 @@ pub enum Constraint {
     MissingRow,
     /// A template that users still reference (D12).
     TemplateReferenced,
+    /// The seat limit (D9), enforced by the schema as a second line.
+    SeatLimit,
+    /// The last active admin (D8), enforced by the schema as a second line.
+    LastAdmin,
+    /// The counters the change computed differ from what the rows say.
+    Counters,
+    /// A rule of the schema not listed above (a CHECK or trigger).
+    Schema,
 }
 
 impl fmt::Display for Constraint {
@@ -68,6 +76,10 @@ impl fmt::Display for Constraint {
             Constraint::TokenHash => "invitation token hash",
             Constraint::MissingRow => "referenced row exists",
             Constraint::TemplateReferenced => "template not referenced",
+            Constraint::SeatLimit => "seat limit",
+            Constraint::LastAdmin => "last active admin",
+            Constraint::Counters => "counters match rows",
+            Constraint::Schema => "schema check",
         };
         f.write_str(s)
     }
@@ -92,6 +104,15 @@ pub enum StoreError {
         /// The version the change expected.
         expected: u64,
     },
+    /// The backend was too busy (a lock wait timed out, a serialization failure or a
+    /// deadlock); the whole use case may be retried.
+    #[error("{backend} backend busy: {reason}")]
+    Busy {
+        /// Which backend.
+        backend: &'static str,
+        /// The backend's words.
+        reason: String,
+    },
     /// The backend failed.
     #[error("{backend} backend error: {source}")]
     Backend {
@@ -107,7 +128,10 @@ impl StoreError {
     /// Whether repeating the whole use case (reading a new snapshot) may succeed.
     #[must_use]
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::VersionMismatch { .. })
+        matches!(
+            self,
+            StoreError::VersionMismatch { .. } | StoreError::Busy { .. }
+        )
     }
 }
 

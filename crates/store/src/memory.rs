@@ -96,9 +96,10 @@ impl TenantData {
     fn set_user(&mut self, id: UserId, new: Option<User>) -> Result<Option<User>, StoreError> {
         if let Some(u) = &new
             && let Some(other) = self.by_email.get(u.email.key())
-                && *other != id {
-                    return Err(conflict(Constraint::UserEmail));
-                }
+            && *other != id
+        {
+            return Err(conflict(Constraint::UserEmail));
+        }
         let old = self.users.remove(&id);
         if let Some(o) = &old {
             if let Some((key, _)) = self.by_email.remove_entry(o.email.key()) {
@@ -135,9 +136,10 @@ impl TenantData {
     ) -> Result<Option<RoleTemplate>, StoreError> {
         if let Some(t) = &new
             && let Some(other) = self.template_names.get(t.name.key())
-                && *other != id {
-                    return Err(conflict(Constraint::TemplateName));
-                }
+            && *other != id
+        {
+            return Err(conflict(Constraint::TemplateName));
+        }
         let old = self.templates.remove(&id);
         if let Some(o) = &old {
             self.template_names.remove(o.name.key());
@@ -162,9 +164,10 @@ impl TenantData {
             None => {
                 let old = self.invitations.remove(&hash);
                 if let Some(o) = &old
-                    && let Some(list) = self.invitations_by_user.get_mut(&o.user_id) {
-                        list.retain(|h| *h != hash);
-                    }
+                    && let Some(list) = self.invitations_by_user.get_mut(&o.user_id)
+                {
+                    list.retain(|h| *h != hash);
+                }
                 old
             }
         }
@@ -243,9 +246,10 @@ impl TenantData {
             }
             Write::MoveTemplateUsers { from, to } => {
                 if let Some(to) = to
-                    && !self.templates.contains_key(to) {
-                        return Err(conflict(Constraint::MissingRow));
-                    }
+                    && !self.templates.contains_key(to)
+                {
+                    return Err(conflict(Constraint::MissingRow));
+                }
                 let ids: Vec<UserId> = self
                     .idx_template
                     .range((*from, UserId::from_uuid(uuid::Uuid::nil()))..)
@@ -278,16 +282,17 @@ impl TenantData {
                     .unwrap_or_default();
                 for h in hashes {
                     if let Some(inv) = self.invitations.get(&h).cloned()
-                        && inv.state == InvitationState::Pending {
-                            let old = self.set_invitation(
-                                h,
-                                Some(Invitation {
-                                    state: InvitationState::Revoked,
-                                    ..inv
-                                }),
-                            );
-                            undo.push(Undo::Invitation(h, old));
-                        }
+                        && inv.state == InvitationState::Pending
+                    {
+                        let old = self.set_invitation(
+                            h,
+                            Some(Invitation {
+                                state: InvitationState::Revoked,
+                                ..inv
+                            }),
+                        );
+                        undo.push(Undo::Invitation(h, old));
+                    }
                 }
             }
             Write::UseInvitation(h) => {
@@ -347,13 +352,14 @@ impl TenantData {
         let mut more = false;
         let mut push = |id: &UserId| -> bool {
             if let Some(u) = self.users.get(id)
-                && query.matches(u) {
-                    if items.len() == limit {
-                        more = true;
-                        return false;
-                    }
-                    items.push(u.clone());
+                && query.matches(u)
+            {
+                if items.len() == limit {
+                    more = true;
+                    return false;
                 }
+                items.push(u.clone());
+            }
             true
         };
         macro_rules! walk {
