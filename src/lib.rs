@@ -58,6 +58,12 @@ pub use error::{Error, QueryError, SettingsError};
 pub use outbox::DispatchReport;
 pub use service::{Attribution, Invited};
 pub use tenantry_core as core;
+#[cfg(feature = "postgres")]
+pub use tenantry_postgres as postgres;
+#[cfg(feature = "smtp")]
+pub use tenantry_smtp as smtp;
+#[cfg(feature = "sqlite")]
+pub use tenantry_sqlite as sqlite;
 pub use tenantry_core::decide::{
     BulkInvite, BulkItem, BulkOutcome, InviteRequest, TemplateDeletion, TemplateEdit, UserEdit,
 };
