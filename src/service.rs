@@ -947,11 +947,10 @@ impl Tenantry {
         user: UserId,
         request: Request,
     ) -> Result<Decision, Error> {
-        let Some(user) = self.inner.store.user(tenant, user).await? else {
+        let Some(subject) = self.inner.store.subject(tenant, user).await? else {
             return Ok(Decision::unknown_user());
         };
-        let template = self.template_of(tenant, &user).await?;
-        Ok(tenantry_core::authorize(&user, template.as_ref(), request))
+        Ok(tenantry_core::authorize_subject(&subject, request))
     }
 
     /// What a user holds now (D6), with its CRM access.
@@ -1033,7 +1032,25 @@ impl Tenantry {
         name: &str,
         permissions: Permissions,
     ) -> Result<RoleTemplate, Error> {
-        let name = TemplateName::parse(name)?;
+        let name = match TemplateName::parse(name) {
+            Ok(n) => n,
+            Err(e) => {
+                // D13: a refused attempt by an actor of the tenant is audited, a bad name too.
+                let e = tenantry_core::Error::InvalidTemplateName(e);
+                if self.inner.store.user(tenant, actor).await?.is_none() {
+                    return Err(Error::Rule(e));
+                }
+                return Err(self
+                    .refuse(
+                        tenant,
+                        actor,
+                        AuditAction::TemplateCreated,
+                        AuditTarget::Tenant,
+                        e,
+                    )
+                    .await);
+            }
+        };
         retry!(
             self,
             self.try_create_template(tenant, actor, &name, permissions)

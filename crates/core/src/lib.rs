@@ -49,6 +49,6 @@ pub use model::{
 };
 pub use permissions::{Action, Category, Permission, PermissionParseError, Permissions};
 pub use policy::{
-    Decision, Reason, Request, authorize, effective_crm, effective_permissions,
-    potential_permissions,
+    Decision, Reason, Request, Subject, authorize, authorize_subject, effective_crm,
+    effective_permissions, potential_permissions,
 };

@@ -5,7 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Permission, Permissions, Role, RoleTemplate, Status, TemplateId, User};
+use crate::{
+    Permission, Permissions, Role, RoleTemplate, Status, TemplateId, TenantId, User, UserId,
+};
 
 /// What is being asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -81,6 +83,80 @@ impl Decision {
     #[must_use]
     pub const fn unknown_user() -> Self {
         Self::deny(Reason::UnknownUser)
+    }
+}
+
+/// The few facts a check needs about a user, as one small `Copy` value: what stores return
+/// for an authorization (one read, no allocation) and what [`authorize_subject`] decides on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Subject {
+    /// The user's tenant.
+    pub tenant_id: TenantId,
+    /// The user.
+    pub user_id: UserId,
+    /// Its role.
+    pub role: Role,
+    /// Its status.
+    pub status: Status,
+    /// Its CRM flag.
+    pub crm_access: bool,
+    /// Its direct grants.
+    pub grants: Permissions,
+    /// The template it references and that template's current permissions, if the template
+    /// exists in the same tenant.
+    pub template: Option<(TemplateId, Permissions)>,
+}
+
+impl Subject {
+    /// The facts of `user`, with `template` counted only if it is the one the user
+    /// references, in the user's tenant (never fail open).
+    #[inline]
+    #[must_use]
+    pub fn of(user: &User, template: Option<&RoleTemplate>) -> Self {
+        let template = match (user.template_id, template) {
+            (Some(id), Some(t)) if t.id == id && t.tenant_id == user.tenant_id => {
+                Some((id, t.permissions))
+            }
+            _ => None,
+        };
+        Self {
+            tenant_id: user.tenant_id,
+            user_id: user.id,
+            role: user.role,
+            status: user.status,
+            crm_access: user.crm_access,
+            grants: user.grants,
+            template,
+        }
+    }
+}
+
+/// Decides one request on a [`Subject`]; [`authorize`] is this on `Subject::of(user, template)`.
+#[inline]
+#[must_use]
+pub fn authorize_subject(subject: &Subject, request: Request) -> Decision {
+    match subject.status {
+        Status::Active => {}
+        Status::Invited => return Decision::deny(Reason::Invited),
+        Status::Suspended => return Decision::deny(Reason::Suspended),
+    }
+    if subject.role == Role::Admin {
+        return Decision::allow(Reason::Admin);
+    }
+    match request {
+        Request::Crm if subject.crm_access => Decision::allow(Reason::CrmAccess),
+        Request::Crm => Decision::deny(Reason::NoCrmAccess),
+        Request::Permission(permission) => {
+            if subject.grants.has(permission) {
+                return Decision::allow(Reason::DirectGrant);
+            }
+            match subject.template {
+                Some((template_id, perms)) if perms.has(permission) => {
+                    Decision::allow(Reason::Template { template_id })
+                }
+                _ => Decision::deny(Reason::MissingPermission { permission }),
+            }
+        }
     }
 }
 
@@ -166,32 +242,5 @@ pub fn effective_crm(user: &User) -> bool {
 #[inline]
 #[must_use]
 pub fn authorize(user: &User, template: Option<&RoleTemplate>, request: Request) -> Decision {
-    match user.status {
-        Status::Active => {}
-        Status::Invited => return Decision::deny(Reason::Invited),
-        Status::Suspended => return Decision::deny(Reason::Suspended),
-    }
-    if user.role == Role::Admin {
-        return Decision::allow(Reason::Admin);
-    }
-    match request {
-        Request::Crm => {
-            if user.crm_access {
-                Decision::allow(Reason::CrmAccess)
-            } else {
-                Decision::deny(Reason::NoCrmAccess)
-            }
-        }
-        Request::Permission(permission) => {
-            if user.grants.has(permission) {
-                return Decision::allow(Reason::DirectGrant);
-            }
-            if template_permissions(user, template).has(permission)
-                && let Some(template_id) = user.template_id
-            {
-                return Decision::allow(Reason::Template { template_id });
-            }
-            Decision::deny(Reason::MissingPermission { permission })
-        }
-    }
+    authorize_subject(&Subject::of(user, template), request)
 }

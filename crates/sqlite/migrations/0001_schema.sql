@@ -51,7 +51,7 @@ CREATE UNIQUE INDEX users_email_key ON users (tenant_id, email_key);
 CREATE INDEX users_by_email ON users (tenant_id, email_key, id);
 CREATE INDEX users_by_created ON users (tenant_id, created_at, id);
 CREATE INDEX users_by_login ON users (tenant_id, login_key, id);
-CREATE INDEX users_by_template ON users (tenant_id, template_id, id);
+CREATE INDEX users_by_template ON users (tenant_id, template_id, email_key, id);
 CREATE INDEX users_by_status ON users (tenant_id, status, email_key, id);
 
 CREATE TABLE invitations (

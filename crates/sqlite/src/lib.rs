@@ -31,8 +31,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 use tenantry_core::{
-    AuditEvent, AuditRecord, Change, Invitation, MessageId, RoleTemplate, TemplateId, TenantId,
-    TenantState, TokenHash, Tombstone, User, UserId, Write,
+    AuditEvent, AuditRecord, Change, Invitation, MessageId, RoleTemplate, Subject, TemplateId,
+    TenantId, TenantState, TokenHash, Tombstone, User, UserId, Write,
 };
 use tenantry_mail::Message;
 use tenantry_store::{
@@ -549,6 +549,20 @@ impl Store for SqliteStore {
         .await
         .map_err(map_err)?;
         opt_user(row)
+    }
+
+    async fn subject(&self, tenant: TenantId, id: UserId) -> Result<Option<Subject>, StoreError> {
+        let row = sqlx::query(
+            "SELECT u.tenant_id, u.id, u.role, u.status, u.crm_access, u.grants, u.template_id, t.permissions AS template_permissions \
+             FROM users u LEFT JOIN role_templates t ON t.tenant_id = u.tenant_id AND t.id = u.template_id \
+             WHERE u.tenant_id = $1 AND u.id = $2",
+        )
+        .bind(id_text(tenant.as_uuid()))
+        .bind(id_text(id.as_uuid()))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        row.as_ref().map(rows::subject_from_row).transpose()
     }
 
     async fn user_by_email(&self, tenant: TenantId, key: &str) -> Result<Option<User>, StoreError> {

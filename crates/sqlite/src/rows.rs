@@ -4,8 +4,8 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 use tenantry_core::{
     ActorRef, Counters, Email, Invitation, InvitationKind, InvitationState, MessageId, Permissions,
-    Role, RoleTemplate, Status, TemplateId, TemplateName, Tenant, TenantId, TenantState, TokenHash,
-    Tombstone, User, UserId,
+    Role, RoleTemplate, Status, Subject, TemplateId, TemplateName, Tenant, TenantId, TenantState,
+    TokenHash, Tombstone, User, UserId,
 };
 use tenantry_mail::Message;
 use tenantry_store::{DeliveryState, OutboxRecord, StoreError};
@@ -234,5 +234,31 @@ pub(crate) fn outbox_from_row(row: &SqliteRow) -> Result<OutboxRecord, StoreErro
         next_attempt_at: get_time(row, "next_attempt_at")?,
         last_error: get(row, "last_error")?,
         created_at: get_time(row, "created_at")?,
+    })
+}
+
+pub(crate) fn subject_from_row(row: &SqliteRow) -> Result<Subject, StoreError> {
+    let template = match (
+        get::<Option<String>>(row, "template_id")?,
+        get::<Option<String>>(row, "template_permissions")?,
+    ) {
+        (Some(id), Some(p)) => Some((
+            TemplateId::from_uuid(parse_id(&id)?),
+            perms_of("permissions", &p)?,
+        )),
+        _ => None,
+    };
+    Ok(Subject {
+        tenant_id: TenantId::from_uuid(get_id(row, "tenant_id")?),
+        user_id: UserId::from_uuid(get_id(row, "id")?),
+        role: get::<String>(row, "role")?
+            .parse::<Role>()
+            .map_err(|e| corrupt("role", e))?,
+        status: get::<String>(row, "status")?
+            .parse::<Status>()
+            .map_err(|e| corrupt("status", e))?,
+        crm_access: get(row, "crm_access")?,
+        grants: perms_of("grants", &get::<String>(row, "grants")?)?,
+        template,
     })
 }

@@ -2,7 +2,13 @@
 //! deletes — and logs each change after its commit returns; the parent kills it with SIGKILL
 //! at random points, reopens the file, and checks `PRAGMA integrity_check`, that the
 //! counters equal the rows, and that no logged (committed) change was lost.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
@@ -51,16 +57,24 @@ fn expected(log: &[String]) -> BTreeMap<String, String> {
 }
 
 async fn actual(store: &SqliteStore, tenant: TenantId) -> BTreeMap<String, String> {
-    let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT email_key, grants FROM users WHERE tenant_id = $1 AND role = 'user'")
-            .bind(tenant.to_string())
-            .fetch_all(store.pool())
-            .await
-            .unwrap();
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT email_key, grants FROM users WHERE tenant_id = $1 AND role = 'user'",
+    )
+    .bind(tenant.to_string())
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
     rows.into_iter()
         .map(|(e, g)| {
             let p: Permissions = serde_json::from_str(&g).unwrap();
-            (e, if p.is_empty() { String::new() } else { p.to_string() })
+            (
+                e,
+                if p.is_empty() {
+                    String::new()
+                } else {
+                    p.to_string()
+                },
+            )
         })
         .collect()
 }
@@ -86,7 +100,13 @@ async fn sigkill_at_random_points_loses_no_committed_change() {
     let mut total_lines = 0;
     for round in 0..ROUNDS {
         let mut child = Command::new(&exe)
-            .args(["--ignored", "--exact", "crash_child_entry", "--nocapture", "--test-threads=1"])
+            .args([
+                "--ignored",
+                "--exact",
+                "crash_child_entry",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("TENANTRY_CRASH_DB", &db)
             .env("TENANTRY_CRASH_LOG", &log)
             .env("TENANTRY_CRASH_TENANT", tenant.to_string())
@@ -101,7 +121,10 @@ async fn sigkill_at_random_points_loses_no_committed_change() {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         child.kill().unwrap(); // SIGKILL on Unix
         let status = child.wait().unwrap();
-        assert!(!status.success(), "round {round}: the child should have been killed");
+        assert!(
+            !status.success(),
+            "round {round}: the child should have been killed"
+        );
 
         let store = SqliteStore::open(&db).await.unwrap();
         let integrity: String = sqlx::query_scalar("PRAGMA integrity_check")
@@ -119,7 +142,11 @@ async fn sigkill_at_random_points_loses_no_committed_change() {
         .fetch_one(store.pool())
         .await
         .unwrap();
-        assert_eq!((seats, admins), (rows, active_admins), "round {round}: counters equal rows");
+        assert_eq!(
+            (seats, admins),
+            (rows, active_admins),
+            "round {round}: counters equal rows"
+        );
 
         let lines = read_log(&log);
         let want = expected(&lines);
@@ -127,8 +154,14 @@ async fn sigkill_at_random_points_loses_no_committed_change() {
         // At most one change may have committed after the child's last log line (it was
         // killed between commit and log write); everything logged must be there.
         let keys: HashSet<&String> = want.keys().chain(have.keys()).collect();
-        let diffs: Vec<&&String> = keys.iter().filter(|k| want.get(**k) != have.get(**k)).collect();
-        assert!(diffs.len() <= 1, "round {round}: committed changes lost: {diffs:?}");
+        let diffs: Vec<&&String> = keys
+            .iter()
+            .filter(|k| want.get(**k) != have.get(**k))
+            .collect();
+        assert!(
+            diffs.len() <= 1,
+            "round {round}: committed changes lost: {diffs:?}"
+        );
         // Reconcile the log with the one unlogged change so later rounds compare cleanly.
         if let Some(k) = diffs.first() {
             let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
@@ -143,7 +176,10 @@ async fn sigkill_at_random_points_loses_no_committed_change() {
         store.close().await;
     }
     println!("crash test: {ROUNDS} SIGKILLs, {total_lines} committed changes checked");
-    assert!(total_lines >= ROUNDS, "the child must have committed changes");
+    assert!(
+        total_lines >= ROUNDS,
+        "the child must have committed changes"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -151,15 +187,28 @@ async fn sigkill_at_random_points_loses_no_committed_change() {
 #[tokio::test]
 #[ignore = "child process of sigkill_at_random_points_loses_no_committed_change"]
 async fn crash_child_entry() {
-    let (Ok(db), Ok(log)) = (std::env::var("TENANTRY_CRASH_DB"), std::env::var("TENANTRY_CRASH_LOG")) else {
+    let (Ok(db), Ok(log)) = (
+        std::env::var("TENANTRY_CRASH_DB"),
+        std::env::var("TENANTRY_CRASH_LOG"),
+    ) else {
         panic!("run by the crash test only");
     };
-    let tenant: TenantId = std::env::var("TENANTRY_CRASH_TENANT").unwrap().parse().unwrap();
-    let admin: UserId = std::env::var("TENANTRY_CRASH_ADMIN").unwrap().parse().unwrap();
+    let tenant: TenantId = std::env::var("TENANTRY_CRASH_TENANT")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let admin: UserId = std::env::var("TENANTRY_CRASH_ADMIN")
+        .unwrap()
+        .parse()
+        .unwrap();
     let round = std::env::var("TENANTRY_CRASH_ROUND").unwrap();
     let store = SqliteStore::open(PathBuf::from(db)).await.unwrap();
     let app = Tenantry::builder(store).build().unwrap();
-    let mut out = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
     let mut mine: Vec<(UserId, String)> = Vec::new();
     for n in 0u64.. {
         let r = random_u64() % 10;
@@ -172,9 +221,9 @@ async fn crash_child_entry() {
         } else if r < 4 && !mine.is_empty() {
             let i = usize::try_from(random_u64() % mine.len() as u64).unwrap();
             let (id, email) = mine[i].clone();
-            let grants = Permissions::from_bits_truncate(
-                u32::try_from(random_u64() % (1 << 30)).unwrap(),
-            ) | Permissions::ANALYTICS_VIEW;
+            let grants =
+                Permissions::from_bits_truncate(u32::try_from(random_u64() % (1 << 30)).unwrap())
+                    | Permissions::ANALYTICS_VIEW;
             let edit = UserEdit {
                 grants: Some(grants),
                 ..UserEdit::default()

@@ -25,8 +25,8 @@ use std::fmt;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tenantry_core::{
-    AuditEvent, AuditRecord, Change, Invitation, MessageId, RoleTemplate, TemplateId, TenantId,
-    TenantState, TokenHash, Tombstone, User, UserId,
+    AuditEvent, AuditRecord, Change, Invitation, MessageId, RoleTemplate, Subject, TemplateId,
+    TenantId, TenantState, TokenHash, Tombstone, User, UserId,
 };
 use tenantry_mail::Message;
 use time::OffsetDateTime;
@@ -217,6 +217,20 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// A user by id.
     async fn user(&self, tenant: TenantId, id: UserId) -> Result<Option<User>, StoreError>;
+
+    /// The facts an authorization check needs about a user, read together (D6): the user's
+    /// row and its template's current permissions. Backends override this to read both in
+    /// one round trip without allocating; the default reads the user, then the template.
+    async fn subject(&self, tenant: TenantId, id: UserId) -> Result<Option<Subject>, StoreError> {
+        let Some(user) = self.user(tenant, id).await? else {
+            return Ok(None);
+        };
+        let template = match user.template_id {
+            Some(t) => self.template(tenant, t).await?,
+            None => None,
+        };
+        Ok(Some(Subject::of(&user, template.as_ref())))
+    }
 
     /// A user by canonical email key (D3).
     async fn user_by_email(&self, tenant: TenantId, key: &str) -> Result<Option<User>, StoreError>;

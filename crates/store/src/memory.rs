@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
 use tenantry_core::{
-    AuditEvent, AuditRecord, Change, Invitation, InvitationState, MessageId, RoleTemplate,
+    AuditEvent, AuditRecord, Change, Invitation, InvitationState, MessageId, RoleTemplate, Subject,
     TemplateId, Tenant, TenantId, TenantState, TokenHash, Tombstone, User, UserId, Write,
 };
 use tenantry_mail::Message;
@@ -485,6 +485,17 @@ impl Store for InMemoryStore {
 
     async fn user(&self, tenant: TenantId, id: UserId) -> Result<Option<User>, StoreError> {
         Ok(self.with(tenant, |d| d.users.get(&id).cloned()).flatten())
+    }
+
+    async fn subject(&self, tenant: TenantId, id: UserId) -> Result<Option<Subject>, StoreError> {
+        Ok(self
+            .with(tenant, |d| {
+                d.users.get(&id).map(|u| {
+                    let template = u.template_id.and_then(|t| d.templates.get(&t));
+                    Subject::of(u, template)
+                })
+            })
+            .flatten())
     }
 
     async fn user_by_email(&self, tenant: TenantId, key: &str) -> Result<Option<User>, StoreError> {
