@@ -1,1 +1,163 @@
-//! placeholder
+//! # tenantry-conformance
+//!
+//! The behaviour suite every tenantry storage backend must pass, in the manner of
+//! `object_store`'s shared integration tests: each scenario builds a [`tenantry::Tenantry`]
+//! on a fresh store from the backend's factory and checks one rule of `DECISIONS.md`
+//! (D1–D20) end to end, through the public service.
+//!
+//! - [`scenarios`]: one async function per behaviour, named after the rule it checks.
+//! - [`concurrency`]: many concurrent callers on one tenant (D16): seats, unique addresses,
+//!   the last admin, single-use tokens, unique template names.
+//! - [`model`]: a model-based test (random operation sequences against a reference model).
+//! - [`suite!`]: expands to one test per scenario for a backend:
+//!
+//! ```ignore
+//! fn memory_factory() -> tenantry_conformance::StoreFactory {
+//!     std::sync::Arc::new(|| Box::pin(async {
+//!         std::sync::Arc::new(tenantry_store::InMemoryStore::new())
+//!             as std::sync::Arc<dyn tenantry_store::Store>
+//!     }))
+//! }
+//! tenantry_conformance::suite!(memory_factory());
+//! ```
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+pub mod concurrency;
+pub mod model;
+pub mod scenarios;
+pub mod support;
+
+#[doc(hidden)]
+pub use tokio;
+
+/// A future yielding a fresh, empty store.
+pub type StoreFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = std::sync::Arc<dyn tenantry_store::Store>> + Send>,
+>;
+
+/// Makes fresh, empty stores (a new database or schema each time).
+pub type StoreFactory = std::sync::Arc<dyn Fn() -> StoreFuture + Send + Sync>;
+
+/// Expands to the whole conformance suite for one backend: one
+/// `#[tokio::test(flavor = "multi_thread", worker_threads = 4)]` per scenario and per
+/// concurrency scenario (each on a fresh store from the factory), and one `#[test]
+/// fn model_based()` running [`model::run`].
+///
+/// The argument is an expression evaluating to a [`StoreFactory`]; it is evaluated once per
+/// test, in the scope where the macro is invoked. The tests are placed in a module named
+/// `conformance`, so `cargo test conformance::d9` selects the D9 scenarios.
+///
+/// ```ignore
+/// tenantry_conformance::suite!(memory_factory());
+/// ```
+#[macro_export]
+macro_rules! suite {
+    ($factory:expr $(,)?) => {
+        fn __tenantry_conformance_factory() -> $crate::StoreFactory {
+            $factory
+        }
+        $crate::__suite_tests! {
+            scenarios: [
+                d1_admin_holds_everything_user_only_what_is_granted,
+                d2_status_transitions_persist_and_refusals_change_nothing,
+                d3_email_unique_by_canonical_key,
+                d3_email_change_collisions,
+                d4_permission_sets_round_trip_through_the_store,
+                d5_crm_access_rules_persist,
+                d6_template_edits_reach_users_at_next_authorize,
+                d6_inactive_and_deleted_users_hold_nothing,
+                d7_manager_limits_follow_current_stored_state,
+                d8_last_admin_cannot_be_demoted_suspended_or_deleted,
+                d9_invite_at_limit_fails_and_stores_nothing,
+                d9_limit_lowered_below_usage_blocks_invites_until_under,
+                d10_accept_activates_with_matching_email_only,
+                d10_token_is_single_use,
+                d10_token_expires_after_ttl,
+                d10_resend_invalidates_older_tokens_and_expired_can_be_resent,
+                d10_email_change_revokes_tokens,
+                d10_resend_is_rate_limited,
+                d10_invalid_tokens_share_one_error_kind,
+                d10_token_hash_collision_is_refused_by_the_store,
+                d11_delete_leaves_tombstone_and_attribution,
+                d11_ids_never_reused_and_email_reinvitable,
+                d12_template_names_unique_case_insensitive,
+                d12_template_users_lists_referencing_users,
+                d12_delete_referenced_template_refuse_detach_reassign,
+                d13_audit_records_changes_and_refused_attempts,
+                d13_permission_changes_record_before_and_after_sets,
+                d13_audit_feed_pages_without_gaps_or_repeats,
+                d14_sign_in_records_last_login_and_refuses_inactive_users,
+                d14_inactive_users_are_listed,
+                d15_foreign_ids_behave_as_not_found,
+                d15_lists_audit_and_outbox_stay_within_the_tenant,
+                d16_stale_snapshot_commit_is_refused_and_writes_nothing,
+                d16_store_unique_constraints_are_the_second_line,
+                d17_message_queued_in_invite_commit_and_delivered_after,
+                d17_transient_failure_is_retried_after_backoff,
+                d17_permanent_failure_is_marked_failed_with_reason,
+                d17_claimed_message_is_leased_until_the_lease_expires,
+                d17_dispatch_all_delivers_every_tenant,
+                d18_filters_select_exactly_the_matching_rows,
+                d18_every_sort_pages_every_row_exactly_once,
+                d18_paging_is_stable_while_rows_change,
+                d18_page_size_and_cursor_errors,
+                d19_bulk_invite_outcomes_with_exact_seat_limit,
+                d20_expired_invitations_listed_and_purged_in_one_call,
+            ],
+            concurrency: [
+                d16_concurrent_invites_at_limit,
+                d16_concurrent_invites_of_one_address,
+                d16_concurrent_bulk_invites_at_limit,
+                d16_admins_demote_suspend_and_delete_each_other,
+                d16_concurrent_accepts_of_one_token,
+                d16_concurrent_resends_respect_rate_limit,
+                d16_concurrent_template_renames_to_one_name,
+                d16_concurrent_template_creates_with_one_name,
+            ],
+        }
+    };
+}
+
+/// The body of [`suite!`]; not for direct use.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __suite_tests {
+    (
+        scenarios: [$($scenario:ident),* $(,)?],
+        concurrency: [$($concurrent:ident),* $(,)?] $(,)?
+    ) => {
+        /// The tenantry conformance suite (generated by `tenantry_conformance::suite!`).
+        mod conformance {
+            // `#[tokio::test]` names `tokio::…` in its expansion; resolve it to the runtime
+            // the conformance crate re-exports, so the backend crate needs no tokio of its own.
+            #[allow(unused_imports)]
+            use $crate::tokio;
+
+            $(
+                #[$crate::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $scenario() {
+                    let store = (super::__tenantry_conformance_factory())().await;
+                    $crate::scenarios::$scenario(store).await;
+                }
+            )*
+
+            $(
+                #[$crate::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $concurrent() {
+                    let store = (super::__tenantry_conformance_factory())().await;
+                    $crate::concurrency::$concurrent(store).await;
+                }
+            )*
+
+            #[test]
+            fn model_based() {
+                $crate::model::run(super::__tenantry_conformance_factory(), 256, 50);
+            }
+        }
+    };
+}

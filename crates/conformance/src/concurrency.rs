@@ -1,0 +1,504 @@
+//! D16 under load: many concurrent callers on one tenant, on a multi-thread runtime.
+//!
+//! Each scenario spawns its calls with `tokio::spawn`, counts the outcomes (printing them)
+//! and asserts the rule held exactly. A call that gives up with [`Error::Contention`] counts
+//! as not succeeding; the final state must be consistent either way.
+
+use std::collections::{BTreeSet, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+
+use tenantry::core::{AuditAction, Error as E};
+use tenantry::{
+    BulkInvite, BulkOutcome, Error, Permissions, Role, Status, Store, TemplateEdit, TemplateName,
+    UserEdit, UserId,
+};
+
+use crate::support::{Env, Options, Tally, request};
+
+/// Runs every future on its own task and returns the results in order.
+async fn spawn_all<T, F>(futures: Vec<F>) -> Vec<Result<T, Error>>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T, Error>> + Send + 'static,
+{
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        out.push(h.await.expect("a spawned call panicked"));
+    }
+    out
+}
+
+fn tally<T>(results: &[Result<T, Error>]) -> Tally {
+    let mut t = Tally::default();
+    for r in results {
+        t.add(r);
+    }
+    t
+}
+
+/// D16/D9: 64 concurrent invites with 10 seats free: exactly 10 succeed (fewer only if
+/// some gave up with contention); seats used equals the rows; every invited user got
+/// exactly one message, delivered once.
+pub async fn d16_concurrent_invites_at_limit(store: Arc<dyn Store>) {
+    // The first admin holds one seat; 10 remain.
+    let env = Env::with(
+        store,
+        Options {
+            user_limit: Some(11),
+            ..Options::default()
+        },
+    )
+    .await;
+    let calls: Vec<_> = (0..64)
+        .map(|i| {
+            let (app, t, a) = (env.app.clone(), env.tenant, env.admin);
+            async move {
+                app.invite(t, a, &request(&format!("seat{i:02}@acme.test"), Role::User))
+                    .await
+            }
+        })
+        .collect();
+    let results = spawn_all(calls).await;
+    let t = tally(&results);
+    let users = env.assert_consistent(env.tenant).await;
+    let counters = env.counters(env.tenant).await;
+    println!(
+        "d16_concurrent_invites_at_limit: 64 invites, 10 seats free: {} succeeded, {} refused at the limit, {} contention, other {:?}; seats used {}, rows {}, invited rows {}",
+        t.ok,
+        t.refused("SeatLimitReached"),
+        t.contention,
+        t.refused,
+        counters.seats_used,
+        users.len(),
+        users.iter().filter(|u| u.status == Status::Invited).count()
+    );
+    assert_eq!(t.total(), 64);
+    assert_eq!(
+        t.ok + t.refused("SeatLimitReached") + t.contention,
+        64,
+        "only seat refusals and contention: {:?}",
+        t.refused
+    );
+    assert!(t.ok <= 10, "D9: never more invites than seats");
+    if t.contention == 0 {
+        assert_eq!(t.ok, 10, "D16: every free seat is used");
+    }
+    assert_eq!(
+        users.len(),
+        1 + t.ok,
+        "D9: rows = admin + successful invites"
+    );
+    assert_eq!(counters.seats_used as usize, users.len());
+    for r in &results {
+        if let Err(Error::Rule(E::SeatLimitReached { limit, .. })) = r {
+            assert_eq!(*limit, 11);
+        }
+    }
+    // D17: one message per invited user, each delivered exactly once.
+    env.app.dispatch(env.tenant).await.unwrap();
+    let sent = env.mailer.sent();
+    let ids: HashSet<_> = sent.iter().map(|m| m.id).collect();
+    assert_eq!(ids.len(), sent.len(), "D17: no message delivered twice");
+    assert_eq!(sent.len(), t.ok, "D17: one message per invite");
+    assert_eq!(
+        env.app.outbox(env.tenant, false, 500).await.unwrap().len(),
+        t.ok
+    );
+}
+
+/// D16/D3: 100 concurrent invites of case and white-space variants of one address:
+/// exactly one user is created.
+pub async fn d16_concurrent_invites_of_one_address(store: Arc<dyn Store>) {
+    let env = Env::new(store).await;
+    let variants = [
+        "Same@Acme.test",
+        "same@acme.test",
+        " SAME@ACME.TEST",
+        "sAmE@aCmE.tEsT\t",
+        "same@ACME.test  ",
+        "\nSame@acme.TEST",
+    ];
+    let calls: Vec<_> = (0..100)
+        .map(|i| {
+            let (app, t, a) = (env.app.clone(), env.tenant, env.admin);
+            let address = variants[i % variants.len()];
+            async move { app.invite(t, a, &request(address, Role::User)).await }
+        })
+        .collect();
+    let results = spawn_all(calls).await;
+    let t = tally(&results);
+    let users = env.assert_consistent(env.tenant).await;
+    println!(
+        "d16_concurrent_invites_of_one_address: 100 invites: {} succeeded, {} refused as taken, {} contention, other {:?}; rows {}",
+        t.ok,
+        t.refused("EmailTaken"),
+        t.contention,
+        t.refused,
+        users.len()
+    );
+    assert_eq!(t.ok, 1, "D3/D16: exactly one invite of one address");
+    assert_eq!(t.ok + t.refused("EmailTaken") + t.contention, 100);
+    assert_eq!(users.len(), 2);
+    assert_eq!(
+        users
+            .iter()
+            .filter(|u| u.email.key() == "same@acme.test")
+            .count(),
+        1
+    );
+}
+
+/// D16/D19: 8 concurrent bulk invites of 10 new addresses each with 20 seats free: exactly
+/// 20 addresses are invited in total.
+pub async fn d16_concurrent_bulk_invites_at_limit(store: Arc<dyn Store>) {
+    let env = Env::with(
+        store,
+        Options {
+            user_limit: Some(21),
+            ..Options::default()
+        },
+    )
+    .await;
+    let calls: Vec<_> = (0..8)
+        .map(|batch| {
+            let (app, t, a) = (env.app.clone(), env.tenant, env.admin);
+            async move {
+                let emails = (0..10).map(|i| format!("b{batch}-{i}@acme.test")).collect();
+                app.invite_many(
+                    t,
+                    a,
+                    &BulkInvite {
+                        emails,
+                        ..BulkInvite::default()
+                    },
+                )
+                .await
+            }
+        })
+        .collect();
+    let results = spawn_all(calls).await;
+    let t = tally(&results);
+    let (mut invited, mut limited) = (0usize, 0usize);
+    for items in results.iter().flatten() {
+        for item in items {
+            match item.outcome {
+                BulkOutcome::Invited { .. } => invited += 1,
+                BulkOutcome::LimitReached { .. } => limited += 1,
+                ref other => panic!("unexpected outcome {other:?}"),
+            }
+        }
+    }
+    let users = env.assert_consistent(env.tenant).await;
+    println!(
+        "d16_concurrent_bulk_invites_at_limit: 8 bulk calls x 10 addresses, 20 seats free: {} calls succeeded ({} contention), {invited} invited, {limited} limit reached; rows {}",
+        t.ok,
+        t.contention,
+        users.len()
+    );
+    assert_eq!(t.ok + t.contention, 8, "{:?}", t.refused);
+    assert!(invited <= 20, "D9/D19: never more than the free seats");
+    if t.contention == 0 {
+        assert_eq!(invited, 20, "D19: the limit holds exactly");
+    }
+    assert_eq!(users.len(), 1 + invited);
+}
+
+/// Demotes (kind 0), suspends (kind 1) or deletes (kind 2) `target` as `actor`.
+async fn remove_admin(
+    app: &tenantry::Tenantry,
+    tenant: tenantry::TenantId,
+    actor: UserId,
+    target: UserId,
+    kind: usize,
+) -> Result<(), Error> {
+    let edit = |role, status| UserEdit {
+        role,
+        status,
+        ..UserEdit::default()
+    };
+    match kind {
+        0 => app
+            .edit_user(tenant, actor, target, &edit(Some(Role::User), None))
+            .await
+            .map(|_| ()),
+        1 => app
+            .edit_user(tenant, actor, target, &edit(None, Some(Status::Suspended)))
+            .await
+            .map(|_| ()),
+        _ => app.delete_user(tenant, actor, target).await.map(|_| ()),
+    }
+}
+
+/// D16/D8: over several rounds, every admin concurrently demotes, suspends or deletes
+/// another admin and itself; after every round at least one active admin remains and the counters
+/// agree with the rows.
+pub async fn d16_admins_demote_suspend_and_delete_each_other(store: Arc<dyn Store>) {
+    const ADMINS: usize = 8;
+    const ROUNDS: usize = 8;
+    let env = Env::new(store).await;
+    let mut admins: Vec<UserId> = vec![env.admin];
+    for i in 1..ADMINS {
+        admins.push(env.active_admin(&format!("admin{i}@acme.test")).await.id);
+    }
+    let mut total = Tally::default();
+    let mut fresh = 0usize;
+    for round in 0..ROUNDS {
+        // Each admin acts twice at once: on another admin (a different one per round) and
+        // on itself; without D16 guards, two admins removing each other (or everyone
+        // removing itself) would leave none.
+        let calls: Vec<_> = (0..2 * ADMINS)
+            .map(|n| {
+                let (app, t) = (env.app.clone(), env.tenant);
+                let i = n % ADMINS;
+                let actor = admins[i];
+                let target = if n < ADMINS {
+                    admins[(i + 1 + round % (ADMINS - 1)) % ADMINS]
+                } else {
+                    actor
+                };
+                let kind = (n + round) % 3;
+                async move { remove_admin(&app, t, actor, target, kind).await }
+            })
+            .collect();
+        let results = spawn_all(calls).await;
+        let t = tally(&results);
+        let users = env.assert_consistent(env.tenant).await;
+        let active_admins = users.iter().filter(|u| u.is_active_admin()).count();
+        println!(
+            "d16_admins_demote_suspend_and_delete_each_other: round {round}: {} succeeded, {} last-admin refusals, {} contention, other {:?}; active admins left {active_admins}",
+            t.ok,
+            t.refused("LastAdmin"),
+            t.contention,
+            t.refused
+        );
+        assert!(active_admins >= 1, "D8: round {round} left no active admin");
+        total.ok += t.ok;
+        total.contention += t.contention;
+        for (k, v) in t.refused {
+            *total.refused.entry(k).or_default() += v;
+        }
+
+        // Restore: a surviving active admin reactivates, promotes or replaces the others.
+        let keeper = users
+            .iter()
+            .find(|u| u.is_active_admin())
+            .map(|u| u.id)
+            .unwrap();
+        for slot in admins.iter_mut() {
+            match users.iter().find(|u| u.id == *slot) {
+                Some(u) if u.is_active_admin() => {}
+                Some(u) => {
+                    env.app
+                        .edit_user(
+                            env.tenant,
+                            keeper,
+                            u.id,
+                            &UserEdit {
+                                role: Some(Role::Admin),
+                                status: Some(Status::Active),
+                                ..UserEdit::default()
+                            },
+                        )
+                        .await
+                        .unwrap();
+                }
+                None => {
+                    fresh += 1;
+                    let invited = env
+                        .app
+                        .invite(
+                            env.tenant,
+                            keeper,
+                            &request(&format!("fresh{fresh}@acme.test"), Role::Admin),
+                        )
+                        .await
+                        .unwrap();
+                    *slot = env.accept(env.tenant, &invited).await.id;
+                }
+            }
+        }
+        let users = env.assert_consistent(env.tenant).await;
+        assert_eq!(
+            users.iter().filter(|u| u.is_active_admin()).count(),
+            ADMINS,
+            "restored"
+        );
+    }
+    println!(
+        "d16_admins_demote_suspend_and_delete_each_other: {ROUNDS} rounds of {ADMINS}: {} succeeded, {} contention, refusals {:?}",
+        total.ok, total.contention, total.refused
+    );
+}
+
+/// D16/D10: 100 concurrent accepts of one token: exactly one succeeds.
+pub async fn d16_concurrent_accepts_of_one_token(store: Arc<dyn Store>) {
+    let env = Env::new(store).await;
+    let invited = env.invite("once@acme.test").await;
+    let token = env.token(env.tenant, invited.message_id).await;
+    let calls: Vec<_> = (0..100)
+        .map(|i| {
+            let app = env.app.clone();
+            let token = token.clone();
+            let address = if i % 2 == 0 {
+                "once@acme.test"
+            } else {
+                "ONCE@acme.test"
+            };
+            async move { app.accept_invitation(&token, address).await }
+        })
+        .collect();
+    let results = spawn_all(calls).await;
+    let t = tally(&results);
+    println!(
+        "d16_concurrent_accepts_of_one_token: 100 accepts: {} succeeded, {} invalid, {} contention, other {:?}",
+        t.ok,
+        t.refused("InvalidInvitation"),
+        t.contention,
+        t.refused
+    );
+    assert_eq!(t.ok, 1, "D10: exactly one accept of one token");
+    assert_eq!(t.ok + t.refused("InvalidInvitation") + t.contention, 100);
+    let users = env.assert_consistent(env.tenant).await;
+    let u = users.iter().find(|u| u.id == invited.user.id).unwrap();
+    assert_eq!(u.status, Status::Active);
+    let accepted = env
+        .audit(env.tenant)
+        .await
+        .into_iter()
+        .filter(|r| r.event.action == AuditAction::InvitationAccepted)
+        .count();
+    assert_eq!(accepted, 1, "D13: one acceptance recorded");
+}
+
+/// D16/D10: 20 concurrent resends to one user with the default limit (3 in 10 minutes):
+/// exactly 3 succeed, and of all tokens issued only the newest accepts.
+pub async fn d16_concurrent_resends_respect_rate_limit(store: Arc<dyn Store>) {
+    let env = Env::new(store).await;
+    let invited = env.invite("often@acme.test").await;
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let (app, t, a, u) = (env.app.clone(), env.tenant, env.admin, invited.user.id);
+            async move { app.resend_invitation(t, a, u).await }
+        })
+        .collect();
+    let results = spawn_all(calls).await;
+    let t = tally(&results);
+    println!(
+        "d16_concurrent_resends_respect_rate_limit: 20 resends: {} succeeded, {} rate limited, {} contention, other {:?}",
+        t.ok,
+        t.refused("ResendRateLimited"),
+        t.contention,
+        t.refused
+    );
+    assert!(t.ok <= 3, "D10: at most 3 resends in the window");
+    if t.contention == 0 {
+        assert_eq!(t.ok, 3);
+    }
+    assert_eq!(t.ok + t.refused("ResendRateLimited") + t.contention, 20);
+    let mut tokens = vec![env.token(env.tenant, invited.message_id).await];
+    for id in results.iter().flatten() {
+        tokens.push(env.token(env.tenant, *id).await);
+    }
+    let mut accepted = 0;
+    for token in &tokens {
+        if env
+            .app
+            .accept_invitation(token, "often@acme.test")
+            .await
+            .is_ok()
+        {
+            accepted += 1;
+        }
+    }
+    assert_eq!(accepted, 1, "D10: only the newest token accepts");
+    assert_eq!(env.assert_consistent(env.tenant).await.len(), 2);
+}
+
+/// D16/D12: 20 templates concurrently renamed to case variants of one name: exactly one
+/// rename succeeds.
+pub async fn d16_concurrent_template_renames_to_one_name(store: Arc<dyn Store>) {
+    let env = Env::new(store).await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(
+            env.app
+                .create_template(
+                    env.tenant,
+                    env.admin,
+                    &format!("Template {i:02}"),
+                    Permissions::empty(),
+                )
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let variants = ["Shared name", "SHARED NAME", "shared name", " Shared Name "];
+    let calls: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let (app, t, a, id) = (env.app.clone(), env.tenant, env.admin, *id);
+            let edit = TemplateEdit {
+                name: Some(TemplateName::parse(variants[i % variants.len()]).unwrap()),
+                permissions: None,
+            };
+            async move { app.edit_template(t, a, id, &edit).await }
+        })
+        .collect();
+    let results = spawn_all(calls).await;
+    let t = tally(&results);
+    println!(
+        "d16_concurrent_template_renames_to_one_name: 20 renames: {} succeeded, {} name taken, {} contention, other {:?}",
+        t.ok,
+        t.refused("TemplateNameTaken"),
+        t.contention,
+        t.refused
+    );
+    assert_eq!(t.ok, 1, "D12: exactly one template gets the name");
+    assert_eq!(t.ok + t.refused("TemplateNameTaken") + t.contention, 20);
+    let templates = env
+        .app
+        .templates(env.tenant, tenantry::ActorRef::System)
+        .await
+        .unwrap();
+    assert_eq!(templates.len(), 20);
+    let keys: BTreeSet<&str> = templates.iter().map(|t| t.name.key()).collect();
+    assert_eq!(keys.len(), 20, "D12: names stay unique");
+    assert!(keys.contains("shared name"));
+}
+
+/// D16/D12: 50 concurrent creates of case variants of one template name: exactly one.
+pub async fn d16_concurrent_template_creates_with_one_name(store: Arc<dyn Store>) {
+    let env = Env::new(store).await;
+    let variants = ["Agents", "AGENTS", " agents ", "aGeNtS"];
+    let calls: Vec<_> = (0..50)
+        .map(|i| {
+            let (app, t, a) = (env.app.clone(), env.tenant, env.admin);
+            let name = variants[i % variants.len()];
+            async move {
+                app.create_template(t, a, name, Permissions::CONVERSATIONS_VIEW)
+                    .await
+            }
+        })
+        .collect();
+    let results = spawn_all(calls).await;
+    let t = tally(&results);
+    println!(
+        "d16_concurrent_template_creates_with_one_name: 50 creates: {} succeeded, {} name taken, {} contention, other {:?}",
+        t.ok,
+        t.refused("TemplateNameTaken"),
+        t.contention,
+        t.refused
+    );
+    assert_eq!(t.ok, 1, "D12: exactly one template of one name");
+    assert_eq!(t.ok + t.refused("TemplateNameTaken") + t.contention, 50);
+    let templates = env
+        .app
+        .templates(env.tenant, tenantry::ActorRef::System)
+        .await
+        .unwrap();
+    assert_eq!(templates.len(), 1);
+}

@@ -1,0 +1,490 @@
+//! Helpers shared by the scenarios: a test environment around one [`Tenantry`], scripted
+//! randomness, paging helpers, outcome tallies and consistency checks.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+
+use tenantry::core::{AuditRecord, Counters, MessageId};
+use tenantry::{
+    ActorRef, DeliverySettings, Email, Error, InMemoryMailer, InviteRequest, Invited, ManualClock,
+    OsRandom, Permissions, Policy, Random, Role, RoleTemplate, Status, Store, TemplateId, TenantId,
+    Tenantry, User, UserEdit, UserId, UserQuery,
+};
+use time::OffsetDateTime;
+use time::macros::datetime;
+
+/// The instant every scenario's [`ManualClock`] starts at.
+pub const START: OffsetDateTime = datetime!(2026-01-05 09:00 UTC);
+
+/// The base URL scenarios configure for accept links.
+pub const BASE_URL: &str = "https://app.conformance.test/accept";
+
+/// A randomness source that hands out scripted bytes to the next draws of a given length
+/// and OS randomness otherwise; lets scenarios force id or token collisions.
+#[derive(Debug, Clone, Default)]
+pub struct ScriptedRandom {
+    script: Arc<Mutex<VecDeque<Vec<u8>>>>,
+}
+
+impl ScriptedRandom {
+    /// The next draw of `bytes.len()` bytes returns `bytes`.
+    pub fn push(&self, bytes: &[u8]) {
+        self.script
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push_back(bytes.to_vec());
+    }
+
+    /// Forgets every scripted draw not yet taken.
+    pub fn clear(&self) {
+        self.script
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
+}
+
+impl Random for ScriptedRandom {
+    fn fill(&self, buf: &mut [u8]) -> Result<(), String> {
+        let scripted = {
+            let mut script = self
+                .script
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            script
+                .iter()
+                .position(|b| b.len() == buf.len())
+                .and_then(|i| script.remove(i))
+        };
+        match scripted {
+            Some(bytes) => {
+                buf.copy_from_slice(&bytes);
+                Ok(())
+            }
+            None => OsRandom.fill(buf),
+        }
+    }
+}
+
+/// How to set up an [`Env`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The first tenant's seat limit.
+    pub user_limit: Option<u32>,
+    /// Deliver invitation mail inside the invite call.
+    pub inline: bool,
+    /// Invitation lifetime and resend limits.
+    pub policy: Policy,
+    /// The first admin's address.
+    pub admin_email: &'static str,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            user_limit: None,
+            inline: true,
+            policy: Policy::default(),
+            admin_email: "Admin@Acme.test",
+        }
+    }
+}
+
+/// A [`Tenantry`] on the store under test with a manual clock, an in-memory mailer, a
+/// scripted randomness source and one tenant with its first admin.
+#[derive(Debug, Clone)]
+pub struct Env {
+    /// The service.
+    pub app: Tenantry,
+    /// Its clock.
+    pub clock: ManualClock,
+    /// Its mailer.
+    pub mailer: InMemoryMailer,
+    /// Its randomness source.
+    pub random: ScriptedRandom,
+    /// The first tenant.
+    pub tenant: TenantId,
+    /// The first tenant's admin.
+    pub admin: UserId,
+}
+
+impl Env {
+    /// Default options: unlimited seats, inline delivery.
+    pub async fn new(store: Arc<dyn Store>) -> Self {
+        Self::with(store, Options::default()).await
+    }
+
+    /// Builds the environment with `options`.
+    pub async fn with(store: Arc<dyn Store>, options: Options) -> Self {
+        let clock = ManualClock::new(START);
+        let mailer = InMemoryMailer::new();
+        let random = ScriptedRandom::default();
+        let app = Tenantry::builder_arc(store)
+            .clock(clock.clone())
+            .mailer(mailer.clone())
+            .random(random.clone())
+            .base_url(BASE_URL)
+            .policy(options.policy)
+            .delivery(DeliverySettings {
+                inline: options.inline,
+                ..DeliverySettings::default()
+            })
+            .build()
+            .expect("valid settings");
+        let (tenant, admin) = app
+            .create_tenant("Acme", options.user_limit, email(options.admin_email))
+            .await
+            .expect("create tenant");
+        Self {
+            app,
+            clock,
+            mailer,
+            random,
+            tenant,
+            admin,
+        }
+    }
+
+    /// Another tenant on the same service and store.
+    pub async fn other_tenant(&self, name: &str, admin_email: &str) -> (TenantId, UserId) {
+        self.app
+            .create_tenant(name, None, email(admin_email))
+            .await
+            .expect("create second tenant")
+    }
+
+    /// Invites a plain user (no grants, no template, no CRM) into the first tenant.
+    pub async fn invite(&self, address: &str) -> Invited {
+        self.invite_as(self.tenant, self.admin, &request(address, Role::User))
+            .await
+    }
+
+    /// Invites with a full request as `actor` into `tenant`.
+    pub async fn invite_as(
+        &self,
+        tenant: TenantId,
+        actor: UserId,
+        request: &InviteRequest,
+    ) -> Invited {
+        self.app
+            .invite(tenant, actor, request)
+            .await
+            .unwrap_or_else(|e| panic!("invite {}: {e:?}", request.email))
+    }
+
+    /// The invitation token carried by message `id` (from the mailer, or from the outbox
+    /// while the message is undelivered).
+    pub async fn token(&self, tenant: TenantId, id: MessageId) -> String {
+        if let Some(m) = self.mailer.sent().into_iter().rev().find(|m| m.id == id) {
+            return tenantry::token_from_link(&m.text).expect("a token in the sent mail");
+        }
+        let record = self
+            .app
+            .outbox_message(tenant, id)
+            .await
+            .expect("outbox read")
+            .expect("the message is in the outbox");
+        tenantry::token_from_link(&record.message.text).expect("a token in the queued mail")
+    }
+
+    /// Accepts `invited`'s invitation with its own address.
+    pub async fn accept(&self, tenant: TenantId, invited: &Invited) -> User {
+        let token = self.token(tenant, invited.message_id).await;
+        self.app
+            .accept_invitation(&token, invited.user.email.as_str())
+            .await
+            .unwrap_or_else(|e| panic!("accept {}: {e:?}", invited.user.email))
+    }
+
+    /// Invites and accepts a user into the first tenant, as its admin.
+    pub async fn active(&self, request: &InviteRequest) -> User {
+        let invited = self.invite_as(self.tenant, self.admin, request).await;
+        self.accept(self.tenant, &invited).await
+    }
+
+    /// Invites and accepts a plain user (no grants) into the first tenant.
+    pub async fn active_user(&self, address: &str) -> User {
+        self.active(&request(address, Role::User)).await
+    }
+
+    /// Invites and accepts an admin into the first tenant.
+    pub async fn active_admin(&self, address: &str) -> User {
+        self.active(&request(address, Role::Admin)).await
+    }
+
+    /// A user row as the host reads it.
+    pub async fn user(&self, tenant: TenantId, id: UserId) -> User {
+        self.app
+            .user(tenant, ActorRef::System, id)
+            .await
+            .unwrap_or_else(|e| panic!("read user {id}: {e:?}"))
+    }
+
+    /// Every user row of `tenant` (read as the host, by email).
+    pub async fn users(&self, tenant: TenantId) -> Vec<User> {
+        self.collect(
+            tenant,
+            &UserQuery {
+                limit: 500,
+                ..UserQuery::default()
+            },
+        )
+        .await
+    }
+
+    /// Every row matching `query`, page after page, following the cursors (passed through
+    /// their text form, as a host passes them through URLs).
+    pub async fn collect(&self, tenant: TenantId, query: &UserQuery) -> Vec<User> {
+        let mut out = Vec::new();
+        let mut q = query.clone();
+        for _ in 0..10_000 {
+            let page = self
+                .app
+                .list_users(tenant, ActorRef::System, &q)
+                .await
+                .unwrap_or_else(|e| panic!("list_users {q:?}: {e:?}"));
+            assert!(
+                page.items.len() <= q.limit as usize,
+                "D18: a page holds at most its limit"
+            );
+            if page.next.is_some() {
+                assert_eq!(
+                    page.items.len(),
+                    q.limit as usize,
+                    "D18: only the last page may be short"
+                );
+            }
+            out.extend(page.items);
+            match page.next {
+                Some(c) => {
+                    let text = c.to_string();
+                    let parsed: tenantry::Cursor = text.parse().expect("cursor text round trip");
+                    assert_eq!(parsed, c, "D18: cursor text round trip");
+                    q.after = Some(parsed);
+                }
+                None => return out,
+            }
+        }
+        panic!("D18: paging did not end");
+    }
+
+    /// The whole audit log of `tenant`.
+    pub async fn audit(&self, tenant: TenantId) -> Vec<AuditRecord> {
+        let mut out: Vec<AuditRecord> = Vec::new();
+        loop {
+            let after = out.last().map_or(0, |r| r.seq);
+            let page = self
+                .app
+                .audit_log(tenant, ActorRef::System, after, 500)
+                .await
+                .expect("audit log");
+            if page.is_empty() {
+                return out;
+            }
+            out.extend(page);
+        }
+    }
+
+    /// The counters of `tenant`.
+    pub async fn counters(&self, tenant: TenantId) -> Counters {
+        self.app.tenant(tenant).await.expect("tenant").counters
+    }
+
+    /// Asserts the tenant's counters agree with its rows (D8, D9) and returns the rows.
+    pub async fn assert_consistent(&self, tenant: TenantId) -> Vec<User> {
+        let users = self.users(tenant).await;
+        let counters = self.counters(tenant).await;
+        assert_eq!(
+            counters.seats_used as usize,
+            users.len(),
+            "D9: seats used equals the user rows"
+        );
+        let active_admins = users.iter().filter(|u| u.is_active_admin()).count();
+        assert_eq!(
+            counters.active_admins as usize, active_admins,
+            "D8: the active-admin counter equals the active admin rows"
+        );
+        assert!(active_admins >= 1, "D8: at least one active admin");
+        let usage = self.app.seat_usage(tenant).await.expect("seat usage");
+        assert_eq!(usage.used as usize, users.len(), "D9: reported usage");
+        let mut keys: Vec<&str> = users.iter().map(|u| u.email.key()).collect();
+        keys.sort_unstable();
+        let before = keys.len();
+        keys.dedup();
+        assert_eq!(
+            before,
+            keys.len(),
+            "D3: email keys are unique in the tenant"
+        );
+        users
+    }
+
+    /// Creates a role template in the first tenant as its admin.
+    pub async fn new_template(
+        &self,
+        template_name: &str,
+        permissions: Permissions,
+    ) -> RoleTemplate {
+        self.app
+            .create_template(self.tenant, self.admin, template_name, permissions)
+            .await
+            .unwrap_or_else(|e| panic!("create template {template_name}: {e:?}"))
+    }
+
+    /// Edits a user of the first tenant as its admin.
+    pub async fn edit(&self, user: UserId, edit: &UserEdit) -> User {
+        self.app
+            .edit_user(self.tenant, self.admin, user, edit)
+            .await
+            .unwrap_or_else(|e| panic!("edit {user}: {e:?}"))
+    }
+
+    /// The number of outbox messages of `tenant` (any state).
+    pub async fn outbox_len(&self, tenant: TenantId) -> usize {
+        self.app
+            .outbox(tenant, false, 10_000)
+            .await
+            .expect("outbox")
+            .len()
+    }
+
+    /// The clock's current time.
+    #[must_use]
+    pub fn clock_now(&self) -> OffsetDateTime {
+        self.app.now()
+    }
+}
+
+/// Parses an address that is known to be valid.
+#[track_caller]
+pub fn email(address: &str) -> Email {
+    Email::parse(address).unwrap_or_else(|e| panic!("{address:?} should be valid: {e}"))
+}
+
+/// An invite request with no grants, no template and no CRM access.
+#[track_caller]
+pub fn request(address: &str, role: Role) -> InviteRequest {
+    InviteRequest {
+        email: email(address),
+        role,
+        template_id: None,
+        crm_access: false,
+        grants: Permissions::empty(),
+    }
+}
+
+/// An invite request for a user with grants, template and CRM access.
+#[track_caller]
+pub fn request_with(
+    address: &str,
+    grants: Permissions,
+    template_id: Option<TemplateId>,
+    crm_access: bool,
+) -> InviteRequest {
+    InviteRequest {
+        email: email(address),
+        role: Role::User,
+        template_id,
+        crm_access,
+        grants,
+    }
+}
+
+/// The product-rule error of a result that must have failed with one.
+#[track_caller]
+pub fn rule<T: Debug>(result: Result<T, Error>) -> tenantry::core::Error {
+    match result {
+        Ok(v) => panic!("expected a rule error, got Ok({v:?})"),
+        Err(Error::Rule(e)) => e,
+        Err(e) => panic!("expected a rule error, got {e:?}"),
+    }
+}
+
+/// Asserts that `result` failed with exactly the product-rule error `expected`.
+#[track_caller]
+pub fn assert_rule<T: Debug>(result: Result<T, Error>, expected: &tenantry::core::Error) {
+    let got = rule(result);
+    assert_eq!(&got, expected, "expected {expected:?}, got {got:?}");
+}
+
+/// A comparable rendering of a call's result, for "behaves exactly like" checks (D15).
+pub fn outcome<T: Debug>(result: &Result<T, Error>) -> String {
+    match result {
+        Ok(v) => format!("Ok({v:?})"),
+        Err(e) => format!("Err({e:?}: {e})"),
+    }
+}
+
+/// Rows with the given status.
+#[must_use]
+pub fn with_status(users: &[User], status: Status) -> usize {
+    users.iter().filter(|u| u.status == status).count()
+}
+
+/// An id that no tenant holds.
+#[must_use]
+pub fn unknown_user() -> UserId {
+    UserId::from_uuid(uuid::Uuid::now_v7())
+}
+
+/// A template id that no tenant holds.
+#[must_use]
+pub fn unknown_template() -> TemplateId {
+    TemplateId::from_uuid(uuid::Uuid::now_v7())
+}
+
+/// The 10 random bytes that rebuild a UUID v7 id with [`UserId::from_parts`] at the same
+/// millisecond (version and variant bits are set again, so this is exact).
+#[must_use]
+pub fn id_random_bytes(id: UserId) -> [u8; 10] {
+    let bytes = id.as_uuid().into_bytes();
+    let mut out = [0u8; 10];
+    out.copy_from_slice(&bytes[6..16]);
+    out
+}
+
+/// Counts the outcomes of many concurrent calls (D16).
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    /// Calls that succeeded.
+    pub ok: usize,
+    /// Calls that gave up with [`Error::Contention`].
+    pub contention: usize,
+    /// Every other failure, by its rendering.
+    pub refused: BTreeMap<String, usize>,
+}
+
+impl Tally {
+    /// Counts one result.
+    pub fn add<T>(&mut self, result: &Result<T, Error>) {
+        match result {
+            Ok(_) => self.ok += 1,
+            Err(Error::Contention { .. }) => self.contention += 1,
+            Err(Error::Rule(e)) => *self.refused.entry(kind_of(e)).or_default() += 1,
+            Err(e) => *self.refused.entry(format!("{e:?}")).or_default() += 1,
+        }
+    }
+
+    /// How many calls were refused with a rule error whose kind (variant name) is `kind`.
+    #[must_use]
+    pub fn refused(&self, kind: &str) -> usize {
+        self.refused.get(kind).copied().unwrap_or(0)
+    }
+
+    /// Every call counted.
+    #[must_use]
+    pub fn total(&self) -> usize {
+        self.ok + self.contention + self.refused.values().sum::<usize>()
+    }
+}
+
+/// The variant name of a rule error (`"SeatLimitReached"`).
+#[must_use]
+pub fn kind_of(error: &tenantry::core::Error) -> String {
+    let text = format!("{error:?}");
+    text.split(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
