@@ -715,12 +715,36 @@ pub struct UserEdit {
     pub role: Option<Role>,
     /// A new status (only active ↔ suspended, D2).
     pub status: Option<Status>,
-    /// A new template: `Some(None)` clears it.
+    /// A new template: `Some(None)` clears it. On the wire an absent field leaves the
+    /// template alone, `null` clears it and an id sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "clearable")]
     pub template_id: Option<Option<TemplateId>>,
     /// New CRM access.
     pub crm_access: Option<bool>,
     /// New direct grants (the whole set).
     pub grants: Option<Permissions>,
+}
+
+/// Serde of a leave/clear/set field: absent is `None` (leave), `null` is `Some(None)`
+/// (clear), a value is `Some(Some(_))` (set). Plain serde would read `null` back as `None`.
+mod clearable {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<T: Serialize, S: Serializer>(
+        value: &Option<Option<T>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(inner) => inner.serialize(serializer),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Option<T>>, D::Error> {
+        Option::<T>::deserialize(deserializer).map(Some)
+    }
 }
 
 fn change(field: Field, before: Value, after: Value) -> FieldChange {

@@ -1,0 +1,2900 @@
+//! One or more unit tests per rule of `DECISIONS.md` that the pure core implements
+//! (D1–D12, D19, D20, plus the D13–D15 parts that live in the core). Every test names the
+//! rule it checks; everything goes through the public API of `tenantry_core`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::collections::HashSet;
+
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+
+use tenantry_core::decide::{
+    self, Acting, BulkInvite, BulkOutcome, Ctx, InviteRequest, NewInvite, TemplateDeletion,
+    TemplateEdit, UserEdit,
+};
+use tenantry_core::{
+    Action, ActorRef, AuditAction, AuditTarget, Category, Change, Counters, Decision, Email,
+    EmailError, Error, Field, Invitation, InvitationKind, InvitationState, Outcome, Permission,
+    Permissions, Policy, Reason, Request, Role, RoleTemplate, Rule, SeatUsage, Status, TemplateId,
+    TemplateName, TemplateNameError, Tenant, TenantId, TenantState, TokenHash, Tombstone, User,
+    UserId, Write, authorize, effective_crm, effective_permissions, potential_permissions,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------------------------
+
+const MS: u64 = 1_700_000_000_000;
+
+fn tenant_id() -> TenantId {
+    TenantId::from_parts(MS, [1; 10])
+}
+
+fn other_tenant_id() -> TenantId {
+    TenantId::from_parts(MS, [2; 10])
+}
+
+fn uid(n: u8) -> UserId {
+    UserId::from_parts(MS, [n; 10])
+}
+
+fn tid(n: u8) -> TemplateId {
+    TemplateId::from_parts(MS, [n; 10])
+}
+
+fn now() -> OffsetDateTime {
+    datetime!(2025-01-01 12:00 UTC)
+}
+
+fn email(s: &str) -> Email {
+    Email::parse(s).unwrap()
+}
+
+/// A set from its comma-separated wire form, e.g. `"users:view,users:edit"`.
+fn perms(s: &str) -> Permissions {
+    s.parse().unwrap()
+}
+
+fn perm(s: &str) -> Permission {
+    s.parse().unwrap()
+}
+
+fn user(n: u8, role: Role, status: Status, grants: Permissions) -> User {
+    User {
+        id: uid(n),
+        tenant_id: tenant_id(),
+        email: email(&format!("user{n}@example.com")),
+        role,
+        status,
+        template_id: None,
+        crm_access: role == Role::Admin,
+        grants,
+        created_at: now() - Duration::days(30),
+        last_login: None,
+        invite_expires_at: (status == Status::Invited).then(|| now() + Duration::days(7)),
+    }
+}
+
+fn admin(n: u8) -> User {
+    user(n, Role::Admin, Status::Active, Permissions::empty())
+}
+
+fn member(n: u8, grants: Permissions) -> User {
+    user(n, Role::User, Status::Active, grants)
+}
+
+/// A non-admin user manager: every `users:*` permission plus `conversations:view`, no CRM.
+fn manager(n: u8) -> User {
+    member(
+        n,
+        Permissions::category(Category::Users) | Permissions::CONVERSATIONS_VIEW,
+    )
+}
+
+fn template(n: u8, permissions: Permissions) -> RoleTemplate {
+    RoleTemplate {
+        id: tid(n),
+        tenant_id: tenant_id(),
+        name: TemplateName::parse(&format!("Template {n}")).unwrap(),
+        permissions,
+        created_at: now() - Duration::days(10),
+        updated_at: now() - Duration::days(10),
+    }
+}
+
+struct Fx {
+    state: TenantState,
+    policy: Policy,
+    now: OffsetDateTime,
+}
+
+impl Fx {
+    fn new(seats_used: u32, active_admins: u32, user_limit: Option<u32>) -> Self {
+        Self {
+            state: TenantState {
+                tenant: Tenant {
+                    id: tenant_id(),
+                    name: "Acme".to_owned(),
+                    user_limit,
+                    created_at: now() - Duration::days(100),
+                },
+                counters: Counters {
+                    version: 41,
+                    seats_used,
+                    active_admins,
+                },
+            },
+            policy: Policy::default(),
+            now: now(),
+        }
+    }
+
+    /// A tenant with room to spare and two active admins.
+    fn roomy() -> Self {
+        Self::new(10, 2, Some(100))
+    }
+
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            state: &self.state,
+            now: self.now,
+            policy: &self.policy,
+        }
+    }
+}
+
+fn acting(user: &User) -> Acting<'_> {
+    Acting {
+        user,
+        template: None,
+    }
+}
+
+fn new_invite(n: u8) -> NewInvite {
+    NewInvite {
+        user_id: uid(n),
+        token_hash: TokenHash([n; 32]),
+    }
+}
+
+fn invite_request(address: &str, role: Role, grants: Permissions) -> InviteRequest {
+    InviteRequest {
+        email: email(address),
+        role,
+        template_id: None,
+        crm_access: false,
+        grants,
+    }
+}
+
+fn invitation(user: &User, state: InvitationState, expires_at: OffsetDateTime) -> Invitation {
+    Invitation {
+        token_hash: TokenHash([9; 32]),
+        tenant_id: tenant_id(),
+        user_id: user.id,
+        kind: InvitationKind::Initial,
+        state,
+        created_at: now() - Duration::days(1),
+        expires_at,
+    }
+}
+
+/// The single `UpdateUser` write of a change.
+fn updated_user(change: &Change) -> &User {
+    let users: Vec<&User> = change
+        .writes
+        .iter()
+        .filter_map(|w| match w {
+            Write::UpdateUser(u) => Some(u),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        users.len(),
+        1,
+        "expected exactly one UpdateUser in {change:?}"
+    );
+    users[0]
+}
+
+fn inserted_users(change: &Change) -> Vec<&User> {
+    change
+        .writes
+        .iter()
+        .filter_map(|w| match w {
+            Write::InsertUser(u) => Some(u),
+            _ => None,
+        })
+        .collect()
+}
+
+fn tombstones(change: &Change) -> Vec<&Tombstone> {
+    change
+        .writes
+        .iter()
+        .filter_map(|w| match w {
+            Write::DeleteUser(t) => Some(t),
+            _ => None,
+        })
+        .collect()
+}
+
+fn edit_user(
+    fx: &Fx,
+    actor: &User,
+    target: &User,
+    edit: &UserEdit,
+) -> Result<Change, tenantry_core::Error> {
+    decide::edit(fx.ctx(), &acting(actor), target, None, None, edit, false)
+}
+
+fn req(s: &str) -> Request {
+    Request::Permission(perm(s))
+}
+
+// ---------------------------------------------------------------------------------------------
+// D1 Roles
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn d1_admin_holds_every_permission_and_crm() {
+    let a = admin(1);
+    assert_eq!(effective_permissions(&a, None), Permissions::all());
+    assert_eq!(Permissions::all().bits().count_ones(), 30);
+    for p in Permission::all() {
+        assert_eq!(
+            authorize(&a, None, p.into()),
+            Decision {
+                allowed: true,
+                reason: Reason::Admin
+            },
+            "{p}"
+        );
+    }
+    assert!(authorize(&a, None, Request::Crm).allowed);
+    assert!(effective_crm(&a));
+}
+
+#[test]
+fn d1_admin_holds_all_even_with_crm_flag_false_and_no_grants() {
+    let mut a = admin(1);
+    a.crm_access = false; // a corrupt row must not take CRM away from an admin
+    assert!(effective_crm(&a));
+    assert_eq!(authorize(&a, None, Request::Crm).reason, Reason::Admin);
+}
+
+#[test]
+fn d1_user_holds_only_grants_and_template() {
+    let t = template(1, Permissions::ANALYTICS_VIEW);
+    let mut u = member(2, Permissions::CONVERSATIONS_VIEW);
+    u.template_id = Some(t.id);
+    assert_eq!(
+        effective_permissions(&u, Some(&t)),
+        Permissions::CONVERSATIONS_VIEW | Permissions::ANALYTICS_VIEW
+    );
+    for p in Permission::all() {
+        let expected = p == perm("conversations:view") || p == perm("analytics:view");
+        assert_eq!(authorize(&u, Some(&t), p.into()).allowed, expected, "{p}");
+    }
+}
+
+#[test]
+fn d1_role_wire_names() {
+    assert_eq!("admin".parse::<Role>().unwrap(), Role::Admin);
+    assert_eq!("user".parse::<Role>().unwrap(), Role::User);
+    assert!("Admin".parse::<Role>().is_err());
+    assert!("owner".parse::<Role>().is_err());
+    assert_eq!(serde_json::to_string(&Role::Admin).unwrap(), "\"admin\"");
+    assert_eq!(serde_json::to_string(&Role::User).unwrap(), "\"user\"");
+    assert!(serde_json::from_str::<Role>("\"superuser\"").is_err());
+}
+
+#[test]
+fn d1_admin_may_manage_users_and_templates() {
+    let fx = Fx::roomy();
+    let a = admin(1);
+    let ctx = fx.ctx();
+    assert!(
+        decide::invite(
+            ctx,
+            &acting(&a),
+            &invite_request("new@example.com", Role::Admin, Permissions::empty()),
+            None,
+            false,
+            new_invite(50),
+        )
+        .is_ok()
+    );
+    assert!(
+        decide::create_template(
+            ctx,
+            &acting(&a),
+            tid(9),
+            TemplateName::parse("Everything").unwrap(),
+            Permissions::all(),
+            false,
+        )
+        .is_ok()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// D2 Statuses and transitions
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn d2_edit_transition_table() {
+    use Status::{Active, Invited, Suspended};
+    let allowed = [
+        (Active, Active),
+        (Active, Suspended),
+        (Suspended, Suspended),
+        (Suspended, Active),
+        (Invited, Invited),
+    ];
+    for from in [Invited, Active, Suspended] {
+        for to in [Invited, Active, Suspended] {
+            assert_eq!(
+                from.edit_allows(to),
+                allowed.contains(&(from, to)),
+                "{from} -> {to}"
+            );
+        }
+    }
+}
+
+#[test]
+fn d2_edit_suspends_and_reactivates() {
+    let fx = Fx::roomy();
+    let a = admin(1);
+    let u = member(2, Permissions::CONVERSATIONS_VIEW);
+    let suspend = UserEdit {
+        status: Some(Status::Suspended),
+        ..UserEdit::default()
+    };
+    let c = edit_user(&fx, &a, &u, &suspend).unwrap();
+    let suspended = updated_user(&c).clone();
+    assert_eq!(suspended.status, Status::Suspended);
+
+    let reactivate = UserEdit {
+        status: Some(Status::Active),
+        ..UserEdit::default()
+    };
+    let c = edit_user(&fx, &a, &suspended, &reactivate).unwrap();
+    assert_eq!(updated_user(&c).status, Status::Active);
+}
+
+#[test]
+fn d2_invited_cannot_be_activated_or_suspended_by_edit() {
+    let fx = Fx::roomy();
+    let a = admin(1);
+    let invited = user(2, Role::User, Status::Invited, Permissions::empty());
+    for to in [Status::Active, Status::Suspended] {
+        let e = UserEdit {
+            status: Some(to),
+            ..UserEdit::default()
+        };
+        let err = edit_user(&fx, &a, &invited, &e).unwrap_err();
+        assert_eq!(
+            err,
+            Error::InvalidTransition {
+                from: Status::Invited,
+                to
+            }
+        );
+        assert_eq!(err.rule(), Rule::D2);
+        assert!(err.to_string().contains("invited"), "{err}");
+    }
+}
+
+#[test]
+fn d2_nobody_goes_back_to_invited() {
+    let fx = Fx::roomy();
+    let a = admin(1);
+    for from in [Status::Active, Status::Suspended] {
+        let u = user(2, Role::User, from, Permissions::empty());
+        let e = UserEdit {
+            status: Some(Status::Invited),
+            ..UserEdit::default()
+        };
+        assert_eq!(
+            edit_user(&fx, &a, &u, &e).unwrap_err(),
+            Error::InvalidTransition {
+                from,
+                to: Status::Invited
+            }
+        );
+    }
+}
+
+#[test]
+fn d2_accepting_is_the_way_from_invited_to_active() {
+    let fx = Fx::roomy();
+    let invited = user(2, Role::User, Status::Invited, Permissions::empty());
+    let inv = invitation(
+        &invited,
+        InvitationState::Pending,
+        now() + Duration::days(1),
+    );
+    let c = decide::accept(fx.ctx(), &inv, &invited, &invited.email).unwrap();
+    assert_eq!(updated_user(&c).status, Status::Active);
+}
+
+#[test]
+fn d2_editable_statuses_for_the_form() {
+    assert_eq!(
+        decide::editable_statuses(Status::Invited),
+        &[Status::Invited]
+    );
+    assert_eq!(
+        decide::editable_statuses(Status::Active),
+        &[Status::Active, Status::Suspended]
+    );
+    assert_eq!(
+        decide::editable_statuses(Status::Suspended),
+        &[Status::Active, Status::Suspended]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// D3 Email
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn d3_stored_trimmed_as_typed_and_keyed_lowercase() {
+    let e = Email::parse(" \t Ada.Lovelace@Example.COM \r\n").unwrap();
+    assert_eq!(e.as_str(), "Ada.Lovelace@Example.COM");
+    assert_eq!(e.to_string(), "Ada.Lovelace@Example.COM");
+    assert_eq!(e.key(), "ada.lovelace@example.com");
+    let f = Email::parse("ADA.LOVELACE@example.com").unwrap();
+    assert!(e.same_as(&f));
+    assert!(!e.same_as(&Email::parse("ada.lovelace2@example.com").unwrap()));
+}
+
+#[test]
+fn d3_every_syntax_error_says_why() {
+    let cases: Vec<(String, EmailError)> = vec![
+        ("".into(), EmailError::Empty),
+        ("   \t".into(), EmailError::Empty),
+        (
+            "jos\u{e9}@example.com".into(),
+            EmailError::NonAscii {
+                ch: '\u{e9}',
+                position: 3,
+            },
+        ),
+        ("example.com".into(), EmailError::MissingAt),
+        ("a@b@example.com".into(), EmailError::MultipleAt),
+        ("@example.com".into(), EmailError::EmptyLocalPart),
+        (
+            format!("{}@example.com", "a".repeat(65)),
+            EmailError::LocalPartTooLong { len: 65 },
+        ),
+        (
+            "a b@example.com".into(),
+            EmailError::InvalidLocalChar { ch: ' ' },
+        ),
+        (
+            "a\"b@example.com".into(),
+            EmailError::InvalidLocalChar { ch: '"' },
+        ),
+        (
+            "a(b)@example.com".into(),
+            EmailError::InvalidLocalChar { ch: '(' },
+        ),
+        (".ab@example.com".into(), EmailError::MisplacedDot),
+        ("ab.@example.com".into(), EmailError::MisplacedDot),
+        ("a..b@example.com".into(), EmailError::MisplacedDot),
+        ("ab@".into(), EmailError::EmptyDomain),
+        ("ab@.example.com".into(), EmailError::EmptyDomainLabel),
+        ("ab@example.com.".into(), EmailError::EmptyDomainLabel),
+        ("ab@example..com".into(), EmailError::EmptyDomainLabel),
+        (
+            format!("ab@{}.com", "d".repeat(64)),
+            EmailError::DomainLabelTooLong {
+                label: "d".repeat(64),
+            },
+        ),
+        (
+            "ab@exa_mple.com".into(),
+            EmailError::InvalidDomainChar { ch: '_' },
+        ),
+        (
+            "ab@[127.0.0.1]".into(),
+            EmailError::InvalidDomainChar { ch: '[' },
+        ),
+        (
+            "ab@-example.com".into(),
+            EmailError::DomainLabelHyphen {
+                label: "-example".into(),
+            },
+        ),
+        (
+            "ab@example-.com".into(),
+            EmailError::DomainLabelHyphen {
+                label: "example-".into(),
+            },
+        ),
+        (
+            "a\r\nb@example.com".into(),
+            EmailError::InvalidLocalChar { ch: '\r' },
+        ),
+        (
+            "ab@exa\0mple.com".into(),
+            EmailError::InvalidDomainChar { ch: '\0' },
+        ),
+    ];
+    for (input, expected) in cases {
+        let err = Email::parse(&input).unwrap_err();
+        assert_eq!(err, expected, "{input:?}");
+        assert!(!err.to_string().is_empty());
+        // As a decide error it names D3.
+        assert_eq!(Error::from(err).rule(), Rule::D3);
+    }
+}
+
+#[test]
+fn d3_length_boundaries() {
+    // local part: 64 ok, 65 refused
+    assert!(Email::parse(&format!("{}@example.com", "a".repeat(64))).is_ok());
+    assert!(Email::parse(&format!("{}@example.com", "a".repeat(65))).is_err());
+    // label: 63 ok, 64 refused
+    assert!(Email::parse(&format!("a@{}.com", "b".repeat(63))).is_ok());
+    assert!(Email::parse(&format!("a@{}.com", "b".repeat(64))).is_err());
+    // whole address: 254 ok, 255 refused
+    let domain_254 = format!(
+        "{}.{}.{}.{}",
+        "b".repeat(63),
+        "c".repeat(63),
+        "d".repeat(63),
+        "e".repeat(254 - 2 - 63 * 3 - 3)
+    );
+    let ok = format!("a@{domain_254}");
+    assert_eq!(ok.len(), 254);
+    assert!(Email::parse(&ok).is_ok());
+    let too_long = format!("aa@{domain_254}");
+    assert_eq!(
+        Email::parse(&too_long).unwrap_err(),
+        EmailError::TooLong { len: 255 }
+    );
+    // surrounding white space does not count
+    assert!(Email::parse(&format!("   {ok}   ")).is_ok());
+}
+
+#[test]
+fn d3_dot_atom_specials_and_idn_xn_form() {
+    for ok in [
+        "o'brien+tag@example.com",
+        "a!#$%&'*+-/=?^_`{|}~z@example.com",
+        "first.last@sub.example.co.uk",
+        "x@xn--bcher-kva.example",
+        "x@localhost",
+        "x@123.example",
+    ] {
+        assert!(Email::parse(ok).is_ok(), "{ok}");
+    }
+    assert!(matches!(
+        Email::parse("x@b\u{fc}cher.example").unwrap_err(),
+        EmailError::NonAscii { ch: '\u{fc}', .. }
+    ));
+}
+
+#[test]
+fn d3_case_mapping_traps_are_refused_not_folded() {
+    // Each of these lowercases (or case-folds) to ASCII under Unicode rules.
+    for trap in [
+        "\u{212A}elvin@example.com", // KELVIN SIGN -> k
+        "adm\u{0131}n@example.com",  // dotless i
+        "\u{017F}ales@example.com",  // long s
+        "\u{FB01}le@example.com",    // fi ligature
+        "\u{FF41}dmin@example.com",  // fullwidth a
+        "admin@\u{FF45}xample.com",  // fullwidth e in the domain
+        "\u{0130}nfo@example.com",   // I with dot above
+        "admin\u{FF20}example.com",  // fullwidth @
+    ] {
+        let err = Email::parse(trap).unwrap_err();
+        assert!(
+            matches!(err, EmailError::NonAscii { .. }),
+            "{trap}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn d3_invite_refuses_taken_address() {
+    let fx = Fx::roomy();
+    let a = admin(1);
+    let err = decide::invite(
+        fx.ctx(),
+        &acting(&a),
+        &invite_request("Taken@Example.com", Role::User, Permissions::empty()),
+        None,
+        true,
+        new_invite(50),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        Error::EmailTaken {
+            email: "Taken@Example.com".into()
+        }
+    );
+    assert_eq!(err.rule(), Rule::D3);
+}
+
+#[test]
+fn d3_edit_email_taken_only_when_the_key_changes() {
+    let fx = Fx::roomy();
+    let a = admin(1);
+    let u = member(2, Permissions::empty());
+    // another user has the new key
+    let to_other = UserEdit {
+        email: Some(email("someone@example.com")),
+        ..UserEdit::default()
+    };
+    assert_eq!(
+        decide::edit(fx.ctx(), &acting(&a), &u, None, None, &to_other, true).unwrap_err(),
+        Error::EmailTaken {
+            email: "someone@example.com".into()
+        }
+    );
+    // a case-only change keeps the key: the user itself owns it, so this is not "taken"
+    let recase = UserEdit {
+        email: Some(email("USER2@example.com")),
+        ..UserEdit::default()
+    };
+    let c = decide::edit(fx.ctx(), &acting(&a), &u, None, None, &recase, true).unwrap();
+    assert_eq!(updated_user(&c).email.as_str(), "USER2@example.com");
+}
+
+#[test]
+fn d3_email_serde_validates() {
+    let e: Email = serde_json::from_str("\" Bob@Example.com \"").unwrap();
+    assert_eq!(e.as_str(), "Bob@Example.com");
+    assert_eq!(serde_json::to_string(&e).unwrap(), "\"Bob@Example.com\"");
+    assert!(serde_json::from_str::<Email>("\"not an address\"").is_err());
+    assert!(serde_json::from_str::<Email>("\"\u{212A}@example.com\"").is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// D4 Permissions
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn d4_thirty_distinct_flags() {
+    let all: Vec<Permission> = Permission::all().collect();
+    assert_eq!(all.len(), 30);
+    let mut union = Permissions::empty();
+    for p in &all {
+        assert_eq!(p.flag().bits().count_ones(), 1, "{p}");
+        assert!(!union.intersects(p.flag()), "{p} collides");
+        union |= p.flag();
+    }
+    assert_eq!(union, Permissions::all());
+    for c in Category::ALL {
+        assert_eq!(Permissions::category(c).bits().count_ones(), 5);
+        for a in Action::ALL {
+            assert!(Permissions::category(c).has(Permission::new(c, a)));
+        }
+    }
+}
+
+#[test]
+fn d4_no_action_implies_another() {
+    for granted in Permission::all() {
+        let u = member(2, granted.into());
+        for asked in Permission::all() {
+            assert_eq!(
+                authorize(&u, None, asked.into()).allowed,
+                granted == asked,
+                "{granted} must not imply {asked}"
+            );
+        }
+    }
+}
+
+#[test]
+fn d4_wire_format_is_a_sorted_list_of_strings() {
+    let set = Permissions::USERS_VIEW
+        | Permissions::ANALYTICS_VIEW
+        | Permissions::CONVERSATIONS_MANAGE
+        | Permissions::EXPERIMENTS_CREATE;
+    let json = serde_json::to_value(set).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!([
+            "analytics:view",
+            "conversations:manage",
+            "experiments:create",
+            "users:view"
+        ])
+    );
+    assert_eq!(serde_json::to_string(&Permissions::empty()).unwrap(), "[]");
+    let back: Permissions = serde_json::from_value(json).unwrap();
+    assert_eq!(back, set);
+    // order and repeats do not matter on input
+    let unordered: Permissions =
+        serde_json::from_str(r#"["users:view","analytics:view","users:view"]"#).unwrap();
+    assert_eq!(
+        unordered,
+        Permissions::USERS_VIEW | Permissions::ANALYTICS_VIEW
+    );
+    // Display / FromStr use the same names
+    assert_eq!(
+        (Permissions::USERS_VIEW | Permissions::ANALYTICS_VIEW).to_string(),
+        "analytics:view,users:view"
+    );
+    assert_eq!(
+        perms(" users:view , analytics:view "),
+        Permissions::USERS_VIEW | Permissions::ANALYTICS_VIEW
+    );
+    assert_eq!(perms(""), Permissions::empty());
+    assert_eq!(
+        serde_json::to_string(&perm("settings:delete")).unwrap(),
+        "\"settings:delete\""
+    );
+}
+
+#[test]
+fn d4_unknown_strings_and_raw_bits_are_errors() {
+    for bad in [
+        r#"["users:view","users:fly"]"#,
+        r#"["Users:view"]"#,
+        r#"["users"]"#,
+        r#"["users:view:extra"]"#,
+        r#"["crm:view"]"#,
+        r#"[""]"#,
+        "1024",
+        r#""users:view""#,
+    ] {
+        assert!(serde_json::from_str::<Permissions>(bad).is_err(), "{bad}");
+    }
+    assert!(serde_json::from_str::<Permission>(r#""users:fly""#).is_err());
+    let err = Permissions::parse_list(["analytics:view", "bogus:thing"]).unwrap_err();
+    assert_eq!(err.input, "bogus:thing");
+    assert!("users:view,nope".parse::<Permissions>().is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// D5 CRM access
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn d5_admin_crm_cannot_be_turned_off() {
+    let fx = Fx::roomy();
+    let a = admin(1);
+    let other = admin(2);
+    let e = UserEdit {
+        crm_access: Some(false),
+        ..UserEdit::default()
+    };
+    let err = edit_user(&fx, &a, &other, &e).unwrap_err();
+    assert_eq!(err, Error::AdminCrmRequired);
+    assert_eq!(err.rule(), Rule::D5);
+    // promoting and turning it off at once is the same error
+    let u = member(3, Permissions::empty());
+    let promote_off = UserEdit {
+        role: Some(Role::Admin),
+        crm_access: Some(false),
+        ..UserEdit::default()
+    };
+    assert_eq!(
+        edit_user(&fx, &a, &u, &promote_off).unwrap_err(),
+        Error::AdminCrmRequired
+    );
+}
+
+#[test]
+fn d5_promotion_turns_crm_on_and_demotion_keeps_it() {
+    let fx = Fx::roomy();
+    let a = admin(1);
+    let u = member(2, Permissions::empty());
+    assert!(!u.crm_access);
+    let promote = UserEdit {
+        role: Some(Role::Admin),
+        ..UserEdit::default()
+    };
+    let c = edit_user(&fx, &a, &u, &promote).unwrap();
+    let promoted = updated_user(&c).clone();
+    assert_eq!(promoted.role, Role::Admin);
+    assert!(promoted.crm_access);
+
+    let demote = UserEdit {
+        role: Some(Role::User),
+        ..UserEdit::default()
+    };
+    let c = edit_user(&fx, &a, &promoted, &demote).unwrap();
+    let demoted = updated_user(&c);
+    assert_eq!(demoted.role, Role::User);
+    assert!(demoted.crm_access, "demoting keeps CRM access");
+
+    // demoting and turning CRM off in one edit is allowed
+    let demote_off = UserEdit {
+        role: Some(Role::User),
+        crm_access: Some(false),
+        ..UserEdit::default()
+    };
+    let c = edit_user(&fx, &a, &promoted, &demote_off).unwrap();
+    assert!(!updated_user(&c).crm_access);
+}
+
+#[test]
+fn d5_invited_admin_gets_crm() {
+    let fx = Fx::roomy();
+    let a = admin(1);
+    let c = decide::invite(
+        fx.ctx(),
+        &acting(&a),
+        &invite_request("boss@example.com", Role::Admin, Permissions::empty()),
+        None,
+        false,
+        new_invite(50),
+    )
+    .unwrap();
+    assert!(inserted_users(&c)[0].crm_access);
+}
+
+#[test]
+fn d5_turning_crm_off_removes_only_crm() {
+    let fx = Fx::roomy();
+    let a = admin(1);
+    let mut u = member(
+        2,
+        Permissions::CONVERSATIONS_VIEW | Permissions::ANALYTICS_VIEW,
+    );
+    u.crm_access = true;
+    assert_eq!(
+        authorize(&u, None, Request::Crm),
+        Decision {
+            allowed: true,
+            reason: Reason::CrmAccess
+        }
+    );
+    let off = UserEdit {
+        crm_access: Some(false),
+        ..UserEdit::default()
+    };
+    let c = edit_user(&fx, &a, &u, &off).unwrap();
+    let after = updated_user(&c);
+    assert_eq!(
+        authorize(after, None, Request::Crm),
+        Decision {
+            allowed: false,
+            reason: Reason::NoCrmAccess
+        }
+    );
+    assert_eq!(after.grants, u.grants);
+    assert_eq!(
+        effective_permissions(after, None),
+        effective_permissions(&u, None)
+    );
+    assert!(!effective_crm(after));
+}
+
+// ---------------------------------------------------------------------------------------------
+// D6 Effective permissions
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn d6_grants_union_template_with_reasons() {
+    let t = template(
+        1,
+        Permissions::ANALYTICS_VIEW | Permissions::CONVERSATIONS_VIEW,
+    );
+    let mut u = member(
+        2,
+        Permissions::CONVERSATIONS_VIEW | Permissions::SETTINGS_VIEW,
+    );
+    u.template_id = Some(t.id);
+    assert_eq!(
+        effective_permissions(&u, Some(&t)),
+        perms("conversations:view,settings:view,analytics:view")
+    );
+    assert_eq!(
+        authorize(&u, Some(&t), req("conversations:view")).reason,
+        Reason::DirectGrant
+    );
+    assert_eq!(
+        authorize(&u, Some(&t), req("analytics:view")).reason,
+        Reason::Template { template_id: t.id }
+    );
+    assert_eq!(
+        authorize(&u, Some(&t), req("analytics:edit")),
+        Decision {
+            allowed: false,
+            reason: Reason::MissingPermission {
+                permission: perm("analytics:edit")
+            }
+        }
+    );
+}
+
+#[test]
+fn d6_template_is_read_at_evaluation_time() {
+    let fx = Fx::roomy();
+    let a = admin(1);
+    let t = template(1, Permissions::ANALYTICS_VIEW);
+    let mut u = member(2, Permissions::empty());
+    u.template_id = Some(t.id);
+    assert!(!authorize(&u, Some(&t), req("experiments:view")).allowed);
+
+    let e = TemplateEdit {
+        name: None,
+        permissions: Some(Permissions::EXPERIMENTS_VIEW),
+    };
+    let c = decide::edit_template(fx.ctx(), &acting(&a), &t, &e, false).unwrap();
+    let new_t = match &c.writes[..] {
+        [Write::UpdateTemplate(nt)] => nt.clone(),
+        other => panic!("unexpected writes {other:?}"),
+    };
+    // The user row is untouched; the next check sees the template's new permissions.
+    assert!(authorize(&u, Some(&new_t), req("experiments:view")).allowed);
+    assert!(!authorize(&u, Some(&new_t), req("analytics:view")).allowed);
+    assert_eq!(
+        effective_permissions(&u, Some(&new_t)),
+        Permissions::EXPERIMENTS_VIEW
+    );
+}
+
+#[test]
+fn d6_invited_and_suspended_hold_nothing_not_even_crm() {
+    for role in [Role::Admin, Role::User] {
+        for (status, reason) in [
+            (Status::Invited, Reason::Invited),
+            (Status::Suspended, Reason::Suspended),
+        ] {
+            let t = template(1, Permissions::all());
+            let mut u = user(2, role, status, Permissions::all());
+            u.crm_access = true;
+            u.template_id = Some(t.id);
+            assert!(effective_permissions(&u, Some(&t)).is_empty());
+            assert!(!effective_crm(&u));
+            assert_eq!(
+                authorize(&u, Some(&t), Request::Crm),
+                Decision {
+                    allowed: false,
+                    reason
+                }
+            );
+            for p in Permission::all() {
+                assert_eq!(authorize(&u, Some(&t), p.into()).reason, reason);
+                assert!(!authorize(&u, Some(&t), p.into()).allowed);
+            }
+            // what it would hold when active is still computable
+            assert!(!potential_permissions(&u, Some(&t)).is_empty());
+        }
+    }
+    assert!(!Decision::unknown_user().allowed);
+    assert_eq!(Decision::unknown_user().reason, Reason::UnknownUser);
+}
+
+#[test]
+fn d6_a_template_that_is_not_the_users_contributes_nothing() {
+    let mut u = member(2, Permissions::empty());
+    u.template_id = Some(tid(1));
+    // wrong id
+    let wrong = template(3, Permissions::all());
+    assert!(effective_permissions(&u, Some(&wrong)).is_empty());
+    assert!(!authorize(&u, Some(&wrong), req("users:manage")).allowed);
+    // right id, other tenant
+    let mut foreign = template(1, Permissions::all());
+    foreign.tenant_id = other_tenant_id();
+    assert!(effective_permissions(&u, Some(&foreign)).is_empty());
+    assert!(!authorize(&u, Some(&foreign), req("users:manage")).allowed);
+    // user references nothing but a template is passed
+    u.template_id = None;
+    let t = template(1, Permissions::all());
+    assert!(effective_permissions(&u, Some(&t)).is_empty());
+    assert!(!authorize(&u, Some(&t), req("users:view")).allowed);
+}
+
+// ---------------------------------------------------------------------------------------------
+// D7 Who may manage
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn d7_each_operation_needs_its_users_permission() {
+    let fx = Fx::roomy();
+    let ctx = fx.ctx();
+    // An actor with every permission except users:*.
+    let nobody = member(
+        3,
+        Permissions::all() - Permissions::category(Category::Users),
+    );
+    let act = acting(&nobody);
+    let target = member(4, Permissions::empty());
+    let invited = user(5, Role::User, Status::Invited, Permissions::empty());
+    let t = template(1, Permissions::empty());
+    let needed = |s: &str| Error::NotAllowed { needed: perm(s) };
+
+    let e = decide::invite(
+        ctx,
+        &act,
+        &invite_request("x@example.com", Role::User, Permissions::empty()),
+        None,
+        false,
+        new_invite(50),
+    )
+    .unwrap_err();
+    assert_eq!(e, needed("users:create"));
+    assert_eq!(e.rule(), Rule::D7);
+    assert_eq!(
+        decide::resend(ctx, &act, &invited, &[], TokenHash([1; 32])).unwrap_err(),
+        needed("users:create")
+    );
+    assert_eq!(
+        decide::invite_many(
+            ctx,
+            &act,
+            &BulkInvite {
+                emails: vec!["x@example.com".into()],
+                ..BulkInvite::default()
+            },
+            None,
+            &|_| false,
+            &mut || new_invite(50),
+        )
+        .unwrap_err(),
+        needed("users:create")
+    );
+    assert_eq!(
+        edit_user(
+            &fx,
+            &nobody,
+            &target,
+            &UserEdit {
+                crm_access: Some(true),
+                ..UserEdit::default()
+            }
+        )
+        .unwrap_err(),
+        needed("users:edit")
+    );
+    assert_eq!(
+        decide::delete(ctx, &act, &target).unwrap_err(),
+        needed("users:delete")
+    );
+    assert_eq!(
+        decide::purge_expired(ctx, &act, &[]).unwrap_err(),
+        needed("users:delete")
+    );
+    assert_eq!(
+        decide::create_template(
+            ctx,
+            &act,
+            tid(8),
+            TemplateName::parse("New").unwrap(),
+            Permissions::empty(),
+            false
+        )
+        .unwrap_err(),
+        needed("users:manage")
+    );
+    assert_eq!(
+        decide::edit_template(ctx, &act, &t, &TemplateEdit::default(), false).unwrap_err(),
+        needed("users:manage")
+    );
+    assert_eq!(
+        decide::delete_template(ctx, &act, &t, 0, TemplateDeletion::Refuse, None).unwrap_err(),
+        needed("users:manage")
+    );
+}
+
+#[test]
+fn d7_each_permission_alone_is_enough_for_its_operation() {
+    let fx = Fx::roomy();
+    let ctx = fx.ctx();
+    let target = member(4, Permissions::empty());
+    let t = template(1, Permissions::empty());
+
+    let creator = member(3, Permissions::USERS_CREATE);
+    assert!(
+        decide::invite(
+            ctx,
+            &acting(&creator),
+            &invite_request("x@example.com", Role::User, Permissions::empty()),
+            None,
+            false,
+            new_invite(50),
+        )
+        .is_ok()
+    );
+    let editor = member(3, Permissions::USERS_EDIT);
+    assert!(
+        edit_user(
+            &fx,
+            &editor,
+            &target,
+            &UserEdit {
+                status: Some(Status::Suspended),
+                ..UserEdit::default()
+            }
+        )
+        .is_ok()
+    );
+    let deleter = member(3, Permissions::USERS_DELETE);
+    assert!(decide::delete(ctx, &acting(&deleter), &target).is_ok());
+    let templater = member(3, Permissions::USERS_MANAGE);
+    assert!(
+        decide::delete_template(
+            ctx,
+            &acting(&templater),
+            &t,
+            0,
+            TemplateDeletion::Refuse,
+            None
+        )
+        .is_ok()
+    );
+    // and the permission may come from the actor's template
+    let tm = template(2, Permissions::USERS_DELETE);
+    let mut via_template = member(3, Permissions::empty());
+    via_template.template_id = Some(tm.id);
+    let act = Acting {
+        user: &via_template,
+        template: Some(&tm),
+    };
+    assert!(decide::delete(ctx, &act, &target).is_ok());
+}
+
+#[test]
+fn d7_users_view_gates_the_user_table() {
+    let viewer = member(2, Permissions::USERS_VIEW);
+    let other = member(3, Permissions::USERS_CREATE | Permissions::USERS_EDIT);
+    assert!(authorize(&viewer, None, req("users:view")).allowed);
+    assert!(!authorize(&other, None, req("users:view")).allowed);
+    assert!(authorize(&admin(1), None, req("users:view")).allowed);
+}
+
+#[test]
+fn d7_inactive_or_foreign_actor_may_not_manage() {
+    let fx = Fx::roomy();
+    let target = member(4, Permissions::empty());
+    let mut suspended = manager(3);
+    suspended.status = Status::Suspended;
+    assert!(matches!(
+        decide::delete(fx.ctx(), &acting(&suspended), &target).unwrap_err(),
+        Error::NotAllowed { .. }
+    ));
+    let mut suspended_admin = admin(2);
+    suspended_admin.status = Status::Suspended;
+    assert!(matches!(
+        decide::delete(fx.ctx(), &acting(&suspended_admin), &target).unwrap_err(),
+        Error::NotAllowed { .. }
+    ));
+    let mut foreign_admin = admin(2);
+    foreign_admin.tenant_id = other_tenant_id();
+    assert!(matches!(
+        decide::delete(fx.ctx(), &acting(&foreign_admin), &target).unwrap_err(),
+        Error::NotAllowed { .. }
+    ));
+}
+
+#[test]
+fn d7_non_admin_cannot_invite_or_create_an_admin() {
+    let fx = Fx::roomy();
+    let m = manager(3);
+    let err = decide::invite(
+        fx.ctx(),
+        &acting(&m),
+        &invite_request("boss@example.com", Role::Admin, Permissions::empty()),
+        None,
+        false,
+        new_invite(50),
+    )
+    .unwrap_err();
+    assert_eq!(err, Error::AdminOnly);
+    assert_eq!(err.rule(), Rule::D7);
+    let bulk = BulkInvite {
+        emails: vec!["boss@example.com".into()],
+        role: Some(Role::Admin),
+        ..BulkInvite::default()
+    };
+    assert_eq!(
+        decide::invite_many(fx.ctx(), &acting(&m), &bulk, None, &|_| false, &mut || {
+            new_invite(50)
+        })
+        .unwrap_err(),
+        Error::AdminOnly
+    );
+    // promotion by edit
+    let u = member(4, Permissions::empty());
+    let promote = UserEdit {
+        role: Some(Role::Admin),
+        ..UserEdit::default()
+    };
+    assert_eq!(
+        edit_user(&fx, &m, &u, &promote).unwrap_err(),
+        Error::AdminOnly
+    );
+}
+
+#[test]
+fn d7_non_admin_cannot_edit_delete_or_resend_to_an_admin() {
+    let fx = Fx::roomy();
+    let m = manager(3);
+    let a = admin(1);
+    let e = UserEdit {
+        email: Some(email("renamed@example.com")),
+        ..UserEdit::default()
+    };
+    assert_eq!(edit_user(&fx, &m, &a, &e).unwrap_err(), Error::AdminOnly);
+    let demote = UserEdit {
+        role: Some(Role::User),
+        ..UserEdit::default()
+    };
+    assert_eq!(
+        edit_user(&fx, &m, &a, &demote).unwrap_err(),
+        Error::AdminOnly
+    );
+    assert_eq!(
+        decide::delete(fx.ctx(), &acting(&m), &a).unwrap_err(),
+        Error::AdminOnly
+    );
+    let invited_admin = user(6, Role::Admin, Status::Invited, Permissions::empty());
+    assert_eq!(
+        decide::resend(
+            fx.ctx(),
+            &acting(&m),
+            &invited_admin,
+            &[],
+            TokenHash([1; 32])
+        )
+        .unwrap_err(),
+        Error::AdminOnly
+    );
+    assert_eq!(
+        decide::delete(fx.ctx(), &acting(&m), &invited_admin).unwrap_err(),
+        Error::AdminOnly
+    );
+}
+
+#[test]
+fn d7_invite_cannot_grant_what_the_actor_lacks() {
+    let fx = Fx::roomy();
+    let m = manager(3); // users:* + conversations:view, no CRM
+    // a permission it holds is fine
+    assert!(
+        decide::invite(
+            fx.ctx(),
+            &acting(&m),
+            &invite_request(
+                "ok@example.com",
+                Role::User,
+                Permissions::CONVERSATIONS_VIEW | Permissions::USERS_VIEW
+            ),
+            None,
+            false,
+            new_invite(50),
+        )
+        .is_ok()
+    );
+    // directly
+    let err = decide::invite(
+        fx.ctx(),
+        &acting(&m),
+        &invite_request(
+            "x@example.com",
+            Role::User,
+            Permissions::CONVERSATIONS_VIEW | Permissions::SETTINGS_MANAGE,
+        ),
+        None,
+        false,
+        new_invite(50),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        Error::Escalation {
+            missing: Permissions::SETTINGS_MANAGE,
+            crm: false
+        }
+    );
+    assert_eq!(err.rule(), Rule::D7);
+    // through a template
+    let t = template(1, Permissions::ANALYTICS_EDIT);
+    let mut r = invite_request("y@example.com", Role::User, Permissions::empty());
+    r.template_id = Some(t.id);
+    assert_eq!(
+        decide::invite(fx.ctx(), &acting(&m), &r, Some(&t), false, new_invite(50)).unwrap_err(),
+        Error::Escalation {
+            missing: Permissions::ANALYTICS_EDIT,
+            crm: false
+        }
+    );
+    // CRM access
+    let mut r = invite_request("z@example.com", Role::User, Permissions::empty());
+    r.crm_access = true;
+    assert_eq!(
+        decide::invite(fx.ctx(), &acting(&m), &r, None, false, new_invite(50)).unwrap_err(),
+        Error::Escalation {
+            missing: Permissions::empty(),
+            crm: true
+        }
+    );
+    // with CRM itself, granting CRM is fine
+    let mut m_crm = manager(4);
+    m_crm.crm_access = true;
+    assert!(decide::invite(fx.ctx(), &acting(&m_crm), &r, None, false, new_invite(50)).is_ok());
+    // bulk invite checks the same
+    let bulk = BulkInvite {
+        emails: vec!["b@example.com".into()],
+        grants: Permissions::EXPERIMENTS_VIEW,
+        ..BulkInvite::default()
+    };
+    assert!(matches!(
+        decide::invite_many(fx.ctx(), &acting(&m), &bulk, None, &|_| false, &mut || {
+            new_invite(50)
+        })
+        .unwrap_err(),
+        Error::Escalation { .. }
+    ));
+}
+
+#[test]
+fn d7_edit_cannot_grant_what_the_actor_lacks() {
+    let fx = Fx::roomy();
+    let m = manager(3);
+    let u = member(4, Permissions::empty());
+    // direct grants
+    let e = UserEdit {
+        grants: Some(Permissions::CONVERSATIONS_VIEW | Permissions::INTEGRATIONS_MANAGE),
+        ..UserEdit::default()
+    };
+    assert_eq!(
+        edit_user(&fx, &m, &u, &e).unwrap_err(),
+        Error::Escalation {
+            missing: Permissions::INTEGRATIONS_MANAGE,
+            crm: false
+        }
+    );
+    // CRM
+    let e = UserEdit {
+        crm_access: Some(true),
+        ..UserEdit::default()
+    };
+    assert_eq!(
+        edit_user(&fx, &m, &u, &e).unwrap_err(),
+        Error::Escalation {
+            missing: Permissions::empty(),
+            crm: true
+        }
+    );
+    // template assignment
+    let t = template(
+        1,
+        Permissions::SETTINGS_EDIT | Permissions::CONVERSATIONS_VIEW,
+    );
+    let e = UserEdit {
+        template_id: Some(Some(t.id)),
+        ..UserEdit::default()
+    };
+    assert_eq!(
+        decide::edit(fx.ctx(), &acting(&m), &u, None, Some(&t), &e, false).unwrap_err(),
+        Error::Escalation {
+            missing: Permissions::SETTINGS_EDIT,
+            crm: false
+        }
+    );
+    // a template within the actor's own permissions is fine
+    let ok_t = template(2, Permissions::CONVERSATIONS_VIEW);
+    let e = UserEdit {
+        template_id: Some(Some(ok_t.id)),
+        ..UserEdit::default()
+    };
+    let c = decide::edit(fx.ctx(), &acting(&m), &u, None, Some(&ok_t), &e, false).unwrap();
+    assert_eq!(updated_user(&c).template_id, Some(ok_t.id));
+    // removing what the actor lacks is not a gain
+    let rich = member(
+        5,
+        Permissions::SETTINGS_MANAGE | Permissions::CONVERSATIONS_VIEW,
+    );
+    let e = UserEdit {
+        grants: Some(Permissions::CONVERSATIONS_VIEW),
+        ..UserEdit::default()
+    };
+    assert!(edit_user(&fx, &m, &rich, &e).is_ok());
+}
+
+#[test]
+fn d7_reactivating_a_user_is_a_gain() {
+    let fx = Fx::roomy();
+    let m = manager(3);
+    let mut s = user(
+        4,
+        Role::User,
+        Status::Suspended,
+        Permissions::SETTINGS_MANAGE,
+    );
+    let e = UserEdit {
+        status: Some(Status::Active),
+        ..UserEdit::default()
+    };
+    assert_eq!(
+        edit_user(&fx, &m, &s, &e).unwrap_err(),
+        Error::Escalation {
+            missing: Permissions::SETTINGS_MANAGE,
+            crm: false
+        }
+    );
+    s.grants = Permissions::empty();
+    s.crm_access = true;
+    assert_eq!(
+        edit_user(&fx, &m, &s, &e).unwrap_err(),
+        Error::Escalation {
+            missing: Permissions::empty(),
+            crm: true
+        }
+    );
+    s.crm_access = false;
+    assert!(edit_user(&fx, &m, &s, &e).is_ok());
+}
+
+#[test]
+fn d7_template_create_and_edit_cannot_add_what_the_actor_lacks() {
+    let fx = Fx::roomy();
+    let m = manager(3);
+    assert_eq!(
+        decide::create_template(
+            fx.ctx(),
+            &acting(&m),
+            tid(8),
+            TemplateName::parse("Power").unwrap(),
+            Permissions::SETTINGS_MANAGE | Permissions::USERS_VIEW,
+            false
+        )
+        .unwrap_err(),
+        Error::Escalation {
+            missing: Permissions::SETTINGS_MANAGE,
+            crm: false
+        }
+    );
+    assert!(
+        decide::create_template(
+            fx.ctx(),
+            &acting(&m),
+            tid(8),
+            TemplateName::parse("Agent").unwrap(),
+            Permissions::USERS_VIEW | Permissions::CONVERSATIONS_VIEW,
+            false
+        )
+        .is_ok()
+    );
+    // editing: adding what it lacks is refused; keeping what is already there is not a gain
+    let t = template(1, Permissions::ANALYTICS_MANAGE);
+    let add = TemplateEdit {
+        name: None,
+        permissions: Some(Permissions::ANALYTICS_MANAGE | Permissions::EXPERIMENTS_DELETE),
+    };
+    assert_eq!(
+        decide::edit_template(fx.ctx(), &acting(&m), &t, &add, false).unwrap_err(),
+        Error::Escalation {
+            missing: Permissions::EXPERIMENTS_DELETE,
+            crm: false
+        }
+    );
+    let keep = TemplateEdit {
+        name: None,
+        permissions: Some(Permissions::ANALYTICS_MANAGE | Permissions::CONVERSATIONS_VIEW),
+    };
+    assert!(decide::edit_template(fx.ctx(), &acting(&m), &t, &keep, false).is_ok());
+}
+
+#[test]
+fn d7_template_reassign_on_delete_cannot_escalate() {
+    let fx = Fx::roomy();
+    let m = manager(3);
+    let from = template(1, Permissions::CONVERSATIONS_VIEW);
+    let to = template(
+        2,
+        Permissions::CONVERSATIONS_VIEW | Permissions::SETTINGS_MANAGE,
+    );
+    assert_eq!(
+        decide::delete_template(
+            fx.ctx(),
+            &acting(&m),
+            &from,
+            2,
+            TemplateDeletion::Reassign(to.id),
+            Some(&to)
+        )
+        .unwrap_err(),
+        Error::Escalation {
+            missing: Permissions::SETTINGS_MANAGE,
+            crm: false
+        }
+    );
+    // detaching only removes permissions
+    assert!(
+        decide::delete_template(
+            fx.ctx(),
+            &acting(&m),
+            &from,
+            2,
+            TemplateDeletion::Detach,
+            None
+        )
+        .is_ok()
+    );
+    // an admin may reassign to anything
+    assert!(
+        decide::delete_template(
+            fx.ctx(),
+            &acting(&admin(1)),
+            &from,
+            2,
+            TemplateDeletion::Reassign(to.id),
+            Some(&to)
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn d7_non_admin_cannot_change_itself() {
+    let fx = Fx::roomy();
+    let mut m = manager(3);
+    m.crm_access = true;
+    let edits = [
+        UserEdit {
+            role: Some(Role::Admin),
+            ..UserEdit::default()
+        },
+        UserEdit {
+            grants: Some(Permissions::USERS_VIEW),
+            ..UserEdit::default()
+        },
+        UserEdit {
+            status: Some(Status::Suspended),
+            ..UserEdit::default()
+        },
+        UserEdit {
+            crm_access: Some(false),
+            ..UserEdit::default()
+        },
+    ];
+    let expected = [
+        Error::AdminOnly,
+        Error::SelfChange,
+        Error::SelfChange,
+        Error::SelfChange,
+    ];
+    for (e, want) in edits.iter().zip(expected) {
+        assert_eq!(edit_user(&fx, &m, &m, e).unwrap_err(), want, "{e:?}");
+    }
+    // template (even one it could grant)
+    let t = template(1, Permissions::USERS_VIEW);
+    let e = UserEdit {
+        template_id: Some(Some(t.id)),
+        ..UserEdit::default()
+    };
+    let err = decide::edit(fx.ctx(), &acting(&m), &m, None, Some(&t), &e, false).unwrap_err();
+    assert_eq!(err, Error::SelfChange);
+    assert_eq!(err.rule(), Rule::D7);
+    // its own email is not access: allowed
+    let e = UserEdit {
+        email: Some(email("me@example.com")),
+        ..UserEdit::default()
+    };
+    assert!(edit_user(&fx, &m, &m, &e).is_ok());
+    // an admin may edit itself (D8 permitting)
+    let a = admin(1);
+    let e = UserEdit {
+        grants: Some(Permissions::USERS_VIEW),
+        ..UserEdit::default()
+    };
+    assert!(edit_user(&fx, &a, &a, &e).is_ok());
+}
+
+#[test]
+fn d7_non_admin_cannot_change_its_own_template_by_editing_or_deleting_it() {
+    let fx = Fx::roomy();
+    let t = template(1, Permissions::USERS_MANAGE | Permissions::ANALYTICS_VIEW);
+    let other = template(2, Permissions::USERS_MANAGE);
+    let mut m = member(3, Permissions::empty());
+    m.template_id = Some(t.id);
+    let act = Acting {
+        user: &m,
+        template: Some(&t),
+    };
+    let shrink = TemplateEdit {
+        name: None,
+        permissions: Some(Permissions::USERS_MANAGE),
+    };
+    assert_eq!(
+        decide::edit_template(fx.ctx(), &act, &t, &shrink, false).unwrap_err(),
+        Error::SelfChange
+    );
+    // renaming alone does not change access
+    let rename = TemplateEdit {
+        name: Some(TemplateName::parse("Renamed").unwrap()),
+        permissions: None,
+    };
+    assert!(decide::edit_template(fx.ctx(), &act, &t, &rename, false).is_ok());
+    assert_eq!(
+        decide::delete_template(fx.ctx(), &act, &t, 1, TemplateDeletion::Detach, None).unwrap_err(),
+        Error::SelfChange
+    );
+    assert_eq!(
+        decide::delete_template(
+            fx.ctx(),
+            &act,
+            &t,
+            1,
+            TemplateDeletion::Reassign(other.id),
+            Some(&other)
+        )
+        .unwrap_err(),
+        Error::SelfChange
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// D8 Last admin
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn d8_last_admin_cannot_be_demoted() {
+    let fx = Fx::new(5, 1, None);
+    let a = admin(1);
+    let e = UserEdit {
+        role: Some(Role::User),
+        ..UserEdit::default()
+    };
+    let err = edit_user(&fx, &a, &a, &e).unwrap_err();
+    assert_eq!(err, Error::LastAdmin);
+    assert_eq!(err.rule(), Rule::D8);
+}
+
+#[test]
+fn d8_last_admin_cannot_be_suspended() {
+    let fx = Fx::new(5, 1, None);
+    let a = admin(1);
+    let e = UserEdit {
+        status: Some(Status::Suspended),
+        ..UserEdit::default()
+    };
+    assert_eq!(edit_user(&fx, &a, &a, &e).unwrap_err(), Error::LastAdmin);
+}
+
+#[test]
+fn d8_last_admin_cannot_be_deleted() {
+    let fx = Fx::new(5, 1, None);
+    let a = admin(1);
+    assert_eq!(
+        decide::delete(fx.ctx(), &acting(&a), &a).unwrap_err(),
+        Error::LastAdmin
+    );
+}
+
+#[test]
+fn d8_with_two_admins_one_may_go_and_the_count_follows() {
+    let fx = Fx::new(5, 2, None);
+    let a = admin(1);
+    let b = admin(2);
+    let demote = UserEdit {
+        role: Some(Role::User),
+        ..UserEdit::default()
+    };
+    let c = edit_user(&fx, &a, &b, &demote).unwrap();
+    assert_eq!(c.counters.active_admins, 1);
+    let suspend = UserEdit {
+        status: Some(Status::Suspended),
+        ..UserEdit::default()
+    };
+    assert_eq!(
+        edit_user(&fx, &a, &b, &suspend)
+            .unwrap()
+            .counters
+            .active_admins,
+        1
+    );
+    let c = decide::delete(fx.ctx(), &acting(&a), &b).unwrap();
+    assert_eq!(c.counters.active_admins, 1);
+    assert_eq!(c.counters.seats_used, 4);
+}
+
+#[test]
+fn d8_inactive_admins_do_not_count_and_can_be_removed() {
+    let fx = Fx::new(5, 1, None);
+    let a = admin(1);
+    let suspended_admin = user(2, Role::Admin, Status::Suspended, Permissions::empty());
+    let c = decide::delete(fx.ctx(), &acting(&a), &suspended_admin).unwrap();
+    assert_eq!(c.counters.active_admins, 1);
+    let invited_admin = user(3, Role::Admin, Status::Invited, Permissions::empty());
+    let c = decide::delete(fx.ctx(), &acting(&a), &invited_admin).unwrap();
+    assert_eq!(c.counters.active_admins, 1);
+    // reactivating a suspended admin raises the count
+    let e = UserEdit {
+        status: Some(Status::Active),
+        ..UserEdit::default()
+    };
+    let c = edit_user(&fx, &a, &suspended_admin, &e).unwrap();
+    assert_eq!(c.counters.active_admins, 2);
+    // accepting an admin invitation raises the count
+    let inv = invitation(
+        &invited_admin,
+        InvitationState::Pending,
+        now() + Duration::hours(1),
+    );
+    let c = decide::accept(fx.ctx(), &inv, &invited_admin, &invited_admin.email).unwrap();
+    assert_eq!(c.counters.active_admins, 2);
+    // a freshly created tenant has one active admin
+    let c = decide::create_tenant(fx.state.tenant.clone(), uid(1), email("root@example.com"));
+    assert_eq!(c.counters.active_admins, 1);
+    assert_eq!(c.counters.seats_used, 1);
+    assert!(inserted_users(&c)[0].is_active_admin());
+}
+
+// ---------------------------------------------------------------------------------------------
+// D9 Seats
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn d9_invite_at_the_limit_fails_and_stores_nothing() {
+    let fx = Fx::new(5, 1, Some(5));
+    let a = admin(1);
+    let err = decide::invite(
+        fx.ctx(),
+        &acting(&a),
+        &invite_request("x@example.com", Role::User, Permissions::empty()),
+        None,
+        false,
+        new_invite(50),
+    )
+    .unwrap_err();
+    assert_eq!(err, Error::SeatLimitReached { used: 5, limit: 5 });
+    assert_eq!(err.rule(), Rule::D9);
+}
+
+#[test]
+fn d9_invite_below_the_limit_takes_a_seat() {
+    let fx = Fx::new(4, 1, Some(5));
+    let a = admin(1);
+    let c = decide::invite(
+        fx.ctx(),
+        &acting(&a),
+        &invite_request("x@example.com", Role::User, Permissions::empty()),
+        None,
+        false,
+        new_invite(50),
+    )
+    .unwrap();
+    assert_eq!(c.counters.seats_used, 5);
+    assert_eq!(c.expected_version, 41);
+    assert_eq!(c.counters.version, 42);
+    let u = inserted_users(&c);
+    assert_eq!(u.len(), 1);
+    assert_eq!(u[0].status, Status::Invited);
+}
+
+#[test]
+fn d9_limit_may_be_lowered_below_usage() {
+    let fx = Fx::new(8, 1, Some(10));
+    let c = decide::set_user_limit(fx.ctx(), ActorRef::System, Some(5));
+    let tenant = match &c.writes[..] {
+        [Write::UpdateTenant(t)] => t.clone(),
+        other => panic!("unexpected writes {other:?}"),
+    };
+    assert_eq!(tenant.user_limit, Some(5));
+    assert_eq!(c.events[0].action, AuditAction::UserLimitChanged);
+    let lowered = Fx {
+        state: TenantState {
+            tenant,
+            counters: c.counters,
+        },
+        ..Fx::new(0, 0, None)
+    };
+    let usage = lowered.state.seat_usage();
+    assert_eq!(
+        usage,
+        SeatUsage {
+            used: 8,
+            limit: Some(5),
+            remaining: Some(0),
+            at_limit: true
+        }
+    );
+    let a = admin(1);
+    assert_eq!(
+        decide::invite(
+            lowered.ctx(),
+            &acting(&a),
+            &invite_request("x@example.com", Role::User, Permissions::empty()),
+            None,
+            false,
+            new_invite(50),
+        )
+        .unwrap_err(),
+        Error::SeatLimitReached { used: 8, limit: 5 }
+    );
+    // setting the same limit again writes nothing
+    assert!(decide::set_user_limit(lowered.ctx(), ActorRef::System, Some(5)).is_empty());
+}
+
+#[test]
+fn d9_no_limit_is_unlimited() {
+    let fx = Fx::new(u32::MAX - 1, 1, None);
+    let a = admin(1);
+    assert!(
+        decide::invite(
+            fx.ctx(),
+            &acting(&a),
+            &invite_request("x@example.com", Role::User, Permissions::empty()),
+            None,
+            false,
+            new_invite(50),
+        )
+        .is_ok()
+    );
+    let usage = fx.state.seat_usage();
+    assert_eq!(usage.limit, None);
+    assert_eq!(usage.remaining, None);
+    assert!(!usage.at_limit);
+}
+
+#[test]
+fn d9_seat_usage_fields() {
+    assert_eq!(
+        SeatUsage::new(3, Some(10)),
+        SeatUsage {
+            used: 3,
+            limit: Some(10),
+            remaining: Some(7),
+            at_limit: false
+        }
+    );
+    assert_eq!(
+        SeatUsage::new(10, Some(10)),
+        SeatUsage {
+            used: 10,
+            limit: Some(10),
+            remaining: Some(0),
+            at_limit: true
+        }
+    );
+    assert!(SeatUsage::new(0, Some(0)).at_limit);
+    assert_eq!(SeatUsage::new(12, Some(10)).remaining, Some(0));
+    let json = serde_json::to_value(SeatUsage::new(3, Some(10))).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"used": 3, "limit": 10, "remaining": 7, "at_limit": false})
+    );
+}
+
+#[test]
+fn d9_every_status_occupies_a_seat_and_delete_frees_it() {
+    let fx = Fx::new(5, 2, Some(5));
+    let a = admin(1);
+    for status in [Status::Invited, Status::Active, Status::Suspended] {
+        let u = user(2, Role::User, status, Permissions::empty());
+        let c = decide::delete(fx.ctx(), &acting(&a), &u).unwrap();
+        assert_eq!(c.counters.seats_used, 4, "{status}");
+        assert!(!c.counters.seats_used.eq(&fx.state.counters.seats_used));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// D10 Invitations
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn d10_invite_issues_a_pending_token_that_expires_after_seven_days() {
+    let fx = Fx::roomy();
+    let a = admin(1);
+    let c = decide::invite(
+        fx.ctx(),
+        &acting(&a),
+        &invite_request("x@example.com", Role::User, Permissions::empty()),
+        None,
+        false,
+        new_invite(50),
+    )
+    .unwrap();
+    let inv = c
+        .writes
+        .iter()
+        .find_map(|w| match w {
+            Write::InsertInvitation(i) => Some(i.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(inv.token_hash, TokenHash([50; 32]));
+    assert_eq!(inv.user_id, uid(50));
+    assert_eq!(inv.state, InvitationState::Pending);
+    assert_eq!(inv.kind, InvitationKind::Initial);
+    assert_eq!(inv.expires_at, now() + Duration::days(7));
+    assert_eq!(
+        inserted_users(&c)[0].invite_expires_at,
+        Some(inv.expires_at)
+    );
+    // the user row is written before its invitation
+    let pos_user = c
+        .writes
+        .iter()
+        .position(|w| matches!(w, Write::InsertUser(_)))
+        .unwrap();
+    let pos_inv = c
+        .writes
+        .iter()
+        .position(|w| matches!(w, Write::InsertInvitation(_)))
+        .unwrap();
+    assert!(pos_user < pos_inv);
+    // the time to live is configurable
+    let mut short = Fx::roomy();
+    short.policy.invite_ttl = Duration::hours(2);
+    let c = decide::invite(
+        short.ctx(),
+        &acting(&a),
+        &invite_request("x@example.com", Role::User, Permissions::empty()),
+        None,
+        false,
+        new_invite(50),
+    )
+    .unwrap();
+    assert_eq!(
+        inserted_users(&c)[0].invite_expires_at,
+        Some(now() + Duration::hours(2))
+    );
+}
+
+#[test]
+fn d10_default_policy() {
+    let p = Policy::default();
+    assert_eq!(p.invite_ttl, Duration::days(7));
+    assert_eq!(p.resend_limit, 3);
+    assert_eq!(p.resend_window, Duration::minutes(10));
+}
+
+#[test]
+fn d10_accept_activates_and_sets_last_login() {
+    let fx = Fx::roomy();
+    let invited = user(
+        2,
+        Role::User,
+        Status::Invited,
+        Permissions::CONVERSATIONS_VIEW,
+    );
+    let inv = invitation(
+        &invited,
+        InvitationState::Pending,
+        now() + Duration::seconds(1),
+    );
+    // the host passes the address the person signed up with; case does not matter (D3)
+    let c = decide::accept(fx.ctx(), &inv, &invited, &email("USER2@EXAMPLE.COM")).unwrap();
+    let u = updated_user(&c);
+    assert_eq!(u.status, Status::Active);
+    assert_eq!(u.last_login, Some(now()));
+    assert_eq!(u.invite_expires_at, None);
+    assert!(c.writes.contains(&Write::UseInvitation(inv.token_hash)));
+    assert!(c.writes.contains(&Write::RevokeInvitations(invited.id)));
+    assert_eq!(c.events[0].action, AuditAction::InvitationAccepted);
+    assert_eq!(c.counters.seats_used, fx.state.counters.seats_used);
+    assert!(authorize(u, None, req("conversations:view")).allowed);
+}
+
+#[test]
+fn d10_accept_with_another_email_is_refused() {
+    let fx = Fx::roomy();
+    let invited = user(2, Role::User, Status::Invited, Permissions::empty());
+    let inv = invitation(
+        &invited,
+        InvitationState::Pending,
+        now() + Duration::days(1),
+    );
+    let err =
+        decide::accept(fx.ctx(), &inv, &invited, &email("someone.else@example.com")).unwrap_err();
+    assert_eq!(err, Error::InvitationEmailMismatch);
+    assert_eq!(err.rule(), Rule::D10);
+}
+
+#[test]
+fn d10_expired_used_revoked_or_foreign_tokens_get_one_error() {
+    let fx = Fx::roomy();
+    let invited = user(2, Role::User, Status::Invited, Permissions::empty());
+    let later = now() + Duration::days(1);
+    let mut foreign = invitation(&invited, InvitationState::Pending, later);
+    foreign.tenant_id = other_tenant_id();
+    let mut other_user = invitation(&invited, InvitationState::Pending, later);
+    other_user.user_id = uid(99);
+    let cases = [
+        invitation(&invited, InvitationState::Pending, now()), // expires exactly now
+        invitation(
+            &invited,
+            InvitationState::Pending,
+            now() - Duration::days(1),
+        ),
+        invitation(&invited, InvitationState::Used, later),
+        invitation(&invited, InvitationState::Revoked, later),
+        foreign,
+        other_user,
+    ];
+    for inv in &cases {
+        let err = decide::accept(fx.ctx(), inv, &invited, &invited.email).unwrap_err();
+        assert_eq!(err, Error::InvalidInvitation, "{inv:?}");
+        // even with a wrong address the token error comes first and says nothing more
+        assert_eq!(
+            decide::accept(fx.ctx(), inv, &invited, &email("other@example.com")).unwrap_err(),
+            Error::InvalidInvitation
+        );
+    }
+    // a user that is already active cannot accept again
+    let active = member(2, Permissions::empty());
+    let inv = invitation(&active, InvitationState::Pending, later);
+    assert_eq!(
+        decide::accept(fx.ctx(), &inv, &active, &active.email).unwrap_err(),
+        Error::InvalidInvitation
+    );
+}
+
+#[test]
+fn d10_resend_issues_new_token_revokes_older_and_creates_no_user() {
+    let fx = Fx::roomy();
+    let a = admin(1);
+    let invited = user(2, Role::User, Status::Invited, Permissions::empty());
+    let c = decide::resend(fx.ctx(), &acting(&a), &invited, &[], TokenHash([3; 32])).unwrap();
+    assert!(inserted_users(&c).is_empty());
+    assert_eq!(c.counters.seats_used, fx.state.counters.seats_used);
+    let revoke = c
+        .writes
+        .iter()
+        .position(|w| *w == Write::RevokeInvitations(invited.id))
+        .unwrap();
+    let (insert, inv) = c
+        .writes
+        .iter()
+        .enumerate()
+        .find_map(|(i, w)| match w {
+            Write::InsertInvitation(inv) => Some((i, inv.clone())),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        revoke < insert,
+        "older tokens die before the new one is added"
+    );
+    assert_eq!(inv.token_hash, TokenHash([3; 32]));
+    assert_eq!(inv.kind, InvitationKind::Resend);
+    assert_eq!(inv.state, InvitationState::Pending);
+    assert_eq!(inv.expires_at, now() + Duration::days(7));
+    assert_eq!(
+        updated_user(&c).invite_expires_at,
+        Some(now() + Duration::days(7))
+    );
+    assert_eq!(c.events[0].action, AuditAction::InvitationResent);
+}
+
+#[test]
+fn d10_resend_only_to_invited_users_even_when_expired() {
+    let fx = Fx::roomy();
+    let a = admin(1);
+    for status in [Status::Active, Status::Suspended] {
+        let u = user(2, Role::User, status, Permissions::empty());
+        let err = decide::resend(fx.ctx(), &acting(&a), &u, &[], TokenHash([3; 32])).unwrap_err();
+        assert_eq!(err, Error::NotInvited { status });
+        assert_eq!(err.rule(), Rule::D10);
+    }
+    let mut expired = user(2, Role::User, Status::Invited, Permissions::empty());
+    expired.invite_expires_at = Some(now() - Duration::days(30));
+    assert!(expired.invitation_expired(now()));
+    assert!(decide::resend(fx.ctx(), &acting(&a), &expired, &[], TokenHash([3; 32])).is_ok());
+}
+
+#[test]
+fn d10_resend_is_rate_limited_with_retry_at() {
+    let fx = Fx::roomy();
+    let a = admin(1);
+    let invited = user(2, Role::User, Status::Invited, Permissions::empty());
+    let m = |mins: i64| now() - Duration::minutes(mins);
+    // two in the window: fine
+    assert!(
+        decide::resend(
+            fx.ctx(),
+            &acting(&a),
+            &invited,
+            &[m(1), m(5)],
+            TokenHash([3; 32])
+        )
+        .is_ok()
+    );
+    // three in the window (given out of order): refused until the oldest leaves the window
+    let err = decide::resend(
+        fx.ctx(),
+        &acting(&a),
+        &invited,
+        &[m(1), m(8), m(5)],
+        TokenHash([3; 32]),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        Error::ResendRateLimited {
+            retry_at: m(8) + Duration::minutes(10)
+        }
+    );
+    assert_eq!(err.rule(), Rule::D10);
+    // older resends outside the window do not count
+    assert!(
+        decide::resend(
+            fx.ctx(),
+            &acting(&a),
+            &invited,
+            &[m(1), m(5), m(10), m(11), m(60)],
+            TokenHash([3; 32])
+        )
+        .is_ok()
+    );
+    // more than the limit in the window: retry when enough have left
+    let err = decide::resend(
+        fx.ctx(),
+        &acting(&a),
+        &invited,
+        &[m(1), m(2), m(3), m(4)],
+        TokenHash([3; 32]),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        Error::ResendRateLimited {
+            retry_at: m(3) + Duration::minutes(10)
+        }
+    );
+    // the limit is configurable
+    let mut strict = Fx::roomy();
+    strict.policy.resend_limit = 1;
+    strict.policy.resend_window = Duration::hours(1);
+    assert_eq!(
+        decide::resend(
+            strict.ctx(),
+            &acting(&a),
+            &invited,
+            &[m(30)],
+            TokenHash([3; 32])
+        )
+        .unwrap_err(),
+        Error::ResendRateLimited {
+            retry_at: m(30) + Duration::hours(1)
+        }
+    );
+}
+
+#[test]
+fn d10_retry_at_is_when_a_resend_is_allowed_again() {
+    let mut fx = Fx::roomy();
+    let a = admin(1);
+    let invited = user(2, Role::User, Status::Invited, Permissions::empty());
+    let history = [
+        now() - Duration::minutes(9),
+        now() - Duration::minutes(3),
+        now() - Duration::seconds(10),
+    ];
+    let Error::ResendRateLimited { retry_at } = decide::resend(
+        fx.ctx(),
+        &acting(&a),
+        &invited,
+        &history,
+        TokenHash([3; 32]),
+    )
+    .unwrap_err() else {
+        panic!("expected a rate limit");
+    };
+    fx.now = retry_at - Duration::seconds(1);
+    assert!(
+        decide::resend(
+            fx.ctx(),
+            &acting(&a),
+            &invited,
+            &history,
+            TokenHash([3; 32])
+        )
+        .is_err()
+    );
+    fx.now = retry_at;
+    assert!(
+        decide::resend(
+            fx.ctx(),
+            &acting(&a),
+            &invited,
+            &history,
+            TokenHash([3; 32])
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn d10_changing_an_invited_users_email_revokes_its_tokens() {
+    let fx = Fx::roomy();
+    let a = admin(1);
+    let invited = user(2, Role::User, Status::Invited, Permissions::empty());
+    let e = UserEdit {
+        email: Some(email("fixed.typo@example.com")),
+        ..UserEdit::default()
+    };
+    let c = edit_user(&fx, &a, &invited, &e).unwrap();
+    assert!(c.writes.contains(&Write::RevokeInvitations(invited.id)));
+    let u = updated_user(&c);
+    assert_eq!(u.email.as_str(), "fixed.typo@example.com");
+    assert_eq!(u.status, Status::Invited);
+    // an active user's address change has no tokens to revoke
+    let active = member(3, Permissions::empty());
+    let c = edit_user(&fx, &a, &active, &e).unwrap();
+    assert!(
+        !c.writes
+            .iter()
+            .any(|w| matches!(w, Write::RevokeInvitations(_)))
+    );
+    // a case-only change keeps the same address (D3): tokens stay valid
+    let recase = UserEdit {
+        email: Some(email("USER2@example.com")),
+        ..UserEdit::default()
+    };
+    let c = edit_user(&fx, &a, &invited, &recase).unwrap();
+    assert!(
+        !c.writes
+            .iter()
+            .any(|w| matches!(w, Write::RevokeInvitations(_)))
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// D11 Delete
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn d11_delete_leaves_a_tombstone_kills_tokens_and_frees_the_seat() {
+    let fx = Fx::new(7, 2, Some(7));
+    let a = admin(1);
+    let u = member(2, Permissions::CONVERSATIONS_VIEW);
+    let c = decide::delete(fx.ctx(), &acting(&a), &u).unwrap();
+    assert_eq!(
+        tombstones(&c),
+        vec![&Tombstone {
+            user_id: u.id,
+            tenant_id: tenant_id(),
+            email: u.email.clone(),
+            deleted_at: now(),
+            deleted_by: ActorRef::User(a.id),
+        }]
+    );
+    assert!(c.writes.contains(&Write::RevokeInvitations(u.id)));
+    assert_eq!(c.counters.seats_used, 6);
+    assert_eq!(c.events[0].action, AuditAction::UserDeleted);
+    assert_eq!(c.events[0].target, AuditTarget::User(u.id));
+}
+
+#[test]
+fn d11_a_user_of_another_tenant_is_not_found() {
+    let fx = Fx::roomy();
+    let a = admin(1);
+    let mut foreign = member(2, Permissions::empty());
+    foreign.tenant_id = other_tenant_id();
+    let err = decide::delete(fx.ctx(), &acting(&a), &foreign).unwrap_err();
+    assert_eq!(err, Error::UserNotFound);
+    assert_eq!(err.rule(), Rule::D15);
+    assert_eq!(
+        edit_user(&fx, &a, &foreign, &UserEdit::default()).unwrap_err(),
+        Error::UserNotFound
+    );
+}
+
+#[test]
+fn d11_the_same_address_may_be_invited_again_as_a_new_user() {
+    let fx = Fx::new(3, 1, Some(3));
+    let a = admin(1);
+    let old = member(2, Permissions::empty());
+    let c = decide::delete(fx.ctx(), &acting(&a), &old).unwrap();
+    let after = Fx {
+        state: TenantState {
+            tenant: fx.state.tenant.clone(),
+            counters: c.counters,
+        },
+        ..Fx::roomy()
+    };
+    let c = decide::invite(
+        after.ctx(),
+        &acting(&a),
+        &invite_request(old.email.as_str(), Role::User, Permissions::empty()),
+        None,
+        false,
+        new_invite(60),
+    )
+    .unwrap();
+    let u = inserted_users(&c)[0];
+    assert_eq!(u.email, old.email);
+    assert_ne!(u.id, old.id);
+    assert_eq!(c.counters.seats_used, 3);
+}
+
+// ---------------------------------------------------------------------------------------------
+// D12 Role templates
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn d12_template_name_rules() {
+    assert_eq!(
+        TemplateName::parse("").unwrap_err(),
+        TemplateNameError::Empty
+    );
+    assert_eq!(
+        TemplateName::parse("  \t ").unwrap_err(),
+        TemplateNameError::Empty
+    );
+    assert!(TemplateName::parse(&"a".repeat(64)).is_ok());
+    assert_eq!(
+        TemplateName::parse(&"a".repeat(65)).unwrap_err(),
+        TemplateNameError::TooLong { len: 65 }
+    );
+    // characters, not bytes
+    assert!(TemplateName::parse(&"é".repeat(64)).is_ok());
+    assert_eq!(
+        TemplateName::parse(&"é".repeat(65)).unwrap_err(),
+        TemplateNameError::TooLong { len: 65 }
+    );
+    assert_eq!(
+        TemplateName::parse("Sup\nport").unwrap_err(),
+        TemplateNameError::ControlCharacter
+    );
+    let n = TemplateName::parse("  Support Agent ").unwrap();
+    assert_eq!(n.as_str(), "Support Agent");
+    assert_eq!(n.key(), TemplateName::parse("SUPPORT agent").unwrap().key());
+    assert_ne!(
+        n.key(),
+        TemplateName::parse("Support Agents").unwrap().key()
+    );
+    assert!(serde_json::from_str::<TemplateName>("\"\"").is_err());
+    assert_eq!(Error::from(TemplateNameError::Empty).rule(), Rule::D12);
+}
+
+#[test]
+fn d12_template_names_are_unique_per_tenant() {
+    let fx = Fx::roomy();
+    let a = admin(1);
+    let err = decide::create_template(
+        fx.ctx(),
+        &acting(&a),
+        tid(8),
+        TemplateName::parse("Support agent").unwrap(),
+        Permissions::empty(),
+        true,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        Error::TemplateNameTaken {
+            name: "Support agent".into()
+        }
+    );
+    assert_eq!(err.rule(), Rule::D12);
+    let t = template(1, Permissions::empty()); // "Template 1"
+    // renaming to another case of its own name is not "taken" by another template
+    let recase = TemplateEdit {
+        name: Some(TemplateName::parse("TEMPLATE 1").unwrap()),
+        permissions: None,
+    };
+    let c = decide::edit_template(fx.ctx(), &acting(&a), &t, &recase, true).unwrap();
+    assert!(
+        matches!(&c.writes[..], [Write::UpdateTemplate(nt)] if nt.name.as_str() == "TEMPLATE 1")
+    );
+    // renaming to a name another template has is refused
+    let rename = TemplateEdit {
+        name: Some(TemplateName::parse("Sales").unwrap()),
+        permissions: None,
+    };
+    assert_eq!(
+        decide::edit_template(fx.ctx(), &acting(&a), &t, &rename, true).unwrap_err(),
+        Error::TemplateNameTaken {
+            name: "Sales".into()
+        }
+    );
+}
+
+#[test]
+fn d12_create_and_edit_template_writes() {
+    let fx = Fx::roomy();
+    let a = admin(1);
+    let c = decide::create_template(
+        fx.ctx(),
+        &acting(&a),
+        tid(8),
+        TemplateName::parse("Support agent").unwrap(),
+        Permissions::CONVERSATIONS_VIEW,
+        false,
+    )
+    .unwrap();
+    let t = match &c.writes[..] {
+        [Write::InsertTemplate(t)] => t.clone(),
+        other => panic!("unexpected writes {other:?}"),
+    };
+    assert_eq!(t.id, tid(8));
+    assert_eq!(t.tenant_id, tenant_id());
+    assert_eq!(t.permissions, Permissions::CONVERSATIONS_VIEW);
+    // a no-op edit writes nothing
+    let noop = TemplateEdit {
+        name: None,
+        permissions: Some(Permissions::CONVERSATIONS_VIEW),
+    };
+    assert!(
+        decide::edit_template(fx.ctx(), &acting(&a), &t, &noop, false)
+            .unwrap()
+            .is_empty()
+    );
+    // an edit records before/after permission sets (D13)
+    let e = TemplateEdit {
+        name: None,
+        permissions: Some(Permissions::CONVERSATIONS_EDIT),
+    };
+    let c = decide::edit_template(fx.ctx(), &acting(&a), &t, &e, false).unwrap();
+    let ev = &c.events[0];
+    assert_eq!(ev.action, AuditAction::TemplateEdited);
+    assert_eq!(ev.changes[0].field, Field::Permissions);
+    // a template of another tenant is not found
+    let mut foreign = template(3, Permissions::empty());
+    foreign.tenant_id = other_tenant_id();
+    assert_eq!(
+        decide::edit_template(fx.ctx(), &acting(&a), &foreign, &e, false).unwrap_err(),
+        Error::TemplateNotFound
+    );
+}
+
+#[test]
+fn d12_deleting_a_referenced_template_is_refused_by_default_with_the_count() {
+    let fx = Fx::roomy();
+    let a = admin(1);
+    let t = template(1, Permissions::CONVERSATIONS_VIEW);
+    assert_eq!(TemplateDeletion::default(), TemplateDeletion::Refuse);
+    let err = decide::delete_template(
+        fx.ctx(),
+        &acting(&a),
+        &t,
+        3,
+        TemplateDeletion::default(),
+        None,
+    )
+    .unwrap_err();
+    assert_eq!(err, Error::TemplateInUse { users: 3 });
+    assert_eq!(err.rule(), Rule::D12);
+    assert!(err.to_string().contains('3'));
+    // unreferenced: deleted
+    let c = decide::delete_template(fx.ctx(), &acting(&a), &t, 0, TemplateDeletion::Refuse, None)
+        .unwrap();
+    assert_eq!(c.writes, vec![Write::DeleteTemplate(t.id)]);
+}
+
+#[test]
+fn d12_delete_can_detach_the_users() {
+    let fx = Fx::roomy();
+    let a = admin(1);
+    let t = template(1, Permissions::CONVERSATIONS_VIEW);
+    let c = decide::delete_template(fx.ctx(), &acting(&a), &t, 2, TemplateDeletion::Detach, None)
+        .unwrap();
+    assert_eq!(
+        c.writes,
+        vec![
+            Write::MoveTemplateUsers {
+                from: t.id,
+                to: None
+            },
+            Write::DeleteTemplate(t.id)
+        ]
+    );
+    // a detached user keeps only its direct grants
+    let mut u = member(4, Permissions::ANALYTICS_VIEW);
+    u.template_id = Some(t.id);
+    assert!(authorize(&u, Some(&t), req("conversations:view")).allowed);
+    u.template_id = None;
+    assert_eq!(effective_permissions(&u, None), Permissions::ANALYTICS_VIEW);
+}
+
+#[test]
+fn d12_delete_can_reassign_the_users() {
+    let fx = Fx::roomy();
+    let a = admin(1);
+    let t = template(1, Permissions::CONVERSATIONS_VIEW);
+    let to = template(2, Permissions::ANALYTICS_VIEW);
+    let c = decide::delete_template(
+        fx.ctx(),
+        &acting(&a),
+        &t,
+        2,
+        TemplateDeletion::Reassign(to.id),
+        Some(&to),
+    )
+    .unwrap();
+    assert_eq!(
+        c.writes,
+        vec![
+            Write::MoveTemplateUsers {
+                from: t.id,
+                to: Some(to.id)
+            },
+            Write::DeleteTemplate(t.id)
+        ]
+    );
+    // reassigning to itself, to a template that was not passed, or to another tenant's fails
+    let mut foreign = template(2, Permissions::empty());
+    foreign.tenant_id = other_tenant_id();
+    for (mode, passed) in [
+        (TemplateDeletion::Reassign(t.id), Some(&t)),
+        (TemplateDeletion::Reassign(to.id), None),
+        (TemplateDeletion::Reassign(tid(7)), Some(&to)),
+        (TemplateDeletion::Reassign(foreign.id), Some(&foreign)),
+    ] {
+        assert_eq!(
+            decide::delete_template(fx.ctx(), &acting(&a), &t, 2, mode, passed).unwrap_err(),
+            Error::TemplateNotFound,
+            "{mode:?}"
+        );
+    }
+}
+
+#[test]
+fn d12_assigning_a_template_must_name_an_existing_one() {
+    let fx = Fx::roomy();
+    let a = admin(1);
+    let u = member(2, Permissions::empty());
+    let e = UserEdit {
+        template_id: Some(Some(tid(1))),
+        ..UserEdit::default()
+    };
+    assert_eq!(
+        decide::edit(fx.ctx(), &acting(&a), &u, None, None, &e, false).unwrap_err(),
+        Error::TemplateNotFound
+    );
+    let mut r = invite_request("x@example.com", Role::User, Permissions::empty());
+    r.template_id = Some(tid(1));
+    let wrong = template(2, Permissions::empty());
+    assert_eq!(
+        decide::invite(
+            fx.ctx(),
+            &acting(&a),
+            &r,
+            Some(&wrong),
+            false,
+            new_invite(50)
+        )
+        .unwrap_err(),
+        Error::TemplateNotFound
+    );
+    // clearing the template
+    let mut with_t = member(3, Permissions::empty());
+    let t = template(1, Permissions::USERS_VIEW);
+    with_t.template_id = Some(t.id);
+    let clear = UserEdit {
+        template_id: Some(None),
+        ..UserEdit::default()
+    };
+    let c = decide::edit(
+        fx.ctx(),
+        &acting(&a),
+        &with_t,
+        Some(&t),
+        None,
+        &clear,
+        false,
+    )
+    .unwrap();
+    assert_eq!(updated_user(&c).template_id, None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// D13 / D14 (the parts in the core)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn d13_edits_record_before_and_after_and_refusals_name_their_rule() {
+    let fx = Fx::roomy();
+    let a = admin(1);
+    let u = member(2, Permissions::USERS_VIEW);
+    let e = UserEdit {
+        grants: Some(Permissions::ANALYTICS_VIEW),
+        ..UserEdit::default()
+    };
+    let c = edit_user(&fx, &a, &u, &e).unwrap();
+    let ev = &c.events[0];
+    assert_eq!(ev.tenant_id, tenant_id());
+    assert_eq!(ev.actor, ActorRef::User(a.id));
+    assert_eq!(ev.target, AuditTarget::User(u.id));
+    assert_eq!(ev.at, now());
+    assert_eq!(ev.outcome, Outcome::Success);
+    assert_eq!(ev.changes.len(), 1);
+    assert_eq!(ev.changes[0].field, Field::Grants);
+    // a no-op edit writes nothing at all
+    let same = UserEdit {
+        grants: Some(Permissions::USERS_VIEW),
+        ..UserEdit::default()
+    };
+    assert!(edit_user(&fx, &a, &u, &same).unwrap().is_empty());
+    let refused = decide::refused_event(
+        tenant_id(),
+        ActorRef::User(u.id),
+        AuditAction::UserDeleted,
+        AuditTarget::User(a.id),
+        now(),
+        &Error::AdminOnly,
+    );
+    assert_eq!(
+        refused.outcome,
+        Outcome::Refused {
+            rule: Rule::D7,
+            message: Error::AdminOnly.to_string()
+        }
+    );
+}
+
+#[test]
+fn d14_only_active_users_sign_in() {
+    let fx = Fx::roomy();
+    for status in [Status::Invited, Status::Suspended] {
+        let u = user(2, Role::User, status, Permissions::empty());
+        let err = decide::sign_in(fx.ctx(), &u).unwrap_err();
+        assert_eq!(err, Error::SignInRefused { status });
+        assert_eq!(err.rule(), Rule::D14);
+    }
+    let u = member(2, Permissions::empty());
+    let c = decide::sign_in(fx.ctx(), &u).unwrap();
+    assert_eq!(updated_user(&c).last_login, Some(now()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// D19 Bulk invite
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn d19_each_address_gets_its_own_outcome() {
+    let fx = Fx::roomy();
+    let a = admin(1);
+    let request = BulkInvite {
+        emails: vec![
+            "new1@example.com".into(),
+            "not an address".into(),
+            "existing@example.com".into(),
+            " NEW1@example.com ".into(),
+            "new2@example.com".into(),
+            "\u{212A}@example.com".into(),
+        ],
+        role: None,
+        template_id: None,
+        crm_access: false,
+        grants: Permissions::CONVERSATIONS_VIEW,
+    };
+    let mut next = 100u8;
+    let (c, items) = decide::invite_many(
+        fx.ctx(),
+        &acting(&a),
+        &request,
+        None,
+        &|key| key == "existing@example.com",
+        &mut || {
+            next += 1;
+            new_invite(next)
+        },
+    )
+    .unwrap();
+    let inputs: Vec<&str> = items.iter().map(|i| i.input.as_str()).collect();
+    assert_eq!(
+        inputs,
+        request
+            .emails
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(items[0].outcome, BulkOutcome::Invited { user_id: uid(101) });
+    assert!(matches!(
+        items[1].outcome,
+        BulkOutcome::Invalid {
+            reason: EmailError::MissingAt
+        }
+    ));
+    assert_eq!(items[2].outcome, BulkOutcome::Duplicate);
+    assert_eq!(items[3].outcome, BulkOutcome::Duplicate);
+    assert_eq!(items[4].outcome, BulkOutcome::Invited { user_id: uid(102) });
+    assert!(matches!(
+        items[5].outcome,
+        BulkOutcome::Invalid {
+            reason: EmailError::NonAscii { .. }
+        }
+    ));
+    let users = inserted_users(&c);
+    assert_eq!(users.len(), 2);
+    assert!(users.iter().all(|u| u.role == Role::User
+        && u.status == Status::Invited
+        && u.grants == Permissions::CONVERSATIONS_VIEW));
+    assert_eq!(c.counters.seats_used, fx.state.counters.seats_used + 2);
+    assert_eq!(
+        c.writes
+            .iter()
+            .filter(|w| matches!(w, Write::InsertInvitation(_)))
+            .count(),
+        2
+    );
+    assert_eq!(c.events.len(), 2);
+}
+
+#[test]
+fn d19_the_seat_limit_holds_exactly() {
+    let fx = Fx::new(3, 1, Some(5));
+    let a = admin(1);
+    let request = BulkInvite {
+        emails: (0..6).map(|i| format!("n{i}@example.com")).collect(),
+        ..BulkInvite::default()
+    };
+    let mut next = 100u8;
+    let (c, items) = decide::invite_many(
+        fx.ctx(),
+        &acting(&a),
+        &request,
+        None,
+        &|_| false,
+        &mut || {
+            next += 1;
+            new_invite(next)
+        },
+    )
+    .unwrap();
+    let invited = items
+        .iter()
+        .filter(|i| matches!(i.outcome, BulkOutcome::Invited { .. }))
+        .count();
+    assert_eq!(invited, 2);
+    assert!(matches!(items[0].outcome, BulkOutcome::Invited { .. }));
+    assert!(matches!(items[1].outcome, BulkOutcome::Invited { .. }));
+    for item in &items[2..] {
+        assert_eq!(
+            item.outcome,
+            BulkOutcome::LimitReached { used: 5, limit: 5 }
+        );
+    }
+    assert_eq!(c.counters.seats_used, 5);
+    assert_eq!(inserted_users(&c).len(), 2);
+    // the ids handed out are all distinct and only drawn for invited addresses
+    let ids: HashSet<UserId> = inserted_users(&c).iter().map(|u| u.id).collect();
+    assert_eq!(ids.len(), 2);
+}
+
+#[test]
+fn d19_over_the_limit_invites_nobody() {
+    let fx = Fx::new(7, 1, Some(5));
+    let a = admin(1);
+    let request = BulkInvite {
+        emails: vec!["a@example.com".into(), "b@example.com".into()],
+        ..BulkInvite::default()
+    };
+    let (c, items) = decide::invite_many(
+        fx.ctx(),
+        &acting(&a),
+        &request,
+        None,
+        &|_| false,
+        &mut || new_invite(100),
+    )
+    .unwrap();
+    assert!(inserted_users(&c).is_empty());
+    assert!(
+        items
+            .iter()
+            .all(|i| i.outcome == BulkOutcome::LimitReached { used: 7, limit: 5 })
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// D20 Expired invitations
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn d20_purge_deletes_only_expired_invitations_and_frees_their_seats() {
+    let fx = Fx::new(10, 1, Some(10));
+    let m = manager(3);
+    let mut expired1 = user(10, Role::User, Status::Invited, Permissions::empty());
+    expired1.invite_expires_at = Some(now() - Duration::days(1));
+    let mut expired_now = user(11, Role::User, Status::Invited, Permissions::empty());
+    expired_now.invite_expires_at = Some(now());
+    let pending = user(12, Role::User, Status::Invited, Permissions::empty());
+    let active = member(13, Permissions::empty());
+    let mut expired_admin = user(14, Role::Admin, Status::Invited, Permissions::empty());
+    expired_admin.invite_expires_at = Some(now() - Duration::days(1));
+    let mut foreign = user(15, Role::User, Status::Invited, Permissions::empty());
+    foreign.invite_expires_at = Some(now() - Duration::days(1));
+    foreign.tenant_id = other_tenant_id();
+
+    assert!(expired1.invitation_expired(now()));
+    assert!(expired_now.invitation_expired(now()));
+    assert!(!pending.invitation_expired(now()));
+    assert!(!active.invitation_expired(now()));
+
+    let candidates = [
+        expired1.clone(),
+        pending,
+        active,
+        expired_admin.clone(),
+        foreign,
+        expired_now.clone(),
+    ];
+    let (c, deleted) = decide::purge_expired(fx.ctx(), &acting(&m), &candidates).unwrap();
+    assert_eq!(deleted, vec![expired1.id, expired_now.id]);
+    assert_eq!(c.counters.seats_used, 8);
+    let ts: Vec<UserId> = tombstones(&c).iter().map(|t| t.user_id).collect();
+    assert_eq!(ts, deleted);
+    // an admin purges the expired admin invitation too
+    let a = admin(1);
+    let (c, deleted) = decide::purge_expired(fx.ctx(), &acting(&a), &candidates).unwrap();
+    assert_eq!(deleted, vec![expired1.id, expired_admin.id, expired_now.id]);
+    assert_eq!(c.counters.seats_used, 7);
+    assert_eq!(c.counters.active_admins, 1);
+}
+
+#[test]
+fn d20_expired_invitations_keep_their_seat_until_deleted() {
+    // an expired invitation is still a row: the tenant at its limit stays there
+    let fx = Fx::new(5, 1, Some(5));
+    let a = admin(1);
+    let mut expired = user(10, Role::User, Status::Invited, Permissions::empty());
+    expired.invite_expires_at = Some(now() - Duration::days(30));
+    assert!(
+        decide::invite(
+            fx.ctx(),
+            &acting(&a),
+            &invite_request("x@example.com", Role::User, Permissions::empty()),
+            None,
+            false,
+            new_invite(50),
+        )
+        .is_err()
+    );
+    let (c, deleted) = decide::purge_expired(fx.ctx(), &acting(&a), &[expired]).unwrap();
+    assert_eq!(deleted.len(), 1);
+    assert_eq!(
+        SeatUsage::new(c.counters.seats_used, Some(5)).remaining,
+        Some(1)
+    );
+    // nothing to purge: an empty change
+    let (c, deleted) = decide::purge_expired(fx.ctx(), &acting(&a), &[]).unwrap();
+    assert!(deleted.is_empty());
+    assert!(c.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// D15 Tenant isolation (the parts in the core)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn d15_foreign_templates_behave_like_missing_ones() {
+    let fx = Fx::roomy();
+    let a = admin(1);
+    let mut foreign = template(1, Permissions::empty());
+    foreign.tenant_id = other_tenant_id();
+    assert_eq!(
+        decide::delete_template(
+            fx.ctx(),
+            &acting(&a),
+            &foreign,
+            0,
+            TemplateDeletion::Refuse,
+            None
+        )
+        .unwrap_err(),
+        Error::TemplateNotFound
+    );
+    let mut r = invite_request("x@example.com", Role::User, Permissions::empty());
+    r.template_id = Some(foreign.id);
+    assert_eq!(
+        decide::invite(
+            fx.ctx(),
+            &acting(&a),
+            &r,
+            Some(&foreign),
+            false,
+            new_invite(50)
+        )
+        .unwrap_err(),
+        Error::TemplateNotFound
+    );
+}
