@@ -19,6 +19,8 @@ if ! /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
   echo "== installing python3-aiosmtpd"
   apt_install python3-aiosmtpd
 fi
+# The SMTP TLS tests make a throw-away CA and server certificate with the openssl CLI.
+command -v openssl >/dev/null 2>&1 || apt_install openssl
 
 # --- Chromium and chromedriver: Debian's packages, for the admin console's browser test
 # (tests/admin_console_browser.rs drives /usr/bin/chromium headless through
@@ -26,4 +28,17 @@ fi
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
   echo "== installing chromium and chromium-driver"
   apt_install --no-install-recommends chromium chromium-driver fonts-liberation
+fi
+
+# --- PostgreSQL: the machine's cluster on 127.0.0.1:5432 (trust auth, user postgres,
+# database test), for crates/postgres tests and benches (TENANTRY_PG_URL overrides the URL).
+# Starts it when it does not answer, then waits until it accepts connections.
+if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432; then
+  echo "== starting PostgreSQL"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start || true
+  for _ in $(seq 1 60); do
+    pg_isready -q -h 127.0.0.1 -p 5432 && break
+    sleep 1
+  done
+  pg_isready -h 127.0.0.1 -p 5432
 fi

@@ -27,7 +27,14 @@ impl DispatchReport {
     }
 }
 
-const BATCH: u32 = 50;
+/// Messages claimed per lease. One: a lease starts when its message is claimed, right
+/// before that message is sent. A batch claimed under one lease and sent one after the
+/// other outlasts its lease when the mail server is slow, and a concurrent dispatcher then
+/// re-claims and sends the batch's tail a second time (D17; test
+/// `slow_mail_and_concurrent_dispatchers_never_send_twice` in crates/smtp). So a message is
+/// sent twice without a fault only if its single send outlasts the lease (keep the mailer's
+/// time-out below [`crate::DeliverySettings::lease`]).
+const CLAIM: u32 = 1;
 
 impl Tenantry {
     fn backoff_after(&self, attempts: u32) -> Duration {
@@ -42,7 +49,8 @@ impl Tenantry {
     }
 
     /// Delivers the tenant's due outbox messages now (D17). Each message is claimed with a
-    /// lease first, so concurrent dispatchers never send one message twice at once.
+    /// lease right before it is sent, so concurrent dispatchers never send one message twice
+    /// at once (as long as one send takes less than the lease).
     ///
     /// # Errors
     /// Store failures (delivery failures are recorded on the messages, not returned).
@@ -54,7 +62,7 @@ impl Tenantry {
             let claimed = self
                 .inner
                 .store
-                .claim_due_mail(tenant, now, lease, BATCH)
+                .claim_due_mail(tenant, now, lease, CLAIM)
                 .await?;
             if claimed.is_empty() {
                 return Ok(report);
