@@ -46,9 +46,10 @@ macro_rules! retry {
         let mut attempt: u32 = 0;
         loop {
             attempt = attempt.saturating_add(1);
+            let started = tokio::time::Instant::now();
             match $call.await {
                 Err(Error::Store(e)) if e.is_retryable() && attempt < max => {
-                    $self.backoff(attempt).await;
+                    $self.backoff(attempt, started.elapsed()).await;
                 }
                 Err(Error::Store(e)) if e.is_retryable() => {
                     break Err(Error::Contention { attempts: attempt });
@@ -74,18 +75,23 @@ impl Actor {
 }
 
 impl Tenantry {
-    async fn backoff(&self, attempt: u32) {
-        let mut b = [0u8; 2];
-        let jitter = if self.inner.random.fill(&mut b).is_ok() {
-            u64::from(u16::from_le_bytes(b) % 500)
+    /// Waits before retry `attempt` of a call whose last try took `took`: a random time up
+    /// to `took × 2^(attempt-1)` (at least 0.5 ms, at most 30 s). Scaling with the time a
+    /// try takes spreads many callers of one tenant over as long as the store needs to serve
+    /// them; a fixed millisecond-scale backoff lets thousands of callers retry in lockstep,
+    /// each wave taking as long as the whole queue and committing one change (a livelock).
+    async fn backoff(&self, attempt: u32, took: std::time::Duration) {
+        let mut b = [0u8; 4];
+        let unit = if self.inner.random.fill(&mut b).is_ok() {
+            f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX)
         } else {
-            250
+            0.5
         };
-        let base = 50u64.saturating_mul(u64::from(attempt.min(20)));
-        tokio::time::sleep(std::time::Duration::from_micros(
-            base.saturating_add(jitter),
-        ))
-        .await;
+        let window = took
+            .max(std::time::Duration::from_micros(500))
+            .saturating_mul(1 << attempt.saturating_sub(1).min(6))
+            .min(std::time::Duration::from_secs(30));
+        tokio::time::sleep(window.mul_f64(unit)).await;
     }
 
     fn random_bytes<const N: usize>(&self) -> Result<[u8; N], Error> {
@@ -887,6 +893,9 @@ impl Tenantry {
                 tenant,
                 &UserQuery {
                     invitation_expired_at: Some(now),
+                    // A non-admin may not delete admins' invitations (D7): leaving them out
+                    // of the page keeps a page full of them from ending the purge early.
+                    role: (!actor.acting().is_admin()).then_some(tenantry_core::Role::User),
                     limit: tenantry_store::MAX_PAGE_SIZE,
                     ..UserQuery::default()
                 },

@@ -101,6 +101,7 @@ macro_rules! suite {
                 d17_transient_failure_is_retried_after_backoff,
                 d17_permanent_failure_is_marked_failed_with_reason,
                 d17_claimed_message_is_leased_until_the_lease_expires,
+                d17_late_delivery_result_does_not_overwrite_a_final_state,
                 d17_dispatch_all_delivers_every_tenant,
                 d18_filters_select_exactly_the_matching_rows,
                 d18_every_sort_pages_every_row_exactly_once,

@@ -24,6 +24,11 @@
 //! Invitation tokens are captured from the [`InMemoryMailer`]'s messages with
 //! [`tenantry::token_from_link`]; the clock is a [`ManualClock`].
 //!
+//! Each case starts with two tenants (random seat limits), a few templates and a few users
+//! onboarded by the first admins (some of them suspended), so that non-admin managers act
+//! from the first step. Set `TENANTRY_MODEL_STATS=1` to print how often each use case ended
+//! in each outcome, and by which kind of actor.
+//!
 //! Where `DECISIONS.md` leaves a detail open (which refusal wins when several rules refuse,
 //! what an admin's direct grants are), the model follows the service's documented choice;
 //! such places are marked "choice" below.
@@ -85,8 +90,8 @@ const BAD_EMAILS: [&str; 6] = [
     ".a@x.test",
     "a@-x.test",
 ];
-/// Template names; index 1 and 4 collide with 0 and 3 ignoring case (D12); 5 and 6 are
-/// invalid (empty, 65 characters).
+/// Template names; 1 and 4 collide with 0 and 3 ignoring case (D12); 5 is blank and 6
+/// stands for a 65-character name (see `name_text`), both refused (D12).
 const NAMES: [&str; 7] = ["Agent", " agent ", "Manager", "Ops", "OPS", "  ", ""];
 /// The permissions grants and templates are drawn from, and that checks ask for.
 const CHECKED: [Permission; 8] = [
@@ -184,8 +189,11 @@ enum Tpl {
     Live(usize),
     /// Any template ever created in the tenant (maybe deleted).
     Slot(usize),
+    /// The newest template ever created in the tenant (maybe deleted).
     Last,
+    /// A template of the other tenant (D15).
     Other(usize),
+    /// An id that never existed.
     Ghost,
 }
 
@@ -276,8 +284,8 @@ enum Step {
         crm: bool,
         grants: Permissions,
     },
-    /// The first admin invites and the person accepts at once (with the right address).
-    /// … and suspends the new user right away when `suspend` is set.
+    /// The first admin invites a user and the person accepts at once (with the right
+    /// address); with `suspend` the first admin then suspends the new user.
     Onboard {
         t: usize,
         email: (usize, u8),
@@ -1856,6 +1864,8 @@ struct Harness {
     audit_seen: [u64; 2],
     tids: [TenantId; 2],
     m: Model,
+    /// Whether `TENANTRY_MODEL_STATS` asks for coverage statistics.
+    stats: bool,
 }
 
 fn email(i: usize, v: u8) -> R<Email> {
@@ -1912,6 +1922,7 @@ impl Harness {
             audit_seen: [0, 0],
             tids: [tids[0], tids[1]],
             m,
+            stats: std::env::var_os("TENANTRY_MODEL_STATS").is_some(),
         })
     }
 
@@ -2058,40 +2069,45 @@ impl Harness {
         }
     }
 
+    /// Counts who acts in `step`, for the coverage statistics.
+    fn note_actor(&self, step: &Step) {
+        let (op, t, actor) = match step {
+            Step::Invite { t, actor, .. } => ("invite", *t, Some(*actor)),
+            Step::InviteMany { t, actor, .. } => ("invite_many", *t, Some(*actor)),
+            Step::Resend { t, actor, .. } => ("resend", *t, Some(*actor)),
+            Step::Edit { t, actor, .. } => ("edit", *t, Some(*actor)),
+            Step::Delete { t, actor, .. } => ("delete", *t, Some(*actor)),
+            Step::Purge { t, actor } => ("purge", *t, Some(*actor)),
+            Step::CreateTemplate { t, actor, .. } => ("create_template", *t, Some(*actor)),
+            Step::EditTemplate { t, actor, .. } => ("edit_template", *t, Some(*actor)),
+            Step::DeleteTemplate { t, actor, .. } => ("delete_template", *t, Some(*actor)),
+            _ => ("", 0, None),
+        };
+        if let Some(actor) = actor {
+            let id = self.m.who(t, actor);
+            let kind = self.kind(t, id);
+            let grants = self
+                .m
+                .user(t, id)
+                .map_or(0, |u| u.grants.bits().count_ones());
+            let kind = format!(
+                " [by {kind}{}]",
+                if kind == "active user" && grants > 0 {
+                    " with grants"
+                } else {
+                    ""
+                }
+            );
+            note(format!("~actor {op} by{kind}"));
+            ACTOR_KIND.with(|k| *k.borrow_mut() = kind);
+        } else {
+            ACTOR_KIND.with(|k| k.borrow_mut().clear());
+        }
+    }
+
     async fn step(&mut self, step: &Step) -> R {
-        if std::env::var_os("TENANTRY_MODEL_STATS").is_some() {
-            let (op, t, actor) = match step {
-                Step::Invite { t, actor, .. } => ("invite", *t, Some(*actor)),
-                Step::InviteMany { t, actor, .. } => ("invite_many", *t, Some(*actor)),
-                Step::Resend { t, actor, .. } => ("resend", *t, Some(*actor)),
-                Step::Edit { t, actor, .. } => ("edit", *t, Some(*actor)),
-                Step::Delete { t, actor, .. } => ("delete", *t, Some(*actor)),
-                Step::Purge { t, actor } => ("purge", *t, Some(*actor)),
-                Step::CreateTemplate { t, actor, .. } => ("create_template", *t, Some(*actor)),
-                Step::EditTemplate { t, actor, .. } => ("edit_template", *t, Some(*actor)),
-                Step::DeleteTemplate { t, actor, .. } => ("delete_template", *t, Some(*actor)),
-                _ => ("", 0, None),
-            };
-            if let Some(actor) = actor {
-                let id = self.m.who(t, actor);
-                let kind = self.kind(t, id);
-                let grants = self
-                    .m
-                    .user(t, id)
-                    .map_or(0, |u| u.grants.bits().count_ones());
-                let kind = format!(
-                    " [by {kind}{}]",
-                    if kind == "active user" && grants > 0 {
-                        " with grants"
-                    } else {
-                        ""
-                    }
-                );
-                note(format!("~actor {op} by{kind}"));
-                ACTOR_KIND.with(|k| *k.borrow_mut() = kind);
-            } else {
-                ACTOR_KIND.with(|k| k.borrow_mut().clear());
-            }
+        if self.stats {
+            self.note_actor(step);
         }
         match step {
             Step::SetLimit { t, limit } => {

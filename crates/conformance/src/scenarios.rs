@@ -4483,3 +4483,74 @@ pub async fn d20_expired_invitations_listed_and_purged_in_one_call(store: Arc<dy
     assert_eq!(deletes, 3, "D20/D13: one event per deleted invitation");
     env.assert_consistent(env.tenant).await;
 }
+
+/// D17: a delivery result that arrives after the message left `pending` (a dispatcher
+/// whose lease ran out reporting late) changes nothing: sent stays sent, failed stays failed.
+pub async fn d17_late_delivery_result_does_not_overwrite_a_final_state(store: Arc<dyn Store>) {
+    let env = Env::with(
+        store,
+        Options {
+            inline: false,
+            ..Options::default()
+        },
+    )
+    .await;
+    let sent = env.invite("late1@acme.test").await;
+    let failed = env.invite("late2@acme.test").await;
+    let s = env.app.store();
+    let now = env.clock_now();
+    s.record_delivery(
+        env.tenant,
+        sent.message_id,
+        &tenantry_store::DeliveryUpdate::Sent { at: now },
+    )
+    .await
+    .unwrap();
+    s.record_delivery(
+        env.tenant,
+        failed.message_id,
+        &tenantry_store::DeliveryUpdate::Failed {
+            reason: "550 no".into(),
+            at: now,
+        },
+    )
+    .await
+    .unwrap();
+    for id in [sent.message_id, failed.message_id] {
+        s.record_delivery(
+            env.tenant,
+            id,
+            &tenantry_store::DeliveryUpdate::Retry {
+                reason: "421 late".into(),
+                retry_at: now,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let r = s
+        .outbox_message(env.tenant, sent.message_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        r.state,
+        tenantry_store::DeliveryState::Sent { at: now },
+        "D17: sent stays sent"
+    );
+    assert_eq!(r.attempts, 1);
+    let r = s
+        .outbox_message(env.tenant, failed.message_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(r.state, tenantry_store::DeliveryState::Failed { .. }),
+        "D17: failed stays failed"
+    );
+    assert_eq!(
+        env.app.dispatch(env.tenant).await.unwrap().sent,
+        0,
+        "D17: nothing is sent again"
+    );
+}

@@ -903,15 +903,15 @@ impl Store for SqliteStore {
         let m = id_text(id.as_uuid());
         let q = match update {
             DeliveryUpdate::Sent { at } => sqlx::query(
-                "UPDATE outbox SET state = 'sent', state_at = $1, attempts = attempts + 1, body_text = '', body_html = '' WHERE tenant_id = $2 AND id = $3",
+                "UPDATE outbox SET state = 'sent', state_at = $1, attempts = attempts + 1, body_text = '', body_html = '' WHERE tenant_id = $2 AND id = $3 AND state = 'pending'",
             )
             .bind(nanos(*at)?),
             DeliveryUpdate::Retry { retry_at, .. } => sqlx::query(
-                "UPDATE outbox SET state = 'pending', next_attempt_at = $1, last_error = $4, attempts = attempts + 1 WHERE tenant_id = $2 AND id = $3",
+                "UPDATE outbox SET state = 'pending', next_attempt_at = $1, last_error = $4, attempts = attempts + 1 WHERE tenant_id = $2 AND id = $3 AND state = 'pending'",
             )
             .bind(rows::nanos_clamped(*retry_at)),
             DeliveryUpdate::Failed { at, .. } => sqlx::query(
-                "UPDATE outbox SET state = 'failed', state_at = $1, failure = $4, last_error = $4, attempts = attempts + 1 WHERE tenant_id = $2 AND id = $3",
+                "UPDATE outbox SET state = 'failed', state_at = $1, failure = $4, last_error = $4, attempts = attempts + 1 WHERE tenant_id = $2 AND id = $3 AND state = 'pending'",
             )
             .bind(nanos(*at)?),
         };
@@ -925,7 +925,17 @@ impl Store for SqliteStore {
         let mut tx = self.write_tx().await?;
         let r = q.execute(&mut *tx).await.map_err(map_err)?;
         if r.rows_affected() != 1 {
-            return Err(StoreError::NotFound);
+            // Not pending any more (a late result changes nothing), or no such message.
+            let exists: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM outbox WHERE tenant_id = $1 AND id = $2")
+                    .bind(&t)
+                    .bind(&m)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+            if exists.is_none() {
+                return Err(StoreError::NotFound);
+            }
         }
         tx.commit().await.map_err(map_err)
     }

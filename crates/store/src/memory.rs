@@ -724,6 +724,11 @@ impl Store for InMemoryStore {
             let Some(r) = d.outbox.get_mut(&id) else {
                 return Err(StoreError::NotFound);
             };
+            // A result arriving after the message left `pending` (a late dispatcher whose
+            // lease ran out) changes nothing: sent stays sent, failed stays failed.
+            if r.state != DeliveryState::Pending {
+                return Ok(());
+            }
             r.attempts = r.attempts.saturating_add(1);
             match update {
                 DeliveryUpdate::Sent { at } => {
