@@ -17,7 +17,10 @@ const USERS: u32 = 100_000;
 
 fn main() {
     let _profiler = dhat::Profiler::builder().testing().build();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let store = InMemoryStore::new();
         let app = Tenantry::builder(store.clone()).build().unwrap();

@@ -58,12 +58,6 @@ pub use error::{Error, QueryError, SettingsError};
 pub use outbox::DispatchReport;
 pub use service::{Attribution, Invited};
 pub use tenantry_core as core;
-#[cfg(feature = "postgres")]
-pub use tenantry_postgres as postgres;
-#[cfg(feature = "smtp")]
-pub use tenantry_smtp as smtp;
-#[cfg(feature = "sqlite")]
-pub use tenantry_sqlite as sqlite;
 pub use tenantry_core::decide::{
     BulkInvite, BulkItem, BulkOutcome, InviteRequest, TemplateDeletion, TemplateEdit, UserEdit,
 };
@@ -73,6 +67,12 @@ pub use tenantry_core::{
     SeatUsage, Status, TemplateId, TemplateName, Tenant, TenantId, Tombstone, User, UserId,
 };
 pub use tenantry_mail::{DefaultRenderer, InMemoryMailer, MailError, Mailer, Message, Renderer};
+#[cfg(feature = "postgres")]
+pub use tenantry_postgres as postgres;
+#[cfg(feature = "smtp")]
+pub use tenantry_smtp as smtp;
+#[cfg(feature = "sqlite")]
+pub use tenantry_sqlite as sqlite;
 pub use tenantry_store::{
     Cursor, DeliveryState, InMemoryStore, OutboxRecord, Page, SortBy, Store, StoreError, UserQuery,
 };

@@ -13,7 +13,10 @@ use tenantry::{TenantId, UserId};
 use tenantry_sqlite::SqliteStore;
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 struct Seeded {
@@ -28,7 +31,11 @@ struct Seeded {
 /// A tenant with `n` users, seeded with one bulk SQL statement (the triggers keep the
 /// counters), plus one active user on a template to authorize.
 async fn seeded(n: u32, connections: u32) -> Seeded {
-    let dir = std::env::temp_dir().join(format!("tenantry-bench-{}-{n}-{}", std::process::id(), connections));
+    let dir = std::env::temp_dir().join(format!(
+        "tenantry-bench-{}-{n}-{}",
+        std::process::id(),
+        connections
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let opts = sqlx::sqlite::SqliteConnectOptions::new()
@@ -36,7 +43,10 @@ async fn seeded(n: u32, connections: u32) -> Seeded {
         .create_if_missing(true);
     let store = SqliteStore::open_with(opts, connections).await.unwrap();
     let app = Tenantry::builder(store.clone())
-        .delivery(tenantry::DeliverySettings { inline: false, ..Default::default() })
+        .delivery(tenantry::DeliverySettings {
+            inline: false,
+            ..Default::default()
+        })
         .build()
         .unwrap();
     let (tenant, admin) = app
@@ -65,13 +75,17 @@ async fn seeded(n: u32, connections: u32) -> Seeded {
     .unwrap();
     sqlx::query("ANALYZE").execute(store.pool()).await.unwrap();
     let inv = app
-        .invite(tenant, admin, &InviteRequest {
-            email: Email::parse("agent@bench.test").unwrap(),
-            role: Role::User,
-            template_id: Some(template.id),
-            crm_access: true,
-            grants: Permissions::USERS_VIEW,
-        })
+        .invite(
+            tenant,
+            admin,
+            &InviteRequest {
+                email: Email::parse("agent@bench.test").unwrap(),
+                role: Role::User,
+                template_id: Some(template.id),
+                crm_access: true,
+                grants: Permissions::USERS_VIEW,
+            },
+        )
         .await
         .unwrap();
     sqlx::query("UPDATE users SET status = 'active' WHERE id = $1")
@@ -80,7 +94,14 @@ async fn seeded(n: u32, connections: u32) -> Seeded {
         .await
         .unwrap();
     // Bump the version so the service's snapshot reads stay honest after the raw writes.
-    Seeded { app, tenant, admin, agent: inv.user.id, template: template.id, _dir: dir }
+    Seeded {
+        app,
+        tenant,
+        admin,
+        agent: inv.user.id,
+        template: template.id,
+        _dir: dir,
+    }
 }
 
 fn pages(c: &mut Criterion) {
@@ -91,26 +112,98 @@ fn pages(c: &mut Criterion) {
         let viewer = ActorRef::User(s.admin);
         let mut queries: Vec<(&str, UserQuery)> = vec![
             ("email_asc", UserQuery::default()),
-            ("email_desc", UserQuery { descending: true, ..UserQuery::default() }),
-            ("created_asc", UserQuery { sort: SortBy::CreatedAt, ..UserQuery::default() }),
-            ("created_desc", UserQuery { sort: SortBy::CreatedAt, descending: true, ..UserQuery::default() }),
-            ("login_asc", UserQuery { sort: SortBy::LastLogin, ..UserQuery::default() }),
-            ("login_desc", UserQuery { sort: SortBy::LastLogin, descending: true, ..UserQuery::default() }),
-            ("status_active", UserQuery { status: Some(Status::Active), ..UserQuery::default() }),
-            ("role_user", UserQuery { role: Some(Role::User), ..UserQuery::default() }),
-            ("template", UserQuery { template_id: Some(s.template), ..UserQuery::default() }),
-            ("crm_on", UserQuery { crm_access: Some(true), ..UserQuery::default() }),
-            ("email_contains", UserQuery { email_contains: Some("user0".into()), ..UserQuery::default() }),
+            (
+                "email_desc",
+                UserQuery {
+                    descending: true,
+                    ..UserQuery::default()
+                },
+            ),
+            (
+                "created_asc",
+                UserQuery {
+                    sort: SortBy::CreatedAt,
+                    ..UserQuery::default()
+                },
+            ),
+            (
+                "created_desc",
+                UserQuery {
+                    sort: SortBy::CreatedAt,
+                    descending: true,
+                    ..UserQuery::default()
+                },
+            ),
+            (
+                "login_asc",
+                UserQuery {
+                    sort: SortBy::LastLogin,
+                    ..UserQuery::default()
+                },
+            ),
+            (
+                "login_desc",
+                UserQuery {
+                    sort: SortBy::LastLogin,
+                    descending: true,
+                    ..UserQuery::default()
+                },
+            ),
+            (
+                "status_active",
+                UserQuery {
+                    status: Some(Status::Active),
+                    ..UserQuery::default()
+                },
+            ),
+            (
+                "role_user",
+                UserQuery {
+                    role: Some(Role::User),
+                    ..UserQuery::default()
+                },
+            ),
+            (
+                "template",
+                UserQuery {
+                    template_id: Some(s.template),
+                    ..UserQuery::default()
+                },
+            ),
+            (
+                "crm_on",
+                UserQuery {
+                    crm_access: Some(true),
+                    ..UserQuery::default()
+                },
+            ),
+            (
+                "email_contains",
+                UserQuery {
+                    email_contains: Some("user0".into()),
+                    ..UserQuery::default()
+                },
+            ),
         ];
         // Read from the middle: skip the first 200 rows with a cursor.
         for (_, q) in &mut queries {
-            let skip = UserQuery { limit: 200, ..q.clone() };
-            q.after = rt.block_on(s.app.list_users(s.tenant, viewer, &skip)).unwrap().next;
+            let skip = UserQuery {
+                limit: 200,
+                ..q.clone()
+            };
+            q.after = rt
+                .block_on(s.app.list_users(s.tenant, viewer, &skip))
+                .unwrap()
+                .next;
         }
         for (name, q) in &queries {
             g.bench_with_input(BenchmarkId::new(*name, n), &n, |b, _| {
                 b.to_async(&rt).iter(|| async {
-                    let page = s.app.list_users(s.tenant, viewer, black_box(q)).await.unwrap();
+                    let page = s
+                        .app
+                        .list_users(s.tenant, viewer, black_box(q))
+                        .await
+                        .unwrap();
                     assert_eq!(page.items.len(), 50);
                     page
                 })
@@ -125,7 +218,12 @@ fn authorize_and_invite(c: &mut Criterion) {
     let s = rt.block_on(seeded(10_000, 1));
     let p = Permission::new(Category::Conversations, Action::Edit).into();
     c.bench_function("sqlite/authorize", |b| {
-        b.to_async(&rt).iter(|| async { s.app.authorize(s.tenant, black_box(s.agent), p).await.unwrap() })
+        b.to_async(&rt).iter(|| async {
+            s.app
+                .authorize(s.tenant, black_box(s.agent), p)
+                .await
+                .unwrap()
+        })
     });
     let mut g = c.benchmark_group("sqlite/invite_one_connection");
     g.throughput(Throughput::Elements(1));
