@@ -214,6 +214,20 @@ impl Tenantry {
         }
     }
 
+    /// D7 before D15: an actor without the permission is told so, whether or not the id it
+    /// named exists, so it learns nothing about the tenant's ids.
+    fn authority_first(
+        tenant: TenantId,
+        actor: &Actor,
+        action: tenantry_core::Action,
+        missing: tenantry_core::Error,
+    ) -> tenantry_core::Error {
+        match actor.acting().require(tenant, action) {
+            Err(e) => e,
+            Ok(()) => missing,
+        }
+    }
+
     /// Records a refused management attempt (D13) and hands the error back.
     async fn refuse(
         &self,
@@ -527,6 +541,7 @@ impl Tenantry {
         let target = match self.target(tenant, user_id).await {
             Ok(t) => t,
             Err(e) => {
+                let e = Self::authority_first(tenant, &actor, tenantry_core::Action::Create, e);
                 return Err(self
                     .refuse(
                         tenant,
@@ -661,6 +676,7 @@ impl Tenantry {
         let target = match self.target(tenant, user_id).await {
             Ok(t) => t,
             Err(e) => {
+                let e = Self::authority_first(tenant, &actor, tenantry_core::Action::Edit, e);
                 return Err(self
                     .refuse(tenant, actor_id, AuditAction::UserEdited, audit_target, e)
                     .await);
@@ -728,7 +744,12 @@ impl Tenantry {
         let audit_target = AuditTarget::User(user_id);
         let decided = match self.target(tenant, user_id).await {
             Ok(target) => decide::delete(self.ctx(&state), &actor.acting(), &target),
-            Err(e) => Err(e),
+            Err(e) => Err(Self::authority_first(
+                tenant,
+                &actor,
+                tenantry_core::Action::Delete,
+                e,
+            )),
         };
         let change = match decided {
             Ok(c) => c,
@@ -1044,11 +1065,17 @@ impl Tenantry {
         let name = match TemplateName::parse(name) {
             Ok(n) => n,
             Err(e) => {
+                // D7 first (an unknown actor or one without `users:manage` is told so);
                 // D13: a refused attempt by an actor of the tenant is audited, a bad name too.
-                let e = tenantry_core::Error::InvalidTemplateName(e);
-                if self.inner.store.user(tenant, actor).await?.is_none() {
-                    return Err(Error::Rule(e));
-                }
+                let acting = self
+                    .actor(tenant, actor, tenantry_core::Action::Manage)
+                    .await?;
+                let e = Self::authority_first(
+                    tenant,
+                    &acting,
+                    tenantry_core::Action::Manage,
+                    tenantry_core::Error::InvalidTemplateName(e),
+                );
                 return Err(self
                     .refuse(
                         tenant,
@@ -1143,7 +1170,12 @@ impl Tenantry {
                     actor_id,
                     AuditAction::TemplateEdited,
                     target,
-                    tenantry_core::Error::TemplateNotFound,
+                    Self::authority_first(
+                        tenant,
+                        &actor,
+                        tenantry_core::Action::Manage,
+                        tenantry_core::Error::TemplateNotFound,
+                    ),
                 )
                 .await);
         };
@@ -1209,7 +1241,12 @@ impl Tenantry {
                     actor_id,
                     AuditAction::TemplateDeleted,
                     target,
-                    tenantry_core::Error::TemplateNotFound,
+                    Self::authority_first(
+                        tenant,
+                        &actor,
+                        tenantry_core::Action::Manage,
+                        tenantry_core::Error::TemplateNotFound,
+                    ),
                 )
                 .await);
         };

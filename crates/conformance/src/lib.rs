@@ -102,6 +102,7 @@ macro_rules! suite {
                 d17_permanent_failure_is_marked_failed_with_reason,
                 d17_claimed_message_is_leased_until_the_lease_expires,
                 d17_late_delivery_result_does_not_overwrite_a_final_state,
+                d7_unauthorized_actor_learns_nothing_about_ids,
                 d17_dispatch_all_delivers_every_tenant,
                 d18_filters_select_exactly_the_matching_rows,
                 d18_every_sort_pages_every_row_exactly_once,

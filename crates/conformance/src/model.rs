@@ -1135,11 +1135,11 @@ impl Model {
             return Err(not_allowed(Action::Create));
         };
         let decided = (|| {
-            // Choice: an unknown target is reported before the actor's authority.
+            // D7 before D15: an actor without the permission learns nothing about ids.
+            self.need(t, &a, Action::Create)?;
             let Some(u) = self.user(t, target) else {
                 return Err(CoreError::UserNotFound);
             };
-            self.need(t, &a, Action::Create)?;
             if u.role == Role::Admin && !is_admin(&a) {
                 return Err(CoreError::AdminOnly);
             }
@@ -1253,11 +1253,11 @@ impl Model {
         target: UserId,
         e: &UserEdit,
     ) -> Result<(User, User), CoreError> {
-        // Choice: an unknown target is reported before the actor's authority.
+        // D7 before D15: an actor without the permission learns nothing about ids.
+        self.need(t, a, Action::Edit)?;
         let Some(before) = self.user(t, target).cloned() else {
             return Err(CoreError::UserNotFound);
         };
-        self.need(t, a, Action::Edit)?;
         let mut after = before.clone();
         if let Some(email) = &e.email {
             after.email = email.clone();
@@ -1367,10 +1367,10 @@ impl Model {
         if key_of(before.email.as_str()) != key_of(after.email.as_str())
             && before.status == Status::Invited
         {
-            // D10: a new address invalidates the tokens; the invitation counts as expired
-            // (choice: it then shows among expired invitations, D20) until resent.
+            // D10: a new address invalidates the tokens; the user stays invited without a
+            // usable link (not an expired invitation, D20) until the invitation is resent.
             self.revoke(target);
-            after.invite_expires_at = Some(self.now);
+            after.invite_expires_at = None;
         }
         self.t[t].users.insert(target, after.clone());
         self.detailed(
@@ -1409,12 +1409,16 @@ impl Model {
             return Err(not_allowed(Action::Delete));
         };
         let decided = (|| {
+            self.need(t, &a, Action::Delete)?;
             let Some(u) = self.user(t, target) else {
                 return Err(CoreError::UserNotFound);
             };
-            self.need(t, &a, Action::Delete)?;
             if u.role == Role::Admin && !is_admin(&a) {
                 return Err(CoreError::AdminOnly);
+            }
+            if target == actor && !is_admin(&a) {
+                // D7: a non-admin manager may not remove itself.
+                return Err(CoreError::SelfChange);
             }
             if is_admin(u) && self.active_admins(t) <= 1 {
                 return Err(CoreError::LastAdmin);
@@ -1468,10 +1472,17 @@ impl Model {
         perms: Permissions,
         new_id: Option<TemplateId>,
     ) -> Result<RoleTemplate, CoreError> {
+        let Some(a) = self.user(t, actor).cloned() else {
+            return Err(not_allowed(Action::Manage));
+        };
         let display = match check_name(name) {
             Ok(d) => d,
             Err(e) => {
-                let e = CoreError::InvalidTemplateName(e);
+                // D7 before the name's own rule.
+                let e = match self.need(t, &a, Action::Manage) {
+                    Err(n) => n,
+                    Ok(()) => CoreError::InvalidTemplateName(e),
+                };
                 self.refuse(
                     t,
                     actor,
@@ -1481,9 +1492,6 @@ impl Model {
                 );
                 return Err(e);
             }
-        };
-        let Some(a) = self.user(t, actor).cloned() else {
-            return Err(not_allowed(Action::Manage));
         };
         let decided = (|| {
             self.need(t, &a, Action::Manage)?;
@@ -1541,6 +1549,7 @@ impl Model {
             return Err(not_allowed(Action::Manage));
         };
         let decided = (|| {
+            self.need(t, &a, Action::Manage)?;
             let Some(before) = self.t[t].templates.get(&id).cloned() else {
                 return Err(CoreError::TemplateNotFound);
             };
@@ -1625,6 +1634,7 @@ impl Model {
             return Err(not_allowed(Action::Manage));
         };
         let decided = (|| {
+            self.need(t, &a, Action::Manage)?;
             let Some(tpl) = self.t[t].templates.get(&id).cloned() else {
                 return Err(CoreError::TemplateNotFound);
             };

@@ -4554,3 +4554,71 @@ pub async fn d17_late_delivery_result_does_not_overwrite_a_final_state(store: Ar
         "D17: nothing is sent again"
     );
 }
+
+/// D7 before D15: an actor without the needed permission is told so whether or not the id
+/// it names exists (another tenant's or none), so it learns nothing about the ids there are.
+pub async fn d7_unauthorized_actor_learns_nothing_about_ids(store: Arc<dyn Store>) {
+    let env = Env::new(store).await;
+    let plain = env.active_user("plain@acme.test").await;
+    let real = env.active_user("real@acme.test").await;
+    let t = env
+        .new_template("Agents", Permissions::CONVERSATIONS_VIEW)
+        .await;
+    let (b, b_admin) = env.other_tenant("Beta", "admin@beta.test").await;
+    let b_user = env
+        .invite_as(b, b_admin, &request("b@beta.test", Role::User))
+        .await
+        .user
+        .id;
+    for target in [real.id, b_user, unknown_user()] {
+        let needed = |a| tenantry::core::Error::NotAllowed {
+            needed: users_perm(a),
+        };
+        assert_rule(
+            env.app
+                .resend_invitation(env.tenant, plain.id, target)
+                .await,
+            &needed(Action::Create),
+        );
+        assert_rule(
+            env.app
+                .edit_user(
+                    env.tenant,
+                    plain.id,
+                    target,
+                    &status_edit(Status::Suspended),
+                )
+                .await,
+            &needed(Action::Edit),
+        );
+        assert_rule(
+            env.app.delete_user(env.tenant, plain.id, target).await,
+            &needed(Action::Delete),
+        );
+    }
+    for template in [t.id, unknown_template()] {
+        let needed = tenantry::core::Error::NotAllowed {
+            needed: users_perm(Action::Manage),
+        };
+        assert_rule(
+            env.app
+                .edit_template(env.tenant, plain.id, template, &rename("X"))
+                .await,
+            &needed,
+        );
+        assert_rule(
+            env.app
+                .delete_template(env.tenant, plain.id, template, TemplateDeletion::Detach)
+                .await,
+            &needed,
+        );
+    }
+    assert_rule(
+        env.app
+            .create_template(env.tenant, plain.id, "", Permissions::empty())
+            .await,
+        &tenantry::core::Error::NotAllowed {
+            needed: users_perm(Action::Manage),
+        },
+    );
+}

@@ -148,7 +148,11 @@ impl Acting<'_> {
         ActorRef::User(self.user.id)
     }
 
-    fn require(&self, tenant: TenantId, action: Action) -> Result<(), Error> {
+    /// D7: whether the actor, in `tenant`, holds `users:<action>`.
+    ///
+    /// # Errors
+    /// [`Error::NotAllowed`] naming the permission.
+    pub fn require(&self, tenant: TenantId, action: Action) -> Result<(), Error> {
         let needed = Permission::new(Category::Users, action);
         if self.user.tenant_id == tenant && self.holds().has(needed) {
             Ok(())
@@ -904,9 +908,11 @@ pub fn edit(
         });
     }
     if email_changed && target.status == Status::Invited {
-        // D10: changing an invited user's address invalidates its tokens.
+        // D10: changing an invited user's address invalidates its tokens. The user stays
+        // invited without a usable link (not an expired invitation: D20's purge must not
+        // take it for one) until the invitation is resent.
         out.writes.push(Write::RevokeInvitations(target.id));
-        after.invite_expires_at = Some(ctx.now);
+        after.invite_expires_at = None;
     }
     match (target.is_active_admin(), after.is_active_admin()) {
         (true, false) => out.counters.active_admins = out.counters.active_admins.saturating_sub(1),
@@ -934,6 +940,11 @@ fn delete_into(
     }
     if target.role == Role::Admin && !actor.is_admin() {
         return Err(Error::AdminOnly);
+    }
+    if target.id == actor.user.id && !actor.is_admin() {
+        // D7: a non-admin manager may not change its own status; removing itself is the
+        // furthest such change.
+        return Err(Error::SelfChange);
     }
     if target.is_active_admin() {
         if out.counters.active_admins <= 1 {

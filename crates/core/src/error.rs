@@ -55,7 +55,7 @@ pub enum Error {
     #[error("only an admin can invite, edit or delete an admin")]
     AdminOnly,
     /// D7: a non-admin may not grant what it does not hold itself.
-    #[error("cannot grant what you do not hold yourself: {missing}{}", if *crm { " (and CRM access)" } else { "" })]
+    #[error("cannot grant what you do not hold yourself: {}", escalation_text(*missing, *crm))]
     Escalation {
         /// The permissions the actor lacks but tried to grant.
         missing: Permissions,
@@ -141,5 +141,13 @@ impl Error {
             | Error::TenantNotFound
             | Error::TenantExists => Rule::D15,
         }
+    }
+}
+
+fn escalation_text(missing: Permissions, crm: bool) -> String {
+    match (missing.is_empty(), crm) {
+        (true, _) => "CRM access".to_owned(),
+        (false, true) => format!("{missing} and CRM access"),
+        (false, false) => missing.to_string(),
     }
 }

@@ -1538,6 +1538,23 @@ fn d7_template_reassign_on_delete_cannot_escalate() {
 }
 
 #[test]
+fn d7_non_admin_cannot_delete_itself_but_an_admin_can_if_not_the_last() {
+    let fx = Fx::roomy();
+    let m = manager(3);
+    let err = decide::delete(fx.ctx(), &acting(&m), &m).unwrap_err();
+    assert_eq!(err, Error::SelfChange);
+    assert_eq!(err.rule(), Rule::D7);
+    let a = admin(1);
+    let two_admins = Fx::new(5, 2, None);
+    assert!(decide::delete(two_admins.ctx(), &acting(&a), &a).is_ok());
+    let one_admin = Fx::new(5, 1, None);
+    assert_eq!(
+        decide::delete(one_admin.ctx(), &acting(&a), &a).unwrap_err(),
+        Error::LastAdmin
+    );
+}
+
+#[test]
 fn d7_non_admin_cannot_change_itself() {
     let fx = Fx::roomy();
     let mut m = manager(3);
@@ -2223,6 +2240,10 @@ fn d10_changing_an_invited_users_email_revokes_its_tokens() {
     let u = updated_user(&c);
     assert_eq!(u.email.as_str(), "fixed.typo@example.com");
     assert_eq!(u.status, Status::Invited);
+    // D10/D20: the user has no usable link until a resend, but is not an *expired*
+    // invitation, so a purge of expired invitations does not take a typo fix for one.
+    assert_eq!(u.invite_expires_at, None);
+    assert!(!u.invitation_expired(now() + Duration::days(30)));
     // an active user's address change has no tokens to revoke
     let active = member(3, Permissions::empty());
     let c = edit_user(&fx, &a, &active, &e).unwrap();
