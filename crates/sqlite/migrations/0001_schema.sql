@@ -11,6 +11,8 @@ CREATE TABLE tenants (
     -- Kept by the triggers below, never by the application (D8, D9).
     seats_used    INTEGER NOT NULL DEFAULT 0 CHECK (seats_used >= 0),
     active_admins INTEGER NOT NULL DEFAULT 0 CHECK (active_admins >= 0),
+    -- The last audit sequence number handed out (D13).
+    audit_seq     INTEGER NOT NULL DEFAULT 0,
     -- D8: a tenant that has users keeps at least one active admin.
     CHECK (seats_used = 0 OR active_admins >= 1)
 ) STRICT;

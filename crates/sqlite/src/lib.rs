@@ -408,14 +408,10 @@ async fn append_events(
     tx: &mut Transaction<'static, Sqlite>,
     tenant: TenantId,
     events: &[AuditEvent],
+    base: i64,
 ) -> Result<u64, StoreError> {
     let t = id_text(tenant.as_uuid());
-    let mut seq: i64 =
-        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_log WHERE tenant_id = $1")
-            .bind(&t)
-            .fetch_one(&mut **tx)
-            .await
-            .map_err(map_err)?;
+    let mut seq = base;
     for e in events {
         seq = seq.saturating_add(1);
         sqlx::query(
@@ -431,6 +427,26 @@ async fn append_events(
         .map_err(map_err)?;
     }
     Ok(u64::try_from(seq).unwrap_or(0))
+}
+
+/// Reserves `n` audit sequence numbers and reads the counters the triggers kept, in one
+/// statement. Returns (seats used, active admins, the last seq before the reserved ones).
+async fn reserve_seq(
+    tx: &mut Transaction<'static, Sqlite>,
+    tenant: &str,
+    n: usize,
+) -> Result<(i64, i64, i64), StoreError> {
+    let n = i64::try_from(n).map_err(backend)?;
+    let row: Option<(i64, i64, i64)> = sqlx::query_as(
+        "UPDATE tenants SET audit_seq = audit_seq + $1 WHERE id = $2 \
+         RETURNING seats_used, active_admins, audit_seq - $1",
+    )
+    .bind(n)
+    .bind(tenant)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(map_err)?;
+    row.ok_or(StoreError::NotFound)
 }
 
 async fn queue_mail(
@@ -468,53 +484,50 @@ impl SqliteStore {
             if tn.id != tenant || change.expected_version != 0 {
                 return Err(conflict(Constraint::MissingRow));
             }
-            sqlx::query("INSERT INTO tenants (id, name, user_limit, created_at, version) VALUES ($1, $2, $3, $4, 0)")
+            sqlx::query("INSERT INTO tenants (id, name, user_limit, created_at, version) VALUES ($1, $2, $3, $4, $5)")
                 .bind(&t)
                 .bind(&tn.name)
                 .bind(tn.user_limit.map(i64::from))
                 .bind(nanos(tn.created_at)?)
+                .bind(i64::try_from(change.counters.version).map_err(backend)?)
                 .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
             writes.next();
         } else {
-            let version: Option<i64> =
-                sqlx::query_scalar("SELECT version FROM tenants WHERE id = $1")
+            // D16: the compare-and-set of the version comes first, so a stale change is
+            // reported as such (and retried) before any of its writes could collide.
+            let r = sqlx::query("UPDATE tenants SET version = $1 WHERE id = $2 AND version = $3")
+                .bind(i64::try_from(change.counters.version).map_err(backend)?)
+                .bind(&t)
+                .bind(i64::try_from(change.expected_version).map_err(backend)?)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            if r.rows_affected() != 1 {
+                let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM tenants WHERE id = $1")
                     .bind(&t)
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(map_err)?;
-            match version {
-                None => return Err(StoreError::NotFound),
-                Some(v) if u64::try_from(v).ok() != Some(change.expected_version) => {
-                    return Err(StoreError::VersionMismatch {
+                return Err(match exists {
+                    None => StoreError::NotFound,
+                    Some(_) => StoreError::VersionMismatch {
                         expected: change.expected_version,
-                    });
-                }
-                Some(_) => {}
+                    },
+                });
             }
         }
         for w in writes {
             apply(&mut tx, tenant, w).await?;
         }
-        let (seats, admins): (i64, i64) =
-            sqlx::query_as("SELECT seats_used, active_admins FROM tenants WHERE id = $1")
-                .bind(&t)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(map_err)?;
+        let (seats, admins, base) = reserve_seq(&mut tx, &t, change.events.len()).await?;
         if i64::from(change.counters.seats_used) != seats
             || i64::from(change.counters.active_admins) != admins
         {
             return Err(conflict(Constraint::Counters));
         }
-        sqlx::query("UPDATE tenants SET version = $1 WHERE id = $2")
-            .bind(i64::try_from(change.counters.version).map_err(backend)?)
-            .bind(&t)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        append_events(&mut tx, tenant, &change.events).await?;
+        append_events(&mut tx, tenant, &change.events, base).await?;
         let now = change
             .events
             .first()
@@ -830,7 +843,9 @@ impl Store for SqliteStore {
 
     async fn append_audit(&self, event: &AuditEvent) -> Result<u64, StoreError> {
         let mut tx = self.write_tx().await?;
-        let seq = append_events(&mut tx, event.tenant_id, std::slice::from_ref(event)).await?;
+        let (_, _, base) = reserve_seq(&mut tx, &id_text(event.tenant_id.as_uuid()), 1).await?;
+        let seq =
+            append_events(&mut tx, event.tenant_id, std::slice::from_ref(event), base).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(seq)
     }
