@@ -67,7 +67,39 @@ async fn reopening_keeps_data_and_applies_no_migration_twice() {
         .fetch_one(store.pool())
         .await
         .unwrap();
-    assert_eq!(applied, 1);
+    assert_eq!(applied, 2);
+}
+
+#[tokio::test]
+async fn opening_an_older_database_runs_the_pending_migrations() {
+    let path = temp_db("older");
+    {
+        // Make a database exactly as schema version 1 left it: undo migration 2.
+        let store = SqliteStore::open(&path).await.unwrap();
+        sqlx::query("DROP INDEX outbox_by_tenant_due")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 2")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        store.close().await;
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(versions, vec![1, 2]);
+    let index: Option<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'outbox_by_tenant_due'",
+    )
+    .fetch_optional(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(index.as_deref(), Some("outbox_by_tenant_due"));
 }
 
 #[tokio::test]
