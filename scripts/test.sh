@@ -16,4 +16,4 @@ echo "== cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 echo "== cargo test"
-cargo test --workspace --all-features
+cargo test --workspace --all-features --no-fail-fast

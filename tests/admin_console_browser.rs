@@ -87,13 +87,45 @@ async fn wait_for(c: &Client, css: &str) -> Result<fantoccini::elements::Element
         .map_err(|e| format!("waiting for {css}: {e}").into())
 }
 
-async fn text(c: &Client, css: &str) -> Result<String> {
-    Ok(wait_for(c, css).await?.text().await?.trim().to_owned())
+/// Whether a WebDriver error says the element went away (the page was replaced between
+/// finding the element and using it: a form that had just been submitted navigating).
+fn is_stale(e: &fantoccini::error::CmdError) -> bool {
+    e.to_string().contains("stale element")
 }
 
+/// Finds `css` and reads its text, finding it again when the page changed under it.
+async fn text(c: &Client, css: &str) -> Result<String> {
+    for _ in 0..50 {
+        match wait_for(c, css).await?.text().await {
+            Ok(t) => return Ok(t.trim().to_owned()),
+            Err(e) if is_stale(&e) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(format!("{css} kept going stale").into())
+}
+
+/// Finds `css` and clicks it, finding it again when the page changed under it; then waits
+/// (up to 5 s) for the click to replace the page, so that what is read next is read from
+/// the new page, never from the one the click left.
 async fn click(c: &Client, css: &str) -> Result {
-    wait_for(c, css).await?.click().await?;
-    Ok(())
+    for _ in 0..50 {
+        let old = c.find(Locator::Css("html")).await?;
+        match wait_for(c, css).await?.click().await {
+            Ok(()) => {
+                for _ in 0..50 {
+                    match old.tag_name().await {
+                        Err(e) if is_stale(&e) => break,
+                        _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+                return Ok(());
+            }
+            Err(e) if is_stale(&e) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(format!("{css} kept going stale").into())
 }
 
 /// Waits for the flash message of the page a form redirected to, and returns it.
