@@ -228,6 +228,48 @@ impl Tenantry {
         }
     }
 
+    /// The user an actor manages: a missing one is refused (D7 before D15) and audited.
+    async fn managed_user(
+        &self,
+        tenant: TenantId,
+        actor: &Actor,
+        id: UserId,
+        needed: tenantry_core::Action,
+        action: AuditAction,
+    ) -> Result<User, Error> {
+        match self.target(tenant, id).await {
+            Ok(u) => Ok(u),
+            Err(e) => {
+                let e = Self::authority_first(tenant, actor, needed, e);
+                Err(self
+                    .refuse(tenant, actor.user.id, action, AuditTarget::User(id), e)
+                    .await)
+            }
+        }
+    }
+
+    /// The template an actor manages: a missing one is refused (D7 before D15) and audited.
+    async fn managed_template(
+        &self,
+        tenant: TenantId,
+        actor: &Actor,
+        id: TemplateId,
+        action: AuditAction,
+    ) -> Result<RoleTemplate, Error> {
+        if let Some(t) = self.inner.store.template(tenant, id).await? {
+            return Ok(t);
+        }
+        let e = Self::authority_first(
+            tenant,
+            actor,
+            tenantry_core::Action::Manage,
+            tenantry_core::Error::TemplateNotFound,
+        );
+        Err(self
+            .refuse(tenant, actor.user.id, action, AuditTarget::Template(id), e)
+            .await)
+    }
+
     /// Records a refused management attempt (D13) and hands the error back.
     async fn refuse(
         &self,
@@ -538,21 +580,15 @@ impl Tenantry {
             .actor(tenant, actor_id, tenantry_core::Action::Create)
             .await?;
         let audit_target = AuditTarget::User(user_id);
-        let target = match self.target(tenant, user_id).await {
-            Ok(t) => t,
-            Err(e) => {
-                let e = Self::authority_first(tenant, &actor, tenantry_core::Action::Create, e);
-                return Err(self
-                    .refuse(
-                        tenant,
-                        actor_id,
-                        AuditAction::InvitationResent,
-                        audit_target,
-                        e,
-                    )
-                    .await);
-            }
-        };
+        let target = self
+            .managed_user(
+                tenant,
+                &actor,
+                user_id,
+                tenantry_core::Action::Create,
+                AuditAction::InvitationResent,
+            )
+            .await?;
         let resends: Vec<_> = self
             .inner
             .store
@@ -673,15 +709,15 @@ impl Tenantry {
             .actor(tenant, actor_id, tenantry_core::Action::Edit)
             .await?;
         let audit_target = AuditTarget::User(user_id);
-        let target = match self.target(tenant, user_id).await {
-            Ok(t) => t,
-            Err(e) => {
-                let e = Self::authority_first(tenant, &actor, tenantry_core::Action::Edit, e);
-                return Err(self
-                    .refuse(tenant, actor_id, AuditAction::UserEdited, audit_target, e)
-                    .await);
-            }
-        };
+        let target = self
+            .managed_user(
+                tenant,
+                &actor,
+                user_id,
+                tenantry_core::Action::Edit,
+                AuditAction::UserEdited,
+            )
+            .await?;
         let current = self.template_of(tenant, &target).await?;
         let new_template = match edit.template_id {
             Some(Some(id)) => self.inner.store.template(tenant, id).await?,
@@ -742,15 +778,16 @@ impl Tenantry {
             .actor(tenant, actor_id, tenantry_core::Action::Delete)
             .await?;
         let audit_target = AuditTarget::User(user_id);
-        let decided = match self.target(tenant, user_id).await {
-            Ok(target) => decide::delete(self.ctx(&state), &actor.acting(), &target),
-            Err(e) => Err(Self::authority_first(
+        let target = self
+            .managed_user(
                 tenant,
                 &actor,
+                user_id,
                 tenantry_core::Action::Delete,
-                e,
-            )),
-        };
+                AuditAction::UserDeleted,
+            )
+            .await?;
+        let decided = decide::delete(self.ctx(&state), &actor.acting(), &target);
         let change = match decided {
             Ok(c) => c,
             Err(e) => {
@@ -1163,22 +1200,9 @@ impl Tenantry {
             .actor(tenant, actor_id, tenantry_core::Action::Manage)
             .await?;
         let target = AuditTarget::Template(id);
-        let Some(template) = self.inner.store.template(tenant, id).await? else {
-            return Err(self
-                .refuse(
-                    tenant,
-                    actor_id,
-                    AuditAction::TemplateEdited,
-                    target,
-                    Self::authority_first(
-                        tenant,
-                        &actor,
-                        tenantry_core::Action::Manage,
-                        tenantry_core::Error::TemplateNotFound,
-                    ),
-                )
-                .await);
-        };
+        let template = self
+            .managed_template(tenant, &actor, id, AuditAction::TemplateEdited)
+            .await?;
         let taken = match &edit.name {
             Some(n) => self
                 .inner
@@ -1234,22 +1258,9 @@ impl Tenantry {
             .actor(tenant, actor_id, tenantry_core::Action::Manage)
             .await?;
         let target = AuditTarget::Template(id);
-        let Some(template) = self.inner.store.template(tenant, id).await? else {
-            return Err(self
-                .refuse(
-                    tenant,
-                    actor_id,
-                    AuditAction::TemplateDeleted,
-                    target,
-                    Self::authority_first(
-                        tenant,
-                        &actor,
-                        tenantry_core::Action::Manage,
-                        tenantry_core::Error::TemplateNotFound,
-                    ),
-                )
-                .await);
-        };
+        let template = self
+            .managed_template(tenant, &actor, id, AuditAction::TemplateDeleted)
+            .await?;
         let referencing = self.inner.store.count_template_users(tenant, id).await?;
         let reassign_to = match mode {
             TemplateDeletion::Reassign(to) => self.inner.store.template(tenant, to).await?,
