@@ -1,0 +1,295 @@
+//! PostgreSQL backend benches, through the real `Tenantry` service on a `PostgresStore`:
+//!
+//! - `authorize`: one check of a user on a role template (one round trip: the user and its
+//!   template's permissions in one JOIN);
+//! - `invite`: invites per second with 8 concurrent clients, into one tenant (they contend
+//!   for its row lock and version, D16) and into 8 tenants (one each);
+//! - `page50`: one page of 50 users at 1k and at 100k users (D18: keyset pagination on an
+//!   index, so the ratio stays near 1). The 100k users are seeded with one bulk SQL insert.
+//!
+//! Needs the PostgreSQL on this machine (`TENANTRY_PG_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/test`); works in a schema of its own, dropped at the end.
+//!
+//! `cargo bench -p tenantry-postgres --bench postgres -- --warm-up-time 1 --measurement-time 3`
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use tenantry::prelude::*;
+use tenantry::{Cursor, TenantId, UserId};
+use tenantry_postgres::{PgConnectOptions, PgPoolOptions, PostgresStore};
+
+fn url() -> String {
+    std::env::var("TENANTRY_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn store(schema: &str) -> PostgresStore {
+    let opts: PgConnectOptions = url().parse().unwrap();
+    PostgresStore::connect_in_schema_with(PgPoolOptions::new().max_connections(16), opts, schema)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL at {} is not usable ({e}). Start it with: \
+             pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+                url()
+            )
+        })
+}
+
+fn app_on(store: &PostgresStore) -> Tenantry {
+    // Delivery is left to a dispatcher (not inline), so an invite costs its commit only.
+    Tenantry::builder(store.clone())
+        .delivery(tenantry::DeliverySettings {
+            inline: false,
+            ..Default::default()
+        })
+        .build()
+        .unwrap()
+}
+
+/// A tenant with `n` users seeded by one bulk insert (triggers off for the load, counters
+/// set from the rows after), and the cursor of the user in the middle of the email order.
+async fn seeded(store: &PostgresStore, app: &Tenantry, n: i64) -> (TenantId, Cursor) {
+    let (tenant, _admin) = app
+        .create_tenant(
+            &format!("Bench {n}"),
+            None,
+            Email::parse(&format!("admin@bench{n}.test")).unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut conn = store.pool().acquire().await.unwrap();
+    sqlx::raw_sql("SET session_replication_role = replica")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO users (tenant_id, id, email, email_key, role, status, template_id, crm_access, grants, created_at, last_login, login_key, invite_expires_at) \
+         SELECT $1, gen_random_uuid(), format('user%s@bench.test', lpad(i::text, 7, '0')), format('user%s@bench.test', lpad(i::text, 7, '0')), 'user', \
+                CASE i % 3 WHEN 0 THEN 'invited' WHEN 1 THEN 'active' ELSE 'suspended' END, NULL, i % 2 = 0, '{analytics:view}', \
+                1700000000000000000 + i * 1000, \
+                CASE WHEN i % 2 = 0 THEN 1700000000000000000 + ((i * 7919) % 100000) * 1000000 END, \
+                CASE WHEN i % 2 = 0 THEN 1700000000000000000 + ((i * 7919) % 100000) * 1000000 ELSE -9223372036854775808 END, \
+                NULL \
+         FROM generate_series(0, $2 - 1) AS i",
+    )
+    .bind(tenant.as_uuid())
+    .bind(n)
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    sqlx::raw_sql("SET session_replication_role = origin")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE tenants SET seats_used = (SELECT COUNT(*) FROM users WHERE tenant_id = $1) WHERE id = $1",
+    )
+    .bind(tenant.as_uuid())
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    // VACUUM too: otherwise autovacuum wakes up for the 100k new rows in the middle of the
+    // measurements and competes for the CPU.
+    sqlx::raw_sql("VACUUM ANALYZE users")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    drop(conn);
+    let key = format!("user{:07}@bench.test", n / 2);
+    let id: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM users WHERE tenant_id = $1 AND email_key = $2")
+            .bind(tenant.as_uuid())
+            .bind(&key)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    (tenant, Cursor::Email(key, UserId::from_uuid(id)))
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = rt();
+    // Named like the tests' schemas, so a test run sweeps it if this process dies.
+    let schema = format!("tenantry_test_{}_bench", std::process::id());
+    let store = rt.block_on(store(&schema));
+    let app = app_on(&store);
+
+    // --- authorize: a user on a template, one round trip.
+    let (tenant, admin, agent) = rt.block_on(async {
+        let (t, a) = app
+            .create_tenant("Authz", None, Email::parse("admin@authz.test").unwrap())
+            .await
+            .unwrap();
+        let template = app
+            .create_template(t, a, "Agents", Permissions::CONVERSATIONS_EDIT)
+            .await
+            .unwrap();
+        let invited = app
+            .invite(
+                t,
+                a,
+                &InviteRequest {
+                    email: Email::parse("agent@authz.test").unwrap(),
+                    role: Role::User,
+                    template_id: Some(template.id),
+                    crm_access: true,
+                    grants: Permissions::ANALYTICS_VIEW,
+                },
+            )
+            .await
+            .unwrap();
+        let message = app
+            .outbox_message(t, invited.message_id)
+            .await
+            .unwrap()
+            .unwrap();
+        let token = tenantry::token_from_link(&message.message.text).unwrap();
+        let agent = app
+            .accept_invitation(&token, "agent@authz.test")
+            .await
+            .unwrap();
+        (t, a, agent.id)
+    });
+    let _ = admin;
+    let via_template: Request = Permission::new(Category::Conversations, Action::Edit).into();
+    let mut g = c.benchmark_group("postgres/authorize");
+    g.bench_function("via_template", |b| {
+        b.to_async(&rt).iter(|| async {
+            let d = app
+                .authorize(black_box(tenant), black_box(agent), via_template)
+                .await
+                .unwrap();
+            assert!(d.allowed);
+            d
+        });
+    });
+    g.finish();
+
+    // --- invites per second, 8 concurrent clients.
+    const CLIENTS: u64 = 8;
+    let next = Arc::new(AtomicU64::new(0));
+    let tenants: Vec<(TenantId, UserId)> = rt.block_on(async {
+        let mut out = Vec::new();
+        for k in 0..CLIENTS {
+            out.push(
+                app.create_tenant(
+                    &format!("Invites {k}"),
+                    None,
+                    Email::parse(&format!("admin@inv{k}.test")).unwrap(),
+                )
+                .await
+                .unwrap(),
+            );
+        }
+        out
+    });
+    let mut g = c.benchmark_group("postgres/invite_8_clients");
+    g.throughput(Throughput::Elements(1));
+    for (name, shared) in [("one_tenant", true), ("tenant_each", false)] {
+        g.bench_function(name, |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let app = app.clone();
+                let next = Arc::clone(&next);
+                let tenants = tenants.clone();
+                async move {
+                    let started = Instant::now();
+                    let clients: Vec<_> = (0..CLIENTS)
+                        .map(|k| {
+                            let app = app.clone();
+                            let next = Arc::clone(&next);
+                            let (t, a) = tenants[if shared { 0 } else { k as usize }];
+                            let share = iters / CLIENTS + u64::from(k < iters % CLIENTS);
+                            tokio::spawn(async move {
+                                for _ in 0..share {
+                                    let n = next.fetch_add(1, Ordering::Relaxed);
+                                    app.invite(
+                                        t,
+                                        a,
+                                        &InviteRequest {
+                                            email: Email::parse(&format!("u{n}@inv.test")).unwrap(),
+                                            role: Role::User,
+                                            template_id: None,
+                                            crm_access: false,
+                                            grants: Permissions::empty(),
+                                        },
+                                    )
+                                    .await
+                                    .unwrap();
+                                }
+                            })
+                        })
+                        .collect();
+                    for client in clients {
+                        client.await.unwrap();
+                    }
+                    started.elapsed()
+                }
+            });
+        });
+    }
+    g.finish();
+
+    // --- one page of 50 at 1k and 100k users (D18).
+    let mut g = c.benchmark_group("postgres/page50");
+    for n in [1_000i64, 100_000] {
+        let (t, middle) = rt.block_on(seeded(&store, &app, n));
+        let first = UserQuery {
+            limit: 50,
+            ..UserQuery::default()
+        };
+        let after_middle = UserQuery {
+            after: Some(middle),
+            ..first.clone()
+        };
+        let active_by_login = UserQuery {
+            status: Some(Status::Active),
+            sort: SortBy::LastLogin,
+            descending: true,
+            ..first.clone()
+        };
+        for (name, q) in [
+            ("first_page", first),
+            ("after_middle", after_middle),
+            ("active_by_last_login_desc", active_by_login),
+        ] {
+            g.bench_with_input(BenchmarkId::new(name, n), &q, |b, q| {
+                b.to_async(&rt).iter(|| async {
+                    let page = app
+                        .list_users(black_box(t), ActorRef::System, black_box(q))
+                        .await
+                        .unwrap();
+                    assert_eq!(page.items.len(), 50);
+                    page
+                });
+            });
+        }
+    }
+    g.finish();
+
+    rt.block_on(async {
+        let deadline = Duration::from_secs(30);
+        let _ = tokio::time::timeout(deadline, store.drop_schema()).await;
+    });
+}
+
+criterion_group!(postgres, benches);
+criterion_main!(postgres);

@@ -1,0 +1,650 @@
+//! Tests of what only the PostgreSQL backend does: migrations, the typed refusal of a newer
+//! database, schema-level invariants checked with raw SQL (the append-only audit table
+//! among them), the mapping of database errors, and orders identical to the reference
+//! store whatever the database's collation.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tenantry::core::{Change, Counters, Write};
+use tenantry::prelude::*;
+use tenantry::{ManualClock, Random, Store, StoreError, TenantId, User, UserId};
+use tenantry_postgres::{OpenError, PgConnectOptions, PgPoolOptions, PostgresStore};
+use tenantry_store::Constraint;
+use time::macros::datetime;
+
+async fn app_on(store: PostgresStore, limit: Option<u32>) -> (Tenantry, TenantId, UserId) {
+    let app = Tenantry::builder(store).build().unwrap();
+    let (t, a) = app
+        .create_tenant("Acme", limit, Email::parse("ada@acme.test").unwrap())
+        .await
+        .unwrap();
+    (app, t, a)
+}
+
+fn plain(address: &str) -> InviteRequest {
+    InviteRequest {
+        email: Email::parse(address).unwrap(),
+        role: Role::User,
+        template_id: None,
+        crm_access: false,
+        grants: Permissions::empty(),
+    }
+}
+
+#[tokio::test]
+async fn reopening_keeps_data_and_applies_no_migration_twice() {
+    let (store, guard) = common::fresh(4).await;
+    let (app, t, a) = app_on(store.clone(), Some(3)).await;
+    app.invite(
+        t,
+        a,
+        &InviteRequest {
+            grants: Permissions::USERS_VIEW | Permissions::ANALYTICS_VIEW,
+            ..plain("bob@acme.test")
+        },
+    )
+    .await
+    .unwrap();
+    store.close().await;
+    let again = PostgresStore::connect_in_schema(&common::url(), guard.name())
+        .await
+        .unwrap();
+    let app = Tenantry::builder(again.clone()).build().unwrap();
+    assert_eq!(app.seat_usage(t).await.unwrap().used, 2);
+    let page = app
+        .list_users(t, ActorRef::User(a), &UserQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 2);
+    assert_eq!(
+        page.items[1].grants,
+        Permissions::USERS_VIEW | Permissions::ANALYTICS_VIEW
+    );
+    // D4: permission sets are stored as sorted "category:action" strings, never bits.
+    let grants: Vec<String> =
+        sqlx::query_scalar("SELECT grants FROM users WHERE email_key = 'bob@acme.test'")
+            .fetch_one(again.pool())
+            .await
+            .unwrap();
+    assert_eq!(grants, ["analytics:view", "users:view"]);
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+        .fetch_one(again.pool())
+        .await
+        .unwrap();
+    assert_eq!(applied, 1);
+    again.close().await;
+}
+
+#[tokio::test]
+async fn connect_migrates_a_fresh_database_in_its_default_schema() {
+    // A database of its own (connect() uses the default search_path, so not a schema).
+    let name = format!("{}{}_db", common::PREFIX, std::process::id());
+    let admin: PgConnectOptions = common::url().parse().unwrap();
+    let server = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(admin)
+        .await
+        .unwrap();
+    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .execute(&server)
+        .await
+        .unwrap();
+    sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&server)
+        .await
+        .unwrap();
+    // The same server and credentials, the new database.
+    let base = common::url();
+    let head = base.split('?').next().unwrap().rsplit_once('/').unwrap().0;
+    let url = format!("{head}/{name}");
+    let outcome = async move {
+        let store = PostgresStore::connect(&url).await.unwrap();
+        assert_eq!(store.schema(), None);
+        let (app, t, a) = app_on(store.clone(), Some(5)).await;
+        app.invite(t, a, &plain("bob@acme.test")).await.unwrap();
+        assert_eq!(app.seat_usage(t).await.unwrap().used, 2);
+        let timeout: String = sqlx::query_scalar("SHOW lock_timeout")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(timeout, "10s");
+        let schema: String = sqlx::query_scalar(
+            "SELECT table_schema::text FROM information_schema.tables WHERE table_name = 'users'",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        assert_eq!(schema, "public");
+        // Connecting again applies nothing twice.
+        store.close().await;
+        let again = PostgresStore::connect(&url).await.unwrap();
+        assert_eq!(
+            Tenantry::builder(again.clone())
+                .build()
+                .unwrap()
+                .seat_usage(t)
+                .await
+                .unwrap()
+                .used,
+            2
+        );
+        again.close().await;
+    };
+    let result = tokio::spawn(outcome).await;
+    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .execute(&server)
+        .await
+        .unwrap();
+    server.close().await;
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_version_is_refused_untouched() {
+    let (store, guard) = common::fresh(2).await;
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from the future', true, '\\x00', 0)",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    store.close().await;
+    match PostgresStore::connect_in_schema(&common::url(), guard.name()).await {
+        Err(OpenError::NewerSchema { version }) => assert_eq!(version, 9999),
+        other => panic!("expected NewerSchema, got {other:?}"),
+    }
+    // Untouched: the future migration is still recorded, nothing else was applied.
+    let opts: PgConnectOptions = common::url().parse().unwrap();
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await
+        .unwrap();
+    let versions: Vec<i64> = sqlx::query_scalar(&format!(
+        "SELECT version FROM \"{}\"._sqlx_migrations ORDER BY version",
+        guard.name()
+    ))
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(versions, [1, 9999]);
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn invalid_schema_names_are_refused() {
+    match PostgresStore::connect_in_schema(&common::url(), "bad\"name").await {
+        Err(OpenError::InvalidSchemaName { name }) => assert_eq!(name, "bad\"name"),
+        other => panic!("expected InvalidSchemaName, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn d13_audit_table_is_append_only_in_the_database() {
+    let (store, _guard) = common::fresh(2).await;
+    let (app, t, a) = app_on(store.clone(), None).await;
+    app.invite(t, a, &plain("bob@acme.test")).await.unwrap();
+    let before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(before >= 3);
+    for sql in [
+        "UPDATE audit_log SET action = 'x'",
+        "UPDATE audit_log SET seq = seq + 100 WHERE seq = 1",
+        "DELETE FROM audit_log",
+        "DELETE FROM audit_log WHERE seq = 1",
+        "TRUNCATE audit_log",
+    ] {
+        let err = sqlx::query(sql).execute(store.pool()).await.unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+    let after: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(before, after);
+    // Appending still works, and the log reads back whole, in order.
+    app.invite(t, a, &plain("carol@acme.test")).await.unwrap();
+    let log = app.audit_log(t, ActorRef::System, 0, 100).await.unwrap();
+    assert_eq!(log.len() as i64, after + 1);
+    assert!(log.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+}
+
+#[tokio::test]
+async fn d3_d4_d5_d8_d9_d11_the_schema_refuses_raw_writes() {
+    let (store, _guard) = common::fresh(2).await;
+    let (app, t, a) = app_on(store.clone(), Some(3)).await;
+    for i in 0..2 {
+        app.invite(t, a, &plain(&format!("u{i}@acme.test")))
+            .await
+            .unwrap();
+    }
+    let tid = t.as_uuid();
+    let pool = store.pool();
+    // Counters equal rows.
+    let (seats, admins): (i64, i64) =
+        sqlx::query_as("SELECT seats_used, active_admins FROM tenants WHERE id = $1")
+            .bind(tid)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!((seats, admins), (3, 1));
+    let insert = "INSERT INTO users (tenant_id, id, email, email_key, role, status, crm_access, grants, created_at, login_key) \
+                  VALUES ($1, $2, $3, $3, 'user', 'invited', false, $4, 0, -9223372036854775808)";
+    // D9: a raw insert at the limit is refused by the schema itself.
+    let raw = sqlx::query(insert)
+        .bind(tid)
+        .bind(uuid::Uuid::now_v7())
+        .bind("z@acme.test")
+        .bind(Vec::<String>::new())
+        .execute(pool)
+        .await;
+    assert!(raw.unwrap_err().to_string().contains("seat limit"));
+    sqlx::query("UPDATE tenants SET user_limit = NULL WHERE id = $1")
+        .bind(tid)
+        .execute(pool)
+        .await
+        .unwrap();
+    // D4: unknown, unsorted or repeated permission strings are refused.
+    for grants in [
+        vec!["users:fly"],
+        vec!["users:view", "analytics:view"],
+        vec!["users:view", "users:view"],
+    ] {
+        let raw = sqlx::query(insert)
+            .bind(tid)
+            .bind(uuid::Uuid::now_v7())
+            .bind("p@acme.test")
+            .bind(grants.clone())
+            .execute(pool)
+            .await;
+        assert!(
+            raw.unwrap_err().to_string().contains("users_grants_ok"),
+            "{grants:?}"
+        );
+    }
+    // D8: demoting the last active admin by hand is refused by the schema.
+    let raw = sqlx::query("UPDATE users SET role = 'user' WHERE tenant_id = $1 AND role = 'admin'")
+        .bind(tid)
+        .execute(pool)
+        .await;
+    assert!(raw.unwrap_err().to_string().contains("tenants_last_admin"));
+    // D5: an admin without CRM access is refused by the schema.
+    let raw =
+        sqlx::query("UPDATE users SET crm_access = false WHERE tenant_id = $1 AND role = 'admin'")
+            .bind(tid)
+            .execute(pool)
+            .await;
+    assert!(raw.unwrap_err().to_string().contains("users_admin_crm"));
+    // D3: the unique constraint on (tenant, email key).
+    let raw = sqlx::query(
+        "UPDATE users SET email_key = 'u0@acme.test' WHERE tenant_id = $1 AND email_key = 'u1@acme.test'",
+    )
+    .bind(tid)
+    .execute(pool)
+    .await;
+    assert!(raw.unwrap_err().to_string().contains("users_email_key"));
+    // D11: a deleted user's id cannot come back.
+    let u0 = app
+        .list_users(
+            t,
+            ActorRef::System,
+            &UserQuery {
+                email_contains: Some("u0@".into()),
+                ..UserQuery::default()
+            },
+        )
+        .await
+        .unwrap()
+        .items[0]
+        .id;
+    app.delete_user(t, a, u0).await.unwrap();
+    let raw = sqlx::query(insert)
+        .bind(tid)
+        .bind(u0.as_uuid())
+        .bind("again@acme.test")
+        .bind(Vec::<String>::new())
+        .execute(pool)
+        .await;
+    assert!(raw.unwrap_err().to_string().contains("user id reused"));
+    // The counters followed every accepted raw change and none of the refused ones.
+    let (seats, admins): (i64, i64) =
+        sqlx::query_as("SELECT seats_used, active_admins FROM tenants WHERE id = $1")
+            .bind(tid)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!((seats, admins), (2, 1));
+}
+
+/// A commit built by hand on the tenant's current state.
+async fn change_on(store: &PostgresStore, t: TenantId, writes: Vec<Write>, seats: i32) -> Change {
+    let state = store.tenant(t).await.unwrap().unwrap();
+    Change {
+        tenant_id: t,
+        expected_version: state.counters.version,
+        counters: Counters {
+            version: state.counters.version + 1,
+            seats_used: state.counters.seats_used.wrapping_add_signed(seats),
+            active_admins: state.counters.active_admins,
+        },
+        writes,
+        events: Vec::new(),
+    }
+}
+
+fn conflict(r: Result<(), StoreError>) -> Constraint {
+    match r {
+        Err(StoreError::Conflict { constraint }) => constraint,
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn d16_second_line_conflicts_name_their_constraint() {
+    let (store, _guard) = common::fresh(2).await;
+    let (app, t, a) = app_on(store.clone(), Some(2)).await;
+    let bob = app
+        .invite(t, a, &plain("bob@acme.test"))
+        .await
+        .unwrap()
+        .user;
+    let admin = store.user(t, a).await.unwrap().unwrap();
+    let fresh_user = |address: &str| User {
+        id: UserId::from_uuid(uuid::Uuid::now_v7()),
+        email: Email::parse(address).unwrap(),
+        ..bob.clone()
+    };
+    // A stale version is refused before anything is written.
+    let mut stale = change_on(&store, t, vec![], 0).await;
+    stale.expected_version -= 1;
+    assert!(matches!(
+        store.commit(&stale, &[]).await,
+        Err(StoreError::VersionMismatch { .. })
+    ));
+    // D9 at the limit (2 of 2): the trigger refuses.
+    let c = change_on(
+        &store,
+        t,
+        vec![Write::InsertUser(fresh_user("c@acme.test"))],
+        1,
+    )
+    .await;
+    assert_eq!(conflict(store.commit(&c, &[]).await), Constraint::SeatLimit);
+    app.set_user_limit(t, None).await.unwrap();
+    // D3: the same email key.
+    let c = change_on(
+        &store,
+        t,
+        vec![Write::InsertUser(fresh_user("BOB@acme.test"))],
+        1,
+    )
+    .await;
+    assert_eq!(conflict(store.commit(&c, &[]).await), Constraint::UserEmail);
+    // The same id.
+    let c = change_on(
+        &store,
+        t,
+        vec![Write::InsertUser(User {
+            email: Email::parse("other@acme.test").unwrap(),
+            ..bob.clone()
+        })],
+        1,
+    )
+    .await;
+    assert_eq!(conflict(store.commit(&c, &[]).await), Constraint::UserId);
+    // D8: demoting the only active admin.
+    let c = change_on(
+        &store,
+        t,
+        vec![Write::UpdateUser(User {
+            role: Role::User,
+            ..admin.clone()
+        })],
+        0,
+    )
+    .await;
+    assert_eq!(conflict(store.commit(&c, &[]).await), Constraint::LastAdmin);
+    // Counters that disagree with the rows.
+    let c = change_on(
+        &store,
+        t,
+        vec![Write::InsertUser(fresh_user("d@acme.test"))],
+        0,
+    )
+    .await;
+    assert_eq!(conflict(store.commit(&c, &[]).await), Constraint::Counters);
+    // A row that is not there.
+    let c = change_on(
+        &store,
+        t,
+        vec![Write::UpdateUser(fresh_user("ghost@acme.test"))],
+        0,
+    )
+    .await;
+    assert_eq!(
+        conflict(store.commit(&c, &[]).await),
+        Constraint::MissingRow
+    );
+    // Nothing of the refused changes was written.
+    let state = store.tenant(t).await.unwrap().unwrap();
+    assert_eq!(state.counters.seats_used, 2);
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 2);
+}
+
+#[tokio::test]
+async fn d16_a_commit_waiting_past_the_lock_timeout_is_busy() {
+    let (store, guard) = common::fresh(2).await;
+    let (app, t, a) = app_on(store.clone(), None).await;
+    // A second store on the same schema whose commits give up after 100 ms of waiting.
+    let opts: PgConnectOptions = common::url().parse().unwrap();
+    let impatient = PostgresStore::connect_in_schema_with(
+        PgPoolOptions::new().max_connections(2),
+        opts.options([("lock_timeout", "100ms")]),
+        guard.name(),
+    )
+    .await
+    .unwrap();
+    let mut holder = store.pool().begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE")
+        .bind(t.as_uuid())
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let c = change_on(&impatient, t, vec![], 0).await;
+    match impatient.commit(&c, &[]).await {
+        Err(e @ StoreError::Busy { .. }) => assert!(e.is_retryable()),
+        other => panic!("expected Busy, got {other:?}"),
+    }
+    // Through the service: Busy is retried, then reported as contention (D16).
+    let app2 = Tenantry::builder(impatient.clone())
+        .settings(tenantry::Settings {
+            max_attempts: 3,
+            ..tenantry::Settings::default()
+        })
+        .build()
+        .unwrap();
+    match app2.invite(t, a, &plain("bob@acme.test")).await {
+        Err(tenantry::Error::Contention { attempts }) => assert_eq!(attempts, 3),
+        other => panic!("expected Contention, got {other:?}"),
+    }
+    holder.rollback().await.unwrap();
+    app2.invite(t, a, &plain("bob@acme.test")).await.unwrap();
+    assert_eq!(app.seat_usage(t).await.unwrap().used, 2);
+    impatient.close().await;
+}
+
+/// Deterministic randomness, so two services draw the same ids.
+#[derive(Debug, Default)]
+struct Counter(AtomicU64);
+
+impl Random for Counter {
+    fn fill(&self, buf: &mut [u8]) -> Result<(), String> {
+        let mut x = self.0.fetch_add(1, Ordering::SeqCst) ^ 0x9E37_79B9_7F4A_7C15;
+        for b in buf.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn d18_pages_follow_the_reference_order_whatever_the_collation() {
+    let (pg, _guard) = common::fresh(4).await;
+    let stores: [Arc<dyn Store>; 2] = [Arc::new(pg), Arc::new(InMemoryStore::new())];
+    let mut listings = Vec::new();
+    for store in stores {
+        let clock = ManualClock::new(datetime!(2026-01-05 09:00 UTC));
+        let mailer = InMemoryMailer::new();
+        let app = Tenantry::builder_arc(store)
+            .clock(clock.clone())
+            .mailer(mailer.clone())
+            .random(Counter::default())
+            .build()
+            .unwrap();
+        let (t, a) = app
+            .create_tenant("Acme", None, Email::parse("admin@acme.test").unwrap())
+            .await
+            .unwrap();
+        // Addresses whose byte order differs from a linguistic collation's.
+        let locals = [
+            "a.b", "ab", "a-b", "a_b", "A1", "a0", "zz", "Z.a", "b", "b-", "b.c", "_x", "x_", "0",
+            "9z", "a.c", "a.b.x", "ab-c", "abc", "ab.c",
+        ];
+        for (i, local) in locals.iter().enumerate() {
+            app.invite(t, a, &plain(&format!("{local}@acme.test")))
+                .await
+                .unwrap();
+            if i % 3 == 0 {
+                clock.advance(time::Duration::seconds(1));
+            }
+        }
+        // Some accept (in a shuffled order, at different times), some never sign in.
+        for i in [7usize, 2, 15, 0, 11, 4, 19, 9] {
+            clock.advance(time::Duration::seconds(if i % 2 == 0 { 1 } else { 0 }));
+            let to = format!("{}@acme.test", locals[i]);
+            let message = mailer
+                .sent()
+                .into_iter()
+                .find(|m| m.to == to)
+                .expect("the invitation mail");
+            let token = tenantry::token_from_link(&message.text).unwrap();
+            app.accept_invitation(&token, &to).await.unwrap();
+        }
+        let mut seen = Vec::new();
+        for sort in [SortBy::Email, SortBy::CreatedAt, SortBy::LastLogin] {
+            for descending in [false, true] {
+                for status in [None, Some(Status::Invited)] {
+                    let mut q = UserQuery {
+                        sort,
+                        descending,
+                        status,
+                        limit: 3,
+                        ..UserQuery::default()
+                    };
+                    let mut order = Vec::new();
+                    loop {
+                        let page = app.list_users(t, ActorRef::System, &q).await.unwrap();
+                        order.extend(page.items.iter().map(|u| u.id));
+                        match page.next {
+                            Some(c) => q.after = Some(c.to_string().parse().unwrap()),
+                            None => break,
+                        }
+                    }
+                    seen.push((sort, descending, status, order));
+                }
+            }
+        }
+        listings.push(seen);
+    }
+    assert_eq!(listings[0], listings[1]);
+}
+
+#[tokio::test]
+async fn d6_subject_is_the_user_with_its_templates_current_permissions() {
+    let (store, _guard) = common::fresh(2).await;
+    let (app, t, a) = app_on(store.clone(), None).await;
+    let template = app
+        .create_template(t, a, "Agents", Permissions::CONVERSATIONS_EDIT)
+        .await
+        .unwrap();
+    let with = app
+        .invite(
+            t,
+            a,
+            &InviteRequest {
+                template_id: Some(template.id),
+                grants: Permissions::ANALYTICS_VIEW,
+                ..plain("agent@acme.test")
+            },
+        )
+        .await
+        .unwrap()
+        .user;
+    let without = app
+        .invite(t, a, &plain("bob@acme.test"))
+        .await
+        .unwrap()
+        .user;
+    for user in [&with, &without] {
+        let template = match user.template_id {
+            Some(id) => store.template(t, id).await.unwrap(),
+            None => None,
+        };
+        assert_eq!(
+            store.subject(t, user.id).await.unwrap(),
+            Some(tenantry::core::Subject::of(user, template.as_ref()))
+        );
+    }
+    // The template's current permissions, read at the check (D6).
+    app.edit_template(
+        t,
+        a,
+        template.id,
+        &tenantry::TemplateEdit {
+            permissions: Some(Permissions::SETTINGS_VIEW),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let subject = store.subject(t, with.id).await.unwrap().unwrap();
+    assert_eq!(
+        subject.template,
+        Some((template.id, Permissions::SETTINGS_VIEW))
+    );
+    // D15: another tenant's id, or none, is no subject.
+    let (other, _) = app
+        .create_tenant("Other", None, Email::parse("x@other.test").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(store.subject(other, with.id).await.unwrap(), None);
+    assert_eq!(
+        store
+            .subject(t, UserId::from_uuid(uuid::Uuid::now_v7()))
+            .await
+            .unwrap(),
+        None
+    );
+}
