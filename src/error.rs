@@ -60,6 +60,9 @@ pub enum Error {
     /// A permission string was unknown (D4).
     #[error(transparent)]
     Permission(#[from] PermissionParseError),
+    /// The service was built with invalid settings.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
     /// The operating system's randomness source failed.
     #[error("the operating system's random number source failed: {0}")]
     Randomness(String),
@@ -74,7 +77,7 @@ impl Error {
             Error::Contention { .. } => Some(Rule::D16),
             Error::Query(_) => Some(Rule::D18),
             Error::Permission(_) => Some(Rule::D4),
-            Error::Store(_) | Error::Randomness(_) => None,
+            Error::Store(_) | Error::Settings(_) | Error::Randomness(_) => None,
         }
     }
 
