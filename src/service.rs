@@ -270,6 +270,21 @@ impl Tenantry {
             .await)
     }
 
+    /// The decision, or its refusal recorded in the audit log (D13) and handed back.
+    async fn audited<T>(
+        &self,
+        tenant: TenantId,
+        actor: UserId,
+        action: AuditAction,
+        target: AuditTarget,
+        decided: Result<T, tenantry_core::Error>,
+    ) -> Result<T, Error> {
+        match decided {
+            Ok(v) => Ok(v),
+            Err(e) => Err(self.refuse(tenant, actor, action, target, e).await),
+        }
+    }
+
     /// Records a refused management attempt (D13) and hands the error back.
     async fn refuse(
         &self,
@@ -422,27 +437,22 @@ impl Tenantry {
             user_id: self.new_user_id()?,
             token_hash,
         };
-        let change = match decide::invite(
-            self.ctx(&state),
-            &actor.acting(),
-            request,
-            template.as_ref(),
-            taken,
-            new,
-        ) {
-            Ok(c) => c,
-            Err(e) => {
-                return Err(self
-                    .refuse(
-                        tenant,
-                        actor_id,
-                        AuditAction::UserInvited,
-                        AuditTarget::Tenant,
-                        e,
-                    )
-                    .await);
-            }
-        };
+        let change = self
+            .audited(
+                tenant,
+                actor_id,
+                AuditAction::UserInvited,
+                AuditTarget::Tenant,
+                decide::invite(
+                    self.ctx(&state),
+                    &actor.acting(),
+                    request,
+                    template.as_ref(),
+                    taken,
+                    new,
+                ),
+            )
+            .await?;
         let user = inserted_user(&change, new.user_id)?;
         let expires = user.invite_expires_at.unwrap_or_else(|| self.now());
         let message = self.message(&state, Some(&actor.user), &user, &token, expires)?;
@@ -528,20 +538,15 @@ impl Tenantry {
         if let Some(e) = failure {
             return Err(e);
         }
-        let (change, items) = match decided {
-            Ok(v) => v,
-            Err(e) => {
-                return Err(self
-                    .refuse(
-                        tenant,
-                        actor_id,
-                        AuditAction::UserInvited,
-                        AuditTarget::Tenant,
-                        e,
-                    )
-                    .await);
-            }
-        };
+        let (change, items) = self
+            .audited(
+                tenant,
+                actor_id,
+                AuditAction::UserInvited,
+                AuditTarget::Tenant,
+                decided,
+            )
+            .await?;
         let mut messages = Vec::new();
         for (user_id, token) in &tokens {
             if let Ok(user) = inserted_user(&change, *user_id) {
@@ -742,14 +747,15 @@ impl Tenantry {
             edit,
             taken,
         );
-        let change = match decided {
-            Ok(c) => c,
-            Err(e) => {
-                return Err(self
-                    .refuse(tenant, actor_id, AuditAction::UserEdited, audit_target, e)
-                    .await);
-            }
-        };
+        let change = self
+            .audited(
+                tenant,
+                actor_id,
+                AuditAction::UserEdited,
+                audit_target,
+                decided,
+            )
+            .await?;
         self.commit(&change, &[]).await?;
         Ok(updated_user(&change, user_id).unwrap_or(target))
     }
@@ -788,14 +794,15 @@ impl Tenantry {
             )
             .await?;
         let decided = decide::delete(self.ctx(&state), &actor.acting(), &target);
-        let change = match decided {
-            Ok(c) => c,
-            Err(e) => {
-                return Err(self
-                    .refuse(tenant, actor_id, AuditAction::UserDeleted, audit_target, e)
-                    .await);
-            }
-        };
+        let change = self
+            .audited(
+                tenant,
+                actor_id,
+                AuditAction::UserDeleted,
+                audit_target,
+                decided,
+            )
+            .await?;
         self.commit(&change, &[]).await?;
         change
             .writes
@@ -1148,27 +1155,22 @@ impl Tenantry {
             .await?
             .is_some();
         let id = self.new_template_id()?;
-        let change = match decide::create_template(
-            self.ctx(&state),
-            &actor.acting(),
-            id,
-            name.clone(),
-            permissions,
-            taken,
-        ) {
-            Ok(c) => c,
-            Err(e) => {
-                return Err(self
-                    .refuse(
-                        tenant,
-                        actor_id,
-                        AuditAction::TemplateCreated,
-                        AuditTarget::Tenant,
-                        e,
-                    )
-                    .await);
-            }
-        };
+        let change = self
+            .audited(
+                tenant,
+                actor_id,
+                AuditAction::TemplateCreated,
+                AuditTarget::Tenant,
+                decide::create_template(
+                    self.ctx(&state),
+                    &actor.acting(),
+                    id,
+                    name.clone(),
+                    permissions,
+                    taken,
+                ),
+            )
+            .await?;
         self.commit(&change, &[]).await?;
         saved_template(&change, id)
     }
@@ -1212,20 +1214,15 @@ impl Tenantry {
                 .is_some_and(|t| t.id != id),
             None => false,
         };
-        let change = match decide::edit_template(
-            self.ctx(&state),
-            &actor.acting(),
-            &template,
-            edit,
-            taken,
-        ) {
-            Ok(c) => c,
-            Err(e) => {
-                return Err(self
-                    .refuse(tenant, actor_id, AuditAction::TemplateEdited, target, e)
-                    .await);
-            }
-        };
+        let change = self
+            .audited(
+                tenant,
+                actor_id,
+                AuditAction::TemplateEdited,
+                target,
+                decide::edit_template(self.ctx(&state), &actor.acting(), &template, edit, taken),
+            )
+            .await?;
         self.commit(&change, &[]).await?;
         saved_template(&change, id).or(Ok(template))
     }
@@ -1274,14 +1271,15 @@ impl Tenantry {
             mode,
             reassign_to.as_ref(),
         );
-        let change = match decided {
-            Ok(c) => c,
-            Err(e) => {
-                return Err(self
-                    .refuse(tenant, actor_id, AuditAction::TemplateDeleted, target, e)
-                    .await);
-            }
-        };
+        let change = self
+            .audited(
+                tenant,
+                actor_id,
+                AuditAction::TemplateDeleted,
+                target,
+                decided,
+            )
+            .await?;
         self.commit(&change, &[]).await?;
         Ok(referencing)
     }
