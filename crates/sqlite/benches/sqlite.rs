@@ -28,33 +28,62 @@ struct Seeded {
     _dir: std::path::PathBuf,
 }
 
+/// The service on `store`, mail delivery left to the outbox.
+fn app_on(store: SqliteStore) -> Tenantry {
+    Tenantry::builder(store)
+        .delivery(tenantry::DeliverySettings {
+            inline: false,
+            ..Default::default()
+        })
+        .build()
+        .unwrap()
+}
+
 /// A tenant with `n` users, seeded with one bulk SQL statement (the triggers keep the
-/// counters), plus one active user on a template to authorize.
-async fn seeded(n: u32, connections: u32) -> Seeded {
+/// counters), plus one active user on a template to authorize. The raw SQL runs while no
+/// store has the file open: an owning store caches what it reads and sees only its own
+/// writes.
+async fn seeded(n: u32, readers: u32, shared: bool) -> Seeded {
     let dir = std::env::temp_dir().join(format!(
         "tenantry-bench-{}-{n}-{}",
         std::process::id(),
-        connections
+        readers
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let opts = sqlx::sqlite::SqliteConnectOptions::new()
         .filename(dir.join("bench.db"))
         .create_if_missing(true);
-    let store = SqliteStore::open_with(opts, connections).await.unwrap();
-    let app = Tenantry::builder(store.clone())
-        .delivery(tenantry::DeliverySettings {
-            inline: false,
-            ..Default::default()
-        })
-        .build()
-        .unwrap();
+    let store = SqliteStore::open_with(opts.clone(), readers).await.unwrap();
+    let app = app_on(store.clone());
     let (tenant, admin) = app
         .create_tenant("Bench", None, Email::parse("admin@bench.test").unwrap())
         .await
         .unwrap();
     let template = app
         .create_template(tenant, admin, "Agents", Permissions::CONVERSATIONS_EDIT)
+        .await
+        .unwrap();
+    let inv = app
+        .invite(
+            tenant,
+            admin,
+            &InviteRequest {
+                email: Email::parse("agent@bench.test").unwrap(),
+                role: Role::User,
+                template_id: Some(template.id),
+                crm_access: true,
+                grants: Permissions::USERS_VIEW,
+            },
+        )
+        .await
+        .unwrap();
+    drop(app);
+    store.close().await;
+    drop(store);
+    let raw = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts.clone())
         .await
         .unwrap();
     sqlx::query(
@@ -70,30 +99,22 @@ async fn seeded(n: u32, connections: u32) -> Seeded {
     .bind(tenant.to_string())
     .bind(i64::from(n))
     .bind(template.id.to_string())
-    .execute(store.pool())
+    .execute(&raw)
     .await
     .unwrap();
-    sqlx::query("ANALYZE").execute(store.pool()).await.unwrap();
-    let inv = app
-        .invite(
-            tenant,
-            admin,
-            &InviteRequest {
-                email: Email::parse("agent@bench.test").unwrap(),
-                role: Role::User,
-                template_id: Some(template.id),
-                crm_access: true,
-                grants: Permissions::USERS_VIEW,
-            },
-        )
-        .await
-        .unwrap();
     sqlx::query("UPDATE users SET status = 'active' WHERE id = $1")
         .bind(inv.user.id.to_string())
-        .execute(store.pool())
+        .execute(&raw)
         .await
         .unwrap();
-    // Bump the version so the service's snapshot reads stay honest after the raw writes.
+    sqlx::query("ANALYZE").execute(&raw).await.unwrap();
+    raw.close().await;
+    let store = if shared {
+        SqliteStore::open_shared(dir.join("bench.db")).await
+    } else {
+        SqliteStore::open_with(opts, readers).await
+    };
+    let app = app_on(store.unwrap());
     Seeded {
         app,
         tenant,
@@ -108,7 +129,7 @@ fn pages(c: &mut Criterion) {
     let rt = rt();
     let mut g = c.benchmark_group("sqlite/page_50");
     for n in [1_000u32, 100_000] {
-        let s = rt.block_on(seeded(n, 4));
+        let s = rt.block_on(seeded(n, 4, false));
         let viewer = ActorRef::User(s.admin);
         let mut queries: Vec<(&str, UserQuery)> = vec![
             ("email_asc", UserQuery::default()),
@@ -215,8 +236,20 @@ fn pages(c: &mut Criterion) {
 
 fn authorize_and_invite(c: &mut Criterion) {
     let rt = rt();
-    let s = rt.block_on(seeded(10_000, 1));
     let p = Permission::new(Category::Conversations, Action::Edit).into();
+    {
+        // Every check a round trip: a shared store has no cache.
+        let s = rt.block_on(seeded(10_000, 1, true));
+        c.bench_function("sqlite/authorize_shared", |b| {
+            b.to_async(&rt).iter(|| async {
+                s.app
+                    .authorize(s.tenant, black_box(s.agent), p)
+                    .await
+                    .unwrap()
+            })
+        });
+    }
+    let s = rt.block_on(seeded(10_000, 1, false));
     c.bench_function("sqlite/authorize", |b| {
         b.to_async(&rt).iter(|| async {
             s.app

@@ -18,10 +18,14 @@
 //! # let _ = app; Ok(()) }
 //! ```
 
+mod batch;
+mod cache;
+mod conn;
 mod rows;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -29,7 +33,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Connection, Row, SqliteConnection};
 use tenantry_core::{
     AuditEvent, AuditRecord, Change, Invitation, MessageId, RoleTemplate, Subject, TemplateId,
     TenantId, TenantState, TokenHash, Tombstone, User, UserId, Write,
@@ -40,6 +44,9 @@ use tenantry_store::{
 };
 use time::OffsetDateTime;
 
+use batch::{Batch, Expect, Failure};
+use cache::{Cache, Lookup};
+use conn::Connections;
 use rows::{
     BACKEND, backend, id_text, invitation_from_row, nanos, outbox_from_row, perms_text,
     template_from_row, tenant_from_row, tombstone_from_row, user_from_row,
@@ -63,87 +70,229 @@ pub enum OpenError {
         /// The unknown migration.
         version: i64,
     },
+    /// Another store (in this process or another) holds the database: an owning store
+    /// ([`SqliteStore::open`]) excludes every other, shared ones
+    /// ([`SqliteStore::open_shared`]) exclude owning ones.
+    #[error(
+        "the SQLite database {path} is in use by another tenantry store (lock file {path}.lock)"
+    )]
+    InUse {
+        /// The database file.
+        path: String,
+    },
+    /// The lock file next to the database could not be created or locked.
+    #[error("cannot lock the SQLite database: {0}")]
+    Lock(#[source] std::io::Error),
     /// A migration failed.
     #[error("cannot migrate the SQLite database: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
 }
 
 /// A tenantry store in one SQLite database file.
+///
+/// It holds its own connections: one writer (SQLite admits one writer at a time; every
+/// change goes to it as one multi-statement round trip in a `BEGIN IMMEDIATE` transaction)
+/// and a few readers (WAL lets them read while the writer writes). Cloning shares them.
+///
+/// # One owner, and a cache that is never stale
+/// [`SqliteStore::open`] claims the database for this store: it locks `<file>.lock` next to
+/// it, so a second store on the same file (in this process or another) is refused with
+/// [`OpenError::InUse`] until this one is closed or dropped. Owning every write lets the
+/// store keep the rows each check reads (tenant state, users, templates, subjects) in
+/// memory without ever serving a stale one: a change to a tenant empties that tenant's cache
+/// before it is sent and again once it has ended, and nothing is cached while it is in
+/// flight. `authorize` then costs no database round trip when the user was read before.
+///
+/// Hosts that must write one file from several processes open it with
+/// [`SqliteStore::open_shared`] in each: no cache, every read goes to the database.
+/// Writes to tenantry's tables through [`SqliteStore::pool`] are not seen by the cache;
+/// make them through a shared store, or not at all.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
+    conns: Arc<Connections>,
     pool: SqlitePool,
+    cache: Option<Arc<Cache>>,
+    /// The claim on the database (the lock file, open and locked), released on drop.
+    lock: Arc<std::sync::Mutex<Option<std::fs::File>>>,
+}
+
+/// Whether a store owns its database (lock and cache) or shares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sharing {
+    Owned,
+    Shared,
 }
 
 impl SqliteStore {
-    /// Opens (creating if missing) the database file at `path`, and applies pending
-    /// migrations.
+    /// Opens (creating if missing) the database file at `path` with four readers, claims it
+    /// (see [the type's docs](SqliteStore)), and applies pending migrations.
     ///
     /// # Errors
-    /// [`OpenError`]; a database from a newer version is refused untouched.
+    /// [`OpenError`]: [`OpenError::InUse`] when another store holds it; a database from a
+    /// newer version is refused untouched.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, OpenError> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true);
-        Self::open_with(options, 8).await
+        Self::open_with(Self::file_options(path), 4).await
     }
 
-    /// An in-memory database (one connection; gone when dropped). For tests and demos.
+    /// Opens the database file at `path` for hosts that write one file from several
+    /// processes: no cache (every read is a round trip), and a shared lock on
+    /// `<file>.lock`, so shared stores coexist but none opens while an owning store
+    /// ([`SqliteStore::open`]) holds the file, nor an owning one while shared ones do.
+    ///
+    /// # Errors
+    /// [`OpenError`].
+    pub async fn open_shared(path: impl AsRef<Path>) -> Result<Self, OpenError> {
+        Self::open_inner(Self::file_options(path), 4, Sharing::Shared).await
+    }
+
+    fn file_options(path: impl AsRef<Path>) -> SqliteConnectOptions {
+        SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+    }
+
+    /// A private in-memory database, gone when the last clone is dropped. For tests and
+    /// demos. It has no readers of its own: every call goes through its one connection.
     ///
     /// # Errors
     /// [`OpenError`].
     pub async fn in_memory() -> Result<Self, OpenError> {
+        // sqlx names each `sqlite::memory:` options a shared-cache database of its own, so
+        // the host pool below reaches the same database.
         let options =
             SqliteConnectOptions::from_str("sqlite::memory:").map_err(OpenError::Connect)?;
-        Self::open_with(options, 1).await
+        Self::open_inner(options, 0, Sharing::Owned).await
     }
 
-    /// Opens with explicit connection options and pool size. WAL, `synchronous=NORMAL`,
+    /// Opens and claims with explicit connection options and `readers` reader connections
+    /// besides the writer (0: reads go through the writer). WAL, `synchronous=NORMAL`,
     /// foreign keys and a 10 s busy timeout are always set.
     ///
     /// # Errors
     /// [`OpenError`].
-    pub async fn open_with(
+    pub async fn open_with(options: SqliteConnectOptions, readers: u32) -> Result<Self, OpenError> {
+        Self::open_inner(options, readers, Sharing::Owned).await
+    }
+
+    async fn open_inner(
         options: SqliteConnectOptions,
-        max_connections: u32,
+        readers: u32,
+        sharing: Sharing,
     ) -> Result<Self, OpenError> {
+        let in_memory = options
+            .get_filename()
+            .to_string_lossy()
+            .contains("sqlx-in-memory");
+        let lock = if in_memory {
+            None
+        } else {
+            Some(claim(options.get_filename(), sharing)?)
+        };
         let options = options
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options)
+        let mut writer = SqliteConnection::connect_with(&options)
             .await
             .map_err(OpenError::Connect)?;
-        MIGRATOR.run(&pool).await.map_err(|e| match e {
-            sqlx::migrate::MigrateError::VersionMissing(version) => {
-                OpenError::NewerSchema { version }
-            }
-            other => OpenError::Migrate(other),
-        })?;
-        Ok(Self { pool })
+        MIGRATOR
+            .run_direct(&mut writer)
+            .await
+            .map_err(|e| match e {
+                sqlx::migrate::MigrateError::VersionMissing(version) => {
+                    OpenError::NewerSchema { version }
+                }
+                other => OpenError::Migrate(other),
+            })?;
+        let mut conns = Vec::new();
+        for _ in 0..readers {
+            conns.push(
+                SqliteConnection::connect_with(&options)
+                    .await
+                    .map_err(OpenError::Connect)?,
+            );
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .min_connections(0)
+            .connect_lazy_with(options);
+        Ok(Self {
+            conns: Arc::new(Connections::new(writer, conns)),
+            pool,
+            cache: (sharing == Sharing::Owned).then(|| Arc::new(Cache::default())),
+            lock: Arc::new(std::sync::Mutex::new(lock)),
+        })
     }
 
-    /// The connection pool (for host queries and tests).
+    /// A pool on the same database for the host's own queries (connections open on first
+    /// use). Writes through it bypass the store's checks; the schema's constraints and
+    /// triggers still apply.
     #[must_use]
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
 
-    /// Closes every connection.
+    /// Closes every connection and gives up the claim on the file; later calls fail with
+    /// [`StoreError::Backend`].
     pub async fn close(&self) {
         self.pool.close().await;
+        self.conns.close().await;
+        let lock = self
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        drop(lock);
     }
 
-    async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        self.pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)
+    /// Looks up with `pick` in the cache (a miss without a ticket for a shared store).
+    fn cached<T: Clone>(
+        &self,
+        tenant: TenantId,
+        pick: impl FnOnce(&cache::Entry) -> Option<&T>,
+    ) -> Lookup<T> {
+        match &self.cache {
+            Some(c) => c.get(tenant, pick),
+            None => Lookup::Miss(None),
+        }
+    }
+
+    /// Stores what a miss read.
+    fn remember(
+        &self,
+        tenant: TenantId,
+        ticket: Option<cache::Ticket>,
+        put: impl FnOnce(&mut cache::Entry),
+    ) {
+        if let Some(c) = &self.cache {
+            c.put(tenant, ticket, put);
+        }
+    }
+}
+
+/// Claims the database at `path`: creates `<path>.lock` and locks it, exclusively for an
+/// owning store, shared for a sharing one (so owners and sharers exclude each other, while
+/// sharers coexist). The lock is held while the returned file is open.
+fn claim(path: &Path, sharing: Sharing) -> Result<std::fs::File, OpenError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&name)
+        .map_err(OpenError::Lock)?;
+    let locked = match sharing {
+        Sharing::Owned => file.try_lock(),
+        Sharing::Shared => file.try_lock_shared(),
+    };
+    match locked {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(OpenError::InUse {
+            path: path.display().to_string(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(OpenError::Lock(e)),
     }
 }
 
@@ -197,206 +346,164 @@ fn conflict(constraint: Constraint) -> StoreError {
 
 const USER_COLUMNS: &str = "tenant_id, id, email, role, status, template_id, crm_access, grants, created_at, last_login, invite_expires_at";
 
-async fn apply(
-    tx: &mut Transaction<'static, Sqlite>,
-    tenant: TenantId,
-    w: &Write,
-) -> Result<(), StoreError> {
-    let t = id_text(tenant.as_uuid());
+/// Appends the statements of one write. Each statement says what its result must be: an
+/// update or delete of a row that is gone is a [`Constraint::MissingRow`] conflict.
+fn push_write(b: &mut Batch, tenant: TenantId, t: &str, w: &Write) -> Result<(), StoreError> {
+    let missing = Expect::One(Constraint::MissingRow);
+    let foreign = |id: TenantId| {
+        if id == tenant {
+            Ok(())
+        } else {
+            Err(conflict(Constraint::MissingRow))
+        }
+    };
     match w {
         Write::InsertTenant(_) => return Err(conflict(Constraint::TenantId)),
         Write::UpdateTenant(tn) => {
-            if tn.id != tenant {
-                return Err(conflict(Constraint::MissingRow));
-            }
-            let r = sqlx::query("UPDATE tenants SET name = $1, user_limit = $2 WHERE id = $3")
-                .bind(&tn.name)
-                .bind(tn.user_limit.map(i64::from))
-                .bind(&t)
-                .execute(&mut **tx)
-                .await
-                .map_err(map_err)?;
-            if r.rows_affected() != 1 {
-                return Err(conflict(Constraint::MissingRow));
-            }
+            foreign(tn.id)?;
+            b.push(
+                "UPDATE tenants SET name = ?, user_limit = ? WHERE id = ?",
+                missing,
+            )
+            .bind(tn.name.clone())
+            .bind(tn.user_limit.map(i64::from))
+            .bind(t.to_owned());
         }
         Write::InsertUser(u) => {
-            if u.tenant_id != tenant {
-                return Err(conflict(Constraint::MissingRow));
-            }
-            sqlx::query(
+            foreign(u.tenant_id)?;
+            let login = u.last_login.map(nanos).transpose()?;
+            b.push(
                 "INSERT INTO users (tenant_id, id, email, email_key, role, status, template_id, crm_access, grants, created_at, last_login, login_key, invite_expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                Expect::Any,
             )
-            .bind(&t)
+            .bind(t.to_owned())
             .bind(id_text(u.id.as_uuid()))
-            .bind(u.email.as_str())
-            .bind(u.email.key())
+            .bind(u.email.as_str().to_owned())
+            .bind(u.email.key().to_owned())
             .bind(u.role.as_str())
             .bind(u.status.as_str())
             .bind(u.template_id.map(|x| id_text(x.as_uuid())))
             .bind(u.crm_access)
             .bind(perms_text(u.grants))
             .bind(nanos(u.created_at)?)
-            .bind(u.last_login.map(nanos).transpose()?)
-            .bind(u.last_login.map(nanos).transpose()?.unwrap_or(i64::MIN))
-            .bind(u.invite_expires_at.map(nanos).transpose()?)
-            .execute(&mut **tx)
-            .await
-            .map_err(map_err)?;
+            .bind(login)
+            .bind(login.unwrap_or(i64::MIN))
+            .bind(u.invite_expires_at.map(nanos).transpose()?);
         }
         Write::UpdateUser(u) => {
-            if u.tenant_id != tenant {
-                return Err(conflict(Constraint::MissingRow));
-            }
-            let r = sqlx::query(
-                "UPDATE users SET email = $1, email_key = $2, role = $3, status = $4, template_id = $5, crm_access = $6, grants = $7, \
-                 last_login = $8, login_key = $9, invite_expires_at = $10 WHERE tenant_id = $11 AND id = $12",
+            foreign(u.tenant_id)?;
+            let login = u.last_login.map(nanos).transpose()?;
+            b.push(
+                "UPDATE users SET email = ?, email_key = ?, role = ?, status = ?, template_id = ?, crm_access = ?, grants = ?, \
+                 last_login = ?, login_key = ?, invite_expires_at = ? WHERE tenant_id = ? AND id = ?",
+                missing,
             )
-            .bind(u.email.as_str())
-            .bind(u.email.key())
+            .bind(u.email.as_str().to_owned())
+            .bind(u.email.key().to_owned())
             .bind(u.role.as_str())
             .bind(u.status.as_str())
             .bind(u.template_id.map(|x| id_text(x.as_uuid())))
             .bind(u.crm_access)
             .bind(perms_text(u.grants))
-            .bind(u.last_login.map(nanos).transpose()?)
-            .bind(u.last_login.map(nanos).transpose()?.unwrap_or(i64::MIN))
+            .bind(login)
+            .bind(login.unwrap_or(i64::MIN))
             .bind(u.invite_expires_at.map(nanos).transpose()?)
-            .bind(&t)
-            .bind(id_text(u.id.as_uuid()))
-            .execute(&mut **tx)
-            .await
-            .map_err(map_err)?;
-            if r.rows_affected() != 1 {
-                return Err(conflict(Constraint::MissingRow));
-            }
+            .bind(t.to_owned())
+            .bind(id_text(u.id.as_uuid()));
         }
         Write::DeleteUser(tomb) => {
-            let r = sqlx::query("DELETE FROM users WHERE tenant_id = $1 AND id = $2")
-                .bind(&t)
-                .bind(id_text(tomb.user_id.as_uuid()))
-                .execute(&mut **tx)
-                .await
-                .map_err(map_err)?;
-            if r.rows_affected() != 1 {
-                return Err(conflict(Constraint::MissingRow));
-            }
-            sqlx::query("INSERT INTO tombstones (tenant_id, user_id, email, deleted_at, deleted_by) VALUES ($1, $2, $3, $4, $5)")
-                .bind(&t)
-                .bind(id_text(tomb.user_id.as_uuid()))
-                .bind(tomb.email.as_str())
-                .bind(nanos(tomb.deleted_at)?)
-                .bind(serde_json::to_string(&tomb.deleted_by).map_err(backend)?)
-                .execute(&mut **tx)
-                .await
-                .map_err(map_err)?;
+            b.push("DELETE FROM users WHERE tenant_id = ? AND id = ?", missing)
+                .bind(t.to_owned())
+                .bind(id_text(tomb.user_id.as_uuid()));
+            b.push(
+                "INSERT INTO tombstones (tenant_id, user_id, email, deleted_at, deleted_by) VALUES (?, ?, ?, ?, ?)",
+                Expect::Any,
+            )
+            .bind(t.to_owned())
+            .bind(id_text(tomb.user_id.as_uuid()))
+            .bind(tomb.email.as_str().to_owned())
+            .bind(nanos(tomb.deleted_at)?)
+            .bind(serde_json::to_string(&tomb.deleted_by).map_err(backend)?);
         }
         Write::InsertTemplate(tp) => {
-            if tp.tenant_id != tenant {
-                return Err(conflict(Constraint::MissingRow));
-            }
-            sqlx::query(
-                "INSERT INTO role_templates (tenant_id, id, name, name_key, permissions, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            foreign(tp.tenant_id)?;
+            b.push(
+                "INSERT INTO role_templates (tenant_id, id, name, name_key, permissions, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                Expect::Any,
             )
-            .bind(&t)
+            .bind(t.to_owned())
             .bind(id_text(tp.id.as_uuid()))
-            .bind(tp.name.as_str())
-            .bind(tp.name.key())
+            .bind(tp.name.as_str().to_owned())
+            .bind(tp.name.key().to_owned())
             .bind(perms_text(tp.permissions))
             .bind(nanos(tp.created_at)?)
-            .bind(nanos(tp.updated_at)?)
-            .execute(&mut **tx)
-            .await
-            .map_err(map_err)?;
+            .bind(nanos(tp.updated_at)?);
         }
         Write::UpdateTemplate(tp) => {
-            if tp.tenant_id != tenant {
-                return Err(conflict(Constraint::MissingRow));
-            }
-            let r = sqlx::query(
-                "UPDATE role_templates SET name = $1, name_key = $2, permissions = $3, updated_at = $4 WHERE tenant_id = $5 AND id = $6",
+            foreign(tp.tenant_id)?;
+            b.push(
+                "UPDATE role_templates SET name = ?, name_key = ?, permissions = ?, updated_at = ? WHERE tenant_id = ? AND id = ?",
+                missing,
             )
-            .bind(tp.name.as_str())
-            .bind(tp.name.key())
+            .bind(tp.name.as_str().to_owned())
+            .bind(tp.name.key().to_owned())
             .bind(perms_text(tp.permissions))
             .bind(nanos(tp.updated_at)?)
-            .bind(&t)
-            .bind(id_text(tp.id.as_uuid()))
-            .execute(&mut **tx)
-            .await
-            .map_err(map_err)?;
-            if r.rows_affected() != 1 {
-                return Err(conflict(Constraint::MissingRow));
-            }
+            .bind(t.to_owned())
+            .bind(id_text(tp.id.as_uuid()));
         }
         Write::DeleteTemplate(id) => {
-            let r = sqlx::query("DELETE FROM role_templates WHERE tenant_id = $1 AND id = $2")
-                .bind(&t)
-                .bind(id_text(id.as_uuid()))
-                .execute(&mut **tx)
-                .await
-                .map_err(|e| match map_err(e) {
-                    StoreError::Conflict {
-                        constraint: Constraint::MissingRow,
-                    } => conflict(Constraint::TemplateReferenced),
-                    other => other,
-                })?;
-            if r.rows_affected() != 1 {
-                return Err(conflict(Constraint::MissingRow));
-            }
+            // D12: users still referencing it fail the foreign key.
+            b.push_remapped(
+                "DELETE FROM role_templates WHERE tenant_id = ? AND id = ?",
+                missing,
+                Some(Constraint::TemplateReferenced),
+            )
+            .bind(t.to_owned())
+            .bind(id_text(id.as_uuid()));
         }
         Write::MoveTemplateUsers { from, to } => {
-            sqlx::query(
-                "UPDATE users SET template_id = $1 WHERE tenant_id = $2 AND template_id = $3",
+            b.push(
+                "UPDATE users SET template_id = ? WHERE tenant_id = ? AND template_id = ?",
+                Expect::Any,
             )
             .bind(to.map(|x| id_text(x.as_uuid())))
-            .bind(&t)
-            .bind(id_text(from.as_uuid()))
-            .execute(&mut **tx)
-            .await
-            .map_err(map_err)?;
+            .bind(t.to_owned())
+            .bind(id_text(from.as_uuid()));
         }
         Write::InsertInvitation(inv) => {
-            if inv.tenant_id != tenant {
-                return Err(conflict(Constraint::MissingRow));
-            }
-            sqlx::query(
+            foreign(inv.tenant_id)?;
+            b.push(
                 "INSERT INTO invitations (token_hash, tenant_id, user_id, kind, state, created_at, expires_at) \
-                 SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM users WHERE tenant_id = $2 AND id = $3)",
+                 SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM users WHERE tenant_id = ? AND id = ?)",
+                missing,
             )
             .bind(inv.token_hash.0.to_vec())
-            .bind(&t)
+            .bind(t.to_owned())
             .bind(id_text(inv.user_id.as_uuid()))
             .bind(rows::kind_text(inv.kind))
             .bind(rows::state_text(inv.state))
             .bind(nanos(inv.created_at)?)
             .bind(nanos(inv.expires_at)?)
-            .execute(&mut **tx)
-            .await
-            .map_err(map_err)
-            .and_then(|r| if r.rows_affected() == 1 { Ok(()) } else { Err(conflict(Constraint::MissingRow)) })?;
+            .bind(t.to_owned())
+            .bind(id_text(inv.user_id.as_uuid()));
         }
         Write::RevokeInvitations(user) => {
-            sqlx::query("UPDATE invitations SET state = 'revoked' WHERE tenant_id = $1 AND user_id = $2 AND state = 'pending'")
-                .bind(&t)
-                .bind(id_text(user.as_uuid()))
-                .execute(&mut **tx)
-                .await
-                .map_err(map_err)?;
+            b.push(
+                "UPDATE invitations SET state = 'revoked' WHERE tenant_id = ? AND user_id = ? AND state = 'pending'",
+                Expect::Any,
+            )
+            .bind(t.to_owned())
+            .bind(id_text(user.as_uuid()));
         }
         Write::UseInvitation(hash) => {
-            let r = sqlx::query(
-                "UPDATE invitations SET state = 'used' WHERE tenant_id = $1 AND token_hash = $2",
+            b.push(
+                "UPDATE invitations SET state = 'used' WHERE tenant_id = ? AND token_hash = ?",
+                missing,
             )
-            .bind(&t)
-            .bind(hash.0.to_vec())
-            .execute(&mut **tx)
-            .await
-            .map_err(map_err)?;
-            if r.rows_affected() != 1 {
-                return Err(conflict(Constraint::MissingRow));
-            }
+            .bind(t.to_owned())
+            .bind(hash.0.to_vec());
         }
         #[allow(unreachable_patterns)]
         _ => return Err(conflict(Constraint::Schema)),
@@ -404,136 +511,173 @@ async fn apply(
     Ok(())
 }
 
-async fn append_events(
-    tx: &mut Transaction<'static, Sqlite>,
-    tenant: TenantId,
-    events: &[AuditEvent],
-    base: i64,
-) -> Result<u64, StoreError> {
-    let t = id_text(tenant.as_uuid());
-    let mut seq = base;
-    for e in events {
-        seq = seq.saturating_add(1);
-        sqlx::query(
-            "INSERT INTO audit_log (tenant_id, seq, at, action, event) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&t)
-        .bind(seq)
-        .bind(nanos(e.at)?)
-        .bind(serde_json::to_string(&e.action).map_err(backend)?)
-        .bind(serde_json::to_string(e).map_err(backend)?)
-        .execute(&mut **tx)
-        .await
-        .map_err(map_err)?;
-    }
-    Ok(u64::try_from(seq).unwrap_or(0))
-}
-
-/// Reserves `n` audit sequence numbers and reads the counters the triggers kept, in one
-/// statement. Returns (seats used, active admins, the last seq before the reserved ones).
-async fn reserve_seq(
-    tx: &mut Transaction<'static, Sqlite>,
-    tenant: &str,
-    n: usize,
-) -> Result<(i64, i64, i64), StoreError> {
-    let n = i64::try_from(n).map_err(backend)?;
-    let row: Option<(i64, i64, i64)> = sqlx::query_as(
-        "UPDATE tenants SET audit_seq = audit_seq + $1 WHERE id = $2 \
-         RETURNING seats_used, active_admins, audit_seq - $1",
+/// Appends the statements that reserve `events.len()` audit sequence numbers (returning
+/// the counters the triggers kept) and insert the events under them.
+fn push_events(b: &mut Batch, t: &str, events: &[AuditEvent]) -> Result<(), StoreError> {
+    let n = i64::try_from(events.len()).map_err(backend)?;
+    b.push(
+        "UPDATE tenants SET audit_seq = audit_seq + ? WHERE id = ? RETURNING seats_used, active_admins, audit_seq",
+        Expect::Found,
     )
     .bind(n)
-    .bind(tenant)
-    .fetch_optional(&mut **tx)
-    .await
-    .map_err(map_err)?;
-    row.ok_or(StoreError::NotFound)
-}
-
-async fn queue_mail(
-    tx: &mut Transaction<'static, Sqlite>,
-    outbox: &[Message],
-    now: OffsetDateTime,
-) -> Result<(), StoreError> {
-    for m in outbox {
-        sqlx::query(
-            "INSERT INTO outbox (tenant_id, id, user_id, recipient, subject, body_text, body_html, state, attempts, next_attempt_at, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $8)",
+    .bind(t.to_owned());
+    for (i, e) in (1..).zip(events) {
+        b.push(
+            "INSERT INTO audit_log (tenant_id, seq, at, action, event) \
+             VALUES (?, (SELECT audit_seq FROM tenants WHERE id = ?) - ?, ?, ?, ?)",
+            Expect::Any,
         )
-        .bind(id_text(m.tenant_id.as_uuid()))
-        .bind(id_text(m.id.as_uuid()))
-        .bind(id_text(m.user_id.as_uuid()))
-        .bind(&m.to)
-        .bind(&m.subject)
-        .bind(&m.text)
-        .bind(&m.html)
-        .bind(nanos(now)?)
-        .execute(&mut **tx)
-        .await
-        .map_err(map_err)?;
+        .bind(t.to_owned())
+        .bind(t.to_owned())
+        .bind(n - i)
+        .bind(nanos(e.at)?)
+        .bind(serde_json::to_string(&e.action).map_err(backend)?)
+        .bind(serde_json::to_string(e).map_err(backend)?);
     }
     Ok(())
 }
 
+/// Appends the outbox rows of the change's messages (D17: queued in the same commit).
+fn push_mail(b: &mut Batch, outbox: &[Message], now: OffsetDateTime) -> Result<(), StoreError> {
+    for m in outbox {
+        let at = nanos(now)?;
+        b.push(
+            "INSERT INTO outbox (tenant_id, id, user_id, recipient, subject, body_text, body_html, state, attempts, next_attempt_at, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)",
+            Expect::Any,
+        )
+        .bind(id_text(m.tenant_id.as_uuid()))
+        .bind(id_text(m.id.as_uuid()))
+        .bind(id_text(m.user_id.as_uuid()))
+        .bind(m.to.clone())
+        .bind(m.subject.clone())
+        .bind(m.text.clone())
+        .bind(m.html.clone())
+        .bind(at)
+        .bind(at);
+    }
+    Ok(())
+}
+
+/// A column of the counters row `push_events` returns.
+fn returned(rows: &[SqliteRow], column: usize) -> Result<i64, StoreError> {
+    rows.first()
+        .ok_or(StoreError::NotFound)?
+        .try_get::<i64, _>(column)
+        .map_err(backend)
+}
+
 impl SqliteStore {
+    /// Runs a batch that begins with `BEGIN IMMEDIATE` on the writer, lets `check` judge
+    /// the rows it returned, and commits; anything short of that rolls back. Returns the
+    /// rows.
+    async fn write(
+        &self,
+        b: Batch,
+        tenant: &str,
+        expected_version: u64,
+        check: impl FnOnce(&[SqliteRow]) -> Result<(), StoreError>,
+    ) -> Result<Vec<SqliteRow>, StoreError> {
+        let mut w = self.conns.writer().await;
+        let conn = w.begin().await?;
+        let verdict = match b.run(conn).await {
+            Err(e) => Err(e),
+            Ok(Ok(rows)) => check(&rows).map(|()| rows),
+            Ok(Err(Failure::Expectation(Expect::Cas))) => {
+                // D16: the tenant changed, or is gone.
+                let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM tenants WHERE id = $1")
+                    .bind(tenant)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(map_err)?;
+                Err(match exists {
+                    None => StoreError::NotFound,
+                    Some(_) => StoreError::VersionMismatch {
+                        expected: expected_version,
+                    },
+                })
+            }
+            Ok(Err(Failure::Expectation(Expect::Found))) => Err(StoreError::NotFound),
+            Ok(Err(Failure::Expectation(Expect::One(c)))) => Err(conflict(c)),
+            Ok(Err(Failure::Expectation(Expect::Any))) => Err(conflict(Constraint::Schema)),
+            Ok(Err(Failure::Error(e, remap))) => Err(match (map_err(e), remap) {
+                (
+                    StoreError::Conflict {
+                        constraint: Constraint::MissingRow,
+                    },
+                    Some(c),
+                ) => conflict(c),
+                (other, _) => other,
+            }),
+        };
+        match verdict {
+            Ok(rows) => {
+                w.finish(true).await?;
+                Ok(rows)
+            }
+            Err(e) => {
+                // The verdict is the error; a failed rollback is retried by the next user.
+                let _ = w.finish(false).await;
+                Err(e)
+            }
+        }
+    }
+
     async fn commit_inner(&self, change: &Change, outbox: &[Message]) -> Result<(), StoreError> {
         let tenant = change.tenant_id;
         let t = id_text(tenant.as_uuid());
-        let mut tx = self.write_tx().await?;
+        let version = i64::try_from(change.counters.version).map_err(backend)?;
+        let mut b = Batch::default();
+        b.push("BEGIN IMMEDIATE", Expect::Any);
         let mut writes = change.writes.iter().peekable();
         if let Some(Write::InsertTenant(tn)) = writes.peek() {
             if tn.id != tenant || change.expected_version != 0 {
                 return Err(conflict(Constraint::MissingRow));
             }
-            sqlx::query("INSERT INTO tenants (id, name, user_limit, created_at, version) VALUES ($1, $2, $3, $4, $5)")
-                .bind(&t)
-                .bind(&tn.name)
-                .bind(tn.user_limit.map(i64::from))
-                .bind(nanos(tn.created_at)?)
-                .bind(i64::try_from(change.counters.version).map_err(backend)?)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
+            b.push(
+                "INSERT INTO tenants (id, name, user_limit, created_at, version) VALUES (?, ?, ?, ?, ?)",
+                Expect::Any,
+            )
+            .bind(t.clone())
+            .bind(tn.name.clone())
+            .bind(tn.user_limit.map(i64::from))
+            .bind(nanos(tn.created_at)?)
+            .bind(version);
             writes.next();
         } else {
             // D16: the compare-and-set of the version comes first, so a stale change is
             // reported as such (and retried) before any of its writes could collide.
-            let r = sqlx::query("UPDATE tenants SET version = $1 WHERE id = $2 AND version = $3")
-                .bind(i64::try_from(change.counters.version).map_err(backend)?)
-                .bind(&t)
-                .bind(i64::try_from(change.expected_version).map_err(backend)?)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
-            if r.rows_affected() != 1 {
-                let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM tenants WHERE id = $1")
-                    .bind(&t)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
-                return Err(match exists {
-                    None => StoreError::NotFound,
-                    Some(_) => StoreError::VersionMismatch {
-                        expected: change.expected_version,
-                    },
-                });
-            }
+            b.push(
+                "UPDATE tenants SET version = ? WHERE id = ? AND version = ?",
+                Expect::Cas,
+            )
+            .bind(version)
+            .bind(t.clone())
+            .bind(i64::try_from(change.expected_version).map_err(backend)?);
         }
         for w in writes {
-            apply(&mut tx, tenant, w).await?;
+            push_write(&mut b, tenant, &t, w)?;
         }
-        let (seats, admins, base) = reserve_seq(&mut tx, &t, change.events.len()).await?;
-        if i64::from(change.counters.seats_used) != seats
-            || i64::from(change.counters.active_admins) != admins
-        {
-            return Err(conflict(Constraint::Counters));
-        }
-        append_events(&mut tx, tenant, &change.events, base).await?;
+        push_events(&mut b, &t, &change.events)?;
         let now = change
             .events
             .first()
             .map_or(OffsetDateTime::UNIX_EPOCH, |e| e.at);
-        queue_mail(&mut tx, outbox, now).await?;
-        tx.commit().await.map_err(map_err)
+        push_mail(&mut b, outbox, now)?;
+        let counters = change.counters;
+        // The tenant's cache is bypassed and emptied while the change is in flight.
+        let _writing = self.cache.as_ref().map(|c| c.writing(tenant));
+        self.write(b, &t, change.expected_version, |rows| {
+            // The counters the triggers kept must equal what the change computed.
+            if i64::from(counters.seats_used) != returned(rows, 0)?
+                || i64::from(counters.active_admins) != returned(rows, 1)?
+            {
+                return Err(conflict(Constraint::Counters));
+            }
+            Ok(())
+        })
+        .await
+        .map(|_| ())
     }
 }
 
@@ -544,27 +688,49 @@ fn opt_user(row: Option<SqliteRow>) -> Result<Option<User>, StoreError> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn tenant(&self, tenant: TenantId) -> Result<Option<TenantState>, StoreError> {
+        let ticket = match self.cached(tenant, |e| e.state.as_ref()) {
+            Lookup::Hit(v) => return Ok(Some(v)),
+            Lookup::Miss(ticket) => ticket,
+        };
         let row = sqlx::query("SELECT id, name, user_limit, created_at, version, seats_used, active_admins FROM tenants WHERE id = $1")
             .bind(id_text(tenant.as_uuid()))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conns.reader().await?)
             .await
             .map_err(map_err)?;
-        row.as_ref().map(tenant_from_row).transpose()
+        let state = row.as_ref().map(tenant_from_row).transpose()?;
+        if let Some(v) = &state {
+            self.remember(tenant, ticket, |e| e.state = Some(v.clone()));
+        }
+        Ok(state)
     }
 
     async fn user(&self, tenant: TenantId, id: UserId) -> Result<Option<User>, StoreError> {
+        let ticket = match self.cached(tenant, |e| e.users.get(&id)) {
+            Lookup::Hit(v) => return Ok(Some(v)),
+            Lookup::Miss(ticket) => ticket,
+        };
         let row = sqlx::query(&format!(
             "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2"
         ))
         .bind(id_text(tenant.as_uuid()))
         .bind(id_text(id.as_uuid()))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conns.reader().await?)
         .await
         .map_err(map_err)?;
-        opt_user(row)
+        let user = opt_user(row)?;
+        if let Some(v) = &user {
+            self.remember(tenant, ticket, |e| {
+                e.users.insert(id, v.clone());
+            });
+        }
+        Ok(user)
     }
 
     async fn subject(&self, tenant: TenantId, id: UserId) -> Result<Option<Subject>, StoreError> {
+        let ticket = match self.cached(tenant, |e| e.subjects.get(&id)) {
+            Lookup::Hit(v) => return Ok(Some(v)),
+            Lookup::Miss(ticket) => ticket,
+        };
         let row = sqlx::query(
             "SELECT u.tenant_id, u.id, u.role, u.status, u.crm_access, u.grants, u.template_id, t.permissions AS template_permissions \
              FROM users u LEFT JOIN role_templates t ON t.tenant_id = u.tenant_id AND t.id = u.template_id \
@@ -572,10 +738,16 @@ impl Store for SqliteStore {
         )
         .bind(id_text(tenant.as_uuid()))
         .bind(id_text(id.as_uuid()))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conns.reader().await?)
         .await
         .map_err(map_err)?;
-        row.as_ref().map(rows::subject_from_row).transpose()
+        let subject = row.as_ref().map(rows::subject_from_row).transpose()?;
+        if let Some(v) = &subject {
+            self.remember(tenant, ticket, |e| {
+                e.subjects.insert(id, *v);
+            });
+        }
+        Ok(subject)
     }
 
     async fn user_by_email(&self, tenant: TenantId, key: &str) -> Result<Option<User>, StoreError> {
@@ -584,7 +756,7 @@ impl Store for SqliteStore {
         ))
         .bind(id_text(tenant.as_uuid()))
         .bind(key)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conns.reader().await?)
         .await
         .map_err(map_err)?;
         opt_user(row)
@@ -595,13 +767,23 @@ impl Store for SqliteStore {
         tenant: TenantId,
         id: TemplateId,
     ) -> Result<Option<RoleTemplate>, StoreError> {
+        let ticket = match self.cached(tenant, |e| e.templates.get(&id)) {
+            Lookup::Hit(v) => return Ok(Some(v)),
+            Lookup::Miss(ticket) => ticket,
+        };
         let row = sqlx::query("SELECT tenant_id, id, name, permissions, created_at, updated_at FROM role_templates WHERE tenant_id = $1 AND id = $2")
             .bind(id_text(tenant.as_uuid()))
             .bind(id_text(id.as_uuid()))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conns.reader().await?)
             .await
             .map_err(map_err)?;
-        row.as_ref().map(template_from_row).transpose()
+        let template = row.as_ref().map(template_from_row).transpose()?;
+        if let Some(v) = &template {
+            self.remember(tenant, ticket, |e| {
+                e.templates.insert(id, v.clone());
+            });
+        }
+        Ok(template)
     }
 
     async fn template_by_name(
@@ -612,7 +794,7 @@ impl Store for SqliteStore {
         let row = sqlx::query("SELECT tenant_id, id, name, permissions, created_at, updated_at FROM role_templates WHERE tenant_id = $1 AND name_key = $2")
             .bind(id_text(tenant.as_uuid()))
             .bind(key)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conns.reader().await?)
             .await
             .map_err(map_err)?;
         row.as_ref().map(template_from_row).transpose()
@@ -621,7 +803,7 @@ impl Store for SqliteStore {
     async fn templates(&self, tenant: TenantId) -> Result<Vec<RoleTemplate>, StoreError> {
         let rows = sqlx::query("SELECT tenant_id, id, name, permissions, created_at, updated_at FROM role_templates WHERE tenant_id = $1 ORDER BY name_key, id")
             .bind(id_text(tenant.as_uuid()))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conns.reader().await?)
             .await
             .map_err(map_err)?;
         rows.iter().map(template_from_row).collect()
@@ -637,7 +819,7 @@ impl Store for SqliteStore {
         )
         .bind(id_text(tenant.as_uuid()))
         .bind(id_text(template.as_uuid()))
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.conns.reader().await?)
         .await
         .map_err(map_err)?;
         Ok(u64::try_from(n).unwrap_or(0))
@@ -651,7 +833,7 @@ impl Store for SqliteStore {
         let row = sqlx::query("SELECT token_hash, tenant_id, user_id, kind, state, created_at, expires_at FROM invitations WHERE token_hash = $1 AND tenant_id = $2")
             .bind(hash.0.to_vec())
             .bind(id_text(tenant.as_uuid()))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conns.reader().await?)
             .await
             .map_err(map_err)?;
         row.as_ref().map(invitation_from_row).transpose()
@@ -665,7 +847,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query("SELECT token_hash, tenant_id, user_id, kind, state, created_at, expires_at FROM invitations WHERE tenant_id = $1 AND user_id = $2 ORDER BY created_at, token_hash")
             .bind(id_text(tenant.as_uuid()))
             .bind(id_text(user.as_uuid()))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conns.reader().await?)
             .await
             .map_err(map_err)?;
         rows.iter().map(invitation_from_row).collect()
@@ -783,7 +965,10 @@ impl Store for SqliteStore {
                 rows::Param::Int(i) => q.bind(*i),
             };
         }
-        let fetched = q.fetch_all(&self.pool).await.map_err(map_err)?;
+        let fetched = q
+            .fetch_all(&mut *self.conns.reader().await?)
+            .await
+            .map_err(map_err)?;
         let mut items = fetched
             .iter()
             .map(user_from_row)
@@ -806,7 +991,7 @@ impl Store for SqliteStore {
         let row = sqlx::query("SELECT tenant_id, user_id, email, deleted_at, deleted_by FROM tombstones WHERE tenant_id = $1 AND user_id = $2")
             .bind(id_text(tenant.as_uuid()))
             .bind(id_text(user.as_uuid()))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conns.reader().await?)
             .await
             .map_err(map_err)?;
         row.as_ref().map(tombstone_from_row).transpose()
@@ -822,7 +1007,7 @@ impl Store for SqliteStore {
             .bind(id_text(tenant.as_uuid()))
             .bind(i64::try_from(after).unwrap_or(i64::MAX))
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conns.reader().await?)
             .await
             .map_err(map_err)?;
         rows.iter()
@@ -842,12 +1027,12 @@ impl Store for SqliteStore {
     }
 
     async fn append_audit(&self, event: &AuditEvent) -> Result<u64, StoreError> {
-        let mut tx = self.write_tx().await?;
-        let (_, _, base) = reserve_seq(&mut tx, &id_text(event.tenant_id.as_uuid()), 1).await?;
-        let seq =
-            append_events(&mut tx, event.tenant_id, std::slice::from_ref(event), base).await?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(seq)
+        let t = id_text(event.tenant_id.as_uuid());
+        let mut b = Batch::default();
+        b.push("BEGIN IMMEDIATE", Expect::Any);
+        push_events(&mut b, &t, std::slice::from_ref(event))?;
+        let rows = self.write(b, &t, 0, |_| Ok(())).await?;
+        u64::try_from(returned(&rows, 2)?).map_err(backend)
     }
 
     async fn outbox(
@@ -864,7 +1049,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query(sql)
             .bind(id_text(tenant.as_uuid()))
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conns.reader().await?)
             .await
             .map_err(map_err)?;
         rows.iter().map(outbox_from_row).collect()
@@ -878,7 +1063,7 @@ impl Store for SqliteStore {
         let row = sqlx::query("SELECT * FROM outbox WHERE tenant_id = $1 AND id = $2")
             .bind(id_text(tenant.as_uuid()))
             .bind(id_text(id.as_uuid()))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conns.reader().await?)
             .await
             .map_err(map_err)?;
         row.as_ref().map(outbox_from_row).transpose()
@@ -891,20 +1076,20 @@ impl Store for SqliteStore {
         lease_until: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<OutboxRecord>, StoreError> {
-        let mut tx = self.write_tx().await?;
-        let rows = sqlx::query(
-            "UPDATE outbox SET next_attempt_at = $1 WHERE tenant_id = $2 AND id IN \
-             (SELECT id FROM outbox WHERE tenant_id = $2 AND state = 'pending' AND next_attempt_at <= $3 ORDER BY next_attempt_at, id LIMIT $4) \
+        let mut b = Batch::default();
+        b.push("BEGIN IMMEDIATE", Expect::Any);
+        b.push(
+            "UPDATE outbox SET next_attempt_at = ? WHERE tenant_id = ? AND id IN \
+             (SELECT id FROM outbox WHERE tenant_id = ? AND state = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?) \
              RETURNING *",
+            Expect::Any,
         )
         .bind(rows::nanos_clamped(lease_until))
         .bind(id_text(tenant.as_uuid()))
+        .bind(id_text(tenant.as_uuid()))
         .bind(rows::nanos_clamped(now))
-        .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)?;
+        .bind(i64::from(limit));
+        let rows = self.write(b, "", 0, |_| Ok(())).await?;
         rows.iter().map(outbox_from_row).collect()
     }
 
@@ -916,43 +1101,47 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let t = id_text(tenant.as_uuid());
         let m = id_text(id.as_uuid());
-        let q = match update {
-            DeliveryUpdate::Sent { at } => sqlx::query(
-                "UPDATE outbox SET state = 'sent', state_at = $1, attempts = attempts + 1, body_text = '', body_html = '' WHERE tenant_id = $2 AND id = $3 AND state = 'pending'",
+        let mut b = Batch::default();
+        b.push("BEGIN IMMEDIATE", Expect::Any);
+        match update {
+            DeliveryUpdate::Sent { at } => b.push(
+                "UPDATE outbox SET state = 'sent', state_at = ?, attempts = attempts + 1, body_text = '', body_html = '' WHERE tenant_id = ? AND id = ? AND state = 'pending'",
+                Expect::Any,
             )
             .bind(nanos(*at)?),
-            DeliveryUpdate::Retry { retry_at, .. } => sqlx::query(
-                "UPDATE outbox SET state = 'pending', next_attempt_at = $1, last_error = $4, attempts = attempts + 1 WHERE tenant_id = $2 AND id = $3 AND state = 'pending'",
+            DeliveryUpdate::Retry { retry_at, reason } => b.push(
+                "UPDATE outbox SET state = 'pending', next_attempt_at = ?, last_error = ?, attempts = attempts + 1 WHERE tenant_id = ? AND id = ? AND state = 'pending'",
+                Expect::Any,
             )
-            .bind(rows::nanos_clamped(*retry_at)),
-            DeliveryUpdate::Failed { at, .. } => sqlx::query(
-                "UPDATE outbox SET state = 'failed', state_at = $1, failure = $4, last_error = $4, attempts = attempts + 1 WHERE tenant_id = $2 AND id = $3 AND state = 'pending'",
+            .bind(rows::nanos_clamped(*retry_at))
+            .bind(reason.clone()),
+            DeliveryUpdate::Failed { at, reason } => b.push(
+                "UPDATE outbox SET state = 'failed', state_at = ?, failure = ?, last_error = ?, attempts = attempts + 1 WHERE tenant_id = ? AND id = ? AND state = 'pending'",
+                Expect::Any,
             )
-            .bind(nanos(*at)?),
-        };
-        let q = q.bind(&t).bind(&m);
-        let q = match update {
-            DeliveryUpdate::Sent { .. } => q,
-            DeliveryUpdate::Retry { reason, .. } | DeliveryUpdate::Failed { reason, .. } => {
-                q.bind(reason.as_str())
-            }
-        };
-        let mut tx = self.write_tx().await?;
-        let r = q.execute(&mut *tx).await.map_err(map_err)?;
-        if r.rows_affected() != 1 {
-            // Not pending any more (a late result changes nothing), or no such message.
-            let exists: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM outbox WHERE tenant_id = $1 AND id = $2")
-                    .bind(&t)
-                    .bind(&m)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
-            if exists.is_none() {
-                return Err(StoreError::NotFound);
-            }
+            .bind(nanos(*at)?)
+            .bind(reason.clone())
+            .bind(reason.clone()),
         }
-        tx.commit().await.map_err(map_err)
+        .bind(t.clone())
+        .bind(m.clone());
+        // Not pending any more is fine (a late result changes nothing); no such message is
+        // not.
+        b.push(
+            "SELECT 1 FROM outbox WHERE tenant_id = ? AND id = ?",
+            Expect::Any,
+        )
+        .bind(t.clone())
+        .bind(m);
+        self.write(b, &t, 0, |rows| {
+            if rows.is_empty() {
+                Err(StoreError::NotFound)
+            } else {
+                Ok(())
+            }
+        })
+        .await
+        .map(|_| ())
     }
 
     async fn tenants_with_due_mail(
@@ -963,7 +1152,7 @@ impl Store for SqliteStore {
         let rows: Vec<String> = sqlx::query_scalar("SELECT DISTINCT tenant_id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $1 LIMIT $2")
             .bind(rows::nanos_clamped(now))
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conns.reader().await?)
             .await
             .map_err(map_err)?;
         rows.iter()

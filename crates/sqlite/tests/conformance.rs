@@ -1,5 +1,6 @@
 //! The whole conformance suite (scenarios, concurrency scenarios and the model-based test)
-//! on SQLite database files — a fresh file per test, never `:memory:`.
+//! on SQLite database files — a fresh file per test, never `:memory:` — twice: on an owning
+//! store (lock file and cache, the default) and on a shared one (no cache).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::sync::Arc;
@@ -10,9 +11,9 @@ use tenantry_sqlite::SqliteStore;
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
-fn factory() -> StoreFactory {
-    Arc::new(|| -> StoreFuture {
-        Box::pin(async {
+fn factory(shared: bool) -> StoreFactory {
+    Arc::new(move || -> StoreFuture {
+        Box::pin(async move {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
             // Files live under the target directory, one folder per run; the first call
             // sweeps the folders earlier runs left.
@@ -28,9 +29,20 @@ fn factory() -> StoreFactory {
             std::fs::create_dir_all(&dir).unwrap();
             let path = dir.join(format!("t{n}.db"));
             let _ = std::fs::remove_file(&path);
-            Arc::new(SqliteStore::open(&path).await.unwrap()) as Arc<dyn tenantry_store::Store>
+            let store = if shared {
+                SqliteStore::open_shared(&path).await
+            } else {
+                SqliteStore::open(&path).await
+            };
+            Arc::new(store.unwrap()) as Arc<dyn tenantry_store::Store>
         })
     })
 }
 
-tenantry_conformance::suite!(factory());
+mod owned {
+    tenantry_conformance::suite!(super::factory(false));
+}
+
+mod shared {
+    tenantry_conformance::suite!(super::factory(true));
+}

@@ -9,6 +9,7 @@
 )]
 
 use tenantry::prelude::*;
+use tenantry::{TemplateEdit, UserEdit};
 use tenantry_sqlite::{OpenError, SqliteStore};
 
 fn temp_db(name: &str) -> std::path::PathBuf {
@@ -203,4 +204,241 @@ async fn d8_d9_schema_enforces_counters_seat_limit_and_last_admin() {
         .execute(store.pool())
         .await;
     assert!(raw.unwrap_err().to_string().contains("UNIQUE"));
+}
+
+fn invite_req(email: &str, grants: Permissions) -> InviteRequest {
+    InviteRequest {
+        email: Email::parse(email).unwrap(),
+        role: Role::User,
+        template_id: None,
+        crm_access: false,
+        grants,
+    }
+}
+
+#[tokio::test]
+async fn an_owned_database_excludes_every_other_store_until_closed() {
+    let path = temp_db("claim");
+    let owner = SqliteStore::open(&path).await.unwrap();
+    assert!(matches!(
+        SqliteStore::open(&path).await,
+        Err(OpenError::InUse { .. })
+    ));
+    assert!(matches!(
+        SqliteStore::open_shared(&path).await,
+        Err(OpenError::InUse { .. })
+    ));
+    owner.close().await;
+    // Shared stores coexist, and keep an owner out.
+    let a = SqliteStore::open_shared(&path).await.unwrap();
+    let b = SqliteStore::open_shared(&path).await.unwrap();
+    assert!(matches!(
+        SqliteStore::open(&path).await,
+        Err(OpenError::InUse { .. })
+    ));
+    drop(a);
+    drop(b);
+    // Dropping releases the claim as closing does.
+    let again = SqliteStore::open(&path).await.unwrap();
+    drop(again);
+    SqliteStore::open(&path).await.unwrap();
+}
+
+/// An app on `store` whose mail is recorded, with a tenant, its admin and one active user
+/// holding `grants` (invited and accepted through the link).
+async fn with_active_user(
+    store: SqliteStore,
+    grants: Permissions,
+) -> (
+    Tenantry,
+    tenantry::TenantId,
+    tenantry::UserId,
+    tenantry::UserId,
+) {
+    let mail = InMemoryMailer::new();
+    let app = Tenantry::builder(store)
+        .mailer(mail.clone())
+        .build()
+        .unwrap();
+    let (t, a) = app
+        .create_tenant("Acme", None, Email::parse("ada@acme.test").unwrap())
+        .await
+        .unwrap();
+    app.invite(t, a, &invite_req("bob@acme.test", grants))
+        .await
+        .unwrap();
+    app.dispatch(t).await.unwrap();
+    let sent = mail.sent();
+    let token = tenantry::token_from_link(&sent.last().unwrap().text).unwrap();
+    let bob = app
+        .accept_invitation(&token, "bob@acme.test")
+        .await
+        .unwrap();
+    (app, t, a, bob.id)
+}
+
+fn grants(g: Permissions) -> UserEdit {
+    UserEdit {
+        grants: Some(g),
+        ..UserEdit::default()
+    }
+}
+
+#[tokio::test]
+async fn d6_shared_stores_see_each_others_changes_at_the_next_check() {
+    let path = temp_db("shared");
+    let (one, t, a, bob) = with_active_user(
+        SqliteStore::open_shared(&path).await.unwrap(),
+        Permissions::empty(),
+    )
+    .await;
+    let two = Tenantry::builder(SqliteStore::open_shared(&path).await.unwrap())
+        .build()
+        .unwrap();
+    let view = Permission::new(Category::Users, Action::View).into();
+    for round in 0..20 {
+        let g = if round % 2 == 0 {
+            Permissions::USERS_VIEW
+        } else {
+            Permissions::empty()
+        };
+        one.edit_user(t, a, bob, &grants(g)).await.unwrap();
+        let seen = two.authorize(t, bob, view).await.unwrap();
+        assert_eq!(seen.allowed, round % 2 == 0, "round {round}: {seen:?}");
+    }
+}
+
+#[tokio::test]
+async fn d6_the_owned_stores_cache_never_answers_with_a_replaced_permission() {
+    let (app, t, a, bob) = with_active_user(
+        SqliteStore::open(temp_db("cache")).await.unwrap(),
+        Permissions::empty(),
+    )
+    .await;
+    let edit = Permission::new(Category::Conversations, Action::Edit).into();
+    let tpl = app
+        .create_template(t, a, "Agents", Permissions::empty())
+        .await
+        .unwrap();
+    app.edit_user(
+        t,
+        a,
+        bob,
+        &UserEdit {
+            template_id: Some(Some(tpl.id)),
+            ..UserEdit::default()
+        },
+    )
+    .await
+    .unwrap();
+    for round in 0..20 {
+        // Each check runs twice: the second is served from the cache the first filled.
+        let held = round % 2 == 1;
+        for _ in 0..2 {
+            let d = app.authorize(t, bob, edit).await.unwrap();
+            assert_eq!(d.allowed, held, "round {round}: {d:?}");
+        }
+        // A template edit reaches the user at the next check (D6).
+        let next = if held {
+            Permissions::empty()
+        } else {
+            Permissions::CONVERSATIONS_EDIT
+        };
+        app.edit_template(
+            t,
+            a,
+            tpl.id,
+            &TemplateEdit {
+                permissions: Some(next),
+                ..TemplateEdit::default()
+            },
+        )
+        .await
+        .unwrap();
+    }
+    // Suspension and deletion reach the next check too.
+    app.edit_user(
+        t,
+        a,
+        bob,
+        &UserEdit {
+            status: Some(Status::Suspended),
+            ..UserEdit::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!app.authorize(t, bob, edit).await.unwrap().allowed);
+    app.delete_user(t, a, bob).await.unwrap();
+    assert!(!app.authorize(t, bob, edit).await.unwrap().allowed);
+}
+
+#[tokio::test]
+async fn cancelled_requests_leave_no_open_transaction_and_nothing_stale() {
+    let path = temp_db("cancel");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let (app, t, a, bob) = with_active_user(store.clone(), Permissions::empty()).await;
+    let view = Permission::new(Category::Users, Action::View).into();
+    let mut cancelled = 0;
+    for i in 0..300u64 {
+        // Cut requests short at every point from before their first read to after commit.
+        let g = if i % 2 == 0 {
+            Permissions::USERS_VIEW
+        } else {
+            Permissions::empty()
+        };
+        let (e, r) = (grants(g), invite_req(&format!("c{i}@acme.test"), g));
+        let edit = app.edit_user(t, a, bob, &e);
+        let invite = app.invite(t, a, &r);
+        let wait = std::time::Duration::from_micros(i * 7 % 900);
+        cancelled += usize::from(tokio::time::timeout(wait, edit).await.is_err());
+        cancelled += usize::from(tokio::time::timeout(wait, invite).await.is_err());
+    }
+    assert!(cancelled > 0, "some requests must have been cut short");
+    // The writer works, and every check after a change sees it.
+    for g in [
+        Permissions::USERS_VIEW,
+        Permissions::empty(),
+        Permissions::USERS_VIEW,
+    ] {
+        app.edit_user(t, a, bob, &grants(g)).await.unwrap();
+        let d = app.authorize(t, bob, view).await.unwrap();
+        assert_eq!(d.allowed, g.contains(Permissions::USERS_VIEW));
+    }
+    app.invite(t, a, &invite_req("after@acme.test", Permissions::empty()))
+        .await
+        .unwrap();
+    // The file is sound and the counters equal the rows.
+    let ok: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(ok, "ok");
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE tenant_id = $1")
+        .bind(t.to_string())
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(i64::from(app.seat_usage(t).await.unwrap().used), rows);
+}
+
+#[tokio::test]
+async fn an_in_memory_store_serves_the_whole_flow() {
+    let (app, t, a, bob) = with_active_user(
+        SqliteStore::in_memory().await.unwrap(),
+        Permissions::USERS_VIEW,
+    )
+    .await;
+    let view = Permission::new(Category::Users, Action::View).into();
+    assert!(app.authorize(t, bob, view).await.unwrap().allowed);
+    let page = app
+        .list_users(t, ActorRef::User(a), &UserQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 2);
+    // A second in-memory store is a database of its own.
+    let other = Tenantry::builder(SqliteStore::in_memory().await.unwrap())
+        .build()
+        .unwrap();
+    assert!(other.seat_usage(t).await.is_err());
 }
