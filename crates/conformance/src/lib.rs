@@ -78,6 +78,7 @@ macro_rules! suite {
                 d10_accept_activates_with_matching_email_only,
                 d10_token_is_single_use,
                 d10_token_expires_after_ttl,
+                d10_accept_at_exact_expiry_is_refused_one_nanosecond_before_accepted,
                 d10_resend_invalidates_older_tokens_and_expired_can_be_resent,
                 d10_email_change_revokes_tokens,
                 d10_resend_is_rate_limited,

@@ -60,8 +60,10 @@ use time::{Duration, OffsetDateTime};
 
 // ------------------------------------------------------------------------------ constants
 
-/// The clock's start.
-const START: OffsetDateTime = time::macros::datetime!(2026-01-01 09:00 UTC);
+/// The clock's start: not a whole microsecond (nor millisecond), so that every time the
+/// service stores (created at, expiry, last login, audit time) must survive the backend to
+/// the nanosecond for model and service to agree, at the D10 expiry boundary too.
+const START: OffsetDateTime = time::macros::datetime!(2026-01-01 09:00:00.123_456_789 UTC);
 /// D10: invitation lifetime (the default, set explicitly).
 const TTL: Duration = Duration::days(7);
 /// D10: at most this many resends …
@@ -1195,6 +1197,10 @@ impl Model {
             return Err(CoreError::InvalidInvitation);
         };
         let tok = self.tokens[ti].clone();
+        if tok.state == TokState::Pending && self.now == tok.expires_at {
+            // D10: exactly at the expiry the token is already refused (coverage statistic).
+            note("~boundary accept_invitation at the exact expiry".to_owned());
+        }
         if tok.state != TokState::Pending || self.now >= tok.expires_at {
             return Err(CoreError::InvalidInvitation);
         }

@@ -1281,6 +1281,113 @@ pub async fn d10_token_expires_after_ttl(store: Arc<dyn Store>) {
     );
 }
 
+/// The users the host sees as expired invitations now (D20).
+async fn expired_ids(env: &Env) -> BTreeSet<UserId> {
+    env.app
+        .expired_invitations(env.tenant, ActorRef::System, &UserQuery::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|u| u.id)
+        .collect()
+}
+
+/// D10 with D20, at the boundary: an invitation accepts until one nanosecond before its
+/// expiry and is refused from the expiry on, exactly when hosts start to see it as expired
+/// (never both, never neither). The clock stands at an instant with sub-microsecond digits,
+/// so a backend that rounds stored times (to microseconds, say) moves the expiry and fails
+/// here; an invitation resent after expiring follows the same boundary.
+pub async fn d10_accept_at_exact_expiry_is_refused_one_nanosecond_before_accepted(
+    store: Arc<dyn Store>,
+) {
+    let env = Env::new(store).await;
+    let ttl = Policy::default().invite_ttl;
+    assert_eq!(ttl, Duration::days(7), "D10: 7 days by default");
+    // Not a whole microsecond: 789 ns would be lost to a microsecond timestamp.
+    let issued = START + Duration::nanoseconds(123_456_789);
+    env.clock.set(issued);
+    let early = env.invite("early@acme.test").await;
+    let late = env.invite("late@acme.test").await;
+    let expires = issued + ttl;
+    for invited in [&early, &late] {
+        assert_eq!(invited.user.invite_expires_at, Some(expires));
+        assert_eq!(
+            env.user(env.tenant, invited.user.id)
+                .await
+                .invite_expires_at,
+            Some(expires),
+            "D10: the expiry is stored to the nanosecond"
+        );
+    }
+
+    // One nanosecond before the expiry: valid, and not listed as expired.
+    env.clock.set(expires - Duration::nanoseconds(1));
+    assert!(expired_ids(&env).await.is_empty(), "D20: not expired yet");
+    assert!(
+        env.app
+            .purge_expired_invitations(env.tenant, env.admin)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let accepted = env.accept(env.tenant, &early).await;
+    assert_eq!(accepted.status, Status::Active);
+    assert_eq!(
+        accepted.last_login,
+        Some(expires - Duration::nanoseconds(1))
+    );
+
+    // Exactly at the expiry: refused, listed as expired, still invited and holding its seat.
+    env.clock.set(expires);
+    let token = env.token(env.tenant, late.message_id).await;
+    assert_rule(
+        env.app.accept_invitation(&token, "late@acme.test").await,
+        &E::InvalidInvitation,
+    );
+    assert_eq!(expired_ids(&env).await, BTreeSet::from([late.user.id]));
+    let row = env.user(env.tenant, late.user.id).await;
+    assert_eq!(row.status, Status::Invited);
+    assert_eq!(row.invite_expires_at, Some(expires));
+    assert_eq!(env.counters(env.tenant).await.seats_used, 3);
+
+    // Resent at an odd instant, the new token follows the same boundary.
+    let resent_at = expires + Duration::nanoseconds(1_001);
+    env.clock.set(resent_at);
+    let m = env
+        .app
+        .resend_invitation(env.tenant, env.admin, late.user.id)
+        .await
+        .unwrap();
+    let renewed = resent_at + ttl;
+    assert_eq!(
+        env.user(env.tenant, late.user.id).await.invite_expires_at,
+        Some(renewed),
+        "D10: a resend sets a new expiry, stored to the nanosecond"
+    );
+    assert!(
+        expired_ids(&env).await.is_empty(),
+        "D20: resent, not expired"
+    );
+    let token = env.token(env.tenant, m).await;
+    env.clock.set(renewed);
+    assert_rule(
+        env.app.accept_invitation(&token, "late@acme.test").await,
+        &E::InvalidInvitation,
+    );
+    assert_eq!(expired_ids(&env).await, BTreeSet::from([late.user.id]));
+    // Back one nanosecond (a refused accept changes nothing): the same token is valid.
+    env.clock.set(renewed - Duration::nanoseconds(1));
+    assert!(expired_ids(&env).await.is_empty());
+    let accepted = env
+        .app
+        .accept_invitation(&token, "late@acme.test")
+        .await
+        .unwrap();
+    assert_eq!(accepted.status, Status::Active);
+    assert_eq!(accepted.invite_expires_at, None);
+}
+
 /// D10: resend issues a new token and invalidates every older one, never creating a second
 /// user; an expired invitation can be resent; only invited users can be resent to.
 pub async fn d10_resend_invalidates_older_tokens_and_expired_can_be_resent(store: Arc<dyn Store>) {
