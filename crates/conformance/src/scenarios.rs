@@ -4485,12 +4485,7 @@ pub async fn d20_expired_invitations_listed_and_purged_in_one_call(store: Arc<dy
     env.accept(env.tenant, &u4).await;
     env.clock.advance(Duration::days(6));
     // START + 7d: the first three expire exactly now.
-    let expired = env
-        .app
-        .expired_invitations(env.tenant, ActorRef::System, &UserQuery::default())
-        .await
-        .unwrap();
-    let ids: BTreeSet<UserId> = expired.items.iter().map(|u| u.id).collect();
+    let ids = expired_ids(&env).await;
     assert_eq!(
         ids,
         BTreeSet::from([u1.user.id, u2.user.id, old_admin.user.id]),
@@ -4562,14 +4557,7 @@ pub async fn d20_expired_invitations_listed_and_purged_in_one_call(store: Arc<dy
         env.user(env.tenant, u3.user.id).await.status,
         Status::Invited
     );
-    assert!(
-        env.app
-            .expired_invitations(env.tenant, ActorRef::System, &UserQuery::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
+    assert!(expired_ids(&env).await.is_empty());
     assert!(
         env.app
             .purge_expired_invitations(env.tenant, env.admin)

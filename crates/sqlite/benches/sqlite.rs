@@ -237,10 +237,8 @@ fn pages(c: &mut Criterion) {
 fn authorize_and_invite(c: &mut Criterion) {
     let rt = rt();
     let p = Permission::new(Category::Conversations, Action::Edit).into();
-    {
-        // Every check a round trip: a shared store has no cache.
-        let s = rt.block_on(seeded(10_000, 1, true));
-        c.bench_function("sqlite/authorize_shared", |b| {
+    let authorize = |c: &mut Criterion, name: &str, s: &Seeded| {
+        c.bench_function(name, |b| {
             b.to_async(&rt).iter(|| async {
                 s.app
                     .authorize(s.tenant, black_box(s.agent), p)
@@ -248,16 +246,15 @@ fn authorize_and_invite(c: &mut Criterion) {
                     .unwrap()
             })
         });
-    }
+    };
+    // Every check a round trip: a shared store has no cache.
+    authorize(
+        c,
+        "sqlite/authorize_shared",
+        &rt.block_on(seeded(10_000, 1, true)),
+    );
     let s = rt.block_on(seeded(10_000, 1, false));
-    c.bench_function("sqlite/authorize", |b| {
-        b.to_async(&rt).iter(|| async {
-            s.app
-                .authorize(s.tenant, black_box(s.agent), p)
-                .await
-                .unwrap()
-        })
-    });
+    authorize(c, "sqlite/authorize", &s);
     let mut g = c.benchmark_group("sqlite/invite_one_connection");
     g.throughput(Throughput::Elements(1));
     let mut i = 0u64;

@@ -344,7 +344,7 @@ fn conflict(constraint: Constraint) -> StoreError {
     StoreError::Conflict { constraint }
 }
 
-const USER_COLUMNS: &str = "tenant_id, id, email, role, status, template_id, crm_access, grants, created_at, last_login, invite_expires_at";
+use tenantry_store::sql::USER_COLUMNS;
 
 /// Appends the statements of one write. Each statement says what its result must be: an
 /// update or delete of a row that is gone is a [`Constraint::MissingRow`] conflict.

@@ -1,40 +1,27 @@
-//! Conversions between rows and domain values.
+//! SQLite's column types for the shared row readers ([`tenantry_store::sql`]): ids are
+//! hyphenated UUID text, permission sets JSON arrays of sorted `"category:action"` strings
+//! (D4), booleans integers.
 
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
-use tenantry_core::{
-    ActorRef, Counters, Email, Invitation, InvitationKind, InvitationState, MessageId, Permissions,
-    Role, RoleTemplate, Status, Subject, TemplateId, TemplateName, Tenant, TenantId, TenantState,
-    TokenHash, Tombstone, User, UserId,
-};
-use tenantry_mail::Message;
-use tenantry_store::{DeliveryState, OutboxRecord, StoreError};
+use tenantry_core::Permissions;
+use tenantry_store::StoreError;
+use tenantry_store::sql::{self, Columns};
 use time::OffsetDateTime;
 use uuid::Uuid;
+
+pub(crate) use tenantry_store::sql::{clamp_i128, kind_text, nanos_clamped, state_text};
 
 pub(crate) const BACKEND: &str = "sqlite";
 
 /// Wraps any error as this backend's [`StoreError::Backend`].
 pub(crate) fn backend<E: std::error::Error + Send + Sync + 'static>(e: E) -> StoreError {
-    StoreError::Backend {
-        backend: BACKEND,
-        source: Box::new(e),
-    }
+    sql::error(BACKEND, e)
 }
 
-/// A value that is not what the schema promises.
-#[derive(Debug, thiserror::Error)]
-#[error("corrupt value in column {column}: {detail}")]
-pub(crate) struct Corrupt {
-    column: &'static str,
-    detail: String,
-}
-
-fn corrupt(column: &'static str, detail: impl ToString) -> StoreError {
-    backend(Corrupt {
-        column,
-        detail: detail.to_string(),
-    })
+/// A time as Unix nanoseconds; times outside 1677–2262 are refused.
+pub(crate) fn nanos(t: OffsetDateTime) -> Result<i64, StoreError> {
+    sql::nanos(BACKEND, t)
 }
 
 /// A bind parameter of a dynamically built query.
@@ -48,49 +35,12 @@ pub(crate) fn id_text(id: Uuid) -> String {
 }
 
 pub(crate) fn parse_id(s: &str) -> Result<Uuid, StoreError> {
-    Uuid::try_parse(s).map_err(|e| corrupt("id", e))
-}
-
-/// A time as Unix nanoseconds; times outside 1677–2262 are refused.
-pub(crate) fn nanos(t: OffsetDateTime) -> Result<i64, StoreError> {
-    i64::try_from(t.unix_timestamp_nanos()).map_err(|e| corrupt("time", e))
-}
-
-/// A time as Unix nanoseconds, clamped into range (for comparisons only).
-pub(crate) fn nanos_clamped(t: OffsetDateTime) -> i64 {
-    clamp_i128(t.unix_timestamp_nanos())
-}
-
-pub(crate) fn clamp_i128(v: i128) -> i64 {
-    i64::try_from(v).unwrap_or(if v < 0 { i64::MIN } else { i64::MAX })
-}
-
-fn time_of(v: i64) -> Result<OffsetDateTime, StoreError> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(v)).map_err(|e| corrupt("time", e))
+    Uuid::try_parse(s).map_err(|e| sql::corrupt(BACKEND, "id", e))
 }
 
 /// D4: a permission set as a JSON array of sorted `"category:action"` strings.
 pub(crate) fn perms_text(p: Permissions) -> String {
     serde_json::to_string(&p).unwrap_or_else(|_| "[]".to_owned())
-}
-
-fn perms_of(column: &'static str, s: &str) -> Result<Permissions, StoreError> {
-    serde_json::from_str(s).map_err(|e| corrupt(column, e))
-}
-
-pub(crate) fn kind_text(k: InvitationKind) -> &'static str {
-    match k {
-        InvitationKind::Initial => "initial",
-        InvitationKind::Resend => "resend",
-    }
-}
-
-pub(crate) fn state_text(s: InvitationState) -> &'static str {
-    match s {
-        InvitationState::Pending => "pending",
-        InvitationState::Used => "used",
-        InvitationState::Revoked => "revoked",
-    }
 }
 
 fn get<'r, T>(row: &'r SqliteRow, column: &'static str) -> Result<T, StoreError>
@@ -100,165 +50,59 @@ where
     row.try_get(column).map_err(backend)
 }
 
-fn get_time(row: &SqliteRow, column: &'static str) -> Result<OffsetDateTime, StoreError> {
-    time_of(get::<i64>(row, column)?)
+/// A row of this backend, read through [`Columns`].
+pub(crate) struct Cols<'r>(pub(crate) &'r SqliteRow);
+
+impl Columns for Cols<'_> {
+    const BACKEND: &'static str = BACKEND;
+
+    fn text(&self, column: &'static str) -> Result<String, StoreError> {
+        get(self.0, column)
+    }
+    fn opt_text(&self, column: &'static str) -> Result<Option<String>, StoreError> {
+        get(self.0, column)
+    }
+    fn int(&self, column: &'static str) -> Result<i64, StoreError> {
+        get(self.0, column)
+    }
+    fn opt_int(&self, column: &'static str) -> Result<Option<i64>, StoreError> {
+        get(self.0, column)
+    }
+    fn flag(&self, column: &'static str) -> Result<bool, StoreError> {
+        get(self.0, column)
+    }
+    fn bytes(&self, column: &'static str) -> Result<Vec<u8>, StoreError> {
+        get(self.0, column)
+    }
+    fn opt_id(&self, column: &'static str) -> Result<Option<Uuid>, StoreError> {
+        get::<Option<String>>(self.0, column)?
+            .map(|s| Uuid::try_parse(&s).map_err(|e| sql::corrupt(BACKEND, column, e)))
+            .transpose()
+    }
+    fn opt_perms(&self, column: &'static str) -> Result<Option<Permissions>, StoreError> {
+        get::<Option<String>>(self.0, column)?
+            .map(|s| serde_json::from_str(&s).map_err(|e| sql::corrupt(BACKEND, column, e)))
+            .transpose()
+    }
 }
 
-fn get_opt_time(
-    row: &SqliteRow,
-    column: &'static str,
-) -> Result<Option<OffsetDateTime>, StoreError> {
-    get::<Option<i64>>(row, column)?.map(time_of).transpose()
-}
-
-fn get_id(row: &SqliteRow, column: &'static str) -> Result<Uuid, StoreError> {
-    parse_id(&get::<String>(row, column)?)
-}
-
-pub(crate) fn tenant_from_row(row: &SqliteRow) -> Result<TenantState, StoreError> {
-    let count = |c: &'static str| -> Result<u32, StoreError> {
-        u32::try_from(get::<i64>(row, c)?).map_err(|e| corrupt(c, e))
+/// Row readers of this backend's rows (see [`tenantry_store::sql`]).
+macro_rules! readers {
+    ($($name:ident => $shared:ident -> $ty:ty),* $(,)?) => {
+        $(
+            pub(crate) fn $name(row: &SqliteRow) -> Result<$ty, StoreError> {
+                sql::$shared(&Cols(row))
+            }
+        )*
     };
-    Ok(TenantState {
-        tenant: Tenant {
-            id: TenantId::from_uuid(get_id(row, "id")?),
-            name: get(row, "name")?,
-            user_limit: get::<Option<i64>>(row, "user_limit")?
-                .map(|l| u32::try_from(l).map_err(|e| corrupt("user_limit", e)))
-                .transpose()?,
-            created_at: get_time(row, "created_at")?,
-        },
-        counters: Counters {
-            version: u64::try_from(get::<i64>(row, "version")?)
-                .map_err(|e| corrupt("version", e))?,
-            seats_used: count("seats_used")?,
-            active_admins: count("active_admins")?,
-        },
-    })
 }
 
-pub(crate) fn user_from_row(row: &SqliteRow) -> Result<User, StoreError> {
-    Ok(User {
-        id: UserId::from_uuid(get_id(row, "id")?),
-        tenant_id: TenantId::from_uuid(get_id(row, "tenant_id")?),
-        email: Email::parse(&get::<String>(row, "email")?).map_err(|e| corrupt("email", e))?,
-        role: get::<String>(row, "role")?
-            .parse::<Role>()
-            .map_err(|e| corrupt("role", e))?,
-        status: get::<String>(row, "status")?
-            .parse::<Status>()
-            .map_err(|e| corrupt("status", e))?,
-        template_id: get::<Option<String>>(row, "template_id")?
-            .map(|s| parse_id(&s).map(TemplateId::from_uuid))
-            .transpose()?,
-        crm_access: get(row, "crm_access")?,
-        grants: perms_of("grants", &get::<String>(row, "grants")?)?,
-        created_at: get_time(row, "created_at")?,
-        last_login: get_opt_time(row, "last_login")?,
-        invite_expires_at: get_opt_time(row, "invite_expires_at")?,
-    })
-}
-
-pub(crate) fn template_from_row(row: &SqliteRow) -> Result<RoleTemplate, StoreError> {
-    Ok(RoleTemplate {
-        id: TemplateId::from_uuid(get_id(row, "id")?),
-        tenant_id: TenantId::from_uuid(get_id(row, "tenant_id")?),
-        name: TemplateName::parse(&get::<String>(row, "name")?).map_err(|e| corrupt("name", e))?,
-        permissions: perms_of("permissions", &get::<String>(row, "permissions")?)?,
-        created_at: get_time(row, "created_at")?,
-        updated_at: get_time(row, "updated_at")?,
-    })
-}
-
-pub(crate) fn invitation_from_row(row: &SqliteRow) -> Result<Invitation, StoreError> {
-    let hash: Vec<u8> = get(row, "token_hash")?;
-    let hash: [u8; 32] = hash
-        .try_into()
-        .map_err(|_| corrupt("token_hash", "not 32 bytes"))?;
-    Ok(Invitation {
-        token_hash: TokenHash(hash),
-        tenant_id: TenantId::from_uuid(get_id(row, "tenant_id")?),
-        user_id: UserId::from_uuid(get_id(row, "user_id")?),
-        kind: match get::<String>(row, "kind")?.as_str() {
-            "initial" => InvitationKind::Initial,
-            "resend" => InvitationKind::Resend,
-            other => return Err(corrupt("kind", other)),
-        },
-        state: match get::<String>(row, "state")?.as_str() {
-            "pending" => InvitationState::Pending,
-            "used" => InvitationState::Used,
-            "revoked" => InvitationState::Revoked,
-            other => return Err(corrupt("state", other)),
-        },
-        created_at: get_time(row, "created_at")?,
-        expires_at: get_time(row, "expires_at")?,
-    })
-}
-
-pub(crate) fn tombstone_from_row(row: &SqliteRow) -> Result<Tombstone, StoreError> {
-    let by: String = get(row, "deleted_by")?;
-    Ok(Tombstone {
-        user_id: UserId::from_uuid(get_id(row, "user_id")?),
-        tenant_id: TenantId::from_uuid(get_id(row, "tenant_id")?),
-        email: Email::parse(&get::<String>(row, "email")?).map_err(|e| corrupt("email", e))?,
-        deleted_at: get_time(row, "deleted_at")?,
-        deleted_by: serde_json::from_str::<ActorRef>(&by).map_err(|e| corrupt("deleted_by", e))?,
-    })
-}
-
-pub(crate) fn outbox_from_row(row: &SqliteRow) -> Result<OutboxRecord, StoreError> {
-    let state = match get::<String>(row, "state")?.as_str() {
-        "pending" => DeliveryState::Pending,
-        "sent" => DeliveryState::Sent {
-            at: get_time(row, "state_at")?,
-        },
-        "failed" => DeliveryState::Failed {
-            reason: get::<Option<String>>(row, "failure")?.unwrap_or_default(),
-            at: get_time(row, "state_at")?,
-        },
-        other => return Err(corrupt("state", other)),
-    };
-    Ok(OutboxRecord {
-        message: Message {
-            id: MessageId::from_uuid(get_id(row, "id")?),
-            tenant_id: TenantId::from_uuid(get_id(row, "tenant_id")?),
-            user_id: UserId::from_uuid(get_id(row, "user_id")?),
-            to: get(row, "recipient")?,
-            subject: get(row, "subject")?,
-            text: get(row, "body_text")?,
-            html: get(row, "body_html")?,
-        },
-        state,
-        attempts: u32::try_from(get::<i64>(row, "attempts")?)
-            .map_err(|e| corrupt("attempts", e))?,
-        next_attempt_at: get_time(row, "next_attempt_at")?,
-        last_error: get(row, "last_error")?,
-        created_at: get_time(row, "created_at")?,
-    })
-}
-
-pub(crate) fn subject_from_row(row: &SqliteRow) -> Result<Subject, StoreError> {
-    let template = match (
-        get::<Option<String>>(row, "template_id")?,
-        get::<Option<String>>(row, "template_permissions")?,
-    ) {
-        (Some(id), Some(p)) => Some((
-            TemplateId::from_uuid(parse_id(&id)?),
-            perms_of("permissions", &p)?,
-        )),
-        _ => None,
-    };
-    Ok(Subject {
-        tenant_id: TenantId::from_uuid(get_id(row, "tenant_id")?),
-        user_id: UserId::from_uuid(get_id(row, "id")?),
-        role: get::<String>(row, "role")?
-            .parse::<Role>()
-            .map_err(|e| corrupt("role", e))?,
-        status: get::<String>(row, "status")?
-            .parse::<Status>()
-            .map_err(|e| corrupt("status", e))?,
-        crm_access: get(row, "crm_access")?,
-        grants: perms_of("grants", &get::<String>(row, "grants")?)?,
-        template,
-    })
+readers! {
+    tenant_from_row => tenant -> tenantry_core::TenantState,
+    user_from_row => user -> tenantry_core::User,
+    template_from_row => template -> tenantry_core::RoleTemplate,
+    invitation_from_row => invitation -> tenantry_core::Invitation,
+    tombstone_from_row => tombstone -> tenantry_core::Tombstone,
+    outbox_from_row => outbox -> tenantry_store::OutboxRecord,
+    subject_from_row => subject -> tenantry_core::Subject,
 }

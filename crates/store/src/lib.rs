@@ -19,6 +19,7 @@
 
 mod memory;
 mod query;
+pub mod sql;
 
 use std::fmt;
 
