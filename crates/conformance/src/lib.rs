@@ -97,6 +97,7 @@ macro_rules! suite {
                 d15_foreign_ids_behave_as_not_found,
                 d15_lists_audit_and_outbox_stay_within_the_tenant,
                 d16_stale_snapshot_commit_is_refused_and_writes_nothing,
+                d16_store_refuses_changes_to_missing_rows_and_writes_nothing,
                 d16_store_unique_constraints_are_the_second_line,
                 d17_message_queued_in_invite_commit_and_delivered_after,
                 d17_transient_failure_is_retried_after_backoff,

@@ -3279,6 +3279,71 @@ pub async fn d15_lists_audit_and_outbox_stay_within_the_tenant(store: Arc<dyn St
 
 // ----------------------------------------------------------------------------------- D16
 
+/// D16: a change that names rows which do not exist — a user, a tenant, a message — is
+/// refused by the store as a whole: nothing of it lands, not even its audit event, and the
+/// version stays.
+pub async fn d16_store_refuses_changes_to_missing_rows_and_writes_nothing(store: Arc<dyn Store>) {
+    let env = Env::new(store).await;
+    let st = env.app.store();
+    let state = st.tenant(env.tenant).await.unwrap().unwrap();
+    let audit = env.audit(env.tenant).await.len();
+    let mut ghost = env.user(env.tenant, env.admin).await;
+    ghost.id = unknown_user();
+    ghost.role = Role::User;
+    let mut counters = state.counters;
+    counters.version += 1;
+    let event = env.audit(env.tenant).await.last().unwrap().event.clone();
+    let forged = tenantry::core::decide::Change {
+        tenant_id: env.tenant,
+        expected_version: state.counters.version,
+        counters,
+        writes: vec![tenantry::core::decide::Write::UpdateUser(ghost)],
+        events: vec![event.clone()],
+    };
+    let refused = st.commit(&forged, &[]).await;
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::Conflict {
+                constraint: tenantry_store::Constraint::MissingRow
+            })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(env.counters(env.tenant).await, state.counters);
+    assert_eq!(env.audit(env.tenant).await.len(), audit);
+
+    // A tenant that does not exist: not found, for changes and for audit events alike.
+    let mut elsewhere = forged.clone();
+    elsewhere.tenant_id = tenantry::TenantId::from_parts(1, [9; 10]);
+    elsewhere.writes.clear();
+    assert!(matches!(
+        st.commit(&elsewhere, &[]).await,
+        Err(StoreError::NotFound)
+    ));
+    let mut stray = event;
+    stray.tenant_id = elsewhere.tenant_id;
+    assert!(matches!(
+        st.append_audit(&stray).await,
+        Err(StoreError::NotFound)
+    ));
+    // A delivery result for a message that does not exist.
+    let unknown = MessageId::from_parts(1, [9; 10]);
+    assert!(matches!(
+        st.record_delivery(
+            env.tenant,
+            unknown,
+            &tenantry_store::DeliveryUpdate::Sent {
+                at: env.clock_now()
+            }
+        )
+        .await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(env.counters(env.tenant).await, state.counters);
+    assert_eq!(env.audit(env.tenant).await.len(), audit);
+}
+
 /// D16: a change decided on a snapshot whose version is no longer current is refused with
 /// a version mismatch and writes nothing (no row, no audit event, no outbox message).
 pub async fn d16_stale_snapshot_commit_is_refused_and_writes_nothing(store: Arc<dyn Store>) {

@@ -43,6 +43,11 @@ impl Writer {
         self.conn.as_mut().ok_or_else(closed)
     }
 
+    /// Records that the batch [`Writer::begin`] marked ran through its `COMMIT`.
+    pub(crate) fn committed(&mut self) {
+        self.open_txn = false;
+    }
+
     /// Ends the transaction [`Writer::begin`] marked: `COMMIT` when `ok`, else `ROLLBACK`.
     /// A failed `COMMIT` is rolled back and its error returned.
     pub(crate) async fn finish(&mut self, commit: bool) -> Result<(), StoreError> {

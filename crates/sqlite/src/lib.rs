@@ -44,7 +44,7 @@ use tenantry_store::{
 };
 use time::OffsetDateTime;
 
-use batch::{Batch, Expect, Failure};
+use batch::{Batch, Expect};
 use cache::{Cache, Lookup};
 use conn::Connections;
 use rows::{
@@ -310,7 +310,13 @@ fn map_err(e: sqlx::Error) -> StoreError {
                 reason: msg.to_owned(),
             };
         }
-        let constraint = if msg.contains("users.tenant_id, users.email_key") {
+        let constraint = if msg.contains("guard_missing_row") {
+            Some(Constraint::MissingRow)
+        } else if msg.contains("guard_counters") {
+            Some(Constraint::Counters)
+        } else if msg.contains("guard_tenant") {
+            return StoreError::NotFound;
+        } else if msg.contains("users.tenant_id, users.email_key") {
             Some(Constraint::UserEmail)
         } else if msg.contains("users.tenant_id, users.id") || msg.contains("user id reused") {
             Some(Constraint::UserId)
@@ -349,7 +355,7 @@ use tenantry_store::sql::USER_COLUMNS;
 /// Appends the statements of one write. Each statement says what its result must be: an
 /// update or delete of a row that is gone is a [`Constraint::MissingRow`] conflict.
 fn push_write(b: &mut Batch, tenant: TenantId, t: &str, w: &Write) -> Result<(), StoreError> {
-    let missing = Expect::One(Constraint::MissingRow);
+    let missing = Expect::Row;
     let foreign = |id: TenantId| {
         if id == tenant {
             Ok(())
@@ -511,16 +517,34 @@ fn push_write(b: &mut Batch, tenant: TenantId, t: &str, w: &Write) -> Result<(),
     Ok(())
 }
 
-/// Appends the statements that reserve `events.len()` audit sequence numbers (returning
-/// the counters the triggers kept) and insert the events under them.
-fn push_events(b: &mut Batch, t: &str, events: &[AuditEvent]) -> Result<(), StoreError> {
+/// Appends the statements that reserve `events.len()` audit sequence numbers (returning the
+/// last) and insert the events under them. With `counters`, the reservation also checks
+/// that the counters the triggers kept equal the change's.
+fn push_events(
+    b: &mut Batch,
+    t: &str,
+    events: &[AuditEvent],
+    counters: Option<tenantry_core::Counters>,
+) -> Result<(), StoreError> {
     let n = i64::try_from(events.len()).map_err(backend)?;
-    b.push(
-        "UPDATE tenants SET audit_seq = audit_seq + ? WHERE id = ? RETURNING seats_used, active_admins, audit_seq",
-        Expect::Found,
-    )
-    .bind(n)
-    .bind(t.to_owned());
+    match counters {
+        Some(c) => b
+            .push(
+                "UPDATE tenants SET audit_seq = audit_seq + ? WHERE id = ? AND seats_used = ? AND active_admins = ? RETURNING audit_seq",
+                Expect::Counters,
+            )
+            .bind(n)
+            .bind(t.to_owned())
+            .bind(i64::from(c.seats_used))
+            .bind(i64::from(c.active_admins)),
+        None => b
+            .push(
+                "UPDATE tenants SET audit_seq = audit_seq + ? WHERE id = ? RETURNING audit_seq",
+                Expect::Found,
+            )
+            .bind(n)
+            .bind(t.to_owned()),
+    };
     for (i, e) in (1..).zip(events) {
         b.push(
             "INSERT INTO audit_log (tenant_id, seq, at, action, event) \
@@ -559,68 +583,67 @@ fn push_mail(b: &mut Batch, outbox: &[Message], now: OffsetDateTime) -> Result<(
     Ok(())
 }
 
-/// A column of the counters row `push_events` returns.
-fn returned(rows: &[SqliteRow], column: usize) -> Result<i64, StoreError> {
-    rows.first()
+/// The audit seq the reservation of `push_events` returned.
+fn returned_seq(rows: &[SqliteRow]) -> Result<u64, StoreError> {
+    let seq: i64 = rows
+        .first()
         .ok_or(StoreError::NotFound)?
-        .try_get::<i64, _>(column)
-        .map_err(backend)
+        .try_get(0)
+        .map_err(backend)?;
+    u64::try_from(seq).map_err(backend)
 }
 
 impl SqliteStore {
-    /// Runs a batch that begins with `BEGIN IMMEDIATE` on the writer, lets `check` judge
-    /// the rows it returned, and commits; anything short of that rolls back. Returns the
-    /// rows.
+    /// Runs a batch that begins with `BEGIN IMMEDIATE` on the writer, through its
+    /// `COMMIT`, in one round trip; when a statement fails the batch stops there and the
+    /// transaction is rolled back. Returns the rows the statements returned.
     async fn write(
         &self,
-        b: Batch,
+        mut b: Batch,
         tenant: &str,
         expected_version: u64,
-        check: impl FnOnce(&[SqliteRow]) -> Result<(), StoreError>,
     ) -> Result<Vec<SqliteRow>, StoreError> {
+        b.push("COMMIT", Expect::Any);
         let mut w = self.conns.writer().await;
         let conn = w.begin().await?;
-        let verdict = match b.run(conn).await {
-            Err(e) => Err(e),
-            Ok(Ok(rows)) => check(&rows).map(|()| rows),
-            Ok(Err(Failure::Expectation(Expect::Cas))) => {
-                // D16: the tenant changed, or is gone.
-                let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM tenants WHERE id = $1")
-                    .bind(tenant)
-                    .fetch_optional(&mut *conn)
-                    .await
-                    .map_err(map_err)?;
-                Err(match exists {
-                    None => StoreError::NotFound,
-                    Some(_) => StoreError::VersionMismatch {
-                        expected: expected_version,
-                    },
-                })
+        let failure = match b.run(conn).await {
+            Ok(Ok(rows)) => {
+                w.committed();
+                return Ok(rows);
             }
-            Ok(Err(Failure::Expectation(Expect::Found))) => Err(StoreError::NotFound),
-            Ok(Err(Failure::Expectation(Expect::One(c)))) => Err(conflict(c)),
-            Ok(Err(Failure::Expectation(Expect::Any))) => Err(conflict(Constraint::Schema)),
-            Ok(Err(Failure::Error(e, remap))) => Err(match (map_err(e), remap) {
-                (
-                    StoreError::Conflict {
-                        constraint: Constraint::MissingRow,
-                    },
-                    Some(c),
-                ) => conflict(c),
-                (other, _) => other,
-            }),
-        };
-        match verdict {
-            Ok(rows) => {
-                w.finish(true).await?;
-                Ok(rows)
-            }
+            Ok(Err(failure)) => failure,
             Err(e) => {
-                // The verdict is the error; a failed rollback is retried by the next user.
                 let _ = w.finish(false).await;
-                Err(e)
+                return Err(e);
             }
+        };
+        // A failed rollback is retried by the next user of the writer.
+        let _ = w.finish(false).await;
+        let version_guard = matches!(&failure.error, sqlx::Error::Database(db) if db.message().contains("guard_version"));
+        if version_guard {
+            // D16: the tenant changed, or is gone.
+            let conn = w.conn().await?;
+            let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM tenants WHERE id = $1")
+                .bind(tenant)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(map_err)?;
+            return Err(match exists {
+                None => StoreError::NotFound,
+                Some(_) => StoreError::VersionMismatch {
+                    expected: expected_version,
+                },
+            });
         }
+        Err(match (map_err(failure.error), failure.remap) {
+            (
+                StoreError::Conflict {
+                    constraint: Constraint::MissingRow,
+                },
+                Some(c),
+            ) => conflict(c),
+            (other, _) => other,
+        })
     }
 
     async fn commit_inner(&self, change: &Change, outbox: &[Message]) -> Result<(), StoreError> {
@@ -658,26 +681,15 @@ impl SqliteStore {
         for w in writes {
             push_write(&mut b, tenant, &t, w)?;
         }
-        push_events(&mut b, &t, &change.events)?;
+        push_events(&mut b, &t, &change.events, Some(change.counters))?;
         let now = change
             .events
             .first()
             .map_or(OffsetDateTime::UNIX_EPOCH, |e| e.at);
         push_mail(&mut b, outbox, now)?;
-        let counters = change.counters;
         // The tenant's cache is bypassed and emptied while the change is in flight.
         let _writing = self.cache.as_ref().map(|c| c.writing(tenant));
-        self.write(b, &t, change.expected_version, |rows| {
-            // The counters the triggers kept must equal what the change computed.
-            if i64::from(counters.seats_used) != returned(rows, 0)?
-                || i64::from(counters.active_admins) != returned(rows, 1)?
-            {
-                return Err(conflict(Constraint::Counters));
-            }
-            Ok(())
-        })
-        .await
-        .map(|_| ())
+        self.write(b, &t, change.expected_version).await.map(|_| ())
     }
 }
 
@@ -1030,9 +1042,8 @@ impl Store for SqliteStore {
         let t = id_text(event.tenant_id.as_uuid());
         let mut b = Batch::default();
         b.push("BEGIN IMMEDIATE", Expect::Any);
-        push_events(&mut b, &t, std::slice::from_ref(event))?;
-        let rows = self.write(b, &t, 0, |_| Ok(())).await?;
-        u64::try_from(returned(&rows, 2)?).map_err(backend)
+        push_events(&mut b, &t, std::slice::from_ref(event), None)?;
+        returned_seq(&self.write(b, &t, 0).await?)
     }
 
     async fn outbox(
@@ -1089,7 +1100,7 @@ impl Store for SqliteStore {
         .bind(id_text(tenant.as_uuid()))
         .bind(rows::nanos_clamped(now))
         .bind(i64::from(limit));
-        let rows = self.write(b, "", 0, |_| Ok(())).await?;
+        let rows = self.write(b, "", 0).await?;
         rows.iter().map(outbox_from_row).collect()
     }
 
@@ -1133,15 +1144,11 @@ impl Store for SqliteStore {
         )
         .bind(t.clone())
         .bind(m);
-        self.write(b, &t, 0, |rows| {
-            if rows.is_empty() {
-                Err(StoreError::NotFound)
-            } else {
-                Ok(())
-            }
-        })
-        .await
-        .map(|_| ())
+        // Nothing was written when the message does not exist.
+        if self.write(b, &t, 0).await?.is_empty() {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
     }
 
     async fn tenants_with_due_mail(

@@ -68,23 +68,22 @@ async fn reopening_keeps_data_and_applies_no_migration_twice() {
         .fetch_one(store.pool())
         .await
         .unwrap();
-    assert_eq!(applied, 2);
+    assert_eq!(applied, 3);
 }
 
 #[tokio::test]
 async fn opening_an_older_database_runs_the_pending_migrations() {
     let path = temp_db("older");
     {
-        // Make a database exactly as schema version 1 left it: undo migration 2.
+        // Make a database exactly as schema version 1 left it: undo migrations 2 and 3.
         let store = SqliteStore::open(&path).await.unwrap();
-        sqlx::query("DROP INDEX outbox_by_tenant_due")
-            .execute(store.pool())
-            .await
-            .unwrap();
-        sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 2")
-            .execute(store.pool())
-            .await
-            .unwrap();
+        for undo in [
+            "DROP INDEX outbox_by_tenant_due",
+            "DROP TABLE batch_guard",
+            "DELETE FROM _sqlx_migrations WHERE version IN (2, 3)",
+        ] {
+            sqlx::query(undo).execute(store.pool()).await.unwrap();
+        }
         store.close().await;
     }
     let store = SqliteStore::open(&path).await.unwrap();
@@ -93,7 +92,7 @@ async fn opening_an_older_database_runs_the_pending_migrations() {
             .fetch_all(store.pool())
             .await
             .unwrap();
-    assert_eq!(versions, vec![1, 2]);
+    assert_eq!(versions, vec![1, 2, 3]);
     let index: Option<String> = sqlx::query_scalar(
         "SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'outbox_by_tenant_due'",
     )
@@ -101,6 +100,11 @@ async fn opening_an_older_database_runs_the_pending_migrations() {
     .await
     .unwrap();
     assert_eq!(index.as_deref(), Some("outbox_by_tenant_due"));
+    let guard: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM batch_guard")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(guard, 0, "the guard table exists and stays empty");
 }
 
 #[tokio::test]
@@ -441,4 +445,47 @@ async fn an_in_memory_store_serves_the_whole_flow() {
         .build()
         .unwrap();
     assert!(other.seat_usage(t).await.is_err());
+}
+
+#[tokio::test]
+async fn d16_counters_that_disagree_with_the_rows_refuse_the_whole_change() {
+    use tenantry_store::{Constraint, Store, StoreError};
+    let store = SqliteStore::open(temp_db("counters")).await.unwrap();
+    let (app, t, a) = app_on(store.clone()).await;
+    let state = store.tenant(t).await.unwrap().unwrap();
+    let log = app.audit_log(t, ActorRef::System, 0, 100).await.unwrap();
+    let admin = store.user(t, a).await.unwrap().unwrap();
+    // A change whose counters claim one seat more than its rows make.
+    let mut counters = state.counters;
+    counters.version += 1;
+    counters.seats_used += 1;
+    let forged = tenantry::core::decide::Change {
+        tenant_id: t,
+        expected_version: state.counters.version,
+        counters,
+        writes: vec![tenantry::core::decide::Write::UpdateUser(admin)],
+        events: vec![log.last().unwrap().event.clone()],
+    };
+    let refused = store.commit(&forged, &[]).await;
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::Conflict {
+                constraint: Constraint::Counters
+            })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(store.tenant(t).await.unwrap().unwrap(), state);
+    assert_eq!(
+        app.audit_log(t, ActorRef::System, 0, 100)
+            .await
+            .unwrap()
+            .len(),
+        log.len()
+    );
+    // The writer is usable right after (the refused batch was rolled back).
+    app.invite(t, a, &invite_req("next@acme.test", Permissions::empty()))
+        .await
+        .unwrap();
 }
