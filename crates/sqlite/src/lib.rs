@@ -1200,7 +1200,13 @@ mod tests {
             .unwrap_err();
         let mapped = map_err(e);
         assert!(
-            matches!(mapped, StoreError::Busy { backend: "sqlite", .. }),
+            matches!(
+                mapped,
+                StoreError::Busy {
+                    backend: "sqlite",
+                    ..
+                }
+            ),
             "{mapped:?}"
         );
         assert!(mapped.is_retryable());
