@@ -2,8 +2,9 @@
 //! never stale for the process that owns the database.
 //!
 //! Coherence: each tenant has a generation. A change to a tenant bumps it before its batch
-//! is sent and again when the batch has ended, and while a change is in flight no read of
-//! that tenant is served from or stored into the cache. A read that misses takes a
+//! is sent and again when the batch has ended on the connection (for a cancelled caller:
+//! when the next user of the writer has rolled back behind it), and while a change is in
+//! flight no read of that tenant is served from or stored into the cache. A read that misses takes a
 //! [`Ticket`] with the generation it saw and may store what it read only if the generation is
 //! still the same, so a value read before a change can never land in the cache after it.
 //! Every commit of this process goes through the store, and the store holds a lock on the
@@ -144,14 +145,17 @@ impl Cache {
         }
     }
 
-    /// Marks a change to the tenant in flight until the guard drops (also when the
-    /// committing future is cancelled).
-    pub(crate) fn writing(&self, tenant: TenantId) -> Writing<'_> {
+    /// Marks a change to the tenant in flight: nothing of the tenant is served or stored
+    /// until [`Cache::end`]. The writer ends it only once the change's batch has finished on
+    /// the connection (committed or rolled back), also when the committing future was
+    /// cancelled, since the batch may still commit after that.
+    pub(crate) fn start(&self, tenant: TenantId) {
         self.bump(tenant, true);
-        Writing {
-            cache: self,
-            tenant,
-        }
+    }
+
+    /// Ends what [`Cache::start`] began.
+    pub(crate) fn end(&self, tenant: TenantId) {
+        self.bump(tenant, false);
     }
 
     fn bump(&self, tenant: TenantId, start: bool) {
@@ -168,18 +172,6 @@ impl Cache {
             entry.writing.saturating_sub(1)
         };
         g.total = g.total.saturating_sub(held);
-    }
-}
-
-/// A change to a tenant in flight; see [`Cache::writing`].
-pub(crate) struct Writing<'a> {
-    cache: &'a Cache,
-    tenant: TenantId,
-}
-
-impl Drop for Writing<'_> {
-    fn drop(&mut self) {
-        self.cache.bump(self.tenant, false);
     }
 }
 
@@ -217,7 +209,8 @@ mod tests {
         let t = TenantId::from_uuid(uuid::Uuid::nil());
         let ticket = miss(c.get(t, |e| e.state.as_ref()));
         // A change starts and ends while the read is on its way.
-        drop(c.writing(t));
+        c.start(t);
+        c.end(t);
         c.put(t, ticket, |e| e.state = Some(state(1)));
         assert!(
             miss(c.get(t, |e| e.state.as_ref())).is_some(),
@@ -234,12 +227,12 @@ mod tests {
         assert!(
             matches!(c.get(t, |e| e.state.as_ref()), Lookup::Hit(s) if s.counters.version == 1)
         );
-        let w = c.writing(t);
+        c.start(t);
         assert!(
             miss(c.get(t, |e| e.state.as_ref())).is_none(),
             "no ticket mid-change"
         );
-        drop(w);
+        c.end(t);
         let ticket = miss(c.get(t, |e| e.state.as_ref()));
         c.put(t, ticket, |e| e.state = Some(state(2)));
         assert!(

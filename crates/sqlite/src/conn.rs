@@ -6,13 +6,16 @@
 //! held connection). SQLite admits one writer at a time anyway, so one writer connection
 //! also spares writers from waiting on each other's file locks.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sqlx::{Connection, Executor, SqliteConnection};
 use tenantry_store::StoreError;
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
+use crate::cache::Cache;
 use crate::rows::{BACKEND, backend};
+use tenantry_core::TenantId;
 
 /// The writer connection and whether a transaction may be left open on it: set before a
 /// batch that begins one, cleared once it committed or rolled back. A future dropped in
@@ -21,6 +24,10 @@ use crate::rows::{BACKEND, backend};
 pub(crate) struct Writer {
     conn: Option<SqliteConnection>,
     pub(crate) open_txn: bool,
+    /// The cache, and the tenant whose change is in flight on the connection: its cache
+    /// mark ends only when the batch is known to have finished.
+    cache: Option<Arc<Cache>>,
+    pending: Option<TenantId>,
 }
 
 impl Writer {
@@ -28,48 +35,51 @@ impl Writer {
     pub(crate) async fn conn(&mut self) -> Result<&mut SqliteConnection, StoreError> {
         if self.open_txn {
             let conn = self.conn.as_mut().ok_or_else(closed)?;
-            // A failure leaves the flag set, to try again next time.
+            // A failure leaves the flag set, to try again next time. Once the rollback
+            // returns, the batch before it has finished (the worker runs commands in order).
             rollback(conn).await.map_err(backend)?;
-            self.open_txn = false;
+            self.settled();
         }
         self.conn.as_mut().ok_or_else(closed)
     }
 
+    /// No transaction is open any more: ends the cache mark of the change that was in
+    /// flight.
+    fn settled(&mut self) {
+        self.open_txn = false;
+        if let (Some(cache), Some(tenant)) = (&self.cache, self.pending.take()) {
+            cache.end(tenant);
+        }
+    }
+
     /// The connection for a batch that begins a transaction: marked open until
-    /// [`Writer::finish`] (or rolled back by the next user).
-    pub(crate) async fn begin(&mut self) -> Result<&mut SqliteConnection, StoreError> {
+    /// [`Writer::committed`] or [`Writer::roll_back`] (or rolled back by the next user).
+    /// A change to `tenant` marks it in flight in the cache until then.
+    pub(crate) async fn begin(
+        &mut self,
+        tenant: Option<TenantId>,
+    ) -> Result<&mut SqliteConnection, StoreError> {
         self.conn().await?;
         self.open_txn = true;
+        if let (Some(cache), Some(t)) = (&self.cache, tenant) {
+            cache.start(t);
+            self.pending = Some(t);
+        }
         self.conn.as_mut().ok_or_else(closed)
     }
 
     /// Records that the batch [`Writer::begin`] marked ran through its `COMMIT`.
     pub(crate) fn committed(&mut self) {
-        self.open_txn = false;
+        self.settled();
     }
 
-    /// Ends the transaction [`Writer::begin`] marked: `COMMIT` when `ok`, else `ROLLBACK`.
-    /// A failed `COMMIT` is rolled back and its error returned.
-    pub(crate) async fn finish(&mut self, commit: bool) -> Result<(), StoreError> {
+    /// Rolls back the transaction [`Writer::begin`] marked, after its batch failed. When
+    /// the rollback itself fails, the mark stays and the next user tries again.
+    pub(crate) async fn roll_back(&mut self) -> Result<(), StoreError> {
         let conn = self.conn.as_mut().ok_or_else(closed)?;
-        let result = if commit {
-            conn.execute("COMMIT").await.map(|_| ())
-        } else {
-            Ok(())
-        };
-        match result {
-            Ok(()) if commit => {
-                self.open_txn = false;
-                Ok(())
-            }
-            other => {
-                // Rolled back here, or by the next user if this fails or is cancelled.
-                if rollback(conn).await.is_ok() {
-                    self.open_txn = false;
-                }
-                other.map_err(crate::map_err)
-            }
-        }
+        rollback(conn).await.map_err(backend)?;
+        self.settled();
+        Ok(())
     }
 }
 
@@ -104,11 +114,17 @@ pub(crate) struct Connections {
 pub(crate) type ReadGuard<'a> = MappedMutexGuard<'a, SqliteConnection>;
 
 impl Connections {
-    pub(crate) fn new(writer: SqliteConnection, readers: Vec<SqliteConnection>) -> Self {
+    pub(crate) fn new(
+        writer: SqliteConnection,
+        readers: Vec<SqliteConnection>,
+        cache: Option<Arc<Cache>>,
+    ) -> Self {
         Self {
             writer: Mutex::new(Writer {
                 conn: Some(writer),
                 open_txn: false,
+                cache,
+                pending: None,
             }),
             readers: readers.into_iter().map(|c| Mutex::new(Some(c))).collect(),
             next: AtomicUsize::new(0),

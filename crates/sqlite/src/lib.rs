@@ -220,10 +220,11 @@ impl SqliteStore {
             .max_connections(2)
             .min_connections(0)
             .connect_lazy_with(options);
+        let cache = (sharing == Sharing::Owned).then(|| Arc::new(Cache::default()));
         Ok(Self {
-            conns: Arc::new(Connections::new(writer, conns)),
+            conns: Arc::new(Connections::new(writer, conns, cache.clone())),
             pool,
-            cache: (sharing == Sharing::Owned).then(|| Arc::new(Cache::default())),
+            cache,
             lock: Arc::new(std::sync::Mutex::new(lock)),
         })
     }
@@ -600,15 +601,19 @@ impl SqliteStore {
     /// Runs a batch that begins with `BEGIN IMMEDIATE` on the writer, through its
     /// `COMMIT`, in one round trip; when a statement fails the batch stops there and the
     /// transaction is rolled back. Returns the rows the statements returned.
+    ///
+    /// A change to `changes` (its id) keeps that tenant's cache bypassed and empty until the
+    /// batch has finished on the connection.
     async fn write(
         &self,
         mut b: Batch,
+        changes: Option<TenantId>,
         tenant: &str,
         expected_version: u64,
     ) -> Result<Vec<SqliteRow>, StoreError> {
         b.push("COMMIT", Expect::Any);
         let mut w = self.conns.writer().await;
-        let conn = w.begin().await?;
+        let conn = w.begin(changes).await?;
         let failure = match b.run(conn).await {
             Ok(Ok(rows)) => {
                 w.committed();
@@ -616,12 +621,12 @@ impl SqliteStore {
             }
             Ok(Err(failure)) => failure,
             Err(e) => {
-                let _ = w.finish(false).await;
+                let _ = w.roll_back().await;
                 return Err(e);
             }
         };
         // A failed rollback is retried by the next user of the writer.
-        let _ = w.finish(false).await;
+        let _ = w.roll_back().await;
         let version_guard = matches!(&failure.error, sqlx::Error::Database(db) if db.message().contains("guard_version"));
         if version_guard {
             // D16: the tenant changed, or is gone.
@@ -690,9 +695,9 @@ impl SqliteStore {
             .first()
             .map_or(OffsetDateTime::UNIX_EPOCH, |e| e.at);
         push_mail(&mut b, outbox, now)?;
-        // The tenant's cache is bypassed and emptied while the change is in flight.
-        let _writing = self.cache.as_ref().map(|c| c.writing(tenant));
-        self.write(b, &t, change.expected_version).await.map(|_| ())
+        self.write(b, Some(tenant), &t, change.expected_version)
+            .await
+            .map(|_| ())
     }
 }
 
@@ -1046,7 +1051,7 @@ impl Store for SqliteStore {
         let mut b = Batch::default();
         b.push("BEGIN IMMEDIATE", Expect::Any);
         push_events(&mut b, &t, std::slice::from_ref(event), None)?;
-        returned_seq(&self.write(b, &t, 0).await?)
+        returned_seq(&self.write(b, None, &t, 0).await?)
     }
 
     async fn outbox(
@@ -1103,7 +1108,7 @@ impl Store for SqliteStore {
         .bind(id_text(tenant.as_uuid()))
         .bind(rows::nanos_clamped(now))
         .bind(i64::from(limit));
-        let rows = self.write(b, "", 0).await?;
+        let rows = self.write(b, None, "", 0).await?;
         rows.iter().map(outbox_from_row).collect()
     }
 
@@ -1148,7 +1153,7 @@ impl Store for SqliteStore {
         .bind(t.clone())
         .bind(m);
         // Nothing was written when the message does not exist.
-        if self.write(b, &t, 0).await?.is_empty() {
+        if self.write(b, None, &t, 0).await?.is_empty() {
             return Err(StoreError::NotFound);
         }
         Ok(())

@@ -489,3 +489,45 @@ async fn d16_counters_that_disagree_with_the_rows_refuse_the_whole_change() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn d6_a_cancelled_change_that_commits_later_leaves_no_stale_check() {
+    let store = SqliteStore::open(temp_db("late")).await.unwrap();
+    let (app, t, a, bob) = with_active_user(store.clone(), Permissions::empty()).await;
+    let view = Permission::new(Category::Users, Action::View).into();
+    let mut cut_short = 0;
+    for i in 0..200u64 {
+        let g = if i % 2 == 0 {
+            Permissions::USERS_VIEW
+        } else {
+            Permissions::empty()
+        };
+        let e = grants(g);
+        // The caller gives up while its batch may still be on the writer's worker thread,
+        // which then commits it anyway.
+        let wait = std::time::Duration::from_micros(i * 13 % 400);
+        cut_short += usize::from(
+            tokio::time::timeout(wait, app.edit_user(t, a, bob, &e))
+                .await
+                .is_err(),
+        );
+        // Checks right away (they may read the state before that commit and try to cache
+        // it), then once it has surely landed: the answer must be what the row says.
+        for _ in 0..3 {
+            app.authorize(t, bob, view).await.unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        let row: String = sqlx::query_scalar("SELECT grants FROM users WHERE id = $1")
+            .bind(bob.to_string())
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        let d = app.authorize(t, bob, view).await.unwrap();
+        assert_eq!(
+            d.allowed,
+            row.contains("users:view"),
+            "round {i}: {row} {d:?}"
+        );
+    }
+    assert!(cut_short > 0, "some edits must have been cut short");
+}
