@@ -17,6 +17,10 @@ pub struct DispatchReport {
     pub retrying: u32,
     /// Messages given up on.
     pub failed: u32,
+    /// Tenants [`Tenantry::dispatch_all`] could not finish because a store call failed (each
+    /// logged as a warning); their remaining messages stay pending for the next pass.
+    #[serde(default)]
+    pub tenants_failed: u32,
 }
 
 impl DispatchReport {
@@ -24,6 +28,7 @@ impl DispatchReport {
         self.sent = self.sent.saturating_add(other.sent);
         self.retrying = self.retrying.saturating_add(other.retrying);
         self.failed = self.failed.saturating_add(other.failed);
+        self.tenants_failed = self.tenants_failed.saturating_add(other.tenants_failed);
     }
 }
 
@@ -117,10 +122,12 @@ impl Tenantry {
         Ok(report)
     }
 
-    /// Delivers due messages of every tenant (for a background task).
+    /// Delivers due messages of every tenant (for a background task). A tenant whose store
+    /// calls fail does not hold up the others: it is logged, counted in
+    /// [`DispatchReport::tenants_failed`], and its messages stay pending for the next pass.
     ///
     /// # Errors
-    /// Store failures.
+    /// Store failures listing the tenants with due mail.
     pub async fn dispatch_all(&self) -> Result<DispatchReport, Error> {
         let mut report = DispatchReport::default();
         let tenants = self
@@ -129,7 +136,13 @@ impl Tenantry {
             .tenants_with_due_mail(self.now(), 1000)
             .await?;
         for t in tenants {
-            report.add(self.dispatch(t).await?);
+            match self.dispatch(t).await {
+                Ok(r) => report.add(r),
+                Err(e) => {
+                    tracing::warn!(tenant = %t, error = %e, "dispatch failed; the tenant's messages stay pending");
+                    report.tenants_failed = report.tenants_failed.saturating_add(1);
+                }
+            }
         }
         Ok(report)
     }

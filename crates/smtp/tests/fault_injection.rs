@@ -96,6 +96,8 @@ struct Log {
 
 #[derive(Debug)]
 struct Faults {
+    /// A tenant whose mail claims always fail (a broken tenant, not a random fault).
+    broken: Mutex<Option<TenantId>>,
     rng: Mutex<Rng>,
     per_mille: u64,
     enabled: AtomicBool,
@@ -112,6 +114,7 @@ enum Injected {
 impl Faults {
     fn new(seed: u64, per_mille: u64) -> Arc<Self> {
         Arc::new(Self {
+            broken: Mutex::new(None),
             rng: Mutex::new(Rng(seed ^ 0xA5A5_5A5A)),
             per_mille,
             enabled: AtomicBool::new(true),
@@ -303,6 +306,9 @@ impl Store for FaultyStore {
         lease_until: time::OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<OutboxRecord>, StoreError> {
+        if *self.faults.broken.lock().unwrap() == Some(tenant) {
+            return Err(injected());
+        }
         match self.faults.roll(Stage::AfterCommitBeforeSend, None) {
             Injected::None => {}
             Injected::Error => return Err(injected()),
@@ -900,4 +906,62 @@ async fn slow_mail_and_concurrent_dispatchers_never_send_twice() {
         assert!(matches!(r.state, DeliveryState::Sent { .. }), "{r:?}");
         assert_eq!(r.attempts, 1, "{r:?}");
     }
+}
+
+/// D17: `dispatch_all` goes on past a tenant whose store calls fail; that tenant's mail stays
+/// pending and goes out on a later pass.
+#[tokio::test]
+async fn d17_dispatch_all_goes_on_past_a_tenant_whose_store_fails() {
+    let faults = Faults::new(1, 0);
+    let sent = InMemoryMailer::new();
+    let store = Arc::new(FaultyStore {
+        inner: tenantry::InMemoryStore::new(),
+        faults: Arc::clone(&faults),
+    });
+    let app = Tenantry::builder_arc(store.clone() as Arc<dyn Store>)
+        .mailer(sent.clone())
+        .base_url(support::BASE_URL)
+        .delivery(DeliverySettings {
+            inline: false,
+            ..DeliverySettings::default()
+        })
+        .build()
+        .unwrap();
+    for name in ["a", "b", "c"] {
+        let (t, admin) = app
+            .create_tenant(
+                name,
+                None,
+                Email::parse(&format!("admin@{name}.test")).unwrap(),
+            )
+            .await
+            .unwrap();
+        let req = InviteRequest {
+            email: Email::parse(&format!("new@{name}.test")).unwrap(),
+            role: Role::User,
+            template_id: None,
+            crm_access: false,
+            grants: Permissions::empty(),
+        };
+        app.invite(t, admin, &req).await.unwrap();
+    }
+    // Break the tenant the dispatcher visits first.
+    let due = store
+        .tenants_with_due_mail(
+            time::OffsetDateTime::now_utc() + time::Duration::days(1),
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 3);
+    *faults.broken.lock().unwrap() = due.first().copied();
+    let report = app.dispatch_all().await.unwrap();
+    assert_eq!((report.sent, report.tenants_failed), (2, 1), "{report:?}");
+    let broken = due[0];
+    assert_eq!(app.outbox(broken, true, 10).await.unwrap().len(), 1);
+    // Mended: the next pass delivers what was left.
+    *faults.broken.lock().unwrap() = None;
+    let report = app.dispatch_all().await.unwrap();
+    assert_eq!((report.sent, report.tenants_failed), (1, 0), "{report:?}");
+    assert_eq!(sent.sent().len(), 3);
 }
