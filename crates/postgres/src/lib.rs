@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Postgres, Transaction};
 use tenantry_core::{
     AuditEvent, AuditRecord, Change, Invitation, MessageId, RoleTemplate, Subject, TemplateId,
     TenantId, TenantState, TokenHash, Tombstone, User, UserId, Write,
@@ -985,16 +985,7 @@ impl Store for PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(map_err)?;
-        rows.iter()
-            .map(|r| {
-                let seq: i64 = r.try_get("seq").map_err(backend)?;
-                let event: String = r.try_get("event").map_err(backend)?;
-                Ok(AuditRecord {
-                    seq: u64::try_from(seq).map_err(backend)?,
-                    event: serde_json::from_str(&event).map_err(backend)?,
-                })
-            })
-            .collect()
+        rows.iter().map(rows::audit_from_row).collect()
     }
 
     async fn commit(&self, change: &Change, outbox: &[Message]) -> Result<(), StoreError> {

@@ -106,4 +106,5 @@ readers! {
     tombstone_from_row => tombstone -> tenantry_core::Tombstone,
     outbox_from_row => outbox -> tenantry_store::OutboxRecord,
     subject_from_row => subject -> tenantry_core::Subject,
+    audit_from_row => audit_record -> tenantry_core::AuditRecord,
 }

@@ -23,6 +23,7 @@ mod cache;
 mod conn;
 mod rows;
 
+use std::future::Future;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -250,28 +251,27 @@ impl SqliteStore {
         drop(lock);
     }
 
-    /// Looks up with `pick` in the cache (a miss without a ticket for a shared store).
-    fn cached<T: Clone>(
+    /// A row of the tenant through the cache: `pick` finds it there; on a miss `read` reads
+    /// it and `put` stores it (unless the tenant changed meanwhile). A shared store reads.
+    async fn cached<T: Clone>(
         &self,
         tenant: TenantId,
         pick: impl FnOnce(&cache::Entry) -> Option<&T>,
-    ) -> Lookup<T> {
-        match &self.cache {
-            Some(c) => c.get(tenant, pick),
-            None => Lookup::Miss(None),
+        put: impl FnOnce(&mut cache::Entry, T),
+        read: impl Future<Output = Result<Option<T>, StoreError>>,
+    ) -> Result<Option<T>, StoreError> {
+        let Some(cache) = &self.cache else {
+            return read.await;
+        };
+        let ticket = match cache.get(tenant, pick) {
+            Lookup::Hit(v) => return Ok(Some(v)),
+            Lookup::Miss(ticket) => ticket,
+        };
+        let value = read.await?;
+        if let Some(v) = &value {
+            cache.put(tenant, ticket, |e| put(e, v.clone()));
         }
-    }
-
-    /// Stores what a miss read.
-    fn remember(
-        &self,
-        tenant: TenantId,
-        ticket: Option<cache::Ticket>,
-        put: impl FnOnce(&mut cache::Entry),
-    ) {
-        if let Some(c) = &self.cache {
-            c.put(tenant, ticket, put);
-        }
+        Ok(value)
     }
 }
 
@@ -708,50 +708,44 @@ fn opt_user(row: Option<SqliteRow>) -> Result<Option<User>, StoreError> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn tenant(&self, tenant: TenantId) -> Result<Option<TenantState>, StoreError> {
-        let ticket = match self.cached(tenant, |e| e.state.as_ref()) {
-            Lookup::Hit(v) => return Ok(Some(v)),
-            Lookup::Miss(ticket) => ticket,
-        };
-        let row = sqlx::query("SELECT id, name, user_limit, created_at, version, seats_used, active_admins FROM tenants WHERE id = $1")
+        let read = async {
+            let row = sqlx::query("SELECT id, name, user_limit, created_at, version, seats_used, active_admins FROM tenants WHERE id = $1")
             .bind(id_text(tenant.as_uuid()))
             .fetch_optional(&mut *self.conns.reader().await?)
             .await
             .map_err(map_err)?;
-        let state = row.as_ref().map(tenant_from_row).transpose()?;
-        if let Some(v) = &state {
-            self.remember(tenant, ticket, |e| e.state = Some(v.clone()));
-        }
-        Ok(state)
+            row.as_ref().map(tenant_from_row).transpose()
+        };
+        self.cached(tenant, |e| e.state.as_ref(), |e, v| e.state = Some(v), read)
+            .await
     }
 
     async fn user(&self, tenant: TenantId, id: UserId) -> Result<Option<User>, StoreError> {
-        let ticket = match self.cached(tenant, |e| e.users.get(&id)) {
-            Lookup::Hit(v) => return Ok(Some(v)),
-            Lookup::Miss(ticket) => ticket,
+        let read = async {
+            let row = sqlx::query(&format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2"
+            ))
+            .bind(id_text(tenant.as_uuid()))
+            .bind(id_text(id.as_uuid()))
+            .fetch_optional(&mut *self.conns.reader().await?)
+            .await
+            .map_err(map_err)?;
+            opt_user(row)
         };
-        let row = sqlx::query(&format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2"
-        ))
-        .bind(id_text(tenant.as_uuid()))
-        .bind(id_text(id.as_uuid()))
-        .fetch_optional(&mut *self.conns.reader().await?)
+        self.cached(
+            tenant,
+            |e| e.users.get(&id),
+            |e, v| {
+                e.users.insert(id, v);
+            },
+            read,
+        )
         .await
-        .map_err(map_err)?;
-        let user = opt_user(row)?;
-        if let Some(v) = &user {
-            self.remember(tenant, ticket, |e| {
-                e.users.insert(id, v.clone());
-            });
-        }
-        Ok(user)
     }
 
     async fn subject(&self, tenant: TenantId, id: UserId) -> Result<Option<Subject>, StoreError> {
-        let ticket = match self.cached(tenant, |e| e.subjects.get(&id)) {
-            Lookup::Hit(v) => return Ok(Some(v)),
-            Lookup::Miss(ticket) => ticket,
-        };
-        let row = sqlx::query(
+        let read = async {
+            let row = sqlx::query(
             "SELECT u.tenant_id, u.id, u.role, u.status, u.crm_access, u.grants, u.template_id, t.permissions AS template_permissions \
              FROM users u LEFT JOIN role_templates t ON t.tenant_id = u.tenant_id AND t.id = u.template_id \
              WHERE u.tenant_id = $1 AND u.id = $2",
@@ -761,13 +755,17 @@ impl Store for SqliteStore {
         .fetch_optional(&mut *self.conns.reader().await?)
         .await
         .map_err(map_err)?;
-        let subject = row.as_ref().map(rows::subject_from_row).transpose()?;
-        if let Some(v) = &subject {
-            self.remember(tenant, ticket, |e| {
-                e.subjects.insert(id, *v);
-            });
-        }
-        Ok(subject)
+            row.as_ref().map(rows::subject_from_row).transpose()
+        };
+        self.cached(
+            tenant,
+            |e| e.subjects.get(&id),
+            |e, v| {
+                e.subjects.insert(id, v);
+            },
+            read,
+        )
+        .await
     }
 
     async fn user_by_email(&self, tenant: TenantId, key: &str) -> Result<Option<User>, StoreError> {
@@ -787,23 +785,24 @@ impl Store for SqliteStore {
         tenant: TenantId,
         id: TemplateId,
     ) -> Result<Option<RoleTemplate>, StoreError> {
-        let ticket = match self.cached(tenant, |e| e.templates.get(&id)) {
-            Lookup::Hit(v) => return Ok(Some(v)),
-            Lookup::Miss(ticket) => ticket,
-        };
-        let row = sqlx::query("SELECT tenant_id, id, name, permissions, created_at, updated_at FROM role_templates WHERE tenant_id = $1 AND id = $2")
+        let read = async {
+            let row = sqlx::query("SELECT tenant_id, id, name, permissions, created_at, updated_at FROM role_templates WHERE tenant_id = $1 AND id = $2")
             .bind(id_text(tenant.as_uuid()))
             .bind(id_text(id.as_uuid()))
             .fetch_optional(&mut *self.conns.reader().await?)
             .await
             .map_err(map_err)?;
-        let template = row.as_ref().map(template_from_row).transpose()?;
-        if let Some(v) = &template {
-            self.remember(tenant, ticket, |e| {
-                e.templates.insert(id, v.clone());
-            });
-        }
-        Ok(template)
+            row.as_ref().map(template_from_row).transpose()
+        };
+        self.cached(
+            tenant,
+            |e| e.templates.get(&id),
+            |e, v| {
+                e.templates.insert(id, v);
+            },
+            read,
+        )
+        .await
     }
 
     async fn template_by_name(
@@ -1030,16 +1029,7 @@ impl Store for SqliteStore {
             .fetch_all(&mut *self.conns.reader().await?)
             .await
             .map_err(map_err)?;
-        rows.iter()
-            .map(|r| {
-                let seq: i64 = r.try_get("seq").map_err(backend)?;
-                let event: String = r.try_get("event").map_err(backend)?;
-                Ok(AuditRecord {
-                    seq: u64::try_from(seq).map_err(backend)?,
-                    event: serde_json::from_str(&event).map_err(backend)?,
-                })
-            })
-            .collect()
+        rows.iter().map(rows::audit_from_row).collect()
     }
 
     async fn commit(&self, change: &Change, outbox: &[Message]) -> Result<(), StoreError> {

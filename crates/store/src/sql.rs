@@ -17,9 +17,9 @@
 //! ```
 
 use tenantry_core::{
-    ActorRef, Counters, Email, Invitation, InvitationKind, InvitationState, MessageId, Permissions,
-    Role, RoleTemplate, Status, Subject, TemplateId, TemplateName, Tenant, TenantId, TenantState,
-    TokenHash, Tombstone, User, UserId,
+    ActorRef, AuditRecord, Counters, Email, Invitation, InvitationKind, InvitationState, MessageId,
+    Permissions, Role, RoleTemplate, Status, Subject, TemplateId, TemplateName, Tenant, TenantId,
+    TenantState, TokenHash, Tombstone, User, UserId,
 };
 use tenantry_mail::Message;
 use time::OffsetDateTime;
@@ -398,5 +398,17 @@ pub fn subject<R: Columns>(row: &R) -> Result<Subject, StoreError> {
         crm_access: row.flag("crm_access")?,
         grants: row.perms("grants")?,
         template,
+    })
+}
+
+/// Columns: `seq, event` (the event as JSON text).
+///
+/// # Errors
+/// [`Corrupt`] or the driver's error.
+pub fn audit_record<R: Columns>(row: &R) -> Result<AuditRecord, StoreError> {
+    Ok(AuditRecord {
+        seq: u64::try_from(row.int("seq")?).map_err(|e| corrupt(R::BACKEND, "seq", e))?,
+        event: serde_json::from_str(&row.text("event")?)
+            .map_err(|e| corrupt(R::BACKEND, "event", e))?,
     })
 }
