@@ -56,7 +56,7 @@ use std::sync::Arc;
 pub use env::{Clock, ManualClock, OsRandom, Random, SystemClock};
 pub use error::{Error, QueryError, SettingsError};
 pub use outbox::DispatchReport;
-pub use service::{Attribution, Invited};
+pub use service::{AcceptLink, Attribution, BulkResult, Invited, Resent};
 pub use tenantry_core as core;
 pub use tenantry_core::decide::{
     BulkInvite, BulkItem, BulkOutcome, InviteRequest, TemplateDeletion, TemplateEdit, UserEdit,
@@ -99,8 +99,13 @@ pub struct DeliverySettings {
     /// How long a claimed message is reserved for one dispatcher (default 2 minutes).
     pub lease: Duration,
     /// Deliver right after the invite's commit, inside the call (default true). When false,
-    /// only [`Tenantry::dispatch`] / [`Tenantry::dispatch_all`] deliver.
+    /// only [`Tenantry::dispatch`] / [`Tenantry::dispatch_all`] deliver. Inline delivery
+    /// sends only the messages the call itself queued (D25).
     pub inline: bool,
+    /// The longest an invite or resend waits for its inline delivery (default 5 s, D25).
+    /// What is not delivered by then stays pending for the dispatcher; a slow or silent mail
+    /// server never holds a request longer than this.
+    pub inline_deadline: Duration,
 }
 
 impl Default for DeliverySettings {
@@ -111,6 +116,7 @@ impl Default for DeliverySettings {
             max_backoff: Duration::hours(1),
             lease: Duration::minutes(2),
             inline: true,
+            inline_deadline: Duration::seconds(5),
         }
     }
 }
@@ -242,6 +248,10 @@ impl Builder {
             ("delivery.max_attempts", s.delivery.max_attempts > 0),
             ("delivery.backoff", s.delivery.backoff.is_positive()),
             ("delivery.lease", s.delivery.lease.is_positive()),
+            (
+                "delivery.inline_deadline",
+                s.delivery.inline_deadline.is_positive(),
+            ),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, ok)| !ok) {
             return Err(SettingsError::NotPositive { name });

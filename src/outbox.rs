@@ -78,7 +78,7 @@ impl Tenantry {
         }
     }
 
-    async fn deliver(
+    pub(crate) async fn deliver(
         &self,
         tenant: TenantId,
         record: &OutboxRecord,
@@ -147,7 +147,9 @@ impl Tenantry {
         Ok(report)
     }
 
-    /// The tenant's outbox, newest first (D17: delivery state visible to the host).
+    /// The tenant's outbox, newest first (D17: delivery state visible to the host). The
+    /// messages come without their bodies, which hold live accept links (D26): the link is
+    /// handed out once, in the result of the invite or resend.
     ///
     /// # Errors
     /// Store failures.
@@ -157,10 +159,12 @@ impl Tenantry {
         pending_only: bool,
         limit: u32,
     ) -> Result<Vec<OutboxRecord>, Error> {
-        Ok(self.inner.store.outbox(tenant, pending_only, limit).await?)
+        let mut records = self.inner.store.outbox(tenant, pending_only, limit).await?;
+        records.iter_mut().for_each(without_bodies);
+        Ok(records)
     }
 
-    /// One outbox message with its delivery state.
+    /// One outbox message with its delivery state, without its bodies (D26).
     ///
     /// # Errors
     /// Store failures.
@@ -169,6 +173,14 @@ impl Tenantry {
         tenant: TenantId,
         id: MessageId,
     ) -> Result<Option<OutboxRecord>, Error> {
-        Ok(self.inner.store.outbox_message(tenant, id).await?)
+        let mut record = self.inner.store.outbox_message(tenant, id).await?;
+        record.iter_mut().for_each(without_bodies);
+        Ok(record)
     }
+}
+
+/// D26: what the service lists of a message never holds its live link.
+fn without_bodies(record: &mut OutboxRecord) {
+    record.message.text.clear();
+    record.message.html.clear();
 }

@@ -5,20 +5,68 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 use tenantry_core::decide::{
-    self, Acting, BulkInvite, BulkItem, Ctx, InviteRequest, NewInvite, TemplateDeletion,
+    self, Acting, BulkInvite, BulkOutcome, Ctx, InviteRequest, NewInvite, TemplateDeletion,
     TemplateEdit, UserEdit,
 };
 use tenantry_core::{
-    ActorRef, AuditAction, AuditRecord, AuditTarget, Category, Change, Decision, Email,
-    InvitationKind, MessageId, Permission, Permissions, Request, RoleTemplate, SeatUsage,
-    TemplateId, TemplateName, Tenant, TenantId, TenantState, TokenHash, Tombstone, User, UserId,
-    Write,
+    ActorRef, AuditAction, AuditRecord, AuditTarget, Category, Change, Decision, Email, Field,
+    FieldChange, InvitationKind, MessageId, Permission, Permissions, Request, RoleTemplate,
+    SeatUsage, TemplateId, TemplateName, Tenant, TenantId, TenantState, TokenHash, Tombstone, User,
+    UserId, Value, Write,
 };
 use tenantry_mail::Message;
-use tenantry_store::{Page, StoreError, UserQuery};
+use tenantry_store::{Constraint, Page, StoreError, UserQuery};
 
 use crate::error::QueryError;
 use crate::{Error, Tenantry, token};
+
+/// An invitation's accept link: a secret (D26). It is handed out once, in the result of the
+/// invite or resend that created it, so that a host can offer "copy invite link"; no read
+/// returns it afterwards. `Debug` does not show it, so it never reaches a log by accident.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tenantry::Error> {
+/// use tenantry::prelude::*;
+/// let app = Tenantry::builder(InMemoryStore::new()).build()?;
+/// let (t, admin) = app.create_tenant("Acme", None, Email::parse("ada@acme.test")?).await?;
+/// let invited = app.invite(t, admin, &InviteRequest {
+///     email: Email::parse("bob@acme.test")?, role: Role::User, template_id: None,
+///     crm_access: false, grants: Permissions::empty(),
+/// }).await?;
+/// assert!(invited.accept_link.expose().contains("token="));
+/// assert_eq!(format!("{:?}", invited.accept_link), "AcceptLink(<redacted>)");
+/// # Ok(()) }
+/// ```
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AcceptLink(String);
+
+impl AcceptLink {
+    /// The link itself, to show to the person who may copy it.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The link as an owned string.
+    #[must_use]
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
+    /// The token the link carries (what [`Tenantry::accept_invitation`] takes).
+    #[must_use]
+    pub fn token(&self) -> Option<String> {
+        crate::token_from_link(&self.0)
+    }
+}
+
+impl std::fmt::Debug for AcceptLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AcceptLink(<redacted>)")
+    }
+}
 
 /// The result of an invite.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,6 +75,31 @@ pub struct Invited {
     pub user: User,
     /// The outbox message carrying the invitation (see [`Tenantry::outbox_message`]).
     pub message_id: MessageId,
+    /// The accept link, returned this once (D26).
+    pub accept_link: AcceptLink,
+}
+
+/// The result of a resend (D10).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resent {
+    /// The outbox message carrying the new invitation.
+    pub message_id: MessageId,
+    /// The new accept link, returned this once (D26); every older one is dead.
+    pub accept_link: AcceptLink,
+    /// When the new link expires.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: time::OffsetDateTime,
+}
+
+/// What became of one address of a bulk invite (D19), with its accept link when invited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BulkResult {
+    /// The address as typed.
+    pub input: String,
+    /// Its outcome.
+    pub outcome: BulkOutcome,
+    /// The accept link of an invited address, returned this once (D26).
+    pub accept_link: Option<AcceptLink>,
 }
 
 /// Who made a record: a current user, or a deleted one's tombstone (D11).
@@ -132,10 +205,10 @@ impl Tenantry {
         Ok((text, hash))
     }
 
-    fn accept_link(&self, token: &str) -> String {
+    fn accept_link(&self, token: &str) -> AcceptLink {
         let base = &self.inner.settings.base_url;
         let sep = if base.contains('?') { '&' } else { '?' };
-        format!("{base}{sep}token={token}")
+        AcceptLink(format!("{base}{sep}token={token}"))
     }
 
     fn message(
@@ -150,7 +223,7 @@ impl Tenantry {
             tenant_name: state.tenant.name.clone(),
             inviter: inviter.map(|u| u.email.to_string()),
             to: user.email.to_string(),
-            accept_url: self.accept_link(token),
+            accept_url: self.accept_link(token).into_string(),
             expires_at,
         });
         Ok(Message {
@@ -294,7 +367,22 @@ impl Tenantry {
         target: AuditTarget,
         error: tenantry_core::Error,
     ) -> Error {
-        let event = decide::refused_event(
+        self.refuse_with(tenant, actor, action, target, error, Vec::new())
+            .await
+    }
+
+    /// As [`Tenantry::refuse`], with what the attempt tried to set (for example the
+    /// address of a refused invite).
+    async fn refuse_with(
+        &self,
+        tenant: TenantId,
+        actor: UserId,
+        action: AuditAction,
+        target: AuditTarget,
+        error: tenantry_core::Error,
+        tried: Vec<FieldChange>,
+    ) -> Error {
+        let mut event = decide::refused_event(
             tenant,
             ActorRef::User(actor),
             action,
@@ -302,6 +390,7 @@ impl Tenantry {
             self.now(),
             &error,
         );
+        event.changes = tried;
         if let Err(e) = self.inner.store.append_audit(&event).await {
             tracing::warn!(error = %e, "could not record a refused attempt in the audit log");
         }
@@ -316,12 +405,43 @@ impl Tenantry {
         Ok(())
     }
 
-    async fn after_commit(&self, tenant: TenantId, queued: bool) {
-        if queued
-            && self.inner.settings.delivery.inline
-            && let Err(e) = self.dispatch(tenant).await
-        {
-            tracing::warn!(error = %e, "inline delivery failed; messages stay pending");
+    /// D25: delivers inline only the messages this call queued, within the inline
+    /// deadline; whatever is not delivered by then (and every older message) is left to the
+    /// dispatcher. A message cut off mid-send keeps its lease and stays pending.
+    async fn after_commit(&self, tenant: TenantId, queued: &[MessageId]) {
+        let delivery = &self.inner.settings.delivery;
+        if !delivery.inline || queued.is_empty() {
+            return;
+        }
+        let deadline = std::time::Duration::try_from(delivery.inline_deadline)
+            .unwrap_or(std::time::Duration::ZERO);
+        let work = async {
+            for id in queued {
+                let now = self.now();
+                let lease = now.saturating_add(delivery.lease);
+                match self
+                    .inner
+                    .store
+                    .claim_message(tenant, *id, now, lease)
+                    .await
+                {
+                    Ok(Some(record)) => {
+                        if let Err(e) = self.deliver(tenant, &record).await {
+                            tracing::warn!(error = %e, "inline delivery failed; the message stays pending");
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "inline delivery could not claim its message; it stays pending");
+                    }
+                }
+            }
+        };
+        if tokio::time::timeout(deadline, work).await.is_err() {
+            tracing::info!(
+                tenant = %tenant,
+                "inline delivery reached its deadline; the rest is left to the dispatcher"
+            );
         }
     }
 
@@ -330,7 +450,9 @@ impl Tenantry {
     /// Creates a tenant with its first admin (active). Returns the tenant and admin ids.
     ///
     /// # Errors
-    /// Store failures; a colliding id is reported as [`tenantry_core::Error::TenantExists`].
+    /// [`tenantry_core::Error::InvalidTenantName`] (D22),
+    /// [`tenantry_core::Error::FirstSeatRequired`] for a limit of 0 (D23), store failures;
+    /// only a colliding id is reported as [`tenantry_core::Error::TenantExists`].
     pub async fn create_tenant(
         &self,
         name: &str,
@@ -339,16 +461,16 @@ impl Tenantry {
     ) -> Result<(TenantId, UserId), Error> {
         let tenant = Tenant {
             id: TenantId::from_parts(self.unix_millis(), self.random_bytes()?),
-            name: name.trim().to_owned(),
+            name: name.to_owned(),
             user_limit,
             created_at: self.now(),
         };
         let (tid, admin) = (tenant.id, self.new_user_id()?);
-        let change = decide::create_tenant(tenant, admin, admin_email);
+        let change = decide::create_tenant(tenant, admin, admin_email)?;
         match self.inner.store.commit(&change, &[]).await {
-            Err(StoreError::Conflict { .. }) => {
-                Err(Error::Rule(tenantry_core::Error::TenantExists))
-            }
+            Err(StoreError::Conflict {
+                constraint: Constraint::TenantId,
+            }) => Err(Error::Rule(tenantry_core::Error::TenantExists)),
             other => other.map_err(Error::from),
         }?;
         Ok((tid, admin))
@@ -408,7 +530,7 @@ impl Tenantry {
         request: &InviteRequest,
     ) -> Result<Invited, Error> {
         let out = retry!(self, self.try_invite(tenant, actor, request))?;
-        self.after_commit(tenant, true).await;
+        self.after_commit(tenant, &[out.message_id]).await;
         Ok(out)
     }
 
@@ -437,32 +559,49 @@ impl Tenantry {
             user_id: self.new_user_id()?,
             token_hash,
         };
-        let change = self
-            .audited(
-                tenant,
-                actor_id,
-                AuditAction::UserInvited,
-                AuditTarget::Tenant,
-                decide::invite(
-                    self.ctx(&state),
-                    &actor.acting(),
-                    request,
-                    template.as_ref(),
-                    taken,
-                    new,
-                ),
-            )
-            .await?;
+        let decided = decide::invite(
+            self.ctx(&state),
+            &actor.acting(),
+            request,
+            template.as_ref(),
+            taken,
+            new,
+        );
+        let change = match decided {
+            Ok(c) => c,
+            Err(e) => {
+                // The refusal records the address that was tried.
+                let tried = vec![FieldChange {
+                    field: Field::Email,
+                    before: Value::None,
+                    after: Value::Text(request.email.to_string()),
+                }];
+                return Err(self
+                    .refuse_with(
+                        tenant,
+                        actor_id,
+                        AuditAction::UserInvited,
+                        AuditTarget::Tenant,
+                        e,
+                        tried,
+                    )
+                    .await);
+            }
+        };
         let user = inserted_user(&change, new.user_id)?;
         let expires = user.invite_expires_at.unwrap_or_else(|| self.now());
         let message = self.message(&state, Some(&actor.user), &user, &token, expires)?;
         let message_id = message.id;
         self.commit(&change, &[message]).await?;
-        Ok(Invited { user, message_id })
+        Ok(Invited {
+            user,
+            message_id,
+            accept_link: self.accept_link(&token),
+        })
     }
 
-    /// Invites many addresses at once (D19): one outcome per address; the seat limit holds
-    /// exactly.
+    /// Invites many addresses at once (D19): one outcome per address, with the accept link
+    /// of each invited one (D26); the seat limit holds exactly.
     ///
     /// # Errors
     /// D7 or D15 for the call as a whole (audited), store failures.
@@ -471,9 +610,9 @@ impl Tenantry {
         tenant: TenantId,
         actor: UserId,
         request: &BulkInvite,
-    ) -> Result<Vec<BulkItem>, Error> {
-        let out = retry!(self, self.try_invite_many(tenant, actor, request))?;
-        self.after_commit(tenant, true).await;
+    ) -> Result<Vec<BulkResult>, Error> {
+        let (out, queued) = retry!(self, self.try_invite_many(tenant, actor, request))?;
+        self.after_commit(tenant, &queued).await;
         Ok(out)
     }
 
@@ -482,7 +621,7 @@ impl Tenantry {
         tenant: TenantId,
         actor_id: UserId,
         request: &BulkInvite,
-    ) -> Result<Vec<BulkItem>, Error> {
+    ) -> Result<(Vec<BulkResult>, Vec<MessageId>), Error> {
         let state = self.state(tenant).await?;
         let actor = self
             .actor(tenant, actor_id, tenantry_core::Action::Create)
@@ -555,22 +694,40 @@ impl Tenantry {
             }
         }
         self.commit(&change, &messages).await?;
-        Ok(items)
+        let results = items
+            .into_iter()
+            .map(|item| {
+                let accept_link = match &item.outcome {
+                    BulkOutcome::Invited { user_id } => tokens
+                        .iter()
+                        .find(|(id, _)| id == user_id)
+                        .map(|(_, token)| self.accept_link(token)),
+                    _ => None,
+                };
+                BulkResult {
+                    input: item.input,
+                    outcome: item.outcome,
+                    accept_link,
+                }
+            })
+            .collect();
+        Ok((results, messages.iter().map(|m| m.id).collect()))
     }
 
     /// Sends an invitation again (D10): a fresh token, older ones revoked, same user.
-    /// Returns the new message's id.
+    /// Returns the new message's id and the new accept link (D26: this once).
     ///
     /// # Errors
-    /// D7, D10 (not invited, rate limited with the time of the next allowed resend), D15.
+    /// D7, D21 (a non-admin resending to a user who holds more than it), D10 (not invited,
+    /// rate limited with the time of the next allowed resend), D15.
     pub async fn resend_invitation(
         &self,
         tenant: TenantId,
         actor: UserId,
         user: UserId,
-    ) -> Result<MessageId, Error> {
+    ) -> Result<Resent, Error> {
         let out = retry!(self, self.try_resend(tenant, actor, user))?;
-        self.after_commit(tenant, true).await;
+        self.after_commit(tenant, &[out.message_id]).await;
         Ok(out)
     }
 
@@ -579,7 +736,7 @@ impl Tenantry {
         tenant: TenantId,
         actor_id: UserId,
         user_id: UserId,
-    ) -> Result<MessageId, Error> {
+    ) -> Result<Resent, Error> {
         let state = self.state(tenant).await?;
         let actor = self
             .actor(tenant, actor_id, tenantry_core::Action::Create)
@@ -604,27 +761,39 @@ impl Tenantry {
             .map(|i| i.created_at)
             .collect();
         let (token, hash) = self.new_token(tenant)?;
-        let change =
-            match decide::resend(self.ctx(&state), &actor.acting(), &target, &resends, hash) {
-                Ok(c) => c,
-                Err(e) => {
-                    return Err(self
-                        .refuse(
-                            tenant,
-                            actor_id,
-                            AuditAction::InvitationResent,
-                            audit_target,
-                            e,
-                        )
-                        .await);
-                }
-            };
+        let template = self.template_of(tenant, &target).await?;
+        let decided = decide::resend(
+            self.ctx(&state),
+            &actor.acting(),
+            &target,
+            template.as_ref(),
+            &resends,
+            hash,
+        );
+        let change = match decided {
+            Ok(c) => c,
+            Err(e) => {
+                return Err(self
+                    .refuse(
+                        tenant,
+                        actor_id,
+                        AuditAction::InvitationResent,
+                        audit_target,
+                        e,
+                    )
+                    .await);
+            }
+        };
         let user = updated_user(&change, user_id).unwrap_or(target);
         let expires = user.invite_expires_at.unwrap_or_else(|| self.now());
         let message = self.message(&state, Some(&actor.user), &user, &token, expires)?;
         let id = message.id;
         self.commit(&change, &[message]).await?;
-        Ok(id)
+        Ok(Resent {
+            message_id: id,
+            accept_link: self.accept_link(&token),
+            expires_at: expires,
+        })
     }
 
     /// Accepts an invitation (D10) with the address the person signed up with. The user
@@ -634,7 +803,9 @@ impl Tenantry {
     /// # Errors
     /// [`tenantry_core::Error::InvalidInvitation`] for any expired, used, superseded or
     /// unknown token (one kind, revealing nothing);
-    /// [`tenantry_core::Error::InvitationEmailMismatch`]; an invalid address (D3).
+    /// [`tenantry_core::Error::InvitationEmailMismatch`] with the attempts left (D24: each is
+    /// counted and audited; the fifth kills the token, which a resend replaces); an invalid
+    /// address (D3).
     pub async fn accept_invitation(&self, token: &str, signup_email: &str) -> Result<User, Error> {
         let email = Email::parse(signup_email)?;
         let Some(tenant) = token::tenant_of(token) else {
@@ -664,7 +835,17 @@ impl Tenantry {
             .user(tenant, invitation.user_id)
             .await?
             .ok_or_else(invalid)?;
-        let change = decide::accept(self.ctx(&state), &invitation, &user, email)?;
+        let ctx = self.ctx(&state);
+        let change = match decide::accept(ctx, &invitation, &user, email) {
+            Ok(c) => c,
+            Err(e @ tenantry_core::Error::InvitationEmailMismatch { .. }) => {
+                // D24: the failed attempt is counted (and audited) before it is answered.
+                self.commit(&decide::failed_accept(ctx, &invitation, &e), &[])
+                    .await?;
+                return Err(Error::Rule(e));
+            }
+            Err(e) => return Err(Error::Rule(e)),
+        };
         self.commit(&change, &[]).await?;
         updated_user(&change, user.id).ok_or_else(invalid)
     }
@@ -763,7 +944,8 @@ impl Tenantry {
     /// Deletes a user for good (D11). Returns the tombstone that remains.
     ///
     /// # Errors
-    /// D7, D8 (last active admin), D15; refusals are audited.
+    /// D7, D21 (a non-admin deleting a user who holds more than it), D8 (last active admin),
+    /// D15; refusals are audited.
     pub async fn delete_user(
         &self,
         tenant: TenantId,
@@ -793,7 +975,13 @@ impl Tenantry {
                 AuditAction::UserDeleted,
             )
             .await?;
-        let decided = decide::delete(self.ctx(&state), &actor.acting(), &target);
+        let template = self.template_of(tenant, &target).await?;
+        let decided = decide::delete(
+            self.ctx(&state),
+            &actor.acting(),
+            &target,
+            template.as_ref(),
+        );
         let change = self
             .audited(
                 tenant,
@@ -951,23 +1139,24 @@ impl Tenantry {
             .actor(tenant, actor_id, tenantry_core::Action::Delete)
             .await?;
         let now = self.now();
-        let page = self
-            .inner
-            .store
-            .list_users(
-                tenant,
-                &UserQuery {
-                    invitation_expired_at: Some(now),
-                    // A non-admin may not delete admins' invitations (D7): leaving them out
-                    // of the page keeps a page full of them from ending the purge early.
-                    role: (!actor.acting().is_admin()).then_some(tenantry_core::Role::User),
-                    limit: tenantry_store::MAX_PAGE_SIZE,
-                    ..UserQuery::default()
-                },
-            )
-            .await?;
-        let (change, deleted) =
-            match decide::purge_expired(self.ctx(&state), &actor.acting(), &page.items) {
+        let templates = if actor.acting().is_admin() {
+            Vec::new()
+        } else {
+            self.inner.store.templates(tenant).await?
+        };
+        let mut query = UserQuery {
+            invitation_expired_at: Some(now),
+            // A non-admin may not delete admins' invitations (D7): leaving them out of the
+            // page keeps a page full of them from ending the purge early.
+            role: (!actor.acting().is_admin()).then_some(tenantry_core::Role::User),
+            limit: tenantry_store::MAX_PAGE_SIZE,
+            ..UserQuery::default()
+        };
+        loop {
+            let page = self.inner.store.list_users(tenant, &query).await?;
+            let decided =
+                decide::purge_expired(self.ctx(&state), &actor.acting(), &page.items, &templates);
+            let (change, deleted) = match decided {
                 Ok(v) => v,
                 Err(e) => {
                     return Err(self
@@ -981,11 +1170,17 @@ impl Tenantry {
                         .await);
                 }
             };
-        if deleted.is_empty() {
-            return Ok(deleted);
+            if !deleted.is_empty() {
+                self.commit(&change, &[]).await?;
+                return Ok(deleted);
+            }
+            // D21: a page of invitations the actor may not delete (they hold more than it)
+            // does not end the purge; read on past them.
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => return Ok(deleted),
+            }
         }
-        self.commit(&change, &[]).await?;
-        Ok(deleted)
     }
 
     /// The audit log from `after` (exclusive), oldest first (D13). Pass the last `seq`
@@ -1214,13 +1409,24 @@ impl Tenantry {
                 .is_some_and(|t| t.id != id),
             None => false,
         };
+        let referencing = match edit.permissions {
+            Some(p) if p != template.permissions => self.referencing_users(tenant, id).await?,
+            _ => Vec::new(),
+        };
         let change = self
             .audited(
                 tenant,
                 actor_id,
                 AuditAction::TemplateEdited,
                 target,
-                decide::edit_template(self.ctx(&state), &actor.acting(), &template, edit, taken),
+                decide::edit_template(
+                    self.ctx(&state),
+                    &actor.acting(),
+                    &template,
+                    edit,
+                    taken,
+                    &referencing,
+                ),
             )
             .await?;
         self.commit(&change, &[]).await?;
@@ -1243,6 +1449,29 @@ impl Tenantry {
         retry!(self, self.try_delete_template(tenant, actor, id, mode))
     }
 
+    /// Every user that references the template, read page by page (for the audit event
+    /// of a template edit or deletion, which names the users whose access changed).
+    async fn referencing_users(
+        &self,
+        tenant: TenantId,
+        template: TemplateId,
+    ) -> Result<Vec<User>, Error> {
+        let mut all = Vec::new();
+        let mut query = UserQuery {
+            template_id: Some(template),
+            limit: tenantry_store::MAX_PAGE_SIZE,
+            ..UserQuery::default()
+        };
+        loop {
+            let page = self.inner.store.list_users(tenant, &query).await?;
+            all.extend(page.items);
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
     async fn try_delete_template(
         &self,
         tenant: TenantId,
@@ -1263,6 +1492,11 @@ impl Tenantry {
             TemplateDeletion::Reassign(to) => self.inner.store.template(tenant, to).await?,
             _ => None,
         };
+        let users = if referencing > 0 && mode != TemplateDeletion::Refuse {
+            self.referencing_users(tenant, id).await?
+        } else {
+            Vec::new()
+        };
         let decided = decide::delete_template(
             self.ctx(&state),
             &actor.acting(),
@@ -1270,6 +1504,7 @@ impl Tenantry {
             referencing,
             mode,
             reassign_to.as_ref(),
+            &users,
         );
         let change = self
             .audited(

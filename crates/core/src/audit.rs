@@ -7,7 +7,8 @@ use time::OffsetDateTime;
 
 use crate::{ActorRef, Permissions, Role, Status, TemplateId, TenantId, UserId};
 
-/// The rules of `DECISIONS.md`, so that every refusal names the rule that refused.
+/// The product rules (D1–D28, written out in `docs/rules.md`), so that every refusal names
+/// the rule that refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[allow(missing_docs)]
 pub enum Rule {
@@ -31,6 +32,14 @@ pub enum Rule {
     D18,
     D19,
     D20,
+    D21,
+    D22,
+    D23,
+    D24,
+    D25,
+    D26,
+    D27,
+    D28,
 }
 
 impl fmt::Display for Rule {
@@ -54,6 +63,10 @@ pub enum AuditAction {
     InvitationResent,
     /// An invitation was accepted; the user became active (D10).
     InvitationAccepted,
+    /// Someone tried to accept an invitation with a wrong address (D24). The event's
+    /// outcome is a refusal; its changes show the failed-attempt count and, on the last
+    /// allowed attempt, that the token was revoked.
+    AcceptAttemptFailed,
     /// The host reported a sign-in (D14).
     SignedIn,
     /// A user's email, role, status, template, CRM access or grants changed.
@@ -107,6 +120,13 @@ pub enum Field {
     Permissions,
     /// How many users were detached from or reassigned off a deleted template.
     AffectedUsers,
+    /// The users whose access changed with a template's edit, detach or reassignment
+    /// (their ids, in the after value).
+    ChangedUsers,
+    /// Failed accept attempts of an invitation (D24).
+    FailedAttempts,
+    /// An invitation's state (D24: revoked after too many failed attempts).
+    InvitationState,
 }
 
 /// A value before or after a change.
@@ -131,6 +151,8 @@ pub enum Value {
     Number(u64),
     /// A time.
     Time(#[serde(with = "time::serde::rfc3339")] OffsetDateTime),
+    /// Users, by id.
+    Users(Vec<UserId>),
 }
 
 /// One changed field.

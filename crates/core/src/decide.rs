@@ -15,8 +15,9 @@ use crate::audit::{AuditAction, AuditEvent, AuditTarget, Field, FieldChange, Out
 use crate::policy::{effective_crm, effective_permissions, potential_permissions};
 use crate::{
     Action, ActorRef, Category, Counters, Email, EmailError, Error, Invitation, InvitationKind,
-    InvitationState, Permission, Permissions, Policy, Role, RoleTemplate, Status, TemplateId,
-    TemplateName, Tenant, TenantId, TenantState, TokenHash, Tombstone, User, UserId,
+    InvitationState, MAX_ACCEPT_ATTEMPTS, Permission, Permissions, Policy, Role, RoleTemplate,
+    Status, TemplateId, TemplateName, Tenant, TenantId, TenantName, TenantState, TokenHash,
+    Tombstone, User, UserId,
 };
 
 /// One write of a change set. Stores apply the writes of a [`Change`] in order, all or none.
@@ -52,6 +53,16 @@ pub enum Write {
     RevokeInvitations(UserId),
     /// Mark one invitation used.
     UseInvitation(TokenHash),
+    /// Record a failed accept attempt on a pending invitation (D24): set its count of
+    /// failed attempts, and revoke it when `revoke` is set.
+    FailAcceptAttempt {
+        /// The invitation.
+        token_hash: TokenHash,
+        /// Its failed attempts after this one.
+        failed_attempts: u32,
+        /// Whether this attempt kills the token.
+        revoke: bool,
+    },
 }
 
 /// Everything one use case changes, committed atomically and only if the tenant's version is
@@ -161,6 +172,31 @@ impl Acting<'_> {
         }
     }
 
+    /// D21: a non-admin manages only users whose access, now and once active (CRM
+    /// included), is within its own. `template` is the one `target` references.
+    ///
+    /// # Errors
+    /// [`Error::BeyondOwnAccess`] naming what the target holds beyond the actor.
+    pub fn check_within(
+        &self,
+        target: &User,
+        template: Option<&RoleTemplate>,
+    ) -> Result<(), Error> {
+        if self.is_admin() {
+            return Ok(());
+        }
+        let target_holds =
+            potential_permissions(target, template) | effective_permissions(target, template);
+        let missing = target_holds.difference(self.holds());
+        let target_crm = target.crm_access || target.role == Role::Admin;
+        let crm = target_crm && !effective_crm(self.user);
+        if missing.is_empty() && !crm {
+            Ok(())
+        } else {
+            Err(Error::BeyondOwnAccess { missing, crm })
+        }
+    }
+
     /// D7: the gain in permissions or CRM access must be held by the actor itself.
     fn check_gain(&self, gained: Permissions, crm_gained: bool) -> Result<(), Error> {
         let missing = gained.difference(self.holds());
@@ -197,9 +233,22 @@ pub fn refused_event(
     }
 }
 
-/// Creates a tenant with its first admin, active from the start.
-#[must_use]
-pub fn create_tenant(tenant: Tenant, admin_id: UserId, admin_email: Email) -> Change {
+/// Creates a tenant with its first admin, active from the start. The name is checked and
+/// trimmed (D22); a limit, if given, must leave the first admin its seat (D23).
+///
+/// # Errors
+/// [`Error::InvalidTenantName`] (D22), [`Error::FirstSeatRequired`] (D23).
+pub fn create_tenant(
+    mut tenant: Tenant,
+    admin_id: UserId,
+    admin_email: Email,
+) -> Result<Change, Error> {
+    tenant.name = TenantName::parse(&tenant.name)
+        .map_err(Error::InvalidTenantName)?
+        .into_string();
+    if tenant.user_limit == Some(0) {
+        return Err(Error::FirstSeatRequired);
+    }
     let now = tenant.created_at;
     let admin = User {
         id: admin_id,
@@ -223,7 +272,7 @@ pub fn create_tenant(tenant: Tenant, admin_id: UserId, admin_email: Email) -> Ch
         outcome: Outcome::Success,
         changes: Vec::new(),
     };
-    Change {
+    Ok(Change {
         tenant_id: tenant.id,
         expected_version: 0,
         counters: Counters {
@@ -247,7 +296,7 @@ pub fn create_tenant(tenant: Tenant, admin_id: UserId, admin_email: Email) -> Ch
             },
         ],
         writes: vec![Write::InsertTenant(tenant), Write::InsertUser(admin)],
-    }
+    })
 }
 
 /// Changes the seat limit (D9). It may be set below current usage; `None` is unlimited.
@@ -396,6 +445,7 @@ fn push_invite(
         state: InvitationState::Pending,
         created_at: ctx.now,
         expires_at,
+        failed_attempts: 0,
     }));
     out.writes
         .insert(out.writes.len().saturating_sub(1), Write::InsertUser(user));
@@ -560,14 +610,17 @@ pub fn invite_many(
 }
 
 /// Sends an invitation again (D10): a new token, every older one revoked, never a second
-/// user. `recent_resends` are the times of this user's earlier resends (any age).
+/// user. `template` is the one the target references; `recent_resends` are the times of
+/// this user's earlier resends (any age).
 ///
 /// # Errors
-/// D7 when the actor may not, D10 when the user is not invited or the rate limit is hit.
+/// D7 when the actor may not, D21 when the target holds more than a non-admin actor, D10
+/// when the user is not invited or the rate limit is hit.
 pub fn resend(
     ctx: Ctx<'_>,
     actor: &Acting<'_>,
     target: &User,
+    template: Option<&RoleTemplate>,
     recent_resends: &[OffsetDateTime],
     token_hash: TokenHash,
 ) -> Result<Change, Error> {
@@ -578,6 +631,7 @@ pub fn resend(
     if target.role == Role::Admin && !actor.is_admin() {
         return Err(Error::AdminOnly);
     }
+    actor.check_within(target, template)?;
     if target.status != Status::Invited {
         return Err(Error::NotInvited {
             status: target.status,
@@ -610,6 +664,7 @@ pub fn resend(
         state: InvitationState::Pending,
         created_at: ctx.now,
         expires_at,
+        failed_attempts: 0,
     }));
     out.writes.push(Write::UpdateUser(User {
         invite_expires_at: Some(expires_at),
@@ -643,12 +698,17 @@ pub fn accept(
         && invitation.user_id == user.id
         && invitation.state == InvitationState::Pending
         && ctx.now < invitation.expires_at
+        && invitation.failed_attempts < MAX_ACCEPT_ATTEMPTS
         && user.status == Status::Invited;
     if !valid {
         return Err(Error::InvalidInvitation);
     }
     if !user.email.same_as(signup_email) {
-        return Err(Error::InvitationEmailMismatch);
+        return Err(Error::InvitationEmailMismatch {
+            attempts_left: MAX_ACCEPT_ATTEMPTS
+                .saturating_sub(invitation.failed_attempts)
+                .saturating_sub(1),
+        });
     }
     let mut out = Change::on(ctx.state);
     out.writes.push(Write::RevokeInvitations(user.id));
@@ -677,6 +737,51 @@ pub fn accept(
         ],
     ));
     Ok(out)
+}
+
+/// Records a failed accept attempt (D24): a sign-up on a live token with a wrong address.
+/// The invitation's count goes up; the [`MAX_ACCEPT_ATTEMPTS`]th attempt revokes the token
+/// (a resend issues a new one; the user stays invited). The audit event is a refusal by the
+/// host ([`ActorRef::System`]: no user of the tenant acted) on the invited user.
+///
+/// Call it only after [`accept`] answered [`Error::InvitationEmailMismatch`] for the same
+/// snapshot; `error` is that answer, recorded in the event.
+#[must_use]
+pub fn failed_accept(ctx: Ctx<'_>, invitation: &Invitation, error: &Error) -> Change {
+    let mut out = Change::on(ctx.state);
+    let failed_attempts = invitation.failed_attempts.saturating_add(1);
+    let revoke = failed_attempts >= MAX_ACCEPT_ATTEMPTS;
+    out.writes.push(Write::FailAcceptAttempt {
+        token_hash: invitation.token_hash,
+        failed_attempts,
+        revoke,
+    });
+    let mut changes = vec![change(
+        Field::FailedAttempts,
+        Value::Number(u64::from(invitation.failed_attempts)),
+        Value::Number(u64::from(failed_attempts)),
+    )];
+    if revoke {
+        changes.push(change(
+            Field::InvitationState,
+            Value::Text("pending".to_owned()),
+            Value::Text("revoked".to_owned()),
+        ));
+    }
+    out.events.push(AuditEvent {
+        outcome: Outcome::Refused {
+            rule: crate::Rule::D24,
+            message: error.to_string(),
+        },
+        changes,
+        ..ctx.event(
+            ActorRef::System,
+            AuditAction::AcceptAttemptFailed,
+            AuditTarget::User(invitation.user_id),
+            Vec::new(),
+        )
+    });
+    out
 }
 
 /// Records a successful sign-in reported by the host (D14).
@@ -751,6 +856,29 @@ mod clearable {
     }
 }
 
+/// Appends [`Field::ChangedUsers`]: the users among `referencing` (those that reference
+/// `from`) whose access, now or once active, differs when they hold `to` instead.
+fn push_changed_users(
+    changes: &mut Vec<FieldChange>,
+    from: &RoleTemplate,
+    to: Option<&RoleTemplate>,
+    referencing: &[User],
+) {
+    let to_perms = to.map_or(Permissions::empty(), |t| t.permissions);
+    let ids: Vec<UserId> = referencing
+        .iter()
+        .filter(|u| {
+            u.template_id == Some(from.id)
+                && u.role == Role::User
+                && (u.grants | from.permissions) != (u.grants | to_perms)
+        })
+        .map(|u| u.id)
+        .collect();
+    if !ids.is_empty() {
+        changes.push(change(Field::ChangedUsers, Value::None, Value::Users(ids)));
+    }
+}
+
 fn change(field: Field, before: Value, after: Value) -> FieldChange {
     FieldChange {
         field,
@@ -814,8 +942,9 @@ fn user_diff(before: &User, after: &User) -> Vec<FieldChange> {
 /// `email_taken` is whether another user of the tenant has the new address's key.
 ///
 /// # Errors
-/// The refusing rule: D7 (authority, admin targets, escalation, self-change), D2
-/// (transition), D5 (admin CRM), D8 (last admin), D3 (address taken), D15 (template).
+/// The refusing rule: D7 (authority, admin targets, escalation, self-change), D21 (a target
+/// holding more than a non-admin actor, whatever the edit), D2 (transition), D5 (admin
+/// CRM), D8 (last admin), D3 (address taken), D15 (template).
 pub fn edit(
     ctx: Ctx<'_>,
     actor: &Acting<'_>,
@@ -880,6 +1009,7 @@ pub fn edit(
         if target.id == actor.user.id && access_changed {
             return Err(Error::SelfChange);
         }
+        actor.check_within(target, current_template)?;
     }
     let gained = (potential_permissions(&after, new_template)
         - potential_permissions(target, current_template))
@@ -934,6 +1064,7 @@ fn delete_into(
     out: &mut Change,
     actor: &Acting<'_>,
     target: &User,
+    template: Option<&RoleTemplate>,
 ) -> Result<(), Error> {
     if target.tenant_id != ctx.state.tenant.id {
         return Err(Error::UserNotFound);
@@ -946,6 +1077,7 @@ fn delete_into(
         // furthest such change.
         return Err(Error::SelfChange);
     }
+    actor.check_within(target, template)?;
     if target.is_active_admin() {
         if out.counters.active_admins <= 1 {
             return Err(Error::LastAdmin);
@@ -975,19 +1107,28 @@ fn delete_into(
 }
 
 /// Deletes a user for good (D11): its tokens die, its seat is freed, a tombstone remains.
+/// `template` is the one the target references.
 ///
 /// # Errors
-/// D7 (authority, admin target), D8 (last active admin), D15.
-pub fn delete(ctx: Ctx<'_>, actor: &Acting<'_>, target: &User) -> Result<Change, Error> {
+/// D7 (authority, admin target), D21 (a target holding more than a non-admin actor), D8
+/// (last active admin), D15.
+pub fn delete(
+    ctx: Ctx<'_>,
+    actor: &Acting<'_>,
+    target: &User,
+    template: Option<&RoleTemplate>,
+) -> Result<Change, Error> {
     actor.require(ctx.state.tenant.id, Action::Delete)?;
     let mut out = Change::on(ctx.state);
-    delete_into(ctx, &mut out, actor, target)?;
+    delete_into(ctx, &mut out, actor, target, template)?;
     Ok(out)
 }
 
 /// Deletes every expired invitation among `candidates` in one change, freeing their seats
 /// (D20). Candidates that are not expired invitations, or that the actor may not delete (an
-/// admin's, for a non-admin actor), are left alone. Returns the ids deleted.
+/// admin's, or one holding more than the actor, for a non-admin actor: D7, D21), are left
+/// alone. `templates` are the tenant's templates (those the candidates reference suffice).
+/// Returns the ids deleted.
 ///
 /// # Errors
 /// D7 when the actor may not delete users.
@@ -995,12 +1136,16 @@ pub fn purge_expired(
     ctx: Ctx<'_>,
     actor: &Acting<'_>,
     candidates: &[User],
+    templates: &[RoleTemplate],
 ) -> Result<(Change, Vec<UserId>), Error> {
     actor.require(ctx.state.tenant.id, Action::Delete)?;
     let mut out = Change::on(ctx.state);
     let mut deleted = Vec::new();
     for user in candidates.iter().filter(|u| u.invitation_expired(ctx.now)) {
-        if delete_into(ctx, &mut out, actor, user).is_ok() {
+        let template = user
+            .template_id
+            .and_then(|id| templates.iter().find(|t| t.id == id));
+        if delete_into(ctx, &mut out, actor, user, template).is_ok() {
             deleted.push(user.id);
         }
     }
@@ -1062,7 +1207,9 @@ pub struct TemplateEdit {
 }
 
 /// Edits a role template (D12): every user that references it holds the new permissions at
-/// its next check (D6). `name_taken` is whether *another* template has the new name's key.
+/// its next check (D6). `name_taken` is whether *another* template has the new name's key;
+/// `referencing` are the users that reference the template, so that the audit event names
+/// those whose access changes ([`Field::ChangedUsers`]).
 ///
 /// # Errors
 /// D7 (needs `users:manage`; a non-admin may not add what it does not hold, nor change a
@@ -1073,6 +1220,7 @@ pub fn edit_template(
     template: &RoleTemplate,
     edit: &TemplateEdit,
     name_taken: bool,
+    referencing: &[User],
 ) -> Result<Change, Error> {
     actor.require(ctx.state.tenant.id, Action::Manage)?;
     if template.tenant_id != ctx.state.tenant.id {
@@ -1111,6 +1259,7 @@ pub fn edit_template(
             Value::Permissions(template.permissions),
             Value::Permissions(after.permissions),
         ));
+        push_changed_users(&mut changes, template, Some(&after), referencing);
     }
     let mut out = Change::on(ctx.state);
     if changes.is_empty() {
@@ -1145,7 +1294,9 @@ pub enum TemplateDeletion {
 }
 
 /// Deletes a role template (D12). `referencing` is how many users reference it;
-/// `reassign_to` is the template named by [`TemplateDeletion::Reassign`].
+/// `reassign_to` is the template named by [`TemplateDeletion::Reassign`]; `users` are the
+/// referencing users (as many as the caller read), so that the audit event names those
+/// whose access changes ([`Field::ChangedUsers`]).
 ///
 /// # Errors
 /// D12 ([`Error::TemplateInUse`] with the count when refusing), D7, D15.
@@ -1156,6 +1307,7 @@ pub fn delete_template(
     referencing: u64,
     mode: TemplateDeletion,
     reassign_to: Option<&RoleTemplate>,
+    users: &[User],
 ) -> Result<Change, Error> {
     let tenant = ctx.state.tenant.id;
     actor.require(tenant, Action::Manage)?;
@@ -1201,6 +1353,7 @@ pub fn delete_template(
             Value::Template(template.id),
             to.map_or(Value::None, |t| Value::Template(t.id)),
         ));
+        push_changed_users(&mut changes, template, to, users);
     }
     out.writes.push(Write::DeleteTemplate(template.id));
     out.events.push(ctx.event(

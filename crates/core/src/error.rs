@@ -2,7 +2,7 @@
 
 use time::OffsetDateTime;
 
-use crate::{EmailError, Permission, Permissions, Rule, Status, TemplateNameError};
+use crate::{EmailError, NameError, Permission, Permissions, Rule, Status};
 
 /// Why a use case was refused. Nothing was changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -17,9 +17,16 @@ pub enum Error {
         /// The address as given.
         email: String,
     },
-    /// D12: the template name is not acceptable.
+    /// D12, D22: the template name is not acceptable.
     #[error("invalid template name: {0}")]
-    InvalidTemplateName(#[from] TemplateNameError),
+    InvalidTemplateName(#[from] NameError),
+    /// D22: the tenant name is not acceptable.
+    #[error("invalid tenant name: {0}")]
+    InvalidTenantName(NameError),
+    /// D23: a tenant is created with a seat limit of at least 1 (its first admin takes a
+    /// seat).
+    #[error("a new tenant needs a seat limit of at least 1: its first admin takes a seat")]
+    FirstSeatRequired,
     /// D12: another template of the tenant has this name (ignoring case).
     #[error("a role template named {name:?} already exists in this tenant")]
     TemplateNameTaken {
@@ -62,6 +69,15 @@ pub enum Error {
         /// Whether CRM access was among them.
         crm: bool,
     },
+    /// D21: a non-admin may manage (edit, resend to, delete) only a user whose access, now
+    /// or once active, is within its own.
+    #[error("cannot manage a user who holds more than you: {}", escalation_text(*missing, *crm))]
+    BeyondOwnAccess {
+        /// The permissions the target holds (or would hold once active) that the actor lacks.
+        missing: Permissions,
+        /// Whether the target has CRM access that the actor lacks.
+        crm: bool,
+    },
     /// D7: a non-admin may not change its own role, permissions, template or status.
     #[error("you cannot change your own role, permissions, template, CRM access or status")]
     SelfChange,
@@ -79,9 +95,15 @@ pub enum Error {
     /// D10: the token is expired, used, superseded or unknown (deliberately not saying which).
     #[error("this invitation link is invalid or has expired")]
     InvalidInvitation,
-    /// D10: the address the person signed up with is not the invited one.
-    #[error("the sign-up email address does not match the invitation")]
-    InvitationEmailMismatch,
+    /// D10: the address the person signed up with is not the invited one. D24: the attempt
+    /// was counted; when none are left the token is dead.
+    #[error(
+        "the sign-up email address does not match the invitation ({attempts_left} attempt(s) left)"
+    )]
+    InvitationEmailMismatch {
+        /// Further wrong addresses accepted before the token dies (D24).
+        attempts_left: u32,
+    },
     /// D10: only invited users can be sent an invitation again.
     #[error("only invited users can be sent an invitation again; this user is {status}")]
     NotInvited {
@@ -120,6 +142,10 @@ impl Error {
     pub const fn rule(&self) -> Rule {
         match self {
             Error::InvalidEmail(_) | Error::EmailTaken { .. } => Rule::D3,
+            Error::InvalidTemplateName(NameError::ForbiddenCharacter { .. })
+            | Error::InvalidTenantName(_) => Rule::D22,
+            Error::FirstSeatRequired => Rule::D23,
+            Error::BeyondOwnAccess { .. } => Rule::D21,
             Error::InvalidTemplateName(_)
             | Error::TemplateNameTaken { .. }
             | Error::TemplateInUse { .. } => Rule::D12,
@@ -132,7 +158,7 @@ impl Error {
             Error::LastAdmin => Rule::D8,
             Error::SeatLimitReached { .. } => Rule::D9,
             Error::InvalidInvitation
-            | Error::InvitationEmailMismatch
+            | Error::InvitationEmailMismatch { .. }
             | Error::NotInvited { .. }
             | Error::ResendRateLimited { .. } => Rule::D10,
             Error::SignInRefused { .. } => Rule::D14,

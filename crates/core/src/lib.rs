@@ -7,7 +7,7 @@
 //! service passes the time and fresh ids in.
 //!
 //! Every product rule lives here, once; each refusal is an [`Error`] that names its rule
-//! (D1–D20 of `DECISIONS.md`) through [`Error::rule`].
+//! (D1–D28) through [`Error::rule`].
 //!
 //! ```
 //! use tenantry_core::*;
@@ -44,8 +44,9 @@ pub use error::Error;
 pub use ids::{IdError, MessageId, TemplateId, TenantId, UserId};
 pub use model::{
     ActorRef, Counters, Invitation, InvitationKind, InvitationState, KeywordError,
-    MAX_TEMPLATE_NAME_LEN, Policy, Role, RoleTemplate, SeatUsage, Status, TemplateName,
-    TemplateNameError, Tenant, TenantState, TokenHash, Tombstone, User,
+    MAX_ACCEPT_ATTEMPTS, MAX_TEMPLATE_NAME_LEN, MAX_TENANT_NAME_LEN, NameError, Policy, Role,
+    RoleTemplate, SeatUsage, Status, TemplateName, TemplateNameError, Tenant, TenantName,
+    TenantState, TokenHash, Tombstone, User, check_name, is_format_char,
 };
 pub use permissions::{Action, Category, Permission, PermissionParseError, Permissions};
 pub use policy::{

@@ -247,30 +247,173 @@ impl User {
     }
 }
 
-/// The longest template name, in characters (D12).
+/// The longest template name, in characters (D12, D22).
 pub const MAX_TEMPLATE_NAME_LEN: usize = 64;
 
-/// Why a template name was refused (D12).
+/// The longest tenant name, in characters (D22).
+pub const MAX_TENANT_NAME_LEN: usize = 100;
+
+/// Why a tenant or template name was refused (D12, D22).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum TemplateNameError {
+pub enum NameError {
     /// Empty after trimming.
-    #[error("the template name is empty")]
+    #[error("the name is empty")]
     Empty,
-    /// Longer than 64 characters.
-    #[error(
-        "the template name is {len} characters long; at most {MAX_TEMPLATE_NAME_LEN} are allowed"
-    )]
+    /// Longer than allowed.
+    #[error("the name is {len} characters long; at most {max} are allowed")]
     TooLong {
-        /// Its length in characters.
+        /// Its length in characters, after trimming.
         len: usize,
+        /// The most allowed (64 for templates, 100 for tenants).
+        max: usize,
     },
-    /// Holds a control character.
-    #[error("the template name contains a control character")]
-    ControlCharacter,
+    /// Holds a control character (Unicode Cc) or a format character (Unicode Cf: zero-width
+    /// characters, bidirectional controls, the byte-order mark), which would let two names
+    /// that look the same exist side by side (D22).
+    #[error(
+        "the name contains U+{:04X} ({}) at character {position}",
+        u32::from(*character),
+        if character.is_control() { "a control character" } else { "an invisible format character" }
+    )]
+    ForbiddenCharacter {
+        /// The refused character.
+        character: char,
+        /// Its position: the 0-based index among the characters of the name as given.
+        position: usize,
+    },
 }
 
-/// A role template name: 1–64 characters, unique per tenant ignoring case (D12).
+/// The name errors of role templates (the same rules as every name, D22).
+pub type TemplateNameError = NameError;
+
+/// Whether `c` is a Unicode format character (general category Cf), as of Unicode 16.
+///
+/// The core depends on no Unicode tables crate, so the Cf ranges are listed here; they change
+/// rarely (Unicode 16 added none to those of 15.1).
+#[must_use]
+pub fn is_format_char(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0x00AD
+            | 0x0600..=0x0605
+            | 0x061C
+            | 0x06DD
+            | 0x070F
+            | 0x0890..=0x0891
+            | 0x08E2
+            | 0x180E
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x2064
+            | 0x2066..=0x206F
+            | 0xFEFF
+            | 0xFFF9..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0001
+            | 0xE0020..=0xE007F
+    )
+}
+
+/// Checks a name against D22: trimmed of surrounding white space, 1..=`max` characters, no
+/// control (Cc) or format (Cf) character. Returns the trimmed name.
+///
+/// # Errors
+/// [`NameError`] saying what is wrong, and for a refused character which one and where.
+pub fn check_name(input: &str, max: usize) -> Result<&str, NameError> {
+    let trimmed = input.trim();
+    let lead = input
+        .get(..input.len().saturating_sub(input.trim_start().len()))
+        .map_or(0, |s| s.chars().count());
+    if let Some((i, c)) = trimmed
+        .chars()
+        .enumerate()
+        .find(|(_, c)| c.is_control() || is_format_char(*c))
+    {
+        return Err(NameError::ForbiddenCharacter {
+            character: c,
+            position: lead.saturating_add(i),
+        });
+    }
+    let len = trimmed.chars().count();
+    if len == 0 {
+        return Err(NameError::Empty);
+    }
+    if len > max {
+        return Err(NameError::TooLong { len, max });
+    }
+    Ok(trimmed)
+}
+
+/// A tenant name: 1–100 characters after trimming, no control or format characters (D22).
+///
+/// ```
+/// use tenantry_core::{NameError, TenantName};
+/// assert_eq!(TenantName::parse("  Acme Support ")?.as_str(), "Acme Support");
+/// assert!(matches!(
+///     TenantName::parse("Acme\u{202e}"),
+///     Err(NameError::ForbiddenCharacter { character: '\u{202e}', position: 4 })
+/// ));
+/// # Ok::<(), NameError>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct TenantName(String);
+
+impl TenantName {
+    /// Validates a name (trimmed of surrounding white space).
+    ///
+    /// # Errors
+    /// [`NameError`] saying why.
+    pub fn parse(input: &str) -> Result<Self, NameError> {
+        check_name(input, MAX_TENANT_NAME_LEN).map(|s| Self(s.to_owned()))
+    }
+
+    /// The name (trimmed).
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name as an owned string.
+    #[must_use]
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Display for TenantName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for TenantName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TenantName({:?})", self.0)
+    }
+}
+
+impl FromStr for TenantName {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for TenantName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        TenantName::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A role template name: 1–64 characters, no control or format characters (D22), unique per
+/// tenant ignoring case (D12).
 ///
 /// ```
 /// use tenantry_core::TemplateName;
@@ -291,17 +434,7 @@ impl TemplateName {
     /// # Errors
     /// [`TemplateNameError`] saying why.
     pub fn parse(input: &str) -> Result<Self, TemplateNameError> {
-        let trimmed = input.trim();
-        let len = trimmed.chars().count();
-        if len == 0 {
-            return Err(TemplateNameError::Empty);
-        }
-        if len > MAX_TEMPLATE_NAME_LEN {
-            return Err(TemplateNameError::TooLong { len });
-        }
-        if trimmed.chars().any(char::is_control) {
-            return Err(TemplateNameError::ControlCharacter);
-        }
+        let trimmed = check_name(input, MAX_TEMPLATE_NAME_LEN)?;
         Ok(Self {
             display: trimmed.to_owned(),
             key: trimmed.to_lowercase(),
@@ -413,7 +546,8 @@ pub enum InvitationState {
     Pending,
     /// Accepted (single use, D10).
     Used,
-    /// Invalidated by a resend, an email change or a delete.
+    /// Invalidated by a resend, an email change, a delete or too many failed accept
+    /// attempts (D24).
     Revoked,
 }
 
@@ -436,7 +570,14 @@ pub struct Invitation {
     /// When it stops being accepted.
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
+    /// Sign-ups tried on this token with a wrong address (D24); the
+    /// [`MAX_ACCEPT_ATTEMPTS`]th revokes it.
+    #[serde(default)]
+    pub failed_attempts: u32,
 }
+
+/// Failed accept attempts (wrong address) after which an invitation's token dies (D24).
+pub const MAX_ACCEPT_ATTEMPTS: u32 = 5;
 
 /// Who acted: a user of the tenant, or the host itself (billing, provisioning, sign-in).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -161,7 +161,8 @@ pub enum DeliveryState {
 /// A message in the outbox with its delivery state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxRecord {
-    /// The message. Once sent, its bodies (which hold the accept link) are cleared.
+    /// The message. Once sent or failed for good, its bodies (which hold the accept link)
+    /// are cleared (D26).
     pub message: Message,
     /// Its delivery state.
     pub state: DeliveryState,
@@ -332,7 +333,19 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         limit: u32,
     ) -> Result<Vec<OutboxRecord>, StoreError>;
 
-    /// Records the result of a delivery attempt (and counts the attempt).
+    /// Claims one message for delivery, as [`Store::claim_due_mail`] does, if it is pending
+    /// and due at `now`; `None` otherwise (already sent, failed, or leased by another
+    /// dispatcher). Inline delivery (D25) claims only the messages its own call queued.
+    async fn claim_message(
+        &self,
+        tenant: TenantId,
+        id: MessageId,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+    ) -> Result<Option<OutboxRecord>, StoreError>;
+
+    /// Records the result of a delivery attempt (and counts the attempt). A message that is
+    /// sent or has failed for good loses its bodies, which hold the live accept link (D26).
     async fn record_delivery(
         &self,
         tenant: TenantId,

@@ -308,6 +308,34 @@ impl TenantData {
                 );
                 undo.push(Undo::Invitation(*h, old));
             }
+            Write::FailAcceptAttempt {
+                token_hash,
+                failed_attempts,
+                revoke,
+            } => {
+                let Some(inv) = self
+                    .invitations
+                    .get(token_hash)
+                    .filter(|i| i.state == InvitationState::Pending)
+                    .cloned()
+                else {
+                    return Err(conflict(Constraint::MissingRow));
+                };
+                let state = if *revoke {
+                    InvitationState::Revoked
+                } else {
+                    inv.state
+                };
+                let old = self.set_invitation(
+                    *token_hash,
+                    Some(Invitation {
+                        state,
+                        failed_attempts: *failed_attempts,
+                        ..inv
+                    }),
+                );
+                undo.push(Undo::Invitation(*token_hash, old));
+            }
             // `Write` is non-exhaustive for other crates; this crate knows every variant,
             // but refuse anything unknown rather than ignore it.
             #[allow(unreachable_patterns)]
@@ -714,6 +742,26 @@ impl Store for InMemoryStore {
             .unwrap_or_default())
     }
 
+    async fn claim_message(
+        &self,
+        tenant: TenantId,
+        id: MessageId,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+    ) -> Result<Option<OutboxRecord>, StoreError> {
+        Ok(self
+            .with_mut(tenant, |d| {
+                let r = d.outbox.get_mut(&id)?;
+                if r.state == DeliveryState::Pending && r.next_attempt_at <= now {
+                    r.next_attempt_at = lease_until;
+                    Some(r.clone())
+                } else {
+                    None
+                }
+            })
+            .flatten())
+    }
+
     async fn record_delivery(
         &self,
         tenant: TenantId,
@@ -747,6 +795,9 @@ impl Store for InMemoryStore {
                         at: *at,
                     };
                     r.last_error = Some(reason.clone());
+                    // D26: a message that will not be sent keeps no live link.
+                    r.message.text.clear();
+                    r.message.html.clear();
                 }
             }
             Ok(())

@@ -291,7 +291,7 @@ pub fn template<R: Columns>(row: &R) -> Result<RoleTemplate, StoreError> {
 
 /// The invitation columns every backend selects.
 pub const INVITATION_COLUMNS: &str =
-    "token_hash, tenant_id, user_id, kind, state, created_at, expires_at";
+    "token_hash, tenant_id, user_id, kind, state, created_at, expires_at, failed_attempts";
 
 /// Columns: [`INVITATION_COLUMNS`].
 ///
@@ -319,6 +319,8 @@ pub fn invitation<R: Columns>(row: &R) -> Result<Invitation, StoreError> {
         },
         created_at: row.time("created_at")?,
         expires_at: row.time("expires_at")?,
+        failed_attempts: u32::try_from(row.int("failed_attempts")?)
+            .map_err(|e| corrupt(R::BACKEND, "failed_attempts", e))?,
     })
 }
 

@@ -363,8 +363,9 @@ pub(crate) async fn invite(ctx: Ctx, auth: ViewAuth, fields: Fields) -> Response
             ctx.flash(
                 "ok",
                 format!(
-                    "Invitation sent to {}. They appear as invited until they accept; the message is in the outbox.",
-                    invited.user.email
+                    "Invitation sent to {}. They appear as invited until they accept; the message is in the outbox. Invite link (shown this once): {}",
+                    invited.user.email,
+                    invited.accept_link.expose()
                 ),
             );
             ctx.back_to_users()
@@ -615,11 +616,12 @@ pub(crate) async fn resend(
         .resend_invitation(ctx.tenant(), auth.user, id)
         .await
     {
-        Ok(_) => ctx.flash(
+        Ok(resent) => ctx.flash(
             "ok",
             format!(
-                "A fresh invitation was sent to {}; earlier links no longer work.",
-                target.email
+                "A fresh invitation was sent to {}; earlier links no longer work. New invite link (shown this once): {}",
+                target.email,
+                resent.accept_link.expose()
             ),
         ),
         Err(e) => ctx.flash("error", error_text(&e)),
