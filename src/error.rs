@@ -1,6 +1,6 @@
 //! The service's error type.
 
-use tenantry_core::{EmailError, PermissionParseError, Rule, TemplateNameError};
+use tenantry_core::{EmailError, ErrorKind, PermissionParseError, Rule, TemplateNameError};
 use tenantry_store::StoreError;
 
 /// Why a page request was refused.
@@ -78,6 +78,26 @@ impl Error {
             Error::Query(_) => Some(Rule::D18),
             Error::Permission(_) => Some(Rule::D4),
             Error::Store(_) | Error::Settings(_) | Error::Randomness(_) => None,
+        }
+    }
+
+    /// How a host should classify the error (for an HTTP status or a UI message).
+    ///
+    /// ```
+    /// use tenantry::{Error, ErrorKind};
+    /// let e = Error::from(tenantry::core::Error::TemplateNotFound);
+    /// assert_eq!(e.kind(), ErrorKind::NotFound);
+    /// assert_eq!(Error::Contention { attempts: 8 }.kind(), ErrorKind::Unavailable);
+    /// ```
+    #[must_use]
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Rule(e) => e.kind(),
+            Error::Store(StoreError::NotFound) => ErrorKind::NotFound,
+            Error::Store(StoreError::Conflict { .. }) => ErrorKind::Conflict,
+            Error::Store(_) | Error::Contention { .. } => ErrorKind::Unavailable,
+            Error::Query(_) | Error::Permission(_) => ErrorKind::InvalidInput,
+            Error::Settings(_) | Error::Randomness(_) => ErrorKind::Internal,
         }
     }
 

@@ -63,8 +63,8 @@ pub use tenantry_core::decide::{
 };
 pub use tenantry_core::{
     Action, ActorRef, AuditAction, AuditEvent, AuditRecord, AuditTarget, Category, Decision, Email,
-    EmailError, Permission, Permissions, Policy, Reason, Request, Role, RoleTemplate, Rule,
-    SeatUsage, Status, TemplateId, TemplateName, Tenant, TenantId, Tombstone, User, UserId,
+    EmailError, ErrorKind, Permission, Permissions, Policy, Reason, Request, Role, RoleTemplate,
+    Rule, SeatUsage, Status, TemplateId, TemplateName, Tenant, TenantId, Tombstone, User, UserId,
 };
 pub use tenantry_mail::{DefaultRenderer, InMemoryMailer, MailError, Mailer, Message, Renderer};
 #[cfg(feature = "postgres")]

@@ -60,6 +60,17 @@ impl Tenantry {
     /// # Errors
     /// Store failures (delivery failures are recorded on the messages, not returned).
     pub async fn dispatch(&self, tenant: TenantId) -> Result<DispatchReport, Error> {
+        let span = tracing::info_span!(
+            target: "tenantry",
+            "dispatch",
+            tenant = %tenant,
+            outcome = tracing::field::Empty,
+            rule = tracing::field::Empty,
+        );
+        crate::service::traced(span, self.dispatch_tenant(tenant)).await
+    }
+
+    async fn dispatch_tenant(&self, tenant: TenantId) -> Result<DispatchReport, Error> {
         let mut report = DispatchReport::default();
         loop {
             let now = self.now();
@@ -73,19 +84,47 @@ impl Tenantry {
                 return Ok(report);
             }
             for record in claimed {
-                report.add(self.deliver(tenant, &record).await?);
+                report.add(self.deliver(tenant, &record, None).await?);
             }
         }
     }
 
+    /// Sends one claimed message and records the result. With `limit`, the send is given
+    /// at most that long (D25): a send cut off is recorded as a transient failure (retried
+    /// by the dispatcher after the backoff). The recording itself is never cut off: a
+    /// message the server took is always marked sent, so it is never sent twice (D17).
     pub(crate) async fn deliver(
         &self,
         tenant: TenantId,
         record: &OutboxRecord,
+        limit: Option<std::time::Duration>,
     ) -> Result<DispatchReport, Error> {
-        let result = self.inner.mailer.send(&record.message).await;
+        let send = self.inner.mailer.send(&record.message);
+        let result = match limit {
+            None => send.await,
+            Some(limit) => match tokio::time::timeout(limit, send).await {
+                Ok(r) => r,
+                Err(_) => Err(tenantry_mail::MailError::Transient(format!(
+                    "inline delivery stopped waiting after {} ms; left to the dispatcher",
+                    limit.as_millis()
+                ))),
+            },
+        };
         let now = self.now();
         let attempts = record.attempts.saturating_add(1);
+        match &result {
+            Ok(()) => {
+                tracing::debug!(target: "tenantry", message = %record.message.id, attempts, "message delivered")
+            }
+            Err(e) => tracing::info!(
+                target: "tenantry",
+                message = %record.message.id,
+                attempts,
+                transient = e.is_transient(),
+                reason = e.reason(),
+                "delivery attempt failed"
+            ),
+        }
         let (update, report) = match result {
             Ok(()) => (
                 DeliveryUpdate::Sent { at: now },
@@ -139,7 +178,7 @@ impl Tenantry {
             match self.dispatch(t).await {
                 Ok(r) => report.add(r),
                 Err(e) => {
-                    tracing::warn!(tenant = %t, error = %e, "dispatch failed; the tenant's messages stay pending");
+                    tracing::warn!(target: "tenantry", tenant = %t, error = %e, "dispatch failed; the tenant's messages stay pending");
                     report.tenants_failed = report.tenants_failed.saturating_add(1);
                 }
             }

@@ -122,12 +122,18 @@ macro_rules! retry {
             let started = tokio::time::Instant::now();
             match $call.await {
                 Err(Error::Store(e)) if e.is_retryable() && attempt < max => {
+                    tracing::debug!(target: "tenantry", attempt, error = %e, "retrying on a fresh snapshot");
                     $self.backoff(attempt, started.elapsed()).await;
                 }
                 Err(Error::Store(e)) if e.is_retryable() => {
+                    tracing::warn!(target: "tenantry", attempts = attempt, error = %e, "gave up: the tenant kept changing");
+                    tracing::Span::current().record("attempts", attempt);
                     break Err(Error::Contention { attempts: attempt });
                 }
-                other => break other,
+                other => {
+                    tracing::Span::current().record("attempts", attempt);
+                    break other;
+                }
             }
         }
     }};
@@ -407,41 +413,45 @@ impl Tenantry {
 
     /// D25: delivers inline only the messages this call queued, within the inline
     /// deadline; whatever is not delivered by then (and every older message) is left to the
-    /// dispatcher. A message cut off mid-send keeps its lease and stays pending.
+    /// dispatcher. The deadline bounds the mail server's part only: a send cut off by it is
+    /// recorded as a transient failure (retried after the backoff), and a finished send is
+    /// always recorded, so a delivered message is never sent again.
     async fn after_commit(&self, tenant: TenantId, queued: &[MessageId]) {
         let delivery = &self.inner.settings.delivery;
         if !delivery.inline || queued.is_empty() {
             return;
         }
-        let deadline = std::time::Duration::try_from(delivery.inline_deadline)
+        let budget = std::time::Duration::try_from(delivery.inline_deadline)
             .unwrap_or(std::time::Duration::ZERO);
-        let work = async {
-            for id in queued {
-                let now = self.now();
-                let lease = now.saturating_add(delivery.lease);
-                match self
-                    .inner
-                    .store
-                    .claim_message(tenant, *id, now, lease)
-                    .await
-                {
-                    Ok(Some(record)) => {
-                        if let Err(e) = self.deliver(tenant, &record).await {
-                            tracing::warn!(error = %e, "inline delivery failed; the message stays pending");
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "inline delivery could not claim its message; it stays pending");
+        let deadline = tokio::time::Instant::now() + budget;
+        for id in queued {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                tracing::info!(
+                    target: "tenantry",
+                    tenant = %tenant,
+                    "inline delivery reached its deadline; the rest is left to the dispatcher"
+                );
+                return;
+            }
+            let now = self.now();
+            let lease = now.saturating_add(delivery.lease);
+            match self
+                .inner
+                .store
+                .claim_message(tenant, *id, now, lease)
+                .await
+            {
+                Ok(Some(record)) => {
+                    if let Err(e) = self.deliver(tenant, &record, Some(left)).await {
+                        tracing::warn!(target: "tenantry", error = %e, "inline delivery could not record its result; the message stays pending");
                     }
                 }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(target: "tenantry", error = %e, "inline delivery could not claim its message; it stays pending");
+                }
             }
-        };
-        if tokio::time::timeout(deadline, work).await.is_err() {
-            tracing::info!(
-                tenant = %tenant,
-                "inline delivery reached its deadline; the rest is left to the dispatcher"
-            );
         }
     }
 
@@ -459,21 +469,33 @@ impl Tenantry {
         user_limit: Option<u32>,
         admin_email: Email,
     ) -> Result<(TenantId, UserId), Error> {
-        let tenant = Tenant {
-            id: TenantId::from_parts(self.unix_millis(), self.random_bytes()?),
-            name: name.to_owned(),
-            user_limit,
-            created_at: self.now(),
-        };
-        let (tid, admin) = (tenant.id, self.new_user_id()?);
-        let change = decide::create_tenant(tenant, admin, admin_email)?;
-        match self.inner.store.commit(&change, &[]).await {
-            Err(StoreError::Conflict {
-                constraint: Constraint::TenantId,
-            }) => Err(Error::Rule(tenantry_core::Error::TenantExists)),
-            other => other.map_err(Error::from),
-        }?;
-        Ok((tid, admin))
+        let span = tracing::info_span!(
+            target: "tenantry",
+            "create_tenant",
+            tenant = tracing::field::Empty, actor = "system",
+            outcome = tracing::field::Empty,
+            rule = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+        );
+        traced(span, async {
+            let tenant = Tenant {
+                id: TenantId::from_parts(self.unix_millis(), self.random_bytes()?),
+                name: name.to_owned(),
+                user_limit,
+                created_at: self.now(),
+            };
+            let (tid, admin) = (tenant.id, self.new_user_id()?);
+            tracing::Span::current().record("tenant", tracing::field::display(tid));
+            let change = decide::create_tenant(tenant, admin, admin_email)?;
+            match self.inner.store.commit(&change, &[]).await {
+                Err(StoreError::Conflict {
+                    constraint: Constraint::TenantId,
+                }) => Err(Error::Rule(tenantry_core::Error::TenantExists)),
+                other => other.map_err(Error::from),
+            }?;
+            Ok((tid, admin))
+        })
+        .await
     }
 
     /// The tenant with its counters.
@@ -494,7 +516,18 @@ impl Tenantry {
         tenant: TenantId,
         limit: Option<u32>,
     ) -> Result<SeatUsage, Error> {
-        retry!(self, self.try_set_user_limit(tenant, limit))
+        let span = tracing::info_span!(
+            target: "tenantry",
+            "set_user_limit",
+            tenant = %tenant, actor = "system",
+            outcome = tracing::field::Empty,
+            rule = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+        );
+        traced(span, async {
+            retry!(self, self.try_set_user_limit(tenant, limit))
+        })
+        .await
     }
 
     async fn try_set_user_limit(
@@ -529,9 +562,20 @@ impl Tenantry {
         actor: UserId,
         request: &InviteRequest,
     ) -> Result<Invited, Error> {
-        let out = retry!(self, self.try_invite(tenant, actor, request))?;
-        self.after_commit(tenant, &[out.message_id]).await;
-        Ok(out)
+        let span = tracing::info_span!(
+            target: "tenantry",
+            "invite",
+            tenant = %tenant, actor = %actor,
+            outcome = tracing::field::Empty,
+            rule = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+        );
+        traced(span, async {
+            let out = retry!(self, self.try_invite(tenant, actor, request))?;
+            self.after_commit(tenant, &[out.message_id]).await;
+            Ok(out)
+        })
+        .await
     }
 
     async fn try_invite(
@@ -611,9 +655,20 @@ impl Tenantry {
         actor: UserId,
         request: &BulkInvite,
     ) -> Result<Vec<BulkResult>, Error> {
-        let (out, queued) = retry!(self, self.try_invite_many(tenant, actor, request))?;
-        self.after_commit(tenant, &queued).await;
-        Ok(out)
+        let span = tracing::info_span!(
+            target: "tenantry",
+            "invite_many",
+            tenant = %tenant, actor = %actor, addresses = request.emails.len(),
+            outcome = tracing::field::Empty,
+            rule = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+        );
+        traced(span, async {
+            let (out, queued) = retry!(self, self.try_invite_many(tenant, actor, request))?;
+            self.after_commit(tenant, &queued).await;
+            Ok(out)
+        })
+        .await
     }
 
     async fn try_invite_many(
@@ -726,9 +781,20 @@ impl Tenantry {
         actor: UserId,
         user: UserId,
     ) -> Result<Resent, Error> {
-        let out = retry!(self, self.try_resend(tenant, actor, user))?;
-        self.after_commit(tenant, &[out.message_id]).await;
-        Ok(out)
+        let span = tracing::info_span!(
+            target: "tenantry",
+            "resend_invitation",
+            tenant = %tenant, actor = %actor, target = %user,
+            outcome = tracing::field::Empty,
+            rule = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+        );
+        traced(span, async {
+            let out = retry!(self, self.try_resend(tenant, actor, user))?;
+            self.after_commit(tenant, &[out.message_id]).await;
+            Ok(out)
+        })
+        .await
     }
 
     async fn try_resend(
@@ -807,12 +873,24 @@ impl Tenantry {
     /// counted and audited; the fifth kills the token, which a resend replaces); an invalid
     /// address (D3).
     pub async fn accept_invitation(&self, token: &str, signup_email: &str) -> Result<User, Error> {
-        let email = Email::parse(signup_email)?;
-        let Some(tenant) = token::tenant_of(token) else {
-            return Err(Error::Rule(tenantry_core::Error::InvalidInvitation));
-        };
-        let hash = token::hash(token);
-        retry!(self, self.try_accept(tenant, &hash, &email))
+        let span = tracing::info_span!(
+            target: "tenantry",
+            "accept_invitation",
+            tenant = tracing::field::Empty, actor = "anonymous",
+            outcome = tracing::field::Empty,
+            rule = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+        );
+        traced(span, async {
+            let email = Email::parse(signup_email)?;
+            let Some(tenant) = token::tenant_of(token) else {
+                return Err(Error::Rule(tenantry_core::Error::InvalidInvitation));
+            };
+            let hash = token::hash(token);
+            tracing::Span::current().record("tenant", tracing::field::display(tenant));
+            retry!(self, self.try_accept(tenant, &hash, &email))
+        })
+        .await
     }
 
     async fn try_accept(
@@ -855,7 +933,15 @@ impl Tenantry {
     /// # Errors
     /// D14 for invited and suspended users, D15 for unknown ones.
     pub async fn record_sign_in(&self, tenant: TenantId, user: UserId) -> Result<User, Error> {
-        retry!(self, self.try_sign_in(tenant, user))
+        let span = tracing::info_span!(
+            target: "tenantry",
+            "record_sign_in",
+            tenant = %tenant, actor = %user,
+            outcome = tracing::field::Empty,
+            rule = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+        );
+        traced(span, async { retry!(self, self.try_sign_in(tenant, user)) }).await
     }
 
     async fn try_sign_in(&self, tenant: TenantId, user_id: UserId) -> Result<User, Error> {
@@ -880,7 +966,18 @@ impl Tenantry {
         user: UserId,
         edit: &UserEdit,
     ) -> Result<User, Error> {
-        retry!(self, self.try_edit(tenant, actor, user, edit))
+        let span = tracing::info_span!(
+            target: "tenantry",
+            "edit_user",
+            tenant = %tenant, actor = %actor, target = %user,
+            outcome = tracing::field::Empty,
+            rule = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+        );
+        traced(span, async {
+            retry!(self, self.try_edit(tenant, actor, user, edit))
+        })
+        .await
     }
 
     async fn try_edit(
@@ -952,7 +1049,18 @@ impl Tenantry {
         actor: UserId,
         user: UserId,
     ) -> Result<Tombstone, Error> {
-        retry!(self, self.try_delete(tenant, actor, user))
+        let span = tracing::info_span!(
+            target: "tenantry",
+            "delete_user",
+            tenant = %tenant, actor = %actor, target = %user,
+            outcome = tracing::field::Empty,
+            rule = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+        );
+        traced(span, async {
+            retry!(self, self.try_delete(tenant, actor, user))
+        })
+        .await
     }
 
     async fn try_delete(
@@ -1123,14 +1231,25 @@ impl Tenantry {
         tenant: TenantId,
         actor: UserId,
     ) -> Result<Vec<UserId>, Error> {
-        let mut all = Vec::new();
-        loop {
-            let batch = retry!(self, self.try_purge(tenant, actor))?;
-            if batch.is_empty() {
-                return Ok(all);
+        let span = tracing::info_span!(
+            target: "tenantry",
+            "purge_expired_invitations",
+            tenant = %tenant, actor = %actor,
+            outcome = tracing::field::Empty,
+            rule = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+        );
+        traced(span, async {
+            let mut all = Vec::new();
+            loop {
+                let batch = retry!(self, self.try_purge(tenant, actor))?;
+                if batch.is_empty() {
+                    return Ok(all);
+                }
+                all.extend(batch);
             }
-            all.extend(batch);
-        }
+        })
+        .await
     }
 
     async fn try_purge(&self, tenant: TenantId, actor_id: UserId) -> Result<Vec<UserId>, Error> {
@@ -1301,35 +1420,46 @@ impl Tenantry {
         name: &str,
         permissions: Permissions,
     ) -> Result<RoleTemplate, Error> {
-        let name = match TemplateName::parse(name) {
-            Ok(n) => n,
-            Err(e) => {
-                // D7 first (an unknown actor or one without `users:manage` is told so);
-                // D13: a refused attempt by an actor of the tenant is audited, a bad name too.
-                let acting = self
-                    .actor(tenant, actor, tenantry_core::Action::Manage)
-                    .await?;
-                let e = Self::authority_first(
-                    tenant,
-                    &acting,
-                    tenantry_core::Action::Manage,
-                    tenantry_core::Error::InvalidTemplateName(e),
-                );
-                return Err(self
-                    .refuse(
+        let span = tracing::info_span!(
+            target: "tenantry",
+            "create_template",
+            tenant = %tenant, actor = %actor,
+            outcome = tracing::field::Empty,
+            rule = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+        );
+        traced(span, async {
+            let name = match TemplateName::parse(name) {
+                Ok(n) => n,
+                Err(e) => {
+                    // D7 first (an unknown actor or one without `users:manage` is told so);
+                    // D13: a refused attempt by an actor of the tenant is audited, a bad name too.
+                    let acting = self
+                        .actor(tenant, actor, tenantry_core::Action::Manage)
+                        .await?;
+                    let e = Self::authority_first(
                         tenant,
-                        actor,
-                        AuditAction::TemplateCreated,
-                        AuditTarget::Tenant,
-                        e,
-                    )
-                    .await);
-            }
-        };
-        retry!(
-            self,
-            self.try_create_template(tenant, actor, &name, permissions)
-        )
+                        &acting,
+                        tenantry_core::Action::Manage,
+                        tenantry_core::Error::InvalidTemplateName(e),
+                    );
+                    return Err(self
+                        .refuse(
+                            tenant,
+                            actor,
+                            AuditAction::TemplateCreated,
+                            AuditTarget::Tenant,
+                            e,
+                        )
+                        .await);
+                }
+            };
+            retry!(
+                self,
+                self.try_create_template(tenant, actor, &name, permissions)
+            )
+        })
+        .await
     }
 
     async fn try_create_template(
@@ -1382,7 +1512,18 @@ impl Tenantry {
         id: TemplateId,
         edit: &TemplateEdit,
     ) -> Result<RoleTemplate, Error> {
-        retry!(self, self.try_edit_template(tenant, actor, id, edit))
+        let span = tracing::info_span!(
+            target: "tenantry",
+            "edit_template",
+            tenant = %tenant, actor = %actor, template = %id,
+            outcome = tracing::field::Empty,
+            rule = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+        );
+        traced(span, async {
+            retry!(self, self.try_edit_template(tenant, actor, id, edit))
+        })
+        .await
     }
 
     async fn try_edit_template(
@@ -1446,7 +1587,18 @@ impl Tenantry {
         id: TemplateId,
         mode: TemplateDeletion,
     ) -> Result<u64, Error> {
-        retry!(self, self.try_delete_template(tenant, actor, id, mode))
+        let span = tracing::info_span!(
+            target: "tenantry",
+            "delete_template",
+            tenant = %tenant, actor = %actor, template = %id,
+            outcome = tracing::field::Empty,
+            rule = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+        );
+        traced(span, async {
+            retry!(self, self.try_delete_template(tenant, actor, id, mode))
+        })
+        .await
     }
 
     /// Every user that references the template, read page by page (for the audit event
@@ -1518,6 +1670,38 @@ impl Tenantry {
         self.commit(&change, &[]).await?;
         Ok(referencing)
     }
+}
+
+/// Runs one use case in its span and records how it ended: `outcome` (`ok` or the error's
+/// kind) and `rule` (the refusing rule), then an event with the same fields. Spans and
+/// events carry ids, counts and rule names only: never a token, a link, an address or a
+/// message body (D26).
+pub(crate) async fn traced<T>(
+    span: tracing::Span,
+    body: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    let out = tracing::Instrument::instrument(body, span.clone()).await;
+    let _entered = span.enter();
+    match &out {
+        Ok(_) => {
+            span.record("outcome", "ok");
+            tracing::debug!(target: "tenantry", outcome = "ok", "use case done");
+        }
+        Err(e) => {
+            let kind = e.kind().as_str();
+            span.record("outcome", kind);
+            match e.rule() {
+                Some(rule) => {
+                    span.record("rule", tracing::field::display(rule));
+                    tracing::info!(target: "tenantry", outcome = kind, rule = %rule, "use case refused");
+                }
+                None => {
+                    tracing::warn!(target: "tenantry", outcome = kind, error = %e, "use case failed");
+                }
+            }
+        }
+    }
+    out
 }
 
 fn inserted_user(change: &Change, id: UserId) -> Result<User, Error> {

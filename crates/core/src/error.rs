@@ -136,7 +136,87 @@ pub enum Error {
     TenantExists,
 }
 
+/// A small classification of errors that hosts map to HTTP statuses and UI messages.
+///
+/// ```
+/// use tenantry_core::{Error, ErrorKind};
+/// assert_eq!(Error::UserNotFound.kind(), ErrorKind::NotFound);
+/// assert_eq!(Error::LastAdmin.kind(), ErrorKind::Conflict);
+/// assert_eq!(Error::SeatLimitReached { used: 5, limit: 5 }.kind(), ErrorKind::LimitReached);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// What the call names does not exist (in this tenant), or a link is invalid (HTTP 404).
+    NotFound,
+    /// The actor may not do this (HTTP 403).
+    Forbidden,
+    /// The request clashes with the current state: a taken name, the last admin, a
+    /// referenced template (HTTP 409).
+    Conflict,
+    /// The input is malformed or not acceptable (HTTP 422).
+    InvalidInput,
+    /// A seat limit is reached (HTTP 409 or 402, as the host sells seats).
+    LimitReached,
+    /// Too many attempts; try again later (HTTP 429).
+    RateLimited,
+    /// The store is busy or failed, or the tenant kept changing; retry later (HTTP 503).
+    Unavailable,
+    /// A fault of the host's setup or of the machine (HTTP 500).
+    Internal,
+}
+
+impl ErrorKind {
+    /// The snake_case name (as serialized).
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::LimitReached => "limit_reached",
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
 impl Error {
+    /// How a host should classify this refusal.
+    #[must_use]
+    pub const fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidEmail(_)
+            | Error::InvalidTemplateName(_)
+            | Error::InvalidTenantName(_)
+            | Error::FirstSeatRequired
+            | Error::InvalidTransition { .. }
+            | Error::AdminCrmRequired
+            | Error::InvitationEmailMismatch { .. } => ErrorKind::InvalidInput,
+            Error::EmailTaken { .. }
+            | Error::TemplateNameTaken { .. }
+            | Error::TemplateInUse { .. }
+            | Error::TenantExists
+            | Error::LastAdmin
+            | Error::NotInvited { .. } => ErrorKind::Conflict,
+            Error::NotAllowed { .. }
+            | Error::AdminOnly
+            | Error::Escalation { .. }
+            | Error::BeyondOwnAccess { .. }
+            | Error::SelfChange
+            | Error::SignInRefused { .. } => ErrorKind::Forbidden,
+            Error::SeatLimitReached { .. } => ErrorKind::LimitReached,
+            Error::ResendRateLimited { .. } => ErrorKind::RateLimited,
+            Error::InvalidInvitation
+            | Error::UserNotFound
+            | Error::TemplateNotFound
+            | Error::TenantNotFound => ErrorKind::NotFound,
+        }
+    }
+
     /// The rule (D-id) that refused.
     #[must_use]
     pub const fn rule(&self) -> Rule {

@@ -40,7 +40,7 @@ pub use audit::{
 };
 pub use decide::{Change, Write};
 pub use email::{Email, EmailError, MAX_EMAIL_LEN, MAX_LABEL_LEN, MAX_LOCAL_LEN};
-pub use error::Error;
+pub use error::{Error, ErrorKind};
 pub use ids::{IdError, MessageId, TemplateId, TenantId, UserId};
 pub use model::{
     ActorRef, Counters, Invitation, InvitationKind, InvitationState, KeywordError,
