@@ -197,7 +197,8 @@ pub struct AuditEvent {
     pub at: OffsetDateTime,
     /// Success or refusal.
     pub outcome: Outcome,
-    /// What changed (empty for refusals).
+    /// What changed; for a refusal, what the attempt tried (the address of a refused
+    /// invite, the failed-attempt count of a refused accept), often nothing.
     pub changes: Vec<FieldChange>,
 }
 

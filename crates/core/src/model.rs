@@ -441,6 +441,26 @@ impl TemplateName {
         })
     }
 
+    /// A name read back from storage that was written before D22 refused format
+    /// characters: it is kept as stored (trimmed), so an upgrade never makes an existing
+    /// template unreadable. Stores use it only after [`TemplateName::parse`] refused the
+    /// stored text; input from people always goes through `parse`.
+    ///
+    /// ```
+    /// use tenantry_core::TemplateName;
+    /// assert!(TemplateName::parse("Support\u{200b} agent").is_err());
+    /// let old = TemplateName::stored("Support\u{200b} agent");
+    /// assert_eq!(old.as_str(), "Support\u{200b} agent");
+    /// ```
+    #[must_use]
+    pub fn stored(text: &str) -> Self {
+        let trimmed = text.trim();
+        Self {
+            display: trimmed.to_owned(),
+            key: trimmed.to_lowercase(),
+        }
+    }
+
     /// The name as typed (trimmed).
     #[must_use]
     pub fn as_str(&self) -> &str {

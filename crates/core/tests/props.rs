@@ -6,7 +6,11 @@
 //!     Unicode case-mapping traps are refused rather than folded;
 //! (c) D4 and the wire: serde round trips of every public serializable type, permissions as
 //!     sorted `"category:action"` lists, unknown strings refused;
-//! (d) D1/D5/D6: `authorize` agrees with a naive reference model.
+//! (d) D1/D5/D6: `authorize` agrees with a naive reference model;
+//! (e) D21: a non-admin's accepted edit, resend, delete or purge only touches users whose
+//!     access (now and once active, CRM included) is within its own, before and after;
+//! (f) D22: tenant and template names are accepted exactly when an independent oracle
+//!     (trimmed length, no Unicode Cc/Cf) says so, and refusals point at the character.
 
 #![allow(
     clippy::unwrap_used,
@@ -37,8 +41,8 @@ use tenantry_core::{
     Action, ActorRef, AuditAction, AuditEvent, AuditRecord, AuditTarget, Category, Change,
     Counters, Decision, Email, EmailError, Field, FieldChange, Invitation, InvitationKind,
     InvitationState, MessageId, Outcome, Permission, Permissions, Policy, Reason, Request, Role,
-    RoleTemplate, Rule, SeatUsage, Status, TemplateId, TemplateName, Tenant, TenantId, TenantState,
-    TokenHash, Tombstone, User, UserId, Value, Write, authorize, effective_crm,
+    RoleTemplate, Rule, SeatUsage, Status, TemplateId, TemplateName, Tenant, TenantId, TenantName,
+    TenantState, TokenHash, Tombstone, User, UserId, Value, Write, authorize, effective_crm,
     effective_permissions, potential_permissions,
 };
 
@@ -598,7 +602,7 @@ fn run_case(case: &Case) -> Result<bool, TestCaseError> {
                     }
                 }),
             };
-            decide::edit_template(ctx, &acting, t, &edit, false)
+            decide::edit_template(ctx, &acting, t, &edit, false, &[])
         }
         Op::DeleteTemplate { template, reassign } => {
             let Some(t) = before.template(Some(tid(*template))) else {
@@ -619,7 +623,7 @@ fn run_case(case: &Case) -> Result<bool, TestCaseError> {
                     before.template(Some(tid(*n))),
                 ),
             };
-            decide::delete_template(ctx, &acting, t, referencing, mode, to)
+            decide::delete_template(ctx, &acting, t, referencing, mode, to, &[])
         }
     };
 
@@ -1095,9 +1099,10 @@ fn arb_invitation() -> impl Strategy<Value = Invitation> {
         ],
         arb_time(),
         arb_time(),
+        any::<u32>(),
     )
         .prop_map(
-            |(token_hash, tenant_id, user_id, kind, state, created_at, expires_at)| Invitation {
+            |(
                 token_hash,
                 tenant_id,
                 user_id,
@@ -1105,6 +1110,16 @@ fn arb_invitation() -> impl Strategy<Value = Invitation> {
                 state,
                 created_at,
                 expires_at,
+                failed_attempts,
+            )| Invitation {
+                token_hash,
+                tenant_id,
+                user_id,
+                kind,
+                state,
+                created_at,
+                expires_at,
+                failed_attempts,
             },
         )
 }
@@ -1139,6 +1154,7 @@ fn all_rules() -> Vec<Rule> {
     use Rule::*;
     vec![
         D1, D2, D3, D4, D5, D6, D7, D8, D9, D10, D11, D12, D13, D14, D15, D16, D17, D18, D19, D20,
+        D21, D22, D23, D24, D25, D26, D27, D28,
     ]
 }
 
@@ -1149,6 +1165,7 @@ fn arb_audit_action() -> impl Strategy<Value = AuditAction> {
         AuditAction::UserInvited,
         AuditAction::InvitationResent,
         AuditAction::InvitationAccepted,
+        AuditAction::AcceptAttemptFailed,
         AuditAction::SignedIn,
         AuditAction::UserEdited,
         AuditAction::UserDeleted,
@@ -1179,6 +1196,9 @@ fn arb_field() -> impl Strategy<Value = Field> {
         Field::Name,
         Field::Permissions,
         Field::AffectedUsers,
+        Field::ChangedUsers,
+        Field::FailedAttempts,
+        Field::InvitationState,
     ])
 }
 
@@ -1193,6 +1213,7 @@ fn arb_value() -> impl Strategy<Value = Value> {
         arb_perms().prop_map(Value::Permissions),
         any::<u64>().prop_map(Value::Number),
         arb_time().prop_map(Value::Time),
+        vec(arb_user_id(), 0..4).prop_map(Value::Users),
     ]
 }
 
@@ -1250,6 +1271,13 @@ fn arb_write() -> impl Strategy<Value = Write> {
         arb_invitation().prop_map(Write::InsertInvitation),
         arb_user_id().prop_map(Write::RevokeInvitations),
         arb_token_hash().prop_map(Write::UseInvitation),
+        (arb_token_hash(), any::<u32>(), any::<bool>()).prop_map(
+            |(token_hash, failed_attempts, revoke)| Write::FailAcceptAttempt {
+                token_hash,
+                failed_attempts,
+                revoke
+            }
+        ),
     ]
 }
 
@@ -1803,6 +1831,605 @@ proptest! {
         prop_assert!(potential.contains(effective));
         if case.status == Status::Active {
             prop_assert_eq!(potential, effective);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// (e) D21: a non-admin manages only users within its own access
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+enum D21Op {
+    /// `target` indexes the world's users (0 is the actor itself).
+    Edit {
+        target: usize,
+        edit: EditSpec,
+    },
+    Resend {
+        target: usize,
+    },
+    Delete {
+        target: usize,
+    },
+    /// Purge every user's expired invitation (all invitations are made expired).
+    Purge,
+}
+
+fn arb_d21_edit() -> BoxedStrategy<D21Op> {
+    (0usize..6, arb_edit_spec())
+        .prop_map(|(target, edit)| D21Op::Edit { target, edit })
+        .boxed()
+}
+
+fn arb_d21_resend() -> BoxedStrategy<D21Op> {
+    (0usize..6)
+        .prop_map(|target| D21Op::Resend { target })
+        .boxed()
+}
+
+fn arb_d21_delete() -> BoxedStrategy<D21Op> {
+    (0usize..6)
+        .prop_map(|target| D21Op::Delete { target })
+        .boxed()
+}
+
+fn arb_d21_op() -> BoxedStrategy<D21Op> {
+    prop_oneof![
+        3 => arb_d21_edit(),
+        2 => arb_d21_resend(),
+        2 => arb_d21_delete(),
+        1 => Just(D21Op::Purge),
+    ]
+    .boxed()
+}
+
+#[derive(Debug, Clone)]
+struct D21Case {
+    actor: UserSpec,
+    others: Vec<UserSpec>,
+    templates: [Permissions; 4],
+    op: D21Op,
+    /// Cut the other users' grants and CRM down to what the actor holds.
+    tame: bool,
+    /// Cut the world's templates down to what the actor holds.
+    tame_templates: bool,
+}
+
+fn arb_d21_case(op: BoxedStrategy<D21Op>) -> impl Strategy<Value = D21Case> {
+    (
+        arb_actor_spec(),
+        vec(arb_user_spec(), 1..6),
+        [arb_perms(), arb_perms(), arb_perms(), arb_perms()],
+        op,
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(actor, others, templates, op, tame, tame_templates)| D21Case {
+                actor,
+                others,
+                templates,
+                op,
+                tame,
+                tame_templates,
+            },
+        )
+}
+
+/// The test's own reading of D1/D6: what `u` holds once active (a superset of what it holds
+/// now), and whether it has CRM access now or once active.
+fn oracle_access(world: &World, u: &User) -> (Permissions, bool) {
+    let template = match u.template_id {
+        Some(id) => world
+            .templates
+            .iter()
+            .find(|t| t.id == id && t.tenant_id == u.tenant_id)
+            .map_or(Permissions::empty(), |t| t.permissions),
+        None => Permissions::empty(),
+    };
+    let perms = match u.role {
+        Role::Admin => Permissions::all(),
+        Role::User => u.grants | template,
+    };
+    (perms, u.role == Role::Admin || u.crm_access)
+}
+
+/// What the (non-admin) actor holds now, by the same reading.
+fn oracle_actor_holds(world: &World, actor: &User) -> (Permissions, bool) {
+    if actor.status != Status::Active {
+        return (Permissions::empty(), false);
+    }
+    oracle_access(world, actor)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum D21Result {
+    Accepted,
+    Beyond,
+    OtherRefusal,
+}
+
+fn run_d21_case(case: &D21Case) -> Result<D21Result, TestCaseError> {
+    let mut templates: Vec<RoleTemplate> = (1u8..=4)
+        .map(|n| build_template(n, case.templates[usize::from(n - 1)]))
+        .collect();
+    let mut users = vec![build_user(1, &case.actor)];
+    for (i, spec) in case.others.iter().enumerate() {
+        users.push(build_user(u8::try_from(i).unwrap() + 2, spec));
+    }
+    let actor = users[0].clone();
+    let (holds, actor_crm) = oracle_actor_holds(
+        &World {
+            users: users.clone(),
+            templates: templates.clone(),
+        },
+        &actor,
+    );
+    if case.tame_templates {
+        for t in &mut templates {
+            t.permissions &= holds;
+        }
+    }
+    if case.tame {
+        for u in users.iter_mut().skip(1) {
+            u.grants &= holds;
+            u.crm_access &= actor_crm || u.role == Role::Admin;
+        }
+    }
+    if matches!(case.op, D21Op::Purge) {
+        for u in &mut users {
+            if u.status == Status::Invited {
+                u.invite_expires_at = Some(now() - Duration::hours(1));
+            }
+        }
+    }
+    let before = World { users, templates };
+    let actor_template = before.template(actor.template_id).cloned();
+    let acting = Acting {
+        user: &actor,
+        template: actor_template.as_ref(),
+    };
+    // the decide functions and the oracle agree on what the actor holds
+    prop_assert_eq!(acting.holds(), holds);
+    prop_assert_eq!(effective_crm(&actor), actor_crm);
+    let state = TenantState {
+        tenant: Tenant {
+            id: tenant_id(),
+            name: "Acme".into(),
+            user_limit: None,
+            created_at: now() - Duration::days(30),
+        },
+        counters: Counters {
+            version: 7,
+            seats_used: u32::try_from(before.users.len()).unwrap(),
+            active_admins: u32::try_from(
+                before.users.iter().filter(|u| u.is_active_admin()).count(),
+            )
+            .unwrap()
+            .max(1),
+        },
+    };
+    let policy = Policy::default();
+    let ctx = Ctx {
+        state: &state,
+        now: now(),
+        policy: &policy,
+    };
+    let within = |world: &World, u: &User| {
+        let (p, crm) = oracle_access(world, u);
+        holds.contains(p) && (!crm || actor_crm)
+    };
+    let check_refusal = |err: &tenantry_core::Error, target: &User| -> Result<(), TestCaseError> {
+        if let tenantry_core::Error::BeyondOwnAccess { missing, crm } = err {
+            // the refusal names exactly what the target holds (or would hold) beyond the actor
+            let (p, target_crm) = oracle_access(&before, target);
+            prop_assert_eq!(*missing, p - holds);
+            prop_assert_eq!(*crm, target_crm && !actor_crm);
+            prop_assert!(!missing.is_empty() || *crm);
+            prop_assert_eq!(err.rule(), Rule::D21);
+        }
+        Ok(())
+    };
+
+    let (target, result) = match &case.op {
+        D21Op::Edit { target, edit } => {
+            let Some(target) = before.users.get(*target) else {
+                return Ok(D21Result::OtherRefusal);
+            };
+            let user_edit = UserEdit {
+                email: edit
+                    .email
+                    .then(|| Email::parse("renamed@example.com").unwrap()),
+                role: edit.role,
+                status: edit.status,
+                template_id: edit.template,
+                crm_access: edit.crm,
+                grants: edit.grants.map(|g| if case.tame { g & holds } else { g }),
+            };
+            let new_ref = user_edit.template_id.unwrap_or(target.template_id);
+            let r = decide::edit(
+                ctx,
+                &acting,
+                target,
+                before.template(target.template_id),
+                before.template(new_ref),
+                &user_edit,
+                false,
+            );
+            (target, r)
+        }
+        D21Op::Resend { target } => {
+            let Some(target) = before.users.get(*target) else {
+                return Ok(D21Result::OtherRefusal);
+            };
+            let r = decide::resend(
+                ctx,
+                &acting,
+                target,
+                before.template(target.template_id),
+                &[],
+                TokenHash([99; 32]),
+            );
+            (target, r)
+        }
+        D21Op::Delete { target } => {
+            let Some(target) = before.users.get(*target) else {
+                return Ok(D21Result::OtherRefusal);
+            };
+            let r = decide::delete(ctx, &acting, target, before.template(target.template_id));
+            (target, r)
+        }
+        D21Op::Purge => {
+            let Ok((change, deleted)) =
+                decide::purge_expired(ctx, &acting, &before.users, &before.templates)
+            else {
+                return Ok(D21Result::OtherRefusal);
+            };
+            for id in &deleted {
+                let u = before.user(*id).unwrap();
+                prop_assert!(
+                    within(&before, u),
+                    "purge deleted {:?} holding {:?} beyond actor holding {} (crm {})",
+                    id,
+                    oracle_access(&before, u),
+                    holds,
+                    actor_crm
+                );
+            }
+            // every expired invitation within the actor's access, not an admin's, is purged
+            for u in before.users.iter().filter(|u| u.invitation_expired(now())) {
+                if u.role == Role::User && u.id != actor.id && within(&before, u) {
+                    prop_assert!(deleted.contains(&u.id), "{:?} was not purged", u.id);
+                }
+            }
+            let mut after = before.clone();
+            after.apply(&change);
+            for id in &deleted {
+                prop_assert!(after.user(*id).is_none());
+            }
+            return Ok(if deleted.is_empty() {
+                D21Result::OtherRefusal
+            } else {
+                D21Result::Accepted
+            });
+        }
+    };
+    let change = match result {
+        Ok(change) => change,
+        Err(err) => {
+            check_refusal(&err, target)?;
+            // the contrapositive: whatever refused, a target beyond the actor is never
+            // accepted; and a D21 refusal only ever hits a target beyond the actor
+            if matches!(err, tenantry_core::Error::BeyondOwnAccess { .. }) {
+                prop_assert!(!within(&before, target));
+                return Ok(D21Result::Beyond);
+            }
+            return Ok(D21Result::OtherRefusal);
+        }
+    };
+    // accepted: the target was within the actor's access before the change …
+    prop_assert!(
+        within(&before, target),
+        "{:?} accepted on {:?} holding {:?} beyond actor holding {} (crm {})",
+        case.op,
+        target.id,
+        oracle_access(&before, target),
+        holds,
+        actor_crm
+    );
+    // … and is after it (if it still exists)
+    let mut after = before.clone();
+    after.apply(&change);
+    if let Some(t) = after.user(target.id) {
+        prop_assert!(
+            within(&after, t),
+            "{:?} left {:?} holding {:?} beyond actor holding {} (crm {})",
+            case.op,
+            t.id,
+            oracle_access(&after, t),
+            holds,
+            actor_crm
+        );
+    }
+    // the actor's own access is unchanged
+    if let Some(me) = after.user(actor.id) {
+        prop_assert_eq!(oracle_actor_holds(&after, me), (holds, actor_crm));
+    }
+    Ok(D21Result::Accepted)
+}
+
+proptest! {
+    /// D21: an accepted edit (any field) by a non-admin only ever touches a user whose access
+    /// now and once active, CRM included, is within the actor's, before and after the edit.
+    #[test]
+    fn d21_edit_only_within_own_access(case in arb_d21_case(arb_d21_edit())) {
+        run_d21_case(&case)?;
+    }
+
+    /// D21: the same for resending an invitation.
+    #[test]
+    fn d21_resend_only_within_own_access(case in arb_d21_case(arb_d21_resend())) {
+        run_d21_case(&case)?;
+    }
+
+    /// D21: the same for deleting a user.
+    #[test]
+    fn d21_delete_only_within_own_access(case in arb_d21_case(arb_d21_delete())) {
+        run_d21_case(&case)?;
+    }
+
+    /// D21: a purge of expired invitations deletes exactly those within the actor's access.
+    #[test]
+    fn d21_purge_only_within_own_access(case in arb_d21_case(Just(D21Op::Purge).boxed())) {
+        run_d21_case(&case)?;
+    }
+}
+
+/// Guards the D21 properties against vacuity: each operation is both accepted and refused
+/// by D21 a fair number of times.
+#[test]
+fn d21_property_is_not_vacuous() {
+    let mut runner = TestRunner::deterministic();
+    let strategy = arb_d21_case(arb_d21_op());
+    // per op kind: [accepted, refused by D21]
+    let mut seen = [[0usize; 2]; 4];
+    for _ in 0..3000 {
+        let case = strategy.new_tree(&mut runner).unwrap().current();
+        let k = match case.op {
+            D21Op::Edit { .. } => 0,
+            D21Op::Resend { .. } => 1,
+            D21Op::Delete { .. } => 2,
+            D21Op::Purge => 3,
+        };
+        match run_d21_case(&case).unwrap() {
+            D21Result::Accepted => seen[k][0] += 1,
+            D21Result::Beyond => seen[k][1] += 1,
+            D21Result::OtherRefusal => {}
+        }
+    }
+    // a purge has no D21 refusal of its own (it skips); only its acceptances count
+    assert!(
+        seen[..3].iter().all(|s| s[0] >= 20 && s[1] >= 20) && seen[3][0] >= 20,
+        "too few accepted / D21-refused per kind (edit, resend, delete, purge): {seen:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// (f) D22: names
+// ---------------------------------------------------------------------------------------------
+
+/// Unicode general category Cf as of Unicode 16.0 (from `DerivedGeneralCategory.txt`), the
+/// test's own copy.
+const ORACLE_CF: &[(u32, u32)] = &[
+    (0x00AD, 0x00AD),
+    (0x0600, 0x0605),
+    (0x061C, 0x061C),
+    (0x06DD, 0x06DD),
+    (0x070F, 0x070F),
+    (0x0890, 0x0891),
+    (0x08E2, 0x08E2),
+    (0x180E, 0x180E),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x2064),
+    (0x2066, 0x206F),
+    (0xFEFF, 0xFEFF),
+    (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD),
+    (0x13430, 0x1343F),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0001, 0xE0001),
+    (0xE0020, 0xE007F),
+];
+
+fn oracle_cf(c: char) -> bool {
+    let c = u32::from(c);
+    ORACLE_CF.iter().any(|&(lo, hi)| (lo..=hi).contains(&c))
+}
+
+/// Unicode general category Cc: C0, DEL and C1.
+fn oracle_cc(c: char) -> bool {
+    matches!(u32::from(c), 0x00..=0x1F | 0x7F..=0x9F)
+}
+
+fn oracle_forbidden(c: char) -> bool {
+    oracle_cc(c) || oracle_cf(c)
+}
+
+#[test]
+fn d22_cf_and_cc_tables_match_the_oracle_for_every_code_point() {
+    // 170 code points are Cf in Unicode 16
+    let total: u32 = ORACLE_CF.iter().map(|&(lo, hi)| hi - lo + 1).sum();
+    assert_eq!(total, 170);
+    for c in (0..=0x10_FFFFu32).filter_map(char::from_u32) {
+        assert_eq!(
+            tenantry_core::is_format_char(c),
+            oracle_cf(c),
+            "U+{:04X}",
+            u32::from(c)
+        );
+        assert_eq!(c.is_control(), oracle_cc(c), "U+{:04X}", u32::from(c));
+    }
+    // a few by name, both ways
+    for c in [
+        '\u{ad}',
+        '\u{200b}',
+        '\u{200d}',
+        '\u{202e}',
+        '\u{2066}',
+        '\u{feff}',
+        '\u{e0041}',
+    ] {
+        assert!(oracle_cf(c) && tenantry_core::is_format_char(c));
+    }
+    for c in [
+        'a', ' ', '\u{a0}', '\u{2028}', '\u{034f}', '\u{fe0f}', '\u{3164}',
+    ] {
+        assert!(!oracle_cf(c) && !tenantry_core::is_format_char(c));
+    }
+}
+
+/// White space that trimming removes at the ends (some of it Cc, refused inside).
+const WHITE_SPACE: &[char] = &[
+    ' ', '\t', '\n', '\r', '\u{a0}', '\u{3000}', '\u{2028}', '\u{85}', '\u{b}', '\u{c}',
+];
+
+/// Non-ASCII characters a name may hold, among them default-ignorable ones that are not Cf.
+const HARMLESS: &[char] = &[
+    'é', '株', '😀', '\u{0301}', '\u{034f}', '\u{fe0f}', 'ß', '\u{3164}',
+];
+
+/// Characters to seed names with: forbidden ones (Cc, Cf), white space that trimming
+/// removes, and harmless non-ASCII letters and symbols.
+fn arb_name_char() -> impl Strategy<Value = char> {
+    let cf: Vec<char> = ORACLE_CF
+        .iter()
+        .flat_map(|&(lo, hi)| (lo..=hi).filter_map(char::from_u32))
+        .collect();
+    prop_oneof![
+        6 => proptest::char::range('a', 'z'),
+        2 => select(WHITE_SPACE.to_vec()),
+        2 => select(cf),
+        1 => proptest::char::range('\0', '\u{1f}'),
+        1 => proptest::char::range('\u{7f}', '\u{9f}'),
+        1 => select(HARMLESS.to_vec()),
+        1 => any::<char>(),
+    ]
+}
+
+fn arb_name_input() -> impl Strategy<Value = String> {
+    prop_oneof![
+        2 => any::<String>(),
+        1 => "\\PC{0,120}",
+        3 => vec(arb_name_char(), 0..120).prop_map(|v| v.into_iter().collect::<String>()),
+        // around the length limits: white space, a run of letters, white space, maybe a
+        // forbidden character somewhere
+        3 => (
+            "[ \t\n]{0,3}",
+            "[a-z]{60,105}",
+            "[ \t\r\n]{0,3}",
+            proptest::option::of((arb_name_char(), any::<prop::sample::Index>())),
+        )
+            .prop_map(|(l, body, r, seed)| {
+                let mut chars: Vec<char> = format!("{l}{body}{r}").chars().collect();
+                if let Some((c, at)) = seed {
+                    let i = at.index(chars.len() + 1);
+                    chars.insert(i, c);
+                }
+                chars.into_iter().collect()
+            }),
+    ]
+}
+
+/// Checks one parse result against the oracle: trimmed of surrounding white space, 1..=max
+/// characters, no Cc or Cf character; a forbidden character reported where it is.
+fn check_name_result(
+    input: &str,
+    max: usize,
+    got: Result<String, tenantry_core::NameError>,
+) -> Result<(), TestCaseError> {
+    use tenantry_core::NameError;
+    let chars: Vec<char> = input.chars().collect();
+    let start = chars
+        .iter()
+        .position(|c| !c.is_whitespace())
+        .unwrap_or(chars.len());
+    let end = chars
+        .iter()
+        .rposition(|c| !c.is_whitespace())
+        .map_or(start, |i| i + 1);
+    let trimmed: String = chars[start..end].iter().collect();
+    let len = end - start;
+    let first_forbidden = (start..end).find(|&i| oracle_forbidden(chars[i]));
+    let acceptable = first_forbidden.is_none() && (1..=max).contains(&len);
+    prop_assert_eq!(got.is_ok(), acceptable, "{:?} -> {:?}", input, got);
+    match got {
+        Ok(name) => prop_assert_eq!(name, trimmed),
+        Err(NameError::ForbiddenCharacter {
+            character,
+            position,
+        }) => {
+            prop_assert_eq!(chars.get(position).copied(), Some(character), "{:?}", input);
+            prop_assert!(oracle_forbidden(character));
+            prop_assert_eq!(Some(position), first_forbidden, "{:?}", input);
+            let msg = NameError::ForbiddenCharacter {
+                character,
+                position,
+            }
+            .to_string();
+            let code = format!("U+{:04X}", u32::from(character));
+            prop_assert!(msg.contains(&code), "{}", msg);
+            prop_assert!(!msg.contains(character), "{:?}", msg);
+        }
+        Err(NameError::Empty) => prop_assert_eq!(len, 0),
+        Err(NameError::TooLong { len: l, max: m }) => {
+            prop_assert_eq!(l, len);
+            prop_assert_eq!(m, max);
+            prop_assert!(len > max);
+        }
+        Err(other) => prop_assert!(false, "unexpected {:?}", other),
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    /// D22: tenant and template names are accepted iff, trimmed, they have 1..=max
+    /// characters (100, 64) and no Cc or Cf character; a refused character is reported by
+    /// the index of exactly that character in the input as given.
+    #[test]
+    fn d22_names_are_accepted_iff_the_oracle_says_so(input in arb_name_input()) {
+        check_name_result(
+            &input,
+            100,
+            TenantName::parse(&input).map(TenantName::into_string),
+        )?;
+        check_name_result(
+            &input,
+            64,
+            TemplateName::parse(&input).map(|n| n.as_str().to_owned()),
+        )?;
+        // the shared checker agrees with both
+        check_name_result(&input, 100, tenantry_core::check_name(&input, 100).map(str::to_owned))?;
+        for c in input.chars() {
+            prop_assert_eq!(tenantry_core::is_format_char(c), oracle_cf(c));
+        }
+    }
+
+    /// D22: a name round-trips on the wire, and only valid names deserialize.
+    #[test]
+    fn serde_tenant_name(input in arb_name_input()) {
+        let json = serde_json::to_string(&input).unwrap();
+        match TenantName::parse(&input) {
+            Ok(n) => {
+                round_trip(&n)?;
+                prop_assert_eq!(serde_json::from_str::<TenantName>(&json).unwrap(), n);
+            }
+            Err(_) => prop_assert!(serde_json::from_str::<TenantName>(&json).is_err()),
         }
     }
 }

@@ -1,5 +1,5 @@
-//! One or more unit tests per rule of `DECISIONS.md` that the pure core implements
-//! (D1–D12, D19, D20, plus the D13–D15 parts that live in the core). Every test names the
+//! One or more unit tests per rule (D1–D28, `docs/rules.md`) that the pure core implements
+//! (D1–D12, D19–D24, plus the D13–D15 parts that live in the core). Every test names the
 //! rule it checks; everything goes through the public API of `tenantry_core`.
 
 #![allow(
@@ -21,10 +21,12 @@ use tenantry_core::decide::{
 };
 use tenantry_core::{
     Action, ActorRef, AuditAction, AuditTarget, Category, Change, Counters, Decision, Email,
-    EmailError, Error, Field, Invitation, InvitationKind, InvitationState, Outcome, Permission,
-    Permissions, Policy, Reason, Request, Role, RoleTemplate, Rule, SeatUsage, Status, TemplateId,
-    TemplateName, TemplateNameError, Tenant, TenantId, TenantState, TokenHash, Tombstone, User,
-    UserId, Write, authorize, effective_crm, effective_permissions, potential_permissions,
+    EmailError, Error, ErrorKind, Field, FieldChange, Invitation, InvitationKind, InvitationState,
+    MAX_ACCEPT_ATTEMPTS, MAX_TEMPLATE_NAME_LEN, MAX_TENANT_NAME_LEN, NameError, Outcome,
+    Permission, Permissions, Policy, Reason, Request, Role, RoleTemplate, Rule, SeatUsage, Status,
+    TemplateId, TemplateName, TemplateNameError, Tenant, TenantId, TenantName, TenantState,
+    TokenHash, Tombstone, User, UserId, Value, Write, authorize, check_name, effective_crm,
+    effective_permissions, is_format_char, potential_permissions,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -183,6 +185,7 @@ fn invitation(user: &User, state: InvitationState, expires_at: OffsetDateTime) -
         state,
         created_at: now() - Duration::days(1),
         expires_at,
+        failed_attempts: 0,
     }
 }
 
@@ -929,7 +932,7 @@ fn d6_template_is_read_at_evaluation_time() {
         name: None,
         permissions: Some(Permissions::EXPERIMENTS_VIEW),
     };
-    let c = decide::edit_template(fx.ctx(), &acting(&a), &t, &e, false).unwrap();
+    let c = decide::edit_template(fx.ctx(), &acting(&a), &t, &e, false, &[]).unwrap();
     let new_t = match &c.writes[..] {
         [Write::UpdateTemplate(nt)] => nt.clone(),
         other => panic!("unexpected writes {other:?}"),
@@ -1026,7 +1029,7 @@ fn d7_each_operation_needs_its_users_permission() {
     assert_eq!(e, needed("users:create"));
     assert_eq!(e.rule(), Rule::D7);
     assert_eq!(
-        decide::resend(ctx, &act, &invited, &[], TokenHash([1; 32])).unwrap_err(),
+        decide::resend(ctx, &act, &invited, None, &[], TokenHash([1; 32])).unwrap_err(),
         needed("users:create")
     );
     assert_eq!(
@@ -1058,11 +1061,11 @@ fn d7_each_operation_needs_its_users_permission() {
         needed("users:edit")
     );
     assert_eq!(
-        decide::delete(ctx, &act, &target).unwrap_err(),
+        decide::delete(ctx, &act, &target, None).unwrap_err(),
         needed("users:delete")
     );
     assert_eq!(
-        decide::purge_expired(ctx, &act, &[]).unwrap_err(),
+        decide::purge_expired(ctx, &act, &[], &[]).unwrap_err(),
         needed("users:delete")
     );
     assert_eq!(
@@ -1078,11 +1081,11 @@ fn d7_each_operation_needs_its_users_permission() {
         needed("users:manage")
     );
     assert_eq!(
-        decide::edit_template(ctx, &act, &t, &TemplateEdit::default(), false).unwrap_err(),
+        decide::edit_template(ctx, &act, &t, &TemplateEdit::default(), false, &[]).unwrap_err(),
         needed("users:manage")
     );
     assert_eq!(
-        decide::delete_template(ctx, &act, &t, 0, TemplateDeletion::Refuse, None).unwrap_err(),
+        decide::delete_template(ctx, &act, &t, 0, TemplateDeletion::Refuse, None, &[]).unwrap_err(),
         needed("users:manage")
     );
 }
@@ -1120,7 +1123,7 @@ fn d7_each_permission_alone_is_enough_for_its_operation() {
         .is_ok()
     );
     let deleter = member(3, Permissions::USERS_DELETE);
-    assert!(decide::delete(ctx, &acting(&deleter), &target).is_ok());
+    assert!(decide::delete(ctx, &acting(&deleter), &target, None).is_ok());
     let templater = member(3, Permissions::USERS_MANAGE);
     assert!(
         decide::delete_template(
@@ -1129,7 +1132,8 @@ fn d7_each_permission_alone_is_enough_for_its_operation() {
             &t,
             0,
             TemplateDeletion::Refuse,
-            None
+            None,
+            &[]
         )
         .is_ok()
     );
@@ -1141,7 +1145,7 @@ fn d7_each_permission_alone_is_enough_for_its_operation() {
         user: &via_template,
         template: Some(&tm),
     };
-    assert!(decide::delete(ctx, &act, &target).is_ok());
+    assert!(decide::delete(ctx, &act, &target, None).is_ok());
 }
 
 #[test]
@@ -1160,19 +1164,19 @@ fn d7_inactive_or_foreign_actor_may_not_manage() {
     let mut suspended = manager(3);
     suspended.status = Status::Suspended;
     assert!(matches!(
-        decide::delete(fx.ctx(), &acting(&suspended), &target).unwrap_err(),
+        decide::delete(fx.ctx(), &acting(&suspended), &target, None).unwrap_err(),
         Error::NotAllowed { .. }
     ));
     let mut suspended_admin = admin(2);
     suspended_admin.status = Status::Suspended;
     assert!(matches!(
-        decide::delete(fx.ctx(), &acting(&suspended_admin), &target).unwrap_err(),
+        decide::delete(fx.ctx(), &acting(&suspended_admin), &target, None).unwrap_err(),
         Error::NotAllowed { .. }
     ));
     let mut foreign_admin = admin(2);
     foreign_admin.tenant_id = other_tenant_id();
     assert!(matches!(
-        decide::delete(fx.ctx(), &acting(&foreign_admin), &target).unwrap_err(),
+        decide::delete(fx.ctx(), &acting(&foreign_admin), &target, None).unwrap_err(),
         Error::NotAllowed { .. }
     ));
 }
@@ -1235,7 +1239,7 @@ fn d7_non_admin_cannot_edit_delete_or_resend_to_an_admin() {
         Error::AdminOnly
     );
     assert_eq!(
-        decide::delete(fx.ctx(), &acting(&m), &a).unwrap_err(),
+        decide::delete(fx.ctx(), &acting(&m), &a, None).unwrap_err(),
         Error::AdminOnly
     );
     let invited_admin = user(6, Role::Admin, Status::Invited, Permissions::empty());
@@ -1244,6 +1248,7 @@ fn d7_non_admin_cannot_edit_delete_or_resend_to_an_admin() {
             fx.ctx(),
             &acting(&m),
             &invited_admin,
+            None,
             &[],
             TokenHash([1; 32])
         )
@@ -1251,7 +1256,7 @@ fn d7_non_admin_cannot_edit_delete_or_resend_to_an_admin() {
         Error::AdminOnly
     );
     assert_eq!(
-        decide::delete(fx.ctx(), &acting(&m), &invited_admin).unwrap_err(),
+        decide::delete(fx.ctx(), &acting(&m), &invited_admin, None).unwrap_err(),
         Error::AdminOnly
     );
 }
@@ -1391,16 +1396,30 @@ fn d7_edit_cannot_grant_what_the_actor_lacks() {
     };
     let c = decide::edit(fx.ctx(), &acting(&m), &u, None, Some(&ok_t), &e, false).unwrap();
     assert_eq!(updated_user(&c).template_id, Some(ok_t.id));
-    // removing what the actor lacks is not a gain
-    let rich = member(
-        5,
-        Permissions::SETTINGS_MANAGE | Permissions::CONVERSATIONS_VIEW,
-    );
+    // removing what the actor holds is not a gain
+    let within = member(5, Permissions::USERS_VIEW | Permissions::CONVERSATIONS_VIEW);
     let e = UserEdit {
         grants: Some(Permissions::CONVERSATIONS_VIEW),
         ..UserEdit::default()
     };
-    assert!(edit_user(&fx, &m, &rich, &e).is_ok());
+    assert!(edit_user(&fx, &m, &within, &e).is_ok());
+    // Changed by D21: this used to pass as "removing what the actor lacks is not a gain".
+    // A non-admin may now not edit a user holding more than itself at all (not even to take
+    // the excess away); the refusal names the excess. An admin still may.
+    let rich = member(
+        5,
+        Permissions::SETTINGS_MANAGE | Permissions::CONVERSATIONS_VIEW,
+    );
+    let err = edit_user(&fx, &m, &rich, &e).unwrap_err();
+    assert_eq!(
+        err,
+        Error::BeyondOwnAccess {
+            missing: Permissions::SETTINGS_MANAGE,
+            crm: false
+        }
+    );
+    assert_eq!(err.rule(), Rule::D21);
+    assert!(edit_user(&fx, &admin(1), &rich, &e).is_ok());
 }
 
 #[test]
@@ -1417,9 +1436,13 @@ fn d7_reactivating_a_user_is_a_gain() {
         status: Some(Status::Active),
         ..UserEdit::default()
     };
+    // Changed by D21: these refusals used to be D7 `Escalation` (the reactivation's gain).
+    // D21 now refuses first, since a suspended user's access once active already counts as
+    // what it holds; the refusal names the same permissions and CRM. Reactivation is still
+    // refused, with the same missing set.
     assert_eq!(
         edit_user(&fx, &m, &s, &e).unwrap_err(),
-        Error::Escalation {
+        Error::BeyondOwnAccess {
             missing: Permissions::SETTINGS_MANAGE,
             crm: false
         }
@@ -1428,13 +1451,22 @@ fn d7_reactivating_a_user_is_a_gain() {
     s.crm_access = true;
     assert_eq!(
         edit_user(&fx, &m, &s, &e).unwrap_err(),
-        Error::Escalation {
+        Error::BeyondOwnAccess {
             missing: Permissions::empty(),
             crm: true
         }
     );
+    // an actor with CRM itself may reactivate it
+    let mut m_crm = manager(5);
+    m_crm.crm_access = true;
+    let c = edit_user(&fx, &m_crm, &s, &e).unwrap();
+    assert_eq!(updated_user(&c).status, Status::Active);
     s.crm_access = false;
     assert!(edit_user(&fx, &m, &s, &e).is_ok());
+    // an admin reactivates anyone (D21 does not limit admins)
+    s.grants = Permissions::all();
+    s.crm_access = true;
+    assert!(edit_user(&fx, &admin(1), &s, &e).is_ok());
 }
 
 #[test]
@@ -1474,7 +1506,7 @@ fn d7_template_create_and_edit_cannot_add_what_the_actor_lacks() {
         permissions: Some(Permissions::ANALYTICS_MANAGE | Permissions::EXPERIMENTS_DELETE),
     };
     assert_eq!(
-        decide::edit_template(fx.ctx(), &acting(&m), &t, &add, false).unwrap_err(),
+        decide::edit_template(fx.ctx(), &acting(&m), &t, &add, false, &[]).unwrap_err(),
         Error::Escalation {
             missing: Permissions::EXPERIMENTS_DELETE,
             crm: false
@@ -1484,7 +1516,7 @@ fn d7_template_create_and_edit_cannot_add_what_the_actor_lacks() {
         name: None,
         permissions: Some(Permissions::ANALYTICS_MANAGE | Permissions::CONVERSATIONS_VIEW),
     };
-    assert!(decide::edit_template(fx.ctx(), &acting(&m), &t, &keep, false).is_ok());
+    assert!(decide::edit_template(fx.ctx(), &acting(&m), &t, &keep, false, &[]).is_ok());
 }
 
 #[test]
@@ -1503,7 +1535,8 @@ fn d7_template_reassign_on_delete_cannot_escalate() {
             &from,
             2,
             TemplateDeletion::Reassign(to.id),
-            Some(&to)
+            Some(&to),
+            &[]
         )
         .unwrap_err(),
         Error::Escalation {
@@ -1519,7 +1552,8 @@ fn d7_template_reassign_on_delete_cannot_escalate() {
             &from,
             2,
             TemplateDeletion::Detach,
-            None
+            None,
+            &[]
         )
         .is_ok()
     );
@@ -1531,7 +1565,8 @@ fn d7_template_reassign_on_delete_cannot_escalate() {
             &from,
             2,
             TemplateDeletion::Reassign(to.id),
-            Some(&to)
+            Some(&to),
+            &[]
         )
         .is_ok()
     );
@@ -1541,15 +1576,15 @@ fn d7_template_reassign_on_delete_cannot_escalate() {
 fn d7_non_admin_cannot_delete_itself_but_an_admin_can_if_not_the_last() {
     let fx = Fx::roomy();
     let m = manager(3);
-    let err = decide::delete(fx.ctx(), &acting(&m), &m).unwrap_err();
+    let err = decide::delete(fx.ctx(), &acting(&m), &m, None).unwrap_err();
     assert_eq!(err, Error::SelfChange);
     assert_eq!(err.rule(), Rule::D7);
     let a = admin(1);
     let two_admins = Fx::new(5, 2, None);
-    assert!(decide::delete(two_admins.ctx(), &acting(&a), &a).is_ok());
+    assert!(decide::delete(two_admins.ctx(), &acting(&a), &a, None).is_ok());
     let one_admin = Fx::new(5, 1, None);
     assert_eq!(
-        decide::delete(one_admin.ctx(), &acting(&a), &a).unwrap_err(),
+        decide::delete(one_admin.ctx(), &acting(&a), &a, None).unwrap_err(),
         Error::LastAdmin
     );
 }
@@ -1626,7 +1661,7 @@ fn d7_non_admin_cannot_change_its_own_template_by_editing_or_deleting_it() {
         permissions: Some(Permissions::USERS_MANAGE),
     };
     assert_eq!(
-        decide::edit_template(fx.ctx(), &act, &t, &shrink, false).unwrap_err(),
+        decide::edit_template(fx.ctx(), &act, &t, &shrink, false, &[]).unwrap_err(),
         Error::SelfChange
     );
     // renaming alone does not change access
@@ -1634,9 +1669,10 @@ fn d7_non_admin_cannot_change_its_own_template_by_editing_or_deleting_it() {
         name: Some(TemplateName::parse("Renamed").unwrap()),
         permissions: None,
     };
-    assert!(decide::edit_template(fx.ctx(), &act, &t, &rename, false).is_ok());
+    assert!(decide::edit_template(fx.ctx(), &act, &t, &rename, false, &[]).is_ok());
     assert_eq!(
-        decide::delete_template(fx.ctx(), &act, &t, 1, TemplateDeletion::Detach, None).unwrap_err(),
+        decide::delete_template(fx.ctx(), &act, &t, 1, TemplateDeletion::Detach, None, &[])
+            .unwrap_err(),
         Error::SelfChange
     );
     assert_eq!(
@@ -1646,7 +1682,8 @@ fn d7_non_admin_cannot_change_its_own_template_by_editing_or_deleting_it() {
             &t,
             1,
             TemplateDeletion::Reassign(other.id),
-            Some(&other)
+            Some(&other),
+            &[]
         )
         .unwrap_err(),
         Error::SelfChange
@@ -1686,7 +1723,7 @@ fn d8_last_admin_cannot_be_deleted() {
     let fx = Fx::new(5, 1, None);
     let a = admin(1);
     assert_eq!(
-        decide::delete(fx.ctx(), &acting(&a), &a).unwrap_err(),
+        decide::delete(fx.ctx(), &acting(&a), &a, None).unwrap_err(),
         Error::LastAdmin
     );
 }
@@ -1713,7 +1750,7 @@ fn d8_with_two_admins_one_may_go_and_the_count_follows() {
             .active_admins,
         1
     );
-    let c = decide::delete(fx.ctx(), &acting(&a), &b).unwrap();
+    let c = decide::delete(fx.ctx(), &acting(&a), &b, None).unwrap();
     assert_eq!(c.counters.active_admins, 1);
     assert_eq!(c.counters.seats_used, 4);
 }
@@ -1723,10 +1760,10 @@ fn d8_inactive_admins_do_not_count_and_can_be_removed() {
     let fx = Fx::new(5, 1, None);
     let a = admin(1);
     let suspended_admin = user(2, Role::Admin, Status::Suspended, Permissions::empty());
-    let c = decide::delete(fx.ctx(), &acting(&a), &suspended_admin).unwrap();
+    let c = decide::delete(fx.ctx(), &acting(&a), &suspended_admin, None).unwrap();
     assert_eq!(c.counters.active_admins, 1);
     let invited_admin = user(3, Role::Admin, Status::Invited, Permissions::empty());
-    let c = decide::delete(fx.ctx(), &acting(&a), &invited_admin).unwrap();
+    let c = decide::delete(fx.ctx(), &acting(&a), &invited_admin, None).unwrap();
     assert_eq!(c.counters.active_admins, 1);
     // reactivating a suspended admin raises the count
     let e = UserEdit {
@@ -1744,7 +1781,8 @@ fn d8_inactive_admins_do_not_count_and_can_be_removed() {
     let c = decide::accept(fx.ctx(), &inv, &invited_admin, &invited_admin.email).unwrap();
     assert_eq!(c.counters.active_admins, 2);
     // a freshly created tenant has one active admin
-    let c = decide::create_tenant(fx.state.tenant.clone(), uid(1), email("root@example.com"));
+    let c =
+        decide::create_tenant(fx.state.tenant.clone(), uid(1), email("root@example.com")).unwrap();
     assert_eq!(c.counters.active_admins, 1);
     assert_eq!(c.counters.seats_used, 1);
     assert!(inserted_users(&c)[0].is_active_admin());
@@ -1892,7 +1930,7 @@ fn d9_every_status_occupies_a_seat_and_delete_frees_it() {
     let a = admin(1);
     for status in [Status::Invited, Status::Active, Status::Suspended] {
         let u = user(2, Role::User, status, Permissions::empty());
-        let c = decide::delete(fx.ctx(), &acting(&a), &u).unwrap();
+        let c = decide::delete(fx.ctx(), &acting(&a), &u, None).unwrap();
         assert_eq!(c.counters.seats_used, 4, "{status}");
         assert!(!c.counters.seats_used.eq(&fx.state.counters.seats_used));
     }
@@ -2008,7 +2046,9 @@ fn d10_accept_with_another_email_is_refused() {
     );
     let err =
         decide::accept(fx.ctx(), &inv, &invited, &email("someone.else@example.com")).unwrap_err();
-    assert_eq!(err, Error::InvitationEmailMismatch);
+    // D24: the mismatch now also says how many further wrong addresses the token survives
+    // (a fresh invitation has none counted yet: this attempt leaves 4).
+    assert_eq!(err, Error::InvitationEmailMismatch { attempts_left: 4 });
     assert_eq!(err.rule(), Rule::D10);
 }
 
@@ -2056,7 +2096,15 @@ fn d10_resend_issues_new_token_revokes_older_and_creates_no_user() {
     let fx = Fx::roomy();
     let a = admin(1);
     let invited = user(2, Role::User, Status::Invited, Permissions::empty());
-    let c = decide::resend(fx.ctx(), &acting(&a), &invited, &[], TokenHash([3; 32])).unwrap();
+    let c = decide::resend(
+        fx.ctx(),
+        &acting(&a),
+        &invited,
+        None,
+        &[],
+        TokenHash([3; 32]),
+    )
+    .unwrap();
     assert!(inserted_users(&c).is_empty());
     assert_eq!(c.counters.seats_used, fx.state.counters.seats_used);
     let revoke = c
@@ -2094,14 +2142,25 @@ fn d10_resend_only_to_invited_users_even_when_expired() {
     let a = admin(1);
     for status in [Status::Active, Status::Suspended] {
         let u = user(2, Role::User, status, Permissions::empty());
-        let err = decide::resend(fx.ctx(), &acting(&a), &u, &[], TokenHash([3; 32])).unwrap_err();
+        let err =
+            decide::resend(fx.ctx(), &acting(&a), &u, None, &[], TokenHash([3; 32])).unwrap_err();
         assert_eq!(err, Error::NotInvited { status });
         assert_eq!(err.rule(), Rule::D10);
     }
     let mut expired = user(2, Role::User, Status::Invited, Permissions::empty());
     expired.invite_expires_at = Some(now() - Duration::days(30));
     assert!(expired.invitation_expired(now()));
-    assert!(decide::resend(fx.ctx(), &acting(&a), &expired, &[], TokenHash([3; 32])).is_ok());
+    assert!(
+        decide::resend(
+            fx.ctx(),
+            &acting(&a),
+            &expired,
+            None,
+            &[],
+            TokenHash([3; 32])
+        )
+        .is_ok()
+    );
 }
 
 #[test]
@@ -2116,6 +2175,7 @@ fn d10_resend_is_rate_limited_with_retry_at() {
             fx.ctx(),
             &acting(&a),
             &invited,
+            None,
             &[m(1), m(5)],
             TokenHash([3; 32])
         )
@@ -2126,6 +2186,7 @@ fn d10_resend_is_rate_limited_with_retry_at() {
         fx.ctx(),
         &acting(&a),
         &invited,
+        None,
         &[m(1), m(8), m(5)],
         TokenHash([3; 32]),
     )
@@ -2143,6 +2204,7 @@ fn d10_resend_is_rate_limited_with_retry_at() {
             fx.ctx(),
             &acting(&a),
             &invited,
+            None,
             &[m(1), m(5), m(10), m(11), m(60)],
             TokenHash([3; 32])
         )
@@ -2153,6 +2215,7 @@ fn d10_resend_is_rate_limited_with_retry_at() {
         fx.ctx(),
         &acting(&a),
         &invited,
+        None,
         &[m(1), m(2), m(3), m(4)],
         TokenHash([3; 32]),
     )
@@ -2172,6 +2235,7 @@ fn d10_resend_is_rate_limited_with_retry_at() {
             strict.ctx(),
             &acting(&a),
             &invited,
+            None,
             &[m(30)],
             TokenHash([3; 32])
         )
@@ -2196,6 +2260,7 @@ fn d10_retry_at_is_when_a_resend_is_allowed_again() {
         fx.ctx(),
         &acting(&a),
         &invited,
+        None,
         &history,
         TokenHash([3; 32]),
     )
@@ -2208,6 +2273,7 @@ fn d10_retry_at_is_when_a_resend_is_allowed_again() {
             fx.ctx(),
             &acting(&a),
             &invited,
+            None,
             &history,
             TokenHash([3; 32])
         )
@@ -2219,6 +2285,7 @@ fn d10_retry_at_is_when_a_resend_is_allowed_again() {
             fx.ctx(),
             &acting(&a),
             &invited,
+            None,
             &history,
             TokenHash([3; 32])
         )
@@ -2274,7 +2341,7 @@ fn d11_delete_leaves_a_tombstone_kills_tokens_and_frees_the_seat() {
     let fx = Fx::new(7, 2, Some(7));
     let a = admin(1);
     let u = member(2, Permissions::CONVERSATIONS_VIEW);
-    let c = decide::delete(fx.ctx(), &acting(&a), &u).unwrap();
+    let c = decide::delete(fx.ctx(), &acting(&a), &u, None).unwrap();
     assert_eq!(
         tombstones(&c),
         vec![&Tombstone {
@@ -2297,7 +2364,7 @@ fn d11_a_user_of_another_tenant_is_not_found() {
     let a = admin(1);
     let mut foreign = member(2, Permissions::empty());
     foreign.tenant_id = other_tenant_id();
-    let err = decide::delete(fx.ctx(), &acting(&a), &foreign).unwrap_err();
+    let err = decide::delete(fx.ctx(), &acting(&a), &foreign, None).unwrap_err();
     assert_eq!(err, Error::UserNotFound);
     assert_eq!(err.rule(), Rule::D15);
     assert_eq!(
@@ -2311,7 +2378,7 @@ fn d11_the_same_address_may_be_invited_again_as_a_new_user() {
     let fx = Fx::new(3, 1, Some(3));
     let a = admin(1);
     let old = member(2, Permissions::empty());
-    let c = decide::delete(fx.ctx(), &acting(&a), &old).unwrap();
+    let c = decide::delete(fx.ctx(), &acting(&a), &old, None).unwrap();
     let after = Fx {
         state: TenantState {
             tenant: fx.state.tenant.clone(),
@@ -2351,17 +2418,26 @@ fn d12_template_name_rules() {
     assert!(TemplateName::parse(&"a".repeat(64)).is_ok());
     assert_eq!(
         TemplateName::parse(&"a".repeat(65)).unwrap_err(),
-        TemplateNameError::TooLong { len: 65 }
+        TemplateNameError::TooLong { len: 65, max: 64 }
     );
     // characters, not bytes
     assert!(TemplateName::parse(&"é".repeat(64)).is_ok());
     assert_eq!(
         TemplateName::parse(&"é".repeat(65)).unwrap_err(),
-        TemplateNameError::TooLong { len: 65 }
+        TemplateNameError::TooLong { len: 65, max: 64 }
     );
+    // D22 replaced the bare "control character" error by one naming the character and its
+    // position (and ruled by D22, not D12).
     assert_eq!(
         TemplateName::parse("Sup\nport").unwrap_err(),
-        TemplateNameError::ControlCharacter
+        TemplateNameError::ForbiddenCharacter {
+            character: '\n',
+            position: 3
+        }
+    );
+    assert_eq!(
+        Error::from(TemplateName::parse("Sup\nport").unwrap_err()).rule(),
+        Rule::D22
     );
     let n = TemplateName::parse("  Support Agent ").unwrap();
     assert_eq!(n.as_str(), "Support Agent");
@@ -2400,7 +2476,7 @@ fn d12_template_names_are_unique_per_tenant() {
         name: Some(TemplateName::parse("TEMPLATE 1").unwrap()),
         permissions: None,
     };
-    let c = decide::edit_template(fx.ctx(), &acting(&a), &t, &recase, true).unwrap();
+    let c = decide::edit_template(fx.ctx(), &acting(&a), &t, &recase, true, &[]).unwrap();
     assert!(
         matches!(&c.writes[..], [Write::UpdateTemplate(nt)] if nt.name.as_str() == "TEMPLATE 1")
     );
@@ -2410,7 +2486,7 @@ fn d12_template_names_are_unique_per_tenant() {
         permissions: None,
     };
     assert_eq!(
-        decide::edit_template(fx.ctx(), &acting(&a), &t, &rename, true).unwrap_err(),
+        decide::edit_template(fx.ctx(), &acting(&a), &t, &rename, true, &[]).unwrap_err(),
         Error::TemplateNameTaken {
             name: "Sales".into()
         }
@@ -2443,7 +2519,7 @@ fn d12_create_and_edit_template_writes() {
         permissions: Some(Permissions::CONVERSATIONS_VIEW),
     };
     assert!(
-        decide::edit_template(fx.ctx(), &acting(&a), &t, &noop, false)
+        decide::edit_template(fx.ctx(), &acting(&a), &t, &noop, false, &[])
             .unwrap()
             .is_empty()
     );
@@ -2452,7 +2528,7 @@ fn d12_create_and_edit_template_writes() {
         name: None,
         permissions: Some(Permissions::CONVERSATIONS_EDIT),
     };
-    let c = decide::edit_template(fx.ctx(), &acting(&a), &t, &e, false).unwrap();
+    let c = decide::edit_template(fx.ctx(), &acting(&a), &t, &e, false, &[]).unwrap();
     let ev = &c.events[0];
     assert_eq!(ev.action, AuditAction::TemplateEdited);
     assert_eq!(ev.changes[0].field, Field::Permissions);
@@ -2460,7 +2536,7 @@ fn d12_create_and_edit_template_writes() {
     let mut foreign = template(3, Permissions::empty());
     foreign.tenant_id = other_tenant_id();
     assert_eq!(
-        decide::edit_template(fx.ctx(), &acting(&a), &foreign, &e, false).unwrap_err(),
+        decide::edit_template(fx.ctx(), &acting(&a), &foreign, &e, false, &[]).unwrap_err(),
         Error::TemplateNotFound
     );
 }
@@ -2478,14 +2554,23 @@ fn d12_deleting_a_referenced_template_is_refused_by_default_with_the_count() {
         3,
         TemplateDeletion::default(),
         None,
+        &[],
     )
     .unwrap_err();
     assert_eq!(err, Error::TemplateInUse { users: 3 });
     assert_eq!(err.rule(), Rule::D12);
     assert!(err.to_string().contains('3'));
     // unreferenced: deleted
-    let c = decide::delete_template(fx.ctx(), &acting(&a), &t, 0, TemplateDeletion::Refuse, None)
-        .unwrap();
+    let c = decide::delete_template(
+        fx.ctx(),
+        &acting(&a),
+        &t,
+        0,
+        TemplateDeletion::Refuse,
+        None,
+        &[],
+    )
+    .unwrap();
     assert_eq!(c.writes, vec![Write::DeleteTemplate(t.id)]);
 }
 
@@ -2494,8 +2579,16 @@ fn d12_delete_can_detach_the_users() {
     let fx = Fx::roomy();
     let a = admin(1);
     let t = template(1, Permissions::CONVERSATIONS_VIEW);
-    let c = decide::delete_template(fx.ctx(), &acting(&a), &t, 2, TemplateDeletion::Detach, None)
-        .unwrap();
+    let c = decide::delete_template(
+        fx.ctx(),
+        &acting(&a),
+        &t,
+        2,
+        TemplateDeletion::Detach,
+        None,
+        &[],
+    )
+    .unwrap();
     assert_eq!(
         c.writes,
         vec![
@@ -2527,6 +2620,7 @@ fn d12_delete_can_reassign_the_users() {
         2,
         TemplateDeletion::Reassign(to.id),
         Some(&to),
+        &[],
     )
     .unwrap();
     assert_eq!(
@@ -2549,7 +2643,7 @@ fn d12_delete_can_reassign_the_users() {
         (TemplateDeletion::Reassign(foreign.id), Some(&foreign)),
     ] {
         assert_eq!(
-            decide::delete_template(fx.ctx(), &acting(&a), &t, 2, mode, passed).unwrap_err(),
+            decide::delete_template(fx.ctx(), &acting(&a), &t, 2, mode, passed, &[]).unwrap_err(),
             Error::TemplateNotFound,
             "{mode:?}"
         );
@@ -2839,14 +2933,14 @@ fn d20_purge_deletes_only_expired_invitations_and_frees_their_seats() {
         foreign,
         expired_now.clone(),
     ];
-    let (c, deleted) = decide::purge_expired(fx.ctx(), &acting(&m), &candidates).unwrap();
+    let (c, deleted) = decide::purge_expired(fx.ctx(), &acting(&m), &candidates, &[]).unwrap();
     assert_eq!(deleted, vec![expired1.id, expired_now.id]);
     assert_eq!(c.counters.seats_used, 8);
     let ts: Vec<UserId> = tombstones(&c).iter().map(|t| t.user_id).collect();
     assert_eq!(ts, deleted);
     // an admin purges the expired admin invitation too
     let a = admin(1);
-    let (c, deleted) = decide::purge_expired(fx.ctx(), &acting(&a), &candidates).unwrap();
+    let (c, deleted) = decide::purge_expired(fx.ctx(), &acting(&a), &candidates, &[]).unwrap();
     assert_eq!(deleted, vec![expired1.id, expired_admin.id, expired_now.id]);
     assert_eq!(c.counters.seats_used, 7);
     assert_eq!(c.counters.active_admins, 1);
@@ -2870,14 +2964,14 @@ fn d20_expired_invitations_keep_their_seat_until_deleted() {
         )
         .is_err()
     );
-    let (c, deleted) = decide::purge_expired(fx.ctx(), &acting(&a), &[expired]).unwrap();
+    let (c, deleted) = decide::purge_expired(fx.ctx(), &acting(&a), &[expired], &[]).unwrap();
     assert_eq!(deleted.len(), 1);
     assert_eq!(
         SeatUsage::new(c.counters.seats_used, Some(5)).remaining,
         Some(1)
     );
     // nothing to purge: an empty change
-    let (c, deleted) = decide::purge_expired(fx.ctx(), &acting(&a), &[]).unwrap();
+    let (c, deleted) = decide::purge_expired(fx.ctx(), &acting(&a), &[], &[]).unwrap();
     assert!(deleted.is_empty());
     assert!(c.is_empty());
 }
@@ -2899,7 +2993,8 @@ fn d15_foreign_templates_behave_like_missing_ones() {
             &foreign,
             0,
             TemplateDeletion::Refuse,
-            None
+            None,
+            &[]
         )
         .unwrap_err(),
         Error::TemplateNotFound
@@ -2918,4 +3013,1312 @@ fn d15_foreign_templates_behave_like_missing_ones() {
         .unwrap_err(),
         Error::TemplateNotFound
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// D21 Manage only within your own access
+// ---------------------------------------------------------------------------------------------
+
+/// Every kind of edit a manager might try on a user of `status`, down to a lone address
+/// change (a status change only where D2 allows one).
+fn every_kind_of_edit(status: Status) -> Vec<UserEdit> {
+    let mut edits = vec![
+        UserEdit {
+            email: Some(email("retargeted@example.com")),
+            ..UserEdit::default()
+        },
+        UserEdit {
+            crm_access: Some(false),
+            ..UserEdit::default()
+        },
+        UserEdit {
+            grants: Some(Permissions::empty()),
+            ..UserEdit::default()
+        },
+        UserEdit {
+            template_id: Some(None),
+            ..UserEdit::default()
+        },
+    ];
+    let flip = match status {
+        Status::Invited => None,
+        Status::Active => Some(Status::Suspended),
+        Status::Suspended => Some(Status::Active),
+    };
+    if let Some(to) = flip {
+        edits.push(UserEdit {
+            status: Some(to),
+            ..UserEdit::default()
+        });
+    }
+    edits
+}
+
+fn beyond(missing: Permissions, crm: bool) -> Error {
+    Error::BeyondOwnAccess { missing, crm }
+}
+
+#[test]
+fn d21_edit_of_any_field_of_a_stronger_user_is_refused_naming_exactly_the_excess() {
+    let fx = Fx::roomy();
+    let m = manager(3); // users:* + conversations:view, no CRM
+    let t = template(1, Permissions::ANALYTICS_EDIT | Permissions::USERS_VIEW);
+    for status in [Status::Invited, Status::Active, Status::Suspended] {
+        // (grants, template, crm) of the target → what the refusal must name
+        let cases = [
+            (
+                Permissions::SETTINGS_MANAGE | Permissions::CONVERSATIONS_VIEW,
+                false,
+                false,
+                beyond(Permissions::SETTINGS_MANAGE, false),
+            ),
+            (
+                Permissions::USERS_VIEW,
+                true,
+                false,
+                beyond(Permissions::ANALYTICS_EDIT, false),
+            ),
+            (
+                Permissions::INTEGRATIONS_VIEW | Permissions::USERS_DELETE,
+                true,
+                true,
+                beyond(
+                    Permissions::INTEGRATIONS_VIEW | Permissions::ANALYTICS_EDIT,
+                    true,
+                ),
+            ),
+        ];
+        for (grants, with_template, crm, want) in cases {
+            let mut target = user(4, Role::User, status, grants);
+            target.crm_access = crm;
+            if with_template {
+                target.template_id = Some(t.id);
+            }
+            let current = with_template.then_some(&t);
+            for e in every_kind_of_edit(status) {
+                // the template stays what it was unless the edit clears it
+                let new = if e.template_id == Some(None) {
+                    None
+                } else {
+                    current
+                };
+                let err = decide::edit(fx.ctx(), &acting(&m), &target, current, new, &e, false)
+                    .unwrap_err();
+                assert_eq!(err, want, "{status} {grants} {e:?}");
+                assert_eq!(err.rule(), Rule::D21);
+            }
+        }
+    }
+}
+
+#[test]
+fn d21_retargeting_a_stronger_invitation_by_email_is_refused_and_nothing_is_written() {
+    // The attack D21 closes: a manager without settings:manage re-addresses an invitation
+    // that grants it (or an account that holds it) to a mailbox it controls.
+    let fx = Fx::roomy();
+    let m = manager(3);
+    let invited = user(4, Role::User, Status::Invited, Permissions::SETTINGS_MANAGE);
+    let e = UserEdit {
+        email: Some(email("attacker@example.com")),
+        ..UserEdit::default()
+    };
+    let err = edit_user(&fx, &m, &invited, &e).unwrap_err();
+    assert_eq!(err, beyond(Permissions::SETTINGS_MANAGE, false));
+    // the message names what the target holds beyond the actor
+    let msg = err.to_string();
+    assert!(msg.contains("settings:manage"), "{msg}");
+    assert!(!msg.contains("conversations:view"), "{msg}");
+    // an admin may fix the address (and the tokens die, D10)
+    let c = edit_user(&fx, &admin(1), &invited, &e).unwrap();
+    assert!(c.writes.contains(&Write::RevokeInvitations(invited.id)));
+    // so may a manager when the invitation holds nothing beyond it
+    let weak = user(
+        5,
+        Role::User,
+        Status::Invited,
+        Permissions::CONVERSATIONS_VIEW,
+    );
+    assert!(edit_user(&fx, &m, &weak, &e).is_ok());
+}
+
+#[test]
+fn d21_resend_to_a_stronger_invitee_is_refused() {
+    let fx = Fx::roomy();
+    let m = manager(3);
+    let t = template(1, Permissions::EXPERIMENTS_MANAGE);
+    let direct = user(4, Role::User, Status::Invited, Permissions::SETTINGS_VIEW);
+    let err = decide::resend(
+        fx.ctx(),
+        &acting(&m),
+        &direct,
+        None,
+        &[],
+        TokenHash([7; 32]),
+    )
+    .unwrap_err();
+    assert_eq!(err, beyond(Permissions::SETTINGS_VIEW, false));
+    assert_eq!(err.rule(), Rule::D21);
+    // through its template
+    let mut via_template = user(5, Role::User, Status::Invited, Permissions::empty());
+    via_template.template_id = Some(t.id);
+    assert_eq!(
+        decide::resend(
+            fx.ctx(),
+            &acting(&m),
+            &via_template,
+            Some(&t),
+            &[],
+            TokenHash([7; 32])
+        )
+        .unwrap_err(),
+        beyond(Permissions::EXPERIMENTS_MANAGE, false)
+    );
+    // CRM only
+    let mut crm = user(6, Role::User, Status::Invited, Permissions::USERS_VIEW);
+    crm.crm_access = true;
+    assert_eq!(
+        decide::resend(fx.ctx(), &acting(&m), &crm, None, &[], TokenHash([7; 32])).unwrap_err(),
+        beyond(Permissions::empty(), true)
+    );
+    // within the actor: fine; an admin: fine for all
+    let within = user(7, Role::User, Status::Invited, Permissions::USERS_VIEW);
+    assert!(
+        decide::resend(
+            fx.ctx(),
+            &acting(&m),
+            &within,
+            None,
+            &[],
+            TokenHash([7; 32])
+        )
+        .is_ok()
+    );
+    let a = admin(1);
+    for (target, template) in [(&direct, None), (&via_template, Some(&t)), (&crm, None)] {
+        assert!(
+            decide::resend(
+                fx.ctx(),
+                &acting(&a),
+                target,
+                template,
+                &[],
+                TokenHash([7; 32])
+            )
+            .is_ok()
+        );
+    }
+    // D21 is checked before D10's "only invited users": a stronger active user is refused
+    // as beyond the actor, not as "not invited"
+    let active = member(8, Permissions::SETTINGS_VIEW);
+    assert_eq!(
+        decide::resend(
+            fx.ctx(),
+            &acting(&m),
+            &active,
+            None,
+            &[],
+            TokenHash([7; 32])
+        )
+        .unwrap_err(),
+        beyond(Permissions::SETTINGS_VIEW, false)
+    );
+}
+
+#[test]
+fn d21_delete_of_a_stronger_user_is_refused_whatever_its_status() {
+    let fx = Fx::roomy();
+    let m = manager(3);
+    let t = template(1, Permissions::ANALYTICS_VIEW);
+    for status in [Status::Invited, Status::Active, Status::Suspended] {
+        let strong = user(4, Role::User, status, Permissions::INTEGRATIONS_DELETE);
+        let err = decide::delete(fx.ctx(), &acting(&m), &strong, None).unwrap_err();
+        assert_eq!(
+            err,
+            beyond(Permissions::INTEGRATIONS_DELETE, false),
+            "{status}"
+        );
+        assert_eq!(err.rule(), Rule::D21);
+        let mut via_template = user(5, Role::User, status, Permissions::empty());
+        via_template.template_id = Some(t.id);
+        assert_eq!(
+            decide::delete(fx.ctx(), &acting(&m), &via_template, Some(&t)).unwrap_err(),
+            beyond(Permissions::ANALYTICS_VIEW, false),
+            "{status}"
+        );
+        let mut crm = user(6, Role::User, status, Permissions::empty());
+        crm.crm_access = true;
+        assert_eq!(
+            decide::delete(fx.ctx(), &acting(&m), &crm, None).unwrap_err(),
+            beyond(Permissions::empty(), true),
+            "{status}"
+        );
+        // an admin deletes them all
+        let a = admin(1);
+        assert!(decide::delete(fx.ctx(), &acting(&a), &strong, None).is_ok());
+        assert!(decide::delete(fx.ctx(), &acting(&a), &via_template, Some(&t)).is_ok());
+        assert!(decide::delete(fx.ctx(), &acting(&a), &crm, None).is_ok());
+        // the manager deletes a user within its own access
+        let weak = user(7, Role::User, status, Permissions::CONVERSATIONS_VIEW);
+        let c = decide::delete(fx.ctx(), &acting(&m), &weak, None).unwrap();
+        assert_eq!(tombstones(&c).len(), 1);
+    }
+}
+
+#[test]
+fn d21_purge_skips_expired_invitations_holding_more_than_the_actor() {
+    let fx = Fx::new(10, 1, Some(10));
+    let m = manager(3);
+    let t_strong = template(1, Permissions::SETTINGS_EDIT);
+    let t_weak = template(2, Permissions::CONVERSATIONS_VIEW);
+    let expired = |n: u8, grants: Permissions| {
+        let mut u = user(n, Role::User, Status::Invited, grants);
+        u.invite_expires_at = Some(now() - Duration::days(1));
+        u
+    };
+    let weak = expired(10, Permissions::USERS_VIEW);
+    let strong_grant = expired(11, Permissions::ANALYTICS_VIEW);
+    let mut strong_template = expired(12, Permissions::empty());
+    strong_template.template_id = Some(t_strong.id);
+    let mut weak_template = expired(13, Permissions::empty());
+    weak_template.template_id = Some(t_weak.id);
+    let mut crm = expired(14, Permissions::empty());
+    crm.crm_access = true;
+    let candidates = [
+        weak.clone(),
+        strong_grant.clone(),
+        strong_template.clone(),
+        weak_template.clone(),
+        crm.clone(),
+    ];
+    let templates = [t_strong.clone(), t_weak.clone()];
+    let (c, deleted) =
+        decide::purge_expired(fx.ctx(), &acting(&m), &candidates, &templates).unwrap();
+    assert_eq!(deleted, vec![weak.id, weak_template.id]);
+    assert_eq!(c.counters.seats_used, 8);
+    let ts: Vec<UserId> = tombstones(&c).iter().map(|t| t.user_id).collect();
+    assert_eq!(ts, deleted);
+    // the skipped ones leave no trace in the change
+    for skipped in [&strong_grant, &strong_template, &crm] {
+        assert!(!c.writes.contains(&Write::RevokeInvitations(skipped.id)));
+        assert!(
+            !c.events
+                .iter()
+                .any(|e| e.target == AuditTarget::User(skipped.id))
+        );
+    }
+    // an admin purges them all
+    let (c, deleted) =
+        decide::purge_expired(fx.ctx(), &acting(&admin(1)), &candidates, &templates).unwrap();
+    assert_eq!(deleted.len(), 5);
+    assert_eq!(c.counters.seats_used, 5);
+    // a manager whose own template covers the excess purges those too
+    let t_actor = template(3, Permissions::ANALYTICS_VIEW | Permissions::SETTINGS_EDIT);
+    let mut m2 = manager(4);
+    m2.template_id = Some(t_actor.id);
+    let act = Acting {
+        user: &m2,
+        template: Some(&t_actor),
+    };
+    let (_, deleted) = decide::purge_expired(fx.ctx(), &act, &candidates, &templates).unwrap();
+    assert_eq!(
+        deleted,
+        vec![
+            weak.id,
+            strong_grant.id,
+            strong_template.id,
+            weak_template.id
+        ]
+    );
+}
+
+#[test]
+fn d21_admin_actors_are_not_limited() {
+    let fx = Fx::roomy();
+    let a = admin(1);
+    let t = template(1, Permissions::all());
+    for status in [Status::Invited, Status::Active, Status::Suspended] {
+        let mut strong = user(4, Role::User, status, Permissions::all());
+        strong.crm_access = true;
+        strong.template_id = Some(t.id);
+        assert_eq!(acting(&a).check_within(&strong, Some(&t)), Ok(()));
+        for e in every_kind_of_edit(status) {
+            let new = if e.template_id == Some(None) {
+                None
+            } else {
+                Some(&t)
+            };
+            assert!(
+                decide::edit(fx.ctx(), &acting(&a), &strong, Some(&t), new, &e, false).is_ok(),
+                "{status} {e:?}"
+            );
+        }
+        assert!(decide::delete(fx.ctx(), &acting(&a), &strong, Some(&t)).is_ok());
+        if status == Status::Invited {
+            assert!(
+                decide::resend(
+                    fx.ctx(),
+                    &acting(&a),
+                    &strong,
+                    Some(&t),
+                    &[],
+                    TokenHash([7; 32])
+                )
+                .is_ok()
+            );
+        }
+    }
+    // other admins too (D7 and D8 permitting)
+    let b = admin(2);
+    assert_eq!(acting(&a).check_within(&b, None), Ok(()));
+    assert!(decide::delete(fx.ctx(), &acting(&a), &b, None).is_ok());
+    // but a suspended admin is no admin: it may not manage at all (D7)
+    let mut suspended_admin = admin(5);
+    suspended_admin.status = Status::Suspended;
+    assert!(matches!(
+        decide::delete(
+            fx.ctx(),
+            &acting(&suspended_admin),
+            &member(6, Permissions::empty()),
+            None
+        )
+        .unwrap_err(),
+        Error::NotAllowed { .. }
+    ));
+}
+
+#[test]
+fn d21_a_target_with_exactly_the_actors_access_is_allowed() {
+    let fx = Fx::roomy();
+    // the actor's access comes partly from its template
+    let t_actor = template(1, Permissions::ANALYTICS_VIEW | Permissions::SETTINGS_VIEW);
+    let mut m = manager(3);
+    m.crm_access = true;
+    m.template_id = Some(t_actor.id);
+    let act = Acting {
+        user: &m,
+        template: Some(&t_actor),
+    };
+    let holds = act.holds();
+    assert_eq!(
+        holds,
+        Permissions::category(Category::Users)
+            | Permissions::CONVERSATIONS_VIEW
+            | Permissions::ANALYTICS_VIEW
+            | Permissions::SETTINGS_VIEW
+    );
+    // the target holds exactly the same set, composed differently, and CRM like the actor
+    let t_target = template(2, Permissions::SETTINGS_VIEW | Permissions::USERS_MANAGE);
+    for status in [Status::Invited, Status::Active, Status::Suspended] {
+        let mut same = user(
+            4,
+            Role::User,
+            status,
+            holds - Permissions::SETTINGS_VIEW - Permissions::USERS_MANAGE,
+        );
+        same.crm_access = true;
+        same.template_id = Some(t_target.id);
+        assert_eq!(potential_permissions(&same, Some(&t_target)), holds);
+        assert_eq!(act.check_within(&same, Some(&t_target)), Ok(()));
+        let e = UserEdit {
+            email: Some(email("moved@example.com")),
+            ..UserEdit::default()
+        };
+        assert!(
+            decide::edit(
+                fx.ctx(),
+                &act,
+                &same,
+                Some(&t_target),
+                Some(&t_target),
+                &e,
+                false
+            )
+            .is_ok()
+        );
+        assert!(decide::delete(fx.ctx(), &act, &same, Some(&t_target)).is_ok());
+        if status == Status::Invited {
+            assert!(
+                decide::resend(
+                    fx.ctx(),
+                    &act,
+                    &same,
+                    Some(&t_target),
+                    &[],
+                    TokenHash([7; 32])
+                )
+                .is_ok()
+            );
+        }
+        // one permission more is refused, naming just that one
+        let mut more = same.clone();
+        more.grants |= Permissions::EXPERIMENTS_VIEW;
+        assert_eq!(
+            decide::delete(fx.ctx(), &act, &more, Some(&t_target)).unwrap_err(),
+            beyond(Permissions::EXPERIMENTS_VIEW, false)
+        );
+    }
+    // a non-admin still edits its own address: its own access is within itself
+    let e = UserEdit {
+        email: Some(email("me@example.com")),
+        ..UserEdit::default()
+    };
+    assert!(
+        decide::edit(
+            fx.ctx(),
+            &act,
+            &m,
+            Some(&t_actor),
+            Some(&t_actor),
+            &e,
+            false
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn d21_a_crm_only_difference_is_refused() {
+    let fx = Fx::roomy();
+    let m = manager(3); // no CRM
+    for status in [Status::Invited, Status::Active, Status::Suspended] {
+        let mut target = user(4, Role::User, status, Permissions::CONVERSATIONS_VIEW);
+        target.crm_access = true;
+        let want = beyond(Permissions::empty(), true);
+        let e = UserEdit {
+            email: Some(email("moved@example.com")),
+            ..UserEdit::default()
+        };
+        let err = edit_user(&fx, &m, &target, &e).unwrap_err();
+        assert_eq!(err, want, "{status}");
+        assert_eq!(err.rule(), Rule::D21);
+        assert_eq!(err.kind(), ErrorKind::Forbidden);
+        assert!(err.to_string().contains("CRM access"), "{err}");
+        // even turning the CRM flag off (removing the excess) is refused
+        let off = UserEdit {
+            crm_access: Some(false),
+            ..UserEdit::default()
+        };
+        assert_eq!(edit_user(&fx, &m, &target, &off).unwrap_err(), want);
+        assert_eq!(
+            decide::delete(fx.ctx(), &acting(&m), &target, None).unwrap_err(),
+            want
+        );
+        if status == Status::Invited {
+            assert_eq!(
+                decide::resend(
+                    fx.ctx(),
+                    &acting(&m),
+                    &target,
+                    None,
+                    &[],
+                    TokenHash([7; 32])
+                )
+                .unwrap_err(),
+                want
+            );
+        }
+        // a manager holding CRM itself may
+        let mut m_crm = manager(5);
+        m_crm.crm_access = true;
+        assert!(edit_user(&fx, &m_crm, &target, &e).is_ok());
+        assert!(decide::delete(fx.ctx(), &acting(&m_crm), &target, None).is_ok());
+    }
+    // both kinds of excess are named together
+    let mut both = member(6, Permissions::SETTINGS_VIEW);
+    both.crm_access = true;
+    let err = decide::delete(fx.ctx(), &acting(&m), &both, None).unwrap_err();
+    assert_eq!(err, beyond(Permissions::SETTINGS_VIEW, true));
+    assert!(
+        err.to_string().contains("settings:view and CRM access"),
+        "{err}"
+    );
+}
+
+#[test]
+fn d21_only_the_actors_current_access_counts() {
+    let fx = Fx::roomy();
+    let target = member(4, Permissions::ANALYTICS_VIEW);
+    // a template passed for the actor that is not the one it references gives it nothing
+    let t = template(1, Permissions::ANALYTICS_VIEW);
+    let mut m_other = manager(3);
+    m_other.template_id = Some(tid(2));
+    let wrong = Acting {
+        user: &m_other,
+        template: Some(&t),
+    };
+    assert_eq!(
+        decide::delete(fx.ctx(), &wrong, &target, None).unwrap_err(),
+        beyond(Permissions::ANALYTICS_VIEW, false)
+    );
+    let mut m = manager(3);
+    m.template_id = Some(t.id);
+    let right = Acting {
+        user: &m,
+        template: Some(&t),
+    };
+    assert!(decide::delete(fx.ctx(), &right, &target, None).is_ok());
+    // a template passed for the target that is not the one it references adds nothing to it
+    let strong_t = template(9, Permissions::all());
+    assert!(decide::delete(fx.ctx(), &right, &target, Some(&strong_t)).is_ok());
+    // refusals are audited with their rule (D13)
+    let err = decide::delete(fx.ctx(), &wrong, &target, None).unwrap_err();
+    let ev = decide::refused_event(
+        tenant_id(),
+        ActorRef::User(m.id),
+        AuditAction::UserDeleted,
+        AuditTarget::User(target.id),
+        now(),
+        &err,
+    );
+    assert!(matches!(
+        ev.outcome,
+        Outcome::Refused {
+            rule: Rule::D21,
+            ..
+        }
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// D22 Names
+// ---------------------------------------------------------------------------------------------
+
+fn forbidden(character: char, position: usize) -> NameError {
+    NameError::ForbiddenCharacter {
+        character,
+        position,
+    }
+}
+
+#[test]
+fn d22_tenant_name_lengths_are_counted_after_trimming() {
+    assert_eq!(MAX_TENANT_NAME_LEN, 100);
+    assert_eq!(TenantName::parse("").unwrap_err(), NameError::Empty);
+    assert_eq!(TenantName::parse(" \t\r\n ").unwrap_err(), NameError::Empty);
+    assert_eq!(
+        TenantName::parse("\u{3000}\u{a0}").unwrap_err(),
+        NameError::Empty
+    );
+    assert_eq!(TenantName::parse("a").unwrap().as_str(), "a");
+    let hundred = "a".repeat(100);
+    assert_eq!(TenantName::parse(&hundred).unwrap().as_str(), hundred);
+    assert_eq!(
+        TenantName::parse(&"a".repeat(101)).unwrap_err(),
+        NameError::TooLong { len: 101, max: 100 }
+    );
+    // white space around does not count; characters, not bytes, do
+    assert!(TenantName::parse(&format!("   {hundred}\n")).is_ok());
+    assert!(TenantName::parse(&"é".repeat(100)).is_ok());
+    assert_eq!(
+        TenantName::parse(&"株".repeat(101)).unwrap_err(),
+        NameError::TooLong { len: 101, max: 100 }
+    );
+    // inner spaces count
+    assert_eq!(
+        TenantName::parse(&format!("a{}b", " ".repeat(99))).unwrap_err(),
+        NameError::TooLong { len: 101, max: 100 }
+    );
+    let n = TenantName::parse("  Acme Support \t").unwrap();
+    assert_eq!(n.as_str(), "Acme Support");
+    assert_eq!(n.to_string(), "Acme Support");
+    assert_eq!("Acme".parse::<TenantName>().unwrap().into_string(), "Acme");
+    // the wire validates too
+    assert_eq!(
+        serde_json::from_str::<TenantName>("\" Acme \"")
+            .unwrap()
+            .as_str(),
+        "Acme"
+    );
+    assert!(serde_json::from_str::<TenantName>("\"\"").is_err());
+    assert!(serde_json::from_str::<TenantName>("\"Ac\\u202eme\"").is_err());
+    assert_eq!(serde_json::to_string(&n).unwrap(), "\"Acme Support\"");
+}
+
+#[test]
+fn d22_template_name_lengths_are_64_after_trimming() {
+    assert_eq!(MAX_TEMPLATE_NAME_LEN, 64);
+    assert!(TemplateName::parse(&"a".repeat(64)).is_ok());
+    assert!(TemplateName::parse(&format!("\t{} ", "a".repeat(64))).is_ok());
+    assert_eq!(
+        TemplateName::parse(&"a".repeat(65)).unwrap_err(),
+        NameError::TooLong { len: 65, max: 64 }
+    );
+    assert_eq!(TemplateName::parse("  ").unwrap_err(), NameError::Empty);
+    // the length errors keep their D12 rule; forbidden characters are D22
+    assert_eq!(Error::from(NameError::Empty).rule(), Rule::D12);
+    assert_eq!(
+        Error::from(NameError::TooLong { len: 65, max: 64 }).rule(),
+        Rule::D12
+    );
+    assert_eq!(Error::from(forbidden('\u{200b}', 0)).rule(), Rule::D22);
+    for e in [
+        NameError::Empty,
+        NameError::TooLong { len: 101, max: 100 },
+        forbidden('\n', 1),
+    ] {
+        assert_eq!(Error::InvalidTenantName(e).rule(), Rule::D22);
+    }
+}
+
+#[test]
+fn d22_control_characters_inside_a_name_are_refused() {
+    for (input, c, at) in [
+        ("Ac\rme", '\r', 2),
+        ("Ac\nme", '\n', 2),
+        ("Ac\r\nme", '\r', 2),
+        ("A\tB", '\t', 1),
+        ("A\0B", '\0', 1),
+        ("A\u{7f}B", '\u{7f}', 1),
+        ("A\u{85}B", '\u{85}', 1),
+        ("A\u{9f}B", '\u{9f}', 1),
+        ("A\u{1b}[31mB", '\u{1b}', 1),
+        ("A\u{1c}B", '\u{1c}', 1),
+    ] {
+        assert_eq!(
+            TenantName::parse(input).unwrap_err(),
+            forbidden(c, at),
+            "{input:?}"
+        );
+        assert_eq!(
+            TemplateName::parse(input).unwrap_err(),
+            forbidden(c, at),
+            "{input:?}"
+        );
+    }
+    // surrounding white space that happens to be a control character is trimmed away
+    assert_eq!(TenantName::parse("\r\nAcme\r\n").unwrap().as_str(), "Acme");
+    assert_eq!(TemplateName::parse("\tAgent\n").unwrap().as_str(), "Agent");
+    // but a control character that is not white space is refused even at the ends
+    assert_eq!(
+        TenantName::parse("\u{0}Acme").unwrap_err(),
+        forbidden('\0', 0)
+    );
+    assert_eq!(
+        TenantName::parse("Acme\u{7f}").unwrap_err(),
+        forbidden('\u{7f}', 4)
+    );
+}
+
+#[test]
+fn d22_format_characters_are_refused() {
+    for (input, c, at) in [
+        ("Acme\u{202e}", '\u{202e}', 4),   // RIGHT-TO-LEFT OVERRIDE
+        ("Ac\u{200b}me", '\u{200b}', 2),   // ZERO WIDTH SPACE
+        ("\u{feff}Acme", '\u{feff}', 0),   // BYTE ORDER MARK (not trimmed: not white space)
+        ("Ac\u{ad}me", '\u{ad}', 2),       // SOFT HYPHEN
+        ("Acme\u{e0041}", '\u{e0041}', 4), // TAG LATIN CAPITAL LETTER A
+        ("Ac\u{200d}me", '\u{200d}', 2),   // ZERO WIDTH JOINER
+        ("Ac\u{2066}me", '\u{2066}', 2),   // LEFT-TO-RIGHT ISOLATE
+        ("Ac\u{61c}me", '\u{61c}', 2),     // ARABIC LETTER MARK
+        ("Ac\u{2060}me", '\u{2060}', 2),   // WORD JOINER
+        ("Ac\u{e0001}me", '\u{e0001}', 2), // LANGUAGE TAG
+        ("Acme\u{e007f}", '\u{e007f}', 4), // CANCEL TAG
+    ] {
+        assert!(is_format_char(c), "{c:?}");
+        assert_eq!(
+            TenantName::parse(input).unwrap_err(),
+            forbidden(c, at),
+            "{input:?}"
+        );
+        assert_eq!(
+            TemplateName::parse(input).unwrap_err(),
+            forbidden(c, at),
+            "{input:?}"
+        );
+        let err = Error::from(TemplateName::parse(input).unwrap_err());
+        assert_eq!(err.rule(), Rule::D22);
+    }
+    // look-alike names differing only by such a character cannot exist side by side: only
+    // the visible one is a name
+    assert!(TemplateName::parse("Support").is_ok());
+    assert!(TemplateName::parse("Sup\u{200b}port").is_err());
+    assert!(TenantName::parse("Acme").is_ok());
+    assert!(TenantName::parse("Acme\u{200b}").is_err());
+}
+
+#[test]
+fn d22_position_is_the_character_index_in_the_name_as_given() {
+    // leading spaces count: the position is in the input, not in the trimmed name
+    assert_eq!(
+        TenantName::parse("   Ac\u{200b}me").unwrap_err(),
+        forbidden('\u{200b}', 5)
+    );
+    assert_eq!(
+        TemplateName::parse("\t\n Ac\u{202e}me").unwrap_err(),
+        forbidden('\u{202e}', 5)
+    );
+    // multi-byte characters before it count once each (characters, not bytes)
+    assert_eq!(
+        TenantName::parse("Café\u{feff}").unwrap_err(),
+        forbidden('\u{feff}', 4)
+    );
+    assert_eq!(
+        TenantName::parse("\u{3000}\u{3000}株式\u{200b}会社").unwrap_err(),
+        forbidden('\u{200b}', 4)
+    );
+    assert_eq!(
+        TenantName::parse("😀😀\u{e0041}").unwrap_err(),
+        forbidden('\u{e0041}', 2)
+    );
+    // the first forbidden character is the one reported
+    assert_eq!(
+        TenantName::parse(" a\u{200b}b\nc\u{202e}").unwrap_err(),
+        forbidden('\u{200b}', 2)
+    );
+    // and a forbidden character is reported before any length problem
+    let long = format!("{}\u{ad}", "a".repeat(200));
+    assert_eq!(
+        TenantName::parse(&long).unwrap_err(),
+        forbidden('\u{ad}', 200)
+    );
+    // the reported position indexes exactly that character in `input.chars()`
+    for input in [
+        "   Ac\u{200b}me",
+        "\u{3000}\u{3000}株式\u{200b}会社",
+        "😀😀\u{e0041}",
+        " \u{a0}x\u{7f}",
+    ] {
+        let Err(NameError::ForbiddenCharacter {
+            character,
+            position,
+        }) = check_name(input, 100)
+        else {
+            panic!("{input:?} accepted");
+        };
+        assert_eq!(input.chars().nth(position), Some(character), "{input:?}");
+    }
+}
+
+#[test]
+fn d22_error_messages_name_the_code_point_and_where() {
+    let msg = TenantName::parse("Acme\u{202e}").unwrap_err().to_string();
+    assert!(msg.contains("U+202E"), "{msg}");
+    assert!(msg.contains("format character"), "{msg}");
+    assert!(msg.contains('4'), "{msg}");
+    let msg = TenantName::parse("Acme\u{e0041}").unwrap_err().to_string();
+    assert!(msg.contains("U+E0041"), "{msg}");
+    let msg = TenantName::parse("Ac\u{ad}me").unwrap_err().to_string();
+    assert!(msg.contains("U+00AD"), "{msg}");
+    let msg = TemplateName::parse("Sup\nport").unwrap_err().to_string();
+    assert!(msg.contains("U+000A"), "{msg}");
+    assert!(msg.contains("control character"), "{msg}");
+    // the message never embeds the invisible character itself
+    assert!(!msg.contains('\n'), "{msg:?}");
+    let msg = TenantName::parse("Acme\u{202e}").unwrap_err().to_string();
+    assert!(!msg.contains('\u{202e}'), "{msg:?}");
+    let err = Error::InvalidTenantName(TenantName::parse("").unwrap_err());
+    assert!(err.to_string().contains("tenant name"), "{err}");
+    let err = Error::from(TemplateName::parse("A\u{200b}").unwrap_err());
+    assert!(err.to_string().contains("template name"), "{err}");
+    assert!(err.to_string().contains("U+200B"), "{err}");
+    let msg = NameError::TooLong { len: 101, max: 100 }.to_string();
+    assert!(msg.contains("101") && msg.contains("100"), "{msg}");
+}
+
+#[test]
+fn d22_format_character_list_is_unicode_cf() {
+    // known Cf characters (Unicode 16)
+    for c in [
+        '\u{ad}',
+        '\u{600}',
+        '\u{605}',
+        '\u{61c}',
+        '\u{6dd}',
+        '\u{70f}',
+        '\u{890}',
+        '\u{891}',
+        '\u{8e2}',
+        '\u{180e}',
+        '\u{200b}',
+        '\u{200c}',
+        '\u{200d}',
+        '\u{200e}',
+        '\u{200f}',
+        '\u{202a}',
+        '\u{202e}',
+        '\u{2060}',
+        '\u{2064}',
+        '\u{2066}',
+        '\u{206f}',
+        '\u{feff}',
+        '\u{fff9}',
+        '\u{fffb}',
+        '\u{110bd}',
+        '\u{110cd}',
+        '\u{13430}',
+        '\u{1343f}',
+        '\u{1bca0}',
+        '\u{1bca3}',
+        '\u{1d173}',
+        '\u{1d17a}',
+        '\u{e0001}',
+        '\u{e0020}',
+        '\u{e0041}',
+        '\u{e007f}',
+    ] {
+        assert!(is_format_char(c), "{:04X}", u32::from(c));
+    }
+    // neighbours and look-alikes that are not Cf
+    for c in [
+        'a',
+        ' ',
+        '\u{ac}',
+        '\u{ae}',
+        '\u{606}',
+        '\u{200a}',
+        '\u{2010}',
+        '\u{2028}',
+        '\u{2029}',
+        '\u{2065}',
+        '\u{2070}',
+        '\u{202f}',
+        '\u{fefe}',
+        '\u{fff8}',
+        '\u{fffc}',
+        '\u{13440}',
+        '\u{1d172}',
+        '\u{1d17b}',
+        '\u{e0000}',
+        '\u{e0002}',
+        '\u{e001f}',
+        '\u{e0080}',
+        '\u{e0100}',
+        '\u{034f}',
+        '\u{fe0f}',
+        '\u{115f}',
+        '\u{3164}',
+        '\n',
+        '\u{7f}',
+    ] {
+        assert!(!is_format_char(c), "{:04X}", u32::from(c));
+    }
+    // control characters are Cc, not Cf, but names refuse both
+    assert!(!is_format_char('\n') && '\n'.is_control());
+}
+
+// ---------------------------------------------------------------------------------------------
+// D23 The first seat
+// ---------------------------------------------------------------------------------------------
+
+fn new_tenant(name: &str, user_limit: Option<u32>) -> Tenant {
+    Tenant {
+        id: tenant_id(),
+        name: name.to_owned(),
+        user_limit,
+        created_at: now(),
+    }
+}
+
+fn inserted_tenant(c: &Change) -> &Tenant {
+    match &c.writes[..] {
+        [Write::InsertTenant(t), Write::InsertUser(_)] => t,
+        other => panic!("unexpected writes {other:?}"),
+    }
+}
+
+#[test]
+fn d23_a_new_tenant_needs_a_seat_for_its_first_admin() {
+    let err = decide::create_tenant(
+        new_tenant("Acme", Some(0)),
+        uid(1),
+        email("root@example.com"),
+    )
+    .unwrap_err();
+    assert_eq!(err, Error::FirstSeatRequired);
+    assert_eq!(err.rule(), Rule::D23);
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("at least 1"), "{err}");
+    for limit in [Some(1), Some(2), Some(u32::MAX), None] {
+        let c = decide::create_tenant(new_tenant("Acme", limit), uid(1), email("root@example.com"))
+            .unwrap();
+        assert_eq!(inserted_tenant(&c).user_limit, limit);
+        assert_eq!(c.counters.seats_used, 1);
+        assert_eq!(c.counters.active_admins, 1);
+        assert_eq!(c.counters.version, 1);
+        let usage = SeatUsage::new(c.counters.seats_used, limit);
+        assert_eq!(usage.at_limit, limit == Some(1));
+    }
+    // a later change may still set 0 (D9: below usage is allowed there)
+    let fx = Fx::new(1, 1, Some(1));
+    let c = decide::set_user_limit(fx.ctx(), ActorRef::System, Some(0));
+    assert!(matches!(&c.writes[..], [Write::UpdateTenant(t)] if t.user_limit == Some(0)));
+}
+
+#[test]
+fn d23_create_tenant_refuses_invalid_names_and_stores_the_name_trimmed() {
+    let root = || email("root@example.com");
+    for (name, want) in [
+        ("", NameError::Empty),
+        ("  \t ", NameError::Empty),
+        ("Ac\u{202e}me", forbidden('\u{202e}', 2)),
+        ("  Ac\u{200b}me", forbidden('\u{200b}', 4)),
+        ("Ac\nme", forbidden('\n', 2)),
+    ] {
+        let err = decide::create_tenant(new_tenant(name, None), uid(1), root()).unwrap_err();
+        assert_eq!(err, Error::InvalidTenantName(want), "{name:?}");
+        assert_eq!(err.rule(), Rule::D22);
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    }
+    let err =
+        decide::create_tenant(new_tenant(&"x".repeat(101), Some(5)), uid(1), root()).unwrap_err();
+    assert_eq!(
+        err,
+        Error::InvalidTenantName(NameError::TooLong { len: 101, max: 100 })
+    );
+    // an invalid name with a zero limit is refused too (whichever rule it names)
+    assert!(decide::create_tenant(new_tenant("", Some(0)), uid(1), root()).is_err());
+    // stored trimmed
+    let c =
+        decide::create_tenant(new_tenant("  Acme Support \n", Some(3)), uid(1), root()).unwrap();
+    assert_eq!(inserted_tenant(&c).name, "Acme Support");
+    let c = decide::create_tenant(new_tenant(&"x".repeat(100), Some(3)), uid(1), root()).unwrap();
+    assert_eq!(inserted_tenant(&c).name.chars().count(), 100);
+}
+
+// ---------------------------------------------------------------------------------------------
+// D24 Accept attempts
+// ---------------------------------------------------------------------------------------------
+
+/// Applies a [`Write::FailAcceptAttempt`] to the invitation the way a store would.
+fn apply_failed_attempt(inv: &mut Invitation, c: &Change) {
+    let [
+        Write::FailAcceptAttempt {
+            token_hash,
+            failed_attempts,
+            revoke,
+        },
+    ] = &c.writes[..]
+    else {
+        panic!("unexpected writes {:?}", c.writes);
+    };
+    assert_eq!(*token_hash, inv.token_hash);
+    inv.failed_attempts = *failed_attempts;
+    if *revoke {
+        inv.state = InvitationState::Revoked;
+    }
+}
+
+#[test]
+fn d24_attempts_left_count_down_and_the_fifth_failure_kills_the_token() {
+    assert_eq!(MAX_ACCEPT_ATTEMPTS, 5);
+    let fx = Fx::roomy();
+    let invited = user(2, Role::User, Status::Invited, Permissions::empty());
+    let mut inv = invitation(
+        &invited,
+        InvitationState::Pending,
+        now() + Duration::days(1),
+    );
+    let wrong = email("intruder@example.com");
+    for (k, left) in [4u32, 3, 2, 1, 0].into_iter().enumerate() {
+        let k = u32::try_from(k).unwrap();
+        assert_eq!(inv.failed_attempts, k);
+        let err = decide::accept(fx.ctx(), &inv, &invited, &wrong).unwrap_err();
+        assert_eq!(
+            err,
+            Error::InvitationEmailMismatch {
+                attempts_left: left
+            }
+        );
+        assert_eq!(err.rule(), Rule::D10);
+        assert!(
+            err.to_string().contains(&format!("{left} attempt")),
+            "{err}"
+        );
+        let c = decide::failed_accept(fx.ctx(), &inv, &err);
+        assert_eq!(
+            c.writes,
+            vec![Write::FailAcceptAttempt {
+                token_hash: inv.token_hash,
+                failed_attempts: k + 1,
+                revoke: k + 1 == 5,
+            }]
+        );
+        // the user stays as it was: invited, its seat kept, no user row written
+        assert_eq!(c.counters.seats_used, fx.state.counters.seats_used);
+        assert_eq!(c.expected_version, fx.state.counters.version);
+        apply_failed_attempt(&mut inv, &c);
+        if k + 1 < 5 {
+            assert_eq!(inv.state, InvitationState::Pending);
+        }
+    }
+    assert_eq!(inv.failed_attempts, 5);
+    assert_eq!(inv.state, InvitationState::Revoked);
+    // dead: even the right address is refused, with the one error that says nothing more
+    assert_eq!(
+        decide::accept(fx.ctx(), &inv, &invited, &invited.email).unwrap_err(),
+        Error::InvalidInvitation
+    );
+    assert_eq!(
+        decide::accept(fx.ctx(), &inv, &invited, &wrong).unwrap_err(),
+        Error::InvalidInvitation
+    );
+}
+
+#[test]
+fn d24_the_count_alone_kills_the_token() {
+    // even if a store only recorded the count, five failures refuse the right address
+    let fx = Fx::roomy();
+    let invited = user(2, Role::User, Status::Invited, Permissions::empty());
+    let mut inv = invitation(
+        &invited,
+        InvitationState::Pending,
+        now() + Duration::days(1),
+    );
+    for n in [5, 6, u32::MAX] {
+        inv.failed_attempts = n;
+        assert_eq!(
+            decide::accept(fx.ctx(), &inv, &invited, &invited.email).unwrap_err(),
+            Error::InvalidInvitation,
+            "{n}"
+        );
+    }
+    // four failures do not stop the right person
+    inv.failed_attempts = 4;
+    let c = decide::accept(fx.ctx(), &inv, &invited, &invited.email).unwrap();
+    assert_eq!(updated_user(&c).status, Status::Active);
+    // a resend issues a fresh token with no failures counted; the user stays invited
+    let c = decide::resend(
+        fx.ctx(),
+        &acting(&admin(1)),
+        &invited,
+        None,
+        &[],
+        TokenHash([5; 32]),
+    )
+    .unwrap();
+    let fresh = c
+        .writes
+        .iter()
+        .find_map(|w| match w {
+            Write::InsertInvitation(i) => Some(i.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(fresh.failed_attempts, 0);
+    assert_eq!(fresh.state, InvitationState::Pending);
+    assert_eq!(updated_user(&c).status, Status::Invited);
+    // the count defaults to 0 on the wire (rows written before D24)
+    let mut json = serde_json::to_value(&fresh).unwrap();
+    json.as_object_mut().unwrap().remove("failed_attempts");
+    let back: Invitation = serde_json::from_value(json).unwrap();
+    assert_eq!(back, fresh);
+}
+
+#[test]
+fn d24_failed_attempts_are_audited() {
+    let fx = Fx::roomy();
+    let invited = user(2, Role::User, Status::Invited, Permissions::empty());
+    let mut inv = invitation(
+        &invited,
+        InvitationState::Pending,
+        now() + Duration::days(1),
+    );
+    let wrong = email("intruder@example.com");
+    // an ordinary failure
+    let err = decide::accept(fx.ctx(), &inv, &invited, &wrong).unwrap_err();
+    let c = decide::failed_accept(fx.ctx(), &inv, &err);
+    assert_eq!(c.events.len(), 1);
+    let ev = &c.events[0];
+    assert_eq!(ev.tenant_id, tenant_id());
+    assert_eq!(ev.actor, ActorRef::System);
+    assert_eq!(ev.action, AuditAction::AcceptAttemptFailed);
+    assert_eq!(ev.target, AuditTarget::User(invited.id));
+    assert_eq!(ev.at, now());
+    assert_eq!(
+        ev.outcome,
+        Outcome::Refused {
+            rule: Rule::D24,
+            message: err.to_string()
+        }
+    );
+    assert_eq!(
+        ev.changes,
+        vec![FieldChange {
+            field: Field::FailedAttempts,
+            before: Value::Number(0),
+            after: Value::Number(1),
+        }]
+    );
+    // the event never holds the address that was tried (nor the token)
+    let json = serde_json::to_string(ev).unwrap();
+    assert!(!json.contains("intruder"), "{json}");
+    // the fifth also records the revocation
+    inv.failed_attempts = 4;
+    let err = decide::accept(fx.ctx(), &inv, &invited, &wrong).unwrap_err();
+    assert_eq!(err, Error::InvitationEmailMismatch { attempts_left: 0 });
+    let c = decide::failed_accept(fx.ctx(), &inv, &err);
+    assert_eq!(
+        c.events[0].changes,
+        vec![
+            FieldChange {
+                field: Field::FailedAttempts,
+                before: Value::Number(4),
+                after: Value::Number(5),
+            },
+            FieldChange {
+                field: Field::InvitationState,
+                before: Value::Text("pending".into()),
+                after: Value::Text("revoked".into()),
+            },
+        ]
+    );
+    assert_eq!(
+        c.events[0].outcome,
+        Outcome::Refused {
+            rule: Rule::D24,
+            message: err.to_string()
+        }
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// D13 Template edits and deletes name the users whose access changes
+// ---------------------------------------------------------------------------------------------
+
+fn changed_users(c: &Change) -> Option<Vec<UserId>> {
+    let ev = &c.events[0];
+    let found: Vec<&FieldChange> = ev
+        .changes
+        .iter()
+        .filter(|f| f.field == Field::ChangedUsers)
+        .collect();
+    match found[..] {
+        [] => None,
+        [f] => {
+            assert_eq!(f.before, Value::None);
+            match &f.after {
+                Value::Users(ids) => Some(ids.clone()),
+                other => panic!("unexpected value {other:?}"),
+            }
+        }
+        _ => panic!("ChangedUsers twice in {ev:?}"),
+    }
+}
+
+/// Users referencing template 1: a plain member, one whose grants already hold
+/// `analytics:view`, an admin, an invited and a suspended one; and one on template 2.
+fn template_users(t: &RoleTemplate) -> Vec<User> {
+    let on = |mut u: User| {
+        u.template_id = Some(t.id);
+        u
+    };
+    let mut other = member(16, Permissions::empty());
+    other.template_id = Some(tid(2));
+    vec![
+        on(member(10, Permissions::empty())),
+        on(member(11, Permissions::ANALYTICS_VIEW)),
+        on(admin(12)),
+        on(user(13, Role::User, Status::Invited, Permissions::empty())),
+        on(user(
+            14,
+            Role::User,
+            Status::Suspended,
+            Permissions::empty(),
+        )),
+        other,
+    ]
+}
+
+#[test]
+fn d13_template_edit_names_only_the_users_whose_access_changes() {
+    let fx = Fx::roomy();
+    let a = admin(1);
+    let t = template(1, Permissions::CONVERSATIONS_VIEW);
+    let users = template_users(&t);
+    // adding analytics:view: user 11 holds it directly already; the admin holds everything
+    let add = TemplateEdit {
+        name: None,
+        permissions: Some(Permissions::CONVERSATIONS_VIEW | Permissions::ANALYTICS_VIEW),
+    };
+    let c = decide::edit_template(fx.ctx(), &acting(&a), &t, &add, false, &users).unwrap();
+    assert_eq!(changed_users(&c), Some(vec![uid(10), uid(13), uid(14)]));
+    // the permission change is still recorded first, with its before/after sets
+    assert_eq!(c.events[0].changes[0].field, Field::Permissions);
+    // removing conversations:view changes everyone referencing it but the admin
+    let t2 = template(
+        1,
+        Permissions::CONVERSATIONS_VIEW | Permissions::ANALYTICS_VIEW,
+    );
+    let remove = TemplateEdit {
+        name: None,
+        permissions: Some(Permissions::ANALYTICS_VIEW),
+    };
+    let c = decide::edit_template(fx.ctx(), &acting(&a), &t2, &remove, false, &users).unwrap();
+    assert_eq!(
+        changed_users(&c),
+        Some(vec![uid(10), uid(11), uid(13), uid(14)])
+    );
+    // a change nobody notices names nobody (and adds no empty field)
+    let covered = vec![users[1].clone(), users[2].clone()];
+    let c = decide::edit_template(fx.ctx(), &acting(&a), &t, &add, false, &covered).unwrap();
+    assert_eq!(changed_users(&c), None);
+    // a rename changes no one's access
+    let rename = TemplateEdit {
+        name: Some(TemplateName::parse("Renamed").unwrap()),
+        permissions: None,
+    };
+    let c = decide::edit_template(fx.ctx(), &acting(&a), &t, &rename, false, &users).unwrap();
+    assert_eq!(changed_users(&c), None);
+}
+
+#[test]
+fn d13_template_delete_names_only_the_users_whose_access_changes() {
+    let fx = Fx::roomy();
+    let a = admin(1);
+    let t = template(1, Permissions::ANALYTICS_VIEW);
+    let users = template_users(&t);
+    let referencing = 5;
+    // detach: user 11 keeps analytics:view through its grants; the admin keeps everything
+    let c = decide::delete_template(
+        fx.ctx(),
+        &acting(&a),
+        &t,
+        referencing,
+        TemplateDeletion::Detach,
+        None,
+        &users,
+    )
+    .unwrap();
+    assert_eq!(changed_users(&c), Some(vec![uid(10), uid(13), uid(14)]));
+    // reassign to a template with the same permissions: nobody's access changes
+    let same = template(3, Permissions::ANALYTICS_VIEW);
+    let c = decide::delete_template(
+        fx.ctx(),
+        &acting(&a),
+        &t,
+        referencing,
+        TemplateDeletion::Reassign(same.id),
+        Some(&same),
+        &users,
+    )
+    .unwrap();
+    assert_eq!(changed_users(&c), None);
+    // reassign to a bigger one: everyone but the admin gains
+    let bigger = template(4, Permissions::ANALYTICS_VIEW | Permissions::SETTINGS_VIEW);
+    let c = decide::delete_template(
+        fx.ctx(),
+        &acting(&a),
+        &t,
+        referencing,
+        TemplateDeletion::Reassign(bigger.id),
+        Some(&bigger),
+        &users,
+    )
+    .unwrap();
+    assert_eq!(
+        changed_users(&c),
+        Some(vec![uid(10), uid(11), uid(13), uid(14)])
+    );
+    // an unreferenced template: nothing moves, nobody is named
+    let c = decide::delete_template(
+        fx.ctx(),
+        &acting(&a),
+        &t,
+        0,
+        TemplateDeletion::Refuse,
+        None,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(changed_users(&c), None);
 }

@@ -282,7 +282,15 @@ pub fn template<R: Columns>(row: &R) -> Result<RoleTemplate, StoreError> {
     Ok(RoleTemplate {
         id: TemplateId::from_uuid(row.id("id")?),
         tenant_id: TenantId::from_uuid(row.id("tenant_id")?),
-        name: row.parsed::<TemplateName>("name")?,
+        name: {
+            // A name stored before D22 may hold a format character: still readable.
+            let text = row.text("name")?;
+            match TemplateName::parse(&text) {
+                Ok(n) => n,
+                Err(_) if !text.trim().is_empty() => TemplateName::stored(&text),
+                Err(e) => return Err(corrupt(R::BACKEND, "name", e)),
+            }
+        },
         permissions: row.perms("permissions")?,
         created_at: row.time("created_at")?,
         updated_at: row.time("updated_at")?,
