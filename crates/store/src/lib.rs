@@ -360,3 +360,157 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         limit: u32,
     ) -> Result<Vec<TenantId>, StoreError>;
 }
+
+/// A shared store is a store: hosts can keep an `Arc` of a backend and hand clones of it to
+/// the service, the console and their own code.
+#[async_trait]
+impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
+    async fn tenant(&self, tenant: TenantId) -> Result<Option<TenantState>, StoreError> {
+        (**self).tenant(tenant).await
+    }
+
+    async fn user(&self, tenant: TenantId, id: UserId) -> Result<Option<User>, StoreError> {
+        (**self).user(tenant, id).await
+    }
+
+    async fn subject(&self, tenant: TenantId, id: UserId) -> Result<Option<Subject>, StoreError> {
+        (**self).subject(tenant, id).await
+    }
+
+    async fn user_by_email(&self, tenant: TenantId, key: &str) -> Result<Option<User>, StoreError> {
+        (**self).user_by_email(tenant, key).await
+    }
+
+    async fn template(
+        &self,
+        tenant: TenantId,
+        id: TemplateId,
+    ) -> Result<Option<RoleTemplate>, StoreError> {
+        (**self).template(tenant, id).await
+    }
+
+    async fn template_by_name(
+        &self,
+        tenant: TenantId,
+        key: &str,
+    ) -> Result<Option<RoleTemplate>, StoreError> {
+        (**self).template_by_name(tenant, key).await
+    }
+
+    async fn templates(&self, tenant: TenantId) -> Result<Vec<RoleTemplate>, StoreError> {
+        (**self).templates(tenant).await
+    }
+
+    async fn count_template_users(
+        &self,
+        tenant: TenantId,
+        template: TemplateId,
+    ) -> Result<u64, StoreError> {
+        (**self).count_template_users(tenant, template).await
+    }
+
+    async fn invitation(
+        &self,
+        tenant: TenantId,
+        hash: &TokenHash,
+    ) -> Result<Option<Invitation>, StoreError> {
+        (**self).invitation(tenant, hash).await
+    }
+
+    async fn invitations_of(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+    ) -> Result<Vec<Invitation>, StoreError> {
+        (**self).invitations_of(tenant, user).await
+    }
+
+    async fn list_users(
+        &self,
+        tenant: TenantId,
+        query: &UserQuery,
+    ) -> Result<Page<User>, StoreError> {
+        (**self).list_users(tenant, query).await
+    }
+
+    async fn tombstone(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+    ) -> Result<Option<Tombstone>, StoreError> {
+        (**self).tombstone(tenant, user).await
+    }
+
+    async fn audit(
+        &self,
+        tenant: TenantId,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        (**self).audit(tenant, after, limit).await
+    }
+
+    async fn commit(&self, change: &Change, outbox: &[Message]) -> Result<(), StoreError> {
+        (**self).commit(change, outbox).await
+    }
+
+    async fn append_audit(&self, event: &AuditEvent) -> Result<u64, StoreError> {
+        (**self).append_audit(event).await
+    }
+
+    async fn outbox(
+        &self,
+        tenant: TenantId,
+        pending_only: bool,
+        limit: u32,
+    ) -> Result<Vec<OutboxRecord>, StoreError> {
+        (**self).outbox(tenant, pending_only, limit).await
+    }
+
+    async fn outbox_message(
+        &self,
+        tenant: TenantId,
+        id: MessageId,
+    ) -> Result<Option<OutboxRecord>, StoreError> {
+        (**self).outbox_message(tenant, id).await
+    }
+
+    async fn claim_due_mail(
+        &self,
+        tenant: TenantId,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<OutboxRecord>, StoreError> {
+        (**self)
+            .claim_due_mail(tenant, now, lease_until, limit)
+            .await
+    }
+
+    async fn claim_message(
+        &self,
+        tenant: TenantId,
+        id: MessageId,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+    ) -> Result<Option<OutboxRecord>, StoreError> {
+        (**self).claim_message(tenant, id, now, lease_until).await
+    }
+
+    async fn record_delivery(
+        &self,
+        tenant: TenantId,
+        id: MessageId,
+        update: &DeliveryUpdate,
+    ) -> Result<(), StoreError> {
+        (**self).record_delivery(tenant, id, update).await
+    }
+
+    async fn tenants_with_due_mail(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<TenantId>, StoreError> {
+        (**self).tenants_with_due_mail(now, limit).await
+    }
+}
