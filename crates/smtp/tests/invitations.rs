@@ -90,12 +90,28 @@ async fn the_invitation_reaches_the_server_and_its_link_works() {
         Some(token.as_str())
     );
     assert!(token.len() >= 43, "at least 256 bits, URL-safe (D10)");
+    // D26: the link handed to the caller is the one that was mailed.
+    assert!(
+        text.contains(invited.accept_link.expose()),
+        "the mailed link is the returned one: {text}"
+    );
+    assert_eq!(invited.accept_link.token().as_deref(), Some(token.as_str()));
 
     assert!(matches!(out.state, DeliveryState::Sent { .. }));
     assert_eq!(out.attempts, 1);
     assert!(
-        out.message.text.is_empty(),
-        "bodies (with the link) cleared once sent"
+        out.message.text.is_empty() && out.message.html.is_empty(),
+        "the service never lists bodies (D26)"
+    );
+    let stored = app
+        .store()
+        .outbox_message(t, invited.message_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        stored.message.text.is_empty() && stored.message.html.is_empty(),
+        "bodies (with the link) cleared in the store once sent"
     );
 
     let bob = app
@@ -242,6 +258,16 @@ async fn answer_5xx_marks_the_message_failed_and_resend_works() {
         }
         other => panic!("expected failed, got {other:?}"),
     }
+    let stored = app
+        .store()
+        .outbox_message(t, invited.message_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        stored.message.text.is_empty() && stored.message.html.is_empty(),
+        "a message failed for good loses its live link too (D26)"
+    );
     let listed = app.outbox(t, false, 10).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].state, out.state, "visible to the host");
@@ -267,14 +293,30 @@ async fn answer_5xx_marks_the_message_failed_and_resend_works() {
         .resend_invitation(t, admin, invited.user.id)
         .await
         .unwrap();
-    assert_ne!(resent, invited.message_id);
+    assert_ne!(resent.message_id, invited.message_id);
+    assert_ne!(
+        resent.accept_link, invited.accept_link,
+        "a fresh token (D10)"
+    );
+    assert!(resent.expires_at > app.now(), "{:?}", resent.expires_at);
     let got = server.messages();
     assert_eq!(got.len(), 1);
-    let new = record(&app, t, resent).await;
+    let new = record(&app, t, resent.message_id).await;
     assert!(matches!(new.state, DeliveryState::Sent { .. }));
     assert_eq!(got[0]["message_id"], new.message.message_id_header());
     assert_eq!(got[0]["rcpt_tos"], serde_json::json!(["erin@acme.test"]));
     let token = tenantry::token_from_link(&part(&got[0], "text/plain")).unwrap();
+    assert_eq!(
+        resent.accept_link.token().as_deref(),
+        Some(token.as_str()),
+        "the returned link is the mailed one (D26)"
+    );
+    assert!(
+        app.accept_invitation(&invited.accept_link.token().unwrap(), "erin@acme.test")
+            .await
+            .is_err(),
+        "the first link died with the resend (D10)"
+    );
     let erin = app
         .accept_invitation(&token, "erin@acme.test")
         .await

@@ -396,3 +396,58 @@ pub fn service_with(mailer: impl Mailer, delivery: DeliverySettings) -> (Tenantr
         .unwrap();
     (app, clock)
 }
+
+/// A "black hole" mail server: a TCP listener that accepts every connection and never
+/// writes a byte (no greeting), holding the connections open until it is stopped. A client
+/// waits on it until its own time-out, or until whoever called it gives up.
+#[derive(Debug)]
+pub struct BlackHole {
+    pub port: u16,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl BlackHole {
+    /// A black hole on `port` of 127.0.0.1 (0: a free one).
+    pub async fn bind(port: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap_or_else(|e| panic!("cannot bind the black hole to port {port}: {e}"));
+        let port = listener.local_addr().unwrap().port();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = std::sync::Arc::clone(&accepted);
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                held.push(stream);
+            }
+        });
+        Self {
+            port,
+            accepted,
+            task: Some(task),
+        }
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Closes the listener and every held connection; the port is free once this returns.
+    pub async fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
