@@ -465,8 +465,8 @@ async fn apply(
                 return Err(conflict(Constraint::MissingRow));
             }
             let r = sqlx::query(
-                "INSERT INTO invitations (token_hash, tenant_id, user_id, kind, state, created_at, expires_at) \
-                 SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM users WHERE tenant_id = $2 AND id = $3)",
+                "INSERT INTO invitations (token_hash, tenant_id, user_id, kind, state, created_at, expires_at, failed_attempts) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE EXISTS (SELECT 1 FROM users WHERE tenant_id = $2 AND id = $3)",
             )
             .bind(&inv.token_hash.0[..])
             .bind(t)
@@ -475,6 +475,7 @@ async fn apply(
             .bind(rows::state_text(inv.state))
             .bind(nanos(inv.created_at)?)
             .bind(nanos(inv.expires_at)?)
+            .bind(i64::from(inv.failed_attempts))
             .execute(&mut **tx)
             .await
             .map_err(map_err)?;
@@ -494,6 +495,26 @@ async fn apply(
             )
             .bind(t)
             .bind(&hash.0[..])
+            .execute(&mut **tx)
+            .await
+            .map_err(map_err)?;
+            affected_one(&r)?;
+        }
+        Write::FailAcceptAttempt {
+            token_hash,
+            failed_attempts,
+            revoke,
+        } => {
+            // D24: only a pending invitation of this tenant counts attempts; a missing or
+            // no longer pending one fails the whole change.
+            let r = sqlx::query(
+                "UPDATE invitations SET failed_attempts = $1, state = CASE WHEN $2 THEN 'revoked' ELSE state END \
+                 WHERE tenant_id = $3 AND token_hash = $4 AND state = 'pending'",
+            )
+            .bind(i64::from(*failed_attempts))
+            .bind(*revoke)
+            .bind(t)
+            .bind(&token_hash.0[..])
             .execute(&mut **tx)
             .await
             .map_err(map_err)?;
@@ -1045,11 +1066,16 @@ impl Store for PostgresStore {
         lease_until: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<OutboxRecord>, StoreError> {
-        // SKIP LOCKED: two dispatchers claiming at once take different messages.
+        // SKIP LOCKED: two dispatchers claiming at once take different messages. The due
+        // set is a MATERIALIZED CTE, picked once: as an `IN (subquery)` the planner may run
+        // the subquery again for each outer row (a nested loop without Materialize), and
+        // each run then skips the rows already leased and picks the next ones, so a claim of
+        // `LIMIT 1` leased every due message (seen on a small, unanalyzed outbox).
         let rows = sqlx::query(&format!(
-            "UPDATE outbox SET next_attempt_at = $1 WHERE tenant_id = $2 AND id IN \
+            "WITH due AS MATERIALIZED \
              (SELECT id FROM outbox WHERE tenant_id = $2 AND state = 'pending' AND next_attempt_at <= $3 \
               ORDER BY next_attempt_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+             UPDATE outbox SET next_attempt_at = $1 WHERE tenant_id = $2 AND id IN (SELECT id FROM due) \
              RETURNING {OUTBOX_COLUMNS}"
         ))
         .bind(nanos_clamped(lease_until))
@@ -1065,6 +1091,30 @@ impl Store for PostgresStore {
             .collect::<Result<Vec<_>, _>>()?;
         claimed.sort_by_key(|r| r.message.id);
         Ok(claimed)
+    }
+
+    async fn claim_message(
+        &self,
+        tenant: TenantId,
+        id: MessageId,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+    ) -> Result<Option<OutboxRecord>, StoreError> {
+        // At READ COMMITTED a concurrent claim of the same row waits for this one, then
+        // re-checks the row it committed: the lease is in the future, so it claims nothing.
+        let row = sqlx::query(&format!(
+            "UPDATE outbox SET next_attempt_at = $1 \
+             WHERE tenant_id = $2 AND id = $3 AND state = 'pending' AND next_attempt_at <= $4 \
+             RETURNING {OUTBOX_COLUMNS}"
+        ))
+        .bind(nanos_clamped(lease_until))
+        .bind(tenant.as_uuid())
+        .bind(id.as_uuid())
+        .bind(nanos_clamped(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        row.as_ref().map(outbox_from_row).transpose()
     }
 
     async fn record_delivery(
@@ -1089,8 +1139,10 @@ impl Store for PostgresStore {
             .bind(t)
             .bind(m)
             .bind(reason.as_str()),
+            // D26: sent or failed for good, a message keeps no body (they hold the live
+            // accept link).
             DeliveryUpdate::Failed { reason, at } => sqlx::query(
-                "UPDATE outbox SET state = 'failed', state_at = $1, failure = $4, last_error = $4, attempts = attempts + 1 WHERE tenant_id = $2 AND id = $3 AND state = 'pending'",
+                "UPDATE outbox SET state = 'failed', state_at = $1, failure = $4, last_error = $4, attempts = attempts + 1, body_text = '', body_html = '' WHERE tenant_id = $2 AND id = $3 AND state = 'pending'",
             )
             .bind(nanos(*at)?)
             .bind(t)

@@ -81,7 +81,7 @@ async fn reopening_keeps_data_and_applies_no_migration_twice() {
         .fetch_one(again.pool())
         .await
         .unwrap();
-    assert_eq!(applied, 1);
+    assert_eq!(applied, 2);
     again.close().await;
 }
 
@@ -180,8 +180,43 @@ async fn a_database_from_a_newer_version_is_refused_untouched() {
     .fetch_all(&pool)
     .await
     .unwrap();
-    assert_eq!(versions, [1, 9999]);
+    assert_eq!(versions, [1, 2, 9999]);
     pool.close().await;
+}
+
+#[tokio::test]
+async fn opening_an_older_database_runs_the_pending_migrations() {
+    let (store, guard) = common::fresh(2).await;
+    let (app, t, a) = app_on(store.clone(), None).await;
+    let bob = app
+        .invite(t, a, &plain("bob@acme.test"))
+        .await
+        .unwrap()
+        .user
+        .id;
+    drop(app);
+    // Make the schema exactly as version 1 left it, with an invitation in it.
+    for undo in [
+        "ALTER TABLE invitations DROP COLUMN failed_attempts",
+        "DELETE FROM _sqlx_migrations WHERE version = 2",
+    ] {
+        sqlx::query(undo).execute(store.pool()).await.unwrap();
+    }
+    store.close().await;
+    let again = PostgresStore::connect_in_schema(&common::url(), guard.name())
+        .await
+        .unwrap();
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(again.pool())
+            .await
+            .unwrap();
+    assert_eq!(versions, [1, 2]);
+    // D24: an invitation from before migration 2 has had no failed attempt.
+    let invitations = again.invitations_of(t, bob).await.unwrap();
+    assert_eq!(invitations.len(), 1);
+    assert_eq!(invitations[0].failed_attempts, 0);
+    again.close().await;
 }
 
 #[tokio::test]
@@ -647,4 +682,418 @@ async fn d6_subject_is_the_user_with_its_templates_current_permissions() {
             .unwrap(),
         None
     );
+}
+
+// ------------------------------------------------------------------------ D24, D25, D26
+
+/// A mailer that keeps every message it is handed, delivered or not, and refuses one
+/// address for good (a 5xx answer).
+#[derive(Debug, Clone, Default)]
+struct RefusingMailer {
+    handed: Arc<std::sync::Mutex<Vec<tenantry::Message>>>,
+    refuse: String,
+}
+
+#[async_trait::async_trait]
+impl tenantry::Mailer for RefusingMailer {
+    async fn send(&self, message: &tenantry::Message) -> Result<(), tenantry::MailError> {
+        self.handed.lock().unwrap().push(message.clone());
+        if message.to == self.refuse {
+            Err(tenantry::MailError::Permanent("550 no such mailbox".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl RefusingMailer {
+    /// The token of the last message handed over for `to`.
+    fn token_for(&self, to: &str) -> String {
+        let handed = self.handed.lock().unwrap();
+        let m = handed
+            .iter()
+            .rev()
+            .find(|m| m.to == to)
+            .unwrap_or_else(|| panic!("no message was handed over for {to}"));
+        tenantry::token_from_link(&m.text).unwrap()
+    }
+}
+
+/// Every `table.column` of the store's schema (every table, every column, whatever its
+/// type) with a value containing `needle`: bytea by its bytes, anything else by its text.
+async fn columns_holding(store: &PostgresStore, needle: &str) -> Vec<String> {
+    let pool = store.pool();
+    let columns: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT c.table_name::text, c.column_name::text, c.data_type::text \
+         FROM information_schema.columns c \
+         JOIN information_schema.tables t ON t.table_schema = c.table_schema AND t.table_name = c.table_name \
+         WHERE c.table_schema = current_schema() AND t.table_type = 'BASE TABLE' \
+         ORDER BY c.table_name, c.ordinal_position",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert!(
+        columns
+            .iter()
+            .any(|(t, c, _)| t == "outbox" && c == "body_text")
+    );
+    let mut found = Vec::new();
+    for (table, column, kind) in columns {
+        let test = if kind == "bytea" {
+            format!("position(convert_to($1, 'UTF8') in \"{column}\") > 0")
+        } else {
+            format!("strpos(\"{column}\"::text, $1) > 0")
+        };
+        let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM \"{table}\" WHERE {test}"))
+            .bind(needle)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        if n > 0 {
+            found.push(format!("{table}.{column}"));
+        }
+    }
+    found
+}
+
+/// The token, and its random part alone (the tenant prefix is no secret).
+fn secrets(token: &str) -> [String; 2] {
+    let (_, random) = token.split_once('.').unwrap();
+    [token.to_owned(), random.to_owned()]
+}
+
+fn no_inline() -> tenantry::DeliverySettings {
+    tenantry::DeliverySettings {
+        inline: false,
+        ..tenantry::DeliverySettings::default()
+    }
+}
+
+/// D26: once a message is sent, or has failed for good, no row of the database holds its
+/// token (the accept link), in any table or column: through the dispatcher, and through
+/// inline delivery.
+#[tokio::test]
+async fn d26_no_stored_row_holds_the_token_after_send_or_permanent_failure() {
+    let (store, _guard) = common::fresh(4).await;
+    let mailer = RefusingMailer {
+        refuse: "carol@acme.test".into(),
+        ..RefusingMailer::default()
+    };
+    // Through the dispatcher: the mail waits in the outbox first.
+    let app = Tenantry::builder(store.clone())
+        .mailer(mailer.clone())
+        .delivery(no_inline())
+        .build()
+        .unwrap();
+    let (t, a) = app
+        .create_tenant("Acme", None, Email::parse("ada@acme.test").unwrap())
+        .await
+        .unwrap();
+    for to in ["bob@acme.test", "carol@acme.test"] {
+        app.invite(t, a, &plain(to)).await.unwrap();
+    }
+    // Before delivery the outbox rows hold each link (the store's rows: the service lists
+    // messages without bodies): the scan finds a stored token.
+    let queued = store.outbox(t, true, 10).await.unwrap();
+    assert_eq!(queued.len(), 2);
+    for record in &queued {
+        let token = tenantry::token_from_link(&record.message.text).unwrap();
+        for secret in secrets(&token) {
+            let found = columns_holding(&store, &secret).await;
+            assert!(found.contains(&"outbox.body_text".to_owned()), "{found:?}");
+            assert!(found.contains(&"outbox.body_html".to_owned()), "{found:?}");
+        }
+    }
+    let report = app.dispatch(t).await.unwrap();
+    assert_eq!((report.sent, report.failed), (1, 1), "{report:?}");
+    let mut tokens = vec![
+        mailer.token_for("bob@acme.test"),
+        mailer.token_for("carol@acme.test"),
+    ];
+    for record in &queued {
+        assert!(
+            tokens.contains(&tenantry::token_from_link(&record.message.text).unwrap()),
+            "the mailer was handed the queued links"
+        );
+    }
+    // Through inline delivery (the default), in another tenant of the same database.
+    let inline = Tenantry::builder(store.clone())
+        .mailer(mailer.clone())
+        .build()
+        .unwrap();
+    let (t2, a2) = inline
+        .create_tenant("Beta", None, Email::parse("ada@beta.test").unwrap())
+        .await
+        .unwrap();
+    for to in ["dan@beta.test", "carol@acme.test"] {
+        inline.invite(t2, a2, &plain(to)).await.unwrap();
+    }
+    inline.dispatch(t2).await.unwrap();
+    tokens.push(mailer.token_for("dan@beta.test"));
+    tokens.push(mailer.token_for("carol@acme.test"));
+    // Every message is sent or failed for good, and no column of any row holds a token.
+    for tenant in [t, t2] {
+        let records = store.outbox(tenant, false, 10).await.unwrap();
+        assert_eq!(records.len(), 2);
+        let mut states: Vec<&str> = records
+            .iter()
+            .map(|r| match r.state {
+                tenantry::DeliveryState::Sent { .. } => "sent",
+                tenantry::DeliveryState::Failed { .. } => "failed",
+                tenantry::DeliveryState::Pending => "pending",
+            })
+            .collect();
+        states.sort_unstable();
+        assert_eq!(states, ["failed", "sent"], "{records:?}");
+        for r in &records {
+            assert!(
+                r.message.text.is_empty() && r.message.html.is_empty(),
+                "{r:?}"
+            );
+        }
+    }
+    assert_eq!(tokens.len(), 4);
+    for token in &tokens {
+        for secret in secrets(token) {
+            let found = columns_holding(&store, &secret).await;
+            assert!(found.is_empty(), "a stored row holds a token: {found:?}");
+        }
+    }
+}
+
+/// D24: the failed-attempt count and the revocation it ends in are stored (they survive a
+/// reconnect), only on a pending invitation of the change's tenant, and a refused attempt
+/// writes nothing of its change.
+#[tokio::test]
+async fn d24_failed_attempts_survive_reconnect() {
+    use tenantry::core::{Invitation, InvitationState, TokenHash};
+    let (store, guard) = common::fresh(2).await;
+    let (app, t, a) = app_on(store.clone(), None).await;
+    let bob = app
+        .invite(t, a, &plain("bob@acme.test"))
+        .await
+        .unwrap()
+        .user;
+    let (other, _) = app
+        .create_tenant("Other", None, Email::parse("x@other.test").unwrap())
+        .await
+        .unwrap();
+    drop(app);
+    let invitation = store.invitations_of(t, bob.id).await.unwrap()[0].clone();
+    assert_eq!(invitation.failed_attempts, 0);
+    let hash = invitation.token_hash;
+    let fail = |failed_attempts, revoke| Write::FailAcceptAttempt {
+        token_hash: hash,
+        failed_attempts,
+        revoke,
+    };
+    let c = change_on(&store, t, vec![fail(1, false)], 0).await;
+    store.commit(&c, &[]).await.unwrap();
+    store.close().await;
+
+    let url = common::url();
+    let reconnect = || PostgresStore::connect_in_schema(&url, guard.name());
+    let store = reconnect().await.unwrap();
+    let after = store.invitation(t, &hash).await.unwrap().unwrap();
+    assert_eq!(
+        after,
+        Invitation {
+            failed_attempts: 1,
+            ..invitation.clone()
+        }
+    );
+    assert_eq!(after.state, InvitationState::Pending);
+    // An unknown token fails the whole change: the user edit before it is not written.
+    let state = store.tenant(t).await.unwrap().unwrap();
+    let c = change_on(
+        &store,
+        t,
+        vec![
+            Write::UpdateUser(User {
+                grants: Permissions::USERS_VIEW,
+                ..bob.clone()
+            }),
+            Write::FailAcceptAttempt {
+                token_hash: TokenHash([7; 32]),
+                failed_attempts: 1,
+                revoke: false,
+            },
+        ],
+        0,
+    )
+    .await;
+    assert_eq!(
+        conflict(store.commit(&c, &[]).await),
+        Constraint::MissingRow
+    );
+    assert_eq!(store.tenant(t).await.unwrap().unwrap(), state);
+    assert_eq!(store.user(t, bob.id).await.unwrap().unwrap(), bob);
+    // Another tenant's change does not reach this tenant's invitation.
+    let c = change_on(&store, other, vec![fail(2, false)], 0).await;
+    assert_eq!(
+        conflict(store.commit(&c, &[]).await),
+        Constraint::MissingRow
+    );
+    assert_eq!(
+        store
+            .invitation(t, &hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .failed_attempts,
+        1
+    );
+    // The last allowed attempt revokes the token.
+    let c = change_on(&store, t, vec![fail(5, true)], 0).await;
+    store.commit(&c, &[]).await.unwrap();
+    store.close().await;
+
+    let store = reconnect().await.unwrap();
+    let after = store.invitation(t, &hash).await.unwrap().unwrap();
+    assert_eq!(
+        (after.failed_attempts, after.state),
+        (5, InvitationState::Revoked)
+    );
+    // A revoked invitation counts no more attempts.
+    let c = change_on(&store, t, vec![fail(6, false)], 0).await;
+    assert_eq!(
+        conflict(store.commit(&c, &[]).await),
+        Constraint::MissingRow
+    );
+    assert_eq!(store.invitation(t, &hash).await.unwrap().unwrap(), after);
+    // The column as stored, and its CHECK.
+    let (n, state): (i64, String) =
+        sqlx::query_as("SELECT failed_attempts, state FROM invitations WHERE token_hash = $1")
+            .bind(&hash.0[..])
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!((n, state.as_str()), (5, "revoked"));
+    let raw = sqlx::query("UPDATE invitations SET failed_attempts = -1")
+        .execute(store.pool())
+        .await;
+    assert!(
+        raw.unwrap_err()
+            .to_string()
+            .contains("invitations_failed_attempts_ok")
+    );
+    store.close().await;
+}
+
+/// D25: `claim_message` claims one pending, due message once (also when many claim it at
+/// the same moment); while its lease holds, and once the message is sent or failed, it
+/// claims nothing.
+#[tokio::test]
+async fn d25_claim_message_claims_a_due_message_once() {
+    use tenantry_store::DeliveryUpdate;
+    let (store, _guard) = common::fresh(8).await;
+    let clock = ManualClock::new(datetime!(2026-01-05 09:00 UTC));
+    let app = Tenantry::builder(store.clone())
+        .clock(clock.clone())
+        .delivery(no_inline())
+        .build()
+        .unwrap();
+    let (t, a) = app
+        .create_tenant("Acme", None, Email::parse("ada@acme.test").unwrap())
+        .await
+        .unwrap();
+    let (other, _) = app
+        .create_tenant("Other", None, Email::parse("x@other.test").unwrap())
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for to in ["bob@acme.test", "carol@acme.test", "dan@acme.test"] {
+        ids.push(app.invite(t, a, &plain(to)).await.unwrap().message_id);
+    }
+    let (bob, carol, dan) = (ids[0], ids[1], ids[2]);
+    let now = app.now();
+    let lease = now + time::Duration::minutes(2);
+    let claimed = store
+        .claim_message(t, bob, now, lease)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.message.id, bob);
+    assert_eq!(claimed.state, tenantry::DeliveryState::Pending);
+    assert_eq!(claimed.next_attempt_at, lease);
+    assert!(claimed.message.text.contains("token="));
+    // The lease holds: no second claim, by this call or by the dispatcher's. And the
+    // dispatcher's claim of one takes one, of the two due (it took both, before its due set
+    // became a MATERIALIZED CTE).
+    assert_eq!(store.claim_message(t, bob, now, lease).await.unwrap(), None);
+    let due = store.claim_due_mail(t, now, lease, 1).await.unwrap();
+    assert_eq!(
+        due.iter().map(|r| r.message.id).collect::<Vec<_>>(),
+        [carol]
+    );
+    // Eight claims of one message at once: exactly one wins.
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.claim_message(t, dan, now, lease).await.unwrap() })
+        })
+        .collect();
+    let mut won = 0;
+    for r in join_all(racers).await {
+        won += usize::from(r.is_some());
+    }
+    assert_eq!(won, 1);
+    // Leased, another tenant's, or no such message: nothing.
+    let unknown = tenantry::core::MessageId::from_uuid(uuid::Uuid::now_v7());
+    assert_eq!(
+        store.claim_message(t, carol, now, lease).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.claim_message(other, bob, lease, lease).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.claim_message(t, unknown, lease, lease).await.unwrap(),
+        None
+    );
+    // Once the lease is over, it may be claimed again.
+    let later = lease + time::Duration::minutes(2);
+    assert!(
+        store
+            .claim_message(t, bob, lease, later)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // Sent, or failed for good: never claimed again, and the bodies are gone (D26).
+    store
+        .record_delivery(t, bob, &DeliveryUpdate::Sent { at: lease })
+        .await
+        .unwrap();
+    store
+        .record_delivery(
+            t,
+            carol,
+            &DeliveryUpdate::Failed {
+                reason: "550 no such mailbox".into(),
+                at: lease,
+            },
+        )
+        .await
+        .unwrap();
+    let far = later + time::Duration::days(30);
+    for id in [bob, carol] {
+        assert_eq!(store.claim_message(t, id, far, far).await.unwrap(), None);
+        let r = store.outbox_message(t, id).await.unwrap().unwrap();
+        assert!(
+            r.message.text.is_empty() && r.message.html.is_empty(),
+            "{r:?}"
+        );
+    }
+}
+
+/// Awaits every (already running) task, in order.
+async fn join_all<T: Send + 'static>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for task in tasks {
+        out.push(task.await.unwrap());
+    }
+    out
 }

@@ -319,6 +319,26 @@ impl Store for FaultyStore {
             .await
     }
 
+    /// The one-message claim of inline delivery (D25) fails and crashes like
+    /// [`FaultyStore::claim_due_mail`]: the same point, after commit and before send.
+    async fn claim_message(
+        &self,
+        tenant: TenantId,
+        id: MessageId,
+        now: time::OffsetDateTime,
+        lease_until: time::OffsetDateTime,
+    ) -> Result<Option<OutboxRecord>, StoreError> {
+        if *self.faults.broken.lock().unwrap() == Some(tenant) {
+            return Err(injected());
+        }
+        match self.faults.roll(Stage::AfterCommitBeforeSend, None) {
+            Injected::None => {}
+            Injected::Error => return Err(injected()),
+            Injected::Crash => self.faults.crash().await,
+        }
+        self.inner.claim_message(tenant, id, now, lease_until).await
+    }
+
     async fn record_delivery(
         &self,
         tenant: TenantId,
@@ -543,6 +563,10 @@ async fn run(seed: u64, sink_kind: &SinkKind) -> Counts {
             max_backoff: time::Duration::seconds(60),
             lease: time::Duration::minutes(2),
             inline: !rng.chance(200),
+            // The default inline deadline (D25): a send cut off by it stays pending under
+            // its lease and is delivered by the heal below, like any other after-commit
+            // fault. The deadline itself is tested in inline_deadline.rs.
+            ..DeliverySettings::default()
         })
         .build()
         .unwrap();

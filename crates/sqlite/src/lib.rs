@@ -354,7 +354,7 @@ fn conflict(constraint: Constraint) -> StoreError {
     StoreError::Conflict { constraint }
 }
 
-use tenantry_store::sql::USER_COLUMNS;
+use tenantry_store::sql::{INVITATION_COLUMNS, USER_COLUMNS};
 
 /// Appends the statements of one write. Each statement says what its result must be: an
 /// update or delete of a row that is gone is a [`Constraint::MissingRow`] conflict.
@@ -485,8 +485,8 @@ fn push_write(b: &mut Batch, tenant: TenantId, t: &str, w: &Write) -> Result<(),
         Write::InsertInvitation(inv) => {
             foreign(inv.tenant_id)?;
             b.push(
-                "INSERT INTO invitations (token_hash, tenant_id, user_id, kind, state, created_at, expires_at) \
-                 SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM users WHERE tenant_id = ? AND id = ?)",
+                "INSERT INTO invitations (token_hash, tenant_id, user_id, kind, state, created_at, expires_at, failed_attempts) \
+                 SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM users WHERE tenant_id = ? AND id = ?)",
                 missing,
             )
             .bind(inv.token_hash.0.to_vec())
@@ -496,6 +496,7 @@ fn push_write(b: &mut Batch, tenant: TenantId, t: &str, w: &Write) -> Result<(),
             .bind(rows::state_text(inv.state))
             .bind(nanos(inv.created_at)?)
             .bind(nanos(inv.expires_at)?)
+            .bind(i64::from(inv.failed_attempts))
             .bind(t.to_owned())
             .bind(id_text(inv.user_id.as_uuid()));
         }
@@ -514,6 +515,23 @@ fn push_write(b: &mut Batch, tenant: TenantId, t: &str, w: &Write) -> Result<(),
             )
             .bind(t.to_owned())
             .bind(hash.0.to_vec());
+        }
+        Write::FailAcceptAttempt {
+            token_hash,
+            failed_attempts,
+            revoke,
+        } => {
+            // D24: only a pending invitation of this tenant counts attempts; a missing or
+            // no longer pending one fails the whole change (`missing`).
+            b.push(
+                "UPDATE invitations SET failed_attempts = ?, state = CASE WHEN ? THEN 'revoked' ELSE state END \
+                 WHERE tenant_id = ? AND token_hash = ? AND state = 'pending'",
+                missing,
+            )
+            .bind(i64::from(*failed_attempts))
+            .bind(*revoke)
+            .bind(t.to_owned())
+            .bind(token_hash.0.to_vec());
         }
         #[allow(unreachable_patterns)]
         _ => return Err(conflict(Constraint::Schema)),
@@ -849,12 +867,14 @@ impl Store for SqliteStore {
         tenant: TenantId,
         hash: &TokenHash,
     ) -> Result<Option<Invitation>, StoreError> {
-        let row = sqlx::query("SELECT token_hash, tenant_id, user_id, kind, state, created_at, expires_at FROM invitations WHERE token_hash = $1 AND tenant_id = $2")
-            .bind(hash.0.to_vec())
-            .bind(id_text(tenant.as_uuid()))
-            .fetch_optional(&mut *self.conns.reader().await?)
-            .await
-            .map_err(map_err)?;
+        let row = sqlx::query(&format!(
+            "SELECT {INVITATION_COLUMNS} FROM invitations WHERE token_hash = $1 AND tenant_id = $2"
+        ))
+        .bind(hash.0.to_vec())
+        .bind(id_text(tenant.as_uuid()))
+        .fetch_optional(&mut *self.conns.reader().await?)
+        .await
+        .map_err(map_err)?;
         row.as_ref().map(invitation_from_row).transpose()
     }
 
@@ -863,12 +883,14 @@ impl Store for SqliteStore {
         tenant: TenantId,
         user: UserId,
     ) -> Result<Vec<Invitation>, StoreError> {
-        let rows = sqlx::query("SELECT token_hash, tenant_id, user_id, kind, state, created_at, expires_at FROM invitations WHERE tenant_id = $1 AND user_id = $2 ORDER BY created_at, token_hash")
-            .bind(id_text(tenant.as_uuid()))
-            .bind(id_text(user.as_uuid()))
-            .fetch_all(&mut *self.conns.reader().await?)
-            .await
-            .map_err(map_err)?;
+        let rows = sqlx::query(&format!(
+            "SELECT {INVITATION_COLUMNS} FROM invitations WHERE tenant_id = $1 AND user_id = $2 ORDER BY created_at, token_hash"
+        ))
+        .bind(id_text(tenant.as_uuid()))
+        .bind(id_text(user.as_uuid()))
+        .fetch_all(&mut *self.conns.reader().await?)
+        .await
+        .map_err(map_err)?;
         rows.iter().map(invitation_from_row).collect()
     }
 
@@ -1102,6 +1124,30 @@ impl Store for SqliteStore {
         rows.iter().map(outbox_from_row).collect()
     }
 
+    async fn claim_message(
+        &self,
+        tenant: TenantId,
+        id: MessageId,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+    ) -> Result<Option<OutboxRecord>, StoreError> {
+        // One statement on the one writer: of two claims, the second finds the lease.
+        let mut b = Batch::default();
+        b.push("BEGIN IMMEDIATE", Expect::Any);
+        b.push(
+            "UPDATE outbox SET next_attempt_at = ? \
+             WHERE tenant_id = ? AND id = ? AND state = 'pending' AND next_attempt_at <= ? \
+             RETURNING *",
+            Expect::Any,
+        )
+        .bind(rows::nanos_clamped(lease_until))
+        .bind(id_text(tenant.as_uuid()))
+        .bind(id_text(id.as_uuid()))
+        .bind(rows::nanos_clamped(now));
+        let rows = self.write(b, None, "", 0).await?;
+        rows.first().map(outbox_from_row).transpose()
+    }
+
     async fn record_delivery(
         &self,
         tenant: TenantId,
@@ -1124,8 +1170,10 @@ impl Store for SqliteStore {
             )
             .bind(rows::nanos_clamped(*retry_at))
             .bind(reason.clone()),
+            // D26: sent or failed for good, a message keeps no body (they hold the live
+            // accept link).
             DeliveryUpdate::Failed { at, reason } => b.push(
-                "UPDATE outbox SET state = 'failed', state_at = ?, failure = ?, last_error = ?, attempts = attempts + 1 WHERE tenant_id = ? AND id = ? AND state = 'pending'",
+                "UPDATE outbox SET state = 'failed', state_at = ?, failure = ?, last_error = ?, attempts = attempts + 1, body_text = '', body_html = '' WHERE tenant_id = ? AND id = ? AND state = 'pending'",
                 Expect::Any,
             )
             .bind(nanos(*at)?)

@@ -68,31 +68,48 @@ async fn reopening_keeps_data_and_applies_no_migration_twice() {
         .fetch_one(store.pool())
         .await
         .unwrap();
-    assert_eq!(applied, 3);
+    assert_eq!(applied, 4);
 }
 
 #[tokio::test]
 async fn opening_an_older_database_runs_the_pending_migrations() {
     let path = temp_db("older");
-    {
-        // Make a database exactly as schema version 1 left it: undo migrations 2 and 3.
+    let (t, bob) = {
+        // Make a database exactly as schema version 1 left it, with an invitation in it:
+        // undo migrations 2, 3 and 4.
         let store = SqliteStore::open(&path).await.unwrap();
+        let (app, t, a) = app_on(store.clone()).await;
+        let bob = app
+            .invite(t, a, &invite_req("bob@acme.test", Permissions::empty()))
+            .await
+            .unwrap()
+            .user
+            .id;
+        drop(app);
         for undo in [
             "DROP INDEX outbox_by_tenant_due",
             "DROP TABLE batch_guard",
-            "DELETE FROM _sqlx_migrations WHERE version IN (2, 3)",
+            "ALTER TABLE invitations DROP COLUMN failed_attempts",
+            "DELETE FROM _sqlx_migrations WHERE version IN (2, 3, 4)",
         ] {
             sqlx::query(undo).execute(store.pool()).await.unwrap();
         }
         store.close().await;
-    }
+        (t, bob)
+    };
     let store = SqliteStore::open(&path).await.unwrap();
     let versions: Vec<i64> =
         sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
             .fetch_all(store.pool())
             .await
             .unwrap();
-    assert_eq!(versions, vec![1, 2, 3]);
+    assert_eq!(versions, vec![1, 2, 3, 4]);
+    // D24: an invitation from before migration 4 has had no failed attempt.
+    let invitations = tenantry_store::Store::invitations_of(&store, t, bob)
+        .await
+        .unwrap();
+    assert_eq!(invitations.len(), 1);
+    assert_eq!(invitations[0].failed_attempts, 0);
     let index: Option<String> = sqlx::query_scalar(
         "SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'outbox_by_tenant_due'",
     )
@@ -530,4 +547,420 @@ async fn d6_a_cancelled_change_that_commits_later_leaves_no_stale_check() {
         );
     }
     assert!(cut_short > 0, "some edits must have been cut short");
+}
+
+// ------------------------------------------------------------------------ D24, D25, D26
+
+/// A mailer that keeps every message it is handed, delivered or not, and refuses one
+/// address for good (a 5xx answer).
+#[derive(Debug, Clone, Default)]
+struct RefusingMailer {
+    handed: std::sync::Arc<std::sync::Mutex<Vec<tenantry::Message>>>,
+    refuse: String,
+}
+
+#[async_trait::async_trait]
+impl tenantry::Mailer for RefusingMailer {
+    async fn send(&self, message: &tenantry::Message) -> Result<(), tenantry::MailError> {
+        self.handed.lock().unwrap().push(message.clone());
+        if message.to == self.refuse {
+            Err(tenantry::MailError::Permanent("550 no such mailbox".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl RefusingMailer {
+    /// The token of the last message handed over for `to`.
+    fn token_for(&self, to: &str) -> String {
+        let handed = self.handed.lock().unwrap();
+        let m = handed
+            .iter()
+            .rev()
+            .find(|m| m.to == to)
+            .unwrap_or_else(|| panic!("no message was handed over for {to}"));
+        tenantry::token_from_link(&m.text).unwrap()
+    }
+}
+
+/// Every `table.column` of the database (every table, every column, whatever its type)
+/// with a value whose bytes contain `needle`.
+async fn columns_holding(store: &SqliteStore, needle: &str) -> Vec<String> {
+    let pool = store.pool();
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert!(tables.iter().any(|t| t == "outbox"), "{tables:?}");
+    let mut found = Vec::new();
+    for table in tables {
+        let columns: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM pragma_table_info(?) ORDER BY cid")
+                .bind(&table)
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        for column in columns {
+            // Text and blobs alike, as bytes; integers as their decimal text.
+            let n: i64 = sqlx::query_scalar(&format!(
+                "SELECT COUNT(*) FROM \"{table}\" WHERE instr(CAST(\"{column}\" AS BLOB), CAST(? AS BLOB)) > 0"
+            ))
+            .bind(needle)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            if n > 0 {
+                found.push(format!("{table}.{column}"));
+            }
+        }
+    }
+    found
+}
+
+/// The token, and its random part alone (the tenant prefix is no secret).
+fn secrets(token: &str) -> [String; 2] {
+    let (_, random) = token.split_once('.').unwrap();
+    [token.to_owned(), random.to_owned()]
+}
+
+/// D26: once a message is sent, or has failed for good, no row of the database holds its
+/// token (the accept link), in any table or column: through the dispatcher, and through
+/// inline delivery.
+#[tokio::test]
+async fn d26_no_stored_row_holds_the_token_after_send_or_permanent_failure() {
+    use tenantry_store::Store;
+    let store = SqliteStore::open(temp_db("d26")).await.unwrap();
+    let mailer = RefusingMailer {
+        refuse: "carol@acme.test".into(),
+        ..RefusingMailer::default()
+    };
+    // Through the dispatcher: the mail waits in the outbox first.
+    let app = Tenantry::builder(store.clone())
+        .mailer(mailer.clone())
+        .delivery(tenantry::DeliverySettings {
+            inline: false,
+            ..tenantry::DeliverySettings::default()
+        })
+        .build()
+        .unwrap();
+    let (t, a) = app
+        .create_tenant("Acme", None, Email::parse("ada@acme.test").unwrap())
+        .await
+        .unwrap();
+    for to in ["bob@acme.test", "carol@acme.test"] {
+        app.invite(t, a, &invite_req(to, Permissions::empty()))
+            .await
+            .unwrap();
+    }
+    // Before delivery the outbox rows hold each link (the store's rows: the service lists
+    // messages without bodies): the scan finds a stored token.
+    let queued = store.outbox(t, true, 10).await.unwrap();
+    assert_eq!(queued.len(), 2);
+    for record in &queued {
+        let token = tenantry::token_from_link(&record.message.text).unwrap();
+        for secret in secrets(&token) {
+            let found = columns_holding(&store, &secret).await;
+            assert!(found.contains(&"outbox.body_text".to_owned()), "{found:?}");
+            assert!(found.contains(&"outbox.body_html".to_owned()), "{found:?}");
+        }
+    }
+    let report = app.dispatch(t).await.unwrap();
+    assert_eq!((report.sent, report.failed), (1, 1), "{report:?}");
+    let mut tokens = vec![
+        mailer.token_for("bob@acme.test"),
+        mailer.token_for("carol@acme.test"),
+    ];
+    for record in &queued {
+        assert!(
+            tokens.contains(&tenantry::token_from_link(&record.message.text).unwrap()),
+            "the mailer was handed the queued links"
+        );
+    }
+    // Through inline delivery (the default), in another tenant of the same database.
+    let inline = Tenantry::builder(store.clone())
+        .mailer(mailer.clone())
+        .build()
+        .unwrap();
+    let (t2, a2) = inline
+        .create_tenant("Beta", None, Email::parse("ada@beta.test").unwrap())
+        .await
+        .unwrap();
+    for to in ["dan@beta.test", "carol@acme.test"] {
+        inline
+            .invite(t2, a2, &invite_req(to, Permissions::empty()))
+            .await
+            .unwrap();
+    }
+    inline.dispatch(t2).await.unwrap();
+    tokens.push(mailer.token_for("dan@beta.test"));
+    tokens.push(mailer.token_for("carol@acme.test"));
+    // Every message is sent or failed for good, and no column of any row holds a token.
+    for tenant in [t, t2] {
+        let records = store.outbox(tenant, false, 10).await.unwrap();
+        assert_eq!(records.len(), 2);
+        let mut states: Vec<&str> = records
+            .iter()
+            .map(|r| match r.state {
+                tenantry::DeliveryState::Sent { .. } => "sent",
+                tenantry::DeliveryState::Failed { .. } => "failed",
+                tenantry::DeliveryState::Pending => "pending",
+            })
+            .collect();
+        states.sort_unstable();
+        assert_eq!(states, ["failed", "sent"], "{records:?}");
+        for r in &records {
+            assert!(
+                r.message.text.is_empty() && r.message.html.is_empty(),
+                "{r:?}"
+            );
+        }
+    }
+    assert_eq!(tokens.len(), 4);
+    for token in &tokens {
+        for secret in secrets(token) {
+            let found = columns_holding(&store, &secret).await;
+            assert!(found.is_empty(), "a stored row holds a token: {found:?}");
+        }
+    }
+}
+
+/// A change of `writes` on the tenant's current state (its counters unchanged).
+async fn change_on(
+    store: &SqliteStore,
+    t: tenantry::TenantId,
+    writes: Vec<tenantry::core::decide::Write>,
+) -> tenantry::core::decide::Change {
+    use tenantry_store::Store;
+    let state = store.tenant(t).await.unwrap().unwrap();
+    tenantry::core::decide::Change {
+        tenant_id: t,
+        expected_version: state.counters.version,
+        counters: tenantry::core::Counters {
+            version: state.counters.version + 1,
+            ..state.counters
+        },
+        writes,
+        events: Vec::new(),
+    }
+}
+
+/// D24: the failed-attempt count and the revocation it ends in are stored (they survive a
+/// reopen), only on a pending invitation of the change's tenant, and a refused attempt
+/// writes nothing of its change.
+#[tokio::test]
+async fn d24_failed_attempts_survive_reopen() {
+    use tenantry::core::TokenHash;
+    use tenantry::core::decide::Write;
+    use tenantry_store::{Constraint, Store, StoreError};
+    let path = temp_db("d24");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let (app, t, a) = app_on(store.clone()).await;
+    let bob = app
+        .invite(t, a, &invite_req("bob@acme.test", Permissions::empty()))
+        .await
+        .unwrap()
+        .user;
+    let (other, _) = app
+        .create_tenant("Other", None, Email::parse("x@other.test").unwrap())
+        .await
+        .unwrap();
+    drop(app);
+    let invitation = store.invitations_of(t, bob.id).await.unwrap()[0].clone();
+    assert_eq!(invitation.failed_attempts, 0);
+    let hash = invitation.token_hash;
+    let fail = |failed_attempts, revoke| Write::FailAcceptAttempt {
+        token_hash: hash,
+        failed_attempts,
+        revoke,
+    };
+    let missing_row = |r: Result<(), StoreError>| {
+        assert!(
+            matches!(
+                r,
+                Err(StoreError::Conflict {
+                    constraint: Constraint::MissingRow
+                })
+            ),
+            "{r:?}"
+        );
+    };
+    let c = change_on(&store, t, vec![fail(1, false)]).await;
+    store.commit(&c, &[]).await.unwrap();
+    store.close().await;
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    let after = store.invitation(t, &hash).await.unwrap().unwrap();
+    assert_eq!(after.failed_attempts, 1);
+    assert_eq!(after.state, tenantry::core::InvitationState::Pending);
+    assert_eq!(
+        after,
+        tenantry::core::Invitation {
+            failed_attempts: 1,
+            ..invitation.clone()
+        }
+    );
+    // An unknown token fails the whole change: the user edit before it is not written.
+    let state = store.tenant(t).await.unwrap().unwrap();
+    let edited = tenantry::User {
+        grants: Permissions::USERS_VIEW,
+        ..bob.clone()
+    };
+    let c = change_on(
+        &store,
+        t,
+        vec![
+            Write::UpdateUser(edited),
+            Write::FailAcceptAttempt {
+                token_hash: TokenHash([7; 32]),
+                failed_attempts: 1,
+                revoke: false,
+            },
+        ],
+    )
+    .await;
+    missing_row(store.commit(&c, &[]).await);
+    assert_eq!(store.tenant(t).await.unwrap().unwrap(), state);
+    assert_eq!(store.user(t, bob.id).await.unwrap().unwrap(), bob);
+    // Another tenant's change does not reach this tenant's invitation.
+    let c = change_on(&store, other, vec![fail(2, false)]).await;
+    missing_row(store.commit(&c, &[]).await);
+    assert_eq!(
+        store
+            .invitation(t, &hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .failed_attempts,
+        1
+    );
+    // The last allowed attempt revokes the token.
+    let c = change_on(&store, t, vec![fail(5, true)]).await;
+    store.commit(&c, &[]).await.unwrap();
+    store.close().await;
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    let after = store.invitation(t, &hash).await.unwrap().unwrap();
+    assert_eq!(
+        (after.failed_attempts, after.state),
+        (5, tenantry::core::InvitationState::Revoked)
+    );
+    // A revoked invitation counts no more attempts.
+    let c = change_on(&store, t, vec![fail(6, false)]).await;
+    missing_row(store.commit(&c, &[]).await);
+    assert_eq!(store.invitation(t, &hash).await.unwrap().unwrap(), after);
+    // The column as stored, and its CHECK.
+    let (n, state): (i64, String) =
+        sqlx::query_as("SELECT failed_attempts, state FROM invitations WHERE token_hash = $1")
+            .bind(hash.0.to_vec())
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!((n, state.as_str()), (5, "revoked"));
+    let raw = sqlx::query("UPDATE invitations SET failed_attempts = -1")
+        .execute(store.pool())
+        .await;
+    assert!(raw.unwrap_err().to_string().contains("CHECK"));
+}
+
+/// D25: `claim_message` claims one pending, due message once; while its lease holds, and
+/// once the message is sent or failed, it claims nothing.
+#[tokio::test]
+async fn d25_claim_message_claims_a_due_message_once() {
+    use tenantry_store::{DeliveryUpdate, Store};
+    let store = SqliteStore::open(temp_db("claim-one")).await.unwrap();
+    let clock = tenantry::ManualClock::new(time::macros::datetime!(2026-01-05 09:00 UTC));
+    let app = Tenantry::builder(store.clone())
+        .clock(clock.clone())
+        .delivery(tenantry::DeliverySettings {
+            inline: false,
+            ..tenantry::DeliverySettings::default()
+        })
+        .build()
+        .unwrap();
+    let (t, a) = app
+        .create_tenant("Acme", None, Email::parse("ada@acme.test").unwrap())
+        .await
+        .unwrap();
+    let (other, _) = app
+        .create_tenant("Other", None, Email::parse("x@other.test").unwrap())
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for to in ["bob@acme.test", "carol@acme.test"] {
+        ids.push(
+            app.invite(t, a, &invite_req(to, Permissions::empty()))
+                .await
+                .unwrap()
+                .message_id,
+        );
+    }
+    let (bob, carol) = (ids[0], ids[1]);
+    let now = app.now();
+    let lease = now + time::Duration::minutes(2);
+    let claimed = store
+        .claim_message(t, bob, now, lease)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.message.id, bob);
+    assert_eq!(claimed.state, tenantry::DeliveryState::Pending);
+    assert_eq!(claimed.next_attempt_at, lease);
+    assert!(claimed.message.text.contains("token="));
+    // The lease holds: no second claim, by this call or by the dispatcher's.
+    assert_eq!(store.claim_message(t, bob, now, lease).await.unwrap(), None);
+    let due = store.claim_due_mail(t, now, lease, 10).await.unwrap();
+    assert_eq!(
+        due.iter().map(|r| r.message.id).collect::<Vec<_>>(),
+        [carol]
+    );
+    // Not due yet, another tenant's, or no such message: nothing.
+    let unknown = tenantry::core::MessageId::from_uuid(uuid::Uuid::now_v7());
+    assert_eq!(
+        store.claim_message(t, carol, now, lease).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.claim_message(other, bob, lease, lease).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.claim_message(t, unknown, lease, lease).await.unwrap(),
+        None
+    );
+    // Once the lease is over, it may be claimed again.
+    let later = lease + time::Duration::minutes(2);
+    assert!(
+        store
+            .claim_message(t, bob, lease, later)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // Sent, or failed for good: never claimed again, and the bodies are gone (D26).
+    store
+        .record_delivery(t, bob, &DeliveryUpdate::Sent { at: lease })
+        .await
+        .unwrap();
+    store
+        .record_delivery(
+            t,
+            carol,
+            &DeliveryUpdate::Failed {
+                reason: "550 no such mailbox".into(),
+                at: lease,
+            },
+        )
+        .await
+        .unwrap();
+    let far = later + time::Duration::days(30);
+    for id in [bob, carol] {
+        assert_eq!(store.claim_message(t, id, far, far).await.unwrap(), None);
+        let r = store.outbox_message(t, id).await.unwrap().unwrap();
+        assert!(
+            r.message.text.is_empty() && r.message.html.is_empty(),
+            "{r:?}"
+        );
+    }
 }

@@ -292,6 +292,15 @@ impl Store for GuardedStore {
             .claim_due_mail(tenant, now, lease_until, limit)
             .await
     }
+    async fn claim_message(
+        &self,
+        tenant: TenantId,
+        id: MessageId,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+    ) -> Result<Option<OutboxRecord>, StoreError> {
+        self.store.claim_message(tenant, id, now, lease_until).await
+    }
     async fn record_delivery(
         &self,
         tenant: TenantId,
