@@ -3,6 +3,13 @@
 //! (every span, every field, every event, of every crate) and nothing in it is a token, an
 //! accept link or a message body.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 

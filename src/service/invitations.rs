@@ -1,0 +1,406 @@
+//! Invitations: invite, bulk invite, resend, accept, sign-in (D10, D14, D19, D21, D24–D26).
+
+use super::*;
+
+impl Tenantry {
+    /// Invites a user (D3, D5, D7, D9, D10). The invitation mail is queued in the same
+    /// commit and delivered afterwards (D17).
+    ///
+    /// # Errors
+    /// The refusing rule (D3, D7, D9, D15) or store failures. Refusals are audited (D13).
+    pub async fn invite(
+        &self,
+        tenant: TenantId,
+        actor: UserId,
+        request: &InviteRequest,
+    ) -> Result<Invited, Error> {
+        let span = tracing::info_span!(
+            target: "tenantry",
+            "invite",
+            tenant = %tenant, actor = %actor,
+            outcome = tracing::field::Empty,
+            rule = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+        );
+        traced(span, async {
+            let out = retry!(self, self.try_invite(tenant, actor, request))?;
+            self.after_commit(tenant, &[out.message_id]).await;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn try_invite(
+        &self,
+        tenant: TenantId,
+        actor_id: UserId,
+        request: &InviteRequest,
+    ) -> Result<Invited, Error> {
+        let state = self.state(tenant).await?;
+        let actor = self
+            .actor(tenant, actor_id, tenantry_core::Action::Create)
+            .await?;
+        let template = match request.template_id {
+            Some(id) => self.inner.store.template(tenant, id).await?,
+            None => None,
+        };
+        let taken = self
+            .inner
+            .store
+            .user_by_email(tenant, request.email.key())
+            .await?
+            .is_some();
+        let (token, token_hash) = self.new_token(tenant)?;
+        let new = NewInvite {
+            user_id: self.new_user_id()?,
+            token_hash,
+        };
+        let decided = decide::invite(
+            self.ctx(&state),
+            &actor.acting(),
+            request,
+            template.as_ref(),
+            taken,
+            new,
+        );
+        let change = match decided {
+            Ok(c) => c,
+            Err(e) => {
+                // The refusal records the address that was tried.
+                let tried = vec![FieldChange {
+                    field: Field::Email,
+                    before: Value::None,
+                    after: Value::Text(request.email.to_string()),
+                }];
+                return Err(self
+                    .refuse_with(
+                        tenant,
+                        actor_id,
+                        AuditAction::UserInvited,
+                        AuditTarget::Tenant,
+                        e,
+                        tried,
+                    )
+                    .await);
+            }
+        };
+        let user = inserted_user(&change, new.user_id)?;
+        let expires = user.invite_expires_at.unwrap_or_else(|| self.now());
+        let message = self.message(&state, Some(&actor.user), &user, &token, expires)?;
+        let message_id = message.id;
+        self.commit(&change, &[message]).await?;
+        Ok(Invited {
+            user,
+            message_id,
+            accept_link: self.accept_link(&token),
+        })
+    }
+
+    /// Invites many addresses at once (D19): one outcome per address, with the accept link
+    /// of each invited one (D26); the seat limit holds exactly.
+    ///
+    /// # Errors
+    /// D7 or D15 for the call as a whole (audited), store failures.
+    pub async fn invite_many(
+        &self,
+        tenant: TenantId,
+        actor: UserId,
+        request: &BulkInvite,
+    ) -> Result<Vec<BulkResult>, Error> {
+        let span = tracing::info_span!(
+            target: "tenantry",
+            "invite_many",
+            tenant = %tenant, actor = %actor, addresses = request.emails.len(),
+            outcome = tracing::field::Empty,
+            rule = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+        );
+        traced(span, async {
+            let (out, queued) = retry!(self, self.try_invite_many(tenant, actor, request))?;
+            self.after_commit(tenant, &queued).await;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn try_invite_many(
+        &self,
+        tenant: TenantId,
+        actor_id: UserId,
+        request: &BulkInvite,
+    ) -> Result<(Vec<BulkResult>, Vec<MessageId>), Error> {
+        let state = self.state(tenant).await?;
+        let actor = self
+            .actor(tenant, actor_id, tenantry_core::Action::Create)
+            .await?;
+        let template = match request.template_id {
+            Some(id) => self.inner.store.template(tenant, id).await?,
+            None => None,
+        };
+        let mut taken = HashSet::new();
+        for input in &request.emails {
+            if let Ok(e) = Email::parse(input)
+                && self
+                    .inner
+                    .store
+                    .user_by_email(tenant, e.key())
+                    .await?
+                    .is_some()
+            {
+                taken.insert(e.key().to_owned());
+            }
+        }
+        let mut tokens: Vec<(UserId, String)> = Vec::new();
+        let mut failure = None;
+        let mut fresh = || {
+            let drawn = self
+                .new_token(tenant)
+                .and_then(|(text, hash)| Ok((self.new_user_id()?, text, hash)));
+            match drawn {
+                Ok((user_id, text, token_hash)) => {
+                    tokens.push((user_id, text));
+                    NewInvite {
+                        user_id,
+                        token_hash,
+                    }
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    NewInvite {
+                        user_id: UserId::from_uuid(uuid::Uuid::nil()),
+                        token_hash: TokenHash([0; 32]),
+                    }
+                }
+            }
+        };
+        let decided = decide::invite_many(
+            self.ctx(&state),
+            &actor.acting(),
+            request,
+            template.as_ref(),
+            &|key| taken.contains(key),
+            &mut fresh,
+        );
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let (change, items) = self
+            .audited(
+                tenant,
+                actor_id,
+                AuditAction::UserInvited,
+                AuditTarget::Tenant,
+                decided,
+            )
+            .await?;
+        let mut messages = Vec::new();
+        for (user_id, token) in &tokens {
+            if let Ok(user) = inserted_user(&change, *user_id) {
+                let expires = user.invite_expires_at.unwrap_or_else(|| self.now());
+                messages.push(self.message(&state, Some(&actor.user), &user, token, expires)?);
+            }
+        }
+        self.commit(&change, &messages).await?;
+        let results = items
+            .into_iter()
+            .map(|item| {
+                let accept_link = match &item.outcome {
+                    BulkOutcome::Invited { user_id } => tokens
+                        .iter()
+                        .find(|(id, _)| id == user_id)
+                        .map(|(_, token)| self.accept_link(token)),
+                    _ => None,
+                };
+                BulkResult {
+                    input: item.input,
+                    outcome: item.outcome,
+                    accept_link,
+                }
+            })
+            .collect();
+        Ok((results, messages.iter().map(|m| m.id).collect()))
+    }
+
+    /// Sends an invitation again (D10): a fresh token, older ones revoked, same user.
+    /// Returns the new message's id and the new accept link (D26: this once).
+    ///
+    /// # Errors
+    /// D7, D21 (a non-admin resending to a user who holds more than it), D10 (not invited,
+    /// rate limited with the time of the next allowed resend), D15.
+    pub async fn resend_invitation(
+        &self,
+        tenant: TenantId,
+        actor: UserId,
+        user: UserId,
+    ) -> Result<Resent, Error> {
+        let span = tracing::info_span!(
+            target: "tenantry",
+            "resend_invitation",
+            tenant = %tenant, actor = %actor, target = %user,
+            outcome = tracing::field::Empty,
+            rule = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+        );
+        traced(span, async {
+            let out = retry!(self, self.try_resend(tenant, actor, user))?;
+            self.after_commit(tenant, &[out.message_id]).await;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn try_resend(
+        &self,
+        tenant: TenantId,
+        actor_id: UserId,
+        user_id: UserId,
+    ) -> Result<Resent, Error> {
+        let state = self.state(tenant).await?;
+        let actor = self
+            .actor(tenant, actor_id, tenantry_core::Action::Create)
+            .await?;
+        let audit_target = AuditTarget::User(user_id);
+        let target = self
+            .managed_user(
+                tenant,
+                &actor,
+                user_id,
+                tenantry_core::Action::Create,
+                AuditAction::InvitationResent,
+            )
+            .await?;
+        let resends: Vec<_> = self
+            .inner
+            .store
+            .invitations_of(tenant, user_id)
+            .await?
+            .into_iter()
+            .filter(|i| i.kind == InvitationKind::Resend)
+            .map(|i| i.created_at)
+            .collect();
+        let (token, hash) = self.new_token(tenant)?;
+        let template = self.template_of(tenant, &target).await?;
+        let decided = decide::resend(
+            self.ctx(&state),
+            &actor.acting(),
+            &target,
+            template.as_ref(),
+            &resends,
+            hash,
+        );
+        let change = match decided {
+            Ok(c) => c,
+            Err(e) => {
+                return Err(self
+                    .refuse(
+                        tenant,
+                        actor_id,
+                        AuditAction::InvitationResent,
+                        audit_target,
+                        e,
+                    )
+                    .await);
+            }
+        };
+        let user = updated_user(&change, user_id).unwrap_or(target);
+        let expires = user.invite_expires_at.unwrap_or_else(|| self.now());
+        let message = self.message(&state, Some(&actor.user), &user, &token, expires)?;
+        let id = message.id;
+        self.commit(&change, &[message]).await?;
+        Ok(Resent {
+            message_id: id,
+            accept_link: self.accept_link(&token),
+            expires_at: expires,
+        })
+    }
+
+    /// Accepts an invitation (D10) with the address the person signed up with. The user
+    /// becomes active and its last login is now. Of concurrent accepts of one token exactly
+    /// one succeeds.
+    ///
+    /// # Errors
+    /// [`tenantry_core::Error::InvalidInvitation`] for any expired, used, superseded or
+    /// unknown token (one kind, revealing nothing);
+    /// [`tenantry_core::Error::InvitationEmailMismatch`] with the attempts left (D24: each is
+    /// counted and audited; the fifth kills the token, which a resend replaces); an invalid
+    /// address (D3).
+    pub async fn accept_invitation(&self, token: &str, signup_email: &str) -> Result<User, Error> {
+        let span = tracing::info_span!(
+            target: "tenantry",
+            "accept_invitation",
+            tenant = tracing::field::Empty, actor = "anonymous",
+            outcome = tracing::field::Empty,
+            rule = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+        );
+        traced(span, async {
+            let email = Email::parse(signup_email)?;
+            let Some(tenant) = token::tenant_of(token) else {
+                return Err(Error::Rule(tenantry_core::Error::InvalidInvitation));
+            };
+            let hash = token::hash(token);
+            tracing::Span::current().record("tenant", tracing::field::display(tenant));
+            retry!(self, self.try_accept(tenant, &hash, &email))
+        })
+        .await
+    }
+
+    async fn try_accept(
+        &self,
+        tenant: TenantId,
+        hash: &TokenHash,
+        email: &Email,
+    ) -> Result<User, Error> {
+        let invalid = || Error::Rule(tenantry_core::Error::InvalidInvitation);
+        let state = self.inner.store.tenant(tenant).await?.ok_or_else(invalid)?;
+        let invitation = self
+            .inner
+            .store
+            .invitation(tenant, hash)
+            .await?
+            .ok_or_else(invalid)?;
+        let user = self
+            .inner
+            .store
+            .user(tenant, invitation.user_id)
+            .await?
+            .ok_or_else(invalid)?;
+        let ctx = self.ctx(&state);
+        let change = match decide::accept(ctx, &invitation, &user, email) {
+            Ok(c) => c,
+            Err(e @ tenantry_core::Error::InvitationEmailMismatch { .. }) => {
+                // D24: the failed attempt is counted (and audited) before it is answered.
+                self.commit(&decide::failed_accept(ctx, &invitation, &e), &[])
+                    .await?;
+                return Err(Error::Rule(e));
+            }
+            Err(e) => return Err(Error::Rule(e)),
+        };
+        self.commit(&change, &[]).await?;
+        updated_user(&change, user.id).ok_or_else(invalid)
+    }
+
+    /// Records a successful sign-in that the host authenticated (D14).
+    ///
+    /// # Errors
+    /// D14 for invited and suspended users, D15 for unknown ones.
+    pub async fn record_sign_in(&self, tenant: TenantId, user: UserId) -> Result<User, Error> {
+        let span = tracing::info_span!(
+            target: "tenantry",
+            "record_sign_in",
+            tenant = %tenant, actor = %user,
+            outcome = tracing::field::Empty,
+            rule = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+        );
+        traced(span, async { retry!(self, self.try_sign_in(tenant, user)) }).await
+    }
+
+    async fn try_sign_in(&self, tenant: TenantId, user_id: UserId) -> Result<User, Error> {
+        let state = self.state(tenant).await?;
+        let user = self.target(tenant, user_id).await?;
+        let change = decide::sign_in(self.ctx(&state), &user)?;
+        self.commit(&change, &[]).await?;
+        Ok(updated_user(&change, user_id).unwrap_or(user))
+    }
+}

@@ -1,0 +1,97 @@
+//! Tenants and seats (D9, D22, D23).
+
+use super::*;
+
+impl Tenantry {
+    /// Creates a tenant with its first admin (active). Returns the tenant and admin ids.
+    ///
+    /// # Errors
+    /// [`tenantry_core::Error::InvalidTenantName`] (D22),
+    /// [`tenantry_core::Error::FirstSeatRequired`] for a limit of 0 (D23), store failures;
+    /// only a colliding id is reported as [`tenantry_core::Error::TenantExists`].
+    pub async fn create_tenant(
+        &self,
+        name: &str,
+        user_limit: Option<u32>,
+        admin_email: Email,
+    ) -> Result<(TenantId, UserId), Error> {
+        let span = tracing::info_span!(
+            target: "tenantry",
+            "create_tenant",
+            tenant = tracing::field::Empty, actor = "system",
+            outcome = tracing::field::Empty,
+            rule = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+        );
+        traced(span, async {
+            let tenant = Tenant {
+                id: TenantId::from_parts(self.unix_millis(), self.random_bytes()?),
+                name: name.to_owned(),
+                user_limit,
+                created_at: self.now(),
+            };
+            let (tid, admin) = (tenant.id, self.new_user_id()?);
+            tracing::Span::current().record("tenant", tracing::field::display(tid));
+            let change = decide::create_tenant(tenant, admin, admin_email)?;
+            match self.inner.store.commit(&change, &[]).await {
+                Err(StoreError::Conflict {
+                    constraint: Constraint::TenantId,
+                }) => Err(Error::Rule(tenantry_core::Error::TenantExists)),
+                other => other.map_err(Error::from),
+            }?;
+            Ok((tid, admin))
+        })
+        .await
+    }
+
+    /// The tenant with its counters.
+    ///
+    /// # Errors
+    /// D15 when it does not exist.
+    pub async fn tenant(&self, tenant: TenantId) -> Result<TenantState, Error> {
+        self.state(tenant).await
+    }
+
+    /// Sets the seat limit (D9), as the host's billing does; `None` is unlimited. It may be
+    /// set below current usage.
+    ///
+    /// # Errors
+    /// D15, store failures, [`Error::Contention`].
+    pub async fn set_user_limit(
+        &self,
+        tenant: TenantId,
+        limit: Option<u32>,
+    ) -> Result<SeatUsage, Error> {
+        let span = tracing::info_span!(
+            target: "tenantry",
+            "set_user_limit",
+            tenant = %tenant, actor = "system",
+            outcome = tracing::field::Empty,
+            rule = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+        );
+        traced(span, async {
+            retry!(self, self.try_set_user_limit(tenant, limit))
+        })
+        .await
+    }
+
+    async fn try_set_user_limit(
+        &self,
+        tenant: TenantId,
+        limit: Option<u32>,
+    ) -> Result<SeatUsage, Error> {
+        let state = self.state(tenant).await?;
+        let change = decide::set_user_limit(self.ctx(&state), ActorRef::System, limit);
+        self.commit(&change, &[]).await?;
+        Ok(SeatUsage::new(change.counters.seats_used, limit))
+    }
+
+    /// Seat usage: used, limit, remaining, at limit (D9).
+    ///
+    /// # Errors
+    /// D15, store failures.
+    pub async fn seat_usage(&self, tenant: TenantId) -> Result<SeatUsage, Error> {
+        Ok(self.state(tenant).await?.seat_usage())
+    }
+}
