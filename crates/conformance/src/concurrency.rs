@@ -398,8 +398,9 @@ pub async fn d16_concurrent_resends_respect_rate_limit(store: Arc<dyn Store>) {
     }
     assert_eq!(t.ok + t.refused("ResendRateLimited") + t.contention, 20);
     let mut tokens = vec![env.token(env.tenant, invited.message_id).await];
-    for id in results.iter().flatten() {
-        tokens.push(env.token(env.tenant, *id).await);
+    for resent in results.iter().flatten() {
+        env.remember(resent.message_id, &resent.accept_link);
+        tokens.push(env.token(env.tenant, resent.message_id).await);
     }
     let mut accepted = 0;
     for token in &tokens {
@@ -501,4 +502,151 @@ pub async fn d16_concurrent_template_creates_with_one_name(store: Arc<dyn Store>
         .await
         .unwrap();
     assert_eq!(templates.len(), 1);
+}
+
+/// D24/D16: 20 concurrent sign-ups with wrong addresses on one token: exactly 5 are counted
+/// (answered with 4, 3, 2, 1 and 0 attempts left, each once, each with its audit event)
+/// and the rest find the token dead; then the right address is refused too, and a resend
+/// gives a working token. Then 10 wrong and 1 right concurrently on the fresh token: the
+/// right one wins only while the token lives (at most 4 counted before it), else all 5
+/// were counted first.
+pub async fn d24_concurrent_wrong_addresses_count_exactly_five(store: Arc<dyn Store>) {
+    let env = Env::new(store).await;
+    let invited = env.invite("target@acme.test").await;
+    let token = env.token(env.tenant, invited.message_id).await;
+    let audit = env.audit(env.tenant).await.len();
+    let calls: Vec<_> = (0..20)
+        .map(|i| {
+            let app = env.app.clone();
+            let token = token.clone();
+            async move {
+                app.accept_invitation(&token, &format!("wrong{i}@evil.test"))
+                    .await
+            }
+        })
+        .collect();
+    let results = spawn_all(calls).await;
+    let t = tally(&results);
+    let mut left: Vec<u32> = results
+        .iter()
+        .filter_map(|r| match r {
+            Err(Error::Rule(E::InvitationEmailMismatch { attempts_left })) => Some(*attempts_left),
+            _ => None,
+        })
+        .collect();
+    left.sort_unstable();
+    let failed_events = env.audit(env.tenant).await[audit..]
+        .iter()
+        .filter(|r| r.event.action == AuditAction::AcceptAttemptFailed)
+        .count();
+    let stored = env
+        .app
+        .store()
+        .invitations_of(env.tenant, invited.user.id)
+        .await
+        .unwrap();
+    println!(
+        "d24_concurrent_wrong_addresses_count_exactly_five: 20 wrong sign-ups: {} counted (attempts left {left:?}), {} invalid, {} contention, other {:?}; {failed_events} events; stored count {}",
+        t.refused("InvitationEmailMismatch"),
+        t.refused("InvalidInvitation"),
+        t.contention,
+        t.refused,
+        stored[0].failed_attempts
+    );
+    assert_eq!(
+        t.refused("InvitationEmailMismatch") + t.refused("InvalidInvitation") + t.contention,
+        20,
+        "{:?}",
+        t.refused
+    );
+    assert_eq!(
+        failed_events,
+        left.len(),
+        "D24/D13: one event per counted attempt"
+    );
+    assert_eq!(
+        stored[0].failed_attempts as usize,
+        left.len(),
+        "D24: the stored count is the counted attempts"
+    );
+    if t.refused("InvalidInvitation") > 0 || t.contention == 0 {
+        assert_eq!(
+            left,
+            vec![0, 1, 2, 3, 4],
+            "D24: exactly five counted, each once"
+        );
+        assert_eq!(stored[0].state, tenantry::core::InvitationState::Revoked);
+    }
+    let e = env
+        .app
+        .accept_invitation(&token, "target@acme.test")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::Rule(E::InvalidInvitation)),
+        "D24: the token is dead: {e:?}"
+    );
+    let users = env.assert_consistent(env.tenant).await;
+    assert_eq!(
+        users
+            .iter()
+            .find(|u| u.id == invited.user.id)
+            .unwrap()
+            .status,
+        Status::Invited
+    );
+
+    // Wrong and right addresses racing on a fresh token.
+    let resent = env
+        .app
+        .resend_invitation(env.tenant, env.admin, invited.user.id)
+        .await
+        .unwrap();
+    let fresh = resent.accept_link.token().unwrap();
+    let audit = env.audit(env.tenant).await.len();
+    let calls: Vec<_> = (0..11)
+        .map(|i| {
+            let app = env.app.clone();
+            let token = fresh.clone();
+            let address = if i == 5 {
+                "target@acme.test".to_owned()
+            } else {
+                format!("wrong{i}@evil.test")
+            };
+            async move { app.accept_invitation(&token, &address).await.map(|_| ()) }
+        })
+        .collect();
+    let results = spawn_all(calls).await;
+    let t = tally(&results);
+    let counted = t.refused("InvitationEmailMismatch");
+    let events = env.audit(env.tenant).await[audit..]
+        .iter()
+        .filter(|r| r.event.action == AuditAction::AcceptAttemptFailed)
+        .count();
+    println!(
+        "d24_concurrent_wrong_addresses_count_exactly_five: 10 wrong + 1 right: right {:?}, {counted} counted, {} invalid, {} contention, other {:?}",
+        results[5].as_ref().map_err(ToString::to_string),
+        t.refused("InvalidInvitation"),
+        t.contention,
+        t.refused
+    );
+    assert_eq!(events, counted, "D24/D13: one event per counted attempt");
+    let user = env.user(env.tenant, invited.user.id).await;
+    match &results[5] {
+        Ok(()) => {
+            assert!(counted <= 4, "D24: the right address won on a live token");
+            assert_eq!(user.status, Status::Active);
+        }
+        Err(Error::Rule(E::InvalidInvitation)) => {
+            assert_eq!(
+                counted, 5,
+                "D24: the right address lost only to a dead token"
+            );
+            assert_eq!(user.status, Status::Invited);
+        }
+        Err(Error::Contention { .. }) => {}
+        Err(e) => panic!("D24: the right address: {e:?}"),
+    }
+    assert!(counted <= 5);
+    env.assert_consistent(env.tenant).await;
 }

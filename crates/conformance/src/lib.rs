@@ -3,11 +3,11 @@
 //! The behaviour suite every tenantry storage backend must pass, in the manner of
 //! `object_store`'s shared integration tests: each scenario builds a [`tenantry::Tenantry`]
 //! on a fresh store from the backend's factory and checks one rule of `DECISIONS.md`
-//! (D1–D20) end to end, through the public service.
+//! (D1–D26) end to end, through the public service.
 //!
 //! - [`scenarios`]: one async function per behaviour, named after the rule it checks.
 //! - [`concurrency`]: many concurrent callers on one tenant (D16): seats, unique addresses,
-//!   the last admin, single-use tokens, unique template names.
+//!   the last admin, single-use tokens, unique template names, counted accept attempts (D24).
 //! - [`model`]: a model-based test (random operation sequences against a reference model).
 //! - [`suite!`]: expands to one test per scenario for a backend:
 //!
@@ -112,6 +112,21 @@ macro_rules! suite {
                 d18_page_size_and_cursor_errors,
                 d19_bulk_invite_outcomes_with_exact_seat_limit,
                 d20_expired_invitations_listed_and_purged_in_one_call,
+                d13_refused_invite_records_the_address_tried,
+                d13_template_changes_name_exactly_the_users_whose_access_changed,
+                d21_address_change_of_a_stronger_invitee_is_refused_and_changes_nothing,
+                d21_stronger_active_and_suspended_users_cannot_be_edited_or_deleted,
+                d21_resend_delete_and_purge_of_stronger_invitations_are_refused,
+                d21_users_within_the_managers_own_access_can_be_managed,
+                d22_tenant_names_refuse_control_and_format_characters,
+                d22_template_names_refuse_control_and_format_characters,
+                d23_first_seat_required_and_only_an_id_conflict_is_tenant_exists,
+                d24_wrong_addresses_count_down_and_the_fifth_kills_the_token,
+                d24_failed_attempts_count_per_live_invitation_only,
+                d25_inline_delivery_sends_only_the_calls_own_messages,
+                d25_inline_delivery_is_bounded_by_its_deadline,
+                d26_live_links_are_never_readable_after_the_call,
+                d26_returned_links_work_exactly_once,
             ],
             concurrency: [
                 d16_concurrent_invites_at_limit,
@@ -122,6 +137,7 @@ macro_rules! suite {
                 d16_concurrent_resends_respect_rate_limit,
                 d16_concurrent_template_renames_to_one_name,
                 d16_concurrent_template_creates_with_one_name,
+                d24_concurrent_wrong_addresses_count_exactly_five,
             ],
         }
     };

@@ -1,28 +1,34 @@
 //! Model-based test of the [`tenantry::Tenantry`] service on a storage backend.
 //!
-//! Random sequences of every use case (set user limit, invite, bulk invite, resend, accept
-//! with right, wrong and invalid sign-up addresses and with used, superseded, forged and
+//! Random sequences of every use case (create tenant with good and bad names and limits,
+//! set user limit, invite, bulk invite, resend, accept with right, wrong and invalid sign-up
+//! addresses — also several wrong ones in a row, D24 — and with used, superseded, forged and
 //! foreign tokens, sign-in, edit of every field, delete, purge of expired invitations,
-//! template create / edit / delete with refuse, detach and reassign, the clock moving,
-//! listing with filters and sort orders) are run by several actors (the first admin, other
+//! template create (names with control and format characters too, D22) / edit / delete with
+//! refuse, detach and reassign, the clock moving, listing with filters and sort orders) are
+//! run by several actors (the first admin, other
 //! admins, non-admin users with various grants and templates, invited, suspended and deleted
 //! users, users of the other tenant, ids that never existed) in two tenants, against the
 //! service on the backend and against a plain reference model written in this file from
 //! `DECISIONS.md` alone (it never calls `tenantry_core::decide`).
 //!
 //! Every result must agree: `Ok` against `Ok` with the same returned data, `Err` against
-//! `Err` with the same [`tenantry_core::Error`] (so the same rule, D1…D20, and the same
-//! details). After every step the visible state must agree as well: the user table of each
+//! `Err` with the same [`tenantry_core::Error`] (so the same rule, D1…D24, and the same
+//! details). The accept links that invite, bulk invite and resend return (D26) must be the
+//! ones mailed. After every step the visible state must agree as well: the user table of each
 //! tenant (paged through with [`ActorRef::System`]), seat usage and the tenant's counters,
 //! the role templates and who references them, expired invitations, tombstones (D11), the
-//! audit events the step appended (D13), the invitation mail sent (D9, D10, D17) and
+//! audit events the step appended (D13: with the address a refused invite tried, the users
+//! a template change reached, the failed accept attempts of D24), that neither the outbox
+//! nor the audit log shows a live link (D26), the invitation mail sent (D9, D10, D17) and
 //! `authorize` / `effective_permissions` for every user ever created, in its own tenant and
 //! in the other one (D6, D15). Invariants checked at every step: at least one active admin
 //! per tenant (D8), seats used equal the number of rows (D9), and seats used never exceed
 //! the limit right after a successful invite (D9).
 //!
 //! Invitation tokens are captured from the [`InMemoryMailer`]'s messages with
-//! [`tenantry::token_from_link`]; the clock is a [`ManualClock`].
+//! [`tenantry::token_from_link`] (and checked against the links the calls returned); the
+//! clock is a [`ManualClock`].
 //!
 //! Each case starts with two tenants (random seat limits), a few templates and a few users
 //! onboarded by the first admins (some of them suspended), so that non-admin managers act
@@ -93,8 +99,37 @@ const BAD_EMAILS: [&str; 6] = [
     "a@-x.test",
 ];
 /// Template names; 1 and 4 collide with 0 and 3 ignoring case (D12); 5 is blank and 6
-/// stands for a 65-character name (see `name_text`), both refused (D12).
-const NAMES: [&str; 7] = ["Agent", " agent ", "Manager", "Ops", "OPS", "  ", ""];
+/// stands for a 65-character name (see `name_text`), both refused (D12); 7 to 10 hold
+/// control or format characters (look-alikes of 0, 3 and 2), refused (D22). Only 0 to 4
+/// are used for renames (a rename takes a parsed name).
+const NAMES: [&str; 11] = [
+    "Agent",
+    " agent ",
+    "Manager",
+    "Ops",
+    "OPS",
+    "  ",
+    "",
+    "Agent\u{200B}",
+    " \u{202E}Ops",
+    "Man\r\nager",
+    "\u{FEFF}Agent",
+];
+/// Tenant names tried by `Step::CreateTenant` (D22): good ones, ones with control or format
+/// characters, blank, and (see `tenant_name_text`) 100 and 101 characters.
+const TENANT_NAMES: [&str; 9] = [
+    "Gamma",
+    "  Delta Corp ",
+    "Acme\u{202E}",
+    "Zero\u{200B}Width",
+    "Line\r\nBreak",
+    " \u{2066}Iso",
+    "   ",
+    "",
+    "",
+];
+/// D24: failed accept attempts after which a token dies.
+const MAX_ATTEMPTS: u32 = 5;
 /// The permissions grants and templates are drawn from, and that checks ask for.
 const CHECKED: [Permission; 8] = [
     Permission::new(Category::Users, Action::View),
@@ -121,6 +156,14 @@ fn name_text(i: usize) -> String {
     match i % NAMES.len() {
         6 => "x".repeat(65),
         n => NAMES[n].to_owned(),
+    }
+}
+
+fn tenant_name_text(i: usize) -> String {
+    match i % TENANT_NAMES.len() {
+        7 => "t".repeat(100),
+        8 => "t".repeat(101),
+        n => TENANT_NAMES[n].to_owned(),
     }
 }
 
@@ -205,6 +248,8 @@ enum TokenPick {
     Latest(Who),
     /// Any token ever mailed (used, superseded, expired or current).
     Any(usize),
+    /// A token that is live now (pending and unexpired; any token if none is).
+    Live(usize),
     /// A well-formed token that was never issued.
     Forged(usize),
     /// A real token's secret under the other tenant's id.
@@ -264,6 +309,12 @@ struct QuerySpec {
 
 #[derive(Debug, Clone)]
 enum Step {
+    /// The host creates a third tenant (D22 names, D23 first seat); checked on its own, not
+    /// used by later steps.
+    CreateTenant {
+        name: usize,
+        limit: Option<u32>,
+    },
     SetLimit {
         t: usize,
         limit: Option<u32>,
@@ -306,6 +357,14 @@ enum Step {
         t: usize,
         token: TokenPick,
         email: Signup,
+    },
+    /// D24: `wrong` sign-ups with addresses of the pool (wrong unless one happens to be the
+    /// invited one), then one with `then`.
+    AcceptAttempts {
+        t: usize,
+        token: TokenPick,
+        wrong: Vec<usize>,
+        then: Signup,
     },
     SignIn {
         t: usize,
@@ -515,6 +574,7 @@ fn token_s() -> impl Strategy<Value = TokenPick> {
     prop_oneof![
         8 => prop_oneof![Just(Who::Last), (0usize..12).prop_map(Who::Slot)].prop_map(TokenPick::Latest),
         3 => (0usize..32).prop_map(TokenPick::Any),
+        3 => (0usize..32).prop_map(TokenPick::Live),
         1 => (0usize..32).prop_map(TokenPick::Forged),
         1 => (0usize..32).prop_map(TokenPick::OtherTenant),
         1 => Just(TokenPick::Garbage),
@@ -555,6 +615,8 @@ fn onboard_s() -> impl Strategy<Value = Step> {
 
 fn step_s() -> impl Strategy<Value = Step> {
     prop_oneof![
+        1 => (0usize..TENANT_NAMES.len(), prop_oneof![Just(None), Just(Some(0u32)), Just(Some(1u32)), Just(Some(3u32))])
+            .prop_map(|(name, limit)| Step::CreateTenant { name, limit }),
         3 => (tenant_s(), limit_s()).prop_map(|(t, limit)| Step::SetLimit { t, limit }),
         14 => (tenant_s(), actor_s(Action::Create), email_s(), role_s(), proptest::option::weighted(0.3, tpl_s()), any::<bool>(), perms_s())
             .prop_map(|(t, actor, email, role, template, crm, grants)| Step::Invite { t, actor, email, role, template, crm, grants }),
@@ -564,6 +626,9 @@ fn step_s() -> impl Strategy<Value = Step> {
             .prop_map(|(t, actor, target, times)| Step::Resend { t, actor, target, times }),
         8 => onboard_s(),
         12 => (tenant_s(), token_s(), signup_s()).prop_map(|(t, token, email)| Step::Accept { t, token, email }),
+        // D24: runs of wrong addresses on one token, then one more sign-up.
+        6 => (tenant_s(), prop_oneof![3 => (0usize..32).prop_map(TokenPick::Live), 1 => token_s()], vec(0usize..EMAILS.len(), 1..8), signup_s())
+            .prop_map(|(t, token, wrong, then)| Step::AcceptAttempts { t, token, wrong, then }),
         3 => (tenant_s(), target_s()).prop_map(|(t, user)| Step::SignIn { t, user }),
         14 => (tenant_s(), actor_s(Action::Edit), target_s(), edit_s(), proptest::bool::weighted(0.15))
             .prop_map(|(t, actor, target, edit, own)| Step::Edit { t, actor, target: if own { None } else { Some(target) }, edit }),
@@ -578,6 +643,15 @@ fn step_s() -> impl Strategy<Value = Step> {
                 actor,
                 target: Some(target),
                 edit: EditSpec { email: None, role: None, status: Some(status), template: None, crm: None, grants: None },
+            }),
+        // D21: managers retargeting (address only) or otherwise editing users who may hold
+        // more than they do.
+        5 => (tenant_s(), (0usize..6).prop_map(|i| Who::Manager(Action::Edit, i)), target_s(), email_s())
+            .prop_map(|(t, actor, target, email)| Step::Edit {
+                t,
+                actor,
+                target: Some(target),
+                edit: EditSpec { email: Some(email), role: None, status: None, template: None, crm: None, grants: None },
             }),
         5 => (tenant_s(), actor_s(Action::Delete), target_s(), proptest::bool::weighted(0.1))
             .prop_map(|(t, actor, target, own)| Step::Delete { t, actor, target: if own { None } else { Some(target) } }),
@@ -610,6 +684,8 @@ struct MToken {
     user: UserId,
     expires_at: OffsetDateTime,
     state: TokState,
+    /// D24: sign-ups tried on it with a wrong address.
+    failed: u32,
 }
 
 /// An audit event as the model predicts it (D13).
@@ -663,19 +739,91 @@ fn crm_now(u: &User) -> bool {
     u.status == Status::Active && (u.role == Role::Admin || u.crm_access)
 }
 
-/// D12 name rules, independently of `TemplateName::parse`.
-fn check_name(input: &str) -> Result<String, TemplateNameError> {
+/// Unicode general category Cf (format characters), from the Unicode Character Database
+/// (`DerivedGeneralCategory.txt`, Unicode 15.1/16.0), typed here independently of the core.
+fn is_format(c: char) -> bool {
+    const CF: [(u32, u32); 21] = [
+        (0x00AD, 0x00AD),
+        (0x0600, 0x0605),
+        (0x061C, 0x061C),
+        (0x06DD, 0x06DD),
+        (0x070F, 0x070F),
+        (0x0890, 0x0891),
+        (0x08E2, 0x08E2),
+        (0x180E, 0x180E),
+        (0x200B, 0x200F),
+        (0x202A, 0x202E),
+        (0x2060, 0x2064),
+        (0x2066, 0x206F),
+        (0xFEFF, 0xFEFF),
+        (0xFFF9, 0xFFFB),
+        (0x110BD, 0x110BD),
+        (0x110CD, 0x110CD),
+        (0x13430, 0x1343F),
+        (0x1BCA0, 0x1BCA3),
+        (0x1D173, 0x1D17A),
+        (0xE0001, 0xE0001),
+        (0xE0020, 0xE007F),
+    ];
+    let c = u32::from(c);
+    CF.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c))
+}
+
+/// D12, D22 name rules, independently of `TemplateName::parse` and `TenantName::parse`:
+/// counted after trimming surrounding white space, 1..=`max` characters, no control (Cc)
+/// or format (Cf) character. Choice (the service's documented one): a refused character is
+/// reported before the length, with its 0-based position among the characters as given.
+fn check_name(input: &str, max: usize) -> Result<String, TemplateNameError> {
+    let lead = input.chars().take_while(|c| c.is_whitespace()).count();
     let trimmed = input.trim();
+    if let Some((i, c)) = trimmed
+        .chars()
+        .enumerate()
+        .find(|(_, c)| c.is_control() || is_format(*c))
+    {
+        return Err(TemplateNameError::ForbiddenCharacter {
+            character: c,
+            position: lead + i,
+        });
+    }
     let len = trimmed.chars().count();
     if len == 0 {
         Err(TemplateNameError::Empty)
-    } else if len > 64 {
-        Err(TemplateNameError::TooLong { len })
-    } else if trimmed.chars().any(char::is_control) {
-        Err(TemplateNameError::ControlCharacter)
+    } else if len > max {
+        Err(TemplateNameError::TooLong { len, max })
     } else {
         Ok(trimmed.to_owned())
     }
+}
+
+/// D13: how the model and the service render one recorded change. `Value::Users` lists are
+/// compared as sets (their order is not a rule).
+fn change_text(c: &FieldChange) -> String {
+    let norm = |v: &Value| match v {
+        Value::Users(ids) => {
+            let mut ids = ids.clone();
+            ids.sort();
+            Value::Users(ids)
+        }
+        other => other.clone(),
+    };
+    format!(
+        "{:?}",
+        FieldChange {
+            field: c.field,
+            before: norm(&c.before),
+            after: norm(&c.after),
+        }
+    )
+}
+
+/// D13: a change of `field` from `before` to `after`, as [`change_text`] renders it.
+fn change_of(field: Field, before: Value, after: Value) -> String {
+    change_text(&FieldChange {
+        field,
+        before,
+        after,
+    })
 }
 
 fn user_fields(before: &User, after: &User) -> Vec<String> {
@@ -696,13 +844,10 @@ fn user_fields(before: &User, after: &User) -> Vec<String> {
         out.push(format!("{:?}", Field::CrmAccess));
     }
     if before.grants != after.grants {
-        out.push(format!(
-            "{:?}",
-            FieldChange {
-                field: Field::Grants,
-                before: Value::Permissions(before.grants),
-                after: Value::Permissions(after.grants),
-            }
+        out.push(change_of(
+            Field::Grants,
+            Value::Permissions(before.grants),
+            Value::Permissions(after.grants),
         ));
     }
     out.sort();
@@ -811,14 +956,75 @@ impl Model {
         target: AuditTarget,
         e: &CoreError,
     ) {
+        self.refuse_with(t, actor, action, target, e, Vec::new());
+    }
+
+    /// As `refuse`, recording what the attempt tried (`detail`, rendered by `change_of`).
+    fn refuse_with(
+        &mut self,
+        t: usize,
+        actor: UserId,
+        action: AuditAction,
+        target: AuditTarget,
+        e: &CoreError,
+        detail: Vec<String>,
+    ) {
         if self.t[t].users.contains_key(&actor) {
             self.audit[t].push(ExpEvent {
                 actor: ActorRef::User(actor),
                 action,
                 target,
                 refused: Some(e.rule()),
-                detail: Vec::new(),
+                detail,
             });
+        }
+    }
+
+    /// D21: a non-admin manages only users whose access — what they hold now and what they
+    /// would hold once active, CRM included — is within its own; the refusal names the
+    /// excess. Admins are not limited.
+    fn check_within(&self, t: usize, actor: &User, target: &User) -> Result<(), CoreError> {
+        if is_admin(actor) {
+            return Ok(());
+        }
+        let missing = (self.potential(t, target) | self.holds(t, target)) - self.holds(t, actor);
+        let crm = (target.crm_access || target.role == Role::Admin) && !crm_now(actor);
+        if missing.is_empty() && !crm {
+            Ok(())
+        } else {
+            Err(CoreError::BeyondOwnAccess { missing, crm })
+        }
+    }
+
+    /// D13 (template edits and deletions): the users referencing template `from` whose
+    /// access, now or once active, differs when it gives `to` instead of `from`'s
+    /// permissions; admins hold everything either way.
+    fn changed_users(
+        &self,
+        t: usize,
+        from: TemplateId,
+        before: Permissions,
+        to: Permissions,
+    ) -> Vec<String> {
+        let ids: Vec<UserId> = self.t[t]
+            .users
+            .values()
+            .filter(|u| {
+                u.template_id == Some(from)
+                    && u.role == Role::User
+                    && (u.grants | before) != (u.grants | to)
+            })
+            .map(|u| u.id)
+            .collect();
+        if ids.is_empty() {
+            // Choice: no entry when nobody's access changed.
+            Vec::new()
+        } else {
+            vec![change_of(
+                Field::ChangedUsers,
+                Value::None,
+                Value::Users(ids),
+            )]
         }
     }
 
@@ -1059,7 +1265,20 @@ impl Model {
                 self.seat_free(t)
             });
         if let Err(e) = decided {
-            self.refuse(t, actor, AuditAction::UserInvited, AuditTarget::Tenant, &e);
+            // D13: the refusal records the address that was tried.
+            let tried = vec![change_of(
+                Field::Email,
+                Value::None,
+                Value::Text(req.email.as_str().to_owned()),
+            )];
+            self.refuse_with(
+                t,
+                actor,
+                AuditAction::UserInvited,
+                AuditTarget::Tenant,
+                &e,
+                tried,
+            );
             return Err(e);
         }
         Ok(self.add_invited(
@@ -1145,6 +1364,8 @@ impl Model {
             if u.role == Role::Admin && !is_admin(&a) {
                 return Err(CoreError::AdminOnly);
             }
+            // D21. Choice: before D10's own checks.
+            self.check_within(t, &a, u)?;
             if u.status != Status::Invited {
                 return Err(CoreError::NotInvited { status: u.status });
             }
@@ -1188,6 +1409,8 @@ impl Model {
         Ok(())
     }
 
+    /// D10, D24. A wrong address on a live token is a failed attempt, counted (and audited
+    /// as a refusal by the host) even though the call fails; the fifth kills the token.
     fn accept(&mut self, token: &str, signup: &str) -> Result<User, CoreError> {
         let signup_key = match Email::parse(signup) {
             Ok(_) => key_of(signup),
@@ -1201,7 +1424,10 @@ impl Model {
             // D10: exactly at the expiry the token is already refused (coverage statistic).
             note("~boundary accept_invitation at the exact expiry".to_owned());
         }
-        if tok.state != TokState::Pending || self.now >= tok.expires_at {
+        if tok.state != TokState::Pending
+            || self.now >= tok.expires_at
+            || tok.failed >= MAX_ATTEMPTS
+        {
             return Err(CoreError::InvalidInvitation);
         }
         let Some(u) = self.user(tok.t, tok.user).cloned() else {
@@ -1211,7 +1437,36 @@ impl Model {
             return Err(CoreError::InvalidInvitation);
         }
         if key_of(u.email.as_str()) != signup_key {
-            return Err(CoreError::InvitationEmailMismatch);
+            let failed = tok.failed + 1;
+            self.tokens[ti].failed = failed;
+            // Choice (the service's rendering): the count, and the token's end.
+            let mut detail = vec![change_of(
+                Field::FailedAttempts,
+                Value::Number(u64::from(tok.failed)),
+                Value::Number(u64::from(failed)),
+            )];
+            if failed >= MAX_ATTEMPTS {
+                self.tokens[ti].state = TokState::Revoked;
+                detail.push(change_of(
+                    Field::InvitationState,
+                    Value::Text("pending".to_owned()),
+                    Value::Text("revoked".to_owned()),
+                ));
+                note(
+                    "~boundary accept_invitation: the fifth wrong address kills the token"
+                        .to_owned(),
+                );
+            }
+            self.audit[tok.t].push(ExpEvent {
+                actor: ActorRef::System,
+                action: AuditAction::AcceptAttemptFailed,
+                target: AuditTarget::User(u.id),
+                refused: Some(Rule::D24),
+                detail,
+            });
+            return Err(CoreError::InvitationEmailMismatch {
+                attempts_left: MAX_ATTEMPTS - failed,
+            });
         }
         self.revoke(u.id);
         self.tokens[ti].state = TokState::Used;
@@ -1321,6 +1576,9 @@ impl Model {
             if before.id == a.id && access_changed {
                 return Err(CoreError::SelfChange);
             }
+            // D21: whatever the edit (the address alone too), only within the actor's own
+            // access. Choice: after the admin and self-change checks.
+            self.check_within(t, a, &before)?;
         }
         // D7: what the target may hold (now, or once reactivated) must not grow beyond
         // what the actor holds.
@@ -1426,6 +1684,8 @@ impl Model {
                 // D7: a non-admin manager may not remove itself.
                 return Err(CoreError::SelfChange);
             }
+            // D21.
+            self.check_within(t, &a, u)?;
             if is_admin(u) && self.active_admins(t) <= 1 {
                 return Err(CoreError::LastAdmin);
             }
@@ -1461,6 +1721,8 @@ impl Model {
                 u.status == Status::Invited
                     && u.invite_expires_at.is_some_and(|x| x <= now)
                     && (u.role != Role::Admin || is_admin(&a))
+                    // D21: a non-admin's purge skips invitations beyond its own access.
+                    && self.check_within(t, &a, u).is_ok()
             })
             .map(|u| u.id)
             .collect();
@@ -1481,7 +1743,7 @@ impl Model {
         let Some(a) = self.user(t, actor).cloned() else {
             return Err(not_allowed(Action::Manage));
         };
-        let display = match check_name(name) {
+        let display = match check_name(name, 64) {
             Ok(d) => d,
             Err(e) => {
                 // D7 before the name's own rule.
@@ -1604,14 +1866,13 @@ impl Model {
             detail.push(format!("{:?}", Field::Name));
         }
         if before.permissions != after.permissions {
-            detail.push(format!(
-                "{:?}",
-                FieldChange {
-                    field: Field::Permissions,
-                    before: Value::Permissions(before.permissions),
-                    after: Value::Permissions(after.permissions),
-                }
+            detail.push(change_of(
+                Field::Permissions,
+                Value::Permissions(before.permissions),
+                Value::Permissions(after.permissions),
             ));
+            // D13: the users whose access the edit changes.
+            detail.extend(self.changed_users(t, id, before.permissions, after.permissions));
         }
         if detail.is_empty() {
             return Ok(before);
@@ -1668,7 +1929,7 @@ impl Model {
                     self.check_gain(t, &a, to.permissions - tpl.permissions, false)?;
                 }
             }
-            Ok((users, to.map(|x| x.id)))
+            Ok((users, to))
         })();
         let (users, to) = match decided {
             Ok(v) => v,
@@ -1683,17 +1944,33 @@ impl Model {
                 return Err(e);
             }
         };
+        let mut detail = vec![format!("{:?}", Field::Name)];
+        if users > 0 {
+            // D12, D13: how many users moved, and which of them now hold something else.
+            let from = self.t[t].templates[&id].permissions;
+            detail.push(change_of(
+                Field::AffectedUsers,
+                Value::Number(users),
+                Value::Number(0),
+            ));
+            detail.push(format!("{:?}", Field::Template));
+            let to_perms = to.as_ref().map_or(Permissions::empty(), |x| x.permissions);
+            detail.extend(self.changed_users(t, id, from, to_perms));
+        }
+        detail.sort();
+        let to = to.map(|x| x.id);
         for u in self.t[t].users.values_mut() {
             if u.template_id == Some(id) {
                 u.template_id = to;
             }
         }
         self.t[t].templates.remove(&id);
-        self.success(
+        self.detailed(
             t,
             ActorRef::User(actor),
             AuditAction::TemplateDeleted,
             AuditTarget::Template(id),
+            detail,
         );
         Ok(users)
     }
@@ -1857,6 +2134,24 @@ fn agree<T: PartialEq + Debug>(
     Ok(())
 }
 
+/// D26: the token of an accept link a call returned; the link is built from the base URL and
+/// its `Debug` does not show it.
+fn link_token(link: &tenantry::AcceptLink) -> R<String> {
+    let token = link
+        .token()
+        .ok_or_else(|| "D26: an accept link without a token".to_owned())?;
+    ensure!(
+        link.expose() == format!("{BASE_URL}?token={token}"),
+        "D10: the link {:?} is not built from the base URL",
+        link.expose()
+    );
+    ensure!(
+        !format!("{link:?}").contains(&token),
+        "D26: the accept link's Debug shows the token"
+    );
+    Ok(token)
+}
+
 fn forge(token: &str) -> String {
     match token.split_once('.') {
         Some((tenant, secret)) => {
@@ -1875,8 +2170,11 @@ struct Harness {
     clock: ManualClock,
     mailer: InMemoryMailer,
     mail_seen: usize,
-    /// Message ids the service returned, with the user each must have gone to.
-    expect_msgs: Vec<(tenantry_core::MessageId, UserId)>,
+    /// Message ids the service returned, with the user each must have gone to and the token
+    /// of the accept link returned with it (D26: the link mailed is the link returned).
+    expect_msgs: Vec<(tenantry_core::MessageId, UserId, String)>,
+    /// Accept links a bulk invite returned, by user (D26).
+    expect_links: Vec<(UserId, String)>,
     audit_seen: [u64; 2],
     tids: [TenantId; 2],
     m: Model,
@@ -1935,6 +2233,7 @@ impl Harness {
             mailer,
             mail_seen: 0,
             expect_msgs: Vec::new(),
+            expect_links: Vec::new(),
             audit_seen: [0, 0],
             tids: [tids[0], tids[1]],
             m,
@@ -1995,12 +2294,26 @@ impl Harness {
                 user: msg.user_id,
                 expires_at,
                 state: TokState::Pending,
+                failed: 0,
             });
         }
-        for (id, user) in std::mem::take(&mut self.expect_msgs) {
+        let token_of = |m: &tenantry::Message| tenantry::token_from_link(&m.text);
+        for (id, user, token) in std::mem::take(&mut self.expect_msgs) {
             ensure!(
                 new.iter().any(|m| m.id == id && m.user_id == user),
                 "the returned message id {id} was not delivered to {user}"
+            );
+            ensure!(
+                new.iter()
+                    .any(|m| m.id == id && token_of(m).as_deref() == Some(token.as_str())),
+                "D26: the accept link returned with message {id} is not the one mailed"
+            );
+        }
+        for (user, token) in std::mem::take(&mut self.expect_links) {
+            ensure!(
+                new.iter()
+                    .any(|m| m.user_id == user && token_of(m).as_deref() == Some(token.as_str())),
+                "D26: the accept link a bulk invite returned for {user} is not the one mailed"
             );
         }
         self.mail_seen = sent.len();
@@ -2038,6 +2351,16 @@ impl Harness {
                 Some(x) => (x.text.clone(), Some(x.user)),
                 None => ("garbage".to_owned(), None),
             },
+            TokenPick::Live(i) => {
+                let live: Vec<&MToken> = toks
+                    .iter()
+                    .filter(|x| x.state == TokState::Pending && self.m.now < x.expires_at)
+                    .collect();
+                match live.get(i % live.len().max(1)).copied().or_else(|| nth(i)) {
+                    Some(x) => (x.text.clone(), Some(x.user)),
+                    None => ("garbage".to_owned(), None),
+                }
+            }
             TokenPick::Forged(i) => match nth(i) {
                 Some(x) => (forge(&x.text), Some(x.user)),
                 None => ("garbage".to_owned(), None),
@@ -2156,7 +2479,8 @@ impl Harness {
                 let expected = self.m.invite(*t, actor, &req, new_id);
                 agree("invite", &expected, actual.as_ref().map(|i| &i.user))?;
                 if let Ok(inv) = &actual {
-                    self.expect_msgs.push((inv.message_id, inv.user.id));
+                    let token = link_token(&inv.accept_link)?;
+                    self.expect_msgs.push((inv.message_id, inv.user.id, token));
                     self.within_limit(*t).await?;
                 }
                 self.settle_mail()?;
@@ -2199,7 +2523,34 @@ impl Harness {
                     ensure!(!self.m.known(*id), "D11: id {id} reused");
                 }
                 let expected = self.m.invite_many(*t, actor, &req, &ids);
-                agree("invite_many", &expected, actual.as_ref())?;
+                let items: Result<Vec<BulkItem>, &tenantry::Error> = match &actual {
+                    Ok(results) => {
+                        for r in results {
+                            // D26: a link for each invited address, and only for those.
+                            match (&r.outcome, &r.accept_link) {
+                                (BulkOutcome::Invited { user_id }, Some(link)) => {
+                                    self.expect_links.push((*user_id, link_token(link)?));
+                                }
+                                (BulkOutcome::Invited { .. }, None) => {
+                                    return Err(format!("D26: no accept link for {r:?}"));
+                                }
+                                (_, Some(_)) => {
+                                    return Err(format!("D26: an accept link for {r:?}"));
+                                }
+                                (_, None) => {}
+                            }
+                        }
+                        Ok(results
+                            .iter()
+                            .map(|r| BulkItem {
+                                input: r.input.clone(),
+                                outcome: r.outcome.clone(),
+                            })
+                            .collect())
+                    }
+                    Err(e) => Err(e),
+                };
+                agree("invite_many", &expected, items.as_ref().map_err(|e| *e))?;
                 if ids.iter().any(Option::is_some) {
                     self.within_limit(*t).await?;
                 }
@@ -2273,8 +2624,15 @@ impl Harness {
                         .await;
                     let expected = self.m.resend(*t, actor, target);
                     agree("resend_invitation", &expected, actual.as_ref().map(|_| &()))?;
-                    if let Ok(id) = actual {
-                        self.expect_msgs.push((id, target));
+                    if let Ok(resent) = actual {
+                        let expires = self.m.user(*t, target).and_then(|u| u.invite_expires_at);
+                        ensure!(
+                            Some(resent.expires_at) == expires,
+                            "D10: the resend says its link expires at {}, the model at {expires:?}",
+                            resent.expires_at
+                        );
+                        let token = link_token(&resent.accept_link)?;
+                        self.expect_msgs.push((resent.message_id, target, token));
                     }
                     self.settle_mail()?;
                 }
@@ -2290,6 +2648,75 @@ impl Harness {
                     actual.as_ref(),
                 )?;
                 self.settle_mail()?;
+            }
+            Step::AcceptAttempts {
+                t,
+                token,
+                wrong,
+                then,
+            } => {
+                let (text, user) = self.token_text(*t, *token);
+                let signups = wrong
+                    .iter()
+                    .map(|i| Signup::Wrong(*i))
+                    .chain(std::iter::once(*then));
+                for pick in signups {
+                    let signup = self.signup_text(user, pick);
+                    let actual = self.app.accept_invitation(&text, &signup).await;
+                    let expected = self.m.accept(&text, &signup);
+                    agree(
+                        &format!("accept_invitation({signup:?}) in a run"),
+                        &expected,
+                        actual.as_ref(),
+                    )?;
+                }
+                self.settle_mail()?;
+            }
+            Step::CreateTenant { name, limit } => {
+                let name = tenant_name_text(*name);
+                let admin = email(1, 0)?;
+                let actual = self.app.create_tenant(&name, *limit, admin).await;
+                // D22, D23. Choice: the name is checked before the limit.
+                let expected = check_name(&name, 100)
+                    .map_err(CoreError::InvalidTenantName)
+                    .and_then(|trimmed| match limit {
+                        Some(0) => Err(CoreError::FirstSeatRequired),
+                        _ => Ok(trimmed),
+                    });
+                agree(
+                    &format!("create_tenant({name:?}, {limit:?})"),
+                    &expected.as_ref().map(|_| ()).map_err(Clone::clone),
+                    actual.as_ref().map(|_| &()),
+                )?;
+                if let (Ok((tid, admin_id)), Ok(trimmed)) = (&actual, &expected) {
+                    ensure!(!self.m.known(*admin_id), "D11: id {admin_id} reused");
+                    let state = self
+                        .app
+                        .tenant(*tid)
+                        .await
+                        .map_err(|e| format!("tenant: {e}"))?;
+                    ensure!(
+                        state.tenant.name == *trimmed && state.tenant.user_limit == *limit,
+                        "D22: tenant stored as {:?} with limit {:?}; expected {trimmed:?}, {limit:?}",
+                        state.tenant.name,
+                        state.tenant.user_limit
+                    );
+                    let seats = self
+                        .app
+                        .seat_usage(*tid)
+                        .await
+                        .map_err(|e| format!("seat_usage: {e}"))?;
+                    ensure!(
+                        seats
+                            == SeatUsage {
+                                used: 1,
+                                limit: *limit,
+                                remaining: limit.map(|l| l - 1),
+                                at_limit: *limit == Some(1),
+                            },
+                        "D9/D23: a new tenant's seats: {seats:?}"
+                    );
+                }
             }
             Step::SignIn { t, user } => {
                 let user = self.m.who(*t, *user);
@@ -2504,17 +2931,42 @@ impl Harness {
                     Outcome::Success => None,
                     Outcome::Refused { rule, .. } => Some(*rule),
                 };
+                // D26: no audit record shows a token the service issued.
+                let text = format!("{r:?}");
+                if let Some(tok) = self.m.tokens.iter().find(|x| text.contains(&x.text)) {
+                    return Err(format!(
+                        "D26: the audit record {r:?} shows the token {}",
+                        tok.text
+                    ));
+                }
+                // What the model predicts of each event's changes: refusals all of them (the
+                // address a refused invite tried, D24's counts); edits and deletions the
+                // permission sets and the users reached (D13), other fields by name.
                 let mut detail = Vec::new();
-                if refused.is_none()
-                    && matches!(
+                let full: &[Field] = match (refused, r.event.action) {
+                    (Some(_), _) => &[],
+                    (None, AuditAction::UserEdited) => &[Field::Grants],
+                    (None, AuditAction::TemplateEdited) => {
+                        &[Field::Permissions, Field::ChangedUsers]
+                    }
+                    (None, AuditAction::TemplateDeleted) => {
+                        &[Field::AffectedUsers, Field::ChangedUsers]
+                    }
+                    _ => &[],
+                };
+                let listed = refused.is_some()
+                    || matches!(
                         r.event.action,
-                        AuditAction::UserEdited | AuditAction::TemplateEdited
-                    )
-                {
+                        AuditAction::UserEdited
+                            | AuditAction::TemplateEdited
+                            | AuditAction::TemplateDeleted
+                    );
+                if listed {
                     for c in &r.event.changes {
-                        detail.push(match c.field {
-                            Field::Grants | Field::Permissions => format!("{c:?}"),
-                            f => format!("{f:?}"),
+                        detail.push(if refused.is_some() || full.contains(&c.field) {
+                            change_text(c)
+                        } else {
+                            format!("{:?}", c.field)
                         });
                     }
                     detail.sort();
@@ -2629,6 +3081,25 @@ impl Harness {
                     got.items
                 );
             }
+            // D26: the outbox as the service shows it holds no body, and the store has
+            // cleared the body of every message sent (the model's mailer never fails).
+            let outbox = self
+                .app
+                .outbox(tid, false, 500)
+                .await
+                .map_err(err("outbox"))?;
+            let stored = self
+                .app
+                .store()
+                .outbox(tid, false, 500)
+                .await
+                .map_err(|e| format!("store outbox: {e}"))?;
+            for r in outbox.iter().chain(&stored) {
+                ensure!(
+                    r.message.text.is_empty() && r.message.html.is_empty(),
+                    "D26: a message body holding a live link is still readable: {r:?}"
+                );
+            }
             // D20: expired invitations.
             let q = UserQuery {
                 limit: 500,
@@ -2730,7 +3201,7 @@ impl Harness {
 
     async fn check(&mut self) -> R {
         ensure!(
-            self.m.mail.is_empty() && self.expect_msgs.is_empty(),
+            self.m.mail.is_empty() && self.expect_msgs.is_empty() && self.expect_links.is_empty(),
             "internal: unsettled mail"
         );
         self.settle_mail()?;

@@ -1153,9 +1153,20 @@ pub async fn d10_accept_activates_with_matching_email_only(store: Arc<dyn Store>
     let before = env.counters(env.tenant).await;
     assert_rule(
         env.app.accept_invitation(&token, "someone@else.test").await,
-        &E::InvitationEmailMismatch,
+        &E::InvitationEmailMismatch { attempts_left: 4 },
     );
-    assert_eq!(env.counters(env.tenant).await, before);
+    // Since D24 a wrong address on a live token is a counted (committed) failed attempt:
+    // the tenant's version moves, but no seat, admin or user row changes.
+    let after = env.counters(env.tenant).await;
+    assert_eq!(
+        (after.seats_used, after.active_admins),
+        (before.seats_used, before.active_admins)
+    );
+    assert_eq!(
+        after.version,
+        before.version + 1,
+        "D24: the attempt is committed"
+    );
     assert_eq!(env.user(env.tenant, invited.user.id).await, invited.user);
 
     let user = env
@@ -1354,12 +1365,12 @@ pub async fn d10_accept_at_exact_expiry_is_refused_one_nanosecond_before_accepte
     // Resent at an odd instant, the new token follows the same boundary.
     let resent_at = expires + Duration::nanoseconds(1_001);
     env.clock.set(resent_at);
-    let m = env
-        .app
-        .resend_invitation(env.tenant, env.admin, late.user.id)
-        .await
-        .unwrap();
+    let m = env.resend(late.user.id).await;
     let renewed = resent_at + ttl;
+    assert_eq!(
+        m.expires_at, renewed,
+        "D26: the resend returns the new expiry"
+    );
     assert_eq!(
         env.user(env.tenant, late.user.id).await.invite_expires_at,
         Some(renewed),
@@ -1369,7 +1380,7 @@ pub async fn d10_accept_at_exact_expiry_is_refused_one_nanosecond_before_accepte
         expired_ids(&env).await.is_empty(),
         "D20: resent, not expired"
     );
-    let token = env.token(env.tenant, m).await;
+    let token = env.token(env.tenant, m.message_id).await;
     env.clock.set(renewed);
     assert_rule(
         env.app.accept_invitation(&token, "late@acme.test").await,
@@ -1399,12 +1410,8 @@ pub async fn d10_resend_invalidates_older_tokens_and_expired_can_be_resent(store
         env.app.accept_invitation(&t0, "erin@acme.test").await,
         &E::InvalidInvitation,
     );
-    let m1 = env
-        .app
-        .resend_invitation(env.tenant, env.admin, invited.user.id)
-        .await
-        .unwrap();
-    let t1 = env.token(env.tenant, m1).await;
+    let m1 = env.resend(invited.user.id).await;
+    let t1 = env.token(env.tenant, m1.message_id).await;
     assert_ne!(t0, t1);
     let row = env.user(env.tenant, invited.user.id).await;
     assert_eq!(row.status, Status::Invited);
@@ -1414,12 +1421,8 @@ pub async fn d10_resend_invalidates_older_tokens_and_expired_can_be_resent(store
         "D10: a resend sets a new expiry"
     );
     env.clock.advance(Duration::minutes(1));
-    let m2 = env
-        .app
-        .resend_invitation(env.tenant, env.admin, invited.user.id)
-        .await
-        .unwrap();
-    let t2 = env.token(env.tenant, m2).await;
+    let m2 = env.resend(invited.user.id).await;
+    let t2 = env.token(env.tenant, m2.message_id).await;
     assert_eq!(
         env.users(env.tenant).await.len(),
         2,
@@ -1477,17 +1480,19 @@ pub async fn d10_email_change_revokes_tokens(store: Arc<dyn Store>) {
         env.user(env.tenant, invited.user.id).await.status,
         Status::Invited
     );
-    let m = env
-        .app
-        .resend_invitation(env.tenant, env.admin, invited.user.id)
-        .await
+    let m = env.resend(invited.user.id).await;
+    let msg = env
+        .mailer
+        .sent()
+        .into_iter()
+        .find(|x| x.id == m.message_id)
         .unwrap();
-    let msg = env.mailer.sent().into_iter().find(|x| x.id == m).unwrap();
     assert_eq!(msg.to, "david@acme.test");
-    let t1 = env.token(env.tenant, m).await;
+    let t1 = env.token(env.tenant, m.message_id).await;
+    // The old address is a wrong one now: a counted attempt (D24), the first on this token.
     assert_rule(
         env.app.accept_invitation(&t1, "dave@acme.test").await,
-        &E::InvitationEmailMismatch,
+        &E::InvitationEmailMismatch { attempts_left: 4 },
     );
     let user = env
         .app
@@ -1504,12 +1509,8 @@ pub async fn d10_resend_is_rate_limited(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
     let invited = env.invite("fay@acme.test").await;
     let mut last = invited.message_id;
-    for i in 0..3 {
-        last = env
-            .app
-            .resend_invitation(env.tenant, env.admin, invited.user.id)
-            .await
-            .unwrap_or_else(|e| panic!("resend {i}: {e:?}"));
+    for _ in 0..3 {
+        last = env.resend(invited.user.id).await.message_id;
         env.clock.advance(Duration::minutes(1));
     }
     let outbox = env.outbox_len(env.tenant).await;
@@ -1534,6 +1535,8 @@ pub async fn d10_resend_is_rate_limited(store: Arc<dyn Store>) {
         .resend_invitation(env.tenant, env.admin, invited.user.id)
         .await
         .expect("D10: allowed again at retry_at");
+    env.remember(next.message_id, &next.accept_link);
+    let next = next.message_id;
     assert_ne!(next, last);
     // The window slides: the next is refused until the second resend leaves it.
     assert_rule(
@@ -1834,7 +1837,7 @@ pub async fn d12_template_names_unique_case_insensitive(store: Arc<dyn Store>) {
         ("   ", tenantry::core::TemplateNameError::Empty),
         (
             long.as_str(),
-            tenantry::core::TemplateNameError::TooLong { len: 65 },
+            tenantry::core::TemplateNameError::TooLong { len: 65, max: 64 },
         ),
     ] {
         assert_rule(
@@ -2367,7 +2370,21 @@ pub async fn d13_audit_records_changes_and_refused_attempts(store: Arc<dyn Store
             (Some(rule), Outcome::Refused { rule: got, message }) => {
                 assert_eq!(got, rule, "D13: event {i} names its rule");
                 assert!(!message.is_empty());
-                assert!(e.changes.is_empty());
+                if *action == AuditAction::UserInvited {
+                    // A refused invite records the address that was tried (and nothing
+                    // else); other refusals record no change.
+                    assert_eq!(
+                        e.changes,
+                        vec![FieldChange {
+                            field: Field::Email,
+                            before: Value::None,
+                            after: Value::Text("wes@acme.test".into()),
+                        }],
+                        "D13: event {i} records the address tried"
+                    );
+                } else {
+                    assert!(e.changes.is_empty());
+                }
             }
             (want, got) => panic!("D13: event {i}: expected refusal {want:?}, got {got:?}"),
         }
@@ -3589,11 +3606,24 @@ pub async fn d17_message_queued_in_invite_commit_and_delivered_after(store: Arc<
     assert_eq!(record.message.to, "Hal@Acme.test");
     assert_eq!(record.message.user_id, invited.user.id);
     assert_eq!(record.message.tenant_id, env.tenant);
+    // D26: the service never shows a body holding a live link, not even while pending; the
+    // store keeps it (the dispatcher sends it) until it is sent.
     assert!(
-        record.message.text.contains(&format!("{BASE_URL}?token=")),
+        record.message.text.is_empty() && record.message.html.is_empty(),
+        "D26: the outbox read shows no body"
+    );
+    let stored = env
+        .app
+        .store()
+        .outbox_message(env.tenant, invited.message_id)
+        .await
+        .unwrap()
+        .expect("D17: stored with the invite");
+    assert!(
+        stored.message.text.contains(&format!("{BASE_URL}?token=")),
         "D10/D17: link in the queued body"
     );
-    assert!(!record.message.html.is_empty());
+    assert!(!stored.message.html.is_empty());
     let pending = env.app.outbox(env.tenant, true, 10).await.unwrap();
     assert_eq!(
         pending.iter().map(|r| r.message.id).collect::<Vec<_>>(),
@@ -3607,7 +3637,7 @@ pub async fn d17_message_queued_in_invite_commit_and_delivered_after(store: Arc<
     let sent = env.mailer.sent();
     assert_eq!(sent.len(), 1);
     assert_eq!(
-        sent[0], record.message,
+        sent[0], stored.message,
         "D17: the recorded message is what is sent"
     );
     let record = env
@@ -3623,9 +3653,16 @@ pub async fn d17_message_queued_in_invite_commit_and_delivered_after(store: Arc<
         }
     );
     assert_eq!(record.attempts, 1);
+    let stored = env
+        .app
+        .store()
+        .outbox_message(env.tenant, invited.message_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(
-        record.message.text.is_empty() && record.message.html.is_empty(),
-        "D17: sent body cleared"
+        stored.message.text.is_empty() && stored.message.html.is_empty(),
+        "D17/D26: the store cleared the sent body"
     );
     assert!(
         env.app
@@ -3692,8 +3729,17 @@ pub async fn d17_transient_failure_is_retried_after_backoff(store: Arc<dyn Store
         START + Duration::seconds(30),
         "D17: retried after the backoff"
     );
+    // The store keeps the body for the retry (D17); the service's read never shows it (D26).
+    assert!(r.message.text.is_empty(), "D26: no body in the outbox read");
+    let stored = env
+        .app
+        .store()
+        .outbox_message(env.tenant, invited.message_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(
-        !r.message.text.is_empty(),
+        !stored.message.text.is_empty(),
         "D17: the body is kept for the retry"
     );
     assert!(env.mailer.sent().is_empty());
@@ -3755,12 +3801,8 @@ pub async fn d17_transient_failure_is_retried_after_backoff(store: Arc<dyn Store
         "D17: never rolled back"
     );
     // The host can resend; the new message is delivered.
-    let again = env
-        .app
-        .resend_invitation(env.tenant, env.admin, doomed.user.id)
-        .await
-        .unwrap();
-    assert!(env.mailer.sent().iter().any(|m| m.id == again));
+    let again = env.resend(doomed.user.id).await;
+    assert!(env.mailer.sent().iter().any(|m| m.id == again.message_id));
     env.assert_consistent(env.tenant).await;
 }
 
@@ -4781,4 +4823,1807 @@ pub async fn d7_unauthorized_actor_learns_nothing_about_ids(store: Arc<dyn Store
             needed: users_perm(Action::Manage),
         },
     );
+}
+
+// --------------------------------------------------------------------- D21 to D26 helpers
+
+/// What a refused call must leave as it was: the tenant's rows, counters, templates, the
+/// stored outbox (with bodies), the mail attempts and the target's stored invitations.
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    users: Vec<User>,
+    counters: tenantry::core::Counters,
+    templates: Vec<RoleTemplate>,
+    outbox: Vec<tenantry::OutboxRecord>,
+    mail_attempts: u64,
+    invitations: Vec<tenantry::core::Invitation>,
+}
+
+async fn snapshot(env: &Env, target: UserId) -> Snapshot {
+    Snapshot {
+        users: env.users(env.tenant).await,
+        counters: env.counters(env.tenant).await,
+        templates: env
+            .app
+            .templates(env.tenant, ActorRef::System)
+            .await
+            .unwrap(),
+        outbox: env
+            .app
+            .store()
+            .outbox(env.tenant, false, 500)
+            .await
+            .unwrap(),
+        mail_attempts: env.mailer.attempts(),
+        invitations: env
+            .app
+            .store()
+            .invitations_of(env.tenant, target)
+            .await
+            .unwrap(),
+    }
+}
+
+/// Asserts that the audit log holds exactly `expected` after its first `from` records:
+/// (actor, action, target, refusing rule or `None` for a success).
+async fn assert_new_events(
+    env: &Env,
+    from: usize,
+    expected: &[(ActorRef, AuditAction, AuditTarget, Option<Rule>)],
+) -> Vec<tenantry::core::AuditRecord> {
+    let log = env.audit(env.tenant).await;
+    let new = log[from..].to_vec();
+    let got: Vec<_> = new
+        .iter()
+        .map(|r| {
+            let rule = match &r.event.outcome {
+                Outcome::Success => None,
+                Outcome::Refused { rule, .. } => Some(*rule),
+            };
+            (r.event.actor, r.event.action, r.event.target, rule)
+        })
+        .collect();
+    assert_eq!(got, expected, "D13: the events appended");
+    new
+}
+
+/// A manager with the five users permissions and conversations:view (through a template),
+/// no CRM access.
+async fn manager(env: &Env) -> (User, RoleTemplate) {
+    let managers = env
+        .new_template(
+            "Managers",
+            Permissions::USERS_VIEW
+                | Permissions::USERS_CREATE
+                | Permissions::USERS_EDIT
+                | Permissions::USERS_DELETE
+                | Permissions::CONVERSATIONS_VIEW,
+        )
+        .await;
+    let m = env
+        .active(&request_with(
+            "manager@acme.test",
+            Permissions::empty(),
+            Some(managers.id),
+            false,
+        ))
+        .await;
+    (m, managers)
+}
+
+fn email_edit(address: &str) -> UserEdit {
+    UserEdit {
+        email: Some(email(address)),
+        ..UserEdit::default()
+    }
+}
+
+/// The secret part of a token (what follows the tenant prefix).
+fn secret_of(token: &str) -> String {
+    token
+        .split_once('.')
+        .map(|(_, s)| s.to_owned())
+        .expect("a token has a tenant prefix")
+}
+
+// ----------------------------------------------------------------------------------- D21
+
+/// D21: a non-admin manager may not change the address of an invitee that holds (or would
+/// hold once active) more than the manager — by a direct grant, through its template, or by
+/// CRM access — nor any other field of it; the refusal names the excess, is audited, and
+/// nothing changes: not the address, not the tokens (the invitation still works at the
+/// invited address), no mail, no other event.
+pub async fn d21_address_change_of_a_stronger_invitee_is_refused_and_changes_nothing(
+    store: Arc<dyn Store>,
+) {
+    let env = Env::new(store).await;
+    let (m, managers) = manager(&env).await;
+    let analysts = env
+        .new_template(
+            "Analysts",
+            Permissions::ANALYTICS_VIEW | Permissions::CONVERSATIONS_VIEW,
+        )
+        .await;
+    let everything = Permissions::all() - managers.permissions;
+    let cases = [
+        (
+            "grant@acme.test",
+            request_with(
+                "grant@acme.test",
+                Permissions::SETTINGS_MANAGE | Permissions::CONVERSATIONS_VIEW,
+                None,
+                false,
+            ),
+            E::BeyondOwnAccess {
+                missing: Permissions::SETTINGS_MANAGE,
+                crm: false,
+            },
+        ),
+        (
+            "template@acme.test",
+            request_with(
+                "template@acme.test",
+                Permissions::empty(),
+                Some(analysts.id),
+                false,
+            ),
+            E::BeyondOwnAccess {
+                missing: Permissions::ANALYTICS_VIEW,
+                crm: false,
+            },
+        ),
+        (
+            "crm@acme.test",
+            request_with("crm@acme.test", Permissions::CONVERSATIONS_VIEW, None, true),
+            E::BeyondOwnAccess {
+                missing: Permissions::empty(),
+                crm: true,
+            },
+        ),
+        (
+            "all@acme.test",
+            request_with("all@acme.test", Permissions::all(), Some(analysts.id), true),
+            E::BeyondOwnAccess {
+                missing: everything,
+                crm: true,
+            },
+        ),
+    ];
+    for (address, req, expected) in cases {
+        assert_eq!(expected.rule(), Rule::D21);
+        let invited = env.invite_as(env.tenant, env.admin, &req).await;
+        let id = invited.user.id;
+        let token = env.token(env.tenant, invited.message_id).await;
+        let before = snapshot(&env, id).await;
+        let audit = env.audit(env.tenant).await.len();
+        let edits = [
+            email_edit("attacker@evil.test"),
+            // Even a change of case of its own address.
+            email_edit(&address.to_ascii_uppercase()),
+            // Even an edit that only takes access away.
+            UserEdit {
+                grants: Some(Permissions::empty()),
+                crm_access: Some(false),
+                template_id: Some(None),
+                ..UserEdit::default()
+            },
+        ];
+        for edit in &edits {
+            assert_rule(
+                env.app.edit_user(env.tenant, m.id, id, edit).await,
+                &expected,
+            );
+        }
+        assert_eq!(
+            snapshot(&env, id).await,
+            before,
+            "D21: nothing changed for {address}"
+        );
+        assert_eq!(env.user(env.tenant, id).await.email.as_str(), address);
+        let refusal = (
+            ActorRef::User(m.id),
+            AuditAction::UserEdited,
+            AuditTarget::User(id),
+            Some(Rule::D21),
+        );
+        let new = assert_new_events(&env, audit, &[refusal, refusal, refusal]).await;
+        assert!(new.iter().all(|r| r.event.changes.is_empty()));
+        // The tokens were not revoked: the person still signs up, at the invited address.
+        let user = env.app.accept_invitation(&token, address).await.unwrap();
+        assert_eq!(user.status, Status::Active);
+    }
+    env.assert_consistent(env.tenant).await;
+}
+
+/// D21: an active or suspended user holding more than a non-admin manager cannot be
+/// edited in any field (address, status, CRM, grants, template) nor deleted by it; nothing
+/// changes and every refusal is audited under D21.
+pub async fn d21_stronger_active_and_suspended_users_cannot_be_edited_or_deleted(
+    store: Arc<dyn Store>,
+) {
+    let env = Env::new(store).await;
+    let (m, managers) = manager(&env).await;
+    let strong = env
+        .active(&request_with(
+            "strong@acme.test",
+            Permissions::SETTINGS_MANAGE,
+            None,
+            false,
+        ))
+        .await;
+    let sleeping = env
+        .active(&request_with(
+            "sleeping@acme.test",
+            Permissions::ANALYTICS_VIEW,
+            None,
+            true,
+        ))
+        .await;
+    env.edit(sleeping.id, &status_edit(Status::Suspended)).await;
+    for (target, toggle, expected) in [
+        (
+            strong.id,
+            Status::Suspended,
+            E::BeyondOwnAccess {
+                missing: Permissions::SETTINGS_MANAGE,
+                crm: false,
+            },
+        ),
+        (
+            sleeping.id,
+            Status::Active,
+            E::BeyondOwnAccess {
+                missing: Permissions::ANALYTICS_VIEW,
+                crm: true,
+            },
+        ),
+    ] {
+        let before = snapshot(&env, target).await;
+        let audit = env.audit(env.tenant).await.len();
+        let edits = [
+            email_edit("taken.over@evil.test"),
+            status_edit(toggle),
+            UserEdit {
+                crm_access: Some(false),
+                ..UserEdit::default()
+            },
+            UserEdit {
+                grants: Some(Permissions::CONVERSATIONS_VIEW),
+                ..UserEdit::default()
+            },
+            UserEdit {
+                template_id: Some(Some(managers.id)),
+                ..UserEdit::default()
+            },
+        ];
+        for edit in &edits {
+            assert_rule(
+                env.app.edit_user(env.tenant, m.id, target, edit).await,
+                &expected,
+            );
+        }
+        assert_rule(
+            env.app.delete_user(env.tenant, m.id, target).await,
+            &expected,
+        );
+        assert_eq!(snapshot(&env, target).await, before, "D21: nothing changed");
+        let edited = (
+            ActorRef::User(m.id),
+            AuditAction::UserEdited,
+            AuditTarget::User(target),
+            Some(Rule::D21),
+        );
+        let deleted = (
+            ActorRef::User(m.id),
+            AuditAction::UserDeleted,
+            AuditTarget::User(target),
+            Some(Rule::D21),
+        );
+        assert_new_events(
+            &env,
+            audit,
+            &[edited, edited, edited, edited, edited, deleted],
+        )
+        .await;
+    }
+    // The strong user still holds what it held, and can still sign in.
+    assert!(
+        allowed(
+            &env,
+            strong.id,
+            perm(Category::Settings, Action::Manage).into()
+        )
+        .await
+    );
+    env.app.record_sign_in(env.tenant, strong.id).await.unwrap();
+    env.assert_consistent(env.tenant).await;
+}
+
+/// D21: a non-admin manager may not resend to or delete an invitee holding more than it;
+/// its purge of expired invitations skips such invitations (an admin's takes them).
+pub async fn d21_resend_delete_and_purge_of_stronger_invitations_are_refused(
+    store: Arc<dyn Store>,
+) {
+    let env = Env::new(store).await;
+    let (m, _) = manager(&env).await;
+    let strong = env
+        .invite_as(
+            env.tenant,
+            env.admin,
+            &request_with(
+                "strong@acme.test",
+                Permissions::SETTINGS_MANAGE,
+                None,
+                false,
+            ),
+        )
+        .await;
+    let crm = env
+        .invite_as(
+            env.tenant,
+            env.admin,
+            &request_with("crm@acme.test", Permissions::empty(), None, true),
+        )
+        .await;
+    let weak = env
+        .invite_as(
+            env.tenant,
+            env.admin,
+            &request_with(
+                "weak@acme.test",
+                Permissions::CONVERSATIONS_VIEW,
+                None,
+                false,
+            ),
+        )
+        .await;
+    for (target, expected) in [
+        (
+            strong.user.id,
+            E::BeyondOwnAccess {
+                missing: Permissions::SETTINGS_MANAGE,
+                crm: false,
+            },
+        ),
+        (
+            crm.user.id,
+            E::BeyondOwnAccess {
+                missing: Permissions::empty(),
+                crm: true,
+            },
+        ),
+    ] {
+        let before = snapshot(&env, target).await;
+        let audit = env.audit(env.tenant).await.len();
+        assert_rule(
+            env.app.resend_invitation(env.tenant, m.id, target).await,
+            &expected,
+        );
+        assert_rule(
+            env.app.delete_user(env.tenant, m.id, target).await,
+            &expected,
+        );
+        assert_eq!(
+            snapshot(&env, target).await,
+            before,
+            "D21: no new token, no mail, no delete"
+        );
+        assert_new_events(
+            &env,
+            audit,
+            &[
+                (
+                    ActorRef::User(m.id),
+                    AuditAction::InvitationResent,
+                    AuditTarget::User(target),
+                    Some(Rule::D21),
+                ),
+                (
+                    ActorRef::User(m.id),
+                    AuditAction::UserDeleted,
+                    AuditTarget::User(target),
+                    Some(Rule::D21),
+                ),
+            ],
+        )
+        .await;
+    }
+    // The manager's purge takes only what it may delete.
+    env.clock.advance(Duration::days(8));
+    let purged = env
+        .app
+        .purge_expired_invitations(env.tenant, m.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        purged,
+        vec![weak.user.id],
+        "D21: the purge skips stronger invitations"
+    );
+    assert_eq!(
+        expired_ids(&env).await,
+        BTreeSet::from([strong.user.id, crm.user.id]),
+        "D20/D21: the stronger expired invitations remain, with their seats"
+    );
+    let mut purged = env
+        .app
+        .purge_expired_invitations(env.tenant, env.admin)
+        .await
+        .unwrap();
+    purged.sort();
+    let mut want = vec![strong.user.id, crm.user.id];
+    want.sort();
+    assert_eq!(purged, want, "D21: admins are not limited");
+    env.assert_consistent(env.tenant).await;
+}
+
+/// D21: within its own access a manager manages as before — an equal or weaker invitee's
+/// address (its old link dies, the resend's link works), suspension, deletion; admins are
+/// not limited; and the check follows the current stored state (a grant to the manager, or
+/// a template edit of the target's template, applies at the next call).
+pub async fn d21_users_within_the_managers_own_access_can_be_managed(store: Arc<dyn Store>) {
+    let env = Env::new(store).await;
+    let (m, managers) = manager(&env).await;
+    // Give the manager CRM access (directly, by the admin).
+    env.edit(
+        m.id,
+        &UserEdit {
+            crm_access: Some(true),
+            ..UserEdit::default()
+        },
+    )
+    .await;
+    let agents = env
+        .new_template("Agents", Permissions::CONVERSATIONS_VIEW)
+        .await;
+    // Weaker: a subset, with CRM; equal: the manager's own template.
+    let weak = env
+        .invite_as(
+            env.tenant,
+            env.admin,
+            &request_with(
+                "weak@acme.test",
+                Permissions::USERS_VIEW,
+                Some(agents.id),
+                true,
+            ),
+        )
+        .await;
+    let equal = env
+        .invite_as(
+            env.tenant,
+            env.admin,
+            &request_with(
+                "equal@acme.test",
+                Permissions::empty(),
+                Some(managers.id),
+                true,
+            ),
+        )
+        .await;
+    let old = env.token(env.tenant, weak.message_id).await;
+    let moved = env
+        .app
+        .edit_user(
+            env.tenant,
+            m.id,
+            weak.user.id,
+            &email_edit("weak.new@acme.test"),
+        )
+        .await
+        .expect("D21: within the manager's access");
+    assert_eq!(moved.email.as_str(), "weak.new@acme.test");
+    assert_rule(
+        env.app.accept_invitation(&old, "weak.new@acme.test").await,
+        &E::InvalidInvitation,
+    );
+    let resent = env
+        .app
+        .resend_invitation(env.tenant, m.id, weak.user.id)
+        .await
+        .expect("D21: resend within the manager's access");
+    let token = resent.accept_link.token().unwrap();
+    env.app
+        .accept_invitation(&token, "weak.new@acme.test")
+        .await
+        .unwrap();
+    env.app
+        .edit_user(
+            env.tenant,
+            m.id,
+            weak.user.id,
+            &status_edit(Status::Suspended),
+        )
+        .await
+        .expect("D21: suspend within");
+    env.app
+        .edit_user(
+            env.tenant,
+            m.id,
+            equal.user.id,
+            &email_edit("equal2@acme.test"),
+        )
+        .await
+        .expect("D21: equal access is within");
+    env.app
+        .delete_user(env.tenant, m.id, equal.user.id)
+        .await
+        .expect("D21: delete within");
+
+    // Admins are not limited by D21.
+    let strong = env
+        .invite_as(
+            env.tenant,
+            env.admin,
+            &request_with(
+                "strong@acme.test",
+                Permissions::SETTINGS_MANAGE,
+                None,
+                false,
+            ),
+        )
+        .await
+        .user;
+    env.app
+        .edit_user(
+            env.tenant,
+            env.admin,
+            strong.id,
+            &email_edit("strong2@acme.test"),
+        )
+        .await
+        .expect("D21: an admin edits anyone");
+    // Granting the manager what the target holds lets it manage the target at once.
+    assert!(matches!(
+        rule(
+            env.app
+                .edit_user(
+                    env.tenant,
+                    m.id,
+                    strong.id,
+                    &email_edit("strong3@acme.test")
+                )
+                .await
+        ),
+        E::BeyondOwnAccess { .. }
+    ));
+    env.edit(
+        m.id,
+        &UserEdit {
+            grants: Some(Permissions::SETTINGS_MANAGE),
+            ..UserEdit::default()
+        },
+    )
+    .await;
+    env.app
+        .edit_user(
+            env.tenant,
+            m.id,
+            strong.id,
+            &email_edit("strong3@acme.test"),
+        )
+        .await
+        .expect("D21: the manager now holds what the target holds");
+    // A template edit giving the target more than the manager holds applies at once.
+    let agent = env
+        .invite_as(
+            env.tenant,
+            env.admin,
+            &request_with(
+                "agent@acme.test",
+                Permissions::empty(),
+                Some(agents.id),
+                false,
+            ),
+        )
+        .await
+        .user;
+    env.app
+        .edit_user(env.tenant, m.id, agent.id, &email_edit("agent2@acme.test"))
+        .await
+        .expect("D21: within");
+    env.app
+        .edit_template(
+            env.tenant,
+            env.admin,
+            agents.id,
+            &set_permissions(Permissions::CONVERSATIONS_VIEW | Permissions::EXPERIMENTS_MANAGE),
+        )
+        .await
+        .unwrap();
+    assert_rule(
+        env.app
+            .edit_user(env.tenant, m.id, agent.id, &email_edit("agent3@acme.test"))
+            .await,
+        &E::BeyondOwnAccess {
+            missing: Permissions::EXPERIMENTS_MANAGE,
+            crm: false,
+        },
+    );
+    assert_eq!(
+        env.user(env.tenant, agent.id).await.email.as_str(),
+        "agent2@acme.test"
+    );
+    env.assert_consistent(env.tenant).await;
+}
+
+// ----------------------------------------------------------------------------------- D22
+
+/// The 10 random bytes of a tenant id (as [`id_random_bytes`] for users).
+fn tenant_random_bytes(id: tenantry::TenantId) -> [u8; 10] {
+    let bytes = id.as_uuid().into_bytes();
+    let mut out = [0u8; 10];
+    out.copy_from_slice(&bytes[6..16]);
+    out
+}
+
+/// The id the service gives the next tenant it creates when its next 10-byte draw is
+/// `random` (ids are UUID v7 of the clock's millisecond).
+fn next_tenant_id(env: &Env, random: [u8; 10]) -> tenantry::TenantId {
+    let millis = u64::try_from(env.clock_now().unix_timestamp_nanos() / 1_000_000).unwrap();
+    tenantry::TenantId::from_parts(millis, random)
+}
+
+/// Tries to create a tenant whose id is forced to a known value, and returns the result
+/// and that id: a refused creation must leave no tenant under it.
+async fn create_tenant_forced(
+    env: &Env,
+    random: [u8; 10],
+    name: &str,
+    limit: Option<u32>,
+) -> (
+    Result<(tenantry::TenantId, UserId), Error>,
+    tenantry::TenantId,
+) {
+    let id = next_tenant_id(env, random);
+    env.random.push(&random);
+    let result = env
+        .app
+        .create_tenant(name, limit, email("founder@new.test"))
+        .await;
+    env.random.clear();
+    (result, id)
+}
+
+async fn assert_no_tenant(env: &Env, id: tenantry::TenantId, what: &str) {
+    assert!(
+        env.app.store().tenant(id).await.unwrap().is_none(),
+        "{what}: nothing stored"
+    );
+    assert_rule(env.app.seat_usage(id).await, &E::TenantNotFound);
+}
+
+/// D22: tenant names are 1–100 characters after trimming, with no control (Cc) or format
+/// (Cf) character; the typed error says which character and where (in the name as given);
+/// nothing is created for a refused name. Every backend stores the trimmed name.
+pub async fn d22_tenant_names_refuse_control_and_format_characters(store: Arc<dyn Store>) {
+    let env = Env::new(store).await;
+    // The forced id technique works: a valid name gets exactly the predicted id.
+    let (ok, id) = create_tenant_forced(&env, [1; 10], "  Acme Ltd \t", None).await;
+    assert_eq!(ok.unwrap().0, id);
+    assert_eq!(
+        env.app.tenant(id).await.unwrap().tenant.name,
+        "Acme Ltd",
+        "D22: stored trimmed"
+    );
+    let long = "n".repeat(101);
+    let cases: Vec<(String, tenantry::core::NameError)> = vec![
+        (
+            "Acme\u{202E}".into(),
+            tenantry::core::NameError::ForbiddenCharacter {
+                character: '\u{202E}',
+                position: 4,
+            },
+        ),
+        (
+            "Zero\u{200B}Width".into(),
+            tenantry::core::NameError::ForbiddenCharacter {
+                character: '\u{200B}',
+                position: 4,
+            },
+        ),
+        (
+            "Line\r\nBreak".into(),
+            tenantry::core::NameError::ForbiddenCharacter {
+                character: '\r',
+                position: 4,
+            },
+        ),
+        (
+            "  \u{FEFF}Acme".into(),
+            tenantry::core::NameError::ForbiddenCharacter {
+                character: '\u{FEFF}',
+                position: 2,
+            },
+        ),
+        (
+            "Bell\u{7}".into(),
+            tenantry::core::NameError::ForbiddenCharacter {
+                character: '\u{7}',
+                position: 4,
+            },
+        ),
+        ("   ".into(), tenantry::core::NameError::Empty),
+        (
+            long,
+            tenantry::core::NameError::TooLong { len: 101, max: 100 },
+        ),
+    ];
+    for (i, (name, expected)) in cases.into_iter().enumerate() {
+        let random = [u8::try_from(i).unwrap() + 10; 10];
+        let (result, id) = create_tenant_forced(&env, random, &name, Some(5)).await;
+        let e = rule(result);
+        assert_eq!(e, E::InvalidTenantName(expected), "D22: {name:?}");
+        assert_eq!(e.rule(), Rule::D22);
+        assert_no_tenant(&env, id, &format!("D22: {name:?}")).await;
+    }
+    // 100 characters are allowed.
+    let (ok, id) = create_tenant_forced(&env, [99; 10], &"n".repeat(100), None).await;
+    assert_eq!(ok.unwrap().0, id);
+    assert_eq!(
+        env.app.tenant(id).await.unwrap().tenant.name,
+        "n".repeat(100)
+    );
+}
+
+/// D22 with D12: template names with control or format characters (right-to-left
+/// override, zero-width space, CR-LF, byte-order mark) are refused on create with the
+/// character and its position, audited under D22, and nothing is stored; so the look-alikes
+/// "Agent", "Agent\u{200B}" and "Agent\u{202E}" can never exist side by side, whichever is
+/// tried first.
+pub async fn d22_template_names_refuse_control_and_format_characters(store: Arc<dyn Store>) {
+    let env = Env::new(store).await;
+    let look_alikes = [
+        ("Agent\u{200B}", '\u{200B}', 5),
+        ("Agent\u{202E}", '\u{202E}', 5),
+        ("Ag\u{202E}ent", '\u{202E}', 2),
+        ("Sup\r\nport", '\r', 3),
+        (" \u{FEFF}Agent", '\u{FEFF}', 1),
+        ("\u{2066}Agent\u{2069}", '\u{2066}', 0),
+    ];
+    let before = env.counters(env.tenant).await;
+    let audit = env.audit(env.tenant).await.len();
+    for (name, character, position) in look_alikes {
+        let e = rule(
+            env.app
+                .create_template(env.tenant, env.admin, name, Permissions::empty())
+                .await,
+        );
+        assert_eq!(
+            e,
+            E::InvalidTemplateName(tenantry::core::NameError::ForbiddenCharacter {
+                character,
+                position
+            }),
+            "D22: {name:?}"
+        );
+        assert_eq!(e.rule(), Rule::D22);
+    }
+    assert_eq!(
+        env.counters(env.tenant).await,
+        before,
+        "D22: nothing stored"
+    );
+    assert!(
+        env.app
+            .templates(env.tenant, ActorRef::System)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let refusal = (
+        ActorRef::User(env.admin),
+        AuditAction::TemplateCreated,
+        AuditTarget::Tenant,
+        Some(Rule::D22),
+    );
+    assert_new_events(&env, audit, &[refusal; 6]).await;
+    // "Agent" exists; its look-alikes still cannot join it.
+    let agent = env.new_template("Agent", Permissions::empty()).await;
+    for name in ["Agent\u{200B}", "Agent\u{202E}", "\u{200B}Agent"] {
+        assert!(matches!(
+            rule(
+                env.app
+                    .create_template(env.tenant, env.admin, name, Permissions::empty())
+                    .await
+            ),
+            E::InvalidTemplateName(tenantry::core::NameError::ForbiddenCharacter { .. })
+        ));
+    }
+    // Nor can a rename produce one: such a name cannot even be built.
+    assert!(TemplateName::parse("Agent\u{200B}").is_err());
+    let templates = env
+        .app
+        .templates(env.tenant, ActorRef::System)
+        .await
+        .unwrap();
+    assert_eq!(templates.len(), 1);
+    assert_eq!(templates[0].id, agent.id);
+    assert_eq!(templates[0].name.as_str(), "Agent");
+    // Trailing CR-LF is surrounding white space: trimmed, and then a duplicate of "Agent".
+    assert_rule(
+        env.app
+            .create_template(env.tenant, env.admin, "Agent\r\n", Permissions::empty())
+            .await,
+        &E::TemplateNameTaken {
+            name: "Agent".into(),
+        },
+    );
+}
+
+// ----------------------------------------------------------------------------------- D23
+
+/// D23: a tenant created with a limit of 0 is refused with `FirstSeatRequired` (its first
+/// admin takes a seat) on every backend and no tenant exists afterwards; a limit of 1
+/// works and the tenant is then at its limit; a later change may set 0; only a tenant id
+/// conflict is `TenantExists`, and a zero limit with a colliding id is still reported as
+/// the seat rule.
+pub async fn d23_first_seat_required_and_only_an_id_conflict_is_tenant_exists(
+    store: Arc<dyn Store>,
+) {
+    let env = Env::new(store).await;
+    let (refused, id) = create_tenant_forced(&env, [3; 10], "Zero", Some(0)).await;
+    let e = rule(refused);
+    assert_eq!(e, E::FirstSeatRequired);
+    assert_eq!(e.rule(), Rule::D23);
+    assert_no_tenant(&env, id, "D23").await;
+
+    let (ok, id) = create_tenant_forced(&env, [4; 10], "One", Some(1)).await;
+    let (tenant, admin) = ok.unwrap();
+    assert_eq!(tenant, id);
+    assert_eq!(
+        env.app.seat_usage(tenant).await.unwrap(),
+        SeatUsage {
+            used: 1,
+            limit: Some(1),
+            remaining: Some(0),
+            at_limit: true
+        },
+        "D23: the first admin holds the one seat"
+    );
+    assert_rule(
+        env.app
+            .invite(tenant, admin, &request("second@new.test", Role::User))
+            .await,
+        &E::SeatLimitReached { used: 1, limit: 1 },
+    );
+    // D9: a later change may set any value, 0 included.
+    let usage = env.app.set_user_limit(tenant, Some(0)).await.unwrap();
+    assert_eq!(
+        (usage.used, usage.limit, usage.at_limit),
+        (1, Some(0), true)
+    );
+
+    // A colliding tenant id (same millisecond, same random bytes) is `TenantExists`; with a
+    // zero limit the seat rule answers first. The existing tenant is untouched.
+    let existing = env.app.tenant(env.tenant).await.unwrap();
+    let bytes = tenant_random_bytes(env.tenant);
+    env.clock.set(START);
+    let (refused, same) = create_tenant_forced(&env, bytes, "Impostor", Some(0)).await;
+    assert_eq!(same, env.tenant, "the forced id collides");
+    assert_rule(refused, &E::FirstSeatRequired);
+    let (refused, _) = create_tenant_forced(&env, bytes, "Impostor", Some(5)).await;
+    assert_rule(refused, &E::TenantExists);
+    let (refused, _) = create_tenant_forced(&env, bytes, "Impostor", None).await;
+    assert_rule(refused, &E::TenantExists);
+    assert_eq!(env.app.tenant(env.tenant).await.unwrap(), existing);
+    env.assert_consistent(env.tenant).await;
+}
+
+// ----------------------------------------------------------------------------------- D24
+
+/// The stored invitations of a user, oldest first (token hashes only).
+async fn invitations(env: &Env, user: UserId) -> Vec<tenantry::core::Invitation> {
+    env.app
+        .store()
+        .invitations_of(env.tenant, user)
+        .await
+        .unwrap()
+}
+
+/// D24: each sign-up with a wrong address on a live token is a failed attempt, counted
+/// down in the answer (4, 3, 2, 1, 0), committed (the invitation's count, an audit event by
+/// the host refused under D24) while the user stays invited; the fifth kills the token, so
+/// that even the right address is then refused as an invalid invitation and nothing more
+/// is counted; a resend issues a fresh token with its own five attempts.
+pub async fn d24_wrong_addresses_count_down_and_the_fifth_kills_the_token(store: Arc<dyn Store>) {
+    let env = Env::new(store).await;
+    let invited = env.invite("bob@acme.test").await;
+    let bob = invited.user.id;
+    let token = env.token(env.tenant, invited.message_id).await;
+    let wrong = [
+        "eve@acme.test",
+        "mallory@evil.test",
+        "bob@acme.test.evil",
+        "bob2@acme.test",
+        "b.o.b@acme.test",
+    ];
+    for (i, address) in wrong.iter().enumerate() {
+        env.clock.advance(Duration::seconds(1));
+        let before = env.counters(env.tenant).await;
+        let audit = env.audit(env.tenant).await.len();
+        let failed = u32::try_from(i).unwrap() + 1;
+        assert_rule(
+            env.app.accept_invitation(&token, address).await,
+            &E::InvitationEmailMismatch {
+                attempts_left: 5 - failed,
+            },
+        );
+        let after = env.counters(env.tenant).await;
+        assert_eq!(
+            after.version,
+            before.version + 1,
+            "D24: the attempt is committed"
+        );
+        assert_eq!(
+            (after.seats_used, after.active_admins),
+            (before.seats_used, before.active_admins)
+        );
+        assert_eq!(
+            env.user(env.tenant, bob).await,
+            invited.user,
+            "D24: the user stays invited, unchanged"
+        );
+        let stored = invitations(&env, bob).await;
+        assert_eq!(stored.len(), 1);
+        assert_eq!(
+            stored[0].failed_attempts, failed,
+            "D24: counted in the store"
+        );
+        let state = if failed < 5 {
+            tenantry::core::InvitationState::Pending
+        } else {
+            tenantry::core::InvitationState::Revoked
+        };
+        assert_eq!(stored[0].state, state, "D24: the fifth revokes");
+        let new = assert_new_events(
+            &env,
+            audit,
+            &[(
+                ActorRef::System,
+                AuditAction::AcceptAttemptFailed,
+                AuditTarget::User(bob),
+                Some(Rule::D24),
+            )],
+        )
+        .await;
+        let event = &new[0].event;
+        assert_eq!(event.at, START + Duration::seconds(i64::from(failed)));
+        assert!(
+            event.changes.contains(&FieldChange {
+                field: Field::FailedAttempts,
+                before: Value::Number(u64::from(failed - 1)),
+                after: Value::Number(u64::from(failed)),
+            }),
+            "D24: the count is audited: {:?}",
+            event.changes
+        );
+        assert_eq!(
+            event
+                .changes
+                .iter()
+                .any(|c| c.field == Field::InvitationState),
+            failed == 5,
+            "D24: the last attempt records the token's end: {:?}",
+            event.changes
+        );
+    }
+    // The token is dead: the right address too is refused, and nothing more is counted.
+    let before = env.counters(env.tenant).await;
+    let audit = env.audit(env.tenant).await.len();
+    for address in ["bob@acme.test", " BOB@acme.test ", "eve@acme.test"] {
+        assert_rule(
+            env.app.accept_invitation(&token, address).await,
+            &E::InvalidInvitation,
+        );
+    }
+    assert_eq!(
+        env.counters(env.tenant).await,
+        before,
+        "D24: a dead token counts nothing"
+    );
+    assert_eq!(env.audit(env.tenant).await.len(), audit);
+    assert_eq!(invitations(&env, bob).await[0].failed_attempts, 5);
+    let row = env.user(env.tenant, bob).await;
+    assert_eq!(row.status, Status::Invited, "D24: the user stays invited");
+    assert_eq!(
+        env.counters(env.tenant).await.seats_used,
+        2,
+        "D9: its seat stays"
+    );
+
+    // A resend revives the invitation with a fresh count.
+    env.clock.advance(Duration::minutes(1));
+    let resent = env.resend(bob).await;
+    let fresh = env.token(env.tenant, resent.message_id).await;
+    assert_ne!(fresh, token);
+    for left in [4, 3, 2, 1] {
+        assert_rule(
+            env.app.accept_invitation(&fresh, "eve@acme.test").await,
+            &E::InvitationEmailMismatch {
+                attempts_left: left,
+            },
+        );
+    }
+    assert_rule(
+        env.app.accept_invitation(&token, "bob@acme.test").await,
+        &E::InvalidInvitation,
+    );
+    // After four failures the right address (in any spelling) still works.
+    let user = env
+        .app
+        .accept_invitation(&fresh, " Bob@ACME.test ")
+        .await
+        .expect("D24: the fifth attempt was not used");
+    assert_eq!(user.status, Status::Active);
+    env.assert_consistent(env.tenant).await;
+}
+
+/// D24: attempts count per invitation and only on live tokens: failures on one
+/// invitation leave another's count alone; an invalid address (D3), an unknown, expired,
+/// used or superseded token count nothing; an address change (D10) kills the token and its
+/// count with it.
+pub async fn d24_failed_attempts_count_per_live_invitation_only(store: Arc<dyn Store>) {
+    let env = Env::new(store).await;
+    let a = env.invite("ann@acme.test").await;
+    let b = env.invite("ben@acme.test").await;
+    let ta = env.token(env.tenant, a.message_id).await;
+    let tb = env.token(env.tenant, b.message_id).await;
+    for left in [4, 3, 2] {
+        assert_rule(
+            env.app.accept_invitation(&ta, "ben@acme.test").await,
+            &E::InvitationEmailMismatch {
+                attempts_left: left,
+            },
+        );
+    }
+    assert_eq!(invitations(&env, b.user.id).await[0].failed_attempts, 0);
+    assert_rule(
+        env.app.accept_invitation(&tb, "ann@acme.test").await,
+        &E::InvitationEmailMismatch { attempts_left: 4 },
+    );
+    // Not counted: an address D3 refuses, and tokens that are not live.
+    let before = env.counters(env.tenant).await;
+    let audit = env.audit(env.tenant).await.len();
+    assert!(matches!(
+        rule(env.app.accept_invitation(&ta, "not an address").await),
+        E::InvalidEmail(_)
+    ));
+    let prefix = env.tenant.as_uuid().simple().to_string();
+    let unknown = format!("{prefix}.{}", "A".repeat(43));
+    assert_rule(
+        env.app.accept_invitation(&unknown, "eve@acme.test").await,
+        &E::InvalidInvitation,
+    );
+    assert_eq!(
+        env.counters(env.tenant).await,
+        before,
+        "D24: nothing counted"
+    );
+    assert_eq!(env.audit(env.tenant).await.len(), audit);
+    let used = env.invite("used@acme.test").await;
+    let tu = env.token(env.tenant, used.message_id).await;
+    env.accept(env.tenant, &used).await;
+    let superseded = env.invite("old@acme.test").await;
+    let ts = env.token(env.tenant, superseded.message_id).await;
+    env.resend(superseded.user.id).await;
+    let expired = env.invite("late@acme.test").await;
+    let te = env.token(env.tenant, expired.message_id).await;
+    let before_dead = env.counters(env.tenant).await;
+    let audit_dead = env.audit(env.tenant).await.len();
+    env.clock.advance(Duration::days(8));
+    for t in [&tu, &ts, &te] {
+        assert_rule(
+            env.app.accept_invitation(t, "eve@acme.test").await,
+            &E::InvalidInvitation,
+        );
+    }
+    assert_eq!(
+        env.counters(env.tenant).await,
+        before_dead,
+        "D24: nothing counted"
+    );
+    assert_eq!(env.audit(env.tenant).await.len(), audit_dead);
+    for (user, count) in [
+        (used.user.id, 0),
+        (superseded.user.id, 0),
+        (expired.user.id, 0),
+    ] {
+        assert!(
+            invitations(&env, user)
+                .await
+                .iter()
+                .all(|i| i.failed_attempts == count),
+            "D24: no attempt counted on a dead token"
+        );
+    }
+    assert_eq!(invitations(&env, a.user.id).await[0].failed_attempts, 3);
+    env.assert_consistent(env.tenant).await;
+}
+
+// ----------------------------------------------------------------------------------- D25
+
+/// D25: inline delivery sends only the messages the call itself queued. An older message
+/// that is pending and due — kept by a transient failure, or queued by a service without
+/// inline delivery — is left to the dispatcher, whatever invite, resend or bulk invite runs
+/// meanwhile; the dispatcher then delivers it once.
+pub async fn d25_inline_delivery_sends_only_the_calls_own_messages(store: Arc<dyn Store>) {
+    assert_eq!(
+        tenantry::DeliverySettings::default().inline_deadline,
+        Duration::seconds(5),
+        "D25: 5 s by default"
+    );
+    let env = Env::new(store).await;
+    env.mailer
+        .fail_next(MailError::Transient("421 try later".into()));
+    let old = env.invite("old@acme.test").await;
+    let record = |id| {
+        let env = env.clone();
+        async move {
+            env.app
+                .store()
+                .outbox_message(env.tenant, id)
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    assert_eq!(record(old.message_id).await.state, DeliveryState::Pending);
+    // Well past its backoff: the old message is due.
+    env.clock.advance(Duration::minutes(5));
+    let due = env
+        .app
+        .store()
+        .tenants_with_due_mail(env.clock_now(), 10)
+        .await
+        .unwrap();
+    assert!(due.contains(&env.tenant), "the old message is due");
+
+    let new = env.invite("new@acme.test").await;
+    let resent = env.resend(new.user.id).await;
+    let bulk = env
+        .app
+        .invite_many(
+            env.tenant,
+            env.admin,
+            &BulkInvite {
+                emails: vec!["b1@acme.test".into(), "b2@acme.test".into()],
+                ..BulkInvite::default()
+            },
+        )
+        .await
+        .unwrap();
+    let bulk_users: BTreeSet<UserId> = bulk
+        .iter()
+        .filter_map(|r| match r.outcome {
+            BulkOutcome::Invited { user_id } => Some(user_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(bulk_users.len(), 2);
+    let sent = env.mailer.sent();
+    assert_eq!(
+        sent.iter().map(|m| m.id).collect::<Vec<_>>()[..2],
+        [new.message_id, resent.message_id],
+        "D25: each call delivers its own message"
+    );
+    assert_eq!(
+        sent[2..].iter().map(|m| m.user_id).collect::<BTreeSet<_>>(),
+        bulk_users
+    );
+    assert_eq!(sent.len(), 4, "D25: the older message is not among them");
+    let r = record(old.message_id).await;
+    assert_eq!(
+        r.state,
+        DeliveryState::Pending,
+        "D25: left to the dispatcher"
+    );
+    assert_eq!(r.attempts, 1, "D25: not attempted again inline");
+
+    // A message queued without inline delivery is not sent by a later inline call either.
+    let quiet = env.with_delivery(false, Duration::seconds(5));
+    let queued = quiet.invite("queued@acme.test").await;
+    assert_eq!(record(queued.message_id).await.attempts, 0);
+    let loud = env.invite("loud@acme.test").await;
+    let sent = env.mailer.sent();
+    assert_eq!(sent.last().unwrap().id, loud.message_id);
+    assert!(
+        sent.iter()
+            .all(|m| m.id != queued.message_id && m.id != old.message_id)
+    );
+    assert_eq!(
+        record(queued.message_id).await.state,
+        DeliveryState::Pending
+    );
+
+    // The dispatcher delivers both, once.
+    let report = env.app.dispatch(env.tenant).await.unwrap();
+    assert_eq!(report.sent, 2);
+    assert_eq!(env.app.dispatch(env.tenant).await.unwrap().sent, 0);
+    for id in [old.message_id, queued.message_id] {
+        assert!(matches!(record(id).await.state, DeliveryState::Sent { .. }));
+        assert_eq!(env.mailer.sent().iter().filter(|m| m.id == id).count(), 1);
+    }
+}
+
+/// D25: a silent mail server never holds an invite (or a resend) past the inline deadline:
+/// the call returns in time with its user stored; the message, cut off, stays pending and
+/// is not taken again at once (the cut-off send may have reached the server: it is retried
+/// only after its lease or backoff, D17), and the dispatcher then delivers it once.
+pub async fn d25_inline_delivery_is_bounded_by_its_deadline(store: Arc<dyn Store>) {
+    let deadline = std::time::Duration::from_millis(300);
+    let env = Env::with(
+        store,
+        Options {
+            inline_deadline: Duration::milliseconds(300),
+            ..Options::default()
+        },
+    )
+    .await;
+    env.mail_delay.set(Some(std::time::Duration::from_secs(5)));
+    let started = std::time::Instant::now();
+    let invited = env.invite("slow@acme.test").await;
+    let took = started.elapsed();
+    println!("d25_inline_delivery_is_bounded_by_its_deadline: the invite took {took:?}");
+    assert!(
+        took < deadline + std::time::Duration::from_secs(3),
+        "D25: the invite waited {took:?} for a silent mail server (deadline {deadline:?})"
+    );
+    assert_eq!(
+        env.user(env.tenant, invited.user.id).await.status,
+        Status::Invited,
+        "D25/D17: the invite is not rolled back"
+    );
+    let r = env
+        .app
+        .store()
+        .outbox_message(env.tenant, invited.message_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        r.state,
+        DeliveryState::Pending,
+        "D25: left to the dispatcher"
+    );
+    assert!(env.mailer.sent().is_empty());
+    // A resend is bounded the same way.
+    let started = std::time::Instant::now();
+    let resent = env.resend(invited.user.id).await;
+    assert!(started.elapsed() < deadline + std::time::Duration::from_secs(3));
+    env.mail_delay.set(None);
+    // Not taken again at once (the default lease is 2 minutes, the first backoff 30 s).
+    assert_eq!(
+        env.app.dispatch(env.tenant).await.unwrap().sent,
+        0,
+        "D17: a cut-off send is not repeated at once"
+    );
+    env.clock.advance(Duration::minutes(2));
+    let report = env.app.dispatch(env.tenant).await.unwrap();
+    assert_eq!(
+        report.sent, 2,
+        "D25: the dispatcher delivers what was cut off"
+    );
+    let sent = env.mailer.sent();
+    for id in [invited.message_id, resent.message_id] {
+        assert_eq!(sent.iter().filter(|m| m.id == id).count(), 1);
+    }
+    // The resent link is the live one.
+    let token = resent.accept_link.token().unwrap();
+    env.app
+        .accept_invitation(&token, "slow@acme.test")
+        .await
+        .unwrap();
+}
+
+// ----------------------------------------------------------------------------------- D26
+
+/// D26: no outbox read, stored message no longer pending, audit record, user row or
+/// listing, template listing, attribution or stored invitation shows a token's secret —
+/// after the message was sent, after it failed for good at once or after its retries, and
+/// while it is pending (the store alone keeps the body of a pending message, to send it).
+/// The links the calls returned still work, each once.
+pub async fn d26_live_links_are_never_readable_after_the_call(store: Arc<dyn Store>) {
+    let env = Env::new(store).await;
+    let t = env
+        .new_template("Agents", Permissions::CONVERSATIONS_VIEW)
+        .await;
+    let sent = env
+        .invite_as(
+            env.tenant,
+            env.admin,
+            &request_with("sent@acme.test", Permissions::empty(), Some(t.id), true),
+        )
+        .await;
+    env.mailer
+        .fail_next(MailError::Permanent("550 no such mailbox".into()));
+    let failed = env.invite("failed@acme.test").await;
+    env.mailer
+        .fail_all(MailError::Transient("451 greylisted".into()));
+    let retried = env.invite("retried@acme.test").await;
+    for _ in 0..8 {
+        env.clock.advance(Duration::hours(2));
+        env.app.dispatch(env.tenant).await.unwrap();
+    }
+    env.mailer.recover();
+    let quiet = env.with_delivery(false, Duration::seconds(5));
+    let pending = quiet.invite("pending@acme.test").await;
+    // A resend replaces one link; the old one is dead but must not show either.
+    let first = env.invite("twice@acme.test").await;
+    let second = env.resend(first.user.id).await;
+
+    let store = env.app.store();
+    let state = |id| {
+        let env = env.clone();
+        async move {
+            env.app
+                .store()
+                .outbox_message(env.tenant, id)
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    assert!(matches!(
+        state(sent.message_id).await.state,
+        DeliveryState::Sent { .. }
+    ));
+    assert!(matches!(
+        state(failed.message_id).await.state,
+        DeliveryState::Failed { .. }
+    ));
+    let r = state(retried.message_id).await;
+    assert!(matches!(r.state, DeliveryState::Failed { .. }), "{r:?}");
+    assert_eq!(r.attempts, 5);
+    for id in [
+        sent.message_id,
+        failed.message_id,
+        retried.message_id,
+        first.message_id,
+        second.message_id,
+    ] {
+        let r = state(id).await;
+        assert!(
+            r.message.text.is_empty() && r.message.html.is_empty(),
+            "D26: the store cleared the body of a message sent or failed for good: {r:?}"
+        );
+    }
+    let p = state(pending.message_id).await;
+    assert_eq!(p.state, DeliveryState::Pending);
+    assert!(
+        !p.message.text.is_empty(),
+        "D17: the store keeps a pending body to send it"
+    );
+    let claimed = store
+        .claim_due_mail(env.tenant, env.clock_now(), env.clock_now(), 10)
+        .await
+        .unwrap();
+    assert!(claimed.iter().all(|r| r.message.id == pending.message_id));
+
+    let tokens = [
+        ("sent", env.token(env.tenant, sent.message_id).await),
+        ("failed", failed.accept_link.token().unwrap()),
+        ("retried", retried.accept_link.token().unwrap()),
+        ("pending", pending.accept_link.token().unwrap()),
+        ("superseded", first.accept_link.token().unwrap()),
+        ("resent", second.accept_link.token().unwrap()),
+    ];
+    for (what, token) in &tokens {
+        let found = env.secret_shown(env.tenant, &secret_of(token)).await;
+        assert!(
+            found.is_empty(),
+            "D26: the {what} link is readable through {found:?}"
+        );
+    }
+    // The links handed out still work once each (the superseded one not at all).
+    for (invited, token) in [
+        (&failed, &tokens[1].1),
+        (&retried, &tokens[2].1),
+        (&pending, &tokens[3].1),
+    ] {
+        let address = invited.user.email.as_str();
+        env.app.accept_invitation(token, address).await.unwrap();
+        assert_rule(
+            env.app.accept_invitation(token, address).await,
+            &E::InvalidInvitation,
+        );
+    }
+    assert_rule(
+        env.app
+            .accept_invitation(&tokens[4].1, "twice@acme.test")
+            .await,
+        &E::InvalidInvitation,
+    );
+    // And, accepted, they still do not show anywhere.
+    for (what, token) in &tokens {
+        let found = env.secret_shown(env.tenant, &secret_of(token)).await;
+        assert!(
+            found.is_empty(),
+            "D26: the {what} link shows through {found:?}"
+        );
+    }
+}
+
+/// D26: the link returned by an invite, a resend or a bulk invite is the one mailed, built
+/// from the base URL, hidden from `Debug`, and works exactly once; a resend's link kills the
+/// invite's; a bulk invite returns a link for each invited address and none for the others.
+pub async fn d26_returned_links_work_exactly_once(store: Arc<dyn Store>) {
+    let env = Env::new(store).await;
+    let invited = env
+        .app
+        .invite(env.tenant, env.admin, &request("ann@acme.test", Role::User))
+        .await
+        .unwrap();
+    let token = invited.accept_link.token().unwrap();
+    assert_eq!(
+        invited.accept_link.expose(),
+        format!("{BASE_URL}?token={token}"),
+        "D10/D26: built from the base URL"
+    );
+    let mailed = env
+        .mailer
+        .sent()
+        .into_iter()
+        .find(|m| m.id == invited.message_id)
+        .unwrap();
+    assert_eq!(tenantry::token_from_link(&mailed.text), Some(token.clone()));
+    assert!(
+        !format!("{invited:?}").contains(&secret_of(&token)),
+        "D26: Debug hides the link"
+    );
+    env.app
+        .accept_invitation(&token, "ann@acme.test")
+        .await
+        .unwrap();
+    assert_rule(
+        env.app.accept_invitation(&token, "ann@acme.test").await,
+        &E::InvalidInvitation,
+    );
+
+    // Resend: a new link, the old one dead.
+    let ben = env
+        .app
+        .invite(env.tenant, env.admin, &request("ben@acme.test", Role::User))
+        .await
+        .unwrap();
+    let old = ben.accept_link.token().unwrap();
+    env.clock.advance(Duration::minutes(1));
+    let resent = env
+        .app
+        .resend_invitation(env.tenant, env.admin, ben.user.id)
+        .await
+        .unwrap();
+    let new = resent.accept_link.token().unwrap();
+    assert_ne!(old, new);
+    assert!(!format!("{resent:?}").contains(&secret_of(&new)));
+    assert_eq!(
+        Some(resent.expires_at),
+        env.user(env.tenant, ben.user.id).await.invite_expires_at,
+        "D10: the resend returns the new expiry"
+    );
+    assert_eq!(
+        resent.expires_at,
+        START + Duration::minutes(1) + Duration::days(7)
+    );
+    let mailed = env
+        .mailer
+        .sent()
+        .into_iter()
+        .find(|m| m.id == resent.message_id)
+        .unwrap();
+    assert_eq!(tenantry::token_from_link(&mailed.text), Some(new.clone()));
+    assert_rule(
+        env.app.accept_invitation(&old, "ben@acme.test").await,
+        &E::InvalidInvitation,
+    );
+    env.app
+        .accept_invitation(&new, "ben@acme.test")
+        .await
+        .unwrap();
+    assert_rule(
+        env.app.accept_invitation(&new, "ben@acme.test").await,
+        &E::InvalidInvitation,
+    );
+
+    // Bulk invite: a link per invited address.
+    let inputs = [
+        "c1@acme.test",
+        "ann@acme.test",
+        "nope",
+        "c2@acme.test",
+        "C1@acme.test",
+    ];
+    let results = env
+        .app
+        .invite_many(
+            env.tenant,
+            env.admin,
+            &BulkInvite {
+                emails: inputs.iter().map(|s| (*s).to_owned()).collect(),
+                ..BulkInvite::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut links = Vec::new();
+    for r in &results {
+        match (&r.outcome, &r.accept_link) {
+            (BulkOutcome::Invited { user_id }, Some(link)) => {
+                let token = link.token().unwrap();
+                assert!(link.expose().starts_with(&format!("{BASE_URL}?token=")));
+                let mailed = env
+                    .mailer
+                    .sent()
+                    .into_iter()
+                    .find(|m| m.user_id == *user_id)
+                    .unwrap();
+                assert_eq!(tenantry::token_from_link(&mailed.text), Some(token.clone()));
+                links.push((r.input.clone(), token));
+            }
+            (BulkOutcome::Invited { .. }, None) => panic!("D26: no link for {r:?}"),
+            (_, Some(_)) => panic!("D26: a link for {r:?}"),
+            (_, None) => {}
+        }
+    }
+    assert_eq!(
+        links.iter().map(|(i, _)| i.as_str()).collect::<Vec<_>>(),
+        vec!["c1@acme.test", "c2@acme.test"]
+    );
+    assert_ne!(links[0].1, links[1].1);
+    for (address, token) in &links {
+        env.app.accept_invitation(token, address).await.unwrap();
+        assert_rule(
+            env.app.accept_invitation(token, address).await,
+            &E::InvalidInvitation,
+        );
+    }
+    env.assert_consistent(env.tenant).await;
+}
+
+// ------------------------------------------------------------------------ D13 additions
+
+/// D13: a refused invite's audit event records the address that was tried (as typed,
+/// trimmed) — for a seat, an authority, an address and a template refusal alike — and no
+/// other change.
+pub async fn d13_refused_invite_records_the_address_tried(store: Arc<dyn Store>) {
+    let env = Env::with(
+        store,
+        Options {
+            user_limit: Some(3),
+            ..Options::default()
+        },
+    )
+    .await;
+    let plain = env.active_user("plain@acme.test").await;
+    let cases: Vec<(UserId, tenantry::InviteRequest, &str, Rule)> = vec![
+        (
+            env.admin,
+            request("  ADMIN@acme.test ", Role::User),
+            "ADMIN@acme.test",
+            Rule::D3,
+        ),
+        (
+            plain.id,
+            request("Guest@Acme.test", Role::User),
+            "Guest@Acme.test",
+            Rule::D7,
+        ),
+        (
+            env.admin,
+            request_with(
+                "templated@acme.test",
+                Permissions::empty(),
+                Some(unknown_template()),
+                false,
+            ),
+            "templated@acme.test",
+            Rule::D15,
+        ),
+    ];
+    for (actor, req, tried, rule_id) in cases {
+        let audit = env.audit(env.tenant).await.len();
+        let e = rule(env.app.invite(env.tenant, actor, &req).await);
+        assert_eq!(e.rule(), rule_id, "{e:?}");
+        let new = assert_new_events(
+            &env,
+            audit,
+            &[(
+                ActorRef::User(actor),
+                AuditAction::UserInvited,
+                AuditTarget::Tenant,
+                Some(rule_id),
+            )],
+        )
+        .await;
+        assert_eq!(
+            new[0].event.changes,
+            vec![FieldChange {
+                field: Field::Email,
+                before: Value::None,
+                after: Value::Text(tried.into()),
+            }],
+            "D13: the refusal records the address tried"
+        );
+    }
+    // At the limit (3 of 3 with one more invite).
+    env.invite("third@acme.test").await;
+    let audit = env.audit(env.tenant).await.len();
+    assert_rule(
+        env.app
+            .invite(
+                env.tenant,
+                env.admin,
+                &request("Over@Acme.test", Role::User),
+            )
+            .await,
+        &E::SeatLimitReached { used: 3, limit: 3 },
+    );
+    let new = assert_new_events(
+        &env,
+        audit,
+        &[(
+            ActorRef::User(env.admin),
+            AuditAction::UserInvited,
+            AuditTarget::Tenant,
+            Some(Rule::D9),
+        )],
+    )
+    .await;
+    assert_eq!(
+        new[0].event.changes,
+        vec![FieldChange {
+            field: Field::Email,
+            before: Value::None,
+            after: Value::Text("Over@Acme.test".into()),
+        }]
+    );
+}
+
+/// The users a template event names as having changed access (`Field::ChangedUsers`), or
+/// none when it names none.
+fn changed_users(event: &tenantry::core::AuditEvent) -> BTreeSet<UserId> {
+    let entries: Vec<&FieldChange> = event
+        .changes
+        .iter()
+        .filter(|c| c.field == Field::ChangedUsers)
+        .collect();
+    assert!(entries.len() <= 1, "one ChangedUsers entry at most");
+    match entries.first() {
+        None => BTreeSet::new(),
+        Some(c) => match &c.after {
+            Value::Users(ids) => {
+                let set: BTreeSet<UserId> = ids.iter().copied().collect();
+                assert_eq!(set.len(), ids.len(), "D13: no user named twice");
+                set
+            }
+            other => panic!("ChangedUsers holds {other:?}"),
+        },
+    }
+}
+
+/// D13: a template's permission edit, and a delete that detaches or reassigns its users,
+/// record `ChangedUsers`: exactly the users referencing it whose access (now or once
+/// active) changed — invited and suspended users included, users whose direct grants
+/// already cover the difference, admins, and other templates' users not; a rename names
+/// nobody. Read back from every backend's audit log.
+pub async fn d13_template_changes_name_exactly_the_users_whose_access_changed(
+    store: Arc<dyn Store>,
+) {
+    let env = Env::new(store).await;
+    let t = env
+        .new_template("Agents", Permissions::CONVERSATIONS_VIEW)
+        .await;
+    let other = env
+        .new_template("Others", Permissions::CONVERSATIONS_VIEW)
+        .await;
+    let on_t = |addr: &str, grants| request_with(addr, grants, Some(t.id), false);
+    let active = env
+        .active(&on_t("active@acme.test", Permissions::empty()))
+        .await;
+    let covered = env
+        .active(&on_t(
+            "covered@acme.test",
+            Permissions::CONVERSATIONS_VIEW | Permissions::ANALYTICS_VIEW,
+        ))
+        .await;
+    let invited = env
+        .invite_as(
+            env.tenant,
+            env.admin,
+            &on_t("invited@acme.test", Permissions::empty()),
+        )
+        .await
+        .user;
+    let suspended = env
+        .active(&on_t("suspended@acme.test", Permissions::SETTINGS_VIEW))
+        .await;
+    env.edit(suspended.id, &status_edit(Status::Suspended))
+        .await;
+    let promoted = env
+        .active(&on_t("promoted@acme.test", Permissions::empty()))
+        .await;
+    env.edit(promoted.id, &role_edit(Role::Admin)).await;
+    env.active(&request_with(
+        "elsewhere@acme.test",
+        Permissions::empty(),
+        Some(other.id),
+        false,
+    ))
+    .await;
+
+    // Adding analytics:view changes everyone on the template but `covered` (and the admin).
+    env.app
+        .edit_template(
+            env.tenant,
+            env.admin,
+            t.id,
+            &set_permissions(Permissions::CONVERSATIONS_VIEW | Permissions::ANALYTICS_VIEW),
+        )
+        .await
+        .unwrap();
+    let last = env.audit(env.tenant).await.last().unwrap().event.clone();
+    assert_eq!(last.action, AuditAction::TemplateEdited);
+    assert_eq!(
+        env.app
+            .effective_permissions(env.tenant, covered.id)
+            .await
+            .unwrap(),
+        (
+            Permissions::CONVERSATIONS_VIEW | Permissions::ANALYTICS_VIEW,
+            false
+        ),
+        "its direct grants already held the addition"
+    );
+    assert_eq!(
+        changed_users(&last),
+        BTreeSet::from([active.id, invited.id, suspended.id]),
+        "D13: the edit names exactly the users whose access changed"
+    );
+    // A rename changes nobody's access.
+    env.app
+        .edit_template(env.tenant, env.admin, t.id, &rename("Agents 2"))
+        .await
+        .unwrap();
+    let last = env.audit(env.tenant).await.last().unwrap().event.clone();
+    assert!(
+        changed_users(&last).is_empty(),
+        "D13: a rename names nobody"
+    );
+
+    // Reassigning to `Others` (conversations:view only) takes analytics:view away from all
+    // but `covered`, which holds it directly.
+    env.app
+        .delete_template(
+            env.tenant,
+            env.admin,
+            t.id,
+            TemplateDeletion::Reassign(other.id),
+        )
+        .await
+        .unwrap();
+    let last = env.audit(env.tenant).await.last().unwrap().event.clone();
+    assert_eq!(last.action, AuditAction::TemplateDeleted);
+    assert_eq!(
+        changed_users(&last),
+        BTreeSet::from([active.id, invited.id, suspended.id]),
+        "D13: the reassignment names exactly the users whose access changed"
+    );
+    // Detaching `Others` takes conversations:view from everyone on it but `covered`.
+    env.app
+        .delete_template(env.tenant, env.admin, other.id, TemplateDeletion::Detach)
+        .await
+        .unwrap();
+    let last = env.audit(env.tenant).await.last().unwrap().event.clone();
+    let elsewhere = env
+        .users(env.tenant)
+        .await
+        .into_iter()
+        .find(|u| u.email.as_str() == "elsewhere@acme.test")
+        .unwrap();
+    assert_eq!(
+        changed_users(&last),
+        BTreeSet::from([active.id, invited.id, suspended.id, elsewhere.id]),
+        "D13: the detachment names exactly the users whose access changed"
+    );
+    env.assert_consistent(env.tenant).await;
 }

@@ -1,15 +1,17 @@
 //! Helpers shared by the scenarios: a test environment around one [`Tenantry`], scripted
 //! randomness, paging helpers, outcome tallies and consistency checks.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use tenantry::core::{AuditRecord, Counters, MessageId};
 use tenantry::{
-    ActorRef, DeliverySettings, Email, Error, InMemoryMailer, InviteRequest, Invited, ManualClock,
-    OsRandom, Permissions, Policy, Random, Role, RoleTemplate, Status, Store, TemplateId, TenantId,
-    Tenantry, User, UserEdit, UserId, UserQuery,
+    ActorRef, DeliverySettings, Email, Error, InMemoryMailer, InviteRequest, Invited, MailError,
+    Mailer, ManualClock, Message, OsRandom, Permissions, Policy, Random, Resent, Role,
+    RoleTemplate, Status, Store, TemplateId, TenantId, Tenantry, User, UserEdit, UserId, UserQuery,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -67,6 +69,57 @@ impl Random for ScriptedRandom {
     }
 }
 
+/// A delay every send of an [`Env`]'s mailer waits (real time) before it is delivered, to
+/// play a slow or silent mail server (D25). Shared by the clones of one environment.
+#[derive(Debug, Clone, Default)]
+pub struct MailDelay(Arc<Mutex<Option<std::time::Duration>>>);
+
+impl MailDelay {
+    /// Every later send first waits `delay`; `None` sends at once again.
+    pub fn set(&self, delay: Option<std::time::Duration>) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = delay;
+    }
+
+    fn get(&self) -> Option<std::time::Duration> {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The mail transport of an [`Env`]: an [`InMemoryMailer`] behind a [`MailDelay`]. A send
+/// cut off while it waits (a deadline dropping it) delivers nothing and counts no attempt.
+#[derive(Debug, Clone)]
+struct DelayedMailer {
+    inner: InMemoryMailer,
+    delay: MailDelay,
+}
+
+// `Mailer` is an `async_trait` trait; this is the shape the macro gives its method (the
+// conformance crate does not depend on `async-trait` itself).
+impl Mailer for DelayedMailer {
+    fn send<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        message: &'life1 Message,
+    ) -> Pin<Box<dyn Future<Output = Result<(), MailError>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(async move {
+            if let Some(delay) = self.delay.get() {
+                tokio::time::sleep(delay).await;
+            }
+            self.inner.send(message).await
+        })
+    }
+}
+
 /// How to set up an [`Env`].
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -78,6 +131,8 @@ pub struct Options {
     pub policy: Policy,
     /// The first admin's address.
     pub admin_email: &'static str,
+    /// How long an invite or resend waits for its inline delivery (D25).
+    pub inline_deadline: time::Duration,
 }
 
 impl Default for Options {
@@ -87,6 +142,7 @@ impl Default for Options {
             inline: true,
             policy: Policy::default(),
             admin_email: "Admin@Acme.test",
+            inline_deadline: DeliverySettings::default().inline_deadline,
         }
     }
 }
@@ -101,6 +157,11 @@ pub struct Env {
     pub clock: ManualClock,
     /// Its mailer.
     pub mailer: InMemoryMailer,
+    /// The delay of its mailer's sends (none unless a scenario sets one).
+    pub mail_delay: MailDelay,
+    /// The accept links the environment's own invite and resend helpers were handed (D26),
+    /// by message: the token each carries.
+    pub links: Arc<Mutex<HashMap<MessageId, String>>>,
     /// Its randomness source.
     pub random: ScriptedRandom,
     /// The first tenant.
@@ -119,19 +180,18 @@ impl Env {
     pub async fn with(store: Arc<dyn Store>, options: Options) -> Self {
         let clock = ManualClock::new(START);
         let mailer = InMemoryMailer::new();
+        let mail_delay = MailDelay::default();
         let random = ScriptedRandom::default();
-        let app = Tenantry::builder_arc(store)
-            .clock(clock.clone())
-            .mailer(mailer.clone())
-            .random(random.clone())
-            .base_url(BASE_URL)
-            .policy(options.policy)
-            .delivery(DeliverySettings {
-                inline: options.inline,
-                ..DeliverySettings::default()
-            })
-            .build()
-            .expect("valid settings");
+        let app = Self::service(
+            store,
+            &clock,
+            &mailer,
+            &mail_delay,
+            &random,
+            &options,
+            options.inline,
+            options.inline_deadline,
+        );
         let (tenant, admin) = app
             .create_tenant("Acme", options.user_limit, email(options.admin_email))
             .await
@@ -140,9 +200,64 @@ impl Env {
             app,
             clock,
             mailer,
+            mail_delay,
+            links: Arc::default(),
             random,
             tenant,
             admin,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn service(
+        store: Arc<dyn Store>,
+        clock: &ManualClock,
+        mailer: &InMemoryMailer,
+        mail_delay: &MailDelay,
+        random: &ScriptedRandom,
+        options: &Options,
+        inline: bool,
+        inline_deadline: time::Duration,
+    ) -> Tenantry {
+        Tenantry::builder_arc(store)
+            .clock(clock.clone())
+            .mailer(DelayedMailer {
+                inner: mailer.clone(),
+                delay: mail_delay.clone(),
+            })
+            .random(random.clone())
+            .base_url(BASE_URL)
+            .policy(options.policy)
+            .delivery(DeliverySettings {
+                inline,
+                inline_deadline,
+                ..DeliverySettings::default()
+            })
+            .build()
+            .expect("valid settings")
+    }
+
+    /// The same environment (store, clock, mailer, randomness, tenant) seen through a
+    /// second service whose inline delivery is `inline`, waiting at most `inline_deadline`
+    /// (D25), as when a host restarts with other settings.
+    #[must_use]
+    pub fn with_delivery(&self, inline: bool, inline_deadline: time::Duration) -> Self {
+        let app = Self::service(
+            Arc::clone(self.app.store()),
+            &self.clock,
+            &self.mailer,
+            &self.mail_delay,
+            &self.random,
+            &Options {
+                policy: self.app.settings().policy,
+                ..Options::default()
+            },
+            inline,
+            inline_deadline,
+        );
+        Self {
+            app,
+            ..self.clone()
         }
     }
 
@@ -167,20 +282,65 @@ impl Env {
         actor: UserId,
         request: &InviteRequest,
     ) -> Invited {
-        self.app
+        let invited = self
+            .app
             .invite(tenant, actor, request)
             .await
-            .unwrap_or_else(|e| panic!("invite {}: {e:?}", request.email))
+            .unwrap_or_else(|e| panic!("invite {}: {e:?}", request.email));
+        self.remember(invited.message_id, &invited.accept_link);
+        invited
     }
 
-    /// The invitation token carried by message `id` (from the mailer, or from the outbox
-    /// while the message is undelivered).
+    /// Resends `user`'s invitation as the first admin.
+    pub async fn resend(&self, user: UserId) -> Resent {
+        let resent = self
+            .app
+            .resend_invitation(self.tenant, self.admin, user)
+            .await
+            .unwrap_or_else(|e| panic!("resend {user}: {e:?}"));
+        self.remember(resent.message_id, &resent.accept_link);
+        resent
+    }
+
+    /// Records the token of an accept link handed out for message `id` (D26: the link is
+    /// readable only from the call that created it).
+    pub fn remember(&self, id: MessageId, link: &tenantry::AcceptLink) {
+        let token = link.token().expect("D26: the accept link carries a token");
+        self.links
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id, token);
+    }
+
+    /// The invitation token carried by message `id`: from the link the invite or resend
+    /// returned (D26), from the mailer once delivered (both must agree), or else from the
+    /// store's record of the undelivered message (whose body the store keeps until it is
+    /// sent or has failed for good; the service's outbox reads never show it, D26).
     pub async fn token(&self, tenant: TenantId, id: MessageId) -> String {
-        if let Some(m) = self.mailer.sent().into_iter().rev().find(|m| m.id == id) {
-            return tenantry::token_from_link(&m.text).expect("a token in the sent mail");
+        let linked = self
+            .links
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&id)
+            .cloned();
+        let mailed = self
+            .mailer
+            .sent()
+            .into_iter()
+            .rev()
+            .find(|m| m.id == id)
+            .map(|m| tenantry::token_from_link(&m.text).expect("a token in the sent mail"));
+        match (linked, mailed) {
+            (Some(l), Some(m)) => {
+                assert_eq!(l, m, "D26: the returned link is the one mailed");
+                return l;
+            }
+            (Some(t), None) | (None, Some(t)) => return t,
+            (None, None) => {}
         }
         let record = self
             .app
+            .store()
             .outbox_message(tenant, id)
             .await
             .expect("outbox read")
@@ -347,6 +507,110 @@ impl Env {
             .await
             .expect("outbox")
             .len()
+    }
+
+    /// Where anything a host (or the store, for messages no longer pending) can read of
+    /// `tenant` still shows `secret` (D26): the service's outbox reads, the store's records
+    /// of messages sent or failed for good, the audit log, the user table and single rows,
+    /// template, expired-invitation and inactive-user lists, attributions, the tenant, and
+    /// the stored invitations (hashes only). Each is searched in its `Debug` text and, where
+    /// it has one, its JSON. Empty when nothing shows it.
+    pub async fn secret_shown(&self, tenant: TenantId, secret: &str) -> Vec<String> {
+        // A macro, not a generic function: the crate names no `serde` trait.
+        macro_rules! check {
+            ($found:expr, $what:expr, $value:expr, $secret:expr $(,)?) => {{
+                let value = $value;
+                let debug = format!("{value:?}");
+                let json = serde_json::to_string(&value).expect("serializable");
+                if debug.contains($secret) || json.contains($secret) {
+                    $found.push(String::from($what));
+                }
+            }};
+        }
+        let mut found = Vec::new();
+        let app = &self.app;
+        let outbox = app.outbox(tenant, false, 500).await.expect("outbox");
+        check!(&mut found, "outbox()", &outbox, secret);
+        check!(
+            &mut found,
+            "outbox(pending only)",
+            &app.outbox(tenant, true, 500).await.expect("outbox"),
+            secret,
+        );
+        for r in &outbox {
+            let one = app
+                .outbox_message(tenant, r.message.id)
+                .await
+                .expect("outbox_message");
+            check!(&mut found, "outbox_message()", &one, secret);
+            let stored = self
+                .app
+                .store()
+                .outbox_message(tenant, r.message.id)
+                .await
+                .expect("store outbox_message")
+                .expect("stored");
+            if stored.state != tenantry::DeliveryState::Pending {
+                check!(
+                    &mut found,
+                    "the store's record of a message sent or failed for good",
+                    &stored,
+                    secret,
+                );
+            }
+        }
+        check!(&mut found, "audit_log()", &self.audit(tenant).await, secret);
+        let users = self.users(tenant).await;
+        check!(&mut found, "list_users()", &users, secret);
+        for u in &users {
+            check!(&mut found, "user()", &self.user(tenant, u.id).await, secret);
+            check!(
+                &mut found,
+                "attribution()",
+                &app.attribution(tenant, u.id).await.expect("attribution"),
+                secret,
+            );
+            let invitations = app
+                .store()
+                .invitations_of(tenant, u.id)
+                .await
+                .expect("invitations_of");
+            check!(&mut found, "the stored invitations", &invitations, secret);
+        }
+        let templates = app
+            .templates(tenant, ActorRef::System)
+            .await
+            .expect("templates");
+        check!(&mut found, "templates()", &templates, secret);
+        for t in &templates {
+            let page = app
+                .template_users(tenant, ActorRef::System, t.id, &UserQuery::default())
+                .await
+                .expect("template_users");
+            check!(&mut found, "template_users()", &page.items, secret);
+        }
+        let expired = app
+            .expired_invitations(tenant, ActorRef::System, &UserQuery::default())
+            .await
+            .expect("expired_invitations");
+        check!(&mut found, "expired_invitations()", &expired.items, secret);
+        let inactive = app
+            .inactive_users(
+                tenant,
+                ActorRef::System,
+                self.clock_now() + time::Duration::days(365),
+                &UserQuery::default(),
+            )
+            .await
+            .expect("inactive_users");
+        check!(&mut found, "inactive_users()", &inactive.items, secret);
+        check!(
+            &mut found,
+            "tenant()",
+            &app.tenant(tenant).await.expect("tenant"),
+            secret,
+        );
+        found
     }
 
     /// The clock's current time.

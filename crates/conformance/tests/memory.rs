@@ -1,4 +1,4 @@
-//! The conformance suite (D1–D20) on the in-memory store.
+//! The conformance suite (D1–D26) on the in-memory store.
 
 use std::sync::Arc;
 

@@ -1,4 +1,4 @@
-//! The model-based test (D1–D20) on the in-memory store.
+//! The model-based test (D1–D26) on the in-memory store.
 
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
