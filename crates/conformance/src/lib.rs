@@ -118,6 +118,7 @@ macro_rules! suite {
                 d21_stronger_active_and_suspended_users_cannot_be_edited_or_deleted,
                 d21_resend_delete_and_purge_of_stronger_invitations_are_refused,
                 d21_users_within_the_managers_own_access_can_be_managed,
+                d21_template_changes_reaching_stronger_users_are_refused,
                 d22_tenant_names_refuse_control_and_format_characters,
                 d22_template_names_refuse_control_and_format_characters,
                 d23_first_seat_required_and_only_an_id_conflict_is_tenant_exists,

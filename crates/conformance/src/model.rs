@@ -996,6 +996,30 @@ impl Model {
         }
     }
 
+    /// D21 for the users of template `id` (a non-admin changing their template's
+    /// permissions, or detaching or reassigning them): the refusal names everything any of
+    /// them holds beyond the actor.
+    fn check_all_within(&self, t: usize, actor: &User, id: TemplateId) -> Result<(), CoreError> {
+        let (mut missing, mut crm) = (Permissions::empty(), false);
+        for u in self.t[t]
+            .users
+            .values()
+            .filter(|u| u.template_id == Some(id))
+        {
+            if let Err(CoreError::BeyondOwnAccess { missing: m, crm: c }) =
+                self.check_within(t, actor, u)
+            {
+                missing |= m;
+                crm |= c;
+            }
+        }
+        if missing.is_empty() && !crm {
+            Ok(())
+        } else {
+            Err(CoreError::BeyondOwnAccess { missing, crm })
+        }
+    }
+
     /// D13 (template edits and deletions): the users referencing template `from` whose
     /// access, now or once active, differs when it gives `to` instead of `from`'s
     /// permissions; admins hold everything either way.
@@ -1846,6 +1870,9 @@ impl Model {
                 return Err(CoreError::SelfChange);
             }
             self.check_gain(t, &a, after.permissions - before.permissions, false)?;
+            if after.permissions != before.permissions {
+                self.check_all_within(t, &a, id)?;
+            }
             Ok((before, after))
         })();
         let (before, mut after) = match decided {
@@ -1928,6 +1955,7 @@ impl Model {
                 if let Some(to) = &to {
                     self.check_gain(t, &a, to.permissions - tpl.permissions, false)?;
                 }
+                self.check_all_within(t, &a, id)?;
             }
             Ok((users, to))
         })();

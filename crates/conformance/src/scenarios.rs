@@ -5139,6 +5139,161 @@ pub async fn d21_stronger_active_and_suspended_users_cannot_be_edited_or_deleted
     env.assert_consistent(env.tenant).await;
 }
 
+/// D21: a non-admin manager with `users:manage` may not change the permissions of a
+/// template, nor detach or reassign its users, when a user on it holds more than the
+/// manager: that changes the stronger user's access as much as editing it would. The same
+/// changes go through once every user on the template is within the manager's access, and
+/// an admin is not limited.
+pub async fn d21_template_changes_reaching_stronger_users_are_refused(store: Arc<dyn Store>) {
+    let env = Env::new(store).await;
+    let (m, managers) = manager(&env).await;
+    // The manager may manage templates, and holds conversations:view through its own.
+    env.app
+        .edit_template(
+            env.tenant,
+            env.admin,
+            managers.id,
+            &TemplateEdit {
+                permissions: Some(managers.permissions | Permissions::USERS_MANAGE),
+                ..TemplateEdit::default()
+            },
+        )
+        .await
+        .unwrap();
+    let agents = env
+        .new_template("Agents", Permissions::CONVERSATIONS_VIEW)
+        .await;
+    let spare = env.new_template("Spare", Permissions::empty()).await;
+    let weak = env
+        .active(&request_with(
+            "weak@acme.test",
+            Permissions::empty(),
+            Some(agents.id),
+            false,
+        ))
+        .await;
+    let strong = env
+        .active(&request_with(
+            "strong@acme.test",
+            Permissions::SETTINGS_MANAGE,
+            Some(agents.id),
+            true,
+        ))
+        .await;
+    let expected = E::BeyondOwnAccess {
+        missing: Permissions::SETTINGS_MANAGE,
+        crm: true,
+    };
+    let audit = env.audit(env.tenant).await.len();
+    assert_rule(
+        env.app
+            .edit_template(
+                env.tenant,
+                m.id,
+                agents.id,
+                &TemplateEdit {
+                    permissions: Some(Permissions::empty()),
+                    ..TemplateEdit::default()
+                },
+            )
+            .await,
+        &expected,
+    );
+    for mode in [
+        TemplateDeletion::Detach,
+        TemplateDeletion::Reassign(spare.id),
+    ] {
+        assert_rule(
+            env.app
+                .delete_template(env.tenant, m.id, agents.id, mode)
+                .await,
+            &expected,
+        );
+    }
+    // A rename changes no one's access: allowed.
+    env.app
+        .edit_template(
+            env.tenant,
+            m.id,
+            agents.id,
+            &TemplateEdit {
+                name: Some("Support agents".parse().unwrap()),
+                ..TemplateEdit::default()
+            },
+        )
+        .await
+        .unwrap();
+    let template = (
+        ActorRef::User(m.id),
+        AuditAction::TemplateEdited,
+        AuditTarget::Template(agents.id),
+        Some(Rule::D21),
+    );
+    let deleted = (
+        ActorRef::User(m.id),
+        AuditAction::TemplateDeleted,
+        AuditTarget::Template(agents.id),
+        Some(Rule::D21),
+    );
+    let renamed = (
+        ActorRef::User(m.id),
+        AuditAction::TemplateEdited,
+        AuditTarget::Template(agents.id),
+        None,
+    );
+    assert_new_events(&env, audit, &[template, deleted, deleted, renamed]).await;
+    // Nothing changed for the users.
+    let s = env
+        .app
+        .user(env.tenant, ActorRef::System, strong.id)
+        .await
+        .unwrap();
+    assert_eq!(s.template_id, Some(agents.id));
+    assert!(
+        allowed(
+            &env,
+            strong.id,
+            perm(Category::Conversations, Action::View).into()
+        )
+        .await
+    );
+    // Once the stronger user is gone from the template, the manager may change it.
+    env.edit(
+        strong.id,
+        &UserEdit {
+            template_id: Some(None),
+            ..UserEdit::default()
+        },
+    )
+    .await;
+    env.app
+        .edit_template(
+            env.tenant,
+            m.id,
+            agents.id,
+            &TemplateEdit {
+                permissions: Some(Permissions::empty()),
+                ..TemplateEdit::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        env.app
+            .delete_template(env.tenant, m.id, agents.id, TemplateDeletion::Detach)
+            .await
+            .unwrap(),
+        1
+    );
+    let w = env
+        .app
+        .user(env.tenant, ActorRef::System, weak.id)
+        .await
+        .unwrap();
+    assert_eq!(w.template_id, None);
+    env.assert_consistent(env.tenant).await;
+}
+
 /// D21: a non-admin manager may not resend to or delete an invitee holding more than it;
 /// its purge of expired invitations skips such invitations (an admin's takes them).
 pub async fn d21_resend_delete_and_purge_of_stronger_invitations_are_refused(

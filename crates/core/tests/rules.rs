@@ -4322,3 +4322,79 @@ fn d13_template_delete_names_only_the_users_whose_access_changes() {
     .unwrap();
     assert_eq!(changed_users(&c), None);
 }
+
+#[test]
+fn d21_template_changes_reaching_stronger_users_are_refused() {
+    let fx = Fx::roomy();
+    let m = manager(3); // users:* (manage included) + conversations:view, no CRM
+    let t = template(1, Permissions::CONVERSATIONS_VIEW);
+    let spare = template(2, Permissions::empty());
+    let mut weak = user(4, Role::User, Status::Active, Permissions::empty());
+    weak.template_id = Some(t.id);
+    let mut strong = user(
+        5,
+        Role::User,
+        Status::Suspended,
+        Permissions::SETTINGS_MANAGE,
+    );
+    strong.template_id = Some(t.id);
+    let mut crm = user(6, Role::User, Status::Invited, Permissions::empty());
+    crm.template_id = Some(t.id);
+    crm.crm_access = true;
+    let users = vec![weak.clone(), strong.clone(), crm.clone()];
+    let shrink = TemplateEdit {
+        name: None,
+        permissions: Some(Permissions::empty()),
+    };
+    // the refusal names the union of what the users on it hold beyond the actor
+    let want = beyond(Permissions::SETTINGS_MANAGE, true);
+    let err = decide::edit_template(fx.ctx(), &acting(&m), &t, &shrink, false, &users).unwrap_err();
+    assert_eq!(err, want);
+    assert_eq!(err.rule(), Rule::D21);
+    for mode in [
+        TemplateDeletion::Detach,
+        TemplateDeletion::Reassign(spare.id),
+    ] {
+        let to = matches!(mode, TemplateDeletion::Reassign(_)).then_some(&spare);
+        assert_eq!(
+            decide::delete_template(fx.ctx(), &acting(&m), &t, 3, mode, to, &users).unwrap_err(),
+            want
+        );
+    }
+    // a rename changes no one's access
+    let rename = TemplateEdit {
+        name: Some(TemplateName::parse("Renamed").unwrap()),
+        permissions: None,
+    };
+    assert!(decide::edit_template(fx.ctx(), &acting(&m), &t, &rename, false, &users).is_ok());
+    // with only users within the manager's access the same changes go through
+    let within = vec![weak.clone()];
+    assert!(decide::edit_template(fx.ctx(), &acting(&m), &t, &shrink, false, &within).is_ok());
+    assert!(
+        decide::delete_template(
+            fx.ctx(),
+            &acting(&m),
+            &t,
+            1,
+            TemplateDeletion::Detach,
+            None,
+            &within
+        )
+        .is_ok()
+    );
+    // an admin is not limited
+    let a = admin(1);
+    assert!(decide::edit_template(fx.ctx(), &acting(&a), &t, &shrink, false, &users).is_ok());
+    assert!(
+        decide::delete_template(
+            fx.ctx(),
+            &acting(&a),
+            &t,
+            3,
+            TemplateDeletion::Detach,
+            None,
+            &users
+        )
+        .is_ok()
+    );
+}

@@ -197,6 +197,34 @@ impl Acting<'_> {
         }
     }
 
+    /// D21 for many targets at once (the users of a template being changed, all
+    /// referencing `template`): the refusal names everything any of them holds beyond the
+    /// actor.
+    ///
+    /// # Errors
+    /// [`Error::BeyondOwnAccess`] with the union of what the targets hold beyond the actor.
+    pub fn check_all_within(
+        &self,
+        targets: &[User],
+        template: Option<&RoleTemplate>,
+    ) -> Result<(), Error> {
+        let mut missing = Permissions::empty();
+        let mut crm = false;
+        for target in targets {
+            if let Err(Error::BeyondOwnAccess { missing: m, crm: c }) =
+                self.check_within(target, template)
+            {
+                missing |= m;
+                crm |= c;
+            }
+        }
+        if missing.is_empty() && !crm {
+            Ok(())
+        } else {
+            Err(Error::BeyondOwnAccess { missing, crm })
+        }
+    }
+
     /// D7: the gain in permissions or CRM access must be held by the actor itself.
     fn check_gain(&self, gained: Permissions, crm_gained: bool) -> Result<(), Error> {
         let missing = gained.difference(self.holds());

@@ -63,7 +63,8 @@ pub struct TemplateEdit {
 ///
 /// # Errors
 /// D7 (needs `users:manage`; a non-admin may not add what it does not hold, nor change a
-/// template it references itself), D12 (name taken), D15.
+/// template it references itself), D21 (a non-admin may not change the permissions of a
+/// template that a user holding more than it references), D12 (name taken), D15.
 pub fn edit_template(
     ctx: Ctx<'_>,
     actor: &Acting<'_>,
@@ -95,6 +96,10 @@ pub fn edit_template(
         return Err(Error::SelfChange);
     }
     actor.check_gain(after.permissions - template.permissions, false)?;
+    if after.permissions != template.permissions {
+        // D21: changing a template's permissions changes the access of every user on it.
+        actor.check_all_within(referencing, Some(template))?;
+    }
     let mut changes = Vec::new();
     if after.name.as_str() != template.name.as_str() {
         changes.push(change(
@@ -149,7 +154,8 @@ pub enum TemplateDeletion {
 /// whose access changes ([`Field::ChangedUsers`]).
 ///
 /// # Errors
-/// D12 ([`Error::TemplateInUse`] with the count when refusing), D7, D15.
+/// D12 ([`Error::TemplateInUse`] with the count when refusing), D7, D21 (a non-admin may not
+/// detach or reassign users who hold more than it), D15.
 pub fn delete_template(
     ctx: Ctx<'_>,
     actor: &Acting<'_>,
@@ -181,6 +187,8 @@ pub fn delete_template(
         if let Some(t) = to {
             actor.check_gain(t.permissions - template.permissions, false)?;
         }
+        // D21: a detach or reassign changes the template of every user on it.
+        actor.check_all_within(users, Some(template))?;
     }
     let mut out = Change::on(ctx.state);
     let mut changes = vec![change(
