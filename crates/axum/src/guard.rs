@@ -8,7 +8,7 @@ use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tenantry::{Decision, Reason, Request, TenantId, Tenantry, UserId};
+use tenantry_service::{Decision, Reason, Request, TenantId, Tenantry, UserId};
 
 /// How the host tells who is calling: the tenant and the user, from the request's parts.
 ///
@@ -20,7 +20,7 @@ use tenantry::{Decision, Reason, Request, TenantId, Tenantry, UserId};
 ///
 /// ```
 /// use axum::http::request::Parts;
-/// use tenantry::{TenantId, UserId};
+/// use tenantry_service::{TenantId, UserId};
 /// use tenantry_axum::{Identify, async_trait};
 ///
 /// /// Everyone is the same demo user.
@@ -52,7 +52,7 @@ impl<I: Identify + ?Sized> Identify for Arc<I> {
 ///
 /// ```
 /// use axum::http::request::Parts;
-/// use tenantry::{InMemoryStore, TenantId, Tenantry, UserId};
+/// use tenantry_service::{InMemoryStore, TenantId, Tenantry, UserId};
 /// use tenantry_axum::{Guard, Identify, async_trait};
 ///
 /// struct Nobody;
@@ -61,7 +61,7 @@ impl<I: Identify + ?Sized> Identify for Arc<I> {
 ///     async fn identify(&self, _: &mut Parts) -> Option<(TenantId, UserId)> { None }
 /// }
 ///
-/// # fn main() -> Result<(), tenantry::SettingsError> {
+/// # fn main() -> Result<(), tenantry_service::SettingsError> {
 /// let guard = Guard::new(Tenantry::builder(InMemoryStore::new()).build()?, Nobody);
 /// assert_eq!(guard.tenantry().settings().max_attempts, 64);
 /// # Ok(()) }
@@ -85,14 +85,14 @@ impl Guard {
     ///
     /// ```
     /// # use axum::http::request::Parts;
-    /// # use tenantry::{InMemoryStore, TenantId, Tenantry, UserId};
+    /// # use tenantry_service::{InMemoryStore, TenantId, Tenantry, UserId};
     /// # use tenantry_axum::{Guard, Identify, async_trait};
     /// # struct Nobody;
     /// # #[async_trait]
     /// # impl Identify for Nobody {
     /// #     async fn identify(&self, _: &mut Parts) -> Option<(TenantId, UserId)> { None }
     /// # }
-    /// # fn main() -> Result<(), tenantry::SettingsError> {
+    /// # fn main() -> Result<(), tenantry_service::SettingsError> {
     /// let guard = Guard::new(Tenantry::builder(InMemoryStore::new()).build()?, Nobody);
     /// # let _ = guard; Ok(()) }
     /// ```
@@ -105,14 +105,14 @@ impl Guard {
     /// ```
     /// # use std::sync::Arc;
     /// # use axum::http::request::Parts;
-    /// # use tenantry::{InMemoryStore, TenantId, Tenantry, UserId};
+    /// # use tenantry_service::{InMemoryStore, TenantId, Tenantry, UserId};
     /// # use tenantry_axum::{Guard, Identify, async_trait};
     /// # struct Nobody;
     /// # #[async_trait]
     /// # impl Identify for Nobody {
     /// #     async fn identify(&self, _: &mut Parts) -> Option<(TenantId, UserId)> { None }
     /// # }
-    /// # fn main() -> Result<(), tenantry::SettingsError> {
+    /// # fn main() -> Result<(), tenantry_service::SettingsError> {
     /// let shared: Arc<dyn Identify> = Arc::new(Nobody);
     /// let guard = Guard::from_arc(Tenantry::builder(InMemoryStore::new()).build()?, shared);
     /// # let _ = guard; Ok(()) }
@@ -126,14 +126,14 @@ impl Guard {
     ///
     /// ```
     /// # use axum::http::request::Parts;
-    /// # use tenantry::{InMemoryStore, TenantId, Tenantry, UserId};
+    /// # use tenantry_service::{InMemoryStore, TenantId, Tenantry, UserId};
     /// # use tenantry_axum::{Guard, Identify, async_trait};
     /// # struct Nobody;
     /// # #[async_trait]
     /// # impl Identify for Nobody {
     /// #     async fn identify(&self, _: &mut Parts) -> Option<(TenantId, UserId)> { None }
     /// # }
-    /// # fn main() -> Result<(), tenantry::SettingsError> {
+    /// # fn main() -> Result<(), tenantry_service::SettingsError> {
     /// let guard = Guard::new(Tenantry::builder(InMemoryStore::new()).build()?, Nobody);
     /// let app: &Tenantry = guard.tenantry();
     /// # let _ = app; Ok(()) }
@@ -150,7 +150,7 @@ impl Guard {
     ///
     /// ```
     /// # use axum::http::request::Parts;
-    /// # use tenantry::{InMemoryStore, TenantId, Tenantry, UserId};
+    /// # use tenantry_service::{InMemoryStore, TenantId, Tenantry, UserId};
     /// # use tenantry_axum::{Guard, GuardRejection, Identify, async_trait};
     /// # struct Nobody;
     /// # #[async_trait]
@@ -180,7 +180,7 @@ impl Guard {
     ///
     /// ```
     /// # use axum::http::request::Parts;
-    /// # use tenantry::{InMemoryStore, TenantId, Tenantry, UserId};
+    /// # use tenantry_service::{InMemoryStore, TenantId, Tenantry, UserId};
     /// # use tenantry_axum::{Guard, GuardRejection, Identify, async_trait};
     /// # struct Nobody;
     /// # #[async_trait]
@@ -191,7 +191,7 @@ impl Guard {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let guard = Guard::new(Tenantry::builder(InMemoryStore::new()).build()?, Nobody);
     /// let (mut parts, ()) = axum::http::Request::new(()).into_parts();
-    /// let denied = guard.check(&mut parts, tenantry::Request::Crm).await;
+    /// let denied = guard.check(&mut parts, tenantry_service::Request::Crm).await;
     /// assert_eq!(denied.err().map(|r| r.status().as_u16()), Some(401));
     /// # Ok(()) }
     /// ```
@@ -294,7 +294,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Authorized {
 /// Why the guard refused a request. As a response: `401`, `403` or `500` with a JSON body.
 ///
 /// ```
-/// use tenantry::{Action, Category, Decision, Permission, Reason, Request};
+/// use tenantry_service::{Action, Category, Decision, Permission, Reason, Request};
 /// use tenantry_axum::GuardRejection;
 ///
 /// let view = Permission::new(Category::Users, Action::View);
@@ -322,7 +322,7 @@ pub enum GuardRejection {
     },
     /// The decision could not be made, so the request is denied (`500`).
     #[error("authorization could not be decided: {0}")]
-    Unavailable(Arc<tenantry::Error>),
+    Unavailable(Arc<tenantry_service::Error>),
     /// [`Authorized`] was extracted on a route that is not behind a
     /// [`RequireLayer`](crate::RequireLayer) (`500`, a wiring mistake of the host).
     #[error("this route is not behind a RequireLayer")]
@@ -416,7 +416,7 @@ fn request_text(request: &Request) -> String {
 /// A sentence saying what decided, for messages and refusal pages.
 ///
 /// ```
-/// use tenantry::Reason;
+/// use tenantry_service::Reason;
 /// assert_eq!(tenantry_axum::reason_text(&Reason::Suspended), "the user is suspended");
 /// ```
 #[must_use]

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::response::{IntoResponse, Response};
-use tenantry::Request;
+use tenantry_service::Request;
 use tower::{Layer, Service};
 
 use crate::{Guard, Requirement};
@@ -40,7 +40,7 @@ impl RequireLayer {
     /// Requires `request` (a permission or CRM access).
     ///
     /// ```
-    /// use tenantry::{Action, Category, Permission};
+    /// use tenantry_service::{Action, Category, Permission};
     /// use tenantry_axum::{Guard, RequireLayer};
     /// fn layer(guard: Guard) -> RequireLayer {
     ///     RequireLayer::new(guard, Permission::new(Category::Users, Action::View))
@@ -72,7 +72,7 @@ impl RequireLayer {
     ///
     /// ```
     /// use tenantry_axum::{Guard, RequireLayer, perm};
-    /// fn required(guard: Guard) -> tenantry::Request {
+    /// fn required(guard: Guard) -> tenantry_service::Request {
     ///     RequireLayer::of::<perm::Crm>(guard).request()
     /// }
     /// # let _ = required;

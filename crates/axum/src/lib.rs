@@ -20,7 +20,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use axum::{Router, extract::FromRef, http::request::Parts, routing::get};
-//! use tenantry::{InMemoryStore, Store, TenantId, Tenantry, UserId};
+//! use tenantry_service::{InMemoryStore, Store, TenantId, Tenantry, UserId};
 //! use tenantry_axum::{Guard, Identify, Require, async_trait, perm};
 //!
 //! /// The host's authentication: here a header set by a trusted gateway.
@@ -52,7 +52,7 @@
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let store: Arc<dyn Store> = Arc::new(InMemoryStore::new());
-//! let app = Tenantry::builder_arc(store).build()?;
+//! let app = Tenantry::builder(store).build()?;
 //! let state = AppState { guard: Guard::new(app, FromGateway) };
 //! let router: Router = Router::new().route("/users", get(users_page)).with_state(state);
 //! # let _ = router; Ok(()) }
@@ -68,4 +68,4 @@ pub use guard::{Authorized, Guard, GuardRejection, Identified, Identify, reason_
 pub use layer::{RequireLayer, RequireService};
 pub use require::{Require, Requirement};
 #[doc(no_inline)]
-pub use tenantry::{Decision, Reason, Request, Tenantry};
+pub use tenantry_service::{Decision, Reason, Request, Tenantry};

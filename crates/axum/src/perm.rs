@@ -8,7 +8,7 @@
 //! # let _ = (analytics, crm_records);
 //! ```
 
-use tenantry::{Action, Category, Permission, Request};
+use tenantry_service::{Action, Category, Permission, Request};
 
 use crate::Requirement;
 
@@ -19,9 +19,9 @@ macro_rules! markers {
             ///
             /// ```
             #[doc = concat!("use tenantry_axum::{Requirement, perm::", stringify!($name), "};")]
-            #[doc = concat!("let wire: tenantry::Permission = \"", $wire, "\".parse()?;")]
-            #[doc = concat!("assert_eq!(", stringify!($name), "::REQUEST, tenantry::Request::Permission(wire));")]
-            /// # Ok::<(), tenantry::core::PermissionParseError>(())
+            #[doc = concat!("let wire: tenantry_service::Permission = \"", $wire, "\".parse()?;")]
+            #[doc = concat!("assert_eq!(", stringify!($name), "::REQUEST, tenantry_service::Request::Permission(wire));")]
+            /// # Ok::<(), tenantry_core::PermissionParseError>(())
             /// ```
             #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
             pub struct $name;
@@ -71,7 +71,7 @@ markers! {
 ///
 /// ```
 /// use tenantry_axum::{Requirement, perm::Crm};
-/// assert_eq!(Crm::REQUEST, tenantry::Request::Crm);
+/// assert_eq!(Crm::REQUEST, tenantry_service::Request::Crm);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Crm;

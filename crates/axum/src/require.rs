@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
-use tenantry::{Decision, Request, TenantId, UserId};
+use tenantry_service::{Decision, Request, TenantId, UserId};
 
 use crate::{Guard, GuardRejection};
 
@@ -13,11 +13,11 @@ use crate::{Guard, GuardRejection};
 /// implement it; a host may add its own.
 ///
 /// ```
-/// use tenantry::Request;
+/// use tenantry_service::Request;
 /// use tenantry_axum::{Requirement, perm};
 /// assert_eq!(perm::UsersView::REQUEST, Request::Permission("users:view".parse()?));
 /// assert_eq!(perm::Crm::REQUEST, Request::Crm);
-/// # Ok::<(), tenantry::core::PermissionParseError>(())
+/// # Ok::<(), tenantry_core::PermissionParseError>(())
 /// ```
 pub trait Requirement: Send + Sync + 'static {
     /// The request the guard decides.
@@ -27,7 +27,7 @@ pub trait Requirement: Send + Sync + 'static {
 /// An extractor that lets the handler run only if the caller holds `P` now.
 ///
 /// It identifies the caller with the host's [`Identify`](crate::Identify), then asks
-/// [`Tenantry::authorize`](tenantry::Tenantry::authorize) on current state (D6: nothing is
+/// [`Tenantry::authorize`](tenantry_service::Tenantry::authorize) on current state (D6: nothing is
 /// cached, so a change to the user or its role template applies at the very next
 /// request). Rejections: `401` when nobody known is calling, `403` with the decision's
 /// reason as JSON when denied, `500` when the store failed. The [`Guard`] comes from the
@@ -70,7 +70,7 @@ impl<P> Require<P> {
     ///
     /// ```
     /// use tenantry_axum::{Require, perm};
-    /// fn show(auth: &Require<perm::Crm>) -> tenantry::Request { auth.request() }
+    /// fn show(auth: &Require<perm::Crm>) -> tenantry_service::Request { auth.request() }
     /// # let _ = show;
     /// ```
     #[must_use]

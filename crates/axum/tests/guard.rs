@@ -11,12 +11,12 @@ use axum::extract::{FromRef, State};
 use axum::http::request::Parts;
 use axum::http::{Request as HttpRequest, StatusCode};
 use axum::routing::get;
-use tenantry::prelude::*;
-use tenantry::{Store, TemplateId, TenantId, UserId};
 use tenantry_axum::{
     Authorized, Guard, GuardRejection, Identified, Identify, Require, RequireLayer, async_trait,
     perm,
 };
+use tenantry_service::prelude::*;
+use tenantry_service::{Store, TemplateId, TenantId, UserId};
 use tower::ServiceExt;
 
 /// The test's "authentication": the `x-user` header names the user of one tenant.
@@ -77,7 +77,7 @@ async fn report(auth: Authorized) -> String {
 async fn world() -> World {
     let store: Arc<dyn Store> = Arc::new(InMemoryStore::new());
     let mailer = InMemoryMailer::new();
-    let app = Tenantry::builder_arc(store)
+    let app = Tenantry::builder(store)
         .mailer(mailer.clone())
         .base_url("https://app.test/accept")
         .build()
@@ -103,7 +103,7 @@ async fn world() -> World {
     )
     .await
     .unwrap();
-    let token = tenantry::token_from_link(&mailer.sent()[0].text).unwrap();
+    let token = tenantry_service::token_from_link(&mailer.sent()[0].text).unwrap();
     let bob = app
         .accept_invitation(&token, "bob@acme.test")
         .await

@@ -8,8 +8,8 @@ use std::collections::{BTreeSet, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 
-use tenantry::core::{AuditAction, Error as E};
-use tenantry::{
+use tenantry_core::{AuditAction, Error as E};
+use tenantry_service::{
     BulkInvite, BulkOutcome, Error, Permissions, Role, Status, Store, TemplateEdit, TemplateName,
     UserEdit, UserId,
 };
@@ -207,8 +207,8 @@ pub async fn d16_concurrent_bulk_invites_at_limit(store: Arc<dyn Store>) {
 
 /// Demotes (kind 0), suspends (kind 1) or deletes (kind 2) `target` as `actor`.
 async fn remove_admin(
-    app: &tenantry::Tenantry,
-    tenant: tenantry::TenantId,
+    app: &tenantry_service::Tenantry,
+    tenant: tenantry_service::TenantId,
     actor: UserId,
     target: UserId,
     kind: usize,
@@ -462,7 +462,7 @@ pub async fn d16_concurrent_template_renames_to_one_name(store: Arc<dyn Store>) 
     assert_eq!(t.ok + t.refused("TemplateNameTaken") + t.contention, 20);
     let templates = env
         .app
-        .templates(env.tenant, tenantry::ActorRef::System)
+        .templates(env.tenant, tenantry_service::ActorRef::System)
         .await
         .unwrap();
     assert_eq!(templates.len(), 20);
@@ -498,7 +498,7 @@ pub async fn d16_concurrent_template_creates_with_one_name(store: Arc<dyn Store>
     assert_eq!(t.ok + t.refused("TemplateNameTaken") + t.contention, 50);
     let templates = env
         .app
-        .templates(env.tenant, tenantry::ActorRef::System)
+        .templates(env.tenant, tenantry_service::ActorRef::System)
         .await
         .unwrap();
     assert_eq!(templates.len(), 1);
@@ -575,7 +575,7 @@ pub async fn d24_concurrent_wrong_addresses_count_exactly_five(store: Arc<dyn St
             vec![0, 1, 2, 3, 4],
             "D24: exactly five counted, each once"
         );
-        assert_eq!(stored[0].state, tenantry::core::InvitationState::Revoked);
+        assert_eq!(stored[0].state, tenantry_core::InvitationState::Revoked);
     }
     let e = env
         .app

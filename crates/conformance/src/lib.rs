@@ -1,7 +1,7 @@
 //! # tenantry-conformance
 //!
 //! The behaviour suite every tenantry storage backend must pass, in the manner of
-//! `object_store`'s shared integration tests: each scenario builds a [`tenantry::Tenantry`]
+//! `object_store`'s shared integration tests: each scenario builds a [`tenantry_service::Tenantry`]
 //! on a fresh store from the backend's factory and checks one rule of `DECISIONS.md`
 //! (D1–D26) end to end, through the public service.
 //!

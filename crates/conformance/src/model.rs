@@ -1,4 +1,4 @@
-//! Model-based test of the [`tenantry::Tenantry`] service on a storage backend.
+//! Model-based test of the [`tenantry_service::Tenantry`] service on a storage backend.
 //!
 //! Random sequences of every use case (create tenant with good and bad names and limits,
 //! set user limit, invite, bulk invite, resend, accept with right, wrong and invalid sign-up
@@ -27,7 +27,7 @@
 //! the limit right after a successful invite (D9).
 //!
 //! Invitation tokens are captured from the [`InMemoryMailer`]'s messages with
-//! [`tenantry::token_from_link`] (and checked against the links the calls returned); the
+//! [`tenantry_service::token_from_link`] (and checked against the links the calls returned); the
 //! clock is a [`ManualClock`].
 //!
 //! Each case starts with two tenants (random seat limits), a few templates and a few users
@@ -52,16 +52,16 @@ use std::fmt::Debug;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
-use tenantry::core::{Field, FieldChange, Outcome, Value};
-use tenantry::{
+use tenantry_core::Error as CoreError;
+use tenantry_core::TemplateNameError;
+use tenantry_core::{Field, FieldChange, Outcome, Value};
+use tenantry_service::{
     Action, ActorRef, AuditAction, AuditTarget, BulkInvite, BulkItem, BulkOutcome, Category,
     Decision, Email, InMemoryMailer, InviteRequest, ManualClock, Permission, Permissions, Policy,
     QueryError, Reason, Request, Role, RoleTemplate, Rule, SeatUsage, SortBy, Status,
     TemplateDeletion, TemplateEdit, TemplateId, TemplateName, TenantId, Tenantry, Tombstone, User,
     UserEdit, UserId, UserQuery,
 };
-use tenantry_core::Error as CoreError;
-use tenantry_core::TemplateNameError;
 use time::{Duration, OffsetDateTime};
 
 // ------------------------------------------------------------------------------ constants
@@ -2122,7 +2122,7 @@ macro_rules! ensure {
     };
 }
 
-fn show<T: Debug>(r: Result<&T, &tenantry::Error>) -> String {
+fn show<T: Debug>(r: Result<&T, &tenantry_service::Error>) -> String {
     match r {
         Ok(v) => format!("Ok({v:?})"),
         Err(e) => format!("Err({e:?}) [rule {:?}: {e}]", e.rule()),
@@ -2140,7 +2140,7 @@ fn show_expected<T: Debug>(r: &Result<T, CoreError>) -> String {
 fn agree<T: PartialEq + Debug>(
     what: &str,
     expected: &Result<T, CoreError>,
-    actual: Result<&T, &tenantry::Error>,
+    actual: Result<&T, &tenantry_service::Error>,
 ) -> R {
     let same = match (expected, actual) {
         (Ok(e), Ok(a)) => e == a,
@@ -2164,7 +2164,7 @@ fn agree<T: PartialEq + Debug>(
 
 /// D26: the token of an accept link a call returned; the link is built from the base URL and
 /// its `Debug` does not show it.
-fn link_token(link: &tenantry::AcceptLink) -> R<String> {
+fn link_token(link: &tenantry_service::AcceptLink) -> R<String> {
     let token = link
         .token()
         .ok_or_else(|| "D26: an accept link without a token".to_owned())?;
@@ -2226,7 +2226,7 @@ impl Harness {
         let store = factory().await;
         let clock = ManualClock::new(START);
         let mailer = InMemoryMailer::new();
-        let app = Tenantry::builder_arc(store)
+        let app = Tenantry::builder(store)
             .mailer(mailer.clone())
             .clock(clock.clone())
             .base_url(BASE_URL)
@@ -2307,7 +2307,7 @@ impl Harness {
                 "D10: the link must be built from the base URL: {:?}",
                 msg.text
             );
-            let token = tenantry::token_from_link(&msg.text)
+            let token = tenantry_service::token_from_link(&msg.text)
                 .ok_or_else(|| format!("no token in the mail: {:?}", msg.text))?;
             ensure!(
                 !self.m.tokens.iter().any(|x| x.text == token),
@@ -2325,7 +2325,7 @@ impl Harness {
                 failed: 0,
             });
         }
-        let token_of = |m: &tenantry::Message| tenantry::token_from_link(&m.text);
+        let token_of = |m: &tenantry_service::Message| tenantry_service::token_from_link(&m.text);
         for (id, user, token) in std::mem::take(&mut self.expect_msgs) {
             ensure!(
                 new.iter().any(|m| m.id == id && m.user_id == user),
@@ -2551,7 +2551,7 @@ impl Harness {
                     ensure!(!self.m.known(*id), "D11: id {id} reused");
                 }
                 let expected = self.m.invite_many(*t, actor, &req, &ids);
-                let items: Result<Vec<BulkItem>, &tenantry::Error> = match &actual {
+                let items: Result<Vec<BulkItem>, &tenantry_service::Error> = match &actual {
                     Ok(results) => {
                         for r in results {
                             // D26: a link for each invited address, and only for those.
@@ -2896,7 +2896,7 @@ impl Harness {
                 let same = match (&expected, &actual) {
                     (Ok(e), Ok(a)) => e == a,
                     (Err(ListErr::Rule(e)), Err(a)) => a.as_rule() == Some(e),
-                    (Err(ListErr::Query(e)), Err(tenantry::Error::Query(a))) => e == a,
+                    (Err(ListErr::Query(e)), Err(tenantry_service::Error::Query(a))) => e == a,
                     _ => false,
                 };
                 ensure!(
@@ -2915,7 +2915,7 @@ impl Harness {
         t: usize,
         viewer: ActorRef,
         q: &UserQuery,
-    ) -> Result<Vec<User>, tenantry::Error> {
+    ) -> Result<Vec<User>, tenantry_service::Error> {
         let mut all = Vec::new();
         let mut q = q.clone();
         for _ in 0..200 {
@@ -3031,7 +3031,7 @@ impl Harness {
     async fn check_state(&mut self) -> R {
         let err = |what: &str| {
             let what = what.to_owned();
-            move |e: tenantry::Error| format!("{what}: {e:?}")
+            move |e: tenantry_service::Error| format!("{what}: {e:?}")
         };
         for t in 0..2 {
             let tid = self.tids[t];
@@ -3205,8 +3205,10 @@ impl Harness {
                     .await
                     .map_err(err("attribution"))?;
                 let want = match (self.m.user(t, id), self.m.t[t].tombstones.get(&id)) {
-                    (Some(u), _) => Some(tenantry::Attribution::User(u.clone())),
-                    (None, Some(tomb)) => Some(tenantry::Attribution::Deleted(tomb.clone())),
+                    (Some(u), _) => Some(tenantry_service::Attribution::User(u.clone())),
+                    (None, Some(tomb)) => {
+                        Some(tenantry_service::Attribution::Deleted(tomb.clone()))
+                    }
                     (None, None) => None,
                 };
                 ensure!(

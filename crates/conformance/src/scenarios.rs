@@ -1,17 +1,17 @@
 //! One scenario per behaviour a storage backend can break, named after its rule.
 //!
-//! Every scenario takes a fresh, empty store, builds a [`tenantry::Tenantry`] on it (with a
-//! [`tenantry::ManualClock`] and an [`tenantry::InMemoryMailer`]) and asserts through the
+//! Every scenario takes a fresh, empty store, builds a [`tenantry_service::Tenantry`] on it (with a
+//! [`tenantry_service::ManualClock`] and an [`tenantry_service::InMemoryMailer`]) and asserts through the
 //! public service, so the same checks run on every backend.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
-use tenantry::core::decide::{self, Acting, Ctx, NewInvite};
-use tenantry::core::{
+use tenantry_core::decide::{self, Acting, Ctx, NewInvite};
+use tenantry_core::{
     AuditAction, AuditTarget, Error as E, Field, FieldChange, MessageId, Outcome, TokenHash, Value,
 };
-use tenantry::{
+use tenantry_service::{
     Action, ActorRef, Attribution, BulkInvite, BulkOutcome, Category, Cursor, DeliveryState,
     EmailError, Error, MailError, Message, Permission, Permissions, Policy, QueryError, Reason,
     Request, Role, RoleTemplate, Rule, SeatUsage, SortBy, Status, Store, StoreError,
@@ -1833,11 +1833,11 @@ pub async fn d12_template_names_unique_case_insensitive(store: Arc<dyn Store>) {
     // Invalid names.
     let long = "x".repeat(65);
     for (input, expected) in [
-        ("", tenantry::core::TemplateNameError::Empty),
-        ("   ", tenantry::core::TemplateNameError::Empty),
+        ("", tenantry_core::TemplateNameError::Empty),
+        ("   ", tenantry_core::TemplateNameError::Empty),
         (
             long.as_str(),
-            tenantry::core::TemplateNameError::TooLong { len: 65, max: 64 },
+            tenantry_core::TemplateNameError::TooLong { len: 65, max: 64 },
         ),
     ] {
         assert_rule(
@@ -3157,7 +3157,7 @@ pub async fn d15_foreign_ids_behave_as_not_found(store: Arc<dyn Store>) {
         .await
         .unwrap();
     // An unknown tenant is not found.
-    let nowhere = tenantry::TenantId::from_uuid(uuid::Uuid::now_v7());
+    let nowhere = tenantry_service::TenantId::from_uuid(uuid::Uuid::now_v7());
     assert_rule(env.app.seat_usage(nowhere).await, &E::TenantNotFound);
     assert_rule(
         env.app
@@ -3310,11 +3310,11 @@ pub async fn d16_store_refuses_changes_to_missing_rows_and_writes_nothing(store:
     let mut counters = state.counters;
     counters.version += 1;
     let event = env.audit(env.tenant).await.last().unwrap().event.clone();
-    let forged = tenantry::core::decide::Change {
+    let forged = tenantry_core::decide::Change {
         tenant_id: env.tenant,
         expected_version: state.counters.version,
         counters,
-        writes: vec![tenantry::core::decide::Write::UpdateUser(ghost)],
+        writes: vec![tenantry_core::decide::Write::UpdateUser(ghost)],
         events: vec![event.clone()],
     };
     let refused = st.commit(&forged, &[]).await;
@@ -3332,7 +3332,7 @@ pub async fn d16_store_refuses_changes_to_missing_rows_and_writes_nothing(store:
 
     // A tenant that does not exist: not found, for changes and for audit events alike.
     let mut elsewhere = forged.clone();
-    elsewhere.tenant_id = tenantry::TenantId::from_parts(1, [9; 10]);
+    elsewhere.tenant_id = tenantry_service::TenantId::from_parts(1, [9; 10]);
     elsewhere.writes.clear();
     assert!(matches!(
         st.commit(&elsewhere, &[]).await,
@@ -3562,7 +3562,7 @@ pub async fn d16_store_unique_constraints_are_the_second_line(store: Arc<dyn Sto
     env.assert_consistent(env.tenant).await;
 }
 
-fn fake_message(tenant: tenantry::TenantId, user: UserId) -> Message {
+fn fake_message(tenant: tenantry_service::TenantId, user: UserId) -> Message {
     Message {
         id: MessageId::from_uuid(uuid::Uuid::now_v7()),
         tenant_id: tenant,
@@ -4530,7 +4530,7 @@ pub async fn d19_bulk_invite_outcomes_with_exact_seat_limit(store: Arc<dyn Store
     );
     // Each invitation works.
     for m in &sent {
-        let token = tenantry::token_from_link(&m.text).unwrap();
+        let token = tenantry_service::token_from_link(&m.text).unwrap();
         env.app.accept_invitation(&token, &m.to).await.unwrap();
     }
     let invites = env
@@ -4773,7 +4773,7 @@ pub async fn d7_unauthorized_actor_learns_nothing_about_ids(store: Arc<dyn Store
         .user
         .id;
     for target in [real.id, b_user, unknown_user()] {
-        let needed = |a| tenantry::core::Error::NotAllowed {
+        let needed = |a| tenantry_core::Error::NotAllowed {
             needed: users_perm(a),
         };
         assert_rule(
@@ -4799,7 +4799,7 @@ pub async fn d7_unauthorized_actor_learns_nothing_about_ids(store: Arc<dyn Store
         );
     }
     for template in [t.id, unknown_template()] {
-        let needed = tenantry::core::Error::NotAllowed {
+        let needed = tenantry_core::Error::NotAllowed {
             needed: users_perm(Action::Manage),
         };
         assert_rule(
@@ -4819,7 +4819,7 @@ pub async fn d7_unauthorized_actor_learns_nothing_about_ids(store: Arc<dyn Store
         env.app
             .create_template(env.tenant, plain.id, "", Permissions::empty())
             .await,
-        &tenantry::core::Error::NotAllowed {
+        &tenantry_core::Error::NotAllowed {
             needed: users_perm(Action::Manage),
         },
     );
@@ -4832,11 +4832,11 @@ pub async fn d7_unauthorized_actor_learns_nothing_about_ids(store: Arc<dyn Store
 #[derive(Debug, PartialEq)]
 struct Snapshot {
     users: Vec<User>,
-    counters: tenantry::core::Counters,
+    counters: tenantry_core::Counters,
     templates: Vec<RoleTemplate>,
-    outbox: Vec<tenantry::OutboxRecord>,
+    outbox: Vec<tenantry_service::OutboxRecord>,
     mail_attempts: u64,
-    invitations: Vec<tenantry::core::Invitation>,
+    invitations: Vec<tenantry_core::Invitation>,
 }
 
 async fn snapshot(env: &Env, target: UserId) -> Snapshot {
@@ -4870,7 +4870,7 @@ async fn assert_new_events(
     env: &Env,
     from: usize,
     expected: &[(ActorRef, AuditAction, AuditTarget, Option<Rule>)],
-) -> Vec<tenantry::core::AuditRecord> {
+) -> Vec<tenantry_core::AuditRecord> {
     let log = env.audit(env.tenant).await;
     let new = log[from..].to_vec();
     let got: Vec<_> = new
@@ -5605,7 +5605,7 @@ pub async fn d21_users_within_the_managers_own_access_can_be_managed(store: Arc<
 // ----------------------------------------------------------------------------------- D22
 
 /// The 10 random bytes of a tenant id (as [`id_random_bytes`] for users).
-fn tenant_random_bytes(id: tenantry::TenantId) -> [u8; 10] {
+fn tenant_random_bytes(id: tenantry_service::TenantId) -> [u8; 10] {
     let bytes = id.as_uuid().into_bytes();
     let mut out = [0u8; 10];
     out.copy_from_slice(&bytes[6..16]);
@@ -5614,9 +5614,9 @@ fn tenant_random_bytes(id: tenantry::TenantId) -> [u8; 10] {
 
 /// The id the service gives the next tenant it creates when its next 10-byte draw is
 /// `random` (ids are UUID v7 of the clock's millisecond).
-fn next_tenant_id(env: &Env, random: [u8; 10]) -> tenantry::TenantId {
+fn next_tenant_id(env: &Env, random: [u8; 10]) -> tenantry_service::TenantId {
     let millis = u64::try_from(env.clock_now().unix_timestamp_nanos() / 1_000_000).unwrap();
-    tenantry::TenantId::from_parts(millis, random)
+    tenantry_service::TenantId::from_parts(millis, random)
 }
 
 /// Tries to create a tenant whose id is forced to a known value, and returns the result
@@ -5627,8 +5627,8 @@ async fn create_tenant_forced(
     name: &str,
     limit: Option<u32>,
 ) -> (
-    Result<(tenantry::TenantId, UserId), Error>,
-    tenantry::TenantId,
+    Result<(tenantry_service::TenantId, UserId), Error>,
+    tenantry_service::TenantId,
 ) {
     let id = next_tenant_id(env, random);
     env.random.push(&random);
@@ -5640,7 +5640,7 @@ async fn create_tenant_forced(
     (result, id)
 }
 
-async fn assert_no_tenant(env: &Env, id: tenantry::TenantId, what: &str) {
+async fn assert_no_tenant(env: &Env, id: tenantry_service::TenantId, what: &str) {
     assert!(
         env.app.store().tenant(id).await.unwrap().is_none(),
         "{what}: nothing stored"
@@ -5662,46 +5662,46 @@ pub async fn d22_tenant_names_refuse_control_and_format_characters(store: Arc<dy
         "D22: stored trimmed"
     );
     let long = "n".repeat(101);
-    let cases: Vec<(String, tenantry::core::NameError)> = vec![
+    let cases: Vec<(String, tenantry_core::NameError)> = vec![
         (
             "Acme\u{202E}".into(),
-            tenantry::core::NameError::ForbiddenCharacter {
+            tenantry_core::NameError::ForbiddenCharacter {
                 character: '\u{202E}',
                 position: 4,
             },
         ),
         (
             "Zero\u{200B}Width".into(),
-            tenantry::core::NameError::ForbiddenCharacter {
+            tenantry_core::NameError::ForbiddenCharacter {
                 character: '\u{200B}',
                 position: 4,
             },
         ),
         (
             "Line\r\nBreak".into(),
-            tenantry::core::NameError::ForbiddenCharacter {
+            tenantry_core::NameError::ForbiddenCharacter {
                 character: '\r',
                 position: 4,
             },
         ),
         (
             "  \u{FEFF}Acme".into(),
-            tenantry::core::NameError::ForbiddenCharacter {
+            tenantry_core::NameError::ForbiddenCharacter {
                 character: '\u{FEFF}',
                 position: 2,
             },
         ),
         (
             "Bell\u{7}".into(),
-            tenantry::core::NameError::ForbiddenCharacter {
+            tenantry_core::NameError::ForbiddenCharacter {
                 character: '\u{7}',
                 position: 4,
             },
         ),
-        ("   ".into(), tenantry::core::NameError::Empty),
+        ("   ".into(), tenantry_core::NameError::Empty),
         (
             long,
-            tenantry::core::NameError::TooLong { len: 101, max: 100 },
+            tenantry_core::NameError::TooLong { len: 101, max: 100 },
         ),
     ];
     for (i, (name, expected)) in cases.into_iter().enumerate() {
@@ -5746,7 +5746,7 @@ pub async fn d22_template_names_refuse_control_and_format_characters(store: Arc<
         );
         assert_eq!(
             e,
-            E::InvalidTemplateName(tenantry::core::NameError::ForbiddenCharacter {
+            E::InvalidTemplateName(tenantry_core::NameError::ForbiddenCharacter {
                 character,
                 position
             }),
@@ -5782,7 +5782,7 @@ pub async fn d22_template_names_refuse_control_and_format_characters(store: Arc<
                     .create_template(env.tenant, env.admin, name, Permissions::empty())
                     .await
             ),
-            E::InvalidTemplateName(tenantry::core::NameError::ForbiddenCharacter { .. })
+            E::InvalidTemplateName(tenantry_core::NameError::ForbiddenCharacter { .. })
         ));
     }
     // Nor can a rename produce one: such a name cannot even be built.
@@ -5868,7 +5868,7 @@ pub async fn d23_first_seat_required_and_only_an_id_conflict_is_tenant_exists(
 // ----------------------------------------------------------------------------------- D24
 
 /// The stored invitations of a user, oldest first (token hashes only).
-async fn invitations(env: &Env, user: UserId) -> Vec<tenantry::core::Invitation> {
+async fn invitations(env: &Env, user: UserId) -> Vec<tenantry_core::Invitation> {
     env.app
         .store()
         .invitations_of(env.tenant, user)
@@ -5926,9 +5926,9 @@ pub async fn d24_wrong_addresses_count_down_and_the_fifth_kills_the_token(store:
             "D24: counted in the store"
         );
         let state = if failed < 5 {
-            tenantry::core::InvitationState::Pending
+            tenantry_core::InvitationState::Pending
         } else {
-            tenantry::core::InvitationState::Revoked
+            tenantry_core::InvitationState::Revoked
         };
         assert_eq!(stored[0].state, state, "D24: the fifth revokes");
         let new = assert_new_events(
@@ -6104,7 +6104,7 @@ pub async fn d24_failed_attempts_count_per_live_invitation_only(store: Arc<dyn S
 /// meanwhile; the dispatcher then delivers it once.
 pub async fn d25_inline_delivery_sends_only_the_calls_own_messages(store: Arc<dyn Store>) {
     assert_eq!(
-        tenantry::DeliverySettings::default().inline_deadline,
+        tenantry_service::DeliverySettings::default().inline_deadline,
         Duration::seconds(5),
         "D25: 5 s by default"
     );
@@ -6421,7 +6421,10 @@ pub async fn d26_returned_links_work_exactly_once(store: Arc<dyn Store>) {
         .into_iter()
         .find(|m| m.id == invited.message_id)
         .unwrap();
-    assert_eq!(tenantry::token_from_link(&mailed.text), Some(token.clone()));
+    assert_eq!(
+        tenantry_service::token_from_link(&mailed.text),
+        Some(token.clone())
+    );
     assert!(
         !format!("{invited:?}").contains(&secret_of(&token)),
         "D26: Debug hides the link"
@@ -6466,7 +6469,10 @@ pub async fn d26_returned_links_work_exactly_once(store: Arc<dyn Store>) {
         .into_iter()
         .find(|m| m.id == resent.message_id)
         .unwrap();
-    assert_eq!(tenantry::token_from_link(&mailed.text), Some(new.clone()));
+    assert_eq!(
+        tenantry_service::token_from_link(&mailed.text),
+        Some(new.clone())
+    );
     assert_rule(
         env.app.accept_invitation(&old, "ben@acme.test").await,
         &E::InvalidInvitation,
@@ -6512,7 +6518,10 @@ pub async fn d26_returned_links_work_exactly_once(store: Arc<dyn Store>) {
                     .into_iter()
                     .find(|m| m.user_id == *user_id)
                     .unwrap();
-                assert_eq!(tenantry::token_from_link(&mailed.text), Some(token.clone()));
+                assert_eq!(
+                    tenantry_service::token_from_link(&mailed.text),
+                    Some(token.clone())
+                );
                 links.push((r.input.clone(), token));
             }
             (BulkOutcome::Invited { .. }, None) => panic!("D26: no link for {r:?}"),
@@ -6550,7 +6559,7 @@ pub async fn d13_refused_invite_records_the_address_tried(store: Arc<dyn Store>)
     )
     .await;
     let plain = env.active_user("plain@acme.test").await;
-    let cases: Vec<(UserId, tenantry::InviteRequest, &str, Rule)> = vec![
+    let cases: Vec<(UserId, tenantry_service::InviteRequest, &str, Rule)> = vec![
         (
             env.admin,
             request("  ADMIN@acme.test ", Role::User),
@@ -6636,7 +6645,7 @@ pub async fn d13_refused_invite_records_the_address_tried(store: Arc<dyn Store>)
 
 /// The users a template event names as having changed access (`Field::ChangedUsers`), or
 /// none when it names none.
-fn changed_users(event: &tenantry::core::AuditEvent) -> BTreeSet<UserId> {
+fn changed_users(event: &tenantry_core::AuditEvent) -> BTreeSet<UserId> {
     let entries: Vec<&FieldChange> = event
         .changes
         .iter()

@@ -7,8 +7,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use tenantry::core::{AuditRecord, Counters, MessageId};
-use tenantry::{
+use tenantry_core::{AuditRecord, Counters, MessageId};
+use tenantry_service::{
     ActorRef, DeliverySettings, Email, Error, InMemoryMailer, InviteRequest, Invited, MailError,
     Mailer, ManualClock, Message, OsRandom, Permissions, Policy, Random, Resent, Role,
     RoleTemplate, Status, Store, TemplateId, TenantId, Tenantry, User, UserEdit, UserId, UserQuery,
@@ -219,7 +219,7 @@ impl Env {
         inline: bool,
         inline_deadline: time::Duration,
     ) -> Tenantry {
-        Tenantry::builder_arc(store)
+        Tenantry::builder(store)
             .clock(clock.clone())
             .mailer(DelayedMailer {
                 inner: mailer.clone(),
@@ -304,7 +304,7 @@ impl Env {
 
     /// Records the token of an accept link handed out for message `id` (D26: the link is
     /// readable only from the call that created it).
-    pub fn remember(&self, id: MessageId, link: &tenantry::AcceptLink) {
+    pub fn remember(&self, id: MessageId, link: &tenantry_service::AcceptLink) {
         let token = link.token().expect("D26: the accept link carries a token");
         self.links
             .lock()
@@ -329,7 +329,7 @@ impl Env {
             .into_iter()
             .rev()
             .find(|m| m.id == id)
-            .map(|m| tenantry::token_from_link(&m.text).expect("a token in the sent mail"));
+            .map(|m| tenantry_service::token_from_link(&m.text).expect("a token in the sent mail"));
         match (linked, mailed) {
             (Some(l), Some(m)) => {
                 assert_eq!(l, m, "D26: the returned link is the one mailed");
@@ -345,7 +345,7 @@ impl Env {
             .await
             .expect("outbox read")
             .expect("the message is in the outbox");
-        tenantry::token_from_link(&record.message.text).expect("a token in the queued mail")
+        tenantry_service::token_from_link(&record.message.text).expect("a token in the queued mail")
     }
 
     /// Accepts `invited`'s invitation with its own address.
@@ -419,7 +419,8 @@ impl Env {
             match page.next {
                 Some(c) => {
                     let text = c.to_string();
-                    let parsed: tenantry::Cursor = text.parse().expect("cursor text round trip");
+                    let parsed: tenantry_service::Cursor =
+                        text.parse().expect("cursor text round trip");
                     assert_eq!(parsed, c, "D18: cursor text round trip");
                     q.after = Some(parsed);
                 }
@@ -550,7 +551,7 @@ impl Env {
                 .await
                 .expect("store outbox_message")
                 .expect("stored");
-            if stored.state != tenantry::DeliveryState::Pending {
+            if stored.state != tenantry_service::DeliveryState::Pending {
                 check!(
                     &mut found,
                     "the store's record of a message sent or failed for good",
@@ -657,7 +658,7 @@ pub fn request_with(
 
 /// The product-rule error of a result that must have failed with one.
 #[track_caller]
-pub fn rule<T: Debug>(result: Result<T, Error>) -> tenantry::core::Error {
+pub fn rule<T: Debug>(result: Result<T, Error>) -> tenantry_core::Error {
     match result {
         Ok(v) => panic!("expected a rule error, got Ok({v:?})"),
         Err(Error::Rule(e)) => e,
@@ -667,7 +668,7 @@ pub fn rule<T: Debug>(result: Result<T, Error>) -> tenantry::core::Error {
 
 /// Asserts that `result` failed with exactly the product-rule error `expected`.
 #[track_caller]
-pub fn assert_rule<T: Debug>(result: Result<T, Error>, expected: &tenantry::core::Error) {
+pub fn assert_rule<T: Debug>(result: Result<T, Error>, expected: &tenantry_core::Error) {
     let got = rule(result);
     assert_eq!(&got, expected, "expected {expected:?}, got {got:?}");
 }
@@ -745,7 +746,7 @@ impl Tally {
 
 /// The variant name of a rule error (`"SeatLimitReached"`).
 #[must_use]
-pub fn kind_of(error: &tenantry::core::Error) -> String {
+pub fn kind_of(error: &tenantry_core::Error) -> String {
     let text = format!("{error:?}");
     text.split(|c: char| !c.is_alphanumeric())
         .next()

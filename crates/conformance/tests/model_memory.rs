@@ -28,8 +28,8 @@ fn model_based_in_memory_long() {
 /// of admins' expired invitations, which it may not delete. Found while writing the model.
 #[tokio::test]
 async fn d20_purge_by_non_admin_skips_a_page_of_admin_invitations() {
-    use tenantry::prelude::*;
-    use tenantry::{ManualClock, token_from_link};
+    use tenantry_service::prelude::*;
+    use tenantry_service::{ManualClock, token_from_link};
 
     let clock = ManualClock::new(time::macros::datetime!(2026-01-01 0:00 UTC));
     let mailer = InMemoryMailer::new();

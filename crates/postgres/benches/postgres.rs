@@ -25,9 +25,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use tenantry::prelude::*;
-use tenantry::{Cursor, TenantId, UserId};
 use tenantry_postgres::{PgConnectOptions, PgPoolOptions, PostgresStore};
+use tenantry_service::prelude::*;
+use tenantry_service::{Cursor, TenantId, UserId};
 
 fn url() -> String {
     std::env::var("TENANTRY_PG_URL")
@@ -58,7 +58,7 @@ async fn store(schema: &str) -> PostgresStore {
 fn app_on(store: &PostgresStore) -> Tenantry {
     // Delivery is left to a dispatcher (not inline), so an invite costs its commit only.
     Tenantry::builder(store.clone())
-        .delivery(tenantry::DeliverySettings {
+        .delivery(tenantry_service::DeliverySettings {
             inline: false,
             ..Default::default()
         })
@@ -162,7 +162,7 @@ fn benches(c: &mut Criterion) {
             .await
             .unwrap()
             .unwrap();
-        let token = tenantry::token_from_link(&message.message.text).unwrap();
+        let token = tenantry_service::token_from_link(&message.message.text).unwrap();
         let agent = app
             .accept_invitation(&token, "agent@authz.test")
             .await

@@ -29,7 +29,7 @@
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use tenantry_postgres::PostgresStore;
 //! let store = PostgresStore::connect("postgres://postgres@127.0.0.1:5432/app").await?;
-//! let app = tenantry::Tenantry::builder(store).build()?;
+//! let app = tenantry_service::Tenantry::builder(store).build()?;
 //! # let _ = app; Ok(()) }
 //! ```
 

@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
-use tenantry::Store;
+use tenantry_service::Store;
 
 /// Fresh stores for the suite: a new schema each, with a pool of 8 connections.
 fn factory() -> tenantry_conformance::StoreFactory {

@@ -15,10 +15,10 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tenantry::core::{Change, Counters, Write};
-use tenantry::prelude::*;
-use tenantry::{ManualClock, Random, Store, StoreError, TenantId, User, UserId};
+use tenantry_core::{Change, Counters, Write};
 use tenantry_postgres::{OpenError, PgConnectOptions, PgPoolOptions, PostgresStore};
+use tenantry_service::prelude::*;
+use tenantry_service::{ManualClock, Random, Store, StoreError, TenantId, User, UserId};
 use tenantry_store::Constraint;
 use time::macros::datetime;
 
@@ -511,14 +511,14 @@ async fn d16_a_commit_waiting_past_the_lock_timeout_is_busy() {
     }
     // Through the service: Busy is retried, then reported as contention (D16).
     let app2 = Tenantry::builder(impatient.clone())
-        .settings(tenantry::Settings {
+        .settings(tenantry_service::Settings {
             max_attempts: 3,
-            ..tenantry::Settings::default()
+            ..tenantry_service::Settings::default()
         })
         .build()
         .unwrap();
     match app2.invite(t, a, &plain("bob@acme.test")).await {
-        Err(tenantry::Error::Contention { attempts }) => assert_eq!(attempts, 3),
+        Err(tenantry_service::Error::Contention { attempts }) => assert_eq!(attempts, 3),
         other => panic!("expected Contention, got {other:?}"),
     }
     holder.rollback().await.unwrap();
@@ -552,7 +552,7 @@ async fn d18_pages_follow_the_reference_order_whatever_the_collation() {
     for store in stores {
         let clock = ManualClock::new(datetime!(2026-01-05 09:00 UTC));
         let mailer = InMemoryMailer::new();
-        let app = Tenantry::builder_arc(store)
+        let app = Tenantry::builder(store)
             .clock(clock.clone())
             .mailer(mailer.clone())
             .random(Counter::default())
@@ -584,7 +584,7 @@ async fn d18_pages_follow_the_reference_order_whatever_the_collation() {
                 .into_iter()
                 .find(|m| m.to == to)
                 .expect("the invitation mail");
-            let token = tenantry::token_from_link(&message.text).unwrap();
+            let token = tenantry_service::token_from_link(&message.text).unwrap();
             app.accept_invitation(&token, &to).await.unwrap();
         }
         let mut seen = Vec::new();
@@ -649,7 +649,7 @@ async fn d6_subject_is_the_user_with_its_templates_current_permissions() {
         };
         assert_eq!(
             store.subject(t, user.id).await.unwrap(),
-            Some(tenantry::core::Subject::of(user, template.as_ref()))
+            Some(tenantry_core::Subject::of(user, template.as_ref()))
         );
     }
     // The template's current permissions, read at the check (D6).
@@ -657,7 +657,7 @@ async fn d6_subject_is_the_user_with_its_templates_current_permissions() {
         t,
         a,
         template.id,
-        &tenantry::TemplateEdit {
+        &tenantry_service::TemplateEdit {
             permissions: Some(Permissions::SETTINGS_VIEW),
             ..Default::default()
         },
@@ -690,16 +690,21 @@ async fn d6_subject_is_the_user_with_its_templates_current_permissions() {
 /// address for good (a 5xx answer).
 #[derive(Debug, Clone, Default)]
 struct RefusingMailer {
-    handed: Arc<std::sync::Mutex<Vec<tenantry::Message>>>,
+    handed: Arc<std::sync::Mutex<Vec<tenantry_service::Message>>>,
     refuse: String,
 }
 
 #[async_trait::async_trait]
-impl tenantry::Mailer for RefusingMailer {
-    async fn send(&self, message: &tenantry::Message) -> Result<(), tenantry::MailError> {
+impl tenantry_service::Mailer for RefusingMailer {
+    async fn send(
+        &self,
+        message: &tenantry_service::Message,
+    ) -> Result<(), tenantry_service::MailError> {
         self.handed.lock().unwrap().push(message.clone());
         if message.to == self.refuse {
-            Err(tenantry::MailError::Permanent("550 no such mailbox".into()))
+            Err(tenantry_service::MailError::Permanent(
+                "550 no such mailbox".into(),
+            ))
         } else {
             Ok(())
         }
@@ -715,7 +720,7 @@ impl RefusingMailer {
             .rev()
             .find(|m| m.to == to)
             .unwrap_or_else(|| panic!("no message was handed over for {to}"));
-        tenantry::token_from_link(&m.text).unwrap()
+        tenantry_service::token_from_link(&m.text).unwrap()
     }
 }
 
@@ -763,10 +768,10 @@ fn secrets(token: &str) -> [String; 2] {
     [token.to_owned(), random.to_owned()]
 }
 
-fn no_inline() -> tenantry::DeliverySettings {
-    tenantry::DeliverySettings {
+fn no_inline() -> tenantry_service::DeliverySettings {
+    tenantry_service::DeliverySettings {
         inline: false,
-        ..tenantry::DeliverySettings::default()
+        ..tenantry_service::DeliverySettings::default()
     }
 }
 
@@ -798,7 +803,7 @@ async fn d26_no_stored_row_holds_the_token_after_send_or_permanent_failure() {
     let queued = store.outbox(t, true, 10).await.unwrap();
     assert_eq!(queued.len(), 2);
     for record in &queued {
-        let token = tenantry::token_from_link(&record.message.text).unwrap();
+        let token = tenantry_service::token_from_link(&record.message.text).unwrap();
         for secret in secrets(&token) {
             let found = columns_holding(&store, &secret).await;
             assert!(found.contains(&"outbox.body_text".to_owned()), "{found:?}");
@@ -813,7 +818,7 @@ async fn d26_no_stored_row_holds_the_token_after_send_or_permanent_failure() {
     ];
     for record in &queued {
         assert!(
-            tokens.contains(&tenantry::token_from_link(&record.message.text).unwrap()),
+            tokens.contains(&tenantry_service::token_from_link(&record.message.text).unwrap()),
             "the mailer was handed the queued links"
         );
     }
@@ -839,9 +844,9 @@ async fn d26_no_stored_row_holds_the_token_after_send_or_permanent_failure() {
         let mut states: Vec<&str> = records
             .iter()
             .map(|r| match r.state {
-                tenantry::DeliveryState::Sent { .. } => "sent",
-                tenantry::DeliveryState::Failed { .. } => "failed",
-                tenantry::DeliveryState::Pending => "pending",
+                tenantry_service::DeliveryState::Sent { .. } => "sent",
+                tenantry_service::DeliveryState::Failed { .. } => "failed",
+                tenantry_service::DeliveryState::Pending => "pending",
             })
             .collect();
         states.sort_unstable();
@@ -867,7 +872,7 @@ async fn d26_no_stored_row_holds_the_token_after_send_or_permanent_failure() {
 /// writes nothing of its change.
 #[tokio::test]
 async fn d24_failed_attempts_survive_reconnect() {
-    use tenantry::core::{Invitation, InvitationState, TokenHash};
+    use tenantry_core::{Invitation, InvitationState, TokenHash};
     let (store, guard) = common::fresh(2).await;
     let (app, t, a) = app_on(store.clone(), None).await;
     let bob = app
@@ -1015,7 +1020,7 @@ async fn d25_claim_message_claims_a_due_message_once() {
         .unwrap()
         .unwrap();
     assert_eq!(claimed.message.id, bob);
-    assert_eq!(claimed.state, tenantry::DeliveryState::Pending);
+    assert_eq!(claimed.state, tenantry_service::DeliveryState::Pending);
     assert_eq!(claimed.next_attempt_at, lease);
     assert!(claimed.message.text.contains("token="));
     // The lease holds: no second claim, by this call or by the dispatcher's. And the
@@ -1040,7 +1045,7 @@ async fn d25_claim_message_claims_a_due_message_once() {
     }
     assert_eq!(won, 1);
     // Leased, another tenant's, or no such message: nothing.
-    let unknown = tenantry::core::MessageId::from_uuid(uuid::Uuid::now_v7());
+    let unknown = tenantry_core::MessageId::from_uuid(uuid::Uuid::now_v7());
     assert_eq!(
         store.claim_message(t, carol, now, lease).await.unwrap(),
         None

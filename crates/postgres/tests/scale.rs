@@ -14,8 +14,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use tenantry::prelude::*;
-use tenantry::{Error, TenantId, User, UserId};
+use tenantry_service::prelude::*;
+use tenantry_service::{Error, TenantId, User, UserId};
 use tokio::sync::Mutex;
 
 /// One scale test at a time.
@@ -98,7 +98,7 @@ async fn d9_d16_ten_thousand_concurrent_invites_at_the_limit() {
         }
         if matches!(
             r,
-            Err(Error::Rule(tenantry::core::Error::SeatLimitReached { .. }))
+            Err(Error::Rule(tenantry_core::Error::SeatLimitReached { .. }))
         ) {
             seat_refusals += 1;
         }
@@ -199,7 +199,7 @@ async fn three_admins(
             .rev()
             .find(|m| m.id == invited.message_id)
             .expect("the invitation was delivered inline");
-        let token = tenantry::token_from_link(&message.text).unwrap();
+        let token = tenantry_service::token_from_link(&message.text).unwrap();
         *slot = app.accept_invitation(&token, &address).await.unwrap().id;
     }
     (t, ids)
@@ -308,7 +308,7 @@ async fn d10_d16_a_hundred_concurrent_accepts_of_one_token() {
         .invite(t, admin, &plain("bob@acme.test", Role::User))
         .await
         .unwrap();
-    let token = tenantry::token_from_link(&mailer.sent()[0].text).unwrap();
+    let token = tenantry_service::token_from_link(&mailer.sent()[0].text).unwrap();
     let started = Instant::now();
     let tasks: Vec<_> = (0..ACCEPTS)
         .map(|_| {
@@ -321,10 +321,7 @@ async fn d10_d16_a_hundred_concurrent_accepts_of_one_token() {
     let mut invalid = 0usize;
     for task in tasks {
         let r = task.await.unwrap();
-        if matches!(
-            r,
-            Err(Error::Rule(tenantry::core::Error::InvalidInvitation))
-        ) {
+        if matches!(r, Err(Error::Rule(tenantry_core::Error::InvalidInvitation))) {
             invalid += 1;
         }
         *counts.entry(outcome(&r)).or_default() += 1;

@@ -35,7 +35,7 @@
 //! )?;
 //! // The service queues each invitation in the invite's commit and hands it to the mailer
 //! // after commit, retrying transient failures (D17).
-//! let app = tenantry::Tenantry::builder(tenantry::InMemoryStore::new())
+//! let app = tenantry_service::Tenantry::builder(tenantry_service::InMemoryStore::new())
 //!     .mailer(mailer)
 //!     .base_url("https://app.example.com/accept")
 //!     .build()?;

@@ -41,12 +41,12 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use support::{SmtpServer, T0, part};
-use tenantry::core::{
+use tenantry_core::{
     AuditEvent, AuditRecord, Change, Invitation, MessageId, RoleTemplate, TemplateId, TenantId,
     TenantState, TokenHash, Tombstone, User, UserId,
 };
-use tenantry::prelude::*;
-use tenantry::{
+use tenantry_service::prelude::*;
+use tenantry_service::{
     DeliverySettings, DeliveryState, MailError, Mailer, ManualClock, Message, OutboxRecord, Page,
     Store, StoreError,
 };
@@ -175,7 +175,7 @@ fn injected() -> StoreError {
 
 #[derive(Debug)]
 struct FaultyStore {
-    inner: tenantry::InMemoryStore,
+    inner: tenantry_service::InMemoryStore,
     faults: Arc<Faults>,
 }
 
@@ -546,7 +546,7 @@ async fn run(seed: u64, sink_kind: &SinkKind) -> Counts {
         SinkKind::Smtp(server, mailer) => (Sink::Smtp(Arc::clone(server)), Arc::clone(mailer)),
     };
     let store = FaultyStore {
-        inner: tenantry::InMemoryStore::new(),
+        inner: tenantry_service::InMemoryStore::new(),
         faults: Arc::clone(&faults),
     };
     let clock = ManualClock::new(T0);
@@ -774,7 +774,7 @@ async fn check(
             .filter_map(|v| v.first())
             .map(|d| {
                 assert!(d.subject.contains("Acme"), "seed {seed}");
-                tenantry::token_from_link(&d.text).unwrap()
+                tenantry_service::token_from_link(&d.text).unwrap()
             })
             .collect();
         tokens.dedup();
@@ -878,7 +878,7 @@ impl Mailer for SlowMailer {
 async fn slow_mail_and_concurrent_dispatchers_never_send_twice() {
     let clock = ManualClock::new(T0);
     let sent = InMemoryMailer::new();
-    let app = Tenantry::builder(tenantry::InMemoryStore::new())
+    let app = Tenantry::builder(tenantry_service::InMemoryStore::new())
         .mailer(SlowMailer {
             inner: sent.clone(),
             clock: clock.clone(),
@@ -939,10 +939,10 @@ async fn d17_dispatch_all_goes_on_past_a_tenant_whose_store_fails() {
     let faults = Faults::new(1, 0);
     let sent = InMemoryMailer::new();
     let store = Arc::new(FaultyStore {
-        inner: tenantry::InMemoryStore::new(),
+        inner: tenantry_service::InMemoryStore::new(),
         faults: Arc::clone(&faults),
     });
-    let app = Tenantry::builder_arc(store.clone() as Arc<dyn Store>)
+    let app = Tenantry::builder(store.clone() as Arc<dyn Store>)
         .mailer(sent.clone())
         .base_url(support::BASE_URL)
         .delivery(DeliverySettings {

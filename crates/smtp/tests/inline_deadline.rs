@@ -33,12 +33,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use support::{BASE_URL, BlackHole, ServerTls, SmtpServer, T0, part};
-use tenantry::core::{
+use tenantry_core::{
     AuditEvent, AuditRecord, Change, Invitation, MessageId, RoleTemplate, Subject, TemplateId,
     TenantState, TokenHash, Tombstone, User,
 };
-use tenantry::prelude::*;
-use tenantry::{
+use tenantry_service::prelude::*;
+use tenantry_service::{
     DeliverySettings, DeliveryState, Mailer, ManualClock, Message, OutboxRecord, Page, Store,
     StoreError, TenantId, UserId,
 };
@@ -131,7 +131,7 @@ fn assert_unclaimed(r: &OutboxRecord, queued_at: time::OffsetDateTime) {
 /// recording a finished send ends past the inline deadline.
 #[derive(Debug)]
 struct SlowRecording {
-    inner: tenantry::InMemoryStore,
+    inner: tenantry_service::InMemoryStore,
     delay: Duration,
     /// Calls of `record_delivery` so far.
     recorded: AtomicUsize,
@@ -292,7 +292,7 @@ struct Rig {
 
 impl Rig {
     async fn new() -> Self {
-        Self::with_store(Arc::new(tenantry::InMemoryStore::new())).await
+        Self::with_store(Arc::new(tenantry_service::InMemoryStore::new())).await
     }
 
     async fn with_store(store: Arc<dyn Store>) -> Self {
@@ -304,8 +304,8 @@ impl Rig {
         let mailer: Arc<dyn Mailer> = Arc::new(SmtpMailer::new(config).unwrap());
         let clock = ManualClock::new(T0);
         let build = |delivery: DeliverySettings| {
-            Tenantry::builder_arc(Arc::clone(&store))
-                .mailer_arc(Arc::clone(&mailer))
+            Tenantry::builder(Arc::clone(&store))
+                .mailer(Arc::clone(&mailer))
                 .clock(clock.clone())
                 .base_url(BASE_URL)
                 .delivery(delivery)
@@ -432,7 +432,7 @@ impl Rig {
         self.clock.advance(time::Duration::hours(3));
         assert_eq!(
             self.app.dispatch_all().await.unwrap(),
-            tenantry::DispatchReport::default()
+            tenantry_service::DispatchReport::default()
         );
         assert_eq!(self.received(), received);
     }
@@ -472,7 +472,7 @@ async fn d25_invite_returns_within_the_deadline_when_the_server_never_answers() 
     rig.drain_and_check_each_delivered_once(&[invited.message_id])
         .await;
     let got = rig.server.messages();
-    let mailed = tenantry::token_from_link(&part(&got[0], "text/plain"));
+    let mailed = tenantry_service::token_from_link(&part(&got[0], "text/plain"));
     assert_eq!(
         mailed,
         invited.accept_link.token(),
@@ -584,7 +584,7 @@ async fn d25_a_cut_off_message_is_delivered_once_when_the_server_answers() {
     rig.clock.advance(backoff() - time::Duration::seconds(1));
     assert_eq!(
         rig.app.dispatch(rig.t).await.unwrap(),
-        tenantry::DispatchReport::default(),
+        tenantry_service::DispatchReport::default(),
         "a second before the backoff runs out"
     );
     assert_eq!(rig.received().get(&header), None);
@@ -618,7 +618,7 @@ async fn d25_a_cut_off_message_is_delivered_once_when_the_server_answers() {
         .find(|r| r["message_id"] == header.as_str())
         .unwrap();
     assert_eq!(mine["rcpt_tos"], serde_json::json!(["cut@acme.test"]));
-    let token = tenantry::token_from_link(&part(mine, "text/plain")).unwrap();
+    let token = tenantry_service::token_from_link(&part(mine, "text/plain")).unwrap();
     assert_eq!(invited.accept_link.token().as_deref(), Some(token.as_str()));
     rig.app
         .accept_invitation(&token, "cut@acme.test")
@@ -666,7 +666,7 @@ async fn d25_resend_returns_within_the_deadline_when_the_server_never_answers() 
         .iter()
         .find(|r| r["message_id"] == header.as_str())
         .unwrap();
-    let token = tenantry::token_from_link(&part(mine, "text/plain")).unwrap();
+    let token = tenantry_service::token_from_link(&part(mine, "text/plain")).unwrap();
     assert_eq!(resent.accept_link.token().as_deref(), Some(token.as_str()));
     assert!(
         rig.app
@@ -761,7 +761,7 @@ async fn d25_a_slow_server_never_holds_the_invite_past_the_deadline() {
     assert!(early <= 1);
     assert_eq!(
         rig.app.dispatch(rig.t).await.unwrap(),
-        tenantry::DispatchReport::default(),
+        tenantry_service::DispatchReport::default(),
         "backing off"
     );
     rig.clock.advance(backoff() + time::Duration::seconds(1));
@@ -782,7 +782,7 @@ async fn d25_a_slow_server_never_holds_the_invite_past_the_deadline() {
     rig.clock.advance(time::Duration::hours(3));
     assert_eq!(
         rig.app.dispatch_all().await.unwrap(),
-        tenantry::DispatchReport::default()
+        tenantry_service::DispatchReport::default()
     );
     assert_eq!(rig.received()[&header], copies, "never again");
 }
@@ -823,7 +823,7 @@ async fn d25_inline_delivery_sends_only_the_calls_own_message() {
 async fn d25_a_send_that_finished_is_recorded_even_past_the_deadline() {
     const STORE_DELAY: Duration = Duration::from_millis(1500);
     let store = Arc::new(SlowRecording {
-        inner: tenantry::InMemoryStore::new(),
+        inner: tenantry_service::InMemoryStore::new(),
         delay: STORE_DELAY,
         recorded: AtomicUsize::new(0),
     });
@@ -867,7 +867,7 @@ async fn d25_a_send_that_finished_is_recorded_even_past_the_deadline() {
     rig.clock.advance(time::Duration::hours(3));
     assert_eq!(
         rig.app.dispatch_all().await.unwrap(),
-        tenantry::DispatchReport::default(),
+        tenantry_service::DispatchReport::default(),
         "nothing left to send"
     );
     assert_eq!(store.recorded.load(Ordering::SeqCst), 1);
@@ -875,6 +875,6 @@ async fn d25_a_send_that_finished_is_recorded_even_past_the_deadline() {
     assert_eq!(got.len(), 1, "exactly one copy: {got:?}");
     assert_eq!(got[0]["message_id"], header.as_str());
     assert_eq!(got[0]["rcpt_tos"], serde_json::json!(["fin@acme.test"]));
-    let token = tenantry::token_from_link(&part(&got[0], "text/plain")).unwrap();
+    let token = tenantry_service::token_from_link(&part(&got[0], "text/plain")).unwrap();
     assert_eq!(invited.accept_link.token().as_deref(), Some(token.as_str()));
 }

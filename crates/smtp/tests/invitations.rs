@@ -13,8 +13,8 @@
 mod support;
 
 use support::{BASE_URL, ServerTls, SmtpServer, part, service};
-use tenantry::prelude::*;
-use tenantry::{DeliveryState, OutboxRecord, TenantId, UserId};
+use tenantry_service::prelude::*;
+use tenantry_service::{DeliveryState, OutboxRecord, TenantId, UserId};
 
 fn request(email: &str) -> InviteRequest {
     InviteRequest {
@@ -36,7 +36,7 @@ async fn tenant(app: &Tenantry) -> (TenantId, UserId) {
     .unwrap()
 }
 
-async fn record(app: &Tenantry, tenant: TenantId, id: tenantry::core::MessageId) -> OutboxRecord {
+async fn record(app: &Tenantry, tenant: TenantId, id: tenantry_core::MessageId) -> OutboxRecord {
     app.outbox_message(tenant, id).await.unwrap().unwrap()
 }
 
@@ -84,9 +84,9 @@ async fn the_invitation_reaches_the_server_and_its_link_works() {
         "{html}"
     );
 
-    let token = tenantry::token_from_link(&text).unwrap();
+    let token = tenantry_service::token_from_link(&text).unwrap();
     assert_eq!(
-        tenantry::token_from_link(&html).as_deref(),
+        tenantry_service::token_from_link(&html).as_deref(),
         Some(token.as_str())
     );
     assert!(token.len() >= 43, "at least 256 bits, URL-safe (D10)");
@@ -175,7 +175,7 @@ async fn server_down_at_invite_time_then_delivered_when_it_comes_up() {
     assert_eq!(out.attempts, 2);
     assert_eq!(got[0]["message_id"], out.message.message_id_header());
 
-    let token = tenantry::token_from_link(&part(&got[0], "text/plain")).unwrap();
+    let token = tenantry_service::token_from_link(&part(&got[0], "text/plain")).unwrap();
     app.accept_invitation(&token, "carol@acme.test")
         .await
         .unwrap();
@@ -285,7 +285,7 @@ async fn answer_5xx_marks_the_message_failed_and_resend_works() {
     clock.advance(time::Duration::hours(2));
     assert_eq!(
         app.dispatch(t).await.unwrap(),
-        tenantry::DispatchReport::default()
+        tenantry_service::DispatchReport::default()
     );
 
     server.accept_all();
@@ -305,7 +305,7 @@ async fn answer_5xx_marks_the_message_failed_and_resend_works() {
     assert!(matches!(new.state, DeliveryState::Sent { .. }));
     assert_eq!(got[0]["message_id"], new.message.message_id_header());
     assert_eq!(got[0]["rcpt_tos"], serde_json::json!(["erin@acme.test"]));
-    let token = tenantry::token_from_link(&part(&got[0], "text/plain")).unwrap();
+    let token = tenantry_service::token_from_link(&part(&got[0], "text/plain")).unwrap();
     assert_eq!(
         resent.accept_link.token().as_deref(),
         Some(token.as_str()),
@@ -346,9 +346,9 @@ async fn a_message_already_sent_is_never_sent_again() {
     for _ in 0..5 {
         clock.advance(time::Duration::hours(3));
         let r = app.dispatch(t).await.unwrap();
-        assert_eq!(r, tenantry::DispatchReport::default());
+        assert_eq!(r, tenantry_service::DispatchReport::default());
         let r = app.dispatch_all().await.unwrap();
-        assert_eq!(r, tenantry::DispatchReport::default());
+        assert_eq!(r, tenantry_service::DispatchReport::default());
     }
     let got = server.messages();
     assert_eq!(got.len(), 2);

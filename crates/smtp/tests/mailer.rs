@@ -15,8 +15,8 @@ mod support;
 use std::time::Duration;
 
 use support::{ServerTls, SmtpServer, part};
-use tenantry::core::{MessageId, TenantId, UserId};
-use tenantry::{MailError, Mailer, Message};
+use tenantry_core::{MessageId, TenantId, UserId};
+use tenantry_service::{MailError, Mailer, Message};
 use tenantry_smtp::{SmtpConfig, SmtpMailer, TlsMode};
 
 fn message(n: u8, to: &str) -> Message {

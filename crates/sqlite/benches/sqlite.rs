@@ -8,8 +8,8 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use tenantry::prelude::*;
-use tenantry::{TenantId, UserId};
+use tenantry_service::prelude::*;
+use tenantry_service::{TenantId, UserId};
 use tenantry_sqlite::SqliteStore;
 
 fn rt() -> tokio::runtime::Runtime {
@@ -24,14 +24,14 @@ struct Seeded {
     tenant: TenantId,
     admin: UserId,
     agent: UserId,
-    template: tenantry::TemplateId,
+    template: tenantry_service::TemplateId,
     _dir: std::path::PathBuf,
 }
 
 /// The service on `store`, mail delivery left to the outbox.
 fn app_on(store: SqliteStore) -> Tenantry {
     Tenantry::builder(store)
-        .delivery(tenantry::DeliverySettings {
+        .delivery(tenantry_service::DeliverySettings {
             inline: false,
             ..Default::default()
         })

@@ -14,7 +14,7 @@
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use tenantry_sqlite::SqliteStore;
 //! let store = SqliteStore::open("tenantry.db").await?;
-//! let app = tenantry::Tenantry::builder(store).build()?;
+//! let app = tenantry_service::Tenantry::builder(store).build()?;
 //! # let _ = app; Ok(()) }
 //! ```
 

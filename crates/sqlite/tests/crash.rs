@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use tenantry::prelude::*;
-use tenantry::{TenantId, UserId};
+use tenantry_service::prelude::*;
+use tenantry_service::{TenantId, UserId};
 use tenantry_sqlite::SqliteStore;
 
 const ROUNDS: usize = 24;

@@ -8,8 +8,8 @@
     missing_docs
 )]
 
-use tenantry::prelude::*;
-use tenantry::{TemplateEdit, UserEdit};
+use tenantry_service::prelude::*;
+use tenantry_service::{TemplateEdit, UserEdit};
 use tenantry_sqlite::{OpenError, SqliteStore};
 
 fn temp_db(name: &str) -> std::path::PathBuf {
@@ -19,7 +19,13 @@ fn temp_db(name: &str) -> std::path::PathBuf {
     dir.join("t.db")
 }
 
-async fn app_on(store: SqliteStore) -> (Tenantry, tenantry::TenantId, tenantry::UserId) {
+async fn app_on(
+    store: SqliteStore,
+) -> (
+    Tenantry,
+    tenantry_service::TenantId,
+    tenantry_service::UserId,
+) {
     let app = Tenantry::builder(store).build().unwrap();
     let (t, a) = app
         .create_tenant("Acme", Some(3), Email::parse("ada@acme.test").unwrap())
@@ -272,9 +278,9 @@ async fn with_active_user(
     grants: Permissions,
 ) -> (
     Tenantry,
-    tenantry::TenantId,
-    tenantry::UserId,
-    tenantry::UserId,
+    tenantry_service::TenantId,
+    tenantry_service::UserId,
+    tenantry_service::UserId,
 ) {
     let mail = InMemoryMailer::new();
     let app = Tenantry::builder(store)
@@ -290,7 +296,7 @@ async fn with_active_user(
         .unwrap();
     app.dispatch(t).await.unwrap();
     let sent = mail.sent();
-    let token = tenantry::token_from_link(&sent.last().unwrap().text).unwrap();
+    let token = tenantry_service::token_from_link(&sent.last().unwrap().text).unwrap();
     let bob = app
         .accept_invitation(&token, "bob@acme.test")
         .await
@@ -476,11 +482,11 @@ async fn d16_counters_that_disagree_with_the_rows_refuse_the_whole_change() {
     let mut counters = state.counters;
     counters.version += 1;
     counters.seats_used += 1;
-    let forged = tenantry::core::decide::Change {
+    let forged = tenantry_core::decide::Change {
         tenant_id: t,
         expected_version: state.counters.version,
         counters,
-        writes: vec![tenantry::core::decide::Write::UpdateUser(admin)],
+        writes: vec![tenantry_core::decide::Write::UpdateUser(admin)],
         events: vec![log.last().unwrap().event.clone()],
     };
     let refused = store.commit(&forged, &[]).await;
@@ -555,16 +561,21 @@ async fn d6_a_cancelled_change_that_commits_later_leaves_no_stale_check() {
 /// address for good (a 5xx answer).
 #[derive(Debug, Clone, Default)]
 struct RefusingMailer {
-    handed: std::sync::Arc<std::sync::Mutex<Vec<tenantry::Message>>>,
+    handed: std::sync::Arc<std::sync::Mutex<Vec<tenantry_service::Message>>>,
     refuse: String,
 }
 
 #[async_trait::async_trait]
-impl tenantry::Mailer for RefusingMailer {
-    async fn send(&self, message: &tenantry::Message) -> Result<(), tenantry::MailError> {
+impl tenantry_service::Mailer for RefusingMailer {
+    async fn send(
+        &self,
+        message: &tenantry_service::Message,
+    ) -> Result<(), tenantry_service::MailError> {
         self.handed.lock().unwrap().push(message.clone());
         if message.to == self.refuse {
-            Err(tenantry::MailError::Permanent("550 no such mailbox".into()))
+            Err(tenantry_service::MailError::Permanent(
+                "550 no such mailbox".into(),
+            ))
         } else {
             Ok(())
         }
@@ -580,7 +591,7 @@ impl RefusingMailer {
             .rev()
             .find(|m| m.to == to)
             .unwrap_or_else(|| panic!("no message was handed over for {to}"));
-        tenantry::token_from_link(&m.text).unwrap()
+        tenantry_service::token_from_link(&m.text).unwrap()
     }
 }
 
@@ -639,9 +650,9 @@ async fn d26_no_stored_row_holds_the_token_after_send_or_permanent_failure() {
     // Through the dispatcher: the mail waits in the outbox first.
     let app = Tenantry::builder(store.clone())
         .mailer(mailer.clone())
-        .delivery(tenantry::DeliverySettings {
+        .delivery(tenantry_service::DeliverySettings {
             inline: false,
-            ..tenantry::DeliverySettings::default()
+            ..tenantry_service::DeliverySettings::default()
         })
         .build()
         .unwrap();
@@ -659,7 +670,7 @@ async fn d26_no_stored_row_holds_the_token_after_send_or_permanent_failure() {
     let queued = store.outbox(t, true, 10).await.unwrap();
     assert_eq!(queued.len(), 2);
     for record in &queued {
-        let token = tenantry::token_from_link(&record.message.text).unwrap();
+        let token = tenantry_service::token_from_link(&record.message.text).unwrap();
         for secret in secrets(&token) {
             let found = columns_holding(&store, &secret).await;
             assert!(found.contains(&"outbox.body_text".to_owned()), "{found:?}");
@@ -674,7 +685,7 @@ async fn d26_no_stored_row_holds_the_token_after_send_or_permanent_failure() {
     ];
     for record in &queued {
         assert!(
-            tokens.contains(&tenantry::token_from_link(&record.message.text).unwrap()),
+            tokens.contains(&tenantry_service::token_from_link(&record.message.text).unwrap()),
             "the mailer was handed the queued links"
         );
     }
@@ -703,9 +714,9 @@ async fn d26_no_stored_row_holds_the_token_after_send_or_permanent_failure() {
         let mut states: Vec<&str> = records
             .iter()
             .map(|r| match r.state {
-                tenantry::DeliveryState::Sent { .. } => "sent",
-                tenantry::DeliveryState::Failed { .. } => "failed",
-                tenantry::DeliveryState::Pending => "pending",
+                tenantry_service::DeliveryState::Sent { .. } => "sent",
+                tenantry_service::DeliveryState::Failed { .. } => "failed",
+                tenantry_service::DeliveryState::Pending => "pending",
             })
             .collect();
         states.sort_unstable();
@@ -729,15 +740,15 @@ async fn d26_no_stored_row_holds_the_token_after_send_or_permanent_failure() {
 /// A change of `writes` on the tenant's current state (its counters unchanged).
 async fn change_on(
     store: &SqliteStore,
-    t: tenantry::TenantId,
-    writes: Vec<tenantry::core::decide::Write>,
-) -> tenantry::core::decide::Change {
+    t: tenantry_service::TenantId,
+    writes: Vec<tenantry_core::decide::Write>,
+) -> tenantry_core::decide::Change {
     use tenantry_store::Store;
     let state = store.tenant(t).await.unwrap().unwrap();
-    tenantry::core::decide::Change {
+    tenantry_core::decide::Change {
         tenant_id: t,
         expected_version: state.counters.version,
-        counters: tenantry::core::Counters {
+        counters: tenantry_core::Counters {
             version: state.counters.version + 1,
             ..state.counters
         },
@@ -751,8 +762,8 @@ async fn change_on(
 /// writes nothing of its change.
 #[tokio::test]
 async fn d24_failed_attempts_survive_reopen() {
-    use tenantry::core::TokenHash;
-    use tenantry::core::decide::Write;
+    use tenantry_core::TokenHash;
+    use tenantry_core::decide::Write;
     use tenantry_store::{Constraint, Store, StoreError};
     let path = temp_db("d24");
     let store = SqliteStore::open(&path).await.unwrap();
@@ -793,17 +804,17 @@ async fn d24_failed_attempts_survive_reopen() {
     let store = SqliteStore::open(&path).await.unwrap();
     let after = store.invitation(t, &hash).await.unwrap().unwrap();
     assert_eq!(after.failed_attempts, 1);
-    assert_eq!(after.state, tenantry::core::InvitationState::Pending);
+    assert_eq!(after.state, tenantry_core::InvitationState::Pending);
     assert_eq!(
         after,
-        tenantry::core::Invitation {
+        tenantry_core::Invitation {
             failed_attempts: 1,
             ..invitation.clone()
         }
     );
     // An unknown token fails the whole change: the user edit before it is not written.
     let state = store.tenant(t).await.unwrap().unwrap();
-    let edited = tenantry::User {
+    let edited = tenantry_service::User {
         grants: Permissions::USERS_VIEW,
         ..bob.clone()
     };
@@ -844,7 +855,7 @@ async fn d24_failed_attempts_survive_reopen() {
     let after = store.invitation(t, &hash).await.unwrap().unwrap();
     assert_eq!(
         (after.failed_attempts, after.state),
-        (5, tenantry::core::InvitationState::Revoked)
+        (5, tenantry_core::InvitationState::Revoked)
     );
     // A revoked invitation counts no more attempts.
     let c = change_on(&store, t, vec![fail(6, false)]).await;
@@ -870,12 +881,12 @@ async fn d24_failed_attempts_survive_reopen() {
 async fn d25_claim_message_claims_a_due_message_once() {
     use tenantry_store::{DeliveryUpdate, Store};
     let store = SqliteStore::open(temp_db("claim-one")).await.unwrap();
-    let clock = tenantry::ManualClock::new(time::macros::datetime!(2026-01-05 09:00 UTC));
+    let clock = tenantry_service::ManualClock::new(time::macros::datetime!(2026-01-05 09:00 UTC));
     let app = Tenantry::builder(store.clone())
         .clock(clock.clone())
-        .delivery(tenantry::DeliverySettings {
+        .delivery(tenantry_service::DeliverySettings {
             inline: false,
-            ..tenantry::DeliverySettings::default()
+            ..tenantry_service::DeliverySettings::default()
         })
         .build()
         .unwrap();
@@ -905,7 +916,7 @@ async fn d25_claim_message_claims_a_due_message_once() {
         .unwrap()
         .unwrap();
     assert_eq!(claimed.message.id, bob);
-    assert_eq!(claimed.state, tenantry::DeliveryState::Pending);
+    assert_eq!(claimed.state, tenantry_service::DeliveryState::Pending);
     assert_eq!(claimed.next_attempt_at, lease);
     assert!(claimed.message.text.contains("token="));
     // The lease holds: no second claim, by this call or by the dispatcher's.
@@ -916,7 +927,7 @@ async fn d25_claim_message_claims_a_due_message_once() {
         [carol]
     );
     // Not due yet, another tenant's, or no such message: nothing.
-    let unknown = tenantry::core::MessageId::from_uuid(uuid::Uuid::now_v7());
+    let unknown = tenantry_core::MessageId::from_uuid(uuid::Uuid::now_v7());
     assert_eq!(
         store.claim_message(t, carol, now, lease).await.unwrap(),
         None

@@ -23,10 +23,9 @@ macro_rules! or_error_page {
             Err(e) => {
                 let status = match e.as_rule() {
                     Some(
-                        tenantry::core::Error::UserNotFound
-                        | tenantry::core::Error::TemplateNotFound,
+                        tenantry::RuleError::UserNotFound | tenantry::RuleError::TemplateNotFound,
                     ) => axum::http::StatusCode::NOT_FOUND,
-                    Some(tenantry::core::Error::NotAllowed { .. }) => {
+                    Some(tenantry::RuleError::NotAllowed { .. }) => {
                         axum::http::StatusCode::FORBIDDEN
                     }
                     _ => axum::http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -135,7 +134,7 @@ pub(crate) async fn open(setup: Setup) -> Result<Opened, BoxError> {
     let outbox = InMemoryMailer::new();
     let public = setup.public_url.trim_end_matches('/');
     let base_url = format!("{public}/accept");
-    let app = Tenantry::builder_arc(Arc::clone(&store))
+    let app = Tenantry::builder(Arc::clone(&store))
         .mailer(RecordingMailer {
             record: outbox.clone(),
             forward: setup.forward,
@@ -153,7 +152,7 @@ pub(crate) async fn open(setup: Setup) -> Result<Opened, BoxError> {
         None => {
             // The demo invitations go to made-up addresses: they are only recorded, never
             // handed to a real transport.
-            let seeder = Tenantry::builder_arc(store)
+            let seeder = Tenantry::builder(store)
                 .mailer(outbox.clone())
                 .base_url(base_url)
                 .build()?;

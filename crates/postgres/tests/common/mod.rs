@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::{Connection, PgConnection};
-use tenantry::core::{
+use tenantry_core::{
     AuditEvent, AuditRecord, Change, Invitation, MessageId, RoleTemplate, Subject, TemplateId,
     TenantId, TenantState, TokenHash, Tombstone, User, UserId,
 };
-use tenantry::{Message, OutboxRecord, Page, Store, StoreError, UserQuery};
 use tenantry_postgres::{PgConnectOptions, PgPoolOptions, PostgresStore};
+use tenantry_service::{Message, OutboxRecord, Page, Store, StoreError, UserQuery};
 use tenantry_store::DeliveryUpdate;
 use time::OffsetDateTime;
 

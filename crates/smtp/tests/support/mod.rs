@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tenantry::{DeliverySettings, Mailer, ManualClock, Tenantry};
+use tenantry_service::{DeliverySettings, Mailer, ManualClock, Tenantry};
 use tenantry_smtp::{SmtpConfig, SmtpMailer, TlsMode};
 
 /// Where the fixed test time starts.
@@ -387,7 +387,7 @@ pub fn service(mailer: impl Mailer) -> (Tenantry, ManualClock) {
 /// As [`service`], with other delivery settings.
 pub fn service_with(mailer: impl Mailer, delivery: DeliverySettings) -> (Tenantry, ManualClock) {
     let clock = ManualClock::new(T0);
-    let app = Tenantry::builder(tenantry::InMemoryStore::new())
+    let app = Tenantry::builder(tenantry_service::InMemoryStore::new())
         .mailer(mailer)
         .clock(clock.clone())
         .base_url(BASE_URL)

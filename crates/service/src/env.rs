@@ -25,6 +25,7 @@ impl Clock for SystemClock {
 /// A clock that moves only when told to; for tests.
 ///
 /// ```
+/// # use tenantry_service as tenantry;
 /// use tenantry::{Clock, ManualClock};
 /// let clock = ManualClock::new(time::macros::datetime!(2026-01-01 0:00 UTC));
 /// clock.advance(time::Duration::days(8));

@@ -84,8 +84,9 @@ impl Error {
     /// How a host should classify the error (for an HTTP status or a UI message).
     ///
     /// ```
+    /// # use tenantry_service as tenantry;
     /// use tenantry::{Error, ErrorKind};
-    /// let e = Error::from(tenantry::core::Error::TemplateNotFound);
+    /// let e = Error::from(tenantry::RuleError::TemplateNotFound);
     /// assert_eq!(e.kind(), ErrorKind::NotFound);
     /// assert_eq!(Error::Contention { attempts: 8 }.kind(), ErrorKind::Unavailable);
     /// ```

@@ -25,6 +25,7 @@ use crate::{Error, Tenantry, token};
 /// returns it afterwards. `Debug` does not show it, so it never reaches a log by accident.
 ///
 /// ```
+/// # use tenantry_service as tenantry;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), tenantry::Error> {
 /// use tenantry::prelude::*;
