@@ -146,7 +146,7 @@ async fn check(app: Tenantry, mailer: Recording) {
         "{log}"
     );
     assert!(
-        log.contains("rule=D10") || log.contains("rule=\"D10\""),
+        log.contains("rule=invitations") || log.contains("rule=\"invitations\""),
         "the refused accept names its rule:\n{log}"
     );
     for secret in secrets.iter().filter(|s| s.len() >= 16) {

@@ -171,7 +171,7 @@ impl Guard {
         }
     }
 
-    /// Identifies the caller and decides `request` for it now, on current state (D6).
+    /// Identifies the caller and decides `request` for it now, on current state ([current access (D6)](tenantry_core::Rule::CurrentAccess)).
     ///
     /// # Errors
     /// [`GuardRejection::Unauthenticated`] when nobody known is calling (no identity, or a

@@ -11,7 +11,7 @@ use tower::{Layer, Service};
 use crate::{Guard, Requirement};
 
 /// A tower [`Layer`] that lets a request through only if the caller holds one permission
-/// (or CRM access) now, deciding on every request (D6). Refusals are the same as
+/// (or CRM access) now, deciding on every request ([current access (D6)](tenantry_core::Rule::CurrentAccess)). Refusals are the same as
 /// [`Require<P>`](crate::Require)'s: `401`, `403` with the reason as JSON, `500`. An allowed
 /// request carries an [`Authorized`](crate::Authorized) in its extensions for the handler.
 ///

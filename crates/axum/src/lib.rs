@@ -8,7 +8,7 @@
 //! - [`Guard`]: the [`Tenantry`] service plus the host's [`Identify`]. Put it in the app
 //!   state; the extractors find it through [`FromRef`](axum::extract::FromRef).
 //! - [`Require<P>`]: an extractor that asks [`Tenantry::authorize`] for the permission `P`
-//!   at request time (D6: no cache, so an edit of a user or of its role template applies at
+//!   at request time ([current access (D6)](tenantry_core::Rule::CurrentAccess): no cache, so an edit of a user or of its role template applies at
 //!   the very next request). `P` is one of the 31 markers in [`perm`] (30 permissions and
 //!   [`perm::Crm`]).
 //! - [`RequireLayer`]: a tower layer doing the same for a whole router; handlers read the

@@ -67,7 +67,7 @@ markers! {
     ExperimentsManage => Experiments:Manage, "experiments:manage";
 }
 
-/// Requires CRM access (D5): admins always, other active users by their CRM flag.
+/// Requires CRM access ([CRM access (D5)](tenantry_core::Rule::CrmAccess)): admins always, other active users by their CRM flag.
 ///
 /// ```
 /// use tenantry_axum::{Requirement, perm::Crm};

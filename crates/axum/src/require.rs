@@ -27,7 +27,7 @@ pub trait Requirement: Send + Sync + 'static {
 /// An extractor that lets the handler run only if the caller holds `P` now.
 ///
 /// It identifies the caller with the host's [`Identify`](crate::Identify), then asks
-/// [`Tenantry::authorize`](tenantry_service::Tenantry::authorize) on current state (D6: nothing is
+/// [`Tenantry::authorize`](tenantry_service::Tenantry::authorize) on current state ([current access (D6)](tenantry_core::Rule::CurrentAccess): nothing is
 /// cached, so a change to the user or its role template applies at the very next
 /// request). Rejections: `401` when nobody known is calling, `403` with the decision's
 /// reason as JSON when denied, `500` when the store failed. The [`Guard`] comes from the

@@ -1,4 +1,4 @@
-//! D16 under load: many concurrent callers on one tenant, on a multi-thread runtime.
+//! [concurrency (D16)](tenantry_core::Rule::Concurrency) under load: many concurrent callers on one tenant, on a multi-thread runtime.
 //!
 //! Each scenario spawns its calls with `tokio::spawn`, counts the outcomes (printing them)
 //! and asserts the rule held exactly. A call that gives up with [`Error::Contention`] counts
@@ -38,7 +38,7 @@ fn tally<T>(results: &[Result<T, Error>]) -> Tally {
     t
 }
 
-/// D16/D9: 64 concurrent invites with 10 seats free: exactly 10 succeed (fewer only if
+/// [concurrency (D16)](tenantry_core::Rule::Concurrency)/[seat limit (D9)](tenantry_core::Rule::SeatLimit): 64 concurrent invites with 10 seats free: exactly 10 succeed (fewer only if
 /// some gave up with contention); seats used equals the rows; every invited user got
 /// exactly one message, delivered once.
 pub async fn d16_concurrent_invites_at_limit(store: Arc<dyn Store>) {
@@ -108,7 +108,7 @@ pub async fn d16_concurrent_invites_at_limit(store: Arc<dyn Store>) {
     );
 }
 
-/// D16/D3: 100 concurrent invites of case and white-space variants of one address:
+/// [concurrency (D16)](tenantry_core::Rule::Concurrency)/[unique email (D3)](tenantry_core::Rule::UniqueEmail): 100 concurrent invites of case and white-space variants of one address:
 /// exactly one user is created.
 pub async fn d16_concurrent_invites_of_one_address(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
@@ -150,7 +150,7 @@ pub async fn d16_concurrent_invites_of_one_address(store: Arc<dyn Store>) {
     );
 }
 
-/// D16/D19: 8 concurrent bulk invites of 10 new addresses each with 20 seats free: exactly
+/// [concurrency (D16)](tenantry_core::Rule::Concurrency)/[bulk invite (D19)](tenantry_core::Rule::BulkInvite): 8 concurrent bulk invites of 10 new addresses each with 20 seats free: exactly
 /// 20 addresses are invited in total.
 pub async fn d16_concurrent_bulk_invites_at_limit(store: Arc<dyn Store>) {
     let env = Env::with(
@@ -231,7 +231,7 @@ async fn remove_admin(
     }
 }
 
-/// D16/D8: over several rounds, every admin concurrently demotes, suspends or deletes
+/// [concurrency (D16)](tenantry_core::Rule::Concurrency)/[last admin (D8)](tenantry_core::Rule::LastAdmin): over several rounds, every admin concurrently demotes, suspends or deletes
 /// another admin and itself; after every round at least one active admin remains and the counters
 /// agree with the rows.
 pub async fn d16_admins_demote_suspend_and_delete_each_other(store: Arc<dyn Store>) {
@@ -332,7 +332,7 @@ pub async fn d16_admins_demote_suspend_and_delete_each_other(store: Arc<dyn Stor
     );
 }
 
-/// D16/D10: 100 concurrent accepts of one token: exactly one succeeds.
+/// [concurrency (D16)](tenantry_core::Rule::Concurrency)/[invitations (D10)](tenantry_core::Rule::Invitations): 100 concurrent accepts of one token: exactly one succeeds.
 pub async fn d16_concurrent_accepts_of_one_token(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
     let invited = env.invite("once@acme.test").await;
@@ -372,7 +372,7 @@ pub async fn d16_concurrent_accepts_of_one_token(store: Arc<dyn Store>) {
     assert_eq!(accepted, 1, "D13: one acceptance recorded");
 }
 
-/// D16/D10: 20 concurrent resends to one user with the default limit (3 in 10 minutes):
+/// [concurrency (D16)](tenantry_core::Rule::Concurrency)/[invitations (D10)](tenantry_core::Rule::Invitations): 20 concurrent resends to one user with the default limit (3 in 10 minutes):
 /// exactly 3 succeed, and of all tokens issued only the newest accepts.
 pub async fn d16_concurrent_resends_respect_rate_limit(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
@@ -417,7 +417,7 @@ pub async fn d16_concurrent_resends_respect_rate_limit(store: Arc<dyn Store>) {
     assert_eq!(env.assert_consistent(env.tenant).await.len(), 2);
 }
 
-/// D16/D12: 20 templates concurrently renamed to case variants of one name: exactly one
+/// [concurrency (D16)](tenantry_core::Rule::Concurrency)/[role templates (D12)](tenantry_core::Rule::RoleTemplates): 20 templates concurrently renamed to case variants of one name: exactly one
 /// rename succeeds.
 pub async fn d16_concurrent_template_renames_to_one_name(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
@@ -471,7 +471,7 @@ pub async fn d16_concurrent_template_renames_to_one_name(store: Arc<dyn Store>) 
     assert!(keys.contains("shared name"));
 }
 
-/// D16/D12: 50 concurrent creates of case variants of one template name: exactly one.
+/// [concurrency (D16)](tenantry_core::Rule::Concurrency)/[role templates (D12)](tenantry_core::Rule::RoleTemplates): 50 concurrent creates of case variants of one template name: exactly one.
 pub async fn d16_concurrent_template_creates_with_one_name(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
     let variants = ["Agents", "AGENTS", " agents ", "aGeNtS"];
@@ -504,7 +504,7 @@ pub async fn d16_concurrent_template_creates_with_one_name(store: Arc<dyn Store>
     assert_eq!(templates.len(), 1);
 }
 
-/// D24/D16: 20 concurrent sign-ups with wrong addresses on one token: exactly 5 are counted
+/// [accept attempts (D24)](tenantry_core::Rule::AcceptAttempts)/[concurrency (D16)](tenantry_core::Rule::Concurrency): 20 concurrent sign-ups with wrong addresses on one token: exactly 5 are counted
 /// (answered with 4, 3, 2, 1 and 0 attempts left, each once, each with its audit event)
 /// and the rest find the token dead; then the right address is refused too, and a resend
 /// gives a working token. Then 10 wrong and 1 right concurrently on the fresh token: the

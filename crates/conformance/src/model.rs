@@ -2,9 +2,9 @@
 //!
 //! Random sequences of every use case (create tenant with good and bad names and limits,
 //! set user limit, invite, bulk invite, resend, accept with right, wrong and invalid sign-up
-//! addresses — also several wrong ones in a row, D24 — and with used, superseded, forged and
+//! addresses — also several wrong ones in a row, [accept attempts (D24)](tenantry_core::Rule::AcceptAttempts) — and with used, superseded, forged and
 //! foreign tokens, sign-in, edit of every field, delete, purge of expired invitations,
-//! template create (names with control and format characters too, D22) / edit / delete with
+//! template create (names with control and format characters too, [names (D22)](tenantry_core::Rule::Names)) / edit / delete with
 //! refuse, detach and reassign, the clock moving, listing with filters and sort orders) are
 //! run by several actors (the first admin, other
 //! admins, non-admin users with various grants and templates, invited, suspended and deleted
@@ -13,18 +13,18 @@
 //! `DECISIONS.md` alone (it never calls `tenantry_core::decide`).
 //!
 //! Every result must agree: `Ok` against `Ok` with the same returned data, `Err` against
-//! `Err` with the same [`tenantry_core::Error`] (so the same rule, D1…D24, and the same
-//! details). The accept links that invite, bulk invite and resend return (D26) must be the
+//! `Err` with the same [`tenantry_core::Error`] (so the same rule, [roles (D1)](tenantry_core::Rule::Roles)…[accept attempts (D24)](tenantry_core::Rule::AcceptAttempts), and the same
+//! details). The accept links that invite, bulk invite and resend return ([live links are secrets (D26)](tenantry_core::Rule::LiveLinksAreSecrets)) must be the
 //! ones mailed. After every step the visible state must agree as well: the user table of each
 //! tenant (paged through with [`ActorRef::System`]), seat usage and the tenant's counters,
-//! the role templates and who references them, expired invitations, tombstones (D11), the
-//! audit events the step appended (D13: with the address a refused invite tried, the users
-//! a template change reached, the failed accept attempts of D24), that neither the outbox
-//! nor the audit log shows a live link (D26), the invitation mail sent (D9, D10, D17) and
+//! the role templates and who references them, expired invitations, tombstones ([permanent delete (D11)](tenantry_core::Rule::PermanentDelete)), the
+//! audit events the step appended ([audit log (D13)](tenantry_core::Rule::AuditLog): with the address a refused invite tried, the users
+//! a template change reached, the failed accept attempts of [accept attempts (D24)](tenantry_core::Rule::AcceptAttempts)), that neither the outbox
+//! nor the audit log shows a live link ([live links are secrets (D26)](tenantry_core::Rule::LiveLinksAreSecrets)), the invitation mail sent ([seat limit (D9)](tenantry_core::Rule::SeatLimit), [invitations (D10)](tenantry_core::Rule::Invitations), [mail delivery (D17)](tenantry_core::Rule::MailDelivery)) and
 //! `authorize` / `effective_permissions` for every user ever created, in its own tenant and
-//! in the other one (D6, D15). Invariants checked at every step: at least one active admin
-//! per tenant (D8), seats used equal the number of rows (D9), and seats used never exceed
-//! the limit right after a successful invite (D9).
+//! in the other one ([current access (D6)](tenantry_core::Rule::CurrentAccess), [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation)). Invariants checked at every step: at least one active admin
+//! per tenant ([last admin (D8)](tenantry_core::Rule::LastAdmin)), seats used equal the number of rows ([seat limit (D9)](tenantry_core::Rule::SeatLimit)), and seats used never exceed
+//! the limit right after a successful invite ([seat limit (D9)](tenantry_core::Rule::SeatLimit)).
 //!
 //! Invitation tokens are captured from the [`InMemoryMailer`]'s messages with
 //! [`tenantry_service::token_from_link`] (and checked against the links the calls returned); the
@@ -68,11 +68,11 @@ use time::{Duration, OffsetDateTime};
 
 /// The clock's start: not a whole microsecond (nor millisecond), so that every time the
 /// service stores (created at, expiry, last login, audit time) must survive the backend to
-/// the nanosecond for model and service to agree, at the D10 expiry boundary too.
+/// the nanosecond for model and service to agree, at the [invitations (D10)](tenantry_core::Rule::Invitations) expiry boundary too.
 const START: OffsetDateTime = time::macros::datetime!(2026-01-01 09:00:00.123_456_789 UTC);
-/// D10: invitation lifetime (the default, set explicitly).
+/// [invitations (D10)](tenantry_core::Rule::Invitations): invitation lifetime (the default, set explicitly).
 const TTL: Duration = Duration::days(7);
-/// D10: at most this many resends …
+/// [invitations (D10)](tenantry_core::Rule::Invitations): at most this many resends …
 const RESEND_LIMIT: usize = 3;
 /// … in this window.
 const RESEND_WINDOW: Duration = Duration::minutes(10);
@@ -89,7 +89,7 @@ const EMAILS: [&str; 7] = [
     "ed@z.test",
     "flo@z.test",
 ];
-/// Addresses D3 refuses.
+/// Addresses [unique email (D3)](tenantry_core::Rule::UniqueEmail) refuses.
 const BAD_EMAILS: [&str; 6] = [
     "",
     "nobody",
@@ -98,9 +98,9 @@ const BAD_EMAILS: [&str; 6] = [
     ".a@x.test",
     "a@-x.test",
 ];
-/// Template names; 1 and 4 collide with 0 and 3 ignoring case (D12); 5 is blank and 6
-/// stands for a 65-character name (see `name_text`), both refused (D12); 7 to 10 hold
-/// control or format characters (look-alikes of 0, 3 and 2), refused (D22). Only 0 to 4
+/// Template names; 1 and 4 collide with 0 and 3 ignoring case ([role templates (D12)](tenantry_core::Rule::RoleTemplates)); 5 is blank and 6
+/// stands for a 65-character name (see `name_text`), both refused ([role templates (D12)](tenantry_core::Rule::RoleTemplates)); 7 to 10 hold
+/// control or format characters (look-alikes of 0, 3 and 2), refused ([names (D22)](tenantry_core::Rule::Names)). Only 0 to 4
 /// are used for renames (a rename takes a parsed name).
 const NAMES: [&str; 11] = [
     "Agent",
@@ -115,7 +115,7 @@ const NAMES: [&str; 11] = [
     "Man\r\nager",
     "\u{FEFF}Agent",
 ];
-/// Tenant names tried by `Step::CreateTenant` (D22): good ones, ones with control or format
+/// Tenant names tried by `Step::CreateTenant` ([names (D22)](tenantry_core::Rule::Names)): good ones, ones with control or format
 /// characters, blank, and (see `tenant_name_text`) 100 and 101 characters.
 const TENANT_NAMES: [&str; 9] = [
     "Gamma",
@@ -128,7 +128,7 @@ const TENANT_NAMES: [&str; 9] = [
     "",
     "",
 ];
-/// D24: failed accept attempts after which a token dies.
+/// [accept attempts (D24)](tenantry_core::Rule::AcceptAttempts): failed accept attempts after which a token dies.
 const MAX_ATTEMPTS: u32 = 5;
 /// The permissions grants and templates are drawn from, and that checks ask for.
 const CHECKED: [Permission; 8] = [
@@ -167,7 +167,7 @@ fn tenant_name_text(i: usize) -> String {
     }
 }
 
-/// An address of the pool in one of four spellings of the same address (D3).
+/// An address of the pool in one of four spellings of the same address ([unique email (D3)](tenantry_core::Rule::UniqueEmail)).
 fn email_text(i: usize, variant: u8) -> String {
     let base = EMAILS[i % EMAILS.len()];
     match variant % 4 {
@@ -182,7 +182,7 @@ fn email_text(i: usize, variant: u8) -> String {
     }
 }
 
-/// D3, independently of `Email::key`: trimmed and ASCII-lowercased.
+/// [unique email (D3)](tenantry_core::Rule::UniqueEmail), independently of `Email::key`: trimmed and ASCII-lowercased.
 fn key_of(text: &str) -> String {
     text.trim().to_ascii_lowercase()
 }
@@ -213,7 +213,7 @@ enum Who {
     Last,
     /// Any user ever created in the tenant (maybe deleted).
     Slot(usize),
-    /// A user of the other tenant (D15).
+    /// A user of the other tenant ([tenant isolation (D15)](tenantry_core::Rule::TenantIsolation)).
     Other(usize),
     /// A currently active non-admin user of the tenant (the first admin if there is none).
     Active(usize),
@@ -236,7 +236,7 @@ enum Tpl {
     Slot(usize),
     /// The newest template ever created in the tenant (maybe deleted).
     Last,
-    /// A template of the other tenant (D15).
+    /// A template of the other tenant ([tenant isolation (D15)](tenantry_core::Rule::TenantIsolation)).
     Other(usize),
     /// An id that never existed.
     Ghost,
@@ -262,11 +262,11 @@ enum TokenPick {
 enum Signup {
     /// The invited address as stored.
     Right,
-    /// The invited address in capitals with white space around (same address, D3).
+    /// The invited address in capitals with white space around (same address, [unique email (D3)](tenantry_core::Rule::UniqueEmail)).
     Variant,
     /// An address of the pool.
     Wrong(usize),
-    /// An address D3 refuses.
+    /// An address [unique email (D3)](tenantry_core::Rule::UniqueEmail) refuses.
     Invalid(usize),
 }
 
@@ -309,7 +309,7 @@ struct QuerySpec {
 
 #[derive(Debug, Clone)]
 enum Step {
-    /// The host creates a third tenant (D22 names, D23 first seat); checked on its own, not
+    /// The host creates a third tenant ([names (D22)](tenantry_core::Rule::Names) names, [first seat (D23)](tenantry_core::Rule::FirstSeat) first seat); checked on its own, not
     /// used by later steps.
     CreateTenant {
         name: usize,
@@ -358,7 +358,7 @@ enum Step {
         token: TokenPick,
         email: Signup,
     },
-    /// D24: `wrong` sign-ups with addresses of the pool (wrong unless one happens to be the
+    /// [accept attempts (D24)](tenantry_core::Rule::AcceptAttempts): `wrong` sign-ups with addresses of the pool (wrong unless one happens to be the
     /// invited one), then one with `then`.
     AcceptAttempts {
         t: usize,
@@ -429,7 +429,7 @@ fn tenant_s() -> impl Strategy<Value = usize> {
     prop_oneof![2 => Just(0usize), 1 => Just(1usize)]
 }
 
-/// Actors of an operation that needs `users:<needed>` (D7).
+/// Actors of an operation that needs `users:<needed>` ([management authority (D7)](tenantry_core::Rule::ManagementAuthority)).
 fn actor_s(needed: Action) -> impl Strategy<Value = Who> {
     prop_oneof![
         6 => Just(Who::First),
@@ -684,11 +684,11 @@ struct MToken {
     user: UserId,
     expires_at: OffsetDateTime,
     state: TokState,
-    /// D24: sign-ups tried on it with a wrong address.
+    /// [accept attempts (D24)](tenantry_core::Rule::AcceptAttempts): sign-ups tried on it with a wrong address.
     failed: u32,
 }
 
-/// An audit event as the model predicts it (D13).
+/// An audit event as the model predicts it ([audit log (D13)](tenantry_core::Rule::AuditLog)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ExpEvent {
     actor: ActorRef,
@@ -734,7 +734,7 @@ fn is_admin(u: &User) -> bool {
     u.role == Role::Admin && u.status == Status::Active
 }
 
-/// D5, D6: CRM access now.
+/// [CRM access (D5)](tenantry_core::Rule::CrmAccess), [current access (D6)](tenantry_core::Rule::CurrentAccess): CRM access now.
 fn crm_now(u: &User) -> bool {
     u.status == Status::Active && (u.role == Role::Admin || u.crm_access)
 }
@@ -769,7 +769,7 @@ fn is_format(c: char) -> bool {
     CF.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c))
 }
 
-/// D12, D22 name rules, independently of `TemplateName::parse` and `TenantName::parse`:
+/// [role templates (D12)](tenantry_core::Rule::RoleTemplates), [names (D22)](tenantry_core::Rule::Names) name rules, independently of `TemplateName::parse` and `TenantName::parse`:
 /// counted after trimming surrounding white space, 1..=`max` characters, no control (Cc)
 /// or format (Cf) character. Choice (the service's documented one): a refused character is
 /// reported before the length, with its 0-based position among the characters as given.
@@ -796,7 +796,7 @@ fn check_name(input: &str, max: usize) -> Result<String, TemplateNameError> {
     }
 }
 
-/// D13: how the model and the service render one recorded change. `Value::Users` lists are
+/// [audit log (D13)](tenantry_core::Rule::AuditLog): how the model and the service render one recorded change. `Value::Users` lists are
 /// compared as sets (their order is not a rule).
 fn change_text(c: &FieldChange) -> String {
     let norm = |v: &Value| match v {
@@ -817,7 +817,7 @@ fn change_text(c: &FieldChange) -> String {
     )
 }
 
-/// D13: a change of `field` from `before` to `after`, as [`change_text`] renders it.
+/// [audit log (D13)](tenantry_core::Rule::AuditLog): a change of `field` from `before` to `after`, as [`change_text`] renders it.
 fn change_of(field: Field, before: Value, after: Value) -> String {
     change_text(&FieldChange {
         field,
@@ -865,7 +865,7 @@ impl Model {
             .map_or(Permissions::empty(), |x| x.permissions)
     }
 
-    /// D1, D6: what the user would hold if active.
+    /// [roles (D1)](tenantry_core::Rule::Roles), [current access (D6)](tenantry_core::Rule::CurrentAccess): what the user would hold if active.
     fn potential(&self, t: usize, u: &User) -> Permissions {
         match u.role {
             Role::Admin => Permissions::all(),
@@ -873,7 +873,7 @@ impl Model {
         }
     }
 
-    /// D6: what the user holds now.
+    /// [current access (D6)](tenantry_core::Rule::CurrentAccess): what the user holds now.
     fn holds(&self, t: usize, u: &User) -> Permissions {
         if u.status == Status::Active {
             self.potential(t, u)
@@ -897,7 +897,7 @@ impl Model {
         }
     }
 
-    /// D7: the operation needs `users:<action>`.
+    /// [management authority (D7)](tenantry_core::Rule::ManagementAuthority): the operation needs `users:<action>`.
     fn need(&self, t: usize, actor: &User, action: Action) -> Result<(), CoreError> {
         if self
             .holds(t, actor)
@@ -909,7 +909,7 @@ impl Model {
         }
     }
 
-    /// D7: no granting what the actor does not hold itself.
+    /// [management authority (D7)](tenantry_core::Rule::ManagementAuthority): no granting what the actor does not hold itself.
     fn check_gain(
         &self,
         t: usize,
@@ -947,7 +947,7 @@ impl Model {
         });
     }
 
-    /// D13: a refused attempt by an actor of the tenant is audited.
+    /// [audit log (D13)](tenantry_core::Rule::AuditLog): a refused attempt by an actor of the tenant is audited.
     fn refuse(
         &mut self,
         t: usize,
@@ -980,7 +980,7 @@ impl Model {
         }
     }
 
-    /// D21: a non-admin manages only users whose access — what they hold now and what they
+    /// [within own access (D21)](tenantry_core::Rule::WithinOwnAccess): a non-admin manages only users whose access — what they hold now and what they
     /// would hold once active, CRM included — is within its own; the refusal names the
     /// excess. Admins are not limited.
     fn check_within(&self, t: usize, actor: &User, target: &User) -> Result<(), CoreError> {
@@ -996,7 +996,7 @@ impl Model {
         }
     }
 
-    /// D21 for the users of template `id` (a non-admin changing their template's
+    /// [within own access (D21)](tenantry_core::Rule::WithinOwnAccess) for the users of template `id` (a non-admin changing their template's
     /// permissions, or detaching or reassigning them): the refusal names everything any of
     /// them holds beyond the actor.
     fn check_all_within(&self, t: usize, actor: &User, id: TemplateId) -> Result<(), CoreError> {
@@ -1020,7 +1020,7 @@ impl Model {
         }
     }
 
-    /// D13 (template edits and deletions): the users referencing template `from` whose
+    /// [audit log (D13)](tenantry_core::Rule::AuditLog) (template edits and deletions): the users referencing template `from` whose
     /// access, now or once active, differs when it gives `to` instead of `from`'s
     /// permissions; admins hold everything either way.
     fn changed_users(
@@ -1052,7 +1052,7 @@ impl Model {
         }
     }
 
-    /// D10: every pending token of the user dies.
+    /// [invitations (D10)](tenantry_core::Rule::Invitations): every pending token of the user dies.
     fn revoke(&mut self, user: UserId) {
         for tok in &mut self.tokens {
             if tok.user == user && tok.state == TokState::Pending {
@@ -1167,7 +1167,7 @@ impl Model {
         );
     }
 
-    /// D9: the billing side sets the limit; it may go below usage.
+    /// [seat limit (D9)](tenantry_core::Rule::SeatLimit): the billing side sets the limit; it may go below usage.
     fn set_limit(&mut self, t: usize, limit: Option<u32>) -> SeatUsage {
         if self.t[t].limit != limit {
             self.t[t].limit = limit;
@@ -1181,7 +1181,7 @@ impl Model {
         self.seats(t)
     }
 
-    /// D7 checks of an invite that do not depend on the address.
+    /// [management authority (D7)](tenantry_core::Rule::ManagementAuthority) checks of an invite that do not depend on the address.
     fn invite_authority(
         &self,
         t: usize,
@@ -1216,7 +1216,7 @@ impl Model {
             .any(|u| Some(u.id) != except && key_of(u.email.as_str()) == key)
     }
 
-    /// Adds an invited user (D9 checked by the caller) and expects its mail.
+    /// Adds an invited user ([seat limit (D9)](tenantry_core::Rule::SeatLimit) checked by the caller) and expects its mail.
     #[allow(clippy::too_many_arguments)]
     fn add_invited(
         &mut self,
@@ -1317,7 +1317,7 @@ impl Model {
         ))
     }
 
-    /// D19: `ids[i]` is the id the service gave item `i`, if it invited it.
+    /// [bulk invite (D19)](tenantry_core::Rule::BulkInvite): `ids[i]` is the id the service gave item `i`, if it invited it.
     fn invite_many(
         &mut self,
         t: usize,
@@ -1433,7 +1433,7 @@ impl Model {
         Ok(())
     }
 
-    /// D10, D24. A wrong address on a live token is a failed attempt, counted (and audited
+    /// [invitations (D10)](tenantry_core::Rule::Invitations), [accept attempts (D24)](tenantry_core::Rule::AcceptAttempts). A wrong address on a live token is a failed attempt, counted (and audited
     /// as a refusal by the host) even though the call fails; the fifth kills the token.
     fn accept(&mut self, token: &str, signup: &str) -> Result<User, CoreError> {
         let signup_key = match Email::parse(signup) {
@@ -1485,7 +1485,7 @@ impl Model {
                 actor: ActorRef::System,
                 action: AuditAction::AcceptAttemptFailed,
                 target: AuditTarget::User(u.id),
-                refused: Some(Rule::D24),
+                refused: Some(Rule::AcceptAttempts),
                 detail,
             });
             return Err(CoreError::InvitationEmailMismatch {
@@ -1671,7 +1671,7 @@ impl Model {
         Ok(after)
     }
 
-    /// D11: the row goes, its tokens die, its seat is freed, a tombstone remains.
+    /// [permanent delete (D11)](tenantry_core::Rule::PermanentDelete): the row goes, its tokens die, its seat is freed, a tombstone remains.
     fn remove(&mut self, t: usize, id: UserId, by: UserId) -> Tombstone {
         let u = self.t[t].users.remove(&id).unwrap();
         self.revoke(id);
@@ -1728,7 +1728,7 @@ impl Model {
         Ok(self.remove(t, target, actor))
     }
 
-    /// D20: every expired invitation the actor may delete goes in one call.
+    /// [expired invitations (D20)](tenantry_core::Rule::ExpiredInvitations): every expired invitation the actor may delete goes in one call.
     fn purge(&mut self, t: usize, actor: UserId) -> Result<Vec<UserId>, CoreError> {
         let Some(a) = self.user(t, actor).cloned() else {
             return Err(not_allowed(Action::Delete));
@@ -2003,7 +2003,7 @@ impl Model {
         Ok(users)
     }
 
-    /// D7, D18: the user table as a viewer may read it.
+    /// [management authority (D7)](tenantry_core::Rule::ManagementAuthority), [listing (D18)](tenantry_core::Rule::Listing): the user table as a viewer may read it.
     fn list(&self, t: usize, viewer: ActorRef, q: &UserQuery) -> Result<Vec<User>, ListErr> {
         if q.limit == 0 || q.limit > 500 {
             return Err(ListErr::Query(QueryError::LimitOutOfRange {
@@ -2048,7 +2048,7 @@ impl Model {
         Ok(rows)
     }
 
-    /// D1, D5, D6, D15: the decision `authorize` must give.
+    /// [roles (D1)](tenantry_core::Rule::Roles), [CRM access (D5)](tenantry_core::Rule::CrmAccess), [current access (D6)](tenantry_core::Rule::CurrentAccess), [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation): the decision `authorize` must give.
     fn decision(&self, t: usize, id: UserId, req: Request) -> Decision {
         let deny = |reason| Decision {
             allowed: false,
@@ -2162,7 +2162,7 @@ fn agree<T: PartialEq + Debug>(
     Ok(())
 }
 
-/// D26: the token of an accept link a call returned; the link is built from the base URL and
+/// [live links are secrets (D26)](tenantry_core::Rule::LiveLinksAreSecrets): the token of an accept link a call returned; the link is built from the base URL and
 /// its `Debug` does not show it.
 fn link_token(link: &tenantry_service::AcceptLink) -> R<String> {
     let token = link
@@ -2199,9 +2199,9 @@ struct Harness {
     mailer: InMemoryMailer,
     mail_seen: usize,
     /// Message ids the service returned, with the user each must have gone to and the token
-    /// of the accept link returned with it (D26: the link mailed is the link returned).
+    /// of the accept link returned with it ([live links are secrets (D26)](tenantry_core::Rule::LiveLinksAreSecrets): the link mailed is the link returned).
     expect_msgs: Vec<(tenantry_core::MessageId, UserId, String)>,
-    /// Accept links a bulk invite returned, by user (D26).
+    /// Accept links a bulk invite returned, by user ([live links are secrets (D26)](tenantry_core::Rule::LiveLinksAreSecrets)).
     expect_links: Vec<(UserId, String)>,
     audit_seen: [u64; 2],
     tids: [TenantId; 2],
@@ -2269,7 +2269,7 @@ impl Harness {
         })
     }
 
-    /// Checks the mail the last call sent (D9: none on refusal; D10: one per invite and
+    /// Checks the mail the last call sent ([seat limit (D9)](tenantry_core::Rule::SeatLimit): none on refusal; [invitations (D10)](tenantry_core::Rule::Invitations): one per invite and
     /// resend, to the stored address) and records the tokens it carries.
     fn settle_mail(&mut self) -> R {
         let sent = self.mailer.sent();
@@ -2348,7 +2348,7 @@ impl Harness {
         Ok(())
     }
 
-    /// D9: right after a successful invite the tenant is within its limit.
+    /// [seat limit (D9)](tenantry_core::Rule::SeatLimit): right after a successful invite the tenant is within its limit.
     async fn within_limit(&self, t: usize) -> R {
         let s = self
             .app
@@ -2909,7 +2909,7 @@ impl Harness {
         Ok(())
     }
 
-    /// Reads every page of a query (D18), checking page sizes and cursors.
+    /// Reads every page of a query ([listing (D18)](tenantry_core::Rule::Listing)), checking page sizes and cursors.
     async fn list_all(
         &self,
         t: usize,
@@ -2935,7 +2935,7 @@ impl Harness {
         panic!("D18: paging did not end after 200 pages");
     }
 
-    /// The audit events of the step (D13), per tenant, against the model's.
+    /// The audit events of the step ([audit log (D13)](tenantry_core::Rule::AuditLog)), per tenant, against the model's.
     async fn check_audit(&mut self) -> R {
         for t in 0..2 {
             let recs = self

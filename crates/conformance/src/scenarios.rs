@@ -74,7 +74,7 @@ async fn allowed(env: &Env, user: UserId, request: Request) -> bool {
 
 // ------------------------------------------------------------------------------- D1, D2
 
-/// D1: an active admin holds every permission and CRM; a user holds only its direct grants
+/// [roles (D1)](tenantry_core::Rule::Roles): an active admin holds every permission and CRM; a user holds only its direct grants
 /// and its template's permissions, as stored.
 pub async fn d1_admin_holds_everything_user_only_what_is_granted(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
@@ -143,7 +143,7 @@ pub async fn d1_admin_holds_everything_user_only_what_is_granted(store: Arc<dyn 
     env.assert_consistent(env.tenant).await;
 }
 
-/// D2: active ↔ suspended edits persist; invited users cannot be activated or suspended by
+/// [status transitions (D2)](tenantry_core::Rule::StatusTransitions): active ↔ suspended edits persist; invited users cannot be activated or suspended by
 /// an edit and nothing can move a user back to invited; refusals name from/to and change
 /// nothing.
 pub async fn d2_status_transitions_persist_and_refusals_change_nothing(store: Arc<dyn Store>) {
@@ -206,7 +206,7 @@ pub async fn d2_status_transitions_persist_and_refusals_change_nothing(store: Ar
 
 // ------------------------------------------------------------------------------------ D3
 
-/// D3: addresses are unique per tenant by their trimmed, ASCII-lowercased key; the address
+/// [unique email (D3)](tenantry_core::Rule::UniqueEmail): addresses are unique per tenant by their trimmed, ASCII-lowercased key; the address
 /// is stored trimmed, as typed; another tenant may hold the same address.
 pub async fn d3_email_unique_by_canonical_key(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
@@ -280,7 +280,7 @@ pub async fn d3_email_unique_by_canonical_key(store: Arc<dyn Store>) {
     assert_eq!(env.assert_consistent(env.tenant).await.len(), 4);
 }
 
-/// D3: changing an address to one another user holds (in any case or spacing) is refused;
+/// [unique email (D3)](tenantry_core::Rule::UniqueEmail): changing an address to one another user holds (in any case or spacing) is refused;
 /// a case-only change of one's own address is allowed; a freed address can be reused.
 pub async fn d3_email_change_collisions(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
@@ -372,7 +372,7 @@ pub async fn d3_email_change_collisions(store: Arc<dyn Store>) {
 
 // ------------------------------------------------------------------------------- D4, D5
 
-/// D4: every one of the 30 permissions, the empty set and the full set are stored and read
+/// [permission set (D4)](tenantry_core::Rule::PermissionSet): every one of the 30 permissions, the empty set and the full set are stored and read
 /// back exactly, on users and on templates.
 pub async fn d4_permission_sets_round_trip_through_the_store(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
@@ -465,7 +465,7 @@ pub async fn d4_permission_sets_round_trip_through_the_store(store: Arc<dyn Stor
     );
 }
 
-/// D5: admins always have CRM access (invited admins too, edits cannot turn it off);
+/// [CRM access (D5)](tenantry_core::Rule::CrmAccess): admins always have CRM access (invited admins too, edits cannot turn it off);
 /// promoting turns it on, demoting keeps it; turning it off removes only CRM access.
 pub async fn d5_crm_access_rules_persist(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
@@ -546,7 +546,7 @@ pub async fn d5_crm_access_rules_persist(store: Arc<dyn Store>) {
 
 // ------------------------------------------------------------------------------------ D6
 
-/// D6: template edits (and direct-grant and template-assignment edits) reach every
+/// [current access (D6)](tenantry_core::Rule::CurrentAccess): template edits (and direct-grant and template-assignment edits) reach every
 /// referencing user at the very next authorize call.
 pub async fn d6_template_edits_reach_users_at_next_authorize(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
@@ -679,7 +679,7 @@ pub async fn d6_template_edits_reach_users_at_next_authorize(store: Arc<dyn Stor
     assert!(allowed(&env, u.id, settings_view.into()).await);
 }
 
-/// D6: invited, suspended and deleted users hold nothing, CRM included, whatever they were
+/// [current access (D6)](tenantry_core::Rule::CurrentAccess): invited, suspended and deleted users hold nothing, CRM included, whatever they were
 /// granted.
 pub async fn d6_inactive_and_deleted_users_hold_nothing(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
@@ -731,7 +731,7 @@ pub async fn d6_inactive_and_deleted_users_hold_nothing(store: Arc<dyn Store>) {
 
 // ------------------------------------------------------------------------------- D7, D8
 
-/// D7: a non-admin manager's powers come from its current stored grants and template: it
+/// [management authority (D7)](tenantry_core::Rule::ManagementAuthority): a non-admin manager's powers come from its current stored grants and template: it
 /// may not escalate, invite admins or act without the permission, and a template edit
 /// takes its powers away at once. Refusals store nothing.
 pub async fn d7_manager_limits_follow_current_stored_state(store: Arc<dyn Store>) {
@@ -878,7 +878,7 @@ pub async fn d7_manager_limits_follow_current_stored_state(store: Arc<dyn Store>
     );
 }
 
-/// D8: the last active admin cannot be demoted, suspended or deleted (by itself or
+/// [last admin (D8)](tenantry_core::Rule::LastAdmin): the last active admin cannot be demoted, suspended or deleted (by itself or
 /// anyone); an invited admin does not count; with two, one may go.
 pub async fn d8_last_admin_cannot_be_demoted_suspended_or_deleted(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
@@ -960,7 +960,7 @@ pub async fn d8_last_admin_cannot_be_demoted_suspended_or_deleted(store: Arc<dyn
 
 // ------------------------------------------------------------------------------------ D9
 
-/// D9: an invite at the limit fails with a typed error; no row, no outbox message, no mail;
+/// [seat limit (D9)](tenantry_core::Rule::SeatLimit): an invite at the limit fails with a typed error; no row, no outbox message, no mail;
 /// usage is reported as used, limit, remaining, at-limit; deleting frees the seat.
 pub async fn d9_invite_at_limit_fails_and_stores_nothing(store: Arc<dyn Store>) {
     let env = Env::with(
@@ -1037,7 +1037,7 @@ pub async fn d9_invite_at_limit_fails_and_stores_nothing(store: Arc<dyn Store>) 
     env.assert_consistent(env.tenant).await;
 }
 
-/// D9: the limit may be lowered below usage (over the limit, invites fail until under);
+/// [seat limit (D9)](tenantry_core::Rule::SeatLimit): the limit may be lowered below usage (over the limit, invites fail until under);
 /// `None` is unlimited.
 pub async fn d9_limit_lowered_below_usage_blocks_invites_until_under(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
@@ -1119,7 +1119,7 @@ pub async fn d9_limit_lowered_below_usage_blocks_invites_until_under(store: Arc<
 
 // ----------------------------------------------------------------------------------- D10
 
-/// D10: accepting with the invited address (any case) activates the user and sets its last
+/// [invitations (D10)](tenantry_core::Rule::Invitations): accepting with the invited address (any case) activates the user and sets its last
 /// login to the time of acceptance; another address is refused and changes nothing.
 pub async fn d10_accept_activates_with_matching_email_only(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
@@ -1207,7 +1207,7 @@ pub async fn d10_accept_activates_with_matching_email_only(store: Arc<dyn Store>
     env.assert_consistent(env.tenant).await;
 }
 
-/// D10: a token works once.
+/// [invitations (D10)](tenantry_core::Rule::Invitations): a token works once.
 pub async fn d10_token_is_single_use(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
     let invited = env.invite("dan@acme.test").await;
@@ -1247,7 +1247,7 @@ pub async fn d10_token_is_single_use(store: Arc<dyn Store>) {
     assert_eq!(accepted, 1);
 }
 
-/// D10: a token expires after the configured lifetime (7 days by default): it works until
+/// [invitations (D10)](tenantry_core::Rule::Invitations): a token expires after the configured lifetime (7 days by default): it works until
 /// just before and is refused from the expiry on; the user keeps its row.
 pub async fn d10_token_expires_after_ttl(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
@@ -1292,7 +1292,7 @@ pub async fn d10_token_expires_after_ttl(store: Arc<dyn Store>) {
     );
 }
 
-/// The users the host sees as expired invitations now (D20).
+/// The users the host sees as expired invitations now ([expired invitations (D20)](tenantry_core::Rule::ExpiredInvitations)).
 async fn expired_ids(env: &Env) -> BTreeSet<UserId> {
     env.app
         .expired_invitations(env.tenant, ActorRef::System, &UserQuery::default())
@@ -1304,7 +1304,7 @@ async fn expired_ids(env: &Env) -> BTreeSet<UserId> {
         .collect()
 }
 
-/// D10 with D20, at the boundary: an invitation accepts until one nanosecond before its
+/// [invitations (D10)](tenantry_core::Rule::Invitations) with [expired invitations (D20)](tenantry_core::Rule::ExpiredInvitations), at the boundary: an invitation accepts until one nanosecond before its
 /// expiry and is refused from the expiry on, exactly when hosts start to see it as expired
 /// (never both, never neither). The clock stands at an instant with sub-microsecond digits,
 /// so a backend that rounds stored times (to microseconds, say) moves the expiry and fails
@@ -1399,7 +1399,7 @@ pub async fn d10_accept_at_exact_expiry_is_refused_one_nanosecond_before_accepte
     assert_eq!(accepted.invite_expires_at, None);
 }
 
-/// D10: resend issues a new token and invalidates every older one, never creating a second
+/// [invitations (D10)](tenantry_core::Rule::Invitations): resend issues a new token and invalidates every older one, never creating a second
 /// user; an expired invitation can be resent; only invited users can be resent to.
 pub async fn d10_resend_invalidates_older_tokens_and_expired_can_be_resent(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
@@ -1456,7 +1456,7 @@ pub async fn d10_resend_invalidates_older_tokens_and_expired_can_be_resent(store
     env.assert_consistent(env.tenant).await;
 }
 
-/// D10: changing an invited user's address invalidates its tokens (with either address);
+/// [invitations (D10)](tenantry_core::Rule::Invitations): changing an invited user's address invalidates its tokens (with either address);
 /// a resend then reaches the new address.
 pub async fn d10_email_change_revokes_tokens(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
@@ -1503,7 +1503,7 @@ pub async fn d10_email_change_revokes_tokens(store: Arc<dyn Store>) {
     env.assert_consistent(env.tenant).await;
 }
 
-/// D10: at most 3 resends in 10 minutes by default; a refused resend says when the next is
+/// [invitations (D10)](tenantry_core::Rule::Invitations): at most 3 resends in 10 minutes by default; a refused resend says when the next is
 /// allowed, sends nothing and leaves the current token valid.
 pub async fn d10_resend_is_rate_limited(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
@@ -1560,7 +1560,7 @@ pub async fn d10_resend_is_rate_limited(store: Arc<dyn Store>) {
         .unwrap();
 }
 
-/// D10: expired, used, superseded, revoked-by-delete, unknown and malformed tokens are all
+/// [invitations (D10)](tenantry_core::Rule::Invitations): expired, used, superseded, revoked-by-delete, unknown and malformed tokens are all
 /// refused with one error kind and one message.
 pub async fn d10_invalid_tokens_share_one_error_kind(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
@@ -1617,7 +1617,7 @@ pub async fn d10_invalid_tokens_share_one_error_kind(store: Arc<dyn Store>) {
     assert_eq!(env.counters(env.tenant).await, before);
 }
 
-/// D10/D16: two invitations can never share a token hash; the store refuses the second
+/// [invitations (D10)](tenantry_core::Rule::Invitations)/[concurrency (D16)](tenantry_core::Rule::Concurrency): two invitations can never share a token hash; the store refuses the second
 /// and nothing of it is stored.
 pub async fn d10_token_hash_collision_is_refused_by_the_store(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
@@ -1650,7 +1650,7 @@ pub async fn d10_token_hash_collision_is_refused_by_the_store(store: Arc<dyn Sto
 
 // ----------------------------------------------------------------------------------- D11
 
-/// D11: delete is permanent: access ends at once, tokens die, the seat is freed, and a
+/// [permanent delete (D11)](tenantry_core::Rule::PermanentDelete): delete is permanent: access ends at once, tokens die, the seat is freed, and a
 /// tombstone (id, email, deleted at, deleted by) attributes the user's records.
 pub async fn d11_delete_leaves_tombstone_and_attribution(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
@@ -1728,7 +1728,7 @@ pub async fn d11_delete_leaves_tombstone_and_attribution(store: Arc<dyn Store>) 
     );
 }
 
-/// D11: ids are never reused (not even when the id generator collides with a deleted or a
+/// [permanent delete (D11)](tenantry_core::Rule::PermanentDelete): ids are never reused (not even when the id generator collides with a deleted or a
 /// live user's id); the same address may be invited again as a new user.
 pub async fn d11_ids_never_reused_and_email_reinvitable(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
@@ -1780,7 +1780,7 @@ pub async fn d11_ids_never_reused_and_email_reinvitable(store: Arc<dyn Store>) {
 
 // ----------------------------------------------------------------------------------- D12
 
-/// D12: template names are 1–64 characters and unique per tenant ignoring case, on create
+/// [role templates (D12)](tenantry_core::Rule::RoleTemplates): template names are 1–64 characters and unique per tenant ignoring case, on create
 /// and rename; a freed name can be reused; another tenant may use the same name.
 pub async fn d12_template_names_unique_case_insensitive(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
@@ -1900,7 +1900,7 @@ pub async fn d12_template_names_unique_case_insensitive(store: Arc<dyn Store>) {
     assert_eq!(unique.len(), keys.len(), "D12: unique name keys");
 }
 
-/// D12: hosts can list the users that reference a template, page by page; the count
+/// [role templates (D12)](tenantry_core::Rule::RoleTemplates): hosts can list the users that reference a template, page by page; the count
 /// matches the one a refused delete reports.
 pub async fn d12_template_users_lists_referencing_users(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
@@ -1977,7 +1977,7 @@ pub async fn d12_template_users_lists_referencing_users(store: Arc<dyn Store>) {
     );
 }
 
-/// D12: deleting a referenced template is refused by default with the count; detach leaves
+/// [role templates (D12)](tenantry_core::Rule::RoleTemplates): deleting a referenced template is refused by default with the count; detach leaves
 /// the users their direct grants; reassign moves them to another template.
 pub async fn d12_delete_referenced_template_refuse_detach_reassign(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
@@ -2155,7 +2155,7 @@ pub async fn d12_delete_referenced_template_refuse_detach_reassign(store: Arc<dy
 
 // ----------------------------------------------------------------------------------- D13
 
-/// D13: every successful change appends an event (tenant, actor, action, target, time,
+/// [audit log (D13)](tenantry_core::Rule::AuditLog): every successful change appends an event (tenant, actor, action, target, time,
 /// changes) and every refused management attempt appends a refusal naming its rule.
 pub async fn d13_audit_records_changes_and_refused_attempts(store: Arc<dyn Store>) {
     let env = Env::with(
@@ -2267,7 +2267,7 @@ pub async fn d13_audit_records_changes_and_refused_attempts(store: Arc<dyn Store
         AuditAction::UserInvited,
         ActorRef::User(env.admin),
         AuditTarget::Tenant,
-        Some(Rule::D9),
+        Some(Rule::SeatLimit),
     ));
     tick();
     assert!(
@@ -2280,7 +2280,7 @@ pub async fn d13_audit_records_changes_and_refused_attempts(store: Arc<dyn Store
         AuditAction::UserDeleted,
         ActorRef::User(env.admin),
         AuditTarget::User(env.admin),
-        Some(Rule::D8),
+        Some(Rule::LastAdmin),
     ));
     tick();
     assert!(
@@ -2293,7 +2293,7 @@ pub async fn d13_audit_records_changes_and_refused_attempts(store: Arc<dyn Store
         AuditAction::UserEdited,
         ActorRef::User(u),
         AuditTarget::User(v),
-        Some(Rule::D7),
+        Some(Rule::ManagementAuthority),
     ));
     tick();
     env.edit(
@@ -2321,7 +2321,7 @@ pub async fn d13_audit_records_changes_and_refused_attempts(store: Arc<dyn Store
         AuditAction::TemplateDeleted,
         ActorRef::User(env.admin),
         AuditTarget::Template(t.id),
-        Some(Rule::D12),
+        Some(Rule::RoleTemplates),
     ));
     assert_eq!(
         env.counters(env.tenant).await.seats_used,
@@ -2398,7 +2398,7 @@ pub async fn d13_audit_records_changes_and_refused_attempts(store: Arc<dyn Store
     }));
 }
 
-/// D13: permission changes record the before and after sets (user grants, template
+/// [audit log (D13)](tenantry_core::Rule::AuditLog): permission changes record the before and after sets (user grants, template
 /// permissions), and other fields their before/after values.
 pub async fn d13_permission_changes_record_before_and_after_sets(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
@@ -2494,7 +2494,7 @@ pub async fn d13_permission_changes_record_before_and_after_sets(store: Arc<dyn 
     }));
 }
 
-/// D13: the log is read page by page from a cursor (`after`), in order, with no gaps or
+/// [audit log (D13)](tenantry_core::Rule::AuditLog): the log is read page by page from a cursor (`after`), in order, with no gaps or
 /// repeats, also while events keep being appended; page sizes are checked.
 pub async fn d13_audit_feed_pages_without_gaps_or_repeats(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
@@ -2598,7 +2598,7 @@ pub async fn d13_audit_feed_pages_without_gaps_or_repeats(store: Arc<dyn Store>)
 
 // ----------------------------------------------------------------------------------- D14
 
-/// D14: a reported sign-in records last login for active users; invited and suspended users
+/// [sign-in (D14)](tenantry_core::Rule::SignIn): a reported sign-in records last login for active users; invited and suspended users
 /// are refused and unchanged; deleted or unknown users are not found.
 pub async fn d14_sign_in_records_last_login_and_refuses_inactive_users(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
@@ -2646,7 +2646,7 @@ pub async fn d14_sign_in_records_last_login_and_refuses_inactive_users(store: Ar
     }
 }
 
-/// D14: hosts list users inactive since a time (never signed in, or last login before it),
+/// [sign-in (D14)](tenantry_core::Rule::SignIn): hosts list users inactive since a time (never signed in, or last login before it),
 /// page by page, in last-login order.
 pub async fn d14_inactive_users_are_listed(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
@@ -2708,7 +2708,7 @@ pub async fn d14_inactive_users_are_listed(store: Arc<dyn Store>) {
 
 // ----------------------------------------------------------------------------------- D15
 
-/// D15: every public operation called with another tenant's user, template, message or
+/// [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation): every public operation called with another tenant's user, template, message or
 /// actor ids behaves exactly as with ids that do not exist, and changes nothing there.
 pub async fn d15_foreign_ids_behave_as_not_found(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
@@ -3173,7 +3173,7 @@ pub async fn d15_foreign_ids_behave_as_not_found(store: Arc<dyn Store>) {
     );
 }
 
-/// D15: listing, template lists, template users, the audit log, the outbox, dispatch and
+/// [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation): listing, template lists, template users, the audit log, the outbox, dispatch and
 /// purge of one tenant never show or touch another tenant's rows, even with equal
 /// addresses and template names.
 pub async fn d15_lists_audit_and_outbox_stay_within_the_tenant(store: Arc<dyn Store>) {
@@ -3296,7 +3296,7 @@ pub async fn d15_lists_audit_and_outbox_stay_within_the_tenant(store: Arc<dyn St
 
 // ----------------------------------------------------------------------------------- D16
 
-/// D16: a change that names rows which do not exist — a user, a tenant, a message — is
+/// [concurrency (D16)](tenantry_core::Rule::Concurrency): a change that names rows which do not exist — a user, a tenant, a message — is
 /// refused by the store as a whole: nothing of it lands, not even its audit event, and the
 /// version stays.
 pub async fn d16_store_refuses_changes_to_missing_rows_and_writes_nothing(store: Arc<dyn Store>) {
@@ -3361,7 +3361,7 @@ pub async fn d16_store_refuses_changes_to_missing_rows_and_writes_nothing(store:
     assert_eq!(env.audit(env.tenant).await.len(), audit);
 }
 
-/// D16: a change decided on a snapshot whose version is no longer current is refused with
+/// [concurrency (D16)](tenantry_core::Rule::Concurrency): a change decided on a snapshot whose version is no longer current is refused with
 /// a version mismatch and writes nothing (no row, no audit event, no outbox message).
 pub async fn d16_stale_snapshot_commit_is_refused_and_writes_nothing(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
@@ -3440,7 +3440,7 @@ pub async fn d16_stale_snapshot_commit_is_refused_and_writes_nothing(store: Arc<
     env.assert_consistent(env.tenant).await;
 }
 
-/// D16: the store's unique constraints (email key, template name key, user id) refuse a
+/// [concurrency (D16)](tenantry_core::Rule::Concurrency): the store's unique constraints (email key, template name key, user id) refuse a
 /// change that the decision wrongly allowed, and the whole change is rolled back.
 pub async fn d16_store_unique_constraints_are_the_second_line(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
@@ -3576,7 +3576,7 @@ fn fake_message(tenant: tenantry_service::TenantId, user: UserId) -> Message {
 
 // ----------------------------------------------------------------------------------- D17
 
-/// D17: the invitation message is recorded with the invite (pending, with the accept
+/// [mail delivery (D17)](tenantry_core::Rule::MailDelivery): the invitation message is recorded with the invite (pending, with the accept
 /// link), delivered only after commit by dispatch, then marked sent with its body cleared,
 /// and never sent again.
 pub async fn d17_message_queued_in_invite_commit_and_delivered_after(store: Arc<dyn Store>) {
@@ -3702,7 +3702,7 @@ pub async fn d17_message_queued_in_invite_commit_and_delivered_after(store: Arc<
     assert_eq!(env.app.dispatch(env.tenant).await.unwrap().sent, 1);
 }
 
-/// D17: a transient failure never loses or rolls back the invite: the message stays
+/// [mail delivery (D17)](tenantry_core::Rule::MailDelivery): a transient failure never loses or rolls back the invite: the message stays
 /// pending with the reason, is retried after the backoff, and is delivered exactly once;
 /// transient failures up to the attempt limit end as failed.
 pub async fn d17_transient_failure_is_retried_after_backoff(store: Arc<dyn Store>) {
@@ -3806,7 +3806,7 @@ pub async fn d17_transient_failure_is_retried_after_backoff(store: Arc<dyn Store
     env.assert_consistent(env.tenant).await;
 }
 
-/// D17: a permanent failure marks the message failed with the transport's reason at once;
+/// [mail delivery (D17)](tenantry_core::Rule::MailDelivery): a permanent failure marks the message failed with the transport's reason at once;
 /// the user stays invited and nothing is retried.
 pub async fn d17_permanent_failure_is_marked_failed_with_reason(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
@@ -3855,7 +3855,7 @@ pub async fn d17_permanent_failure_is_marked_failed_with_reason(store: Arc<dyn S
     env.assert_consistent(env.tenant).await;
 }
 
-/// D17: a message claimed by one dispatcher (which then vanished) is not taken by another
+/// [mail delivery (D17)](tenantry_core::Rule::MailDelivery): a message claimed by one dispatcher (which then vanished) is not taken by another
 /// until the lease expires; it is then delivered once.
 pub async fn d17_claimed_message_is_leased_until_the_lease_expires(store: Arc<dyn Store>) {
     let env = Env::with(
@@ -3914,7 +3914,7 @@ pub async fn d17_claimed_message_is_leased_until_the_lease_expires(store: Arc<dy
     assert!(!due.contains(&env.tenant));
 }
 
-/// D17: the background dispatcher finds and delivers the due mail of every tenant.
+/// [mail delivery (D17)](tenantry_core::Rule::MailDelivery): the background dispatcher finds and delivers the due mail of every tenant.
 pub async fn d17_dispatch_all_delivers_every_tenant(store: Arc<dyn Store>) {
     let env = Env::with(
         store,
@@ -4012,7 +4012,7 @@ fn reference_filter(users: &[User], keep: impl Fn(&User) -> bool) -> BTreeSet<Us
     users.iter().filter(|u| keep(u)).map(|u| u.id).collect()
 }
 
-/// D18: status, role, template, CRM and email-substring filters (alone and combined)
+/// [listing (D18)](tenantry_core::Rule::Listing): status, role, template, CRM and email-substring filters (alone and combined)
 /// select exactly the matching rows, on every page.
 pub async fn d18_filters_select_exactly_the_matching_rows(store: Arc<dyn Store>) {
     let Setup { env, t1, t2 } = listing_setup(store).await;
@@ -4153,7 +4153,7 @@ fn sort_key(sort: SortBy, u: &User) -> (String, i128, Option<i128>, UserId) {
     }
 }
 
-/// D18: by email, creation time and last login, ascending and descending, with page sizes
+/// [listing (D18)](tenantry_core::Rule::Listing): by email, creation time and last login, ascending and descending, with page sizes
 /// 1, 4 and 500, keyset paging visits every row exactly once in order (ties broken by id;
 /// never-signed-in users first in ascending last-login order).
 pub async fn d18_every_sort_pages_every_row_exactly_once(store: Arc<dyn Store>) {
@@ -4225,7 +4225,7 @@ pub async fn d18_every_sort_pages_every_row_exactly_once(store: Arc<dyn Store>) 
     assert_eq!(got, active.iter().map(|u| u.id).collect::<Vec<_>>());
 }
 
-/// D18: keyset paging stays correct while rows are added, changed and deleted between
+/// [listing (D18)](tenantry_core::Rule::Listing): keyset paging stays correct while rows are added, changed and deleted between
 /// pages: no row is returned twice and every row present throughout is returned once.
 pub async fn d18_paging_is_stable_while_rows_change(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
@@ -4303,7 +4303,7 @@ pub async fn d18_paging_is_stable_while_rows_change(store: Arc<dyn Store>) {
     }
 }
 
-/// D18: a page holds 1–500 rows (50 by default); other sizes and cursors of another sort
+/// [listing (D18)](tenantry_core::Rule::Listing): a page holds 1–500 rows (50 by default); other sizes and cursors of another sort
 /// order are refused with typed errors.
 pub async fn d18_page_size_and_cursor_errors(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
@@ -4403,7 +4403,7 @@ pub async fn d18_page_size_and_cursor_errors(store: Arc<dyn Store>) {
 
 // ----------------------------------------------------------------------------------- D19
 
-/// D19: a bulk invite gives each address its own outcome (invited, duplicate in the tenant
+/// [bulk invite (D19)](tenantry_core::Rule::BulkInvite): a bulk invite gives each address its own outcome (invited, duplicate in the tenant
 /// or in the call, invalid with the reason, limit reached) and the seat limit holds
 /// exactly.
 pub async fn d19_bulk_invite_outcomes_with_exact_seat_limit(store: Arc<dyn Store>) {
@@ -4566,7 +4566,7 @@ pub async fn d19_bulk_invite_outcomes_with_exact_seat_limit(store: Arc<dyn Store
 
 // ----------------------------------------------------------------------------------- D20
 
-/// D20: expired invitations keep their seat until deleted; hosts list them and delete them
+/// [expired invitations (D20)](tenantry_core::Rule::ExpiredInvitations): expired invitations keep their seat until deleted; hosts list them and delete them
 /// all in one call, which frees their seats and leaves tombstones.
 pub async fn d20_expired_invitations_listed_and_purged_in_one_call(store: Arc<dyn Store>) {
     let env = Env::with(
@@ -4686,7 +4686,7 @@ pub async fn d20_expired_invitations_listed_and_purged_in_one_call(store: Arc<dy
     env.assert_consistent(env.tenant).await;
 }
 
-/// D17: a delivery result that arrives after the message left `pending` (a dispatcher
+/// [mail delivery (D17)](tenantry_core::Rule::MailDelivery): a delivery result that arrives after the message left `pending` (a dispatcher
 /// whose lease ran out reporting late) changes nothing: sent stays sent, failed stays failed.
 pub async fn d17_late_delivery_result_does_not_overwrite_a_final_state(store: Arc<dyn Store>) {
     let env = Env::with(
@@ -4757,7 +4757,7 @@ pub async fn d17_late_delivery_result_does_not_overwrite_a_final_state(store: Ar
     );
 }
 
-/// D7 before D15: an actor without the needed permission is told so whether or not the id
+/// [management authority (D7)](tenantry_core::Rule::ManagementAuthority) before [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation): an actor without the needed permission is told so whether or not the id
 /// it names exists (another tenant's or none), so it learns nothing about the ids there are.
 pub async fn d7_unauthorized_actor_learns_nothing_about_ids(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
@@ -4928,7 +4928,7 @@ fn secret_of(token: &str) -> String {
 
 // ----------------------------------------------------------------------------------- D21
 
-/// D21: a non-admin manager may not change the address of an invitee that holds (or would
+/// [within own access (D21)](tenantry_core::Rule::WithinOwnAccess): a non-admin manager may not change the address of an invitee that holds (or would
 /// hold once active) more than the manager — by a direct grant, through its template, or by
 /// CRM access — nor any other field of it; the refusal names the excess, is audited, and
 /// nothing changes: not the address, not the tokens (the invitation still works at the
@@ -4990,7 +4990,7 @@ pub async fn d21_address_change_of_a_stronger_invitee_is_refused_and_changes_not
         ),
     ];
     for (address, req, expected) in cases {
-        assert_eq!(expected.rule(), Rule::D21);
+        assert_eq!(expected.rule(), Rule::WithinOwnAccess);
         let invited = env.invite_as(env.tenant, env.admin, &req).await;
         let id = invited.user.id;
         let token = env.token(env.tenant, invited.message_id).await;
@@ -5024,7 +5024,7 @@ pub async fn d21_address_change_of_a_stronger_invitee_is_refused_and_changes_not
             ActorRef::User(m.id),
             AuditAction::UserEdited,
             AuditTarget::User(id),
-            Some(Rule::D21),
+            Some(Rule::WithinOwnAccess),
         );
         let new = assert_new_events(&env, audit, &[refusal, refusal, refusal]).await;
         assert!(new.iter().all(|r| r.event.changes.is_empty()));
@@ -5035,9 +5035,9 @@ pub async fn d21_address_change_of_a_stronger_invitee_is_refused_and_changes_not
     env.assert_consistent(env.tenant).await;
 }
 
-/// D21: an active or suspended user holding more than a non-admin manager cannot be
+/// [within own access (D21)](tenantry_core::Rule::WithinOwnAccess): an active or suspended user holding more than a non-admin manager cannot be
 /// edited in any field (address, status, CRM, grants, template) nor deleted by it; nothing
-/// changes and every refusal is audited under D21.
+/// changes and every refusal is audited under [within own access (D21)](tenantry_core::Rule::WithinOwnAccess).
 pub async fn d21_stronger_active_and_suspended_users_cannot_be_edited_or_deleted(
     store: Arc<dyn Store>,
 ) {
@@ -5111,13 +5111,13 @@ pub async fn d21_stronger_active_and_suspended_users_cannot_be_edited_or_deleted
             ActorRef::User(m.id),
             AuditAction::UserEdited,
             AuditTarget::User(target),
-            Some(Rule::D21),
+            Some(Rule::WithinOwnAccess),
         );
         let deleted = (
             ActorRef::User(m.id),
             AuditAction::UserDeleted,
             AuditTarget::User(target),
-            Some(Rule::D21),
+            Some(Rule::WithinOwnAccess),
         );
         assert_new_events(
             &env,
@@ -5139,7 +5139,7 @@ pub async fn d21_stronger_active_and_suspended_users_cannot_be_edited_or_deleted
     env.assert_consistent(env.tenant).await;
 }
 
-/// D21: a non-admin manager with `users:manage` may not change the permissions of a
+/// [within own access (D21)](tenantry_core::Rule::WithinOwnAccess): a non-admin manager with `users:manage` may not change the permissions of a
 /// template, nor detach or reassign its users, when a user on it holds more than the
 /// manager: that changes the stronger user's access as much as editing it would. The same
 /// changes go through once every user on the template is within the manager's access, and
@@ -5227,13 +5227,13 @@ pub async fn d21_template_changes_reaching_stronger_users_are_refused(store: Arc
         ActorRef::User(m.id),
         AuditAction::TemplateEdited,
         AuditTarget::Template(agents.id),
-        Some(Rule::D21),
+        Some(Rule::WithinOwnAccess),
     );
     let deleted = (
         ActorRef::User(m.id),
         AuditAction::TemplateDeleted,
         AuditTarget::Template(agents.id),
-        Some(Rule::D21),
+        Some(Rule::WithinOwnAccess),
     );
     let renamed = (
         ActorRef::User(m.id),
@@ -5294,7 +5294,7 @@ pub async fn d21_template_changes_reaching_stronger_users_are_refused(store: Arc
     env.assert_consistent(env.tenant).await;
 }
 
-/// D21: a non-admin manager may not resend to or delete an invitee holding more than it;
+/// [within own access (D21)](tenantry_core::Rule::WithinOwnAccess): a non-admin manager may not resend to or delete an invitee holding more than it;
 /// its purge of expired invitations skips such invitations (an admin's takes them).
 pub async fn d21_resend_delete_and_purge_of_stronger_invitations_are_refused(
     store: Arc<dyn Store>,
@@ -5371,13 +5371,13 @@ pub async fn d21_resend_delete_and_purge_of_stronger_invitations_are_refused(
                     ActorRef::User(m.id),
                     AuditAction::InvitationResent,
                     AuditTarget::User(target),
-                    Some(Rule::D21),
+                    Some(Rule::WithinOwnAccess),
                 ),
                 (
                     ActorRef::User(m.id),
                     AuditAction::UserDeleted,
                     AuditTarget::User(target),
-                    Some(Rule::D21),
+                    Some(Rule::WithinOwnAccess),
                 ),
             ],
         )
@@ -5412,7 +5412,7 @@ pub async fn d21_resend_delete_and_purge_of_stronger_invitations_are_refused(
     env.assert_consistent(env.tenant).await;
 }
 
-/// D21: within its own access a manager manages as before — an equal or weaker invitee's
+/// [within own access (D21)](tenantry_core::Rule::WithinOwnAccess): within its own access a manager manages as before — an equal or weaker invitee's
 /// address (its old link dies, the resend's link works), suspension, deletion; admins are
 /// not limited; and the check follows the current stored state (a grant to the manager, or
 /// a template edit of the target's template, applies at the next call).
@@ -5648,7 +5648,7 @@ async fn assert_no_tenant(env: &Env, id: tenantry_service::TenantId, what: &str)
     assert_rule(env.app.seat_usage(id).await, &E::TenantNotFound);
 }
 
-/// D22: tenant names are 1–100 characters after trimming, with no control (Cc) or format
+/// [names (D22)](tenantry_core::Rule::Names): tenant names are 1–100 characters after trimming, with no control (Cc) or format
 /// (Cf) character; the typed error says which character and where (in the name as given);
 /// nothing is created for a refused name. Every backend stores the trimmed name.
 pub async fn d22_tenant_names_refuse_control_and_format_characters(store: Arc<dyn Store>) {
@@ -5709,7 +5709,7 @@ pub async fn d22_tenant_names_refuse_control_and_format_characters(store: Arc<dy
         let (result, id) = create_tenant_forced(&env, random, &name, Some(5)).await;
         let e = rule(result);
         assert_eq!(e, E::InvalidTenantName(expected), "D22: {name:?}");
-        assert_eq!(e.rule(), Rule::D22);
+        assert_eq!(e.rule(), Rule::Names);
         assert_no_tenant(&env, id, &format!("D22: {name:?}")).await;
     }
     // 100 characters are allowed.
@@ -5721,9 +5721,9 @@ pub async fn d22_tenant_names_refuse_control_and_format_characters(store: Arc<dy
     );
 }
 
-/// D22 with D12: template names with control or format characters (right-to-left
+/// [names (D22)](tenantry_core::Rule::Names) with [role templates (D12)](tenantry_core::Rule::RoleTemplates): template names with control or format characters (right-to-left
 /// override, zero-width space, CR-LF, byte-order mark) are refused on create with the
-/// character and its position, audited under D22, and nothing is stored; so the look-alikes
+/// character and its position, audited under [names (D22)](tenantry_core::Rule::Names), and nothing is stored; so the look-alikes
 /// "Agent", "Agent\u{200B}" and "Agent\u{202E}" can never exist side by side, whichever is
 /// tried first.
 pub async fn d22_template_names_refuse_control_and_format_characters(store: Arc<dyn Store>) {
@@ -5752,7 +5752,7 @@ pub async fn d22_template_names_refuse_control_and_format_characters(store: Arc<
             }),
             "D22: {name:?}"
         );
-        assert_eq!(e.rule(), Rule::D22);
+        assert_eq!(e.rule(), Rule::Names);
     }
     assert_eq!(
         env.counters(env.tenant).await,
@@ -5770,7 +5770,7 @@ pub async fn d22_template_names_refuse_control_and_format_characters(store: Arc<
         ActorRef::User(env.admin),
         AuditAction::TemplateCreated,
         AuditTarget::Tenant,
-        Some(Rule::D22),
+        Some(Rule::Names),
     );
     assert_new_events(&env, audit, &[refusal; 6]).await;
     // "Agent" exists; its look-alikes still cannot join it.
@@ -5808,7 +5808,7 @@ pub async fn d22_template_names_refuse_control_and_format_characters(store: Arc<
 
 // ----------------------------------------------------------------------------------- D23
 
-/// D23: a tenant created with a limit of 0 is refused with `FirstSeatRequired` (its first
+/// [first seat (D23)](tenantry_core::Rule::FirstSeat): a tenant created with a limit of 0 is refused with `FirstSeatRequired` (its first
 /// admin takes a seat) on every backend and no tenant exists afterwards; a limit of 1
 /// works and the tenant is then at its limit; a later change may set 0; only a tenant id
 /// conflict is `TenantExists`, and a zero limit with a colliding id is still reported as
@@ -5820,7 +5820,7 @@ pub async fn d23_first_seat_required_and_only_an_id_conflict_is_tenant_exists(
     let (refused, id) = create_tenant_forced(&env, [3; 10], "Zero", Some(0)).await;
     let e = rule(refused);
     assert_eq!(e, E::FirstSeatRequired);
-    assert_eq!(e.rule(), Rule::D23);
+    assert_eq!(e.rule(), Rule::FirstSeat);
     assert_no_tenant(&env, id, "D23").await;
 
     let (ok, id) = create_tenant_forced(&env, [4; 10], "One", Some(1)).await;
@@ -5876,9 +5876,9 @@ async fn invitations(env: &Env, user: UserId) -> Vec<tenantry_core::Invitation> 
         .unwrap()
 }
 
-/// D24: each sign-up with a wrong address on a live token is a failed attempt, counted
+/// [accept attempts (D24)](tenantry_core::Rule::AcceptAttempts): each sign-up with a wrong address on a live token is a failed attempt, counted
 /// down in the answer (4, 3, 2, 1, 0), committed (the invitation's count, an audit event by
-/// the host refused under D24) while the user stays invited; the fifth kills the token, so
+/// the host refused under [accept attempts (D24)](tenantry_core::Rule::AcceptAttempts)) while the user stays invited; the fifth kills the token, so
 /// that even the right address is then refused as an invalid invitation and nothing more
 /// is counted; a resend issues a fresh token with its own five attempts.
 pub async fn d24_wrong_addresses_count_down_and_the_fifth_kills_the_token(store: Arc<dyn Store>) {
@@ -5938,7 +5938,7 @@ pub async fn d24_wrong_addresses_count_down_and_the_fifth_kills_the_token(store:
                 ActorRef::System,
                 AuditAction::AcceptAttemptFailed,
                 AuditTarget::User(bob),
-                Some(Rule::D24),
+                Some(Rule::AcceptAttempts),
             )],
         )
         .await;
@@ -6014,9 +6014,9 @@ pub async fn d24_wrong_addresses_count_down_and_the_fifth_kills_the_token(store:
     env.assert_consistent(env.tenant).await;
 }
 
-/// D24: attempts count per invitation and only on live tokens: failures on one
-/// invitation leave another's count alone; an invalid address (D3), an unknown, expired,
-/// used or superseded token count nothing; an address change (D10) kills the token and its
+/// [accept attempts (D24)](tenantry_core::Rule::AcceptAttempts): attempts count per invitation and only on live tokens: failures on one
+/// invitation leave another's count alone; an invalid address ([unique email (D3)](tenantry_core::Rule::UniqueEmail)), an unknown, expired,
+/// used or superseded token count nothing; an address change ([invitations (D10)](tenantry_core::Rule::Invitations)) kills the token and its
 /// count with it.
 pub async fn d24_failed_attempts_count_per_live_invitation_only(store: Arc<dyn Store>) {
     let env = Env::new(store).await;
@@ -6098,7 +6098,7 @@ pub async fn d24_failed_attempts_count_per_live_invitation_only(store: Arc<dyn S
 
 // ----------------------------------------------------------------------------------- D25
 
-/// D25: inline delivery sends only the messages the call itself queued. An older message
+/// [mail never holds a request (D25)](tenantry_core::Rule::MailNeverHoldsARequest): inline delivery sends only the messages the call itself queued. An older message
 /// that is pending and due — kept by a transient failure, or queued by a service without
 /// inline delivery — is left to the dispatcher, whatever invite, resend or bulk invite runs
 /// meanwhile; the dispatcher then delivers it once.
@@ -6201,10 +6201,10 @@ pub async fn d25_inline_delivery_sends_only_the_calls_own_messages(store: Arc<dy
     }
 }
 
-/// D25: a silent mail server never holds an invite (or a resend) past the inline deadline:
+/// [mail never holds a request (D25)](tenantry_core::Rule::MailNeverHoldsARequest): a silent mail server never holds an invite (or a resend) past the inline deadline:
 /// the call returns in time with its user stored; the message, cut off, stays pending and
 /// is not taken again at once (the cut-off send may have reached the server: it is retried
-/// only after its lease or backoff, D17), and the dispatcher then delivers it once.
+/// only after its lease or backoff, [mail delivery (D17)](tenantry_core::Rule::MailDelivery)), and the dispatcher then delivers it once.
 pub async fn d25_inline_delivery_is_bounded_by_its_deadline(store: Arc<dyn Store>) {
     let deadline = std::time::Duration::from_millis(300);
     let env = Env::with(
@@ -6273,7 +6273,7 @@ pub async fn d25_inline_delivery_is_bounded_by_its_deadline(store: Arc<dyn Store
 
 // ----------------------------------------------------------------------------------- D26
 
-/// D26: no outbox read, stored message no longer pending, audit record, user row or
+/// [live links are secrets (D26)](tenantry_core::Rule::LiveLinksAreSecrets): no outbox read, stored message no longer pending, audit record, user row or
 /// listing, template listing, attribution or stored invitation shows a token's secret —
 /// after the message was sent, after it failed for good at once or after its retries, and
 /// while it is pending (the store alone keeps the body of a pending message, to send it).
@@ -6399,7 +6399,7 @@ pub async fn d26_live_links_are_never_readable_after_the_call(store: Arc<dyn Sto
     }
 }
 
-/// D26: the link returned by an invite, a resend or a bulk invite is the one mailed, built
+/// [live links are secrets (D26)](tenantry_core::Rule::LiveLinksAreSecrets): the link returned by an invite, a resend or a bulk invite is the one mailed, built
 /// from the base URL, hidden from `Debug`, and works exactly once; a resend's link kills the
 /// invite's; a bulk invite returns a link for each invited address and none for the others.
 pub async fn d26_returned_links_work_exactly_once(store: Arc<dyn Store>) {
@@ -6546,7 +6546,7 @@ pub async fn d26_returned_links_work_exactly_once(store: Arc<dyn Store>) {
 
 // ------------------------------------------------------------------------ D13 additions
 
-/// D13: a refused invite's audit event records the address that was tried (as typed,
+/// [audit log (D13)](tenantry_core::Rule::AuditLog): a refused invite's audit event records the address that was tried (as typed,
 /// trimmed) — for a seat, an authority, an address and a template refusal alike — and no
 /// other change.
 pub async fn d13_refused_invite_records_the_address_tried(store: Arc<dyn Store>) {
@@ -6564,13 +6564,13 @@ pub async fn d13_refused_invite_records_the_address_tried(store: Arc<dyn Store>)
             env.admin,
             request("  ADMIN@acme.test ", Role::User),
             "ADMIN@acme.test",
-            Rule::D3,
+            Rule::UniqueEmail,
         ),
         (
             plain.id,
             request("Guest@Acme.test", Role::User),
             "Guest@Acme.test",
-            Rule::D7,
+            Rule::ManagementAuthority,
         ),
         (
             env.admin,
@@ -6581,7 +6581,7 @@ pub async fn d13_refused_invite_records_the_address_tried(store: Arc<dyn Store>)
                 false,
             ),
             "templated@acme.test",
-            Rule::D15,
+            Rule::TenantIsolation,
         ),
     ];
     for (actor, req, tried, rule_id) in cases {
@@ -6629,7 +6629,7 @@ pub async fn d13_refused_invite_records_the_address_tried(store: Arc<dyn Store>)
             ActorRef::User(env.admin),
             AuditAction::UserInvited,
             AuditTarget::Tenant,
-            Some(Rule::D9),
+            Some(Rule::SeatLimit),
         )],
     )
     .await;
@@ -6665,7 +6665,7 @@ fn changed_users(event: &tenantry_core::AuditEvent) -> BTreeSet<UserId> {
     }
 }
 
-/// D13: a template's permission edit, and a delete that detaches or reassigns its users,
+/// [audit log (D13)](tenantry_core::Rule::AuditLog): a template's permission edit, and a delete that detaches or reassigns its users,
 /// record `ChangedUsers`: exactly the users referencing it whose access (now or once
 /// active) changed — invited and suspended users included, users whose direct grants
 /// already cover the difference, admins, and other templates' users not; a rename names

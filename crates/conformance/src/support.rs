@@ -70,7 +70,7 @@ impl Random for ScriptedRandom {
 }
 
 /// A delay every send of an [`Env`]'s mailer waits (real time) before it is delivered, to
-/// play a slow or silent mail server (D25). Shared by the clones of one environment.
+/// play a slow or silent mail server ([mail never holds a request (D25)](tenantry_core::Rule::MailNeverHoldsARequest)). Shared by the clones of one environment.
 #[derive(Debug, Clone, Default)]
 pub struct MailDelay(Arc<Mutex<Option<std::time::Duration>>>);
 
@@ -131,7 +131,7 @@ pub struct Options {
     pub policy: Policy,
     /// The first admin's address.
     pub admin_email: &'static str,
-    /// How long an invite or resend waits for its inline delivery (D25).
+    /// How long an invite or resend waits for its inline delivery ([mail never holds a request (D25)](tenantry_core::Rule::MailNeverHoldsARequest)).
     pub inline_deadline: time::Duration,
 }
 
@@ -159,7 +159,7 @@ pub struct Env {
     pub mailer: InMemoryMailer,
     /// The delay of its mailer's sends (none unless a scenario sets one).
     pub mail_delay: MailDelay,
-    /// The accept links the environment's own invite and resend helpers were handed (D26),
+    /// The accept links the environment's own invite and resend helpers were handed ([live links are secrets (D26)](tenantry_core::Rule::LiveLinksAreSecrets)),
     /// by message: the token each carries.
     pub links: Arc<Mutex<HashMap<MessageId, String>>>,
     /// Its randomness source.
@@ -239,7 +239,7 @@ impl Env {
 
     /// The same environment (store, clock, mailer, randomness, tenant) seen through a
     /// second service whose inline delivery is `inline`, waiting at most `inline_deadline`
-    /// (D25), as when a host restarts with other settings.
+    /// ([mail never holds a request (D25)](tenantry_core::Rule::MailNeverHoldsARequest)), as when a host restarts with other settings.
     #[must_use]
     pub fn with_delivery(&self, inline: bool, inline_deadline: time::Duration) -> Self {
         let app = Self::service(
@@ -302,7 +302,7 @@ impl Env {
         resent
     }
 
-    /// Records the token of an accept link handed out for message `id` (D26: the link is
+    /// Records the token of an accept link handed out for message `id` ([live links are secrets (D26)](tenantry_core::Rule::LiveLinksAreSecrets): the link is
     /// readable only from the call that created it).
     pub fn remember(&self, id: MessageId, link: &tenantry_service::AcceptLink) {
         let token = link.token().expect("D26: the accept link carries a token");
@@ -313,9 +313,9 @@ impl Env {
     }
 
     /// The invitation token carried by message `id`: from the link the invite or resend
-    /// returned (D26), from the mailer once delivered (both must agree), or else from the
+    /// returned ([live links are secrets (D26)](tenantry_core::Rule::LiveLinksAreSecrets)), from the mailer once delivered (both must agree), or else from the
     /// store's record of the undelivered message (whose body the store keeps until it is
-    /// sent or has failed for good; the service's outbox reads never show it, D26).
+    /// sent or has failed for good; the service's outbox reads never show it, [live links are secrets (D26)](tenantry_core::Rule::LiveLinksAreSecrets)).
     pub async fn token(&self, tenant: TenantId, id: MessageId) -> String {
         let linked = self
             .links
@@ -452,7 +452,7 @@ impl Env {
         self.app.tenant(tenant).await.expect("tenant").counters
     }
 
-    /// Asserts the tenant's counters agree with its rows (D8, D9) and returns the rows.
+    /// Asserts the tenant's counters agree with its rows ([last admin (D8)](tenantry_core::Rule::LastAdmin), [seat limit (D9)](tenantry_core::Rule::SeatLimit)) and returns the rows.
     pub async fn assert_consistent(&self, tenant: TenantId) -> Vec<User> {
         let users = self.users(tenant).await;
         let counters = self.counters(tenant).await;
@@ -511,7 +511,7 @@ impl Env {
     }
 
     /// Where anything a host (or the store, for messages no longer pending) can read of
-    /// `tenant` still shows `secret` (D26): the service's outbox reads, the store's records
+    /// `tenant` still shows `secret` ([live links are secrets (D26)](tenantry_core::Rule::LiveLinksAreSecrets)): the service's outbox reads, the store's records
     /// of messages sent or failed for good, the audit log, the user table and single rows,
     /// template, expired-invitation and inactive-user lists, attributions, the tenant, and
     /// the stored invitations (hashes only). Each is searched in its `Debug` text and, where
@@ -673,7 +673,7 @@ pub fn assert_rule<T: Debug>(result: Result<T, Error>, expected: &tenantry_core:
     assert_eq!(&got, expected, "expected {expected:?}, got {got:?}");
 }
 
-/// A comparable rendering of a call's result, for "behaves exactly like" checks (D15).
+/// A comparable rendering of a call's result, for "behaves exactly like" checks ([tenant isolation (D15)](tenantry_core::Rule::TenantIsolation)).
 pub fn outcome<T: Debug>(result: &Result<T, Error>) -> String {
     match result {
         Ok(v) => format!("Ok({v:?})"),
@@ -709,7 +709,7 @@ pub fn id_random_bytes(id: UserId) -> [u8; 10] {
     out
 }
 
-/// Counts the outcomes of many concurrent calls (D16).
+/// Counts the outcomes of many concurrent calls ([concurrency (D16)](tenantry_core::Rule::Concurrency)).
 #[derive(Debug, Default, Clone)]
 pub struct Tally {
     /// Calls that succeeded.

@@ -1,18 +1,18 @@
-//! Email addresses as D3 defines them.
+//! Email addresses as [unique email (D3)](crate::Rule::UniqueEmail) defines them.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// The longest address D3 accepts, in bytes (all accepted addresses are ASCII).
+/// The longest address [unique email (D3)](crate::Rule::UniqueEmail) accepts, in bytes (all accepted addresses are ASCII).
 pub const MAX_EMAIL_LEN: usize = 254;
-/// The longest local part D3 accepts.
+/// The longest local part [unique email (D3)](crate::Rule::UniqueEmail) accepts.
 pub const MAX_LOCAL_LEN: usize = 64;
-/// The longest domain label D3 accepts.
+/// The longest domain label [unique email (D3)](crate::Rule::UniqueEmail) accepts.
 pub const MAX_LABEL_LEN: usize = 63;
 
-/// Why an address was refused (D3). Each variant says what to fix.
+/// Why an address was refused ([unique email (D3)](crate::Rule::UniqueEmail)). Each variant says what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 #[non_exhaustive]
@@ -86,7 +86,7 @@ pub enum EmailError {
     },
 }
 
-/// A validated email address (D3).
+/// A validated email address ([unique email (D3)](crate::Rule::UniqueEmail)).
 ///
 /// It keeps the address as typed (trimmed) for display and an ASCII-lowercased key that
 /// decides whether two addresses are the same.
@@ -111,7 +111,7 @@ fn is_atext(b: u8) -> bool {
 }
 
 impl Email {
-    /// Parses and validates an address by the rules of D3.
+    /// Parses and validates an address by the rules of [unique email (D3)](crate::Rule::UniqueEmail).
     ///
     /// # Errors
     /// An [`EmailError`] that says which rule the text broke.
@@ -193,7 +193,7 @@ impl Email {
     }
 
     /// The canonical key: the trimmed address, ASCII-lowercased. Two addresses are the
-    /// same user exactly when their keys are equal (D3).
+    /// same user exactly when their keys are equal ([unique email (D3)](crate::Rule::UniqueEmail)).
     #[must_use]
     pub fn key(&self) -> &str {
         &self.key

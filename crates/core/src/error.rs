@@ -8,32 +8,32 @@ use crate::{EmailError, NameError, Permission, Permissions, Rule, Status};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// D3: the address is not acceptable.
+    /// [unique email (D3)](crate::Rule::UniqueEmail): the address is not acceptable.
     #[error("invalid email address: {0}")]
     InvalidEmail(#[from] EmailError),
-    /// D3: another user of the tenant has this address.
+    /// [unique email (D3)](crate::Rule::UniqueEmail): another user of the tenant has this address.
     #[error("a user with the email address {email} already exists in this tenant")]
     EmailTaken {
         /// The address as given.
         email: String,
     },
-    /// D12, D22: the template name is not acceptable.
+    /// [role templates (D12)](crate::Rule::RoleTemplates), [names (D22)](crate::Rule::Names): the template name is not acceptable.
     #[error("invalid template name: {0}")]
     InvalidTemplateName(#[from] NameError),
-    /// D22: the tenant name is not acceptable.
+    /// [names (D22)](crate::Rule::Names): the tenant name is not acceptable.
     #[error("invalid tenant name: {0}")]
     InvalidTenantName(NameError),
-    /// D23: a tenant is created with a seat limit of at least 1 (its first admin takes a
+    /// [first seat (D23)](crate::Rule::FirstSeat): a tenant is created with a seat limit of at least 1 (its first admin takes a
     /// seat).
     #[error("a new tenant needs a seat limit of at least 1: its first admin takes a seat")]
     FirstSeatRequired,
-    /// D12: another template of the tenant has this name (ignoring case).
+    /// [role templates (D12)](crate::Rule::RoleTemplates): another template of the tenant has this name (ignoring case).
     #[error("a role template named {name:?} already exists in this tenant")]
     TemplateNameTaken {
         /// The name as given.
         name: String,
     },
-    /// D12: the template is referenced by users and the caller chose to refuse.
+    /// [role templates (D12)](crate::Rule::RoleTemplates): the template is referenced by users and the caller chose to refuse.
     #[error(
         "the role template is assigned to {users} user(s); detach or reassign them to delete it"
     )]
@@ -41,7 +41,7 @@ pub enum Error {
         /// How many users reference it.
         users: u64,
     },
-    /// D2: a status change that an edit may not make.
+    /// [status transitions (D2)](crate::Rule::StatusTransitions): a status change that an edit may not make.
     #[error("a user cannot be moved from {from} to {to} by an edit")]
     InvalidTransition {
         /// The current status.
@@ -49,19 +49,19 @@ pub enum Error {
         /// The requested status.
         to: Status,
     },
-    /// D5: admins always have CRM access.
+    /// [CRM access (D5)](crate::Rule::CrmAccess): admins always have CRM access.
     #[error("admins always have CRM access; it cannot be turned off")]
     AdminCrmRequired,
-    /// D7: the actor lacks the permission the operation needs (or is not active).
+    /// [management authority (D7)](crate::Rule::ManagementAuthority): the actor lacks the permission the operation needs (or is not active).
     #[error("not allowed: this needs the {needed} permission")]
     NotAllowed {
         /// The permission that was needed.
         needed: Permission,
     },
-    /// D7: a non-admin may not invite, create, edit or delete an admin.
+    /// [management authority (D7)](crate::Rule::ManagementAuthority): a non-admin may not invite, create, edit or delete an admin.
     #[error("only an admin can invite, edit or delete an admin")]
     AdminOnly,
-    /// D7: a non-admin may not grant what it does not hold itself.
+    /// [management authority (D7)](crate::Rule::ManagementAuthority): a non-admin may not grant what it does not hold itself.
     #[error("cannot grant what you do not hold yourself: {}", escalation_text(*missing, *crm))]
     Escalation {
         /// The permissions the actor lacks but tried to grant.
@@ -69,7 +69,7 @@ pub enum Error {
         /// Whether CRM access was among them.
         crm: bool,
     },
-    /// D21: a non-admin may manage (edit, resend to, delete) only a user whose access, now
+    /// [within own access (D21)](crate::Rule::WithinOwnAccess): a non-admin may manage (edit, resend to, delete) only a user whose access, now
     /// or once active, is within its own.
     #[error("cannot manage a user who holds more than you: {}", escalation_text(*missing, *crm))]
     BeyondOwnAccess {
@@ -78,13 +78,13 @@ pub enum Error {
         /// Whether the target has CRM access that the actor lacks.
         crm: bool,
     },
-    /// D7: a non-admin may not change its own role, permissions, template or status.
+    /// [management authority (D7)](crate::Rule::ManagementAuthority): a non-admin may not change its own role, permissions, template or status.
     #[error("you cannot change your own role, permissions, template, CRM access or status")]
     SelfChange,
-    /// D8: the tenant must keep at least one active admin.
+    /// [last admin (D8)](crate::Rule::LastAdmin): the tenant must keep at least one active admin.
     #[error("the tenant must keep at least one active admin")]
     LastAdmin,
-    /// D9: no seat is free.
+    /// [seat limit (D9)](crate::Rule::SeatLimit): no seat is free.
     #[error("the user limit is reached: {used} of {limit} seats are used")]
     SeatLimitReached {
         /// Seats in use.
@@ -92,46 +92,46 @@ pub enum Error {
         /// The limit.
         limit: u32,
     },
-    /// D10: the token is expired, used, superseded or unknown (deliberately not saying which).
+    /// [invitations (D10)](crate::Rule::Invitations): the token is expired, used, superseded or unknown (deliberately not saying which).
     #[error("this invitation link is invalid or has expired")]
     InvalidInvitation,
-    /// D10: the address the person signed up with is not the invited one. D24: the attempt
+    /// [invitations (D10)](crate::Rule::Invitations): the address the person signed up with is not the invited one. [accept attempts (D24)](crate::Rule::AcceptAttempts): the attempt
     /// was counted; when none are left the token is dead.
     #[error(
         "the sign-up email address does not match the invitation ({attempts_left} attempt(s) left)"
     )]
     InvitationEmailMismatch {
-        /// Further wrong addresses accepted before the token dies (D24).
+        /// Further wrong addresses accepted before the token dies ([accept attempts (D24)](crate::Rule::AcceptAttempts)).
         attempts_left: u32,
     },
-    /// D10: only invited users can be sent an invitation again.
+    /// [invitations (D10)](crate::Rule::Invitations): only invited users can be sent an invitation again.
     #[error("only invited users can be sent an invitation again; this user is {status}")]
     NotInvited {
         /// The user's status.
         status: Status,
     },
-    /// D10: too many resends in the window.
+    /// [invitations (D10)](crate::Rule::Invitations): too many resends in the window.
     #[error("too many invitations sent to this user; the next one is allowed at {retry_at}")]
     ResendRateLimited {
         /// When the next resend is allowed.
         retry_at: OffsetDateTime,
     },
-    /// D14: only active users can sign in.
+    /// [sign-in (D14)](crate::Rule::SignIn): only active users can sign in.
     #[error("sign-in refused: the user is {status}")]
     SignInRefused {
         /// The user's status.
         status: Status,
     },
-    /// D15: no such user in this tenant.
+    /// [tenant isolation (D15)](crate::Rule::TenantIsolation): no such user in this tenant.
     #[error("no such user in this tenant")]
     UserNotFound,
-    /// D15: no such role template in this tenant.
+    /// [tenant isolation (D15)](crate::Rule::TenantIsolation): no such role template in this tenant.
     #[error("no such role template in this tenant")]
     TemplateNotFound,
-    /// D15: no such tenant.
+    /// [tenant isolation (D15)](crate::Rule::TenantIsolation): no such tenant.
     #[error("no such tenant")]
     TenantNotFound,
-    /// D15: a tenant with this id exists already.
+    /// [tenant isolation (D15)](crate::Rule::TenantIsolation): a tenant with this id exists already.
     #[error("a tenant with this id already exists")]
     TenantExists,
 }
@@ -221,31 +221,31 @@ impl Error {
     #[must_use]
     pub const fn rule(&self) -> Rule {
         match self {
-            Error::InvalidEmail(_) | Error::EmailTaken { .. } => Rule::D3,
+            Error::InvalidEmail(_) | Error::EmailTaken { .. } => Rule::UniqueEmail,
             Error::InvalidTemplateName(NameError::ForbiddenCharacter { .. })
-            | Error::InvalidTenantName(_) => Rule::D22,
-            Error::FirstSeatRequired => Rule::D23,
-            Error::BeyondOwnAccess { .. } => Rule::D21,
+            | Error::InvalidTenantName(_) => Rule::Names,
+            Error::FirstSeatRequired => Rule::FirstSeat,
+            Error::BeyondOwnAccess { .. } => Rule::WithinOwnAccess,
             Error::InvalidTemplateName(_)
             | Error::TemplateNameTaken { .. }
-            | Error::TemplateInUse { .. } => Rule::D12,
-            Error::InvalidTransition { .. } => Rule::D2,
-            Error::AdminCrmRequired => Rule::D5,
+            | Error::TemplateInUse { .. } => Rule::RoleTemplates,
+            Error::InvalidTransition { .. } => Rule::StatusTransitions,
+            Error::AdminCrmRequired => Rule::CrmAccess,
             Error::NotAllowed { .. }
             | Error::AdminOnly
             | Error::Escalation { .. }
-            | Error::SelfChange => Rule::D7,
-            Error::LastAdmin => Rule::D8,
-            Error::SeatLimitReached { .. } => Rule::D9,
+            | Error::SelfChange => Rule::ManagementAuthority,
+            Error::LastAdmin => Rule::LastAdmin,
+            Error::SeatLimitReached { .. } => Rule::SeatLimit,
             Error::InvalidInvitation
             | Error::InvitationEmailMismatch { .. }
             | Error::NotInvited { .. }
-            | Error::ResendRateLimited { .. } => Rule::D10,
-            Error::SignInRefused { .. } => Rule::D14,
+            | Error::ResendRateLimited { .. } => Rule::Invitations,
+            Error::SignInRefused { .. } => Rule::SignIn,
             Error::UserNotFound
             | Error::TemplateNotFound
             | Error::TenantNotFound
-            | Error::TenantExists => Rule::D15,
+            | Error::TenantExists => Rule::TenantIsolation,
         }
     }
 }

@@ -78,7 +78,7 @@ id_type!(
     TenantId
 );
 id_type!(
-    /// Identifies a user row. Ids are never reused, not even after delete (D11).
+    /// Identifies a user row. Ids are never reused, not even after delete ([permanent delete (D11)](crate::Rule::PermanentDelete)).
     UserId
 );
 id_type!(

@@ -7,7 +7,7 @@
 //! service passes the time and fresh ids in.
 //!
 //! Every product rule lives here, once; each refusal is an [`Error`] that names its rule
-//! (D1–D28) through [`Error::rule`].
+//! ([roles (D1)](crate::Rule::Roles)–[one person, several tenants (D28)](crate::Rule::OnePersonSeveralTenants)) through [`Error::rule`].
 //!
 //! ```
 //! use tenantry_core::*;

@@ -20,7 +20,7 @@ pub struct KeywordError {
     pub expected: &'static str,
 }
 
-/// The high-level role of a user (D1).
+/// The high-level role of a user ([roles (D1)](crate::Rule::Roles)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -62,7 +62,7 @@ impl FromStr for Role {
     }
 }
 
-/// Where a user is in its lifecycle (D2).
+/// Where a user is in its lifecycle ([status transitions (D2)](crate::Rule::StatusTransitions)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -85,7 +85,7 @@ impl Status {
         }
     }
 
-    /// Whether an *edit* may move a user from `self` to `to` (D2). Staying put is allowed;
+    /// Whether an *edit* may move a user from `self` to `to` ([status transitions (D2)](crate::Rule::StatusTransitions)). Staying put is allowed;
     /// `invited → active` happens only by accepting an invitation, never by an edit.
     ///
     /// ```
@@ -126,14 +126,14 @@ impl FromStr for Status {
     }
 }
 
-/// A tenant: one customer organisation with its seat limit (D9).
+/// A tenant: one customer organisation with its seat limit ([seat limit (D9)](crate::Rule::SeatLimit)).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tenant {
     /// Its id.
     pub id: TenantId,
     /// Its display name (used in invitation mail).
     pub name: String,
-    /// The seat limit; `None` is unlimited (D9).
+    /// The seat limit; `None` is unlimited ([seat limit (D9)](crate::Rule::SeatLimit)).
     pub user_limit: Option<u32>,
     /// When it was created.
     #[serde(with = "time::serde::rfc3339")]
@@ -141,14 +141,14 @@ pub struct Tenant {
 }
 
 /// The per-tenant counters that every change keeps current, and the version that guards
-/// every commit (D16).
+/// every commit ([concurrency (D16)](crate::Rule::Concurrency)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Counters {
     /// Bumped by every committed change; a commit succeeds only if it is unchanged.
     pub version: u64,
-    /// User rows of any status (D9).
+    /// User rows of any status ([seat limit (D9)](crate::Rule::SeatLimit)).
     pub seats_used: u32,
-    /// Active admins (D8).
+    /// Active admins ([last admin (D8)](crate::Rule::LastAdmin)).
     pub active_admins: u32,
 }
 
@@ -162,14 +162,14 @@ pub struct TenantState {
 }
 
 impl TenantState {
-    /// Seat usage as the Users page shows it (D9).
+    /// Seat usage as the Users page shows it ([seat limit (D9)](crate::Rule::SeatLimit)).
     #[must_use]
     pub fn seat_usage(&self) -> SeatUsage {
         SeatUsage::new(self.counters.seats_used, self.tenant.user_limit)
     }
 }
 
-/// Seat usage (D9): used, limit, remaining and whether the tenant is at its limit.
+/// Seat usage ([seat limit (D9)](crate::Rule::SeatLimit)): used, limit, remaining and whether the tenant is at its limit.
 ///
 /// ```
 /// use tenantry_core::SeatUsage;
@@ -210,50 +210,50 @@ pub struct User {
     pub id: UserId,
     /// Its tenant.
     pub tenant_id: TenantId,
-    /// Login and notification address, unique per tenant (D3).
+    /// Login and notification address, unique per tenant ([unique email (D3)](crate::Rule::UniqueEmail)).
     pub email: Email,
-    /// Admin or user (D1).
+    /// Admin or user ([roles (D1)](crate::Rule::Roles)).
     pub role: Role,
-    /// Lifecycle status (D2).
+    /// Lifecycle status ([status transitions (D2)](crate::Rule::StatusTransitions)).
     pub status: Status,
-    /// The assigned role template, if any (D12).
+    /// The assigned role template, if any ([role templates (D12)](crate::Rule::RoleTemplates)).
     pub template_id: Option<TemplateId>,
-    /// CRM access (D5); always true for admins.
+    /// CRM access ([CRM access (D5)](crate::Rule::CrmAccess)); always true for admins.
     pub crm_access: bool,
-    /// Direct grants (D4, D6).
+    /// Direct grants ([permission set (D4)](crate::Rule::PermissionSet), [current access (D6)](crate::Rule::CurrentAccess)).
     pub grants: Permissions,
     /// When the row was created (the invite).
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
-    /// The last successful sign-in reported by the host (D14).
+    /// The last successful sign-in reported by the host ([sign-in (D14)](crate::Rule::SignIn)).
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_login: Option<OffsetDateTime>,
-    /// When the newest invitation expires, while the user is invited (D10, D20).
+    /// When the newest invitation expires, while the user is invited ([invitations (D10)](crate::Rule::Invitations), [expired invitations (D20)](crate::Rule::ExpiredInvitations)).
     #[serde(with = "time::serde::rfc3339::option")]
     pub invite_expires_at: Option<OffsetDateTime>,
 }
 
 impl User {
-    /// Whether this user is an active admin (what D8 counts).
+    /// Whether this user is an active admin (what [last admin (D8)](crate::Rule::LastAdmin) counts).
     #[must_use]
     pub fn is_active_admin(&self) -> bool {
         self.role == Role::Admin && self.status == Status::Active
     }
 
-    /// Whether this user's invitation has expired at `now` (D20).
+    /// Whether this user's invitation has expired at `now` ([expired invitations (D20)](crate::Rule::ExpiredInvitations)).
     #[must_use]
     pub fn invitation_expired(&self, now: OffsetDateTime) -> bool {
         self.status == Status::Invited && self.invite_expires_at.is_some_and(|t| t <= now)
     }
 }
 
-/// The longest template name, in characters (D12, D22).
+/// The longest template name, in characters ([role templates (D12)](crate::Rule::RoleTemplates), [names (D22)](crate::Rule::Names)).
 pub const MAX_TEMPLATE_NAME_LEN: usize = 64;
 
-/// The longest tenant name, in characters (D22).
+/// The longest tenant name, in characters ([names (D22)](crate::Rule::Names)).
 pub const MAX_TENANT_NAME_LEN: usize = 100;
 
-/// Why a tenant or template name was refused (D12, D22).
+/// Why a tenant or template name was refused ([role templates (D12)](crate::Rule::RoleTemplates), [names (D22)](crate::Rule::Names)).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum NameError {
@@ -270,7 +270,7 @@ pub enum NameError {
     },
     /// Holds a control character (Unicode Cc) or a format character (Unicode Cf: zero-width
     /// characters, bidirectional controls, the byte-order mark), which would let two names
-    /// that look the same exist side by side (D22).
+    /// that look the same exist side by side ([names (D22)](crate::Rule::Names)).
     #[error(
         "the name contains U+{:04X} ({}) at character {position}",
         u32::from(*character),
@@ -284,7 +284,7 @@ pub enum NameError {
     },
 }
 
-/// The name errors of role templates (the same rules as every name, D22).
+/// The name errors of role templates (the same rules as every name, [names (D22)](crate::Rule::Names)).
 pub type TemplateNameError = NameError;
 
 /// Whether `c` is a Unicode format character (general category Cf), as of Unicode 16.
@@ -319,7 +319,7 @@ pub fn is_format_char(c: char) -> bool {
     )
 }
 
-/// Checks a name against D22: trimmed of surrounding white space, 1..=`max` characters, no
+/// Checks a name against [names (D22)](crate::Rule::Names): trimmed of surrounding white space, 1..=`max` characters, no
 /// control (Cc) or format (Cf) character. Returns the trimmed name.
 ///
 /// # Errors
@@ -349,7 +349,7 @@ pub fn check_name(input: &str, max: usize) -> Result<&str, NameError> {
     Ok(trimmed)
 }
 
-/// A tenant name: 1–100 characters after trimming, no control or format characters (D22).
+/// A tenant name: 1–100 characters after trimming, no control or format characters ([names (D22)](crate::Rule::Names)).
 ///
 /// ```
 /// use tenantry_core::{NameError, TenantName};
@@ -412,8 +412,8 @@ impl<'de> Deserialize<'de> for TenantName {
     }
 }
 
-/// A role template name: 1–64 characters, no control or format characters (D22), unique per
-/// tenant ignoring case (D12).
+/// A role template name: 1–64 characters, no control or format characters ([names (D22)](crate::Rule::Names)), unique per
+/// tenant ignoring case ([role templates (D12)](crate::Rule::RoleTemplates)).
 ///
 /// ```
 /// use tenantry_core::TemplateName;
@@ -441,7 +441,7 @@ impl TemplateName {
         })
     }
 
-    /// A name read back from storage that was written before D22 refused format
+    /// A name read back from storage that was written before [names (D22)](crate::Rule::Names) refused format
     /// characters: it is kept as stored (trimmed), so an upgrade never makes an existing
     /// template unreadable. Stores use it only after [`TemplateName::parse`] refused the
     /// stored text; input from people always goes through `parse`.
@@ -506,8 +506,8 @@ impl<'de> Deserialize<'de> for TemplateName {
     }
 }
 
-/// A reusable permission set (D12). Users reference it; its permissions are read at every
-/// check, never copied (D6).
+/// A reusable permission set ([role templates (D12)](crate::Rule::RoleTemplates)). Users reference it; its permissions are read at every
+/// check, never copied ([current access (D6)](crate::Rule::CurrentAccess)).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoleTemplate {
     /// Its id.
@@ -526,7 +526,7 @@ pub struct RoleTemplate {
     pub updated_at: OffsetDateTime,
 }
 
-/// The SHA-256 hash of an invitation token; only this is stored (D10).
+/// The SHA-256 hash of an invitation token; only this is stored ([invitations (D10)](crate::Rule::Invitations)).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TokenHash(pub [u8; 32]);
 
@@ -554,7 +554,7 @@ impl fmt::Debug for TokenHash {
 pub enum InvitationKind {
     /// The first invitation, with the user row.
     Initial,
-    /// A resend (rate limited, D10).
+    /// A resend (rate limited, [invitations (D10)](crate::Rule::Invitations)).
     Resend,
 }
 
@@ -564,10 +564,10 @@ pub enum InvitationKind {
 pub enum InvitationState {
     /// Can still be accepted until it expires.
     Pending,
-    /// Accepted (single use, D10).
+    /// Accepted (single use, [invitations (D10)](crate::Rule::Invitations)).
     Used,
     /// Invalidated by a resend, an email change, a delete or too many failed accept
-    /// attempts (D24).
+    /// attempts ([accept attempts (D24)](crate::Rule::AcceptAttempts)).
     Revoked,
 }
 
@@ -590,13 +590,13 @@ pub struct Invitation {
     /// When it stops being accepted.
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
-    /// Sign-ups tried on this token with a wrong address (D24); the
+    /// Sign-ups tried on this token with a wrong address ([accept attempts (D24)](crate::Rule::AcceptAttempts)); the
     /// [`MAX_ACCEPT_ATTEMPTS`]th revokes it.
     #[serde(default)]
     pub failed_attempts: u32,
 }
 
-/// Failed accept attempts (wrong address) after which an invitation's token dies (D24).
+/// Failed accept attempts (wrong address) after which an invitation's token dies ([accept attempts (D24)](crate::Rule::AcceptAttempts)).
 pub const MAX_ACCEPT_ATTEMPTS: u32 = 5;
 
 /// Who acted: a user of the tenant, or the host itself (billing, provisioning, sign-in).
@@ -609,7 +609,7 @@ pub enum ActorRef {
     System,
 }
 
-/// What remains of a deleted user so hosts can attribute its records (D11).
+/// What remains of a deleted user so hosts can attribute its records ([permanent delete (D11)](crate::Rule::PermanentDelete)).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tombstone {
     /// The deleted user's id.
@@ -625,7 +625,7 @@ pub struct Tombstone {
     pub deleted_by: ActorRef,
 }
 
-/// Settings of the rules that are configurable (D10).
+/// Settings of the rules that are configurable ([invitations (D10)](crate::Rule::Invitations)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
     /// How long an invitation can be accepted (default 7 days).

@@ -1,11 +1,11 @@
-//! Fine-grained permissions (D4): six categories × five actions in one bit set.
+//! Fine-grained permissions ([permission set (D4)](crate::Rule::PermissionSet)): six categories × five actions in one bit set.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A permission category (D4).
+/// A permission category ([permission set (D4)](crate::Rule::PermissionSet)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Category {
     /// Chat, voice and email conversations.
@@ -22,7 +22,7 @@ pub enum Category {
     Experiments,
 }
 
-/// An action within a category (D4). No action implies another.
+/// An action within a category ([permission set (D4)](crate::Rule::PermissionSet)). No action implies another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Action {
     /// Read access.
@@ -130,7 +130,7 @@ impl fmt::Display for Action {
     }
 }
 
-/// Why a permission string was refused (D4: unknown strings are errors).
+/// Why a permission string was refused ([permission set (D4)](crate::Rule::PermissionSet): unknown strings are errors).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "unknown permission {input:?}; expected \"category:action\" with category one of conversations, settings, users, analytics, integrations, experiments and action one of view, create, edit, delete, manage"
@@ -236,7 +236,7 @@ impl<'de> Deserialize<'de> for Permission {
 }
 
 bitflags::bitflags! {
-    /// A set of permissions: 30 flags, one per category × action (D4).
+    /// A set of permissions: 30 flags, one per category × action ([permission set (D4)](crate::Rule::PermissionSet)).
     ///
     /// On the wire (serde, SQL, JSON) a set is a sorted list of `"category:action"`
     /// strings, never raw bits; an unknown string is an error.
@@ -332,7 +332,7 @@ impl Permissions {
         Permission::all().filter(move |p| self.has(*p))
     }
 
-    /// The wire form: the sorted list of `"category:action"` strings (D4).
+    /// The wire form: the sorted list of `"category:action"` strings ([permission set (D4)](crate::Rule::PermissionSet)).
     #[must_use]
     pub fn to_strings(self) -> Vec<String> {
         let mut out: Vec<String> = self.iter_permissions().map(|p| p.to_string()).collect();

@@ -1,4 +1,4 @@
-//! The policy evaluator (D1, D5, D6): what a user holds, and why a check was decided.
+//! The policy evaluator ([roles (D1)](crate::Rule::Roles), [CRM access (D5)](crate::Rule::CrmAccess), [current access (D6)](crate::Rule::CurrentAccess)): what a user holds, and why a check was decided.
 //!
 //! It never fails open: a template that does not match the user's reference, a user that is
 //! not active, or anything in doubt is a deny with a reason.
@@ -15,7 +15,7 @@ use crate::{
 pub enum Request {
     /// One fine-grained permission.
     Permission(Permission),
-    /// Access to CRM records (D5).
+    /// Access to CRM records ([CRM access (D5)](crate::Rule::CrmAccess)).
     Crm,
 }
 
@@ -29,29 +29,29 @@ impl From<Permission> for Request {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "reason")]
 pub enum Reason {
-    /// Allowed: the user is an active admin (D1).
+    /// Allowed: the user is an active admin ([roles (D1)](crate::Rule::Roles)).
     Admin,
     /// Allowed: the permission is one of the user's direct grants.
     DirectGrant,
-    /// Allowed: the user's role template grants it (read now, D6).
+    /// Allowed: the user's role template grants it (read now, [current access (D6)](crate::Rule::CurrentAccess)).
     Template {
         /// The template that granted it.
         template_id: TemplateId,
     },
-    /// Allowed: the user has CRM access (D5).
+    /// Allowed: the user has CRM access ([CRM access (D5)](crate::Rule::CrmAccess)).
     CrmAccess,
-    /// Denied: the user has not accepted its invitation (D6).
+    /// Denied: the user has not accepted its invitation ([current access (D6)](crate::Rule::CurrentAccess)).
     Invited,
-    /// Denied: the user is suspended (D6).
+    /// Denied: the user is suspended ([current access (D6)](crate::Rule::CurrentAccess)).
     Suspended,
-    /// Denied: the user does not exist or was deleted (D6, D15).
+    /// Denied: the user does not exist or was deleted ([current access (D6)](crate::Rule::CurrentAccess), [tenant isolation (D15)](crate::Rule::TenantIsolation)).
     UnknownUser,
     /// Denied: neither grants nor template hold the permission.
     MissingPermission {
         /// What was missing.
         permission: Permission,
     },
-    /// Denied: the user has no CRM access (D5).
+    /// Denied: the user has no CRM access ([CRM access (D5)](crate::Rule::CrmAccess)).
     NoCrmAccess,
 }
 
@@ -171,7 +171,7 @@ fn template_permissions(user: &User, template: Option<&RoleTemplate>) -> Permiss
 }
 
 /// What the user would hold if it were active: all for an admin, else direct grants ∪ the
-/// referenced template's current permissions (D1, D6).
+/// referenced template's current permissions ([roles (D1)](crate::Rule::Roles), [current access (D6)](crate::Rule::CurrentAccess)).
 #[inline]
 #[must_use]
 pub fn potential_permissions(user: &User, template: Option<&RoleTemplate>) -> Permissions {
@@ -181,7 +181,7 @@ pub fn potential_permissions(user: &User, template: Option<&RoleTemplate>) -> Pe
     }
 }
 
-/// What the user holds now (D6): nothing unless active; then as [`potential_permissions`].
+/// What the user holds now ([current access (D6)](crate::Rule::CurrentAccess)): nothing unless active; then as [`potential_permissions`].
 ///
 /// ```
 /// use tenantry_core::*;
@@ -208,7 +208,7 @@ pub fn effective_permissions(user: &User, template: Option<&RoleTemplate>) -> Pe
     }
 }
 
-/// Whether the user has CRM access now (D5, D6): admins always, others by their flag; never
+/// Whether the user has CRM access now ([CRM access (D5)](crate::Rule::CrmAccess), [current access (D6)](crate::Rule::CurrentAccess)): admins always, others by their flag; never
 /// while not active.
 #[inline]
 #[must_use]

@@ -1151,11 +1151,7 @@ fn arb_tombstone() -> impl Strategy<Value = Tombstone> {
 }
 
 fn all_rules() -> Vec<Rule> {
-    use Rule::*;
-    vec![
-        D1, D2, D3, D4, D5, D6, D7, D8, D9, D10, D11, D12, D13, D14, D15, D16, D17, D18, D19, D20,
-        D21, D22, D23, D24, D25, D26, D27, D28,
-    ]
+    Rule::ALL.to_vec()
 }
 
 fn arb_audit_action() -> impl Strategy<Value = AuditAction> {
@@ -2027,7 +2023,7 @@ fn run_d21_case(case: &D21Case) -> Result<D21Result, TestCaseError> {
             prop_assert_eq!(*missing, p - holds);
             prop_assert_eq!(*crm, target_crm && !actor_crm);
             prop_assert!(!missing.is_empty() || *crm);
-            prop_assert_eq!(err.rule(), Rule::D21);
+            prop_assert_eq!(err.rule(), Rule::WithinOwnAccess);
         }
         Ok(())
     };

@@ -392,7 +392,7 @@ fn d2_invited_cannot_be_activated_or_suspended_by_edit() {
                 to
             }
         );
-        assert_eq!(err.rule(), Rule::D2);
+        assert_eq!(err.rule(), Rule::StatusTransitions);
         assert!(err.to_string().contains("invited"), "{err}");
     }
 }
@@ -539,7 +539,7 @@ fn d3_every_syntax_error_says_why() {
         assert_eq!(err, expected, "{input:?}");
         assert!(!err.to_string().is_empty());
         // As a decide error it names D3.
-        assert_eq!(Error::from(err).rule(), Rule::D3);
+        assert_eq!(Error::from(err).rule(), Rule::UniqueEmail);
     }
 }
 
@@ -629,7 +629,7 @@ fn d3_invite_refuses_taken_address() {
             email: "Taken@Example.com".into()
         }
     );
-    assert_eq!(err.rule(), Rule::D3);
+    assert_eq!(err.rule(), Rule::UniqueEmail);
 }
 
 #[test]
@@ -780,7 +780,7 @@ fn d5_admin_crm_cannot_be_turned_off() {
     };
     let err = edit_user(&fx, &a, &other, &e).unwrap_err();
     assert_eq!(err, Error::AdminCrmRequired);
-    assert_eq!(err.rule(), Rule::D5);
+    assert_eq!(err.rule(), Rule::CrmAccess);
     // promoting and turning it off at once is the same error
     let u = member(3, Permissions::empty());
     let promote_off = UserEdit {
@@ -1027,7 +1027,7 @@ fn d7_each_operation_needs_its_users_permission() {
     )
     .unwrap_err();
     assert_eq!(e, needed("users:create"));
-    assert_eq!(e.rule(), Rule::D7);
+    assert_eq!(e.rule(), Rule::ManagementAuthority);
     assert_eq!(
         decide::resend(ctx, &act, &invited, None, &[], TokenHash([1; 32])).unwrap_err(),
         needed("users:create")
@@ -1195,7 +1195,7 @@ fn d7_non_admin_cannot_invite_or_create_an_admin() {
     )
     .unwrap_err();
     assert_eq!(err, Error::AdminOnly);
-    assert_eq!(err.rule(), Rule::D7);
+    assert_eq!(err.rule(), Rule::ManagementAuthority);
     let bulk = BulkInvite {
         emails: vec!["boss@example.com".into()],
         role: Some(Role::Admin),
@@ -1302,7 +1302,7 @@ fn d7_invite_cannot_grant_what_the_actor_lacks() {
             crm: false
         }
     );
-    assert_eq!(err.rule(), Rule::D7);
+    assert_eq!(err.rule(), Rule::ManagementAuthority);
     // through a template
     let t = template(1, Permissions::ANALYTICS_EDIT);
     let mut r = invite_request("y@example.com", Role::User, Permissions::empty());
@@ -1418,7 +1418,7 @@ fn d7_edit_cannot_grant_what_the_actor_lacks() {
             crm: false
         }
     );
-    assert_eq!(err.rule(), Rule::D21);
+    assert_eq!(err.rule(), Rule::WithinOwnAccess);
     assert!(edit_user(&fx, &admin(1), &rich, &e).is_ok());
 }
 
@@ -1578,7 +1578,7 @@ fn d7_non_admin_cannot_delete_itself_but_an_admin_can_if_not_the_last() {
     let m = manager(3);
     let err = decide::delete(fx.ctx(), &acting(&m), &m, None).unwrap_err();
     assert_eq!(err, Error::SelfChange);
-    assert_eq!(err.rule(), Rule::D7);
+    assert_eq!(err.rule(), Rule::ManagementAuthority);
     let a = admin(1);
     let two_admins = Fx::new(5, 2, None);
     assert!(decide::delete(two_admins.ctx(), &acting(&a), &a, None).is_ok());
@@ -1629,7 +1629,7 @@ fn d7_non_admin_cannot_change_itself() {
     };
     let err = decide::edit(fx.ctx(), &acting(&m), &m, None, Some(&t), &e, false).unwrap_err();
     assert_eq!(err, Error::SelfChange);
-    assert_eq!(err.rule(), Rule::D7);
+    assert_eq!(err.rule(), Rule::ManagementAuthority);
     // its own email is not access: allowed
     let e = UserEdit {
         email: Some(email("me@example.com")),
@@ -1704,7 +1704,7 @@ fn d8_last_admin_cannot_be_demoted() {
     };
     let err = edit_user(&fx, &a, &a, &e).unwrap_err();
     assert_eq!(err, Error::LastAdmin);
-    assert_eq!(err.rule(), Rule::D8);
+    assert_eq!(err.rule(), Rule::LastAdmin);
 }
 
 #[test]
@@ -1806,7 +1806,7 @@ fn d9_invite_at_the_limit_fails_and_stores_nothing() {
     )
     .unwrap_err();
     assert_eq!(err, Error::SeatLimitReached { used: 5, limit: 5 });
-    assert_eq!(err.rule(), Rule::D9);
+    assert_eq!(err.rule(), Rule::SeatLimit);
 }
 
 #[test]
@@ -2049,7 +2049,7 @@ fn d10_accept_with_another_email_is_refused() {
     // D24: the mismatch now also says how many further wrong addresses the token survives
     // (a fresh invitation has none counted yet: this attempt leaves 4).
     assert_eq!(err, Error::InvitationEmailMismatch { attempts_left: 4 });
-    assert_eq!(err.rule(), Rule::D10);
+    assert_eq!(err.rule(), Rule::Invitations);
 }
 
 #[test]
@@ -2145,7 +2145,7 @@ fn d10_resend_only_to_invited_users_even_when_expired() {
         let err =
             decide::resend(fx.ctx(), &acting(&a), &u, None, &[], TokenHash([3; 32])).unwrap_err();
         assert_eq!(err, Error::NotInvited { status });
-        assert_eq!(err.rule(), Rule::D10);
+        assert_eq!(err.rule(), Rule::Invitations);
     }
     let mut expired = user(2, Role::User, Status::Invited, Permissions::empty());
     expired.invite_expires_at = Some(now() - Duration::days(30));
@@ -2197,7 +2197,7 @@ fn d10_resend_is_rate_limited_with_retry_at() {
             retry_at: m(8) + Duration::minutes(10)
         }
     );
-    assert_eq!(err.rule(), Rule::D10);
+    assert_eq!(err.rule(), Rule::Invitations);
     // older resends outside the window do not count
     assert!(
         decide::resend(
@@ -2366,7 +2366,7 @@ fn d11_a_user_of_another_tenant_is_not_found() {
     foreign.tenant_id = other_tenant_id();
     let err = decide::delete(fx.ctx(), &acting(&a), &foreign, None).unwrap_err();
     assert_eq!(err, Error::UserNotFound);
-    assert_eq!(err.rule(), Rule::D15);
+    assert_eq!(err.rule(), Rule::TenantIsolation);
     assert_eq!(
         edit_user(&fx, &a, &foreign, &UserEdit::default()).unwrap_err(),
         Error::UserNotFound
@@ -2437,7 +2437,7 @@ fn d12_template_name_rules() {
     );
     assert_eq!(
         Error::from(TemplateName::parse("Sup\nport").unwrap_err()).rule(),
-        Rule::D22
+        Rule::Names
     );
     let n = TemplateName::parse("  Support Agent ").unwrap();
     assert_eq!(n.as_str(), "Support Agent");
@@ -2447,7 +2447,10 @@ fn d12_template_name_rules() {
         TemplateName::parse("Support Agents").unwrap().key()
     );
     assert!(serde_json::from_str::<TemplateName>("\"\"").is_err());
-    assert_eq!(Error::from(TemplateNameError::Empty).rule(), Rule::D12);
+    assert_eq!(
+        Error::from(TemplateNameError::Empty).rule(),
+        Rule::RoleTemplates
+    );
 }
 
 #[test]
@@ -2469,7 +2472,7 @@ fn d12_template_names_are_unique_per_tenant() {
             name: "Support agent".into()
         }
     );
-    assert_eq!(err.rule(), Rule::D12);
+    assert_eq!(err.rule(), Rule::RoleTemplates);
     let t = template(1, Permissions::empty()); // "Template 1"
     // renaming to another case of its own name is not "taken" by another template
     let recase = TemplateEdit {
@@ -2558,7 +2561,7 @@ fn d12_deleting_a_referenced_template_is_refused_by_default_with_the_count() {
     )
     .unwrap_err();
     assert_eq!(err, Error::TemplateInUse { users: 3 });
-    assert_eq!(err.rule(), Rule::D12);
+    assert_eq!(err.rule(), Rule::RoleTemplates);
     assert!(err.to_string().contains('3'));
     // unreferenced: deleted
     let c = decide::delete_template(
@@ -2738,7 +2741,7 @@ fn d13_edits_record_before_and_after_and_refusals_name_their_rule() {
     assert_eq!(
         refused.outcome,
         Outcome::Refused {
-            rule: Rule::D7,
+            rule: Rule::ManagementAuthority,
             message: Error::AdminOnly.to_string()
         }
     );
@@ -2751,7 +2754,7 @@ fn d14_only_active_users_sign_in() {
         let u = user(2, Role::User, status, Permissions::empty());
         let err = decide::sign_in(fx.ctx(), &u).unwrap_err();
         assert_eq!(err, Error::SignInRefused { status });
-        assert_eq!(err.rule(), Rule::D14);
+        assert_eq!(err.rule(), Rule::SignIn);
     }
     let u = member(2, Permissions::empty());
     let c = decide::sign_in(fx.ctx(), &u).unwrap();
@@ -3105,7 +3108,7 @@ fn d21_edit_of_any_field_of_a_stronger_user_is_refused_naming_exactly_the_excess
                 let err = decide::edit(fx.ctx(), &acting(&m), &target, current, new, &e, false)
                     .unwrap_err();
                 assert_eq!(err, want, "{status} {grants} {e:?}");
-                assert_eq!(err.rule(), Rule::D21);
+                assert_eq!(err.rule(), Rule::WithinOwnAccess);
             }
         }
     }
@@ -3157,7 +3160,7 @@ fn d21_resend_to_a_stronger_invitee_is_refused() {
     )
     .unwrap_err();
     assert_eq!(err, beyond(Permissions::SETTINGS_VIEW, false));
-    assert_eq!(err.rule(), Rule::D21);
+    assert_eq!(err.rule(), Rule::WithinOwnAccess);
     // through its template
     let mut via_template = user(5, Role::User, Status::Invited, Permissions::empty());
     via_template.template_id = Some(t.id);
@@ -3237,7 +3240,7 @@ fn d21_delete_of_a_stronger_user_is_refused_whatever_its_status() {
             beyond(Permissions::INTEGRATIONS_DELETE, false),
             "{status}"
         );
-        assert_eq!(err.rule(), Rule::D21);
+        assert_eq!(err.rule(), Rule::WithinOwnAccess);
         let mut via_template = user(5, Role::User, status, Permissions::empty());
         via_template.template_id = Some(t.id);
         assert_eq!(
@@ -3490,7 +3493,7 @@ fn d21_a_crm_only_difference_is_refused() {
         };
         let err = edit_user(&fx, &m, &target, &e).unwrap_err();
         assert_eq!(err, want, "{status}");
-        assert_eq!(err.rule(), Rule::D21);
+        assert_eq!(err.rule(), Rule::WithinOwnAccess);
         assert_eq!(err.kind(), ErrorKind::Forbidden);
         assert!(err.to_string().contains("CRM access"), "{err}");
         // even turning the CRM flag off (removing the excess) is refused
@@ -3573,7 +3576,7 @@ fn d21_only_the_actors_current_access_counts() {
     assert!(matches!(
         ev.outcome,
         Outcome::Refused {
-            rule: Rule::D21,
+            rule: Rule::WithinOwnAccess,
             ..
         }
     ));
@@ -3645,18 +3648,18 @@ fn d22_template_name_lengths_are_64_after_trimming() {
     );
     assert_eq!(TemplateName::parse("  ").unwrap_err(), NameError::Empty);
     // the length errors keep their D12 rule; forbidden characters are D22
-    assert_eq!(Error::from(NameError::Empty).rule(), Rule::D12);
+    assert_eq!(Error::from(NameError::Empty).rule(), Rule::RoleTemplates);
     assert_eq!(
         Error::from(NameError::TooLong { len: 65, max: 64 }).rule(),
-        Rule::D12
+        Rule::RoleTemplates
     );
-    assert_eq!(Error::from(forbidden('\u{200b}', 0)).rule(), Rule::D22);
+    assert_eq!(Error::from(forbidden('\u{200b}', 0)).rule(), Rule::Names);
     for e in [
         NameError::Empty,
         NameError::TooLong { len: 101, max: 100 },
         forbidden('\n', 1),
     ] {
-        assert_eq!(Error::InvalidTenantName(e).rule(), Rule::D22);
+        assert_eq!(Error::InvalidTenantName(e).rule(), Rule::Names);
     }
 }
 
@@ -3726,7 +3729,7 @@ fn d22_format_characters_are_refused() {
             "{input:?}"
         );
         let err = Error::from(TemplateName::parse(input).unwrap_err());
-        assert_eq!(err.rule(), Rule::D22);
+        assert_eq!(err.rule(), Rule::Names);
     }
     // look-alike names differing only by such a character cannot exist side by side: only
     // the visible one is a name
@@ -3925,7 +3928,7 @@ fn d23_a_new_tenant_needs_a_seat_for_its_first_admin() {
     )
     .unwrap_err();
     assert_eq!(err, Error::FirstSeatRequired);
-    assert_eq!(err.rule(), Rule::D23);
+    assert_eq!(err.rule(), Rule::FirstSeat);
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(err.to_string().contains("at least 1"), "{err}");
     for limit in [Some(1), Some(2), Some(u32::MAX), None] {
@@ -3956,7 +3959,7 @@ fn d23_create_tenant_refuses_invalid_names_and_stores_the_name_trimmed() {
     ] {
         let err = decide::create_tenant(new_tenant(name, None), uid(1), root()).unwrap_err();
         assert_eq!(err, Error::InvalidTenantName(want), "{name:?}");
-        assert_eq!(err.rule(), Rule::D22);
+        assert_eq!(err.rule(), Rule::Names);
         assert_eq!(err.kind(), ErrorKind::InvalidInput);
     }
     let err =
@@ -4019,7 +4022,7 @@ fn d24_attempts_left_count_down_and_the_fifth_failure_kills_the_token() {
                 attempts_left: left
             }
         );
-        assert_eq!(err.rule(), Rule::D10);
+        assert_eq!(err.rule(), Rule::Invitations);
         assert!(
             err.to_string().contains(&format!("{left} attempt")),
             "{err}"
@@ -4127,7 +4130,7 @@ fn d24_failed_attempts_are_audited() {
     assert_eq!(
         ev.outcome,
         Outcome::Refused {
-            rule: Rule::D24,
+            rule: Rule::AcceptAttempts,
             message: err.to_string()
         }
     );
@@ -4165,7 +4168,7 @@ fn d24_failed_attempts_are_audited() {
     assert_eq!(
         c.events[0].outcome,
         Outcome::Refused {
-            rule: Rule::D24,
+            rule: Rule::AcceptAttempts,
             message: err.to_string()
         }
     );
@@ -4350,7 +4353,7 @@ fn d21_template_changes_reaching_stronger_users_are_refused() {
     let want = beyond(Permissions::SETTINGS_MANAGE, true);
     let err = decide::edit_template(fx.ctx(), &acting(&m), &t, &shrink, false, &users).unwrap_err();
     assert_eq!(err, want);
-    assert_eq!(err.rule(), Rule::D21);
+    assert_eq!(err.rule(), Rule::WithinOwnAccess);
     for mode in [
         TemplateDeletion::Detach,
         TemplateDeletion::Reassign(spare.id),
@@ -4397,4 +4400,23 @@ fn d21_template_changes_reaching_stronger_users_are_refused() {
         )
         .is_ok()
     );
+}
+
+#[test]
+fn rules_have_names_ids_in_order_and_read_their_old_wire_form() {
+    let mut names = std::collections::HashSet::new();
+    for (i, rule) in Rule::ALL.iter().enumerate() {
+        assert_eq!(rule.id(), format!("D{}", i + 1));
+        assert!(names.insert(rule.name()), "{} named twice", rule.name());
+        assert_eq!(rule.to_string(), rule.name());
+        let json = serde_json::to_string(rule).unwrap();
+        assert_eq!(json, format!("\"{}\"", rule.name()));
+        assert_eq!(serde_json::from_str::<Rule>(&json).unwrap(), *rule);
+        // audit records written when rules were stored by id stay readable
+        let old = format!("\"{}\"", rule.id());
+        assert_eq!(serde_json::from_str::<Rule>(&old).unwrap(), *rule);
+    }
+    assert_eq!(Rule::SeatLimit.id(), "D9");
+    assert_eq!(Error::LastAdmin.rule(), Rule::LastAdmin);
+    assert!(serde_json::from_str::<Rule>("\"D29\"").is_err());
 }

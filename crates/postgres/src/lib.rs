@@ -4,7 +4,7 @@
 //! queries (no database needed to build), embedded migrations applied on connect, and a
 //! connection pool.
 //!
-//! ## Concurrency (D16)
+//! ## Concurrency ([concurrency (D16)](tenantry_core::Rule::Concurrency))
 //!
 //! Every commit runs at READ COMMITTED (PostgreSQL's default) and starts by locking the
 //! tenant's row (`SELECT version … FOR UPDATE`) and comparing its version with the one the
@@ -18,10 +18,10 @@
 //!
 //! Unique (tenant, email key), unique (tenant, template name key) and unique token hashes;
 //! counters (`seats_used`, `active_admins`) kept by plpgsql triggers and checked against the
-//! counters the change computed; a trigger refusing inserts at the seat limit (D9); a CHECK
-//! keeping one active admin (D8); admins always with CRM access (D5); ids never reused
-//! (D11); permission lists only of known, sorted `"category:action"` strings (D4); and an
-//! append-only audit table whose triggers refuse UPDATE, DELETE and TRUNCATE (D13).
+//! counters the change computed; a trigger refusing inserts at the seat limit ([seat limit (D9)](tenantry_core::Rule::SeatLimit)); a CHECK
+//! keeping one active admin ([last admin (D8)](tenantry_core::Rule::LastAdmin)); admins always with CRM access ([CRM access (D5)](tenantry_core::Rule::CrmAccess)); ids never reused
+//! ([permanent delete (D11)](tenantry_core::Rule::PermanentDelete)); permission lists only of known, sorted `"category:action"` strings ([permission set (D4)](tenantry_core::Rule::PermissionSet)); and an
+//! append-only audit table whose triggers refuse UPDATE, DELETE and TRUNCATE ([audit log (D13)](tenantry_core::Rule::AuditLog)).
 //! Unique violations become [`StoreError::Conflict`] naming the [`Constraint`], by the
 //! database constraint's name.
 //!
@@ -529,7 +529,7 @@ async fn apply(
 
 /// Appends `events` after the tenant's last audit record; returns the last seq written.
 /// The caller holds the tenant row's lock, so sequence numbers are handed out (and become
-/// visible) in commit order: a feed reader never sees seq n+1 before seq n (D13).
+/// visible) in commit order: a feed reader never sees seq n+1 before seq n ([audit log (D13)](tenantry_core::Rule::AuditLog)).
 async fn append_events(
     tx: &mut Transaction<'static, Postgres>,
     tenant: TenantId,
@@ -617,7 +617,7 @@ async fn lock_tenant(
         .map_err(map_err)
 }
 
-/// The body of one commit, inside `tx` (D16): lock and compare the version, apply the
+/// The body of one commit, inside `tx` ([concurrency (D16)](tenantry_core::Rule::Concurrency)): lock and compare the version, apply the
 /// writes, check the trigger-kept counters, bump the version, append the audit events and
 /// queue the mail.
 async fn commit_in(

@@ -1,5 +1,5 @@
 //! PostgreSQL's column types for the shared row readers ([`tenantry_store::sql`]): ids are
-//! `uuid`, permission sets `text[]` of sorted `"category:action"` strings (D4), times BIGINT
+//! `uuid`, permission sets `text[]` of sorted `"category:action"` strings ([permission set (D4)](tenantry_core::Rule::PermissionSet)), times BIGINT
 //! Unix nanoseconds.
 
 use sqlx::Row;
@@ -39,7 +39,7 @@ pub(crate) enum Param {
     Bool(bool),
 }
 
-/// D4: a permission set as the sorted list of `"category:action"` strings.
+/// [permission set (D4)](tenantry_core::Rule::PermissionSet): a permission set as the sorted list of `"category:action"` strings.
 pub(crate) fn perms_list(p: Permissions) -> Vec<String> {
     p.to_strings()
 }

@@ -81,7 +81,7 @@ pub trait Random: Send + Sync + fmt::Debug + 'static {
     fn fill(&self, buf: &mut [u8]) -> Result<(), String>;
 }
 
-/// The operating system's randomness source (D10: tokens carry 256 bits from the OS).
+/// The operating system's randomness source ([invitations (D10)](tenantry_core::Rule::Invitations): tokens carry 256 bits from the OS).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OsRandom;
 

@@ -7,7 +7,7 @@ use tenantry_store::StoreError;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum QueryError {
-    /// D18: a page holds 1 to 500 rows.
+    /// [listing (D18)](tenantry_core::Rule::Listing): a page holds 1 to 500 rows.
     #[error("page size {limit} is out of range; it must be between 1 and 500")]
     LimitOutOfRange {
         /// The size asked for.
@@ -48,16 +48,16 @@ pub enum Error {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// D16: the tenant kept changing under this call; it gave up after `attempts` tries.
+    /// [concurrency (D16)](tenantry_core::Rule::Concurrency): the tenant kept changing under this call; it gave up after `attempts` tries.
     #[error("the tenant is changing too fast; gave up after {attempts} attempts")]
     Contention {
         /// How many times the decision was retaken.
         attempts: u32,
     },
-    /// A page request was malformed (D18).
+    /// A page request was malformed ([listing (D18)](tenantry_core::Rule::Listing)).
     #[error(transparent)]
     Query(#[from] QueryError),
-    /// A permission string was unknown (D4).
+    /// A permission string was unknown ([permission set (D4)](tenantry_core::Rule::PermissionSet)).
     #[error(transparent)]
     Permission(#[from] PermissionParseError),
     /// The service was built with invalid settings.
@@ -74,9 +74,9 @@ impl Error {
     pub fn rule(&self) -> Option<Rule> {
         match self {
             Error::Rule(e) => Some(e.rule()),
-            Error::Contention { .. } => Some(Rule::D16),
-            Error::Query(_) => Some(Rule::D18),
-            Error::Permission(_) => Some(Rule::D4),
+            Error::Contention { .. } => Some(Rule::Concurrency),
+            Error::Query(_) => Some(Rule::Listing),
+            Error::Permission(_) => Some(Rule::PermissionSet),
             Error::Store(_) | Error::Settings(_) | Error::Randomness(_) => None,
         }
     }

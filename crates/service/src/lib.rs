@@ -9,8 +9,8 @@
 //!
 //! [`Tenantry`] is the service. It decides every change with the pure rules of
 //! [`tenantry_core`] on a snapshot read from a [`Store`], and commits the change only if the
-//! tenant did not change meanwhile (D16), retrying a bounded number of times. Invitation
-//! mail goes through a durable outbox and a [`Mailer`] (D17).
+//! tenant did not change meanwhile ([concurrency (D16)](tenantry_core::Rule::Concurrency)), retrying a bounded number of times. Invitation
+//! mail goes through a durable outbox and a [`Mailer`] ([mail delivery (D17)](tenantry_core::Rule::MailDelivery)).
 //!
 //! ```
 //! # use tenantry_service as tenantry;
@@ -87,7 +87,7 @@ pub mod prelude {
     };
 }
 
-/// How invitation mail is delivered (D17).
+/// How invitation mail is delivered ([mail delivery (D17)](tenantry_core::Rule::MailDelivery)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeliverySettings {
     /// Attempts before a message is marked failed (default 5).
@@ -100,9 +100,9 @@ pub struct DeliverySettings {
     pub lease: Duration,
     /// Deliver right after the invite's commit, inside the call (default true). When false,
     /// only [`Tenantry::dispatch`] / [`Tenantry::dispatch_all`] deliver. Inline delivery
-    /// sends only the messages the call itself queued (D25).
+    /// sends only the messages the call itself queued ([mail never holds a request (D25)](tenantry_core::Rule::MailNeverHoldsARequest)).
     pub inline: bool,
-    /// The longest an invite or resend waits for its inline delivery (default 5 s, D25).
+    /// The longest an invite or resend waits for its inline delivery (default 5 s, [mail never holds a request (D25)](tenantry_core::Rule::MailNeverHoldsARequest)).
     /// What is not delivered by then stays pending for the dispatcher; a slow or silent mail
     /// server never holds a request longer than this.
     pub inline_deadline: Duration,
@@ -124,11 +124,11 @@ impl Default for DeliverySettings {
 /// The service's settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Invitation lifetime and resend limits (D10).
+    /// Invitation lifetime and resend limits ([invitations (D10)](tenantry_core::Rule::Invitations)).
     pub policy: Policy,
-    /// The accept page; links are `base_url?token=…` (never built from request data, D10).
+    /// The accept page; links are `base_url?token=…` (never built from request data, [invitations (D10)](tenantry_core::Rule::Invitations)).
     pub base_url: String,
-    /// How many times a decision is retaken when the tenant changed meanwhile (D16).
+    /// How many times a decision is retaken when the tenant changed meanwhile ([concurrency (D16)](tenantry_core::Rule::Concurrency)).
     pub max_attempts: u32,
     /// Mail delivery.
     pub delivery: DeliverySettings,

@@ -1,4 +1,4 @@
-//! Delivering the outbox (D17): after commit, with bounded retries and backoff, each
+//! Delivering the outbox ([mail delivery (D17)](tenantry_core::Rule::MailDelivery)): after commit, with bounded retries and backoff, each
 //! message's state visible to the host.
 
 use serde::{Deserialize, Serialize};
@@ -35,7 +35,7 @@ impl DispatchReport {
 /// Messages claimed per lease. One: a lease starts when its message is claimed, right
 /// before that message is sent. A batch claimed under one lease and sent one after the
 /// other outlasts its lease when the mail server is slow, and a concurrent dispatcher then
-/// re-claims and sends the batch's tail a second time (D17; test
+/// re-claims and sends the batch's tail a second time ([mail delivery (D17)](tenantry_core::Rule::MailDelivery); test
 /// `slow_mail_and_concurrent_dispatchers_never_send_twice` in crates/smtp). So a message is
 /// sent twice without a fault only if its single send outlasts the lease (keep the mailer's
 /// time-out below [`crate::DeliverySettings::lease`]).
@@ -53,7 +53,7 @@ impl Tenantry {
         }
     }
 
-    /// Delivers the tenant's due outbox messages now (D17). Each message is claimed with a
+    /// Delivers the tenant's due outbox messages now ([mail delivery (D17)](tenantry_core::Rule::MailDelivery)). Each message is claimed with a
     /// lease right before it is sent, so concurrent dispatchers never send one message twice
     /// at once (as long as one send takes less than the lease).
     ///
@@ -90,9 +90,9 @@ impl Tenantry {
     }
 
     /// Sends one claimed message and records the result. With `limit`, the send is given
-    /// at most that long (D25): a send cut off is recorded as a transient failure (retried
+    /// at most that long ([mail never holds a request (D25)](tenantry_core::Rule::MailNeverHoldsARequest)): a send cut off is recorded as a transient failure (retried
     /// by the dispatcher after the backoff). The recording itself is never cut off: a
-    /// message the server took is always marked sent, so it is never sent twice (D17).
+    /// message the server took is always marked sent, so it is never sent twice ([mail delivery (D17)](tenantry_core::Rule::MailDelivery)).
     pub(crate) async fn deliver(
         &self,
         tenant: TenantId,
@@ -186,8 +186,8 @@ impl Tenantry {
         Ok(report)
     }
 
-    /// The tenant's outbox, newest first (D17: delivery state visible to the host). The
-    /// messages come without their bodies, which hold live accept links (D26): the link is
+    /// The tenant's outbox, newest first ([mail delivery (D17)](tenantry_core::Rule::MailDelivery): delivery state visible to the host). The
+    /// messages come without their bodies, which hold live accept links ([live links are secrets (D26)](tenantry_core::Rule::LiveLinksAreSecrets)): the link is
     /// handed out once, in the result of the invite or resend.
     ///
     /// # Errors
@@ -203,7 +203,7 @@ impl Tenantry {
         Ok(records)
     }
 
-    /// One outbox message with its delivery state, without its bodies (D26).
+    /// One outbox message with its delivery state, without its bodies ([live links are secrets (D26)](tenantry_core::Rule::LiveLinksAreSecrets)).
     ///
     /// # Errors
     /// Store failures.
@@ -218,7 +218,7 @@ impl Tenantry {
     }
 }
 
-/// D26: what the service lists of a message never holds its live link.
+/// [live links are secrets (D26)](tenantry_core::Rule::LiveLinksAreSecrets): what the service lists of a message never holds its live link.
 fn without_bodies(record: &mut OutboxRecord) {
     record.message.text.clear();
     record.message.html.clear();

@@ -1,4 +1,4 @@
-//! Invitation tokens (D10): `<tenant id, 32 hex>.<256 random bits, base64url>`.
+//! Invitation tokens ([invitations (D10)](tenantry_core::Rule::Invitations)): `<tenant id, 32 hex>.<256 random bits, base64url>`.
 //!
 //! The tenant prefix lets the accept call find the tenant without a cross-tenant lookup;
 //! only the SHA-256 hash of the whole token is stored.

@@ -10,7 +10,7 @@
 //!   and says what is wrong with a typed [`SmtpConfigError`].
 //! - Each message goes out as `multipart/alternative` (plain text, then HTML) with its
 //!   `Message-ID` header set to [`Message::message_id_header`], the outbox's idempotency key:
-//!   a message delivered twice after a fault carries the same `Message-ID` both times (D17).
+//!   a message delivered twice after a fault carries the same `Message-ID` both times (mail delivery (D17)).
 //! - Failures are classified for the outbox's retry policy: a 4xx answer, a refused
 //!   connection, a time-out or any other network or TLS failure is
 //!   [`MailError::Transient`] (retry later); a 5xx answer is [`MailError::Permanent`] with

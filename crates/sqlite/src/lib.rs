@@ -583,7 +583,7 @@ fn push_events(
     Ok(())
 }
 
-/// Appends the outbox rows of the change's messages (D17: queued in the same commit).
+/// Appends the outbox rows of the change's messages ([mail delivery (D17)](tenantry_core::Rule::MailDelivery): queued in the same commit).
 fn push_mail(b: &mut Batch, outbox: &[Message], now: OffsetDateTime) -> Result<(), StoreError> {
     for m in outbox {
         let at = nanos(now)?;

@@ -1,6 +1,6 @@
 //! SQLite's column types for the shared row readers ([`tenantry_store::sql`]): ids are
 //! hyphenated UUID text, permission sets JSON arrays of sorted `"category:action"` strings
-//! (D4), booleans integers.
+//! ([permission set (D4)](tenantry_core::Rule::PermissionSet)), booleans integers.
 
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
@@ -38,7 +38,7 @@ pub(crate) fn parse_id(s: &str) -> Result<Uuid, StoreError> {
     Uuid::try_parse(s).map_err(|e| sql::corrupt(BACKEND, "id", e))
 }
 
-/// D4: a permission set as a JSON array of sorted `"category:action"` strings.
+/// [permission set (D4)](tenantry_core::Rule::PermissionSet): a permission set as a JSON array of sorted `"category:action"` strings.
 pub(crate) fn perms_text(p: Permissions) -> String {
     serde_json::to_string(&p).unwrap_or_else(|_| "[]".to_owned())
 }

@@ -2,12 +2,12 @@
 //!
 //! The storage side of tenantry: the [`Store`] trait every backend implements, the shared
 //! [`StoreError`], the listing types ([`UserQuery`], [`Page`], [`Cursor`]), the outbox
-//! records (D17) and [`InMemoryStore`], the zero-setup default and the reference the other
+//! records ([mail delivery (D17)](tenantry_core::Rule::MailDelivery)) and [`InMemoryStore`], the zero-setup default and the reference the other
 //! backends are tested against.
 //!
 //! A backend needs few methods: the reads the use cases need and one atomic
-//! [`Store::commit`] of a [`Change`] guarded by the tenant's version (D16). Every method
-//! takes a [`TenantId`]; nothing reads or writes across tenants (D15). The two exceptions
+//! [`Store::commit`] of a [`Change`] guarded by the tenant's version ([concurrency (D16)](tenantry_core::Rule::Concurrency)). Every method
+//! takes a [`TenantId`]; nothing reads or writes across tenants ([tenant isolation (D15)](tenantry_core::Rule::TenantIsolation)). The two exceptions
 //! return tenant ids only: [`Store::tenants_with_due_mail`] for the background dispatcher.
 //!
 //! ```
@@ -35,18 +35,18 @@ use time::OffsetDateTime;
 pub use memory::InMemoryStore;
 pub use query::{Cursor, CursorError, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, SortBy, UserQuery};
 
-/// Which uniqueness rule a write broke (the backend's second line of defence, D16).
+/// Which uniqueness rule a write broke (the backend's second line of defence, [concurrency (D16)](tenantry_core::Rule::Concurrency)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Constraint {
     /// A tenant with this id exists.
     TenantId,
-    /// A user of the tenant has this email key (D3).
+    /// A user of the tenant has this email key ([unique email (D3)](tenantry_core::Rule::UniqueEmail)).
     UserEmail,
-    /// A user with this id exists (ids are never reused, D11).
+    /// A user with this id exists (ids are never reused, [permanent delete (D11)](tenantry_core::Rule::PermanentDelete)).
     UserId,
-    /// A template of the tenant has this name key (D12).
+    /// A template of the tenant has this name key ([role templates (D12)](tenantry_core::Rule::RoleTemplates)).
     TemplateName,
     /// A template with this id exists.
     TemplateId,
@@ -54,11 +54,11 @@ pub enum Constraint {
     TokenHash,
     /// A row the change refers to is missing (a user, template, invitation or message).
     MissingRow,
-    /// A template that users still reference (D12).
+    /// A template that users still reference ([role templates (D12)](tenantry_core::Rule::RoleTemplates)).
     TemplateReferenced,
-    /// The seat limit (D9), enforced by the schema as a second line.
+    /// The seat limit ([seat limit (D9)](tenantry_core::Rule::SeatLimit)), enforced by the schema as a second line.
     SeatLimit,
-    /// The last active admin (D8), enforced by the schema as a second line.
+    /// The last active admin ([last admin (D8)](tenantry_core::Rule::LastAdmin)), enforced by the schema as a second line.
     LastAdmin,
     /// The counters the change computed differ from what the rows say.
     Counters,
@@ -99,7 +99,7 @@ pub enum StoreError {
         /// Which rule.
         constraint: Constraint,
     },
-    /// The tenant changed since the snapshot the change was decided on (D16); retry.
+    /// The tenant changed since the snapshot the change was decided on ([concurrency (D16)](tenantry_core::Rule::Concurrency)); retry.
     #[error("the tenant changed concurrently (expected version {expected})")]
     VersionMismatch {
         /// The version the change expected.
@@ -136,7 +136,7 @@ impl StoreError {
     }
 }
 
-/// Where an outbox message is in its delivery (D17).
+/// Where an outbox message is in its delivery ([mail delivery (D17)](tenantry_core::Rule::MailDelivery)).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "state")]
 pub enum DeliveryState {
@@ -162,7 +162,7 @@ pub enum DeliveryState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxRecord {
     /// The message. Once sent or failed for good, its bodies (which hold the accept link)
-    /// are cleared (D26).
+    /// are cleared ([live links are secrets (D26)](tenantry_core::Rule::LiveLinksAreSecrets)).
     pub message: Message,
     /// Its delivery state.
     pub state: DeliveryState,
@@ -208,10 +208,10 @@ pub enum DeliveryUpdate {
 
 /// Storage of one or many tenants. Dyn-compatible: hosts hold `Arc<dyn Store>`.
 ///
-/// Every read returns rows of the named tenant only (D15). [`Store::commit`] applies a
+/// Every read returns rows of the named tenant only ([tenant isolation (D15)](tenantry_core::Rule::TenantIsolation)). [`Store::commit`] applies a
 /// whole [`Change`] atomically, only if the tenant's version still equals
 /// [`Change::expected_version`], and appends the change's audit events and outbox messages
-/// in the same step (D13, D16, D17).
+/// in the same step ([audit log (D13)](tenantry_core::Rule::AuditLog), [concurrency (D16)](tenantry_core::Rule::Concurrency), [mail delivery (D17)](tenantry_core::Rule::MailDelivery)).
 #[async_trait]
 pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// The tenant with its counters and version.
@@ -220,7 +220,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// A user by id.
     async fn user(&self, tenant: TenantId, id: UserId) -> Result<Option<User>, StoreError>;
 
-    /// The facts an authorization check needs about a user, read together (D6): the user's
+    /// The facts an authorization check needs about a user, read together ([current access (D6)](tenantry_core::Rule::CurrentAccess)): the user's
     /// row and its template's current permissions. Backends override this to read both in
     /// one round trip without allocating; the default reads the user, then the template.
     async fn subject(&self, tenant: TenantId, id: UserId) -> Result<Option<Subject>, StoreError> {
@@ -234,7 +234,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         Ok(Some(Subject::of(&user, template.as_ref())))
     }
 
-    /// A user by canonical email key (D3).
+    /// A user by canonical email key ([unique email (D3)](tenantry_core::Rule::UniqueEmail)).
     async fn user_by_email(&self, tenant: TenantId, key: &str) -> Result<Option<User>, StoreError>;
 
     /// A role template by id.
@@ -244,7 +244,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         id: TemplateId,
     ) -> Result<Option<RoleTemplate>, StoreError>;
 
-    /// A role template by lower-cased name key (D12).
+    /// A role template by lower-cased name key ([role templates (D12)](tenantry_core::Rule::RoleTemplates)).
     async fn template_by_name(
         &self,
         tenant: TenantId,
@@ -275,21 +275,21 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         user: UserId,
     ) -> Result<Vec<Invitation>, StoreError>;
 
-    /// One page of the user table (D18).
+    /// One page of the user table ([listing (D18)](tenantry_core::Rule::Listing)).
     async fn list_users(
         &self,
         tenant: TenantId,
         query: &UserQuery,
     ) -> Result<Page<User>, StoreError>;
 
-    /// What remains of a deleted user (D11).
+    /// What remains of a deleted user ([permanent delete (D11)](tenantry_core::Rule::PermanentDelete)).
     async fn tombstone(
         &self,
         tenant: TenantId,
         user: UserId,
     ) -> Result<Option<Tombstone>, StoreError>;
 
-    /// Audit records with `seq > after`, oldest first, at most `limit` (D13).
+    /// Audit records with `seq > after`, oldest first, at most `limit` ([audit log (D13)](tenantry_core::Rule::AuditLog)).
     async fn audit(
         &self,
         tenant: TenantId,
@@ -305,7 +305,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// [`StoreError::Conflict`] when a constraint refused a write (nothing was written).
     async fn commit(&self, change: &Change, outbox: &[Message]) -> Result<(), StoreError>;
 
-    /// Appends one audit event outside any change (a refused attempt, D13). Returns its seq.
+    /// Appends one audit event outside any change (a refused attempt, [audit log (D13)](tenantry_core::Rule::AuditLog)). Returns its seq.
     async fn append_audit(&self, event: &AuditEvent) -> Result<u64, StoreError>;
 
     /// Outbox messages, newest first, at most `limit`, optionally only pending ones.
@@ -335,7 +335,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Claims one message for delivery, as [`Store::claim_due_mail`] does, if it is pending
     /// and due at `now`; `None` otherwise (already sent, failed, or leased by another
-    /// dispatcher). Inline delivery (D25) claims only the messages its own call queued.
+    /// dispatcher). Inline delivery ([mail never holds a request (D25)](tenantry_core::Rule::MailNeverHoldsARequest)) claims only the messages its own call queued.
     async fn claim_message(
         &self,
         tenant: TenantId,
@@ -345,7 +345,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     ) -> Result<Option<OutboxRecord>, StoreError>;
 
     /// Records the result of a delivery attempt (and counts the attempt). A message that is
-    /// sent or has failed for good loses its bodies, which hold the live accept link (D26).
+    /// sent or has failed for good loses its bodies, which hold the live accept link ([live links are secrets (D26)](tenantry_core::Rule::LiveLinksAreSecrets)).
     async fn record_delivery(
         &self,
         tenant: TenantId,

@@ -22,7 +22,7 @@ use crate::{
 /// Each tenant sits behind its own lock; a commit takes the tenant's write lock, checks the
 /// version, and applies the writes with an undo log, so a refused write leaves nothing
 /// behind. Listing uses ordered indexes, so a page costs the rows it reads, not the size of
-/// the tenant (D18).
+/// the tenant ([listing (D18)](tenantry_core::Rule::Listing)).
 #[derive(Debug, Default, Clone)]
 pub struct InMemoryStore {
     tenants: Arc<RwLock<HashMap<TenantId, Arc<RwLock<TenantData>>>>>,

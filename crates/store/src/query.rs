@@ -1,4 +1,4 @@
-//! Listing the user table (D18): filters, sort orders and keyset cursors.
+//! Listing the user table ([listing (D18)](tenantry_core::Rule::Listing)): filters, sort orders and keyset cursors.
 
 use std::fmt;
 use std::str::FromStr;
@@ -8,9 +8,9 @@ use tenantry_core::{Role, Status, TemplateId, User, UserId};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-/// Rows per page when none is asked for (D18).
+/// Rows per page when none is asked for ([listing (D18)](tenantry_core::Rule::Listing)).
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
-/// The most rows one page may hold (D18).
+/// The most rows one page may hold ([listing (D18)](tenantry_core::Rule::Listing)).
 pub const MAX_PAGE_SIZE: u32 = 500;
 
 /// The order of the user table.
@@ -26,23 +26,23 @@ pub enum SortBy {
     LastLogin,
 }
 
-/// One page request of the user table (D18). All filters combine with AND.
+/// One page request of the user table ([listing (D18)](tenantry_core::Rule::Listing)). All filters combine with AND.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserQuery {
     /// Only this status.
     pub status: Option<Status>,
     /// Only this role.
     pub role: Option<Role>,
-    /// Only users referencing this template (D12: who references a template).
+    /// Only users referencing this template ([role templates (D12)](tenantry_core::Rule::RoleTemplates): who references a template).
     pub template_id: Option<TemplateId>,
     /// Only users with (or without) CRM access as stored.
     pub crm_access: Option<bool>,
     /// Only addresses whose key contains this text (ASCII case-insensitive).
     pub email_contains: Option<String>,
-    /// Only users who never signed in or whose last login is before this time (D14).
+    /// Only users who never signed in or whose last login is before this time ([sign-in (D14)](tenantry_core::Rule::SignIn)).
     #[serde(with = "time::serde::rfc3339::option")]
     pub inactive_since: Option<OffsetDateTime>,
-    /// Only invited users whose invitation expired at or before this time (D20).
+    /// Only invited users whose invitation expired at or before this time ([expired invitations (D20)](tenantry_core::Rule::ExpiredInvitations)).
     #[serde(with = "time::serde::rfc3339::option")]
     pub invitation_expired_at: Option<OffsetDateTime>,
     /// The order.

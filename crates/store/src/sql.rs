@@ -79,7 +79,7 @@ pub fn clamp_i128(v: i128) -> i64 {
     i64::try_from(v).unwrap_or(if v < 0 { i64::MIN } else { i64::MAX })
 }
 
-/// The sort key of a last login: never signed in sorts first (D18).
+/// The sort key of a last login: never signed in sorts first ([listing (D18)](tenantry_core::Rule::Listing)).
 #[must_use]
 pub fn login_key(last_login: Option<i64>) -> i64 {
     last_login.unwrap_or(i64::MIN)
@@ -157,7 +157,7 @@ pub trait Columns {
     /// # Errors
     /// As [`Columns::text`]; [`Corrupt`] for a malformed id.
     fn opt_id(&self, column: &'static str) -> Result<Option<Uuid>, StoreError>;
-    /// A nullable permission set column (D4: sorted `"category:action"` strings).
+    /// A nullable permission set column ([permission set (D4)](tenantry_core::Rule::PermissionSet): sorted `"category:action"` strings).
     ///
     /// # Errors
     /// As [`Columns::text`]; [`Corrupt`] for an unknown or unsorted entry.
@@ -215,7 +215,7 @@ pub trait Columns {
             .parse::<T>()
             .map_err(|e| corrupt(Self::BACKEND, column, e))
     }
-    /// An email column (D3).
+    /// An email column ([unique email (D3)](tenantry_core::Rule::UniqueEmail)).
     ///
     /// # Errors
     /// As [`Columns::text`]; [`Corrupt`] for an invalid address.

@@ -1,8 +1,8 @@
-//! Invite, bulk invite, resend, accept and sign-in (D3, D5, D7, D9, D10, D14, D19, D21, D24).
+//! Invite, bulk invite, resend, accept and sign-in ([unique email (D3)](crate::Rule::UniqueEmail), [CRM access (D5)](crate::Rule::CrmAccess), [management authority (D7)](crate::Rule::ManagementAuthority), [seat limit (D9)](crate::Rule::SeatLimit), [invitations (D10)](crate::Rule::Invitations), [sign-in (D14)](crate::Rule::SignIn), [bulk invite (D19)](crate::Rule::BulkInvite), [within own access (D21)](crate::Rule::WithinOwnAccess), [accept attempts (D24)](crate::Rule::AcceptAttempts)).
 
 use super::*;
 
-/// What to invite (D10, D19).
+/// What to invite ([invitations (D10)](crate::Rule::Invitations), [bulk invite (D19)](crate::Rule::BulkInvite)).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InviteRequest {
     /// The address.
@@ -11,7 +11,7 @@ pub struct InviteRequest {
     pub role: Role,
     /// The template to assign, if any.
     pub template_id: Option<TemplateId>,
-    /// CRM access (forced on for admins, D5).
+    /// CRM access (forced on for admins, [CRM access (D5)](crate::Rule::CrmAccess)).
     pub crm_access: bool,
     /// Direct grants.
     pub grants: Permissions,
@@ -36,7 +36,7 @@ fn seat_check(counters: &Counters, limit: Option<u32>) -> Result<(), Error> {
     }
 }
 
-/// The checks of an invite that do not depend on the address: D7 and the template.
+/// The checks of an invite that do not depend on the address: [management authority (D7)](crate::Rule::ManagementAuthority) and the template.
 fn invite_authority(
     ctx: Ctx<'_>,
     actor: &Acting<'_>,
@@ -129,14 +129,14 @@ fn push_invite(
     Ok(new.user_id)
 }
 
-/// Invites one user (D3, D5, D7, D9, D10).
+/// Invites one user ([unique email (D3)](crate::Rule::UniqueEmail), [CRM access (D5)](crate::Rule::CrmAccess), [management authority (D7)](crate::Rule::ManagementAuthority), [seat limit (D9)](crate::Rule::SeatLimit), [invitations (D10)](crate::Rule::Invitations)).
 ///
 /// `template` is the template named by `request.template_id` as the store returned it;
 /// `email_taken` is whether a user of the tenant already has the address's key.
 ///
 /// # Errors
-/// D7 when the actor may not invite this, D3 when the address is taken, D9 at the limit,
-/// D15 when the template is not the tenant's.
+/// [management authority (D7)](crate::Rule::ManagementAuthority) when the actor may not invite this, [unique email (D3)](crate::Rule::UniqueEmail) when the address is taken, [seat limit (D9)](crate::Rule::SeatLimit) at the limit,
+/// [tenant isolation (D15)](crate::Rule::TenantIsolation) when the template is not the tenant's.
 pub fn invite(
     ctx: Ctx<'_>,
     actor: &Acting<'_>,
@@ -174,7 +174,7 @@ pub fn invite(
     Ok(out)
 }
 
-/// Many addresses invited with the same role, template, CRM access and grants (D19).
+/// Many addresses invited with the same role, template, CRM access and grants ([bulk invite (D19)](crate::Rule::BulkInvite)).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct BulkInvite {
     /// The addresses as typed.
@@ -189,7 +189,7 @@ pub struct BulkInvite {
     pub grants: Permissions,
 }
 
-/// The outcome for one address of a bulk invite (D19).
+/// The outcome for one address of a bulk invite ([bulk invite (D19)](crate::Rule::BulkInvite)).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "outcome")]
 #[non_exhaustive]
@@ -201,12 +201,12 @@ pub enum BulkOutcome {
     },
     /// The address is already a user of the tenant, or appeared earlier in the same call.
     Duplicate,
-    /// The address is not acceptable (D3).
+    /// The address is not acceptable ([unique email (D3)](crate::Rule::UniqueEmail)).
     Invalid {
         /// Why.
         reason: EmailError,
     },
-    /// No seat was left for it (D9).
+    /// No seat was left for it ([seat limit (D9)](crate::Rule::SeatLimit)).
     LimitReached {
         /// Seats used.
         used: u32,
@@ -224,14 +224,14 @@ pub struct BulkItem {
     pub outcome: BulkOutcome,
 }
 
-/// Invites many addresses in one change (D19). Authority (D7) is checked once for the whole
+/// Invites many addresses in one change ([bulk invite (D19)](crate::Rule::BulkInvite)). Authority ([management authority (D7)](crate::Rule::ManagementAuthority)) is checked once for the whole
 /// call; each address then gets its own outcome and the seat limit holds exactly.
 ///
 /// `taken(key)` says whether the tenant has a user with that email key; `fresh()` draws new
 /// ids for each invited address.
 ///
 /// # Errors
-/// D7 or D15 for the call as a whole; per-address problems are outcomes, not errors.
+/// [management authority (D7)](crate::Rule::ManagementAuthority) or [tenant isolation (D15)](crate::Rule::TenantIsolation) for the call as a whole; per-address problems are outcomes, not errors.
 pub fn invite_many(
     ctx: Ctx<'_>,
     actor: &Acting<'_>,
@@ -285,12 +285,12 @@ pub fn invite_many(
     Ok((out, items))
 }
 
-/// Sends an invitation again (D10): a new token, every older one revoked, never a second
+/// Sends an invitation again ([invitations (D10)](crate::Rule::Invitations)): a new token, every older one revoked, never a second
 /// user. `template` is the one the target references; `recent_resends` are the times of
 /// this user's earlier resends (any age).
 ///
 /// # Errors
-/// D7 when the actor may not, D21 when the target holds more than a non-admin actor, D10
+/// [management authority (D7)](crate::Rule::ManagementAuthority) when the actor may not, [within own access (D21)](crate::Rule::WithinOwnAccess) when the target holds more than a non-admin actor, [invitations (D10)](crate::Rule::Invitations)
 /// when the user is not invited or the rate limit is hit.
 pub fn resend(
     ctx: Ctx<'_>,
@@ -355,13 +355,13 @@ pub fn resend(
     Ok(out)
 }
 
-/// Accepts an invitation (D10): the invited user becomes active and its last login is now.
+/// Accepts an invitation ([invitations (D10)](crate::Rule::Invitations)): the invited user becomes active and its last login is now.
 ///
 /// Pass the invitation found by the token's hash and its user; a missing one is
 /// [`Error::InvalidInvitation`] at the caller.
 ///
 /// # Errors
-/// D10: [`Error::InvalidInvitation`] for an expired, used, revoked or foreign token (one kind,
+/// [invitations (D10)](crate::Rule::Invitations): [`Error::InvalidInvitation`] for an expired, used, revoked or foreign token (one kind,
 /// revealing nothing), [`Error::InvitationEmailMismatch`] when the addresses differ.
 pub fn accept(
     ctx: Ctx<'_>,
@@ -415,7 +415,7 @@ pub fn accept(
     Ok(out)
 }
 
-/// Records a failed accept attempt (D24): a sign-up on a live token with a wrong address.
+/// Records a failed accept attempt ([accept attempts (D24)](crate::Rule::AcceptAttempts)): a sign-up on a live token with a wrong address.
 /// The invitation's count goes up; the [`MAX_ACCEPT_ATTEMPTS`]th attempt revokes the token
 /// (a resend issues a new one; the user stays invited). The audit event is a refusal by the
 /// host ([`ActorRef::System`]: no user of the tenant acted) on the invited user.
@@ -446,7 +446,7 @@ pub fn failed_accept(ctx: Ctx<'_>, invitation: &Invitation, error: &Error) -> Ch
     }
     out.events.push(AuditEvent {
         outcome: Outcome::Refused {
-            rule: crate::Rule::D24,
+            rule: crate::Rule::AcceptAttempts,
             message: error.to_string(),
         },
         changes,
@@ -460,10 +460,10 @@ pub fn failed_accept(ctx: Ctx<'_>, invitation: &Invitation, error: &Error) -> Ch
     out
 }
 
-/// Records a successful sign-in reported by the host (D14).
+/// Records a successful sign-in reported by the host ([sign-in (D14)](crate::Rule::SignIn)).
 ///
 /// # Errors
-/// D14: invited and suspended users are refused.
+/// [sign-in (D14)](crate::Rule::SignIn): invited and suspended users are refused.
 pub fn sign_in(ctx: Ctx<'_>, user: &User) -> Result<Change, Error> {
     if user.tenant_id != ctx.state.tenant.id {
         return Err(Error::UserNotFound);

@@ -3,7 +3,7 @@
 //! Each takes a snapshot (the tenant with its counters and version, the acting user, the
 //! target, the templates involved and what the store answered to the uniqueness questions)
 //! and returns either a [`Change`] (the writes, the new counters and the audit events, to be
-//! committed atomically only if the tenant's version is unchanged, D16) or an [`Error`]
+//! committed atomically only if the tenant's version is unchanged, [concurrency (D16)](crate::Rule::Concurrency)) or an [`Error`]
 //! naming the rule that refused.
 
 use std::collections::HashSet;
@@ -32,7 +32,7 @@ pub enum Write {
     InsertUser(User),
     /// Replace a user row.
     UpdateUser(User),
-    /// Remove a user row, keeping this tombstone (D11).
+    /// Remove a user row, keeping this tombstone ([permanent delete (D11)](crate::Rule::PermanentDelete)).
     DeleteUser(Tombstone),
     /// Add a template.
     InsertTemplate(RoleTemplate),
@@ -53,7 +53,7 @@ pub enum Write {
     RevokeInvitations(UserId),
     /// Mark one invitation used.
     UseInvitation(TokenHash),
-    /// Record a failed accept attempt on a pending invitation (D24): set its count of
+    /// Record a failed accept attempt on a pending invitation ([accept attempts (D24)](crate::Rule::AcceptAttempts)): set its count of
     /// failed attempts, and revoke it when `revoke` is set.
     FailAcceptAttempt {
         /// The invitation.
@@ -66,7 +66,7 @@ pub enum Write {
 }
 
 /// Everything one use case changes, committed atomically and only if the tenant's version is
-/// still `expected_version` (D16).
+/// still `expected_version` ([concurrency (D16)](crate::Rule::Concurrency)).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
     /// The tenant.
@@ -77,7 +77,7 @@ pub struct Change {
     pub counters: Counters,
     /// The writes, in order.
     pub writes: Vec<Write>,
-    /// The audit events, appended in the same step (D13).
+    /// The audit events, appended in the same step ([audit log (D13)](crate::Rule::AuditLog)).
     pub events: Vec<AuditEvent>,
 }
 
@@ -143,7 +143,7 @@ pub struct Acting<'a> {
 }
 
 impl Acting<'_> {
-    /// What the actor holds now (D6).
+    /// What the actor holds now ([current access (D6)](crate::Rule::CurrentAccess)).
     #[must_use]
     pub fn holds(&self) -> Permissions {
         effective_permissions(self.user, self.template)
@@ -159,7 +159,7 @@ impl Acting<'_> {
         ActorRef::User(self.user.id)
     }
 
-    /// D7: whether the actor, in `tenant`, holds `users:<action>`.
+    /// [management authority (D7)](crate::Rule::ManagementAuthority): whether the actor, in `tenant`, holds `users:<action>`.
     ///
     /// # Errors
     /// [`Error::NotAllowed`] naming the permission.
@@ -172,7 +172,7 @@ impl Acting<'_> {
         }
     }
 
-    /// D21: a non-admin manages only users whose access, now and once active (CRM
+    /// [within own access (D21)](crate::Rule::WithinOwnAccess): a non-admin manages only users whose access, now and once active (CRM
     /// included), is within its own. `template` is the one `target` references.
     ///
     /// # Errors
@@ -197,7 +197,7 @@ impl Acting<'_> {
         }
     }
 
-    /// D21 for many targets at once (the users of a template being changed, all
+    /// [within own access (D21)](crate::Rule::WithinOwnAccess) for many targets at once (the users of a template being changed, all
     /// referencing `template`): the refusal names everything any of them holds beyond the
     /// actor.
     ///
@@ -225,7 +225,7 @@ impl Acting<'_> {
         }
     }
 
-    /// D7: the gain in permissions or CRM access must be held by the actor itself.
+    /// [management authority (D7)](crate::Rule::ManagementAuthority): the gain in permissions or CRM access must be held by the actor itself.
     fn check_gain(&self, gained: Permissions, crm_gained: bool) -> Result<(), Error> {
         let missing = gained.difference(self.holds());
         let crm = crm_gained && !effective_crm(self.user);
@@ -237,7 +237,7 @@ impl Acting<'_> {
     }
 }
 
-/// Builds the audit event of a refused management attempt (D13).
+/// Builds the audit event of a refused management attempt ([audit log (D13)](crate::Rule::AuditLog)).
 #[must_use]
 pub fn refused_event(
     tenant_id: TenantId,

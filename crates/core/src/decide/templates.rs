@@ -1,12 +1,12 @@
-//! Role templates: create, edit, delete (D7, D12, D22).
+//! Role templates: create, edit, delete ([management authority (D7)](crate::Rule::ManagementAuthority), [role templates (D12)](crate::Rule::RoleTemplates), [names (D22)](crate::Rule::Names)).
 
 use super::*;
 
-/// Creates a role template (D12). `name_taken` is whether the tenant has a template with the
+/// Creates a role template ([role templates (D12)](crate::Rule::RoleTemplates)). `name_taken` is whether the tenant has a template with the
 /// same name key.
 ///
 /// # Errors
-/// D7 (needs `users:manage`; a non-admin may not put in it what it does not hold), D12.
+/// [management authority (D7)](crate::Rule::ManagementAuthority) (needs `users:manage`; a non-admin may not put in it what it does not hold), [role templates (D12)](crate::Rule::RoleTemplates).
 pub fn create_template(
     ctx: Ctx<'_>,
     actor: &Acting<'_>,
@@ -56,15 +56,15 @@ pub struct TemplateEdit {
     pub permissions: Option<Permissions>,
 }
 
-/// Edits a role template (D12): every user that references it holds the new permissions at
-/// its next check (D6). `name_taken` is whether *another* template has the new name's key;
+/// Edits a role template ([role templates (D12)](crate::Rule::RoleTemplates)): every user that references it holds the new permissions at
+/// its next check ([current access (D6)](crate::Rule::CurrentAccess)). `name_taken` is whether *another* template has the new name's key;
 /// `referencing` are the users that reference the template, so that the audit event names
 /// those whose access changes ([`Field::ChangedUsers`]).
 ///
 /// # Errors
-/// D7 (needs `users:manage`; a non-admin may not add what it does not hold, nor change a
-/// template it references itself), D21 (a non-admin may not change the permissions of a
-/// template that a user holding more than it references), D12 (name taken), D15.
+/// [management authority (D7)](crate::Rule::ManagementAuthority) (needs `users:manage`; a non-admin may not add what it does not hold, nor change a
+/// template it references itself), [within own access (D21)](crate::Rule::WithinOwnAccess) (a non-admin may not change the permissions of a
+/// template that a user holding more than it references), [role templates (D12)](crate::Rule::RoleTemplates) (name taken), [tenant isolation (D15)](crate::Rule::TenantIsolation).
 pub fn edit_template(
     ctx: Ctx<'_>,
     actor: &Acting<'_>,
@@ -135,7 +135,7 @@ pub fn edit_template(
     Ok(out)
 }
 
-/// What to do with the users of a template being deleted (D12).
+/// What to do with the users of a template being deleted ([role templates (D12)](crate::Rule::RoleTemplates)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "mode", content = "template_id")]
 pub enum TemplateDeletion {
@@ -148,14 +148,14 @@ pub enum TemplateDeletion {
     Reassign(TemplateId),
 }
 
-/// Deletes a role template (D12). `referencing` is how many users reference it;
+/// Deletes a role template ([role templates (D12)](crate::Rule::RoleTemplates)). `referencing` is how many users reference it;
 /// `reassign_to` is the template named by [`TemplateDeletion::Reassign`]; `users` are the
 /// referencing users (as many as the caller read), so that the audit event names those
 /// whose access changes ([`Field::ChangedUsers`]).
 ///
 /// # Errors
-/// D12 ([`Error::TemplateInUse`] with the count when refusing), D7, D21 (a non-admin may not
-/// detach or reassign users who hold more than it), D15.
+/// [role templates (D12)](crate::Rule::RoleTemplates) ([`Error::TemplateInUse`] with the count when refusing), [management authority (D7)](crate::Rule::ManagementAuthority), [within own access (D21)](crate::Rule::WithinOwnAccess) (a non-admin may not
+/// detach or reassign users who hold more than it), [tenant isolation (D15)](crate::Rule::TenantIsolation).
 pub fn delete_template(
     ctx: Ctx<'_>,
     actor: &Acting<'_>,

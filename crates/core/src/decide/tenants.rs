@@ -1,12 +1,12 @@
-//! Creating a tenant and changing its seat limit (D9, D22, D23).
+//! Creating a tenant and changing its seat limit ([seat limit (D9)](crate::Rule::SeatLimit), [names (D22)](crate::Rule::Names), [first seat (D23)](crate::Rule::FirstSeat)).
 
 use super::*;
 
 /// Creates a tenant with its first admin, active from the start. The name is checked and
-/// trimmed (D22); a limit, if given, must leave the first admin its seat (D23).
+/// trimmed ([names (D22)](crate::Rule::Names)); a limit, if given, must leave the first admin its seat ([first seat (D23)](crate::Rule::FirstSeat)).
 ///
 /// # Errors
-/// [`Error::InvalidTenantName`] (D22), [`Error::FirstSeatRequired`] (D23).
+/// [`Error::InvalidTenantName`] ([names (D22)](crate::Rule::Names)), [`Error::FirstSeatRequired`] ([first seat (D23)](crate::Rule::FirstSeat)).
 pub fn create_tenant(
     mut tenant: Tenant,
     admin_id: UserId,
@@ -68,7 +68,7 @@ pub fn create_tenant(
     })
 }
 
-/// Changes the seat limit (D9). It may be set below current usage; `None` is unlimited.
+/// Changes the seat limit ([seat limit (D9)](crate::Rule::SeatLimit)). It may be set below current usage; `None` is unlimited.
 #[must_use]
 pub fn set_user_limit(ctx: Ctx<'_>, actor: ActorRef, limit: Option<u32>) -> Change {
     let mut out = Change::on(ctx.state);

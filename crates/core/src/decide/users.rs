@@ -1,4 +1,4 @@
-//! Editing, deleting and purging users (D2, D3, D5, D7, D8, D11, D20, D21).
+//! Editing, deleting and purging users ([status transitions (D2)](crate::Rule::StatusTransitions), [unique email (D3)](crate::Rule::UniqueEmail), [CRM access (D5)](crate::Rule::CrmAccess), [management authority (D7)](crate::Rule::ManagementAuthority), [last admin (D8)](crate::Rule::LastAdmin), [permanent delete (D11)](crate::Rule::PermanentDelete), [expired invitations (D20)](crate::Rule::ExpiredInvitations), [within own access (D21)](crate::Rule::WithinOwnAccess)).
 
 use super::*;
 
@@ -9,7 +9,7 @@ pub struct UserEdit {
     pub email: Option<Email>,
     /// A new role.
     pub role: Option<Role>,
-    /// A new status (only active ↔ suspended, D2).
+    /// A new status (only active ↔ suspended, [status transitions (D2)](crate::Rule::StatusTransitions)).
     pub status: Option<Status>,
     /// A new template: `Some(None)` clears it. On the wire an absent field leaves the
     /// template alone, `null` clears it and an id sets it.
@@ -25,16 +25,16 @@ pub struct UserEdit {
     pub grants: Option<Permissions>,
 }
 
-/// Edits a user (D2, D3, D5, D7, D8).
+/// Edits a user ([status transitions (D2)](crate::Rule::StatusTransitions), [unique email (D3)](crate::Rule::UniqueEmail), [CRM access (D5)](crate::Rule::CrmAccess), [management authority (D7)](crate::Rule::ManagementAuthority), [last admin (D8)](crate::Rule::LastAdmin)).
 ///
 /// `current_template` is the template the target references now; `new_template` the one it
 /// will reference after the edit (the same one when the edit leaves the template alone).
 /// `email_taken` is whether another user of the tenant has the new address's key.
 ///
 /// # Errors
-/// The refusing rule: D7 (authority, admin targets, escalation, self-change), D21 (a target
-/// holding more than a non-admin actor, whatever the edit), D2 (transition), D5 (admin
-/// CRM), D8 (last admin), D3 (address taken), D15 (template).
+/// The refusing rule: [management authority (D7)](crate::Rule::ManagementAuthority) (authority, admin targets, escalation, self-change), [within own access (D21)](crate::Rule::WithinOwnAccess) (a target
+/// holding more than a non-admin actor, whatever the edit), [status transitions (D2)](crate::Rule::StatusTransitions) (transition), [CRM access (D5)](crate::Rule::CrmAccess) (admin
+/// CRM), [last admin (D8)](crate::Rule::LastAdmin) (last admin), [unique email (D3)](crate::Rule::UniqueEmail) (address taken), [tenant isolation (D15)](crate::Rule::TenantIsolation) (template).
 pub fn edit(
     ctx: Ctx<'_>,
     actor: &Acting<'_>,
@@ -196,12 +196,12 @@ fn delete_into(
     Ok(())
 }
 
-/// Deletes a user for good (D11): its tokens die, its seat is freed, a tombstone remains.
+/// Deletes a user for good ([permanent delete (D11)](crate::Rule::PermanentDelete)): its tokens die, its seat is freed, a tombstone remains.
 /// `template` is the one the target references.
 ///
 /// # Errors
-/// D7 (authority, admin target), D21 (a target holding more than a non-admin actor), D8
-/// (last active admin), D15.
+/// [management authority (D7)](crate::Rule::ManagementAuthority) (authority, admin target), [within own access (D21)](crate::Rule::WithinOwnAccess) (a target holding more than a non-admin actor), [last admin (D8)](crate::Rule::LastAdmin)
+/// (last active admin), [tenant isolation (D15)](crate::Rule::TenantIsolation).
 pub fn delete(
     ctx: Ctx<'_>,
     actor: &Acting<'_>,
@@ -215,13 +215,13 @@ pub fn delete(
 }
 
 /// Deletes every expired invitation among `candidates` in one change, freeing their seats
-/// (D20). Candidates that are not expired invitations, or that the actor may not delete (an
-/// admin's, or one holding more than the actor, for a non-admin actor: D7, D21), are left
+/// ([expired invitations (D20)](crate::Rule::ExpiredInvitations)). Candidates that are not expired invitations, or that the actor may not delete (an
+/// admin's, or one holding more than the actor, for a non-admin actor: [management authority (D7)](crate::Rule::ManagementAuthority), [within own access (D21)](crate::Rule::WithinOwnAccess)), are left
 /// alone. `templates` are the tenant's templates (those the candidates reference suffice).
 /// Returns the ids deleted.
 ///
 /// # Errors
-/// D7 when the actor may not delete users.
+/// [management authority (D7)](crate::Rule::ManagementAuthority) when the actor may not delete users.
 pub fn purge_expired(
     ctx: Ctx<'_>,
     actor: &Acting<'_>,

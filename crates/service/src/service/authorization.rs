@@ -1,9 +1,9 @@
-//! Authorization checks (D6).
+//! Authorization checks ([current access (D6)](tenantry_core::Rule::CurrentAccess)).
 
 use super::*;
 
 impl Tenantry {
-    /// Decides a request for a user on current state (D6): the user's row and its
+    /// Decides a request for a user on current state ([current access (D6)](tenantry_core::Rule::CurrentAccess)): the user's row and its
     /// template's permissions are read now, so edits apply at the very next check. An
     /// unknown or deleted user, or one of another tenant, is denied.
     ///
@@ -21,10 +21,10 @@ impl Tenantry {
         Ok(tenantry_core::authorize_subject(&subject, request))
     }
 
-    /// What a user holds now (D6), with its CRM access.
+    /// What a user holds now ([current access (D6)](tenantry_core::Rule::CurrentAccess)), with its CRM access.
     ///
     /// # Errors
-    /// D15 for an unknown user, store failures.
+    /// [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation) for an unknown user, store failures.
     pub async fn effective_permissions(
         &self,
         tenant: TenantId,

@@ -1,13 +1,13 @@
-//! Invitations: invite, bulk invite, resend, accept, sign-in (D10, D14, D19, D21, D24–D26).
+//! Invitations: invite, bulk invite, resend, accept, sign-in ([invitations (D10)](tenantry_core::Rule::Invitations), [sign-in (D14)](tenantry_core::Rule::SignIn), [bulk invite (D19)](tenantry_core::Rule::BulkInvite), [within own access (D21)](tenantry_core::Rule::WithinOwnAccess), [accept attempts (D24)](tenantry_core::Rule::AcceptAttempts)–[live links are secrets (D26)](tenantry_core::Rule::LiveLinksAreSecrets)).
 
 use super::*;
 
 impl Tenantry {
-    /// Invites a user (D3, D5, D7, D9, D10). The invitation mail is queued in the same
-    /// commit and delivered afterwards (D17).
+    /// Invites a user ([unique email (D3)](tenantry_core::Rule::UniqueEmail), [CRM access (D5)](tenantry_core::Rule::CrmAccess), [management authority (D7)](tenantry_core::Rule::ManagementAuthority), [seat limit (D9)](tenantry_core::Rule::SeatLimit), [invitations (D10)](tenantry_core::Rule::Invitations)). The invitation mail is queued in the same
+    /// commit and delivered afterwards ([mail delivery (D17)](tenantry_core::Rule::MailDelivery)).
     ///
     /// # Errors
-    /// The refusing rule (D3, D7, D9, D15) or store failures. Refusals are audited (D13).
+    /// The refusing rule ([unique email (D3)](tenantry_core::Rule::UniqueEmail), [management authority (D7)](tenantry_core::Rule::ManagementAuthority), [seat limit (D9)](tenantry_core::Rule::SeatLimit), [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation)) or store failures. Refusals are audited ([audit log (D13)](tenantry_core::Rule::AuditLog)).
     pub async fn invite(
         &self,
         tenant: TenantId,
@@ -96,11 +96,11 @@ impl Tenantry {
         })
     }
 
-    /// Invites many addresses at once (D19): one outcome per address, with the accept link
-    /// of each invited one (D26); the seat limit holds exactly.
+    /// Invites many addresses at once ([bulk invite (D19)](tenantry_core::Rule::BulkInvite)): one outcome per address, with the accept link
+    /// of each invited one ([live links are secrets (D26)](tenantry_core::Rule::LiveLinksAreSecrets)); the seat limit holds exactly.
     ///
     /// # Errors
-    /// D7 or D15 for the call as a whole (audited), store failures.
+    /// [management authority (D7)](tenantry_core::Rule::ManagementAuthority) or [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation) for the call as a whole (audited), store failures.
     pub async fn invite_many(
         &self,
         tenant: TenantId,
@@ -221,12 +221,12 @@ impl Tenantry {
         Ok((results, messages.iter().map(|m| m.id).collect()))
     }
 
-    /// Sends an invitation again (D10): a fresh token, older ones revoked, same user.
-    /// Returns the new message's id and the new accept link (D26: this once).
+    /// Sends an invitation again ([invitations (D10)](tenantry_core::Rule::Invitations)): a fresh token, older ones revoked, same user.
+    /// Returns the new message's id and the new accept link ([live links are secrets (D26)](tenantry_core::Rule::LiveLinksAreSecrets): this once).
     ///
     /// # Errors
-    /// D7, D21 (a non-admin resending to a user who holds more than it), D10 (not invited,
-    /// rate limited with the time of the next allowed resend), D15.
+    /// [management authority (D7)](tenantry_core::Rule::ManagementAuthority), [within own access (D21)](tenantry_core::Rule::WithinOwnAccess) (a non-admin resending to a user who holds more than it), [invitations (D10)](tenantry_core::Rule::Invitations) (not invited,
+    /// rate limited with the time of the next allowed resend), [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation).
     pub async fn resend_invitation(
         &self,
         tenant: TenantId,
@@ -314,16 +314,16 @@ impl Tenantry {
         })
     }
 
-    /// Accepts an invitation (D10) with the address the person signed up with. The user
+    /// Accepts an invitation ([invitations (D10)](tenantry_core::Rule::Invitations)) with the address the person signed up with. The user
     /// becomes active and its last login is now. Of concurrent accepts of one token exactly
     /// one succeeds.
     ///
     /// # Errors
     /// [`tenantry_core::Error::InvalidInvitation`] for any expired, used, superseded or
     /// unknown token (one kind, revealing nothing);
-    /// [`tenantry_core::Error::InvitationEmailMismatch`] with the attempts left (D24: each is
+    /// [`tenantry_core::Error::InvitationEmailMismatch`] with the attempts left ([accept attempts (D24)](tenantry_core::Rule::AcceptAttempts): each is
     /// counted and audited; the fifth kills the token, which a resend replaces); an invalid
-    /// address (D3).
+    /// address ([unique email (D3)](tenantry_core::Rule::UniqueEmail)).
     pub async fn accept_invitation(&self, token: &str, signup_email: &str) -> Result<User, Error> {
         let span = tracing::info_span!(
             target: "tenantry",
@@ -380,10 +380,10 @@ impl Tenantry {
         updated_user(&change, user.id).ok_or_else(invalid)
     }
 
-    /// Records a successful sign-in that the host authenticated (D14).
+    /// Records a successful sign-in that the host authenticated ([sign-in (D14)](tenantry_core::Rule::SignIn)).
     ///
     /// # Errors
-    /// D14 for invited and suspended users, D15 for unknown ones.
+    /// [sign-in (D14)](tenantry_core::Rule::SignIn) for invited and suspended users, [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation) for unknown ones.
     pub async fn record_sign_in(&self, tenant: TenantId, user: UserId) -> Result<User, Error> {
         let span = tracing::info_span!(
             target: "tenantry",

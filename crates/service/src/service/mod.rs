@@ -1,5 +1,5 @@
 //! The use cases: each reads a snapshot, decides with `tenantry_core`, and commits only if
-//! the tenant's version is unchanged, retrying a bounded number of times (D16).
+//! the tenant's version is unchanged, retrying a bounded number of times ([concurrency (D16)](tenantry_core::Rule::Concurrency)).
 
 use std::collections::HashSet;
 
@@ -20,7 +20,7 @@ use tenantry_store::{Constraint, Page, StoreError, UserQuery};
 use crate::error::QueryError;
 use crate::{Error, Tenantry, token};
 
-/// An invitation's accept link: a secret (D26). It is handed out once, in the result of the
+/// An invitation's accept link: a secret ([live links are secrets (D26)](tenantry_core::Rule::LiveLinksAreSecrets)). It is handed out once, in the result of the
 /// invite or resend that created it, so that a host can offer "copy invite link"; no read
 /// returns it afterwards. `Debug` does not show it, so it never reaches a log by accident.
 ///
@@ -76,34 +76,34 @@ pub struct Invited {
     pub user: User,
     /// The outbox message carrying the invitation (see [`Tenantry::outbox_message`]).
     pub message_id: MessageId,
-    /// The accept link, returned this once (D26).
+    /// The accept link, returned this once ([live links are secrets (D26)](tenantry_core::Rule::LiveLinksAreSecrets)).
     pub accept_link: AcceptLink,
 }
 
-/// The result of a resend (D10).
+/// The result of a resend ([invitations (D10)](tenantry_core::Rule::Invitations)).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resent {
     /// The outbox message carrying the new invitation.
     pub message_id: MessageId,
-    /// The new accept link, returned this once (D26); every older one is dead.
+    /// The new accept link, returned this once ([live links are secrets (D26)](tenantry_core::Rule::LiveLinksAreSecrets)); every older one is dead.
     pub accept_link: AcceptLink,
     /// When the new link expires.
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: time::OffsetDateTime,
 }
 
-/// What became of one address of a bulk invite (D19), with its accept link when invited.
+/// What became of one address of a bulk invite ([bulk invite (D19)](tenantry_core::Rule::BulkInvite)), with its accept link when invited.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BulkResult {
     /// The address as typed.
     pub input: String,
     /// Its outcome.
     pub outcome: BulkOutcome,
-    /// The accept link of an invited address, returned this once (D26).
+    /// The accept link of an invited address, returned this once ([live links are secrets (D26)](tenantry_core::Rule::LiveLinksAreSecrets)).
     pub accept_link: Option<AcceptLink>,
 }
 
-/// Who made a record: a current user, or a deleted one's tombstone (D11).
+/// Who made a record: a current user, or a deleted one's tombstone ([permanent delete (D11)](tenantry_core::Rule::PermanentDelete)).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Attribution {
@@ -113,7 +113,7 @@ pub enum Attribution {
     Deleted(Tombstone),
 }
 
-/// Retries `$call` while the store reports a version mismatch (D16).
+/// Retries `$call` while the store reports a version mismatch ([concurrency (D16)](tenantry_core::Rule::Concurrency)).
 macro_rules! retry {
     ($self:ident, $call:expr) => {{
         let max = $self.inner.settings.max_attempts;
@@ -271,7 +271,7 @@ impl Tenantry {
         }
     }
 
-    /// Loads the acting user; an unknown actor is refused as lacking `needed` (D7, D15).
+    /// Loads the acting user; an unknown actor is refused as lacking `needed` ([management authority (D7)](tenantry_core::Rule::ManagementAuthority), [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation)).
     async fn actor(
         &self,
         tenant: TenantId,
@@ -294,7 +294,7 @@ impl Tenantry {
         }
     }
 
-    /// D7 before D15: an actor without the permission is told so, whether or not the id it
+    /// [management authority (D7)](tenantry_core::Rule::ManagementAuthority) before [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation): an actor without the permission is told so, whether or not the id it
     /// named exists, so it learns nothing about the tenant's ids.
     fn authority_first(
         tenant: TenantId,
@@ -308,7 +308,7 @@ impl Tenantry {
         }
     }
 
-    /// The user an actor manages: a missing one is refused (D7 before D15) and audited.
+    /// The user an actor manages: a missing one is refused ([management authority (D7)](tenantry_core::Rule::ManagementAuthority) before [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation)) and audited.
     async fn managed_user(
         &self,
         tenant: TenantId,
@@ -328,7 +328,7 @@ impl Tenantry {
         }
     }
 
-    /// The template an actor manages: a missing one is refused (D7 before D15) and audited.
+    /// The template an actor manages: a missing one is refused ([management authority (D7)](tenantry_core::Rule::ManagementAuthority) before [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation)) and audited.
     async fn managed_template(
         &self,
         tenant: TenantId,
@@ -350,7 +350,7 @@ impl Tenantry {
             .await)
     }
 
-    /// The decision, or its refusal recorded in the audit log (D13) and handed back.
+    /// The decision, or its refusal recorded in the audit log ([audit log (D13)](tenantry_core::Rule::AuditLog)) and handed back.
     async fn audited<T>(
         &self,
         tenant: TenantId,
@@ -365,7 +365,7 @@ impl Tenantry {
         }
     }
 
-    /// Records a refused management attempt (D13) and hands the error back.
+    /// Records a refused management attempt ([audit log (D13)](tenantry_core::Rule::AuditLog)) and hands the error back.
     async fn refuse(
         &self,
         tenant: TenantId,
@@ -412,7 +412,7 @@ impl Tenantry {
         Ok(())
     }
 
-    /// D25: delivers inline only the messages this call queued, within the inline
+    /// [mail never holds a request (D25)](tenantry_core::Rule::MailNeverHoldsARequest): delivers inline only the messages this call queued, within the inline
     /// deadline; whatever is not delivered by then (and every older message) is left to the
     /// dispatcher. The deadline bounds the mail server's part only: a send cut off by it is
     /// recorded as a transient failure (retried after the backoff), and a finished send is
@@ -467,7 +467,7 @@ mod users;
 /// Runs one use case in its span and records how it ended: `outcome` (`ok` or the error's
 /// kind) and `rule` (the refusing rule), then an event with the same fields. Spans and
 /// events carry ids, counts and rule names only: never a token, a link, an address or a
-/// message body (D26).
+/// message body ([live links are secrets (D26)](tenantry_core::Rule::LiveLinksAreSecrets)).
 pub(crate) async fn traced<T>(
     span: tracing::Span,
     body: impl std::future::Future<Output = Result<T, Error>>,

@@ -1,4 +1,4 @@
-//! Reading: users, pages, expired invitations and their purge, the audit log (D13, D18, D20).
+//! Reading: users, pages, expired invitations and their purge, the audit log ([audit log (D13)](tenantry_core::Rule::AuditLog), [listing (D18)](tenantry_core::Rule::Listing), [expired invitations (D20)](tenantry_core::Rule::ExpiredInvitations)).
 
 use super::*;
 
@@ -30,11 +30,11 @@ impl Tenantry {
         Ok(())
     }
 
-    /// A user by id, as `viewer` may see it (D7: admin or `users:view`; the host itself as
+    /// A user by id, as `viewer` may see it ([management authority (D7)](tenantry_core::Rule::ManagementAuthority): admin or `users:view`; the host itself as
     /// [`ActorRef::System`]).
     ///
     /// # Errors
-    /// D7, D15 ([`tenantry_core::Error::UserNotFound`]).
+    /// [management authority (D7)](tenantry_core::Rule::ManagementAuthority), [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation) ([`tenantry_core::Error::UserNotFound`]).
     pub async fn user(
         &self,
         tenant: TenantId,
@@ -45,10 +45,10 @@ impl Tenantry {
         Ok(self.target(tenant, user).await?)
     }
 
-    /// One page of the user table (D18), for a viewer with admin or `users:view` (D7).
+    /// One page of the user table ([listing (D18)](tenantry_core::Rule::Listing)), for a viewer with admin or `users:view` ([management authority (D7)](tenantry_core::Rule::ManagementAuthority)).
     ///
     /// # Errors
-    /// D7, D18 (page size, cursor), D15, store failures.
+    /// [management authority (D7)](tenantry_core::Rule::ManagementAuthority), [listing (D18)](tenantry_core::Rule::Listing) (page size, cursor), [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation), store failures.
     pub async fn list_users(
         &self,
         tenant: TenantId,
@@ -61,7 +61,7 @@ impl Tenantry {
         Ok(self.inner.store.list_users(tenant, query).await?)
     }
 
-    /// Users who have not signed in since `since`, or never (D14).
+    /// Users who have not signed in since `since`, or never ([sign-in (D14)](tenantry_core::Rule::SignIn)).
     ///
     /// # Errors
     /// As [`Tenantry::list_users`].
@@ -79,7 +79,7 @@ impl Tenantry {
         self.list_users(tenant, viewer, &q).await
     }
 
-    /// Invited users whose invitation has expired (D20).
+    /// Invited users whose invitation has expired ([expired invitations (D20)](tenantry_core::Rule::ExpiredInvitations)).
     ///
     /// # Errors
     /// As [`Tenantry::list_users`].
@@ -96,11 +96,11 @@ impl Tenantry {
         self.list_users(tenant, viewer, &q).await
     }
 
-    /// Deletes every expired invitation in one call, freeing their seats (D20). Returns the
+    /// Deletes every expired invitation in one call, freeing their seats ([expired invitations (D20)](tenantry_core::Rule::ExpiredInvitations)). Returns the
     /// deleted ids.
     ///
     /// # Errors
-    /// D7 (needs `users:delete`), D15, store failures.
+    /// [management authority (D7)](tenantry_core::Rule::ManagementAuthority) (needs `users:delete`), [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation), store failures.
     pub async fn purge_expired_invitations(
         &self,
         tenant: TenantId,
@@ -177,11 +177,11 @@ impl Tenantry {
         }
     }
 
-    /// The audit log from `after` (exclusive), oldest first (D13). Pass the last `seq`
+    /// The audit log from `after` (exclusive), oldest first ([audit log (D13)](tenantry_core::Rule::AuditLog)). Pass the last `seq`
     /// read to continue: a feed read this way misses and repeats nothing.
     ///
     /// # Errors
-    /// D7 for a viewer without `users:view`, store failures.
+    /// [management authority (D7)](tenantry_core::Rule::ManagementAuthority) for a viewer without `users:view`, store failures.
     pub async fn audit_log(
         &self,
         tenant: TenantId,

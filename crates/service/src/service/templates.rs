@@ -1,12 +1,12 @@
-//! Role templates (D12).
+//! Role templates ([role templates (D12)](tenantry_core::Rule::RoleTemplates)).
 
 use super::*;
 
 impl Tenantry {
-    /// Every role template of the tenant, by name (D12), for a viewer with `users:view`.
+    /// Every role template of the tenant, by name ([role templates (D12)](tenantry_core::Rule::RoleTemplates)), for a viewer with `users:view`.
     ///
     /// # Errors
-    /// D7, store failures.
+    /// [management authority (D7)](tenantry_core::Rule::ManagementAuthority), store failures.
     pub async fn templates(
         &self,
         tenant: TenantId,
@@ -19,7 +19,7 @@ impl Tenantry {
     /// One role template.
     ///
     /// # Errors
-    /// D7, D15 ([`tenantry_core::Error::TemplateNotFound`]).
+    /// [management authority (D7)](tenantry_core::Rule::ManagementAuthority), [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation) ([`tenantry_core::Error::TemplateNotFound`]).
     pub async fn template(
         &self,
         tenant: TenantId,
@@ -34,7 +34,7 @@ impl Tenantry {
             .ok_or(Error::Rule(tenantry_core::Error::TemplateNotFound))
     }
 
-    /// The users that reference a template, page by page (D12).
+    /// The users that reference a template, page by page ([role templates (D12)](tenantry_core::Rule::RoleTemplates)).
     ///
     /// # Errors
     /// As [`Tenantry::list_users`].
@@ -52,10 +52,10 @@ impl Tenantry {
         self.list_users(tenant, viewer, &q).await
     }
 
-    /// Creates a role template (D12).
+    /// Creates a role template ([role templates (D12)](tenantry_core::Rule::RoleTemplates)).
     ///
     /// # Errors
-    /// D7 (`users:manage`, escalation), D12 (name), store failures; refusals are audited.
+    /// [management authority (D7)](tenantry_core::Rule::ManagementAuthority) (`users:manage`, escalation), [role templates (D12)](tenantry_core::Rule::RoleTemplates) (name), store failures; refusals are audited.
     pub async fn create_template(
         &self,
         tenant: TenantId,
@@ -143,11 +143,11 @@ impl Tenantry {
         saved_template(&change, id)
     }
 
-    /// Renames a template or changes its permissions (D12); every referencing user holds
-    /// the new permissions at its next check (D6).
+    /// Renames a template or changes its permissions ([role templates (D12)](tenantry_core::Rule::RoleTemplates)); every referencing user holds
+    /// the new permissions at its next check ([current access (D6)](tenantry_core::Rule::CurrentAccess)).
     ///
     /// # Errors
-    /// D7, D12, D15; refusals are audited.
+    /// [management authority (D7)](tenantry_core::Rule::ManagementAuthority), [role templates (D12)](tenantry_core::Rule::RoleTemplates), [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation); refusals are audited.
     pub async fn edit_template(
         &self,
         tenant: TenantId,
@@ -217,12 +217,12 @@ impl Tenantry {
         saved_template(&change, id).or(Ok(template))
     }
 
-    /// Deletes a role template (D12). With [`TemplateDeletion::Refuse`] a referenced
+    /// Deletes a role template ([role templates (D12)](tenantry_core::Rule::RoleTemplates)). With [`TemplateDeletion::Refuse`] a referenced
     /// template is kept and the count of referencing users returned in the error; `Detach`
     /// clears their reference; `Reassign` moves them to another template.
     ///
     /// # Errors
-    /// D12 ([`tenantry_core::Error::TemplateInUse`]), D7, D15; refusals are audited.
+    /// [role templates (D12)](tenantry_core::Rule::RoleTemplates) ([`tenantry_core::Error::TemplateInUse`]), [management authority (D7)](tenantry_core::Rule::ManagementAuthority), [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation); refusals are audited.
     pub async fn delete_template(
         &self,
         tenant: TenantId,

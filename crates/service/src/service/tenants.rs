@@ -1,4 +1,4 @@
-//! Tenants and seats (D9, D22, D23).
+//! Tenants and seats ([seat limit (D9)](tenantry_core::Rule::SeatLimit), [names (D22)](tenantry_core::Rule::Names), [first seat (D23)](tenantry_core::Rule::FirstSeat)).
 
 use super::*;
 
@@ -6,8 +6,8 @@ impl Tenantry {
     /// Creates a tenant with its first admin (active). Returns the tenant and admin ids.
     ///
     /// # Errors
-    /// [`tenantry_core::Error::InvalidTenantName`] (D22),
-    /// [`tenantry_core::Error::FirstSeatRequired`] for a limit of 0 (D23), store failures;
+    /// [`tenantry_core::Error::InvalidTenantName`] ([names (D22)](tenantry_core::Rule::Names)),
+    /// [`tenantry_core::Error::FirstSeatRequired`] for a limit of 0 ([first seat (D23)](tenantry_core::Rule::FirstSeat)), store failures;
     /// only a colliding id is reported as [`tenantry_core::Error::TenantExists`].
     pub async fn create_tenant(
         &self,
@@ -47,16 +47,16 @@ impl Tenantry {
     /// The tenant with its counters.
     ///
     /// # Errors
-    /// D15 when it does not exist.
+    /// [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation) when it does not exist.
     pub async fn tenant(&self, tenant: TenantId) -> Result<TenantState, Error> {
         self.state(tenant).await
     }
 
-    /// Sets the seat limit (D9), as the host's billing does; `None` is unlimited. It may be
+    /// Sets the seat limit ([seat limit (D9)](tenantry_core::Rule::SeatLimit)), as the host's billing does; `None` is unlimited. It may be
     /// set below current usage.
     ///
     /// # Errors
-    /// D15, store failures, [`Error::Contention`].
+    /// [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation), store failures, [`Error::Contention`].
     pub async fn set_user_limit(
         &self,
         tenant: TenantId,
@@ -87,10 +87,10 @@ impl Tenantry {
         Ok(SeatUsage::new(change.counters.seats_used, limit))
     }
 
-    /// Seat usage: used, limit, remaining, at limit (D9).
+    /// Seat usage: used, limit, remaining, at limit ([seat limit (D9)](tenantry_core::Rule::SeatLimit)).
     ///
     /// # Errors
-    /// D15, store failures.
+    /// [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation), store failures.
     pub async fn seat_usage(&self, tenant: TenantId) -> Result<SeatUsage, Error> {
         Ok(self.state(tenant).await?.seat_usage())
     }

@@ -1,13 +1,13 @@
-//! Editing and deleting users (D2, D3, D5, D7, D8, D11, D21).
+//! Editing and deleting users ([status transitions (D2)](tenantry_core::Rule::StatusTransitions), [unique email (D3)](tenantry_core::Rule::UniqueEmail), [CRM access (D5)](tenantry_core::Rule::CrmAccess), [management authority (D7)](tenantry_core::Rule::ManagementAuthority), [last admin (D8)](tenantry_core::Rule::LastAdmin), [permanent delete (D11)](tenantry_core::Rule::PermanentDelete), [within own access (D21)](tenantry_core::Rule::WithinOwnAccess)).
 
 use super::*;
 
 impl Tenantry {
-    /// Edits a user's email, role, status, template, CRM access or grants (D2, D3, D5, D7,
-    /// D8). Returns the row as saved.
+    /// Edits a user's email, role, status, template, CRM access or grants ([status transitions (D2)](tenantry_core::Rule::StatusTransitions), [unique email (D3)](tenantry_core::Rule::UniqueEmail), [CRM access (D5)](tenantry_core::Rule::CrmAccess), [management authority (D7)](tenantry_core::Rule::ManagementAuthority),
+    /// [last admin (D8)](tenantry_core::Rule::LastAdmin)). Returns the row as saved.
     ///
     /// # Errors
-    /// The refusing rule; refusals are audited (D13).
+    /// The refusing rule; refusals are audited ([audit log (D13)](tenantry_core::Rule::AuditLog)).
     pub async fn edit_user(
         &self,
         tenant: TenantId,
@@ -87,11 +87,11 @@ impl Tenantry {
         Ok(updated_user(&change, user_id).unwrap_or(target))
     }
 
-    /// Deletes a user for good (D11). Returns the tombstone that remains.
+    /// Deletes a user for good ([permanent delete (D11)](tenantry_core::Rule::PermanentDelete)). Returns the tombstone that remains.
     ///
     /// # Errors
-    /// D7, D21 (a non-admin deleting a user who holds more than it), D8 (last active admin),
-    /// D15; refusals are audited.
+    /// [management authority (D7)](tenantry_core::Rule::ManagementAuthority), [within own access (D21)](tenantry_core::Rule::WithinOwnAccess) (a non-admin deleting a user who holds more than it), [last admin (D8)](tenantry_core::Rule::LastAdmin) (last active admin),
+    /// [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation); refusals are audited.
     pub async fn delete_user(
         &self,
         tenant: TenantId,
@@ -159,7 +159,7 @@ impl Tenantry {
             .ok_or(Error::Rule(tenantry_core::Error::UserNotFound))
     }
 
-    /// Who made a record: the user, or its tombstone once deleted (D11).
+    /// Who made a record: the user, or its tombstone once deleted ([permanent delete (D11)](tenantry_core::Rule::PermanentDelete)).
     ///
     /// # Errors
     /// Store failures; `Ok(None)` when the id never belonged to this tenant.
