@@ -154,7 +154,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let d = app.authorize(tenant, bob_user.id, edit.into()).await?;
     println!(
         "-> can bob edit conversations? {} ({:?})",
-        d.allowed, d.reason
+        d.is_allowed(),
+        d.reason()
     );
 
     // Editing the template reaches bob at his next check.
@@ -169,7 +170,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )
     .await?;
     let d = app.authorize(tenant, bob_user.id, edit.into()).await?;
-    println!("-> after the template edit: {} ({:?})", d.allowed, d.reason);
+    println!(
+        "-> after the template edit: {} ({:?})",
+        d.is_allowed(),
+        d.reason()
+    );
 
     // Suspend bob; a suspended user holds nothing.
     let suspended = app

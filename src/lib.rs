@@ -38,7 +38,7 @@
 //! assert_eq!(bob.status, Status::Active);
 //!
 //! let view = Permission::new(Category::Conversations, Action::View);
-//! assert!(app.authorize(tenant, bob.id, view.into()).await?.allowed);
+//! assert!(app.authorize(tenant, bob.id, view.into()).await?.is_allowed());
 //!
 //! // Refusals are typed and name their rule.
 //! let err = app.delete_user(tenant, admin, admin).await.unwrap_err();

@@ -208,14 +208,14 @@ impl Guard {
                 return Err(GuardRejection::Unavailable(Arc::new(e)));
             }
         };
-        if decision.allowed {
+        if decision.is_allowed() {
             Ok(Authorized {
                 tenant: who.tenant,
                 user: who.user,
                 request,
                 decision,
             })
-        } else if decision.reason == Reason::UnknownUser {
+        } else if decision.reason() == Reason::UnknownUser {
             Err(GuardRejection::Unauthenticated)
         } else {
             Err(GuardRejection::Forbidden { request, decision })
@@ -263,7 +263,7 @@ where
 /// use tenantry_axum::Authorized;
 ///
 /// async fn handler(auth: Authorized) -> String {
-///     format!("allowed because {:?}", auth.decision.reason)
+///     format!("allowed because {:?}", auth.decision.reason())
 /// }
 /// # let _ = handler;
 /// ```
@@ -300,7 +300,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Authorized {
 /// let view = Permission::new(Category::Users, Action::View);
 /// let r = GuardRejection::Forbidden {
 ///     request: Request::Permission(view),
-///     decision: Decision { allowed: false, reason: Reason::MissingPermission { permission: view } },
+///     decision: Decision::new(Reason::MissingPermission { permission: view }),
 /// };
 /// assert_eq!(r.status().as_u16(), 403);
 /// assert_eq!(r.body()["reason"]["reason"], "missing_permission");
@@ -313,7 +313,7 @@ pub enum GuardRejection {
     #[error("sign in first: nobody known is calling")]
     Unauthenticated,
     /// The decision denied the request (`403`).
-    #[error("forbidden: {}", reason_text(&decision.reason))]
+    #[error("forbidden: {}", reason_text(&decision.reason()))]
     Forbidden {
         /// What was asked for.
         request: Request,
@@ -377,8 +377,8 @@ impl GuardRejection {
             GuardRejection::Forbidden { request, decision } => serde_json::json!({
                 "error": "forbidden",
                 "required": request_text(request),
-                "allowed": decision.allowed,
-                "reason": serde_json::to_value(decision.reason).unwrap_or(serde_json::Value::Null),
+                "allowed": decision.is_allowed(),
+                "reason": serde_json::to_value(decision.reason()).unwrap_or(serde_json::Value::Null),
                 "message": self.to_string(),
             }),
             // The store's error may say more than a caller should see; it is logged.

@@ -37,7 +37,7 @@ pub trait Requirement: Send + Sync + 'static {
 /// use tenantry_axum::{Require, perm};
 ///
 /// async fn invite_form(auth: Require<perm::UsersCreate>) -> String {
-///     format!("{} may invite ({:?})", auth.user, auth.decision.reason)
+///     format!("{} may invite ({:?})", auth.user, auth.decision.reason())
 /// }
 /// # let _ = invite_form;
 /// ```

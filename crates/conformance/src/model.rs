@@ -2050,14 +2050,8 @@ impl Model {
 
     /// [roles (D1)](tenantry_core::Rule::Roles), [CRM access (D5)](tenantry_core::Rule::CrmAccess), [current access (D6)](tenantry_core::Rule::CurrentAccess), [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation): the decision `authorize` must give.
     fn decision(&self, t: usize, id: UserId, req: Request) -> Decision {
-        let deny = |reason| Decision {
-            allowed: false,
-            reason,
-        };
-        let allow = |reason| Decision {
-            allowed: true,
-            reason,
-        };
+        let deny = |reason| Decision::new(reason);
+        let allow = |reason| Decision::new(reason);
         let Some(u) = self.user(t, id) else {
             return deny(Reason::UnknownUser);
         };

@@ -69,7 +69,7 @@ async fn allowed(env: &Env, user: UserId, request: Request) -> bool {
         .authorize(env.tenant, user, request)
         .await
         .expect("authorize")
-        .allowed
+        .is_allowed()
 }
 
 // ------------------------------------------------------------------------------- D1, D2
@@ -84,15 +84,18 @@ pub async fn d1_admin_holds_everything_user_only_what_is_granted(store: Arc<dyn 
             .authorize(env.tenant, env.admin, p.into())
             .await
             .unwrap();
-        assert!(d.allowed, "D1: an admin holds {p}");
-        assert_eq!(d.reason, Reason::Admin);
+        assert!(d.is_allowed(), "D1: an admin holds {p}");
+        assert_eq!(d.reason(), Reason::Admin);
     }
     let d = env
         .app
         .authorize(env.tenant, env.admin, Request::Crm)
         .await
         .unwrap();
-    assert!(d.allowed && d.reason == Reason::Admin, "D1/D5: admin CRM");
+    assert!(
+        d.is_allowed() && d.reason() == Reason::Admin,
+        "D1/D5: admin CRM"
+    );
     assert_eq!(
         env.app
             .effective_permissions(env.tenant, env.admin)
@@ -111,7 +114,11 @@ pub async fn d1_admin_holds_everything_user_only_what_is_granted(store: Arc<dyn 
     let holds = grants | Permissions::ANALYTICS_VIEW;
     for p in Permission::all() {
         let d = env.app.authorize(env.tenant, u.id, p.into()).await.unwrap();
-        assert_eq!(d.allowed, holds.has(p), "D1: a user holds {p} iff granted");
+        assert_eq!(
+            d.is_allowed(),
+            holds.has(p),
+            "D1: a user holds {p} iff granted"
+        );
         let expected = if grants.has(p) {
             Reason::DirectGrant
         } else if holds.has(p) {
@@ -119,14 +126,14 @@ pub async fn d1_admin_holds_everything_user_only_what_is_granted(store: Arc<dyn 
         } else {
             Reason::MissingPermission { permission: p }
         };
-        assert_eq!(d.reason, expected, "D1: reason for {p}");
+        assert_eq!(d.reason(), expected, "D1: reason for {p}");
     }
     let d = env
         .app
         .authorize(env.tenant, u.id, Request::Crm)
         .await
         .unwrap();
-    assert_eq!((d.allowed, d.reason), (false, Reason::NoCrmAccess));
+    assert_eq!((d.is_allowed(), d.reason()), (false, Reason::NoCrmAccess));
     assert_eq!(
         env.app
             .effective_permissions(env.tenant, u.id)
@@ -528,7 +535,7 @@ pub async fn d5_crm_access_rules_persist(store: Arc<dyn Store>) {
         .authorize(env.tenant, admin2.id, Request::Crm)
         .await
         .unwrap();
-    assert_eq!((d.allowed, d.reason), (false, Reason::NoCrmAccess));
+    assert_eq!((d.is_allowed(), d.reason()), (false, Reason::NoCrmAccess));
     assert!(
         allowed(
             &env,
@@ -574,7 +581,7 @@ pub async fn d6_template_edits_reach_users_at_next_authorize(store: Arc<dyn Stor
             .authorize(env.tenant, u.id, conv_view.into())
             .await
             .unwrap();
-        assert_eq!(d.reason, Reason::Template { template_id: t.id });
+        assert_eq!(d.reason(), Reason::Template { template_id: t.id });
         assert!(!allowed(&env, u.id, analytics_view.into()).await);
     }
     env.app
@@ -636,7 +643,7 @@ pub async fn d6_template_edits_reach_users_at_next_authorize(store: Arc<dyn Stor
         .authorize(env.tenant, u.id, settings_view.into())
         .await
         .unwrap();
-    assert_eq!((d.allowed, d.reason), (true, Reason::DirectGrant));
+    assert_eq!((d.is_allowed(), d.reason()), (true, Reason::DirectGrant));
     // Moving to another template, then clearing it, applies at once.
     let t2 = env
         .new_template("Experimenters", Permissions::EXPERIMENTS_VIEW)
@@ -674,7 +681,7 @@ pub async fn d6_template_edits_reach_users_at_next_authorize(store: Arc<dyn Stor
         .authorize(env.tenant, u.id, settings_view.into())
         .await
         .unwrap();
-    assert_eq!((d.allowed, d.reason), (false, Reason::Suspended));
+    assert_eq!((d.is_allowed(), d.reason()), (false, Reason::Suspended));
     env.edit(u.id, &status_edit(Status::Active)).await;
     assert!(allowed(&env, u.id, settings_view.into()).await);
 }
@@ -708,14 +715,14 @@ pub async fn d6_inactive_and_deleted_users_hold_nothing(store: Arc<dyn Store>) {
     ] {
         for p in Permission::all() {
             let d = env.app.authorize(env.tenant, id, p.into()).await.unwrap();
-            assert_eq!((d.allowed, d.reason), (false, reason), "D6: {p}");
+            assert_eq!((d.is_allowed(), d.reason()), (false, reason), "D6: {p}");
         }
         let d = env
             .app
             .authorize(env.tenant, id, Request::Crm)
             .await
             .unwrap();
-        assert_eq!((d.allowed, d.reason), (false, reason), "D6: CRM");
+        assert_eq!((d.is_allowed(), d.reason()), (false, reason), "D6: CRM");
     }
     for id in [invited.id, suspended.id, admin2.id] {
         assert_eq!(
@@ -1697,7 +1704,7 @@ pub async fn d11_delete_leaves_tombstone_and_attribution(store: Arc<dyn Store>) 
         )
         .await
         .unwrap();
-    assert_eq!((d.allowed, d.reason), (false, Reason::UnknownUser));
+    assert_eq!((d.is_allowed(), d.reason()), (false, Reason::UnknownUser));
     assert_rule(
         env.app.record_sign_in(env.tenant, u.id).await,
         &E::UserNotFound,

@@ -20,9 +20,9 @@
 //!     created_at: now, last_login: None, invite_expires_at: None,
 //! };
 //! let view = Permission::new(Category::Conversations, Action::View);
-//! assert_eq!(authorize(&user, None, view.into()), Decision { allowed: true, reason: Reason::DirectGrant });
+//! assert_eq!(authorize(&user, None, view.into()), Decision::new(Reason::DirectGrant));
 //! let manage = Permission::new(Category::Users, Action::Manage);
-//! assert!(!authorize(&user, None, manage.into()).allowed);
+//! assert!(!authorize(&user, None, manage.into()).is_allowed());
 //! # Ok::<(), EmailError>(())
 //! ```
 

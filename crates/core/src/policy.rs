@@ -56,33 +56,101 @@ pub enum Reason {
 }
 
 /// The answer to a check: a value, not an error, with the reason that decided it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Decision {
-    /// Whether the request is allowed.
-    pub allowed: bool,
-    /// What decided.
-    pub reason: Reason,
-}
+///
+/// A decision is its reason: whether it allows follows from the reason
+/// ([`Reason::is_grant`]), so a decision can never say "allowed, because suspended". On the
+/// wire it is `{"allowed": bool, "reason": {...}}`; reading one whose two fields disagree is
+/// an error.
+///
+/// ```
+/// use tenantry_core::{Decision, Reason};
+/// let d = Decision::new(Reason::Suspended);
+/// assert!(!d.is_allowed());
+/// assert_eq!(serde_json::to_string(&d).unwrap(), r#"{"allowed":false,"reason":{"reason":"suspended"}}"#);
+/// assert!(serde_json::from_str::<Decision>(r#"{"allowed":true,"reason":{"reason":"suspended"}}"#).is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Decision(Reason);
 
 impl Decision {
+    /// The decision a reason makes: an allow for a grant, a deny for a denial.
+    #[must_use]
+    pub const fn new(reason: Reason) -> Self {
+        Self(reason)
+    }
+
     const fn allow(reason: Reason) -> Self {
-        Self {
-            allowed: true,
-            reason,
-        }
+        Self(reason)
     }
 
     const fn deny(reason: Reason) -> Self {
-        Self {
-            allowed: false,
-            reason,
-        }
+        Self(reason)
+    }
+
+    /// Whether the request is allowed.
+    #[inline]
+    #[must_use]
+    pub const fn is_allowed(&self) -> bool {
+        self.0.is_grant()
+    }
+
+    /// What decided.
+    #[inline]
+    #[must_use]
+    pub const fn reason(&self) -> Reason {
+        self.0
     }
 
     /// A deny for a user that does not exist (or belongs to another tenant).
     #[must_use]
     pub const fn unknown_user() -> Self {
         Self::deny(Reason::UnknownUser)
+    }
+}
+
+impl From<Reason> for Decision {
+    fn from(reason: Reason) -> Self {
+        Self(reason)
+    }
+}
+
+impl Reason {
+    /// Whether this reason allows (a grant) rather than denies.
+    #[must_use]
+    pub const fn is_grant(&self) -> bool {
+        matches!(
+            self,
+            Reason::Admin | Reason::DirectGrant | Reason::Template { .. } | Reason::CrmAccess
+        )
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct DecisionWire {
+    allowed: bool,
+    reason: Reason,
+}
+
+impl Serialize for Decision {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        DecisionWire {
+            allowed: self.is_allowed(),
+            reason: self.0,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Decision {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let wire = DecisionWire::deserialize(deserializer)?;
+        if wire.allowed == wire.reason.is_grant() {
+            Ok(Self(wire.reason))
+        } else {
+            Err(serde::de::Error::custom(
+                "a decision's `allowed` contradicts its reason",
+            ))
+        }
     }
 }
 
@@ -234,9 +302,9 @@ pub fn effective_crm(user: &User) -> bool {
 ///     created_at: now, last_login: None, invite_expires_at: None,
 /// };
 /// let d = authorize(&user, Some(&template), Permission::new(Category::Conversations, Action::View).into());
-/// assert!(d.allowed);
-/// assert_eq!(d.reason, Reason::Template { template_id: template.id });
-/// assert_eq!(authorize(&user, Some(&template), Request::Crm).reason, Reason::NoCrmAccess);
+/// assert!(d.is_allowed());
+/// assert_eq!(d.reason(), Reason::Template { template_id: template.id });
+/// assert_eq!(authorize(&user, Some(&template), Request::Crm).reason(), Reason::NoCrmAccess);
 /// # Ok::<(), TemplateNameError>(())
 /// ```
 #[inline]

@@ -1311,7 +1311,7 @@ fn arb_reason() -> impl Strategy<Value = Reason> {
 }
 
 fn arb_decision() -> impl Strategy<Value = Decision> {
-    (any::<bool>(), arb_reason()).prop_map(|(allowed, reason)| Decision { allowed, reason })
+    arb_reason().prop_map(Decision::new)
 }
 
 fn arb_request() -> impl Strategy<Value = Request> {
@@ -1582,7 +1582,7 @@ proptest! {
     #[test]
     fn serde_decision_request(d in arb_decision(), r in arb_request()) {
         round_trip(&d)?;
-        round_trip(&d.reason)?;
+        round_trip(&d.reason())?;
         round_trip(&r)?;
     }
 
@@ -1720,14 +1720,8 @@ fn arb_model_case() -> impl Strategy<Value = ModelCase> {
 /// The reference evaluator: D1 admins hold all, D6 only active users hold anything, a user
 /// holds its grants plus the template it references (same id, same tenant), D5 CRM by flag.
 fn reference(case: &ModelCase, user: &User) -> Decision {
-    let deny = |reason| Decision {
-        allowed: false,
-        reason,
-    };
-    let allow = |reason| Decision {
-        allowed: true,
-        reason,
-    };
+    let deny = |reason| Decision::new(reason);
+    let allow = |reason| Decision::new(reason);
     match case.status {
         Status::Invited => return deny(Reason::Invited),
         Status::Suspended => return deny(Reason::Suspended),
@@ -1809,7 +1803,7 @@ proptest! {
         for c in 0..6 {
             for a in 0..5 {
                 let probe = ModelCase { request: Some((c, a)), ..case.clone() };
-                if reference(&probe, &user).allowed {
+                if reference(&probe, &user).is_allowed() {
                     model_set |= cell_permission((c, a)).flag();
                 }
             }
@@ -1817,11 +1811,11 @@ proptest! {
         let effective = effective_permissions(&user, template.as_ref());
         prop_assert_eq!(effective, model_set);
         for p in Permission::all() {
-            prop_assert_eq!(authorize(&user, template.as_ref(), p.into()).allowed, effective.has(p));
+            prop_assert_eq!(authorize(&user, template.as_ref(), p.into()).is_allowed(), effective.has(p));
         }
         let crm_probe = ModelCase { request: None, ..case.clone() };
-        prop_assert_eq!(effective_crm(&user), reference(&crm_probe, &user).allowed);
-        prop_assert_eq!(authorize(&user, template.as_ref(), Request::Crm).allowed, effective_crm(&user));
+        prop_assert_eq!(effective_crm(&user), reference(&crm_probe, &user).is_allowed());
+        prop_assert_eq!(authorize(&user, template.as_ref(), Request::Crm).is_allowed(), effective_crm(&user));
         // potential ⊇ effective, and equal when active
         let potential = potential_permissions(&user, template.as_ref());
         prop_assert!(potential.contains(effective));

@@ -254,14 +254,11 @@ fn d1_admin_holds_every_permission_and_crm() {
     for p in Permission::all() {
         assert_eq!(
             authorize(&a, None, p.into()),
-            Decision {
-                allowed: true,
-                reason: Reason::Admin
-            },
+            Decision::new(Reason::Admin),
             "{p}"
         );
     }
-    assert!(authorize(&a, None, Request::Crm).allowed);
+    assert!(authorize(&a, None, Request::Crm).is_allowed());
     assert!(effective_crm(&a));
 }
 
@@ -270,7 +267,7 @@ fn d1_admin_holds_all_even_with_crm_flag_false_and_no_grants() {
     let mut a = admin(1);
     a.crm_access = false; // a corrupt row must not take CRM away from an admin
     assert!(effective_crm(&a));
-    assert_eq!(authorize(&a, None, Request::Crm).reason, Reason::Admin);
+    assert_eq!(authorize(&a, None, Request::Crm).reason(), Reason::Admin);
 }
 
 #[test]
@@ -284,7 +281,11 @@ fn d1_user_holds_only_grants_and_template() {
     );
     for p in Permission::all() {
         let expected = p == perm("conversations:view") || p == perm("analytics:view");
-        assert_eq!(authorize(&u, Some(&t), p.into()).allowed, expected, "{p}");
+        assert_eq!(
+            authorize(&u, Some(&t), p.into()).is_allowed(),
+            expected,
+            "{p}"
+        );
     }
 }
 
@@ -695,7 +696,7 @@ fn d4_no_action_implies_another() {
         let u = member(2, granted.into());
         for asked in Permission::all() {
             assert_eq!(
-                authorize(&u, None, asked.into()).allowed,
+                authorize(&u, None, asked.into()).is_allowed(),
                 granted == asked,
                 "{granted} must not imply {asked}"
             );
@@ -855,10 +856,7 @@ fn d5_turning_crm_off_removes_only_crm() {
     u.crm_access = true;
     assert_eq!(
         authorize(&u, None, Request::Crm),
-        Decision {
-            allowed: true,
-            reason: Reason::CrmAccess
-        }
+        Decision::new(Reason::CrmAccess)
     );
     let off = UserEdit {
         crm_access: Some(false),
@@ -868,10 +866,7 @@ fn d5_turning_crm_off_removes_only_crm() {
     let after = updated_user(&c);
     assert_eq!(
         authorize(after, None, Request::Crm),
-        Decision {
-            allowed: false,
-            reason: Reason::NoCrmAccess
-        }
+        Decision::new(Reason::NoCrmAccess)
     );
     assert_eq!(after.grants, u.grants);
     assert_eq!(
@@ -901,21 +896,18 @@ fn d6_grants_union_template_with_reasons() {
         perms("conversations:view,settings:view,analytics:view")
     );
     assert_eq!(
-        authorize(&u, Some(&t), req("conversations:view")).reason,
+        authorize(&u, Some(&t), req("conversations:view")).reason(),
         Reason::DirectGrant
     );
     assert_eq!(
-        authorize(&u, Some(&t), req("analytics:view")).reason,
+        authorize(&u, Some(&t), req("analytics:view")).reason(),
         Reason::Template { template_id: t.id }
     );
     assert_eq!(
         authorize(&u, Some(&t), req("analytics:edit")),
-        Decision {
-            allowed: false,
-            reason: Reason::MissingPermission {
-                permission: perm("analytics:edit")
-            }
-        }
+        Decision::new(Reason::MissingPermission {
+            permission: perm("analytics:edit")
+        })
     );
 }
 
@@ -926,7 +918,7 @@ fn d6_template_is_read_at_evaluation_time() {
     let t = template(1, Permissions::ANALYTICS_VIEW);
     let mut u = member(2, Permissions::empty());
     u.template_id = Some(t.id);
-    assert!(!authorize(&u, Some(&t), req("experiments:view")).allowed);
+    assert!(!authorize(&u, Some(&t), req("experiments:view")).is_allowed());
 
     let e = TemplateEdit {
         name: None,
@@ -938,8 +930,8 @@ fn d6_template_is_read_at_evaluation_time() {
         other => panic!("unexpected writes {other:?}"),
     };
     // The user row is untouched; the next check sees the template's new permissions.
-    assert!(authorize(&u, Some(&new_t), req("experiments:view")).allowed);
-    assert!(!authorize(&u, Some(&new_t), req("analytics:view")).allowed);
+    assert!(authorize(&u, Some(&new_t), req("experiments:view")).is_allowed());
+    assert!(!authorize(&u, Some(&new_t), req("analytics:view")).is_allowed());
     assert_eq!(
         effective_permissions(&u, Some(&new_t)),
         Permissions::EXPERIMENTS_VIEW
@@ -959,23 +951,17 @@ fn d6_invited_and_suspended_hold_nothing_not_even_crm() {
             u.template_id = Some(t.id);
             assert!(effective_permissions(&u, Some(&t)).is_empty());
             assert!(!effective_crm(&u));
-            assert_eq!(
-                authorize(&u, Some(&t), Request::Crm),
-                Decision {
-                    allowed: false,
-                    reason
-                }
-            );
+            assert_eq!(authorize(&u, Some(&t), Request::Crm), Decision::new(reason));
             for p in Permission::all() {
-                assert_eq!(authorize(&u, Some(&t), p.into()).reason, reason);
-                assert!(!authorize(&u, Some(&t), p.into()).allowed);
+                assert_eq!(authorize(&u, Some(&t), p.into()).reason(), reason);
+                assert!(!authorize(&u, Some(&t), p.into()).is_allowed());
             }
             // what it would hold when active is still computable
             assert!(!potential_permissions(&u, Some(&t)).is_empty());
         }
     }
-    assert!(!Decision::unknown_user().allowed);
-    assert_eq!(Decision::unknown_user().reason, Reason::UnknownUser);
+    assert!(!Decision::unknown_user().is_allowed());
+    assert_eq!(Decision::unknown_user().reason(), Reason::UnknownUser);
 }
 
 #[test]
@@ -985,17 +971,17 @@ fn d6_a_template_that_is_not_the_users_contributes_nothing() {
     // wrong id
     let wrong = template(3, Permissions::all());
     assert!(effective_permissions(&u, Some(&wrong)).is_empty());
-    assert!(!authorize(&u, Some(&wrong), req("users:manage")).allowed);
+    assert!(!authorize(&u, Some(&wrong), req("users:manage")).is_allowed());
     // right id, other tenant
     let mut foreign = template(1, Permissions::all());
     foreign.tenant_id = other_tenant_id();
     assert!(effective_permissions(&u, Some(&foreign)).is_empty());
-    assert!(!authorize(&u, Some(&foreign), req("users:manage")).allowed);
+    assert!(!authorize(&u, Some(&foreign), req("users:manage")).is_allowed());
     // user references nothing but a template is passed
     u.template_id = None;
     let t = template(1, Permissions::all());
     assert!(effective_permissions(&u, Some(&t)).is_empty());
-    assert!(!authorize(&u, Some(&t), req("users:view")).allowed);
+    assert!(!authorize(&u, Some(&t), req("users:view")).is_allowed());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1152,9 +1138,9 @@ fn d7_each_permission_alone_is_enough_for_its_operation() {
 fn d7_users_view_gates_the_user_table() {
     let viewer = member(2, Permissions::USERS_VIEW);
     let other = member(3, Permissions::USERS_CREATE | Permissions::USERS_EDIT);
-    assert!(authorize(&viewer, None, req("users:view")).allowed);
-    assert!(!authorize(&other, None, req("users:view")).allowed);
-    assert!(authorize(&admin(1), None, req("users:view")).allowed);
+    assert!(authorize(&viewer, None, req("users:view")).is_allowed());
+    assert!(!authorize(&other, None, req("users:view")).is_allowed());
+    assert!(authorize(&admin(1), None, req("users:view")).is_allowed());
 }
 
 #[test]
@@ -2032,7 +2018,7 @@ fn d10_accept_activates_and_sets_last_login() {
     assert!(c.writes.contains(&Write::RevokeInvitations(invited.id)));
     assert_eq!(c.events[0].action, AuditAction::InvitationAccepted);
     assert_eq!(c.counters.seats_used, fx.state.counters.seats_used);
-    assert!(authorize(u, None, req("conversations:view")).allowed);
+    assert!(authorize(u, None, req("conversations:view")).is_allowed());
 }
 
 #[test]
@@ -2605,7 +2591,7 @@ fn d12_delete_can_detach_the_users() {
     // a detached user keeps only its direct grants
     let mut u = member(4, Permissions::ANALYTICS_VIEW);
     u.template_id = Some(t.id);
-    assert!(authorize(&u, Some(&t), req("conversations:view")).allowed);
+    assert!(authorize(&u, Some(&t), req("conversations:view")).is_allowed());
     u.template_id = None;
     assert_eq!(effective_permissions(&u, None), Permissions::ANALYTICS_VIEW);
 }

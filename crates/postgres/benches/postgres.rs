@@ -178,7 +178,7 @@ fn benches(c: &mut Criterion) {
                 .authorize(black_box(tenant), black_box(agent), via_template)
                 .await
                 .unwrap();
-            assert!(d.allowed);
+            assert!(d.is_allowed());
             d
         });
     });

@@ -42,7 +42,7 @@
 //! assert_eq!(bob.status, Status::Active);
 //!
 //! let view = Permission::new(Category::Conversations, Action::View);
-//! assert!(app.authorize(tenant, bob.id, view.into()).await?.allowed);
+//! assert!(app.authorize(tenant, bob.id, view.into()).await?.is_allowed());
 //! # Ok(()) }
 //! ```
 

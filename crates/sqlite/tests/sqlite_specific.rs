@@ -331,7 +331,7 @@ async fn d6_shared_stores_see_each_others_changes_at_the_next_check() {
         };
         one.edit_user(t, a, bob, &grants(g)).await.unwrap();
         let seen = two.authorize(t, bob, view).await.unwrap();
-        assert_eq!(seen.allowed, round % 2 == 0, "round {round}: {seen:?}");
+        assert_eq!(seen.is_allowed(), round % 2 == 0, "round {round}: {seen:?}");
     }
 }
 
@@ -363,7 +363,7 @@ async fn d6_the_owned_stores_cache_never_answers_with_a_replaced_permission() {
         let held = round % 2 == 1;
         for _ in 0..2 {
             let d = app.authorize(t, bob, edit).await.unwrap();
-            assert_eq!(d.allowed, held, "round {round}: {d:?}");
+            assert_eq!(d.is_allowed(), held, "round {round}: {d:?}");
         }
         // A template edit reaches the user at the next check (D6).
         let next = if held {
@@ -395,9 +395,9 @@ async fn d6_the_owned_stores_cache_never_answers_with_a_replaced_permission() {
     )
     .await
     .unwrap();
-    assert!(!app.authorize(t, bob, edit).await.unwrap().allowed);
+    assert!(!app.authorize(t, bob, edit).await.unwrap().is_allowed());
     app.delete_user(t, a, bob).await.unwrap();
-    assert!(!app.authorize(t, bob, edit).await.unwrap().allowed);
+    assert!(!app.authorize(t, bob, edit).await.unwrap().is_allowed());
 }
 
 #[tokio::test]
@@ -430,7 +430,7 @@ async fn cancelled_requests_leave_no_open_transaction_and_nothing_stale() {
     ] {
         app.edit_user(t, a, bob, &grants(g)).await.unwrap();
         let d = app.authorize(t, bob, view).await.unwrap();
-        assert_eq!(d.allowed, g.contains(Permissions::USERS_VIEW));
+        assert_eq!(d.is_allowed(), g.contains(Permissions::USERS_VIEW));
     }
     app.invite(t, a, &invite_req("after@acme.test", Permissions::empty()))
         .await
@@ -457,7 +457,7 @@ async fn an_in_memory_store_serves_the_whole_flow() {
     )
     .await;
     let view = Permission::new(Category::Users, Action::View).into();
-    assert!(app.authorize(t, bob, view).await.unwrap().allowed);
+    assert!(app.authorize(t, bob, view).await.unwrap().is_allowed());
     let page = app
         .list_users(t, ActorRef::User(a), &UserQuery::default())
         .await
@@ -547,7 +547,7 @@ async fn d6_a_cancelled_change_that_commits_later_leaves_no_stale_check() {
             .unwrap();
         let d = app.authorize(t, bob, view).await.unwrap();
         assert_eq!(
-            d.allowed,
+            d.is_allowed(),
             row.contains("users:view"),
             "round {i}: {row} {d:?}"
         );

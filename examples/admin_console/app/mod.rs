@@ -443,7 +443,7 @@ impl Ctx {
 <p><a class="button" href="/me">See your access</a> <a class="button" href="/signin">Switch user</a></p>"#,
                     html::message(
                         "error",
-                        &format!("Denied: {}.", tenantry_axum::reason_text(&decision.reason))
+                        &format!("Denied: {}.", tenantry_axum::reason_text(&decision.reason()))
                     )
                 )
             }
