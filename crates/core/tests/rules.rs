@@ -4406,3 +4406,58 @@ fn rules_have_names_ids_in_order_and_read_their_old_wire_form() {
     assert_eq!(Error::LastAdmin.rule(), Rule::LastAdmin);
     assert!(serde_json::from_str::<Rule>("\"D29\"").is_err());
 }
+
+#[test]
+fn d26_the_core_sees_only_token_hashes_and_no_event_carries_one() {
+    // The core is handed a token's hash, never the token: the only place a hash appears is
+    // the invitation row it writes; no audit event of invite, resend, accept or a failed
+    // accept carries it (so no audit listing can lead back to a link).
+    let fx = Fx::roomy();
+    let a = admin(1);
+    let new = new_invite(7);
+    let hex = TokenHash([7; 32]).to_hex();
+    let invite = decide::invite(
+        fx.ctx(),
+        &acting(&a),
+        &invite_request("bob@example.com", Role::User, Permissions::empty()),
+        None,
+        false,
+        new,
+    )
+    .unwrap();
+    assert!(
+        invite
+            .writes
+            .iter()
+            .any(|w| matches!(w, Write::InsertInvitation(i) if i.token_hash == new.token_hash))
+    );
+    let invited = user(2, Role::User, Status::Invited, Permissions::empty());
+    let resend = decide::resend(
+        fx.ctx(),
+        &acting(&a),
+        &invited,
+        None,
+        &[],
+        TokenHash([7; 32]),
+    )
+    .unwrap();
+    let inv = Invitation {
+        token_hash: TokenHash([7; 32]),
+        ..invitation(
+            &invited,
+            InvitationState::Pending,
+            now() + Duration::days(1),
+        )
+    };
+    let accept = decide::accept(fx.ctx(), &inv, &invited, &invited.email).unwrap();
+    let wrong = decide::accept(fx.ctx(), &inv, &invited, &email("eve@example.com")).unwrap_err();
+    let failed = decide::failed_accept(fx.ctx(), &inv, &wrong);
+    for change in [&invite, &resend, &accept, &failed] {
+        assert!(!change.events.is_empty());
+        for event in &change.events {
+            let json = serde_json::to_string(event).unwrap();
+            assert!(!json.contains(&hex), "{json}");
+            assert!(!json.contains(&"7,".repeat(31)), "{json}");
+        }
+    }
+}
