@@ -72,7 +72,10 @@ pub use tenantry_core::{
     TemplateName, TemplateNameError, Tenant, TenantId, TenantName, TenantState, Tombstone, User,
     UserId, Value,
 };
-pub use tenantry_mail::{DefaultRenderer, InMemoryMailer, MailError, Mailer, Message, Renderer};
+pub use tenantry_mail::{
+    DefaultRenderer, InMemoryMailer, Invitation as InvitationMail, MailError, Mailer, Message,
+    Rendered, Renderer, escape_html,
+};
 pub use tenantry_store::{
     Cursor, DeliveryState, InMemoryStore, OutboxRecord, Page, SortBy, Store, StoreError, UserQuery,
 };
@@ -88,6 +91,34 @@ pub mod prelude {
 }
 
 /// How invitation mail is delivered ([mail delivery (D17)](tenantry_core::Rule::MailDelivery)).
+///
+/// Start from the defaults and change what differs. A host that runs a background
+/// dispatcher turns inline delivery off; invites then only queue their mail:
+///
+/// ```
+/// # use tenantry_service as tenantry;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tenantry::Error> {
+/// use tenantry::DeliverySettings;
+/// use tenantry::prelude::*;
+///
+/// let delivery = DeliverySettings { inline: false, max_attempts: 3, ..DeliverySettings::default() };
+/// assert_eq!(delivery.backoff, time::Duration::seconds(30));
+/// let mailer = InMemoryMailer::new();
+/// let app = Tenantry::builder(InMemoryStore::new())
+///     .mailer(mailer.clone())
+///     .delivery(delivery)
+///     .build()?;
+/// let (tenant, admin) = app.create_tenant("Acme", None, Email::parse("ada@acme.test")?).await?;
+/// app.invite(tenant, admin, &InviteRequest {
+///     email: Email::parse("bob@acme.test")?, role: Role::User, template_id: None,
+///     crm_access: false, grants: Permissions::empty(),
+/// }).await?;
+/// assert!(mailer.sent().is_empty()); // queued, not sent
+/// assert_eq!(app.dispatch(tenant).await?.sent, 1);
+/// assert_eq!(mailer.sent().len(), 1);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeliverySettings {
     /// Attempts before a message is marked failed (default 5).
@@ -121,7 +152,25 @@ impl Default for DeliverySettings {
     }
 }
 
-/// The service's settings.
+/// The service's settings, all at once (see [`Builder::settings`]); the builder's other
+/// methods set one part each.
+///
+/// ```
+/// # use tenantry_service as tenantry;
+/// # fn main() -> Result<(), tenantry::Error> {
+/// use tenantry::{InMemoryStore, Policy, Settings, Tenantry};
+///
+/// let settings = Settings {
+///     base_url: "https://app.example.com/accept".to_owned(),
+///     policy: Policy { invite_ttl: time::Duration::days(3), ..Policy::default() },
+///     ..Settings::default()
+/// };
+/// let app = Tenantry::builder(InMemoryStore::new()).settings(settings).build()?;
+/// assert_eq!(app.settings().policy.invite_ttl, time::Duration::days(3));
+/// assert_eq!(app.settings().policy.resend_limit, 3); // the default
+/// assert_eq!(app.settings().max_attempts, 64);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Invitation lifetime and resend limits ([invitations (D10)](tenantry_core::Rule::Invitations)).
@@ -145,7 +194,35 @@ impl Default for Settings {
     }
 }
 
-/// Builds a [`Tenantry`]; see [`Tenantry::builder`].
+/// Builds a [`Tenantry`]; see [`Tenantry::builder`]. Every part has a default, so
+/// `Tenantry::builder(store).build()` is a working service; tests usually inject a
+/// [`ManualClock`] and keep a clone of the [`InMemoryMailer`].
+///
+/// ```
+/// # use tenantry_service as tenantry;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tenantry::Error> {
+/// use tenantry::prelude::*;
+/// use tenantry::{ManualClock, Policy};
+///
+/// let clock = ManualClock::new(time::macros::datetime!(2026-03-01 9:00 UTC));
+/// let mailer = InMemoryMailer::new();
+/// let app = Tenantry::builder(InMemoryStore::new())
+///     .mailer(mailer.clone())
+///     .clock(clock.clone())
+///     .base_url("https://app.example.com/accept")
+///     .policy(Policy { invite_ttl: time::Duration::days(2), ..Policy::default() })
+///     .build()?;
+/// assert_eq!(app.now(), time::macros::datetime!(2026-03-01 9:00 UTC));
+/// let (tenant, admin) = app.create_tenant("Acme", None, Email::parse("ada@acme.test")?).await?;
+/// let invited = app.invite(tenant, admin, &InviteRequest {
+///     email: Email::parse("bob@acme.test")?, role: Role::User, template_id: None,
+///     crm_access: false, grants: Permissions::empty(),
+/// }).await?;
+/// assert_eq!(invited.user.invite_expires_at, Some(time::macros::datetime!(2026-03-03 9:00 UTC)));
+/// assert!(mailer.sent()[0].text.contains("https://app.example.com/accept?token="));
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Builder {
     store: Arc<dyn Store>,
@@ -158,6 +235,27 @@ pub struct Builder {
 
 impl Builder {
     /// The mail transport (default: an [`InMemoryMailer`]); an `Arc` of one is a mailer too.
+    ///
+    /// Keep a clone of an [`InMemoryMailer`] to see what was sent:
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    ///
+    /// let mailer = InMemoryMailer::new();
+    /// let app = Tenantry::builder(InMemoryStore::new()).mailer(mailer.clone()).build()?;
+    /// let (tenant, admin) = app.create_tenant("Acme", None, Email::parse("ada@acme.test")?).await?;
+    /// let invited = app.invite(tenant, admin, &InviteRequest {
+    ///     email: Email::parse("bob@acme.test")?, role: Role::User, template_id: None,
+    ///     crm_access: false, grants: Permissions::empty(),
+    /// }).await?;
+    /// let sent = mailer.sent();
+    /// assert_eq!((sent.len(), sent[0].to.as_str()), (1, "bob@acme.test"));
+    /// assert_eq!(sent[0].id, invited.message_id);
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn mailer(mut self, mailer: impl Mailer) -> Self {
         self.mailer = Arc::new(mailer);
@@ -165,48 +263,167 @@ impl Builder {
     }
 
     /// The invitation renderer (default: [`DefaultRenderer`]).
+    ///
+    /// A host brands its mail by implementing [`Renderer`], here by changing the subject
+    /// of the default rendering:
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    /// use tenantry::{DefaultRenderer, InvitationMail, Rendered, Renderer};
+    ///
+    /// #[derive(Debug)]
+    /// struct Branded;
+    /// impl Renderer for Branded {
+    ///     fn render(&self, inv: &InvitationMail) -> Rendered {
+    ///         let subject = format!("Join {} on Example Cloud", inv.tenant_name);
+    ///         Rendered { subject, ..DefaultRenderer.render(inv) }
+    ///     }
+    /// }
+    /// let mailer = InMemoryMailer::new();
+    /// let app = Tenantry::builder(InMemoryStore::new())
+    ///     .mailer(mailer.clone())
+    ///     .renderer(Branded)
+    ///     .build()?;
+    /// let (tenant, admin) = app.create_tenant("Acme", None, Email::parse("ada@acme.test")?).await?;
+    /// app.invite(tenant, admin, &InviteRequest {
+    ///     email: Email::parse("bob@acme.test")?, role: Role::User, template_id: None,
+    ///     crm_access: false, grants: Permissions::empty(),
+    /// }).await?;
+    /// assert_eq!(mailer.sent()[0].subject, "Join Acme on Example Cloud");
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn renderer(mut self, renderer: impl Renderer) -> Self {
         self.renderer = Arc::new(renderer);
         self
     }
 
-    /// The clock (default: [`SystemClock`]).
+    /// The clock (default: [`SystemClock`]). Nothing in the service reads the time any
+    /// other way, so a [`ManualClock`] makes expiry and inactivity testable.
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::ManualClock;
+    /// use tenantry::prelude::*;
+    ///
+    /// let clock = ManualClock::new(time::macros::datetime!(2026-01-01 0:00 UTC));
+    /// let app = Tenantry::builder(InMemoryStore::new()).clock(clock.clone()).build()?;
+    /// let (tenant, admin) = app.create_tenant("Acme", None, Email::parse("ada@acme.test")?).await?;
+    /// clock.advance(time::Duration::hours(1));
+    /// let ada = app.record_sign_in(tenant, admin).await?;
+    /// assert_eq!(ada.last_login, Some(time::macros::datetime!(2026-01-01 1:00 UTC)));
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
         self
     }
 
-    /// The randomness source (default: [`OsRandom`]).
+    /// The randomness source (default: [`OsRandom`]). Ids and invitation tokens are drawn
+    /// from it; keep [`OsRandom`] in production (tokens are secrets). A seeded source makes
+    /// test runs reproducible:
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use std::sync::atomic::{AtomicU8, Ordering};
+    /// use tenantry::prelude::*;
+    /// use tenantry::{ManualClock, Random};
+    ///
+    /// #[derive(Debug, Default)]
+    /// struct Counting(AtomicU8);
+    /// impl Random for Counting {
+    ///     fn fill(&self, buf: &mut [u8]) -> Result<(), String> {
+    ///         buf.fill(self.0.fetch_add(1, Ordering::Relaxed));
+    ///         Ok(())
+    ///     }
+    /// }
+    /// let clock = ManualClock::new(time::OffsetDateTime::UNIX_EPOCH);
+    /// let run = || {
+    ///     let builder = Tenantry::builder(InMemoryStore::new()).clock(clock.clone());
+    ///     builder.random(Counting::default()).build()
+    /// };
+    /// let email = Email::parse("ada@acme.test")?;
+    /// let first = run()?.create_tenant("Acme", None, email.clone()).await?;
+    /// let again = run()?.create_tenant("Acme", None, email).await?;
+    /// assert_eq!(first, again); // the same ids on every run
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn random(mut self, random: impl Random) -> Self {
         self.random = Arc::new(random);
         self
     }
 
-    /// The accept page's URL.
+    /// The accept page's URL; accept links are `base_url?token=…`, or `…&token=…` when the
+    /// URL already has a query.
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    ///
+    /// let app = Tenantry::builder(InMemoryStore::new())
+    ///     .base_url("https://app.example.com/accept?src=mail")
+    ///     .build()?;
+    /// let (tenant, admin) = app.create_tenant("Acme", None, Email::parse("ada@acme.test")?).await?;
+    /// let invited = app.invite(tenant, admin, &InviteRequest {
+    ///     email: Email::parse("bob@acme.test")?, role: Role::User, template_id: None,
+    ///     crm_access: false, grants: Permissions::empty(),
+    /// }).await?;
+    /// assert!(invited.accept_link.expose().starts_with("https://app.example.com/accept?src=mail&token="));
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn base_url(mut self, url: impl Into<String>) -> Self {
         self.settings.base_url = url.into();
         self
     }
 
-    /// Invitation lifetime and resend limits.
+    /// Invitation lifetime and resend limits ([invitations (D10)](tenantry_core::Rule::Invitations)).
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    /// use tenantry::{Error, Policy, RuleError};
+    ///
+    /// // At most one resend per hour.
+    /// let policy = Policy { resend_limit: 1, resend_window: time::Duration::hours(1), ..Policy::default() };
+    /// let app = Tenantry::builder(InMemoryStore::new()).policy(policy).build()?;
+    /// let (tenant, admin) = app.create_tenant("Acme", None, Email::parse("ada@acme.test")?).await?;
+    /// let bob = app.invite(tenant, admin, &InviteRequest {
+    ///     email: Email::parse("bob@acme.test")?, role: Role::User, template_id: None,
+    ///     crm_access: false, grants: Permissions::empty(),
+    /// }).await?.user;
+    /// app.resend_invitation(tenant, admin, bob.id).await?;
+    /// let again = app.resend_invitation(tenant, admin, bob.id).await;
+    /// assert!(matches!(again, Err(Error::Rule(RuleError::ResendRateLimited { .. }))));
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn policy(mut self, policy: Policy) -> Self {
         self.settings.policy = policy;
         self
     }
 
-    /// Mail delivery settings.
+    /// Mail delivery settings; see [`DeliverySettings`] for an example.
     #[must_use]
     pub fn delivery(mut self, delivery: DeliverySettings) -> Self {
         self.settings.delivery = delivery;
         self
     }
 
-    /// Every setting at once.
+    /// Every setting at once; see [`Settings`] for an example.
     #[must_use]
     pub fn settings(mut self, settings: Settings) -> Self {
         self.settings = settings;
@@ -218,6 +435,18 @@ impl Builder {
     /// # Errors
     /// [`SettingsError`] for a base URL that is not absolute http(s), or a non-positive
     /// duration or count.
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// use tenantry::{InMemoryStore, Policy, SettingsError, Tenantry};
+    ///
+    /// let relative = Tenantry::builder(InMemoryStore::new()).base_url("/accept").build();
+    /// assert!(matches!(relative, Err(SettingsError::BaseUrl { .. })));
+    ///
+    /// let policy = Policy { resend_limit: 0, ..Policy::default() };
+    /// let no_resends = Tenantry::builder(InMemoryStore::new()).policy(policy).build();
+    /// assert_eq!(no_resends.unwrap_err(), SettingsError::NotPositive { name: "policy.resend_limit" });
+    /// ```
     pub fn build(self) -> Result<Tenantry, SettingsError> {
         let s = &self.settings;
         let url = s.base_url.as_str();
@@ -281,6 +510,23 @@ pub struct Tenantry {
 impl Tenantry {
     /// Starts building a service on `store`. A shared store (`Arc<S>` or `Arc<dyn Store>`) is
     /// a store too, so one backend can serve the service and the host's own code.
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use std::sync::Arc;
+    /// use tenantry::prelude::*;
+    /// use tenantry::Store;
+    ///
+    /// let store = Arc::new(InMemoryStore::new());
+    /// let app = Tenantry::builder(store.clone()).build()?;
+    /// let (tenant, _) = app.create_tenant("Acme", Some(5), Email::parse("ada@acme.test")?).await?;
+    /// // The host reads the same backend directly.
+    /// let state = store.tenant(tenant).await?.expect("just created");
+    /// assert_eq!(state.tenant.name, "Acme");
+    /// # Ok(()) }
+    /// ```
     pub fn builder(store: impl Store) -> Builder {
         Builder {
             store: Arc::new(store),
@@ -292,7 +538,23 @@ impl Tenantry {
         }
     }
 
-    /// The store underneath.
+    /// The store underneath, for reads the use cases do not offer. Reading the store
+    /// directly bypasses the service's permission checks: it is the host's own access.
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    ///
+    /// let app = Tenantry::builder(InMemoryStore::new()).build()?;
+    /// let (tenant, admin) = app.create_tenant("Acme", None, Email::parse("ada@acme.test")?).await?;
+    /// let page = app.store().list_users(tenant, &UserQuery::default()).await?;
+    /// assert_eq!(page.items.len(), 1);
+    /// assert_eq!(page.items[0].id, admin);
+    /// assert!(page.next.is_none());
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store

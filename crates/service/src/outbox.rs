@@ -8,7 +8,7 @@ use time::Duration;
 
 use crate::{Error, Tenantry};
 
-/// What one dispatch pass did.
+/// What one dispatch pass did; see [`Tenantry::dispatch`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct DispatchReport {
     /// Messages delivered.
@@ -59,6 +59,37 @@ impl Tenantry {
     ///
     /// # Errors
     /// Store failures (delivery failures are recorded on the messages, not returned).
+    ///
+    /// A transient failure is retried after the backoff of [`DeliverySettings`](crate::DeliverySettings):
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    /// use tenantry::{DeliverySettings, DispatchReport, MailError, ManualClock};
+    ///
+    /// let clock = ManualClock::new(time::macros::datetime!(2026-01-01 0:00 UTC));
+    /// let mailer = InMemoryMailer::new();
+    /// let app = Tenantry::builder(InMemoryStore::new())
+    ///     .mailer(mailer.clone())
+    ///     .clock(clock.clone())
+    ///     .delivery(DeliverySettings { inline: false, ..DeliverySettings::default() })
+    ///     .build()?;
+    /// let (tenant, admin) = app.create_tenant("Acme", None, Email::parse("ada@acme.test")?).await?;
+    /// app.invite(tenant, admin, &InviteRequest {
+    ///     email: Email::parse("bob@acme.test")?, role: Role::User, template_id: None,
+    ///     crm_access: false, grants: Permissions::empty(),
+    /// }).await?;
+    ///
+    /// mailer.fail_next(MailError::Transient("421 try again later".into()));
+    /// assert_eq!(app.dispatch(tenant).await?.retrying, 1);
+    /// assert_eq!(app.dispatch(tenant).await?, DispatchReport::default()); // not due yet
+    /// clock.advance(time::Duration::seconds(30)); // the first backoff
+    /// assert_eq!(app.dispatch(tenant).await?.sent, 1);
+    /// assert_eq!(mailer.sent().len(), 1);
+    /// # Ok(()) }
+    /// ```
     pub async fn dispatch(&self, tenant: TenantId) -> Result<DispatchReport, Error> {
         let span = tracing::info_span!(
             target: "tenantry",
@@ -167,6 +198,33 @@ impl Tenantry {
     ///
     /// # Errors
     /// Store failures listing the tenants with due mail.
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    /// use tenantry::DeliverySettings;
+    ///
+    /// let mailer = InMemoryMailer::new();
+    /// let app = Tenantry::builder(InMemoryStore::new())
+    ///     .mailer(mailer.clone())
+    ///     .delivery(DeliverySettings { inline: false, ..DeliverySettings::default() })
+    ///     .build()?;
+    /// for name in ["acme", "globex"] {
+    ///     let admin_email = Email::parse(&format!("admin@{name}.test"))?;
+    ///     let (tenant, admin) = app.create_tenant(name, None, admin_email).await?;
+    ///     app.invite(tenant, admin, &InviteRequest {
+    ///         email: Email::parse(&format!("bob@{name}.test"))?, role: Role::User, template_id: None,
+    ///         crm_access: false, grants: Permissions::empty(),
+    ///     }).await?;
+    /// }
+    /// // What a background task runs every few seconds:
+    /// let report = app.dispatch_all().await?;
+    /// assert_eq!((report.sent, report.tenants_failed), (2, 0));
+    /// assert_eq!(mailer.sent().len(), 2);
+    /// # Ok(()) }
+    /// ```
     pub async fn dispatch_all(&self) -> Result<DispatchReport, Error> {
         let mut report = DispatchReport::default();
         let tenants = self
@@ -192,6 +250,27 @@ impl Tenantry {
     ///
     /// # Errors
     /// Store failures.
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    /// use tenantry::DeliveryState;
+    ///
+    /// let app = Tenantry::builder(InMemoryStore::new()).build()?; // inline delivery
+    /// let (tenant, admin) = app.create_tenant("Acme", None, Email::parse("ada@acme.test")?).await?;
+    /// let invited = app.invite(tenant, admin, &InviteRequest {
+    ///     email: Email::parse("bob@acme.test")?, role: Role::User, template_id: None,
+    ///     crm_access: false, grants: Permissions::empty(),
+    /// }).await?;
+    /// let all = app.outbox(tenant, false, 50).await?;
+    /// assert_eq!(all[0].message.id, invited.message_id);
+    /// assert!(matches!(all[0].state, DeliveryState::Sent { .. }));
+    /// assert!(all[0].message.text.is_empty()); // never the body with its link
+    /// assert!(app.outbox(tenant, true, 50).await?.is_empty()); // nothing pending
+    /// # Ok(()) }
+    /// ```
     pub async fn outbox(
         &self,
         tenant: TenantId,
@@ -207,6 +286,31 @@ impl Tenantry {
     ///
     /// # Errors
     /// Store failures.
+    ///
+    /// A host shows why an invitation did not arrive:
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    /// use tenantry::{DeliveryState, MailError};
+    ///
+    /// let mailer = InMemoryMailer::new();
+    /// let app = Tenantry::builder(InMemoryStore::new()).mailer(mailer.clone()).build()?;
+    /// let (tenant, admin) = app.create_tenant("Acme", None, Email::parse("ada@acme.test")?).await?;
+    /// mailer.fail_next(MailError::Permanent("550 no such mailbox".into()));
+    /// let invited = app.invite(tenant, admin, &InviteRequest {
+    ///     email: Email::parse("bob@acme.test")?, role: Role::User, template_id: None,
+    ///     crm_access: false, grants: Permissions::empty(),
+    /// }).await?;
+    /// let record = app.outbox_message(tenant, invited.message_id).await?.expect("queued by the invite");
+    /// match record.state {
+    ///     DeliveryState::Failed { reason, .. } => assert_eq!(reason, "550 no such mailbox"),
+    ///     other => panic!("expected a failure, got {other:?}"),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn outbox_message(
         &self,
         tenant: TenantId,

@@ -7,14 +7,31 @@
 //!
 //! A backend needs few methods: the reads the use cases need and one atomic
 //! [`Store::commit`] of a [`Change`] guarded by the tenant's version ([concurrency (D16)](tenantry_core::Rule::Concurrency)). Every method
-//! takes a [`TenantId`]; nothing reads or writes across tenants ([tenant isolation (D15)](tenantry_core::Rule::TenantIsolation)). The two exceptions
-//! return tenant ids only: [`Store::tenants_with_due_mail`] for the background dispatcher.
+//! takes a [`TenantId`]; nothing reads or writes across tenants ([tenant isolation (D15)](tenantry_core::Rule::TenantIsolation)). The one exception,
+//! [`Store::tenants_with_due_mail`] for the background dispatcher, returns tenant ids only.
 //!
 //! ```
+//! # fn block_on<F>(f: F) -> F::Output
+//! # where F: std::future::Future<Output = Result<(), Box<dyn std::error::Error>>> {
+//! #     // The in-memory store never waits: polling with a no-op waker finishes each call.
+//! #     let mut f = std::pin::pin!(f);
+//! #     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+//! #     loop {
+//! #         if let std::task::Poll::Ready(out) = f.as_mut().poll(&mut cx) {
+//! #             return out;
+//! #         }
+//! #     }
+//! # }
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> { block_on(async {
 //! use std::sync::Arc;
+//! use tenantry_core::TenantId;
 //! use tenantry_store::{InMemoryStore, Store};
+//!
+//! // Hosts hold a backend as `Arc<dyn Store>`, whichever it is.
 //! let store: Arc<dyn Store> = Arc::new(InMemoryStore::new());
-//! # let _ = store;
+//! let unknown = TenantId::from_parts(1_767_225_600_000, [9; 10]);
+//! assert!(store.tenant(unknown).await?.is_none());
+//! # Ok(()) }) }
 //! ```
 
 mod memory;
@@ -36,6 +53,35 @@ pub use memory::InMemoryStore;
 pub use query::{Cursor, CursorError, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, SortBy, UserQuery};
 
 /// Which uniqueness rule a write broke (the backend's second line of defence, [concurrency (D16)](tenantry_core::Rule::Concurrency)).
+///
+/// ```
+/// # fn block_on<F>(f: F) -> F::Output
+/// # where F: std::future::Future<Output = Result<(), Box<dyn std::error::Error>>> {
+/// #     // The in-memory store never waits: polling with a no-op waker finishes each call.
+/// #     let mut f = std::pin::pin!(f);
+/// #     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+/// #     loop {
+/// #         if let std::task::Poll::Ready(out) = f.as_mut().poll(&mut cx) {
+/// #             return out;
+/// #         }
+/// #     }
+/// # }
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> { block_on(async {
+/// use tenantry_core::{decide, Email, Tenant, TenantId, UserId};
+/// use tenantry_store::{Constraint, InMemoryStore, Store, StoreError};
+///
+/// let store = InMemoryStore::new();
+/// let now = time::macros::datetime!(2026-01-01 0:00 UTC);
+/// let tenant = TenantId::from_parts(1_767_225_600_000, [1; 10]);
+/// let ada = UserId::from_parts(1_767_225_600_000, [2; 10]);
+/// let new = Tenant { id: tenant, name: "Acme".into(), user_limit: None, created_at: now };
+/// let change = decide::create_tenant(new, ada, Email::parse("ada@acme.test")?)?;
+/// store.commit(&change, &[]).await?;
+/// // The same tenant id again: the store refuses it and writes nothing.
+/// let again = store.commit(&change, &[]).await;
+/// assert!(matches!(again, Err(StoreError::Conflict { constraint: Constraint::TenantId })));
+/// # Ok(()) }) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -127,6 +173,50 @@ pub enum StoreError {
 
 impl StoreError {
     /// Whether repeating the whole use case (reading a new snapshot) may succeed.
+    ///
+    /// Two changes decided on one snapshot: the first commits, the second finds the
+    /// tenant's version moved on ([concurrency (D16)](tenantry_core::Rule::Concurrency)) and is worth deciding again.
+    ///
+    /// ```
+    /// # fn block_on<F>(f: F) -> F::Output
+    /// # where F: std::future::Future<Output = Result<(), Box<dyn std::error::Error>>> {
+    /// #     // The in-memory store never waits: polling with a no-op waker finishes each call.
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    /// #     loop {
+    /// #         if let std::task::Poll::Ready(out) = f.as_mut().poll(&mut cx) {
+    /// #             return out;
+    /// #         }
+    /// #     }
+    /// # }
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> { block_on(async {
+    /// # use tenantry_core::{Email, Tenant, TenantId, UserId};
+    /// # use tenantry_store::{InMemoryStore, Store};
+    /// #
+    /// # let store = InMemoryStore::new();
+    /// # let now = time::macros::datetime!(2026-01-01 0:00 UTC);
+    /// # let tenant = TenantId::from_parts(1_767_225_600_000, [1; 10]);
+    /// # let ada = UserId::from_parts(1_767_225_600_000, [2; 10]);
+    /// # let new = Tenant { id: tenant, name: "Acme".into(), user_limit: Some(5), created_at: now };
+    /// # let change = tenantry_core::decide::create_tenant(new, ada, Email::parse("ada@acme.test")?)?;
+    /// # store.commit(&change, &[]).await?;
+    /// use tenantry_core::decide::{self, Ctx};
+    /// use tenantry_core::{ActorRef, Policy};
+    /// use tenantry_store::StoreError;
+    ///
+    /// // `store` holds a tenant with its admin, committed as in the `Store` example.
+    /// let state = store.tenant(tenant).await?.ok_or("no tenant")?;
+    /// let policy = Policy::default();
+    /// let ctx = Ctx { state: &state, now, policy: &policy };
+    /// let raise = decide::set_user_limit(ctx, ActorRef::System, Some(10));
+    /// let lower = decide::set_user_limit(ctx, ActorRef::System, Some(3));
+    /// store.commit(&raise, &[]).await?;
+    /// let err = store.commit(&lower, &[]).await.unwrap_err();
+    /// assert!(matches!(err, StoreError::VersionMismatch { expected: 1 }));
+    /// assert!(err.is_retryable());
+    /// assert!(!StoreError::NotFound.is_retryable());
+    /// # Ok(()) }) }
+    /// ```
     #[must_use]
     pub fn is_retryable(&self) -> bool {
         matches!(
@@ -136,7 +226,48 @@ impl StoreError {
     }
 }
 
-/// Where an outbox message is in its delivery ([mail delivery (D17)](tenantry_core::Rule::MailDelivery)).
+/// Where an outbox message is in its delivery ([mail delivery (D17)](tenantry_core::Rule::MailDelivery)). A message starts
+/// [`Pending`](DeliveryState::Pending); [`Store::record_delivery`] moves it on.
+///
+/// ```
+/// # fn block_on<F>(f: F) -> F::Output
+/// # where F: std::future::Future<Output = Result<(), Box<dyn std::error::Error>>> {
+/// #     // The in-memory store never waits: polling with a no-op waker finishes each call.
+/// #     let mut f = std::pin::pin!(f);
+/// #     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+/// #     loop {
+/// #         if let std::task::Poll::Ready(out) = f.as_mut().poll(&mut cx) {
+/// #             return out;
+/// #         }
+/// #     }
+/// # }
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> { block_on(async {
+/// use tenantry_core::{decide, Email, MessageId, Tenant, TenantId, UserId};
+/// use tenantry_mail::Message;
+/// use tenantry_store::{DeliveryState, DeliveryUpdate, InMemoryStore, Store};
+///
+/// # let store = InMemoryStore::new();
+/// # let now = time::macros::datetime!(2026-01-01 0:00 UTC);
+/// # let tenant = TenantId::from_parts(1_767_225_600_000, [1; 10]);
+/// # let ada = UserId::from_parts(1_767_225_600_000, [2; 10]);
+/// # let new = Tenant { id: tenant, name: "Acme".into(), user_limit: None, created_at: now };
+/// # let change = decide::create_tenant(new, ada, Email::parse("ada@acme.test")?)?;
+/// let id = MessageId::from_parts(1_767_225_600_000, [3; 10]);
+/// let message = Message {
+///     id, tenant_id: tenant, user_id: ada, to: "ada@acme.test".into(),
+///     subject: "Welcome".into(), text: "Hello".into(), html: "<p>Hello</p>".into(),
+/// };
+/// store.commit(&change, &[message]).await?; // queued with the change
+/// let claimed = store.claim_due_mail(tenant, now, now + time::Duration::minutes(2), 10).await?;
+/// assert_eq!(claimed[0].state, DeliveryState::Pending);
+///
+/// store.record_delivery(tenant, id, &DeliveryUpdate::Sent { at: now }).await?;
+/// let record = store.outbox_message(tenant, id).await?.ok_or("no message")?;
+/// assert_eq!(record.state, DeliveryState::Sent { at: now });
+/// assert!(record.message.text.is_empty()); // the body is gone once sent
+/// assert_eq!(serde_json::to_value(&record.state)?["state"], "sent");
+/// # Ok(()) }) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "state")]
 pub enum DeliveryState {
@@ -212,6 +343,49 @@ pub enum DeliveryUpdate {
 /// whole [`Change`] atomically, only if the tenant's version still equals
 /// [`Change::expected_version`], and appends the change's audit events and outbox messages
 /// in the same step ([audit log (D13)](tenantry_core::Rule::AuditLog), [concurrency (D16)](tenantry_core::Rule::Concurrency), [mail delivery (D17)](tenantry_core::Rule::MailDelivery)).
+///
+/// The service decides every change with [`tenantry_core::decide`] and commits it here.
+/// Done by hand, with [`InMemoryStore`], and read back:
+///
+/// ```
+/// # fn block_on<F>(f: F) -> F::Output
+/// # where F: std::future::Future<Output = Result<(), Box<dyn std::error::Error>>> {
+/// #     // The in-memory store never waits: polling with a no-op waker finishes each call.
+/// #     let mut f = std::pin::pin!(f);
+/// #     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+/// #     loop {
+/// #         if let std::task::Poll::Ready(out) = f.as_mut().poll(&mut cx) {
+/// #             return out;
+/// #         }
+/// #     }
+/// # }
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> { block_on(async {
+/// use tenantry_core::{decide, Email, Tenant, TenantId, UserId};
+/// use tenantry_store::{InMemoryStore, Store};
+///
+/// let store = InMemoryStore::new();
+/// let now = time::macros::datetime!(2026-01-01 0:00 UTC);
+/// let tenant = TenantId::from_parts(1_767_225_600_000, [1; 10]);
+/// let ada = UserId::from_parts(1_767_225_600_000, [2; 10]);
+/// let new = Tenant { id: tenant, name: "Acme".into(), user_limit: Some(5), created_at: now };
+/// store.commit(&decide::create_tenant(new, ada, Email::parse("ada@acme.test")?)?, &[]).await?;
+/// use tenantry_core::Role;
+/// use tenantry_store::UserQuery;
+///
+/// let state = store.tenant(tenant).await?.ok_or("no tenant")?;
+/// assert_eq!(state.tenant.name, "Acme");
+/// assert_eq!((state.counters.version, state.seat_usage().used), (1, 1));
+///
+/// let admins = UserQuery { role: Some(Role::Admin), ..UserQuery::default() };
+/// let page = store.list_users(tenant, &admins).await?;
+/// assert_eq!(page.items[0].id, ada);
+/// assert!(page.next.is_none());
+///
+/// // Nothing is read across tenants (tenant isolation, D15).
+/// let other = TenantId::from_parts(1_767_225_600_000, [9; 10]);
+/// assert!(store.user(other, ada).await?.is_none());
+/// # Ok(()) }) }
+/// ```
 #[async_trait]
 pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// The tenant with its counters and version.

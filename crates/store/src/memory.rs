@@ -23,6 +23,39 @@ use crate::{
 /// version, and applies the writes with an undo log, so a refused write leaves nothing
 /// behind. Listing uses ordered indexes, so a page costs the rows it reads, not the size of
 /// the tenant ([listing (D18)](tenantry_core::Rule::Listing)).
+///
+/// Clones share the same data, so a host can hand one clone to the service and keep
+/// another for its own reads (an `Arc` of the store works the same way).
+///
+/// ```
+/// # fn block_on<F>(f: F) -> F::Output
+/// # where F: std::future::Future<Output = Result<(), Box<dyn std::error::Error>>> {
+/// #     // The in-memory store never waits: polling with a no-op waker finishes each call.
+/// #     let mut f = std::pin::pin!(f);
+/// #     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+/// #     loop {
+/// #         if let std::task::Poll::Ready(out) = f.as_mut().poll(&mut cx) {
+/// #             return out;
+/// #         }
+/// #     }
+/// # }
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> { block_on(async {
+/// use tenantry_core::{decide, Email, Tenant, TenantId, UserId};
+/// use tenantry_store::{InMemoryStore, Store};
+///
+/// let store = InMemoryStore::new();
+/// let reader = store.clone();
+/// let now = time::macros::datetime!(2026-01-01 0:00 UTC);
+/// let tenant = TenantId::from_parts(1_767_225_600_000, [1; 10]);
+/// let ada = UserId::from_parts(1_767_225_600_000, [2; 10]);
+/// let new = Tenant { id: tenant, name: "Acme".into(), user_limit: None, created_at: now };
+/// store.commit(&decide::create_tenant(new, ada, Email::parse("ada@acme.test")?)?, &[]).await?;
+///
+/// let admin = reader.user(tenant, ada).await?.ok_or("no admin")?;
+/// assert_eq!(admin.email.as_str(), "ada@acme.test");
+/// assert_eq!(reader.audit(tenant, 0, 10).await?.len(), 2); // tenant created, admin added
+/// # Ok(()) }) }
+/// ```
 #[derive(Debug, Default, Clone)]
 pub struct InMemoryStore {
     tenants: Arc<RwLock<HashMap<TenantId, Arc<RwLock<TenantData>>>>>,

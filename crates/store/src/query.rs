@@ -27,6 +27,35 @@ pub enum SortBy {
 }
 
 /// One page request of the user table ([listing (D18)](tenantry_core::Rule::Listing)). All filters combine with AND.
+///
+/// Start from [`UserQuery::default`] (everyone, by email, 50 a page) and set what the page
+/// asks for. [`UserQuery::matches`] is what every backend's filter means:
+///
+/// ```
+/// use tenantry_core::{Email, Permissions, Role, Status, TenantId, User, UserId};
+/// # let now = time::macros::datetime!(2026-01-01 0:00 UTC);
+/// let user = User {
+///     id: UserId::from_parts(1_767_225_600_000, [2; 10]),
+///     tenant_id: TenantId::from_parts(1_767_225_600_000, [1; 10]),
+///     email: Email::parse("bob@acme.test")?, role: Role::User, status: Status::Invited,
+///     template_id: None, crm_access: false, grants: Permissions::empty(),
+///     created_at: now, last_login: None, invite_expires_at: Some(now + time::Duration::days(7)),
+/// };
+/// use tenantry_store::{SortBy, UserQuery};
+///
+/// let invited = UserQuery {
+///     status: Some(Status::Invited),
+///     email_contains: Some("ACME".into()), // ASCII case-insensitive
+///     sort: SortBy::CreatedAt,
+///     ..UserQuery::default()
+/// };
+/// assert!(invited.matches(&user));
+/// let expired = UserQuery { invitation_expired_at: Some(now + time::Duration::days(8)), ..invited.clone() };
+/// assert!(expired.matches(&user));
+/// assert!(!UserQuery { role: Some(Role::Admin), ..invited }.matches(&user));
+/// assert_eq!(UserQuery { limit: 9_999, ..UserQuery::default() }.effective_limit(), 500);
+/// # Ok::<(), tenantry_core::EmailError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserQuery {
     /// Only this status.
@@ -106,7 +135,61 @@ impl UserQuery {
     }
 }
 
-/// One page of results.
+/// One page of results. Read a whole table by passing each page's [`Page::next`] on as
+/// [`UserQuery::after`] until it is `None`:
+///
+/// ```
+/// # fn block_on<F>(f: F) -> F::Output
+/// # where F: std::future::Future<Output = Result<(), Box<dyn std::error::Error>>> {
+/// #     // The in-memory store never waits: polling with a no-op waker finishes each call.
+/// #     let mut f = std::pin::pin!(f);
+/// #     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+/// #     loop {
+/// #         if let std::task::Poll::Ready(out) = f.as_mut().poll(&mut cx) {
+/// #             return out;
+/// #         }
+/// #     }
+/// # }
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> { block_on(async {
+/// # use tenantry_core::decide::{self, Acting, Ctx, InviteRequest, NewInvite};
+/// # use tenantry_core::{Email, Permissions, Policy, Role, Tenant, TenantId, TokenHash, UserId};
+/// # use tenantry_store::{InMemoryStore, Store};
+/// # let store = InMemoryStore::new();
+/// # let now = time::macros::datetime!(2026-01-01 0:00 UTC);
+/// # let tenant = TenantId::from_parts(1_767_225_600_000, [1; 10]);
+/// # let ada = UserId::from_parts(1_767_225_600_000, [2; 10]);
+/// # let new = Tenant { id: tenant, name: "Acme".into(), user_limit: None, created_at: now };
+/// # store.commit(&decide::create_tenant(new, ada, Email::parse("ada@acme.test")?)?, &[]).await?;
+/// # let admin = store.user(tenant, ada).await?.ok_or("no admin")?;
+/// # let policy = Policy::default();
+/// # for (n, email) in [(3u8, "bob@acme.test"), (4, "cy@acme.test")] {
+/// #     let state = store.tenant(tenant).await?.ok_or("no tenant")?;
+/// #     let ctx = Ctx { state: &state, now, policy: &policy };
+/// #     let request = InviteRequest {
+/// #         email: Email::parse(email)?, role: Role::User, template_id: None,
+/// #         crm_access: false, grants: Permissions::empty(),
+/// #     };
+/// #     let new = NewInvite {
+/// #         user_id: UserId::from_parts(1_767_225_600_000, [n; 10]),
+/// #         token_hash: TokenHash([n; 32]),
+/// #     };
+/// #     let acting = Acting { user: &admin, template: None };
+/// #     store.commit(&decide::invite(ctx, &acting, &request, None, false, new)?, &[]).await?;
+/// # }
+/// // A tenant with Ada (admin) and two invited users.
+/// use tenantry_store::{Page, UserQuery};
+///
+/// let mut query = UserQuery { limit: 2, ..UserQuery::default() };
+/// let mut emails = Vec::new();
+/// loop {
+///     let page: Page<_> = store.list_users(tenant, &query).await?;
+///     emails.extend(page.items.iter().map(|u| u.email.to_string()));
+///     let Some(next) = page.next else { break };
+///     query.after = Some(next);
+/// }
+/// assert_eq!(emails, ["ada@acme.test", "bob@acme.test", "cy@acme.test"]);
+/// # Ok(()) }) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Page<T> {
     /// The rows.
@@ -117,7 +200,30 @@ pub struct Page<T> {
 
 /// A keyset position in the user table: the sort key of the last row read and its id.
 ///
-/// Its text form is opaque to hosts but stable, so it can travel in URLs.
+/// Its text form is opaque to hosts but stable, so it can travel in URLs; serde writes
+/// it as that text.
+///
+/// ```
+/// use tenantry_core::{Email, Permissions, Role, Status, TenantId, User, UserId};
+/// # let now = time::macros::datetime!(2026-01-01 0:00 UTC);
+/// let user = User {
+///     id: UserId::from_parts(1_767_225_600_000, [2; 10]),
+///     tenant_id: TenantId::from_parts(1_767_225_600_000, [1; 10]),
+///     email: Email::parse("bob@acme.test")?, role: Role::User, status: Status::Invited,
+///     template_id: None, crm_access: false, grants: Permissions::empty(),
+///     created_at: now, last_login: None, invite_expires_at: Some(now + time::Duration::days(7)),
+/// };
+/// use tenantry_store::{Cursor, SortBy};
+///
+/// let cursor = Cursor::of(SortBy::Email, &user);
+/// let text = cursor.to_string(); // e.g. `?after=…` in the next page's link
+/// let back: Cursor = text.parse()?;
+/// assert_eq!(back, cursor);
+/// assert_eq!((back.sort(), back.user_id()), (SortBy::Email, user.id));
+/// assert_eq!(serde_json::to_string(&cursor)?, format!("\"{text}\""));
+/// assert!("e.not-hex.0".parse::<Cursor>().is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Cursor {
     /// After this email key.

@@ -9,6 +9,34 @@ impl Tenantry {
     ///
     /// # Errors
     /// Store failures only; every answer is a [`Decision`].
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    ///
+    /// let app = Tenantry::builder(InMemoryStore::new()).build()?;
+    /// let (tenant, admin) = app.create_tenant("Acme", None, Email::parse("ada@acme.test")?).await?;
+    /// let support = app.create_template(tenant, admin, "Support", Permissions::CONVERSATIONS_VIEW).await?;
+    /// let invited = app.invite(tenant, admin, &InviteRequest {
+    ///     email: Email::parse("bob@acme.test")?, role: Role::User, template_id: Some(support.id),
+    ///     crm_access: false, grants: Permissions::empty(),
+    /// }).await?;
+    /// let view = Permission::new(Category::Conversations, Action::View);
+    /// let bob = invited.user.id;
+    /// assert_eq!(app.authorize(tenant, bob, view.into()).await?.reason(), Reason::Invited);
+    ///
+    /// app.accept_invitation(&invited.accept_link.token().unwrap(), "bob@acme.test").await?;
+    /// let decision = app.authorize(tenant, bob, view.into()).await?;
+    /// assert!(decision.is_allowed());
+    /// assert_eq!(decision.reason(), Reason::Template { template_id: support.id });
+    /// assert_eq!(app.authorize(tenant, bob, Request::Crm).await?.reason(), Reason::NoCrmAccess);
+    ///
+    /// app.delete_user(tenant, admin, bob).await?;
+    /// assert_eq!(app.authorize(tenant, bob, view.into()).await?.reason(), Reason::UnknownUser);
+    /// # Ok(()) }
+    /// ```
     pub async fn authorize(
         &self,
         tenant: TenantId,
@@ -25,6 +53,33 @@ impl Tenantry {
     ///
     /// # Errors
     /// [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation) for an unknown user, store failures.
+    ///
+    /// A user holds its direct grants and its template's permissions, and nothing at all
+    /// until it is active:
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    ///
+    /// let app = Tenantry::builder(InMemoryStore::new()).build()?;
+    /// let (tenant, admin) = app.create_tenant("Acme", None, Email::parse("ada@acme.test")?).await?;
+    /// let support = app.create_template(tenant, admin, "Support", Permissions::CONVERSATIONS_VIEW).await?;
+    /// let invited = app.invite(tenant, admin, &InviteRequest {
+    ///     email: Email::parse("bob@acme.test")?, role: Role::User, template_id: Some(support.id),
+    ///     crm_access: true, grants: Permissions::USERS_VIEW,
+    /// }).await?;
+    /// let bob = invited.user.id;
+    /// assert_eq!(app.effective_permissions(tenant, bob).await?, (Permissions::empty(), false));
+    ///
+    /// app.accept_invitation(&invited.accept_link.token().unwrap(), "bob@acme.test").await?;
+    /// let (held, crm) = app.effective_permissions(tenant, bob).await?;
+    /// assert_eq!(held, Permissions::USERS_VIEW | Permissions::CONVERSATIONS_VIEW);
+    /// assert!(crm);
+    /// assert_eq!(held.to_strings(), ["conversations:view", "users:view"]);
+    /// # Ok(()) }
+    /// ```
     pub async fn effective_permissions(
         &self,
         tenant: TenantId,

@@ -8,6 +8,34 @@ impl Tenantry {
     ///
     /// # Errors
     /// The refusing rule ([unique email (D3)](tenantry_core::Rule::UniqueEmail), [management authority (D7)](tenantry_core::Rule::ManagementAuthority), [seat limit (D9)](tenantry_core::Rule::SeatLimit), [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation)) or store failures. Refusals are audited ([audit log (D13)](tenantry_core::Rule::AuditLog)).
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    /// use tenantry::{Error, RuleError};
+    ///
+    /// let app = Tenantry::builder(InMemoryStore::new()).build()?;
+    /// let (tenant, admin) = app.create_tenant("Acme", Some(5), Email::parse("ada@acme.test")?).await?;
+    /// let request = InviteRequest {
+    ///     email: Email::parse("bob@acme.test")?,
+    ///     role: Role::User,
+    ///     template_id: None,
+    ///     crm_access: true,
+    ///     grants: Permissions::CONVERSATIONS_VIEW | Permissions::CONVERSATIONS_CREATE,
+    /// };
+    /// let invited = app.invite(tenant, admin, &request).await?;
+    /// assert_eq!((invited.user.status, invited.user.grants), (Status::Invited, request.grants));
+    ///
+    /// // The address is taken now, in any case (unique email, D3).
+    /// let again = InviteRequest { email: Email::parse("BOB@acme.test")?, ..request };
+    /// match app.invite(tenant, admin, &again).await {
+    ///     Err(Error::Rule(RuleError::EmailTaken { email })) => assert_eq!(email, "BOB@acme.test"),
+    ///     other => panic!("expected EmailTaken, got {other:?}"),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn invite(
         &self,
         tenant: TenantId,
@@ -101,6 +129,34 @@ impl Tenantry {
     ///
     /// # Errors
     /// [management authority (D7)](tenantry_core::Rule::ManagementAuthority) or [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation) for the call as a whole (audited), store failures.
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    ///
+    /// let app = Tenantry::builder(InMemoryStore::new()).build()?;
+    /// // Three seats: Ada takes one, two are left.
+    /// let (tenant, admin) = app.create_tenant("Acme", Some(3), Email::parse("ada@acme.test")?).await?;
+    /// let request = BulkInvite {
+    ///     emails: ["bob@acme.test", "not an address", "Bob@acme.test", "cy@acme.test", "dee@acme.test"]
+    ///         .map(String::from)
+    ///         .to_vec(),
+    ///     role: Some(Role::User),
+    ///     grants: Permissions::CONVERSATIONS_VIEW,
+    ///     ..BulkInvite::default()
+    /// };
+    /// let results = app.invite_many(tenant, admin, &request).await?;
+    /// assert!(matches!(results[0].outcome, BulkOutcome::Invited { .. }));
+    /// assert!(results[0].accept_link.is_some());
+    /// assert!(matches!(results[1].outcome, BulkOutcome::Invalid { .. }));
+    /// assert_eq!(results[2].outcome, BulkOutcome::Duplicate);
+    /// assert!(matches!(results[3].outcome, BulkOutcome::Invited { .. }));
+    /// assert_eq!(results[4].outcome, BulkOutcome::LimitReached { used: 3, limit: 3 });
+    /// assert_eq!(app.seat_usage(tenant).await?.used, 3);
+    /// # Ok(()) }
+    /// ```
     pub async fn invite_many(
         &self,
         tenant: TenantId,
@@ -227,6 +283,35 @@ impl Tenantry {
     /// # Errors
     /// [management authority (D7)](tenantry_core::Rule::ManagementAuthority), [within own access (D21)](tenantry_core::Rule::WithinOwnAccess) (a non-admin resending to a user who holds more than it), [invitations (D10)](tenantry_core::Rule::Invitations) (not invited,
     /// rate limited with the time of the next allowed resend), [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation).
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    /// use tenantry::{Error, RuleError};
+    ///
+    /// let app = Tenantry::builder(InMemoryStore::new()).build()?;
+    /// let (tenant, admin) = app.create_tenant("Acme", None, Email::parse("ada@acme.test")?).await?;
+    /// let first = app.invite(tenant, admin, &InviteRequest {
+    ///     email: Email::parse("bob@acme.test")?, role: Role::User, template_id: None,
+    ///     crm_access: false, grants: Permissions::empty(),
+    /// }).await?;
+    /// let resent = app.resend_invitation(tenant, admin, first.user.id).await?;
+    /// assert_ne!(resent.accept_link, first.accept_link);
+    ///
+    /// // Only the newest link works.
+    /// let old = first.accept_link.token().unwrap();
+    /// let refused = app.accept_invitation(&old, "bob@acme.test").await;
+    /// assert!(matches!(refused, Err(Error::Rule(RuleError::InvalidInvitation))));
+    /// let new = resent.accept_link.token().unwrap();
+    /// assert_eq!(app.accept_invitation(&new, "bob@acme.test").await?.id, first.user.id);
+    ///
+    /// // An active user is not invited any more.
+    /// let again = app.resend_invitation(tenant, admin, first.user.id).await;
+    /// assert!(matches!(again, Err(Error::Rule(RuleError::NotInvited { status: Status::Active }))));
+    /// # Ok(()) }
+    /// ```
     pub async fn resend_invitation(
         &self,
         tenant: TenantId,
@@ -324,6 +409,37 @@ impl Tenantry {
     /// [`tenantry_core::Error::InvitationEmailMismatch`] with the attempts left ([accept attempts (D24)](tenantry_core::Rule::AcceptAttempts): each is
     /// counted and audited; the fifth kills the token, which a resend replaces); an invalid
     /// address ([unique email (D3)](tenantry_core::Rule::UniqueEmail)).
+    ///
+    /// The host's sign-up page takes the token from the link and the address the person
+    /// signed up with:
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    /// use tenantry::{Error, RuleError};
+    ///
+    /// let mailer = InMemoryMailer::new();
+    /// let app = Tenantry::builder(InMemoryStore::new()).mailer(mailer.clone()).build()?;
+    /// let (tenant, admin) = app.create_tenant("Acme", None, Email::parse("ada@acme.test")?).await?;
+    /// app.invite(tenant, admin, &InviteRequest {
+    ///     email: Email::parse("bob@acme.test")?, role: Role::User, template_id: None,
+    ///     crm_access: false, grants: Permissions::empty(),
+    /// }).await?;
+    /// let token = tenantry::token_from_link(&mailer.sent()[0].text).unwrap();
+    ///
+    /// let wrong = app.accept_invitation(&token, "robert@acme.test").await;
+    /// assert!(matches!(wrong, Err(Error::Rule(RuleError::InvitationEmailMismatch { attempts_left: 4 }))));
+    /// let bob = app.accept_invitation(&token, "Bob@Acme.test").await?;
+    /// assert_eq!(bob.status, Status::Active);
+    /// assert!(bob.last_login.is_some());
+    ///
+    /// // Single use.
+    /// let reused = app.accept_invitation(&token, "bob@acme.test").await;
+    /// assert!(matches!(reused, Err(Error::Rule(RuleError::InvalidInvitation))));
+    /// # Ok(()) }
+    /// ```
     pub async fn accept_invitation(&self, token: &str, signup_email: &str) -> Result<User, Error> {
         let span = tracing::info_span!(
             target: "tenantry",
@@ -384,6 +500,31 @@ impl Tenantry {
     ///
     /// # Errors
     /// [sign-in (D14)](tenantry_core::Rule::SignIn) for invited and suspended users, [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation) for unknown ones.
+    ///
+    /// Call it after the host's own authentication succeeded; a refusal means the host
+    /// must not let the person in:
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    /// use tenantry::{Error, ManualClock, RuleError};
+    ///
+    /// let clock = ManualClock::new(time::macros::datetime!(2026-05-04 8:30 UTC));
+    /// let app = Tenantry::builder(InMemoryStore::new()).clock(clock.clone()).build()?;
+    /// let (tenant, admin) = app.create_tenant("Acme", None, Email::parse("ada@acme.test")?).await?;
+    /// let ada = app.record_sign_in(tenant, admin).await?;
+    /// assert_eq!(ada.last_login, Some(time::macros::datetime!(2026-05-04 8:30 UTC)));
+    ///
+    /// let bob = app.invite(tenant, admin, &InviteRequest {
+    ///     email: Email::parse("bob@acme.test")?, role: Role::User, template_id: None,
+    ///     crm_access: false, grants: Permissions::empty(),
+    /// }).await?.user;
+    /// let refused = app.record_sign_in(tenant, bob.id).await;
+    /// assert!(matches!(refused, Err(Error::Rule(RuleError::SignInRefused { status: Status::Invited }))));
+    /// # Ok(()) }
+    /// ```
     pub async fn record_sign_in(&self, tenant: TenantId, user: UserId) -> Result<User, Error> {
         let span = tracing::info_span!(
             target: "tenantry",

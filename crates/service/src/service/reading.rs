@@ -35,6 +35,31 @@ impl Tenantry {
     ///
     /// # Errors
     /// [management authority (D7)](tenantry_core::Rule::ManagementAuthority), [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation) ([`tenantry_core::Error::UserNotFound`]).
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    /// use tenantry::{Error, RuleError};
+    ///
+    /// let app = Tenantry::builder(InMemoryStore::new()).build()?;
+    /// let (tenant, admin) = app.create_tenant("Acme", None, Email::parse("ada@acme.test")?).await?;
+    /// let bob = app.invite(tenant, admin, &InviteRequest {
+    ///     email: Email::parse("bob@acme.test")?, role: Role::User, template_id: None,
+    ///     crm_access: false, grants: Permissions::empty(),
+    /// }).await?.user;
+    /// assert_eq!(app.user(tenant, ActorRef::User(admin), bob.id).await?.email, bob.email);
+    ///
+    /// // Bob holds no `users:view`: he may not look at Ada's row.
+    /// match app.user(tenant, ActorRef::User(bob.id), admin).await {
+    ///     Err(Error::Rule(RuleError::NotAllowed { needed })) => {
+    ///         assert_eq!(needed, Permission::new(Category::Users, Action::View));
+    ///     }
+    ///     other => panic!("expected NotAllowed, got {other:?}"),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn user(
         &self,
         tenant: TenantId,
@@ -49,6 +74,50 @@ impl Tenantry {
     ///
     /// # Errors
     /// [management authority (D7)](tenantry_core::Rule::ManagementAuthority), [listing (D18)](tenantry_core::Rule::Listing) (page size, cursor), [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation), store failures.
+    ///
+    /// Filters combine with AND; a page's [`Page::next`] is the cursor of the next one:
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    ///
+    /// let app = Tenantry::builder(InMemoryStore::new()).build()?;
+    /// let (tenant, admin) = app.create_tenant("Acme", None, Email::parse("ada@acme.test")?).await?;
+    /// let emails = ["bob@acme.test", "cy@acme.test", "dee@partner.test"].map(String::from).to_vec();
+    /// app.invite_many(tenant, admin, &BulkInvite { emails, ..BulkInvite::default() }).await?;
+    /// let viewer = ActorRef::User(admin);
+    ///
+    /// let query = UserQuery {
+    ///     status: Some(Status::Invited),
+    ///     email_contains: Some("@acme".into()),
+    ///     ..UserQuery::default() // sorted by email
+    /// };
+    /// let page = app.list_users(tenant, viewer, &query).await?;
+    /// let found: Vec<_> = page.items.iter().map(|u| u.email.as_str()).collect();
+    /// assert_eq!(found, ["bob@acme.test", "cy@acme.test"]);
+    ///
+    /// // Newest first, two per page.
+    /// let mut query = UserQuery {
+    ///     sort: SortBy::CreatedAt,
+    ///     descending: true,
+    ///     limit: 2,
+    ///     ..UserQuery::default()
+    /// };
+    /// let mut all = Vec::new();
+    /// loop {
+    ///     let page = app.list_users(tenant, viewer, &query).await?;
+    ///     all.extend(page.items);
+    ///     match page.next {
+    ///         Some(cursor) => query.after = Some(cursor),
+    ///         None => break,
+    ///     }
+    /// }
+    /// assert_eq!(all.len(), 4);
+    /// assert_eq!(all[3].id, admin); // the oldest row comes last
+    /// # Ok(()) }
+    /// ```
     pub async fn list_users(
         &self,
         tenant: TenantId,
@@ -65,6 +134,30 @@ impl Tenantry {
     ///
     /// # Errors
     /// As [`Tenantry::list_users`].
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    /// use tenantry::ManualClock;
+    ///
+    /// let clock = ManualClock::new(time::macros::datetime!(2026-01-01 0:00 UTC));
+    /// let app = Tenantry::builder(InMemoryStore::new()).clock(clock.clone()).build()?;
+    /// let (tenant, admin) = app.create_tenant("Acme", None, Email::parse("ada@acme.test")?).await?;
+    /// let invited = app.invite(tenant, admin, &InviteRequest {
+    ///     email: Email::parse("bob@acme.test")?, role: Role::User, template_id: None,
+    ///     crm_access: false, grants: Permissions::empty(),
+    /// }).await?;
+    /// let bob = app.accept_invitation(&invited.accept_link.token().unwrap(), "bob@acme.test").await?;
+    ///
+    /// clock.advance(time::Duration::days(40));
+    /// app.record_sign_in(tenant, admin).await?; // Ada keeps signing in; Bob does not
+    /// let month_ago = app.now() - time::Duration::days(30);
+    /// let page = app.inactive_users(tenant, ActorRef::System, month_ago, &UserQuery::default()).await?;
+    /// assert_eq!(page.items.iter().map(|u| u.id).collect::<Vec<_>>(), [bob.id]);
+    /// # Ok(()) }
+    /// ```
     pub async fn inactive_users(
         &self,
         tenant: TenantId,
@@ -79,10 +172,36 @@ impl Tenantry {
         self.list_users(tenant, viewer, &q).await
     }
 
-    /// Invited users whose invitation has expired ([expired invitations (D20)](tenantry_core::Rule::ExpiredInvitations)).
+    /// Invited users whose invitation has expired ([expired invitations (D20)](tenantry_core::Rule::ExpiredInvitations)). They keep
+    /// their seat until they are deleted or purged ([`Tenantry::purge_expired_invitations`]),
+    /// and a resend revives them.
     ///
     /// # Errors
     /// As [`Tenantry::list_users`].
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    /// use tenantry::ManualClock;
+    ///
+    /// let clock = ManualClock::new(time::macros::datetime!(2026-01-01 0:00 UTC));
+    /// let app = Tenantry::builder(InMemoryStore::new()).clock(clock.clone()).build()?;
+    /// let (tenant, admin) = app.create_tenant("Acme", None, Email::parse("ada@acme.test")?).await?;
+    /// let bob = app.invite(tenant, admin, &InviteRequest {
+    ///     email: Email::parse("bob@acme.test")?, role: Role::User, template_id: None,
+    ///     crm_access: false, grants: Permissions::empty(),
+    /// }).await?.user;
+    /// let all = UserQuery::default();
+    /// assert!(app.expired_invitations(tenant, ActorRef::System, &all).await?.items.is_empty());
+    ///
+    /// clock.advance(time::Duration::days(8)); // invitations live 7 days by default
+    /// let expired = app.expired_invitations(tenant, ActorRef::System, &all).await?;
+    /// assert_eq!(expired.items[0].id, bob.id);
+    /// assert_eq!(app.seat_usage(tenant).await?.used, 2); // still holding its seat
+    /// # Ok(()) }
+    /// ```
     pub async fn expired_invitations(
         &self,
         tenant: TenantId,
@@ -101,6 +220,28 @@ impl Tenantry {
     ///
     /// # Errors
     /// [management authority (D7)](tenantry_core::Rule::ManagementAuthority) (needs `users:delete`), [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation), store failures.
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    /// use tenantry::ManualClock;
+    ///
+    /// let clock = ManualClock::new(time::macros::datetime!(2026-01-01 0:00 UTC));
+    /// let app = Tenantry::builder(InMemoryStore::new()).clock(clock.clone()).build()?;
+    /// let (tenant, admin) = app.create_tenant("Acme", Some(2), Email::parse("ada@acme.test")?).await?;
+    /// let bob = app.invite(tenant, admin, &InviteRequest {
+    ///     email: Email::parse("bob@acme.test")?, role: Role::User, template_id: None,
+    ///     crm_access: false, grants: Permissions::empty(),
+    /// }).await?.user;
+    /// assert!(app.purge_expired_invitations(tenant, admin).await?.is_empty()); // not expired yet
+    ///
+    /// clock.advance(time::Duration::days(8));
+    /// assert_eq!(app.purge_expired_invitations(tenant, admin).await?, [bob.id]);
+    /// assert_eq!(app.seat_usage(tenant).await?.used, 1);
+    /// # Ok(()) }
+    /// ```
     pub async fn purge_expired_invitations(
         &self,
         tenant: TenantId,
@@ -182,6 +323,34 @@ impl Tenantry {
     ///
     /// # Errors
     /// [management authority (D7)](tenantry_core::Rule::ManagementAuthority) for a viewer without `users:view`, store failures.
+    ///
+    /// A feed consumer keeps the last `seq` it read and asks for what came after:
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    /// use tenantry::{AuditAction, Outcome, Rule};
+    ///
+    /// let app = Tenantry::builder(InMemoryStore::new()).build()?;
+    /// let (tenant, admin) = app.create_tenant("Acme", Some(1), Email::parse("ada@acme.test")?).await?;
+    /// let mut cursor = 0;
+    /// let batch = app.audit_log(tenant, ActorRef::System, cursor, 100).await?;
+    /// let actions: Vec<_> = batch.iter().map(|r| r.event.action).collect();
+    /// assert_eq!(actions, [AuditAction::TenantCreated, AuditAction::UserInvited]);
+    /// cursor = batch.last().map_or(cursor, |r| r.seq);
+    ///
+    /// // A refused attempt is recorded too: here the tenant's one seat is taken.
+    /// let _ = app.invite(tenant, admin, &InviteRequest {
+    ///     email: Email::parse("bob@acme.test")?, role: Role::User, template_id: None,
+    ///     crm_access: false, grants: Permissions::empty(),
+    /// }).await;
+    /// let batch = app.audit_log(tenant, ActorRef::System, cursor, 100).await?;
+    /// assert_eq!(batch.len(), 1);
+    /// assert!(matches!(batch[0].event.outcome, Outcome::Refused { rule: Rule::SeatLimit, .. }));
+    /// # Ok(()) }
+    /// ```
     pub async fn audit_log(
         &self,
         tenant: TenantId,

@@ -7,6 +7,24 @@ impl Tenantry {
     ///
     /// # Errors
     /// [management authority (D7)](tenantry_core::Rule::ManagementAuthority), store failures.
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    ///
+    /// let app = Tenantry::builder(InMemoryStore::new()).build()?;
+    /// let (tenant, admin) = app.create_tenant("Acme", None, Email::parse("ada@acme.test")?).await?;
+    /// app.create_template(tenant, admin, "Support", Permissions::CONVERSATIONS_VIEW).await?;
+    /// app.create_template(tenant, admin, "billing", Permissions::SETTINGS_VIEW).await?;
+    /// let names: Vec<_> = app.templates(tenant, ActorRef::User(admin)).await?
+    ///     .into_iter()
+    ///     .map(|t| t.name.as_str().to_owned())
+    ///     .collect();
+    /// assert_eq!(names, ["billing", "Support"]); // by name, ignoring case
+    /// # Ok(()) }
+    /// ```
     pub async fn templates(
         &self,
         tenant: TenantId,
@@ -20,6 +38,25 @@ impl Tenantry {
     ///
     /// # Errors
     /// [management authority (D7)](tenantry_core::Rule::ManagementAuthority), [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation) ([`tenantry_core::Error::TemplateNotFound`]).
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    /// use tenantry::{Error, RuleError};
+    ///
+    /// let app = Tenantry::builder(InMemoryStore::new()).build()?;
+    /// let (tenant, admin) = app.create_tenant("Acme", None, Email::parse("ada@acme.test")?).await?;
+    /// let (other, other_admin) = app.create_tenant("Globex", None, Email::parse("hank@globex.test")?).await?;
+    /// let support = app.create_template(tenant, admin, "Support", Permissions::CONVERSATIONS_VIEW).await?;
+    /// assert_eq!(app.template(tenant, ActorRef::System, support.id).await?, support);
+    ///
+    /// // Another tenant's id is unknown here (tenant isolation, D15).
+    /// let elsewhere = app.template(other, ActorRef::User(other_admin), support.id).await;
+    /// assert!(matches!(elsewhere, Err(Error::Rule(RuleError::TemplateNotFound))));
+    /// # Ok(()) }
+    /// ```
     pub async fn template(
         &self,
         tenant: TenantId,
@@ -34,10 +71,30 @@ impl Tenantry {
             .ok_or(Error::Rule(tenantry_core::Error::TemplateNotFound))
     }
 
-    /// The users that reference a template, page by page ([role templates (D12)](tenantry_core::Rule::RoleTemplates)).
+    /// The users that reference a template, page by page ([role templates (D12)](tenantry_core::Rule::RoleTemplates)); the
+    /// query's other filters, sort and cursor apply as in [`Tenantry::list_users`].
     ///
     /// # Errors
     /// As [`Tenantry::list_users`].
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    ///
+    /// let app = Tenantry::builder(InMemoryStore::new()).build()?;
+    /// let (tenant, admin) = app.create_tenant("Acme", None, Email::parse("ada@acme.test")?).await?;
+    /// let support = app.create_template(tenant, admin, "Support", Permissions::CONVERSATIONS_VIEW).await?;
+    /// let emails = ["bob@acme.test", "cy@acme.test"].map(String::from).to_vec();
+    /// let bulk = BulkInvite { emails, template_id: Some(support.id), ..BulkInvite::default() };
+    /// app.invite_many(tenant, admin, &bulk).await?;
+    ///
+    /// let page = app.template_users(tenant, ActorRef::User(admin), support.id, &UserQuery::default()).await?;
+    /// let emails: Vec<_> = page.items.iter().map(|u| u.email.as_str()).collect();
+    /// assert_eq!(emails, ["bob@acme.test", "cy@acme.test"]); // not Ada
+    /// # Ok(()) }
+    /// ```
     pub async fn template_users(
         &self,
         tenant: TenantId,
@@ -56,6 +113,28 @@ impl Tenantry {
     ///
     /// # Errors
     /// [management authority (D7)](tenantry_core::Rule::ManagementAuthority) (`users:manage`, escalation), [role templates (D12)](tenantry_core::Rule::RoleTemplates) (name), store failures; refusals are audited.
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    /// use tenantry::{Error, RuleError};
+    ///
+    /// let app = Tenantry::builder(InMemoryStore::new()).build()?;
+    /// let (tenant, admin) = app.create_tenant("Acme", None, Email::parse("ada@acme.test")?).await?;
+    /// let perms = Permissions::parse_list(["conversations:view", "conversations:edit"])?;
+    /// let support = app.create_template(tenant, admin, " Support agent ", perms).await?;
+    /// assert_eq!(support.name.as_str(), "Support agent");
+    /// assert!(support.permissions.has(Permission::new(Category::Conversations, Action::Edit)));
+    ///
+    /// // Names are unique per tenant, ignoring case (role templates, D12).
+    /// let taken = app.create_template(tenant, admin, "SUPPORT AGENT", perms).await;
+    /// assert!(matches!(taken, Err(Error::Rule(RuleError::TemplateNameTaken { .. }))));
+    /// let blank = app.create_template(tenant, admin, "   ", perms).await;
+    /// assert!(matches!(blank, Err(Error::Rule(RuleError::InvalidTemplateName(_)))));
+    /// # Ok(()) }
+    /// ```
     pub async fn create_template(
         &self,
         tenant: TenantId,
@@ -148,6 +227,35 @@ impl Tenantry {
     ///
     /// # Errors
     /// [management authority (D7)](tenantry_core::Rule::ManagementAuthority), [role templates (D12)](tenantry_core::Rule::RoleTemplates), [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation); refusals are audited.
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    /// use tenantry::TemplateName;
+    ///
+    /// let app = Tenantry::builder(InMemoryStore::new()).build()?;
+    /// let (tenant, admin) = app.create_tenant("Acme", None, Email::parse("ada@acme.test")?).await?;
+    /// let support = app.create_template(tenant, admin, "Support", Permissions::CONVERSATIONS_VIEW).await?;
+    /// let invited = app.invite(tenant, admin, &InviteRequest {
+    ///     email: Email::parse("bob@acme.test")?, role: Role::User, template_id: Some(support.id),
+    ///     crm_access: false, grants: Permissions::empty(),
+    /// }).await?;
+    /// let bob = app.accept_invitation(&invited.accept_link.token().unwrap(), "bob@acme.test").await?;
+    /// let edit_conversations = Permission::new(Category::Conversations, Action::Edit);
+    /// assert!(!app.authorize(tenant, bob.id, edit_conversations.into()).await?.is_allowed());
+    ///
+    /// let edit = TemplateEdit {
+    ///     name: Some(TemplateName::parse("Support (senior)")?),
+    ///     permissions: Some(Permissions::CONVERSATIONS_VIEW | Permissions::CONVERSATIONS_EDIT),
+    /// };
+    /// let senior = app.edit_template(tenant, admin, support.id, &edit).await?;
+    /// assert_eq!(senior.name.as_str(), "Support (senior)");
+    /// // Bob's very next check sees the new permissions (current access, D6).
+    /// assert!(app.authorize(tenant, bob.id, edit_conversations.into()).await?.is_allowed());
+    /// # Ok(()) }
+    /// ```
     pub async fn edit_template(
         &self,
         tenant: TenantId,
@@ -223,6 +331,36 @@ impl Tenantry {
     ///
     /// # Errors
     /// [role templates (D12)](tenantry_core::Rule::RoleTemplates) ([`tenantry_core::Error::TemplateInUse`]), [management authority (D7)](tenantry_core::Rule::ManagementAuthority), [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation); refusals are audited.
+    ///
+    /// Returns how many users referenced the template.
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    /// use tenantry::{Error, RuleError};
+    ///
+    /// let app = Tenantry::builder(InMemoryStore::new()).build()?;
+    /// let (tenant, admin) = app.create_tenant("Acme", None, Email::parse("ada@acme.test")?).await?;
+    /// let old = app.create_template(tenant, admin, "Support", Permissions::CONVERSATIONS_VIEW).await?;
+    /// let new = app.create_template(tenant, admin, "Support v2", Permissions::CONVERSATIONS_VIEW).await?;
+    /// let bob = app.invite(tenant, admin, &InviteRequest {
+    ///     email: Email::parse("bob@acme.test")?, role: Role::User, template_id: Some(old.id),
+    ///     crm_access: false, grants: Permissions::empty(),
+    /// }).await?.user;
+    ///
+    /// // Refuse (the default) keeps a template that is in use.
+    /// let refused = app.delete_template(tenant, admin, old.id, TemplateDeletion::Refuse).await;
+    /// assert!(matches!(refused, Err(Error::Rule(RuleError::TemplateInUse { users: 1 }))));
+    /// // Reassign moves its users to another template...
+    /// assert_eq!(app.delete_template(tenant, admin, old.id, TemplateDeletion::Reassign(new.id)).await?, 1);
+    /// assert_eq!(app.user(tenant, ActorRef::System, bob.id).await?.template_id, Some(new.id));
+    /// // ...and Detach clears their reference; they keep their direct grants only.
+    /// assert_eq!(app.delete_template(tenant, admin, new.id, TemplateDeletion::Detach).await?, 1);
+    /// assert_eq!(app.user(tenant, ActorRef::System, bob.id).await?.template_id, None);
+    /// # Ok(()) }
+    /// ```
     pub async fn delete_template(
         &self,
         tenant: TenantId,

@@ -9,6 +9,25 @@ impl Tenantry {
     /// [`tenantry_core::Error::InvalidTenantName`] ([names (D22)](tenantry_core::Rule::Names)),
     /// [`tenantry_core::Error::FirstSeatRequired`] for a limit of 0 ([first seat (D23)](tenantry_core::Rule::FirstSeat)), store failures;
     /// only a colliding id is reported as [`tenantry_core::Error::TenantExists`].
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    /// use tenantry::{Error, RuleError};
+    ///
+    /// let app = Tenantry::builder(InMemoryStore::new()).build()?;
+    /// let (tenant, admin) = app.create_tenant("  Acme  ", Some(10), Email::parse("ada@acme.test")?).await?;
+    /// assert_eq!(app.tenant(tenant).await?.tenant.name, "Acme"); // trimmed
+    /// let ada = app.user(tenant, ActorRef::System, admin).await?;
+    /// assert_eq!((ada.role, ada.status), (Role::Admin, Status::Active));
+    ///
+    /// // The first admin needs a seat (first seat, D23).
+    /// let zero = app.create_tenant("Empty", Some(0), Email::parse("eve@empty.test")?).await;
+    /// assert!(matches!(zero, Err(Error::Rule(RuleError::FirstSeatRequired))));
+    /// # Ok(()) }
+    /// ```
     pub async fn create_tenant(
         &self,
         name: &str,
@@ -48,6 +67,23 @@ impl Tenantry {
     ///
     /// # Errors
     /// [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation) when it does not exist.
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    /// use tenantry::{Error, RuleError, TenantId};
+    ///
+    /// let app = Tenantry::builder(InMemoryStore::new()).build()?;
+    /// let (tenant, _) = app.create_tenant("Acme", Some(10), Email::parse("ada@acme.test")?).await?;
+    /// let state = app.tenant(tenant).await?;
+    /// assert_eq!((state.tenant.user_limit, state.counters.active_admins), (Some(10), 1));
+    ///
+    /// let unknown = TenantId::from_parts(1_700_000_000_000, [0; 10]);
+    /// assert!(matches!(app.tenant(unknown).await, Err(Error::Rule(RuleError::TenantNotFound))));
+    /// # Ok(()) }
+    /// ```
     pub async fn tenant(&self, tenant: TenantId) -> Result<TenantState, Error> {
         self.state(tenant).await
     }
@@ -57,6 +93,30 @@ impl Tenantry {
     ///
     /// # Errors
     /// [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation), store failures, [`Error::Contention`].
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    /// use tenantry::{Error, RuleError};
+    ///
+    /// let app = Tenantry::builder(InMemoryStore::new()).build()?;
+    /// let (tenant, admin) = app.create_tenant("Acme", None, Email::parse("ada@acme.test")?).await?;
+    /// // Billing downgraded the plan to one seat, which Ada already takes.
+    /// let seats = app.set_user_limit(tenant, Some(1)).await?;
+    /// assert!(seats.at_limit);
+    /// let bob = InviteRequest {
+    ///     email: Email::parse("bob@acme.test")?, role: Role::User, template_id: None,
+    ///     crm_access: false, grants: Permissions::empty(),
+    /// };
+    /// let refused = app.invite(tenant, admin, &bob).await;
+    /// assert!(matches!(refused, Err(Error::Rule(RuleError::SeatLimitReached { used: 1, limit: 1 }))));
+    ///
+    /// app.set_user_limit(tenant, None).await?; // unlimited again
+    /// app.invite(tenant, admin, &bob).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn set_user_limit(
         &self,
         tenant: TenantId,
@@ -91,6 +151,26 @@ impl Tenantry {
     ///
     /// # Errors
     /// [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation), store failures.
+    ///
+    /// Every user row takes a seat, invited ones too:
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    ///
+    /// let app = Tenantry::builder(InMemoryStore::new()).build()?;
+    /// let (tenant, admin) = app.create_tenant("Acme", Some(3), Email::parse("ada@acme.test")?).await?;
+    /// app.invite(tenant, admin, &InviteRequest {
+    ///     email: Email::parse("bob@acme.test")?, role: Role::User, template_id: None,
+    ///     crm_access: false, grants: Permissions::empty(),
+    /// }).await?;
+    /// let seats = app.seat_usage(tenant).await?;
+    /// assert_eq!((seats.used, seats.limit, seats.remaining), (2, Some(3), Some(1)));
+    /// assert!(!seats.at_limit);
+    /// # Ok(()) }
+    /// ```
     pub async fn seat_usage(&self, tenant: TenantId) -> Result<SeatUsage, Error> {
         Ok(self.state(tenant).await?.seat_usage())
     }

@@ -8,6 +8,53 @@ impl Tenantry {
     ///
     /// # Errors
     /// The refusing rule; refusals are audited ([audit log (D13)](tenantry_core::Rule::AuditLog)).
+    ///
+    /// Every field of [`UserEdit`] left `None` stays as it is. The template is one level
+    /// deeper: `template_id: None` leaves it alone, `Some(None)` clears it and
+    /// `Some(Some(id))` sets it.
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    ///
+    /// let app = Tenantry::builder(InMemoryStore::new()).build()?;
+    /// let (tenant, admin) = app.create_tenant("Acme", None, Email::parse("ada@acme.test")?).await?;
+    /// let support = app.create_template(tenant, admin, "Support", Permissions::CONVERSATIONS_VIEW).await?;
+    /// let bob = app.invite(tenant, admin, &InviteRequest {
+    ///     email: Email::parse("bob@acme.test")?, role: Role::User, template_id: None,
+    ///     crm_access: false, grants: Permissions::empty(),
+    /// }).await?.user;
+    ///
+    /// let set = UserEdit { template_id: Some(Some(support.id)), ..UserEdit::default() };
+    /// assert_eq!(app.edit_user(tenant, admin, bob.id, &set).await?.template_id, Some(support.id));
+    ///
+    /// let absent = UserEdit { crm_access: Some(true), ..UserEdit::default() };
+    /// let bob = app.edit_user(tenant, admin, bob.id, &absent).await?;
+    /// assert_eq!((bob.crm_access, bob.template_id), (true, Some(support.id))); // template kept
+    ///
+    /// let clear = UserEdit { template_id: Some(None), ..UserEdit::default() };
+    /// assert_eq!(app.edit_user(tenant, admin, bob.id, &clear).await?.template_id, None);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Refusals name their rule, here [last admin (D8)](tenantry_core::Rule::LastAdmin):
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    /// use tenantry::{Error, RuleError};
+    ///
+    /// let app = Tenantry::builder(InMemoryStore::new()).build()?;
+    /// let (tenant, admin) = app.create_tenant("Acme", None, Email::parse("ada@acme.test")?).await?;
+    /// let demote = UserEdit { role: Some(Role::User), ..UserEdit::default() };
+    /// let refused = app.edit_user(tenant, admin, admin, &demote).await;
+    /// assert!(matches!(refused, Err(Error::Rule(RuleError::LastAdmin))));
+    /// # Ok(()) }
+    /// ```
     pub async fn edit_user(
         &self,
         tenant: TenantId,
@@ -92,6 +139,29 @@ impl Tenantry {
     /// # Errors
     /// [management authority (D7)](tenantry_core::Rule::ManagementAuthority), [within own access (D21)](tenantry_core::Rule::WithinOwnAccess) (a non-admin deleting a user who holds more than it), [last admin (D8)](tenantry_core::Rule::LastAdmin) (last active admin),
     /// [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation); refusals are audited.
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    /// use tenantry::{Error, RuleError};
+    ///
+    /// let app = Tenantry::builder(InMemoryStore::new()).build()?;
+    /// let (tenant, admin) = app.create_tenant("Acme", Some(2), Email::parse("ada@acme.test")?).await?;
+    /// let bob = app.invite(tenant, admin, &InviteRequest {
+    ///     email: Email::parse("bob@acme.test")?, role: Role::User, template_id: None,
+    ///     crm_access: false, grants: Permissions::empty(),
+    /// }).await?.user;
+    /// let tombstone = app.delete_user(tenant, admin, bob.id).await?;
+    /// assert_eq!(tombstone.email.as_str(), "bob@acme.test");
+    /// assert_eq!(tombstone.deleted_by, ActorRef::User(admin));
+    /// assert_eq!(app.seat_usage(tenant).await?.used, 1); // the seat is free again
+    ///
+    /// let refused = app.delete_user(tenant, admin, admin).await;
+    /// assert!(matches!(refused, Err(Error::Rule(RuleError::LastAdmin))));
+    /// # Ok(()) }
+    /// ```
     pub async fn delete_user(
         &self,
         tenant: TenantId,
@@ -163,6 +233,30 @@ impl Tenantry {
     ///
     /// # Errors
     /// Store failures; `Ok(None)` when the id never belonged to this tenant.
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    /// use tenantry::Attribution;
+    ///
+    /// let app = Tenantry::builder(InMemoryStore::new()).build()?;
+    /// let (tenant, admin) = app.create_tenant("Acme", None, Email::parse("ada@acme.test")?).await?;
+    /// let bob = app.invite(tenant, admin, &InviteRequest {
+    ///     email: Email::parse("bob@acme.test")?, role: Role::User, template_id: None,
+    ///     crm_access: false, grants: Permissions::empty(),
+    /// }).await?.user;
+    /// assert!(matches!(app.attribution(tenant, bob.id).await?, Some(Attribution::User(_))));
+    ///
+    /// app.delete_user(tenant, admin, bob.id).await?;
+    /// // Bob's old records still say who made them.
+    /// match app.attribution(tenant, bob.id).await? {
+    ///     Some(Attribution::Deleted(t)) => assert_eq!(t.email.as_str(), "bob@acme.test"),
+    ///     other => panic!("expected a tombstone, got {other:?}"),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn attribution(
         &self,
         tenant: TenantId,
