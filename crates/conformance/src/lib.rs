@@ -2,10 +2,11 @@
 //!
 //! The behaviour suite every tenantry storage backend must pass, in the manner of
 //! `object_store`'s shared integration tests: each scenario builds a [`tenantry_service::Tenantry`]
-//! on a fresh store from the backend's factory and checks one rule of `DECISIONS.md`
+//! on a fresh store from the backend's factory and checks one rule of `docs/rules.md`
 //! ([roles (D1)](tenantry_core::Rule::Roles)–[live links are secrets (D26)](tenantry_core::Rule::LiveLinksAreSecrets)) end to end, through the public service.
 //!
-//! - [`scenarios`]: one async function per behaviour, named after the rule it checks.
+//! - [`scenarios`]: one async function per behaviour, named after the rule it checks (kept in
+//!   one file per rule family, all re-exported from the module).
 //! - [`concurrency`]: many concurrent callers on one tenant ([concurrency (D16)](tenantry_core::Rule::Concurrency)): seats, unique addresses,
 //!   the last admin, single-use tokens, unique template names, counted accept attempts ([accept attempts (D24)](tenantry_core::Rule::AcceptAttempts)).
 //! - [`model`]: a model-based test (random operation sequences against a reference model).
@@ -51,6 +52,10 @@ pub type StoreFactory = std::sync::Arc<dyn Fn() -> StoreFuture + Send + Sync>;
 /// The argument is an expression evaluating to a [`StoreFactory`]; it is evaluated once per
 /// test, in the scope where the macro is invoked. The tests are placed in a module named
 /// `conformance`, so `cargo test conformance::d9` selects the [seat limit (D9)](tenantry_core::Rule::SeatLimit) scenarios.
+///
+/// Every `pub async fn NAME(store: Arc<dyn Store>)` in `src/scenarios/` and
+/// `src/concurrency.rs` must be listed in this macro's definition, and only those: the crate's
+/// `tests/suite_complete.rs` fails, naming them, when a scenario is missing or a name is stale.
 ///
 /// ```ignore
 /// tenantry_conformance::suite!(memory_factory());
