@@ -81,7 +81,8 @@ impl fmt::Debug for Guard {
 }
 
 impl Guard {
-    /// A guard deciding with `tenantry` for the callers `identify` names.
+    /// A guard deciding with `tenantry` for the callers `identify` names (a shared
+    /// `Arc<dyn Identify>` is an `Identify` too).
     ///
     /// ```
     /// # use axum::http::request::Parts;
@@ -97,29 +98,10 @@ impl Guard {
     /// # let _ = guard; Ok(()) }
     /// ```
     pub fn new(tenantry: Tenantry, identify: impl Identify) -> Self {
-        Self::from_arc(tenantry, Arc::new(identify))
-    }
-
-    /// A guard with a shared [`Identify`].
-    ///
-    /// ```
-    /// # use std::sync::Arc;
-    /// # use axum::http::request::Parts;
-    /// # use tenantry_service::{InMemoryStore, TenantId, Tenantry, UserId};
-    /// # use tenantry_axum::{Guard, Identify, async_trait};
-    /// # struct Nobody;
-    /// # #[async_trait]
-    /// # impl Identify for Nobody {
-    /// #     async fn identify(&self, _: &mut Parts) -> Option<(TenantId, UserId)> { None }
-    /// # }
-    /// # fn main() -> Result<(), tenantry_service::SettingsError> {
-    /// let shared: Arc<dyn Identify> = Arc::new(Nobody);
-    /// let guard = Guard::from_arc(Tenantry::builder(InMemoryStore::new()).build()?, shared);
-    /// # let _ = guard; Ok(()) }
-    /// ```
-    #[must_use]
-    pub fn from_arc(tenantry: Tenantry, identify: Arc<dyn Identify>) -> Self {
-        Self { tenantry, identify }
+        Self {
+            tenantry,
+            identify: Arc::new(identify),
+        }
     }
 
     /// The service the guard asks.
