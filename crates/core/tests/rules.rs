@@ -4350,6 +4350,30 @@ fn d21_template_changes_reaching_stronger_users_are_refused() {
             want
         );
     }
+    // each kind of excess alone refuses too, and is named alone
+    for (alone, want) in [
+        (&strong, beyond(Permissions::SETTINGS_MANAGE, false)),
+        (&crm, beyond(Permissions::empty(), true)),
+    ] {
+        let one = vec![weak.clone(), alone.clone()];
+        assert_eq!(
+            decide::edit_template(fx.ctx(), &acting(&m), &t, &shrink, false, &one).unwrap_err(),
+            want
+        );
+        assert_eq!(
+            decide::delete_template(
+                fx.ctx(),
+                &acting(&m),
+                &t,
+                2,
+                TemplateDeletion::Detach,
+                None,
+                &one
+            )
+            .unwrap_err(),
+            want
+        );
+    }
     // a rename changes no one's access
     let rename = TemplateEdit {
         name: Some(TemplateName::parse("Renamed").unwrap()),
