@@ -2081,7 +2081,9 @@ fn d10_expired_used_revoked_or_foreign_tokens_get_one_error() {
 fn d10_resend_issues_new_token_revokes_older_and_creates_no_user() {
     let fx = Fx::roomy();
     let a = admin(1);
-    let invited = user(2, Role::User, Status::Invited, Permissions::empty());
+    let mut invited = user(2, Role::User, Status::Invited, Permissions::empty());
+    // an invitation that expired yesterday: the resend must move the expiry, not keep it
+    invited.invite_expires_at = Some(now() - Duration::days(1));
     let c = decide::resend(
         fx.ctx(),
         &acting(&a),
