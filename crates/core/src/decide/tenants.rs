@@ -74,11 +74,8 @@ pub fn set_user_limit(ctx: Ctx<'_>, actor: ActorRef, limit: Option<u32>) -> Chan
     let mut out = Change::on(ctx.state);
     let before = ctx.state.tenant.user_limit;
     if before == limit {
-        return Change {
-            writes: Vec::new(),
-            events: Vec::new(),
-            ..out
-        };
+        // Nothing to write: an empty change, which the service does not commit.
+        return out;
     }
     let tenant = Tenant {
         user_limit: limit,
