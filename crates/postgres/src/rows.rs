@@ -31,6 +31,11 @@ pub(crate) fn nanos(t: OffsetDateTime) -> Result<i64, StoreError> {
     sql::nanos(BACKEND, t)
 }
 
+/// A `LIMIT` as the BIGINT it is bound as.
+pub(crate) fn limit_i64(limit: u32) -> i64 {
+    i64::from(limit)
+}
+
 /// A bind parameter of a dynamically built query.
 pub(crate) enum Param {
     Uuid(Uuid),

@@ -1,0 +1,212 @@
+//! Opening a store: connection options, the claim on the file (its lock file), migrations,
+//! the writer, readers and host pool; and closing it.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Connection, SqliteConnection};
+
+use crate::SqliteStore;
+use crate::cache::Cache;
+use crate::conn::Connections;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Why a database could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The file could not be opened or created.
+    #[error("cannot open the SQLite database: {0}")]
+    Connect(#[source] sqlx::Error),
+    /// The database was written by a newer tenantry (it has migration `version`, which this
+    /// build does not know); it is left untouched.
+    #[error(
+        "the database was written by a newer version of tenantry (schema migration {version} is unknown to this build)"
+    )]
+    NewerSchema {
+        /// The unknown migration.
+        version: i64,
+    },
+    /// Another store (in this process or another) holds the database: an owning store
+    /// ([`SqliteStore::open`]) excludes every other, shared ones
+    /// ([`SqliteStore::open_shared`]) exclude owning ones.
+    #[error(
+        "the SQLite database {path} is in use by another tenantry store (lock file {path}.lock)"
+    )]
+    InUse {
+        /// The database file.
+        path: String,
+    },
+    /// The lock file next to the database could not be created or locked.
+    #[error("cannot lock the SQLite database: {0}")]
+    Lock(#[source] std::io::Error),
+    /// A migration failed.
+    #[error("cannot migrate the SQLite database: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+/// Whether a store owns its database (lock and cache) or shares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sharing {
+    Owned,
+    Shared,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file at `path` with four readers, claims it
+    /// (see [the type's docs](SqliteStore)), and applies pending migrations.
+    ///
+    /// # Errors
+    /// [`OpenError`]: [`OpenError::InUse`] when another store holds it; a database from a
+    /// newer version is refused untouched.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, OpenError> {
+        Self::open_with(Self::file_options(path), 4).await
+    }
+
+    /// Opens the database file at `path` for hosts that write one file from several
+    /// processes: no cache (every read is a round trip), and a shared lock on
+    /// `<file>.lock`, so shared stores coexist but none opens while an owning store
+    /// ([`SqliteStore::open`]) holds the file, nor an owning one while shared ones do.
+    ///
+    /// # Errors
+    /// [`OpenError`].
+    pub async fn open_shared(path: impl AsRef<Path>) -> Result<Self, OpenError> {
+        Self::open_inner(Self::file_options(path), 4, Sharing::Shared).await
+    }
+
+    fn file_options(path: impl AsRef<Path>) -> SqliteConnectOptions {
+        SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+    }
+
+    /// A private in-memory database, gone when the last clone is dropped. For tests and
+    /// demos. It has no readers of its own: every call goes through its one connection.
+    ///
+    /// # Errors
+    /// [`OpenError`].
+    pub async fn in_memory() -> Result<Self, OpenError> {
+        // sqlx names each `sqlite::memory:` options a shared-cache database of its own, so
+        // the host pool below reaches the same database.
+        let options =
+            SqliteConnectOptions::from_str("sqlite::memory:").map_err(OpenError::Connect)?;
+        Self::open_inner(options, 0, Sharing::Owned).await
+    }
+
+    /// Opens and claims with explicit connection options and `readers` reader connections
+    /// besides the writer (0: reads go through the writer). WAL, `synchronous=NORMAL`,
+    /// foreign keys and a 10 s busy timeout are always set.
+    ///
+    /// # Errors
+    /// [`OpenError`].
+    pub async fn open_with(options: SqliteConnectOptions, readers: u32) -> Result<Self, OpenError> {
+        Self::open_inner(options, readers, Sharing::Owned).await
+    }
+
+    async fn open_inner(
+        options: SqliteConnectOptions,
+        readers: u32,
+        sharing: Sharing,
+    ) -> Result<Self, OpenError> {
+        let in_memory = options
+            .get_filename()
+            .to_string_lossy()
+            .contains("sqlx-in-memory");
+        let lock = if in_memory {
+            None
+        } else {
+            Some(claim(options.get_filename(), sharing)?)
+        };
+        let options = options
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10))
+            // 16 MiB of page cache per connection (SQLite's default is 2 MiB): an invite
+            // touches a page in each of about twenty B-trees.
+            .pragma("cache_size", "-16384");
+        let mut writer = SqliteConnection::connect_with(&options)
+            .await
+            .map_err(OpenError::Connect)?;
+        MIGRATOR
+            .run_direct(&mut writer)
+            .await
+            .map_err(|e| match e {
+                sqlx::migrate::MigrateError::VersionMissing(version) => {
+                    OpenError::NewerSchema { version }
+                }
+                other => OpenError::Migrate(other),
+            })?;
+        let mut conns = Vec::new();
+        for _ in 0..readers {
+            conns.push(
+                SqliteConnection::connect_with(&options)
+                    .await
+                    .map_err(OpenError::Connect)?,
+            );
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .min_connections(0)
+            .connect_lazy_with(options);
+        let cache = (sharing == Sharing::Owned).then(|| Arc::new(Cache::default()));
+        Ok(Self {
+            conns: Arc::new(Connections::new(writer, conns, cache.clone())),
+            pool,
+            cache,
+            lock: Arc::new(std::sync::Mutex::new(lock)),
+        })
+    }
+
+    /// A pool on the same database for the host's own queries (connections open on first
+    /// use). Writes through it bypass the store's checks; the schema's constraints and
+    /// triggers still apply.
+    #[must_use]
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Closes every connection and gives up the claim on the file; later calls fail with
+    /// [`StoreError::Backend`](tenantry_store::StoreError::Backend).
+    pub async fn close(&self) {
+        self.pool.close().await;
+        self.conns.close().await;
+        let lock = self
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        drop(lock);
+    }
+}
+
+/// Claims the database at `path`: creates `<path>.lock` and locks it, exclusively for an
+/// owning store, shared for a sharing one (so owners and sharers exclude each other, while
+/// sharers coexist). The lock is held while the returned file is open.
+fn claim(path: &Path, sharing: Sharing) -> Result<std::fs::File, OpenError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&name)
+        .map_err(OpenError::Lock)?;
+    let locked = match sharing {
+        Sharing::Owned => file.try_lock(),
+        Sharing::Shared => file.try_lock_shared(),
+    };
+    match locked {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(OpenError::InUse {
+            path: path.display().to_string(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(OpenError::Lock(e)),
+    }
+}
