@@ -42,3 +42,21 @@ if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432
   done
   pg_isready -h 127.0.0.1 -p 5432
 fi
+
+# --- Tools from PyPI and npm, in folders of the project's own (.tools/, not committed):
+# schemathesis (the JSON API's property-based test, crates/axum/tests/api_schemathesis.rs
+# runs .tools/venv/bin/schemathesis) and axe-core (the browser test injects
+# .tools/node/node_modules/axe-core/axe.min.js into each console page). Versions are pinned
+# so a run is repeatable.
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+tools="$root/.tools"
+if [ ! -x "$tools/venv/bin/schemathesis" ]; then
+  echo "== installing schemathesis into $tools/venv"
+  python3 -m venv "$tools/venv"
+  "$tools/venv/bin/pip" install -q --disable-pip-version-check "schemathesis==4.*"
+fi
+if [ ! -f "$tools/node/node_modules/axe-core/axe.min.js" ]; then
+  echo "== installing axe-core into $tools/node"
+  mkdir -p "$tools/node"
+  (cd "$tools/node" && npm install --silent --no-audit --no-fund --prefix . "axe-core@4")
+fi

@@ -58,9 +58,14 @@
 //! # let _ = router; Ok(()) }
 //! ```
 
+#[cfg(feature = "api")]
+pub mod api;
+#[cfg(feature = "console")]
+pub mod console;
 mod guard;
 mod layer;
 pub mod perm;
+pub mod problem;
 mod require;
 
 pub use async_trait::async_trait;
