@@ -2867,6 +2867,43 @@ fn d19_the_seat_limit_holds_exactly() {
 }
 
 #[test]
+fn d19_a_repeat_of_an_address_refused_for_the_limit_is_refused_for_the_limit_again() {
+    // One seat left: x is invited, y is refused for the limit, then y and x come again.
+    let fx = Fx::new(4, 1, Some(5));
+    let a = admin(1);
+    let request = BulkInvite {
+        emails: vec![
+            "x@example.com".into(),
+            "y@example.com".into(),
+            "Y@example.com".into(),
+            "x@example.com".into(),
+        ],
+        ..BulkInvite::default()
+    };
+    let mut next = 100u8;
+    let (c, items) = decide::invite_many(
+        fx.ctx(),
+        &acting(&a),
+        &request,
+        None,
+        &|_| false,
+        &mut || {
+            next += 1;
+            new_invite(next)
+        },
+    )
+    .unwrap();
+    assert!(matches!(items[0].outcome, BulkOutcome::Invited { .. }));
+    let full = BulkOutcome::LimitReached { used: 5, limit: 5 };
+    assert_eq!(items[1].outcome, full);
+    // What y would get on its own at this point: the limit, not "duplicate".
+    assert_eq!(items[2].outcome, full);
+    // x was invited by this call: a repeat of it is a duplicate.
+    assert_eq!(items[3].outcome, BulkOutcome::Duplicate);
+    assert_eq!(inserted_users(&c).len(), 1);
+}
+
+#[test]
 fn d19_over_the_limit_invites_nobody() {
     let fx = Fx::new(7, 1, Some(5));
     let a = admin(1);

@@ -576,7 +576,9 @@ impl Model {
                 Err(reason) => BulkOutcome::Invalid { reason },
                 Ok(email) => {
                     let key = key_of(input);
-                    if self.taken(t, &key, None) || !seen.insert(key) {
+                    // Only addresses this call invited count as seen (D19): a repeat of
+                    // one refused for the limit is refused for the limit again.
+                    if self.taken(t, &key, None) || seen.contains(&key) {
                         BulkOutcome::Duplicate
                     } else {
                         match self.seat_free(t) {
@@ -584,6 +586,7 @@ impl Model {
                                 BulkOutcome::LimitReached { used, limit }
                             }
                             _ => {
+                                seen.insert(key);
                                 let id = ids.get(i).copied().flatten().unwrap_or_else(ghost_user);
                                 self.add_invited(
                                     t,

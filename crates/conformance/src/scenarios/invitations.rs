@@ -566,6 +566,8 @@ pub async fn d19_bulk_invite_outcomes_with_exact_seat_limit(store: Arc<dyn Store
         "bad@@acme.test",
         "new1@acme.test",
         "new6@acme.test",
+        // refused for the limit above: again the limit, not a duplicate
+        " NEW5@acme.test ",
     ]
     .iter()
     .map(|s| (*s).to_owned())
@@ -614,6 +616,7 @@ pub async fn d19_bulk_invite_outcomes_with_exact_seat_limit(store: Arc<dyn Store
             "limit",
             "invalid",
             "duplicate",
+            "limit",
             "limit"
         ]
     );

@@ -199,7 +199,7 @@ pub enum BulkOutcome {
         /// The new user's id.
         user_id: UserId,
     },
-    /// The address is already a user of the tenant, or appeared earlier in the same call.
+    /// The address is already a user of the tenant, or was invited earlier in the same call.
     Duplicate,
     /// The address is not acceptable ([unique email (D3)](crate::Rule::UniqueEmail)).
     Invalid {
@@ -256,21 +256,24 @@ pub fn invite_many(
     for input in &request.emails {
         let outcome = match Email::parse(input) {
             Err(reason) => BulkOutcome::Invalid { reason },
-            Ok(email) if taken(email.key()) || !seen.insert(email.key().to_owned()) => {
-                BulkOutcome::Duplicate
-            }
+            Ok(email) if taken(email.key()) || seen.contains(email.key()) => BulkOutcome::Duplicate,
+            // Only an address invited by this call counts as seen: a repeat of one refused
+            // for the seat limit gets what it would get on its own (the limit again).
             Ok(email) => match push_invite(
                 ctx,
                 &mut out,
                 actor,
-                email,
+                email.clone(),
                 role,
                 request.template_id,
                 request.crm_access,
                 request.grants,
                 fresh(),
             ) {
-                Ok(user_id) => BulkOutcome::Invited { user_id },
+                Ok(user_id) => {
+                    seen.insert(email.key().to_owned());
+                    BulkOutcome::Invited { user_id }
+                }
                 Err(Error::SeatLimitReached { used, limit }) => {
                     BulkOutcome::LimitReached { used, limit }
                 }
