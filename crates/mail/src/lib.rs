@@ -50,6 +50,11 @@ pub struct Message {
     pub text: String,
     /// The HTML body.
     pub html: String,
+    /// The time to put in the `Date` header. The service sets it from its injected clock
+    /// each time it hands the message to a mailer; `None` (as stored in the outbox) lets the
+    /// transport use its own clock.
+    #[serde(default)]
+    pub date: Option<OffsetDateTime>,
 }
 
 impl Message {
@@ -318,6 +323,7 @@ mod tests {
             subject: "s".into(),
             text: "t".into(),
             html: "h".into(),
+            date: None,
         };
         m.fail_next(MailError::Transient("421".into()));
         assert!(m.send(&msg).await.unwrap_err().is_transient());

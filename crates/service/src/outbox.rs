@@ -130,7 +130,10 @@ impl Tenantry {
         record: &OutboxRecord,
         limit: Option<std::time::Duration>,
     ) -> Result<DispatchReport, Error> {
-        let send = self.inner.mailer.send(&record.message);
+        // The Date header comes from the service's clock, not the transport's.
+        let mut message = record.message.clone();
+        message.date = Some(self.now());
+        let send = self.inner.mailer.send(&message);
         let result = match limit {
             None => send.await,
             Some(limit) => match tokio::time::timeout(limit, send).await {

@@ -355,6 +355,23 @@ pub enum SmtpConfigError {
         /// Why.
         reason: String,
     },
+    /// Credentials were set on a connection without TLS ([`TlsMode::None`]). The mailer
+    /// never offers a password in clear text: use [`TlsMode::StartTls`] or
+    /// [`TlsMode::Implicit`].
+    ///
+    /// ```
+    /// use tenantry_smtp::{Credentials, SmtpConfig, SmtpConfigError, SmtpMailer, TlsMode};
+    /// let clear = SmtpConfig::new("smtp.acme.test", "a@acme.test")
+    ///     .with_tls(TlsMode::None)
+    ///     .with_credentials(Credentials::new("mailer", "s3cret"));
+    /// let err = SmtpMailer::new(clear).unwrap_err();
+    /// assert_eq!(err, SmtpConfigError::CredentialsWithoutTls);
+    /// assert!(!err.to_string().contains("s3cret"));
+    /// ```
+    #[error(
+        "SMTP credentials need TLS (starttls or implicit); they are never sent over a plain connection"
+    )]
+    CredentialsWithoutTls,
     /// The TLS settings could not be built (for example a host name TLS cannot verify).
     #[error("the TLS settings for {host:?} are invalid: {reason}")]
     Tls {
@@ -467,6 +484,9 @@ impl SmtpMailer {
             Some(name) => return Err(SmtpConfigError::InvalidHelloName { name: name.clone() }),
             None => ClientId::default(),
         };
+        if config.credentials.is_some() && config.tls == TlsMode::None {
+            return Err(SmtpConfigError::CredentialsWithoutTls);
+        }
         let tls = match config.tls {
             TlsMode::None => None,
             TlsMode::StartTls | TlsMode::Implicit => Some(Self::tls_parameters(&host, &config)?),
@@ -632,6 +652,7 @@ impl SmtpMailer {
     ///     subject: "You are invited to join Acme".into(),
     ///     text: "Accept: https://app.test/accept?token=t".into(),
     ///     html: "<p>Accept</p>".into(),
+    ///     date: None,
     /// };
     /// let wire = String::from_utf8(mailer.format(&message)?).unwrap();
     /// assert!(wire.contains(&format!("Message-ID: {}", message.message_id_header())));
@@ -654,7 +675,12 @@ impl SmtpMailer {
             .chars()
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect();
-        lettre::Message::builder()
+        let mut builder = lettre::Message::builder();
+        if let Some(date) = message.date {
+            // The service's clock (lettre would otherwise stamp the system time).
+            builder = builder.date(std::time::SystemTime::from(date));
+        }
+        builder
             .from(self.from.clone())
             .to(to)
             .subject(subject)
@@ -820,6 +846,7 @@ mod tests {
             subject: "s".into(),
             text: "t".into(),
             html: "h".into(),
+            date: None,
         };
         assert!(m.format(&msg).unwrap_err().is_permanent());
         msg.to = "bob@acme.test".into();

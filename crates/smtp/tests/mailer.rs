@@ -30,6 +30,7 @@ fn message(n: u8, to: &str) -> Message {
         html: format!(
             "<p>HTML body {n}: <a href=\"https://app.test/accept?token=abc{n}\">accept</a></p>"
         ),
+        date: None,
     }
 }
 

@@ -255,7 +255,7 @@ impl StoreError {
 /// let id = MessageId::from_parts(1_767_225_600_000, [3; 10]);
 /// let message = Message {
 ///     id, tenant_id: tenant, user_id: ada, to: "ada@acme.test".into(),
-///     subject: "Welcome".into(), text: "Hello".into(), html: "<p>Hello</p>".into(),
+///     subject: "Welcome".into(), text: "Hello".into(), html: "<p>Hello</p>".into(), date: None,
 /// };
 /// store.commit(&change, &[message]).await?; // queued with the change
 /// let claimed = store.claim_due_mail(tenant, now, now + time::Duration::minutes(2), 10).await?;

@@ -378,6 +378,7 @@ pub fn outbox<R: Columns>(row: &R) -> Result<OutboxRecord, StoreError> {
             subject: row.text("subject")?,
             text: row.text("body_text")?,
             html: row.text("body_html")?,
+            date: None,
         },
         state,
         attempts: row.count("attempts")?,

@@ -287,5 +287,6 @@ fn fake_message(tenant: tenantry_service::TenantId, user: UserId) -> Message {
         subject: "s".into(),
         text: "t".into(),
         html: "h".into(),
+        date: None,
     }
 }

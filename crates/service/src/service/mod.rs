@@ -241,6 +241,7 @@ impl Tenantry {
             subject: rendered.subject,
             text: rendered.text,
             html: rendered.html,
+            date: None,
         })
     }
 

@@ -183,6 +183,15 @@ pub enum ServerTls {
     Implicit,
 }
 
+/// What an authenticating server accepts (see `tenantry_smtp_auth_server.py`).
+#[derive(Debug, Clone)]
+pub struct ServerAuth {
+    pub user: String,
+    pub password: String,
+    /// `PLAIN` or `LOGIN`: the only mechanism offered.
+    pub mechanism: &'static str,
+}
+
 /// A running (or stopped) aiosmtpd with the recording handler.
 #[derive(Debug)]
 pub struct SmtpServer {
@@ -191,6 +200,7 @@ pub struct SmtpServer {
     pub tls: ServerTls,
     pub certs: Option<TestCerts>,
     pub spool: PathBuf,
+    pub auth: Option<ServerAuth>,
     dir: Scratch,
 }
 
@@ -207,8 +217,19 @@ impl SmtpServer {
             tls,
             certs,
             spool,
+            auth: None,
             dir,
         }
+    }
+
+    /// A started server with `tls` (not `None`) that requires AUTH with `auth` after TLS,
+    /// started through aiosmtpd's Python API (`tenantry_smtp_auth_server.py`).
+    pub fn start_auth(tls: ServerTls, auth: ServerAuth) -> Self {
+        assert_ne!(tls, ServerTls::None, "the auth server always requires TLS");
+        let mut s = Self::reserve(tls);
+        s.auth = Some(auth);
+        s.start();
+        s
     }
 
     /// A started plain-SMTP server.
@@ -231,10 +252,29 @@ impl SmtpServer {
         let support = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support");
         let mut cmd = Command::new(python());
         cmd.env("PYTHONPATH", &support)
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .args(["-m", "aiosmtpd", "-n", "-l"])
-            .arg(format!("127.0.0.1:{}", self.port));
+            .env("PYTHONDONTWRITEBYTECODE", "1");
+        if let (Some(auth), Some(certs)) = (&self.auth, &self.certs) {
+            let mode = if self.tls == ServerTls::Implicit {
+                "implicit"
+            } else {
+                "starttls"
+            };
+            cmd.arg(support.join("tenantry_smtp_auth_server.py"))
+                .args(["--port", &self.port.to_string(), "--tls", mode])
+                .arg("--cert")
+                .arg(&certs.cert)
+                .arg("--key")
+                .arg(&certs.key)
+                .args(["--user", &auth.user, "--mechanism", auth.mechanism])
+                .args(["--password-env", "TENANTRY_TEST_SMTP_PASSWORD"])
+                .env("TENANTRY_TEST_SMTP_PASSWORD", &auth.password)
+                .arg(&self.spool);
+        } else {
+            cmd.args(["-m", "aiosmtpd", "-n", "-l"])
+                .arg(format!("127.0.0.1:{}", self.port));
+        }
         match (self.tls, &self.certs) {
+            _ if self.auth.is_some() => {}
             (ServerTls::StartTls, Some(c)) => {
                 cmd.arg("--tlscert")
                     .arg(&c.cert)
@@ -249,9 +289,11 @@ impl SmtpServer {
             }
             _ => {}
         }
-        cmd.args(["-c", "tenantry_smtp_recorder.Recorder"])
-            .arg(&self.spool)
-            .stdin(Stdio::null())
+        if self.auth.is_none() {
+            cmd.args(["-c", "tenantry_smtp_recorder.Recorder"])
+                .arg(&self.spool);
+        }
+        cmd.stdin(Stdio::null())
             .stdout(std::fs::File::create(self.dir.0.join("server.out")).unwrap())
             .stderr(std::fs::File::create(self.dir.0.join("server.err")).unwrap());
         let mut child = cmd
