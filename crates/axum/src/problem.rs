@@ -120,6 +120,52 @@ impl Problem {
         }
     }
 
+    /// A problem the HTTP layer itself found (a malformed body, a wrong content type, an
+    /// unknown route…), its kind named after the status: `bad_request` (400),
+    /// `unauthenticated` (401), `not_found` (404), `method_not_allowed` (405),
+    /// `payload_too_large` (413), `unsupported_media_type` (415), `invalid_input` (422),
+    /// `internal` otherwise.
+    ///
+    /// ```
+    /// use axum::http::StatusCode;
+    /// use tenantry_axum::problem::Problem;
+    ///
+    /// let p = Problem::for_status(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send JSON");
+    /// assert_eq!((p.status, p.kind.as_str()), (415, "unsupported_media_type"));
+    /// assert_eq!(p.r#type, "urn:tenantry:problem:unsupported_media_type");
+    /// assert_eq!(p.title, "Unsupported Media Type");
+    /// ```
+    #[must_use]
+    pub fn for_status(status: StatusCode, detail: impl Into<String>) -> Self {
+        let kind = match status.as_u16() {
+            400 => "bad_request",
+            401 => "unauthenticated",
+            403 => "forbidden",
+            404 => "not_found",
+            405 => "method_not_allowed",
+            413 => "payload_too_large",
+            415 => "unsupported_media_type",
+            422 => "invalid_input",
+            503 => "unavailable",
+            _ => "internal",
+        };
+        Problem::new(status, kind, detail)
+    }
+
+    /// `401 Unauthorized`: nobody known is calling.
+    ///
+    /// ```
+    /// let p = tenantry_axum::problem::Problem::unauthenticated();
+    /// assert_eq!((p.status, p.kind.as_str()), (401, "unauthenticated"));
+    /// ```
+    #[must_use]
+    pub fn unauthenticated() -> Self {
+        Problem::for_status(
+            StatusCode::UNAUTHORIZED,
+            "sign in first: nobody known is calling",
+        )
+    }
+
     /// The problem for a tenantry error (see the module's table). `now` is used only to
     /// compute `retry_after_seconds`; [`Problem::from_error`] uses the system clock.
     #[must_use]

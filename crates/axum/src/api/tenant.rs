@@ -1,0 +1,142 @@
+//! The tenant: seats and their limit (D9), and the caller's own effective permissions.
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use tenantry_service::{ActorRef, RuleError, SeatUsage, UserId};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::extractors::{ApiJson, Caller};
+use super::types::{Patch, PermissionName, RoleName, StatusName};
+use crate::Guard;
+use crate::problem::Problem;
+
+/// Seat usage: every user row takes a seat, invited ones too (D9).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SeatsOut {
+    /// Seats in use.
+    pub used: u32,
+    /// The limit; `null` is unlimited.
+    pub limit: Option<u32>,
+    /// Seats left; `null` when unlimited.
+    pub remaining: Option<u32>,
+    /// Whether an invite would be refused now.
+    pub at_limit: bool,
+}
+
+impl From<SeatUsage> for SeatsOut {
+    fn from(s: SeatUsage) -> Self {
+        Self {
+            used: s.used,
+            limit: s.limit,
+            remaining: s.remaining,
+            at_limit: s.at_limit,
+        }
+    }
+}
+
+/// Seat usage and limit (needs `users:view`).
+#[utoipa::path(
+    get, path = "/seats", tag = "tenant", operation_id = "seats",
+    responses((status = 200, description = "Seat usage", body = SeatsOut)),
+)]
+pub(crate) async fn seats(
+    State(guard): State<Guard>,
+    caller: Caller,
+) -> Result<Json<SeatsOut>, Problem> {
+    caller.require_view()?;
+    Ok(Json(
+        guard.tenantry().seat_usage(caller.tenant).await?.into(),
+    ))
+}
+
+/// A new seat limit.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitBody {
+    /// The limit, or `null` for unlimited. It may be set below current usage (then no
+    /// invite passes until seats are freed). Required.
+    #[schema(value_type = Option<u32>, minimum = 0)]
+    pub limit: Patch<u32>,
+}
+
+/// Sets the seat limit. The service leaves this to the host's billing; through the API
+/// only an active admin may set it.
+#[utoipa::path(
+    put, path = "/seats/limit", tag = "tenant", operation_id = "set_seat_limit",
+    request_body = LimitBody,
+    responses((status = 200, description = "Seat usage under the new limit", body = SeatsOut)),
+)]
+pub(crate) async fn set_limit(
+    State(guard): State<Guard>,
+    caller: Caller,
+    ApiJson(body): ApiJson<LimitBody>,
+) -> Result<Json<SeatsOut>, Problem> {
+    let limit = match body.limit {
+        Patch::Absent => {
+            return Err(Problem::for_status(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "limit is required (null for unlimited)",
+            ));
+        }
+        Patch::Null => None,
+        Patch::Set(n) => Some(n),
+    };
+    if !caller.admin {
+        return Err(Problem::from_error(&tenantry_service::Error::from(
+            RuleError::AdminOnly,
+        )));
+    }
+    Ok(Json(
+        guard
+            .tenantry()
+            .set_user_limit(caller.tenant, limit)
+            .await?
+            .into(),
+    ))
+}
+
+/// The caller, and what it holds now (D6: computed at this request, never cached).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MeOut {
+    /// The caller's tenant.
+    pub tenant_id: Uuid,
+    /// The caller.
+    pub user_id: Uuid,
+    /// Its address.
+    pub email: String,
+    /// Its role.
+    pub role: RoleName,
+    /// Its status.
+    pub status: StatusName,
+    /// Every permission it holds now (grants and template; all 30 for an active admin).
+    #[schema(value_type = Vec<PermissionName>)]
+    pub permissions: Vec<String>,
+    /// Whether it has CRM access now.
+    pub crm_access: bool,
+}
+
+/// The caller's effective permissions.
+#[utoipa::path(
+    get, path = "/me", tag = "tenant", operation_id = "me",
+    responses((status = 200, description = "The caller and what it holds", body = MeOut)),
+)]
+pub(crate) async fn me(State(guard): State<Guard>, caller: Caller) -> Result<Json<MeOut>, Problem> {
+    let app = guard.tenantry();
+    let user = app
+        .user(caller.tenant, ActorRef::System, caller.user)
+        .await?;
+    let (held, crm) = app
+        .effective_permissions(caller.tenant, caller.user)
+        .await?;
+    Ok(Json(MeOut {
+        tenant_id: caller.tenant.as_uuid(),
+        user_id: UserId::as_uuid(&caller.user),
+        email: user.email.to_string(),
+        role: user.role.into(),
+        status: user.status.into(),
+        permissions: held.to_strings(),
+        crm_access: crm,
+    }))
+}
