@@ -1,1 +1,507 @@
-//! Being written (helper "example").
+//! The example host at the HTTP level, over real TCP: the regressions attack testing found
+//! (a session flood signing every admin out, half-sent requests holding the server, sign-out
+//! keeping the CSRF cookie) and the demo sign-in's signed cookie.
+//!
+//! Each test serves the host exactly as the example builds it (`host::open`, `host::serve`),
+//! on a temporary SQLite file and a free port, with short limits (1 s header read, 2 s per
+//! request) so that the timeouts are quick to see.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[path = "../examples/admin_console/host/mod.rs"]
+mod host;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tenantry::prelude::*;
+use tenantry::{TenantId, UserId};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir =
+            std::env::temp_dir().join(format!("tenantry-host-test-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const LIMITS: host::Limits = host::Limits {
+    header_read: Duration::from_secs(1),
+    request: Duration::from_secs(2),
+    body: 64 * 1024,
+};
+
+/// A served host; the server stops when this is dropped.
+struct Served {
+    addr: std::net::SocketAddr,
+    app: Tenantry,
+    tenant: TenantId,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _tmp: TempDir,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn serve_with(public_url: Option<&str>) -> Served {
+    let tmp = TempDir::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let opened = host::open(host::Setup {
+        db: tmp.0.join("host.db"),
+        public_url: public_url.map_or_else(|| format!("http://{addr}"), str::to_owned),
+        mail: host::Mail::Memory,
+    })
+    .await
+    .unwrap();
+    assert!(opened.seeded, "a new database is seeded");
+    let app = opened.host.app.clone();
+    let tenant = opened.host.tenant;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(host::serve(listener, opened.host, LIMITS, async {
+        let _ = stopped.await;
+    }));
+    Served {
+        addr,
+        app,
+        tenant,
+        stop: Some(stop),
+        _tmp: tmp,
+    }
+}
+
+async fn serve() -> Served {
+    serve_with(None).await
+}
+
+/// A parsed HTTP/1.1 response.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn set_cookies(&self) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("set-cookie"))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The value the response sets for cookie `name`.
+    fn cookie(&self, name: &str) -> Option<String> {
+        self.set_cookies().into_iter().find_map(|c| {
+            let first = c.split(';').next()?;
+            let (n, v) = first.split_once('=')?;
+            (n == name).then(|| v.to_owned())
+        })
+    }
+}
+
+fn parse(raw: &[u8]) -> Answer {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    Answer {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// Sends one request (with `Connection: close`) and reads the whole answer.
+async fn send(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+    body: &str,
+) -> Answer {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (n, v) in extra {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    if method == "POST" {
+        req.push_str(&format!(
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+        .await
+        .unwrap_or_else(|_| panic!("{method} {path}: no answer within 10 s"))
+        .unwrap();
+    parse(&raw)
+}
+
+async fn user_id(s: &Served, email: &str) -> UserId {
+    s.app
+        .list_users(s.tenant, ActorRef::System, &UserQuery::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|u| u.email.as_str() == email)
+        .unwrap_or_else(|| panic!("no user {email}"))
+        .id
+}
+
+/// Signs in through the demo sign-in page; returns the `Cookie` header value.
+async fn sign_in(s: &Served, email: &str) -> String {
+    let id = user_id(s, email).await;
+    let a = send(s.addr, "POST", "/signin", &[], &format!("user={id}")).await;
+    assert_eq!(a.status, 303, "sign-in as {email}: {a:?}");
+    assert_eq!(a.header("location"), Some(host::CONSOLE_HOME));
+    let value = a.cookie(host::signin::COOKIE).expect("the sign-in cookie");
+    format!("{}={value}", host::signin::COOKIE)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_cookieless_requests_sign_nobody_out() {
+    let s = serve().await;
+    let ada = sign_in(&s, "ada@acme.test").await;
+    let page = send(s.addr, "GET", "/console/users", &[("Cookie", &ada)], "").await;
+    assert_eq!(page.status, 200, "{page:?}");
+    assert!(page.body.contains("ada@acme.test"));
+
+    // 10,000 visitors without a cookie, 20 at a time: each is nobody (401), none is given
+    // anything to remember on the server.
+    let addr = s.addr;
+    let mut workers = Vec::new();
+    for _ in 0..20 {
+        workers.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for i in 0..500 {
+                let path = if i % 2 == 0 {
+                    "/console/users"
+                } else {
+                    "/signin"
+                };
+                statuses.push(send(addr, "GET", path, &[], "").await.status);
+            }
+            statuses
+        }));
+    }
+    let mut count = 0;
+    for w in workers {
+        for status in w.await.unwrap() {
+            assert!(
+                status == 401 || status == 200,
+                "a cookieless request got {status}"
+            );
+            count += 1;
+        }
+    }
+    assert_eq!(count, 10_000);
+
+    // The admin is still signed in and still manages users.
+    let page = send(s.addr, "GET", "/console/users", &[("Cookie", &ada)], "").await;
+    assert_eq!(page.status, 200, "after the flood: {page:?}");
+    assert!(page.body.contains("ada@acme.test"));
+    let api = send(s.addr, "GET", "/api/users", &[("Cookie", &ada)], "").await;
+    assert_ne!(api.status, 401, "the API still knows the admin: {api:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_requests_are_dropped_and_the_server_answers() {
+    let s = serve().await;
+    // 1,100 connections that send half a request header and then nothing.
+    let mut held = Vec::new();
+    for _ in 0..1_100 {
+        let mut stream = TcpStream::connect(s.addr).await.unwrap();
+        stream
+            .write_all(b"GET /signin HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .unwrap();
+        held.push(stream);
+    }
+    // A normal request is answered promptly meanwhile.
+    let started = Instant::now();
+    let page = send(s.addr, "GET", "/signin", &[], "").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    // The server closes every half-sent connection once its header-read time is up (1 s
+    // here): each read ends (EOF, a 408 or a reset) instead of waiting forever.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (i, mut stream) in held.into_iter().enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(left, stream.read_to_end(&mut buf)).await;
+        assert!(
+            read.is_ok(),
+            "half-sent connection {i} still open 10 s later: no header-read timeout"
+        );
+    }
+    let page = send(s.addr, "GET", "/signin", &[], "").await;
+    assert_eq!(page.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_sent_too_slowly_times_out_and_a_big_one_is_refused() {
+    let s = serve().await;
+    // Announces 100 bytes, sends 10: the request timeout (2 s) answers 408.
+    let mut stream = TcpStream::connect(s.addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /signin HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nuser=01234",
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("no answer to a stalled body within 10 s")
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if raw.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let a = parse(&raw);
+    assert_eq!(a.status, 408, "{a:?}");
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    assert_eq!(a.header("x-content-type-options"), Some("nosniff"));
+
+    // A body over the limit (64 KiB here) is refused with 413, with the security headers.
+    let big = format!("user={}", "x".repeat(70 * 1024));
+    let a = send(s.addr, "POST", "/signin", &[], &big).await;
+    assert_eq!(a.status, 413, "{a:?}");
+    assert_eq!(a.header("x-frame-options"), Some("DENY"));
+    assert!(a.header("content-security-policy").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_out_clears_both_cookies() {
+    let s = serve().await;
+    let ada = sign_in(&s, "ada@acme.test").await;
+    // A console page sets the console's CSRF cookie.
+    let page = send(s.addr, "GET", "/console/users", &[("Cookie", &ada)], "").await;
+    assert_eq!(page.status, 200);
+    let csrf = page
+        .cookie("tenantry_csrf")
+        .expect("the console's CSRF cookie");
+    assert!(!csrf.is_empty());
+
+    let cookies = format!("{ada}; tenantry_csrf={csrf}");
+    let out = send(s.addr, "POST", "/signout", &[("Cookie", &cookies)], "").await;
+    assert_eq!(out.status, 303, "{out:?}");
+    assert_eq!(out.header("location"), Some("/signin?signed_out=1"));
+    let set = out.set_cookies();
+    let signin = set
+        .iter()
+        .find(|c| c.starts_with(&format!("{}=;", host::signin::COOKIE)))
+        .unwrap_or_else(|| panic!("the sign-in cookie is not cleared: {set:?}"));
+    assert!(
+        signin.contains("Max-Age=0") && signin.contains("Path=/"),
+        "{signin}"
+    );
+    let console = set
+        .iter()
+        .find(|c| c.starts_with("tenantry_csrf=;"))
+        .unwrap_or_else(|| panic!("the CSRF cookie is not cleared: {set:?}"));
+    assert!(
+        console.contains("Max-Age=0") && console.contains("Path=/console"),
+        "{console}"
+    );
+
+    // The browser, having dropped both, is nobody again.
+    let page = send(s.addr, "GET", "/console/users", &[], "").await;
+    assert_eq!(page.status, 401);
+    let signed_out = send(s.addr, "GET", "/signin?signed_out=1", &[], "").await;
+    assert!(signed_out.body.contains("Signed out."));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sign_in_cookie_is_signed_scoped_and_refused_when_forged() {
+    let s = serve().await;
+    let id = user_id(&s, "ada@acme.test").await;
+    let a = send(s.addr, "POST", "/signin", &[], &format!("user={id}")).await;
+    let set = a
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with(host::signin::COOKIE))
+        .unwrap()
+        .to_owned();
+    for attr in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(set.contains(attr), "{set} lacks {attr}");
+    }
+    assert!(!set.contains("Secure"), "no Secure over plain http: {set}");
+    let value = a.cookie(host::signin::COOKIE).unwrap();
+    let ok = format!("{}={value}", host::signin::COOKIE);
+    assert_eq!(
+        send(s.addr, "GET", "/console/users", &[("Cookie", &ok)], "")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        send(s.addr, "GET", "/", &[("Cookie", &ok)], "")
+            .await
+            .header("location"),
+        Some(host::CONSOLE_HOME)
+    );
+    assert_eq!(
+        send(s.addr, "GET", "/", &[], "").await.header("location"),
+        Some("/signin")
+    );
+
+    // Someone else's id in ada's cookie, a changed tag, and garbage: nobody.
+    let erin = user_id(&s, "erin@acme.test").await;
+    let (payload, tag) = value.rsplit_once('.').unwrap();
+    let swapped = payload.replace(&id.to_string(), &erin.to_string());
+    let mut bad_tag = tag.to_owned();
+    let last = if bad_tag.pop() == Some('A') { 'B' } else { 'A' };
+    bad_tag.push(last);
+    for forged in [
+        format!("{swapped}.{tag}"),
+        format!("{payload}.{bad_tag}"),
+        format!("{payload}."),
+        "x.y.z.w".to_owned(),
+        String::new(),
+    ] {
+        let cookie = format!("{}={forged}", host::signin::COOKIE);
+        let page = send(s.addr, "GET", "/console/users", &[("Cookie", &cookie)], "").await;
+        assert_eq!(page.status, 401, "forged cookie {forged:?} was accepted");
+    }
+
+    // A key's cookie expires after its lifetime, and another key's is worthless.
+    let key = host::signin::SigningKey::new([7; 32]);
+    let now = 1_800_000_000;
+    let fresh = key.sign(s.tenant, id, now);
+    assert_eq!(key.verify(&fresh, now + 60), Some((s.tenant, id)));
+    assert_eq!(key.verify(&fresh, now + host::signin::LIFETIME_SECS), None);
+    assert_eq!(key.verify(&key.sign(s.tenant, id, now + 3_600), now), None);
+    assert_eq!(
+        host::signin::SigningKey::new([8; 32]).verify(&fresh, now + 60),
+        None
+    );
+    let cookie = format!("{}={fresh}", host::signin::COOKIE);
+    assert_eq!(
+        send(s.addr, "GET", "/console/users", &[("Cookie", &cookie)], "")
+            .await
+            .status,
+        401,
+        "a cookie signed with another key"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_refuses_other_sites_and_users_who_may_not_sign_in() {
+    let s = serve().await;
+    let ada = user_id(&s, "ada@acme.test").await;
+    let body = format!("user={ada}");
+    for header in [
+        ("Sec-Fetch-Site", "cross-site"),
+        ("Origin", "https://evil.test"),
+    ] {
+        let a = send(s.addr, "POST", "/signin", &[header], &body).await;
+        assert_eq!(a.status, 403, "{header:?}: {a:?}");
+        assert!(a.cookie(host::signin::COOKIE).is_none());
+    }
+    let origin = format!("http://{}", s.addr);
+    let a = send(s.addr, "POST", "/signin", &[("Origin", &origin)], &body).await;
+    assert_eq!(a.status, 303, "same origin: {a:?}");
+
+    // carol is still invited: refused, no cookie.
+    let carol = user_id(&s, "carol@acme.test").await;
+    let a = send(s.addr, "POST", "/signin", &[], &format!("user={carol}")).await;
+    assert_eq!(a.status, 422, "{a:?}");
+    assert!(a.cookie(host::signin::COOKIE).is_none());
+    assert!(a.body.contains("signin-error"));
+    let a = send(s.addr, "POST", "/signin", &[], "user=not-an-id").await;
+    assert_eq!(a.status, 422);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_https_the_cookies_are_secure_and_links_point_at_the_console() {
+    let s = serve_with(Some("https://console.example")).await;
+    assert_eq!(
+        s.app.settings().base_url,
+        format!("https://console.example{}", host::ACCEPT)
+    );
+    let id = user_id(&s, "ada@acme.test").await;
+    let a = send(
+        s.addr,
+        "POST",
+        "/signin",
+        &[("Origin", "https://console.example")],
+        &format!("user={id}"),
+    )
+    .await;
+    assert_eq!(a.status, 303);
+    let set = a.set_cookies();
+    assert!(
+        set.iter()
+            .any(|c| c.starts_with(host::signin::COOKIE) && c.contains("Secure")),
+        "{set:?}"
+    );
+    let cookie = format!(
+        "{}={}",
+        host::signin::COOKIE,
+        a.cookie(host::signin::COOKIE).unwrap()
+    );
+    let out = send(s.addr, "POST", "/signout", &[("Cookie", &cookie)], "").await;
+    assert!(
+        out.set_cookies().iter().all(|c| c.contains("Secure")),
+        "{:?}",
+        out.set_cookies()
+    );
+}

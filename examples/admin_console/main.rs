@@ -78,7 +78,9 @@ struct Args {
 fn seconds(flag: &str, v: &str) -> Result<Duration, String> {
     match v.parse::<f64>() {
         Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(Duration::from_secs_f64(s)),
-        _ => Err(format!("{flag} {v:?}: give seconds, more than 0 and at most 86400")),
+        _ => Err(format!(
+            "{flag} {v:?}: give seconds, more than 0 and at most 86400"
+        )),
     }
 }
 
@@ -111,7 +113,9 @@ fn parse_args() -> Result<Args, String> {
             "--public-url" => {
                 let v = value()?;
                 if !(v.starts_with("http://") || v.starts_with("https://")) {
-                    return Err(format!("--public-url {v:?}: start it with http:// or https://"));
+                    return Err(format!(
+                        "--public-url {v:?}: start it with http:// or https://"
+                    ));
                 }
                 args.public_url = Some(v.trim_end_matches('/').to_owned());
             }
@@ -119,11 +123,10 @@ fn parse_args() -> Result<Args, String> {
             "--request-timeout" => args.limits.request = seconds(&flag, &value()?)?,
             "--body-limit" => {
                 let v = value()?;
-                args.limits.body = v
-                    .parse()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| format!("--body-limit {v:?} is not a positive byte count"))?;
+                args.limits.body =
+                    v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        format!("--body-limit {v:?} is not a positive byte count")
+                    })?;
             }
             "--mailer" => {
                 let v = value()?;
@@ -237,8 +240,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         "  demo users: ada@acme.test (admin), erin@acme.test (users:view only), bob@acme.test (no access to the page), carol@acme.test (invited)"
     );
     println!();
-    println!("  Console:  {public_url}/  (sign in, then Settings → Users at {public_url}{})", host::CONSOLE_HOME);
-    println!("  API:      {public_url}{}/  (OpenAPI document: {public_url}{}/openapi.json)", host::API, host::API);
+    println!(
+        "  Console:  {public_url}/  (sign in, then Settings → Users at {public_url}{})",
+        host::CONSOLE_HOME
+    );
+    println!(
+        "  API:      {public_url}{}/  (OpenAPI document: {public_url}{}/openapi.json)",
+        host::API,
+        host::API
+    );
     println!("  Ctrl-C stops.");
 
     let shutdown = async {

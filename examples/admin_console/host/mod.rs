@@ -48,6 +48,7 @@ pub(crate) enum Mail {
     /// mail (its accept links are secrets, D26); tests read it in process.
     Memory,
     /// Handed to a real transport (SMTP).
+    #[cfg_attr(test, allow(dead_code, reason = "the tests record mail in memory"))]
     Transport(Arc<dyn Mailer>),
 }
 
@@ -104,7 +105,10 @@ pub(crate) struct Opened {
     /// Whether the demo data was created now (a new database).
     pub(crate) seeded: bool,
     /// The in-memory mailer's record, with [`Mail::Memory`].
-    #[allow(dead_code, reason = "the tests read the mail in process; the binary never shows it (D26)")]
+    #[allow(
+        dead_code,
+        reason = "the tests read the mail in process; the binary never shows it (D26)"
+    )]
     pub(crate) recorded: Option<InMemoryMailer>,
 }
 
@@ -278,12 +282,13 @@ pub(crate) fn router(host: &Host, limits: Limits) -> Router {
             tenantry_axum::console::router(host.guard.clone(), host.console.clone()),
         )
         .nest(API, tenantry_axum::api::router(host.guard.clone()))
-        .layer(axum::middleware::map_response(security_headers))
         .layer(RequestBodyLimitLayer::new(limits.body))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limits.request,
         ))
+        // Outermost, so the 408 and 413 answers get the headers too.
+        .layer(axum::middleware::map_response(security_headers))
 }
 
 /// Serves the host until `shutdown` resolves, delivering queued invitation mail in the
