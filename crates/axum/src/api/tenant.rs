@@ -57,7 +57,8 @@ pub(crate) async fn seats(
 pub struct LimitBody {
     /// The limit, or `null` for unlimited. It may be set below current usage (then no
     /// invite passes until seats are freed). Required.
-    #[schema(value_type = Option<u32>, minimum = 0)]
+    #[serde(default)]
+    #[schema(value_type = Option<u32>, minimum = 0, required = true)]
     pub limit: Patch<u32>,
 }
 
