@@ -121,8 +121,8 @@ mod tests {
         let cookie = new_value().unwrap();
         let other = new_value().unwrap();
         let a = Some(Identified {
-            tenant: TenantId::new(),
-            user: UserId::new(),
+            tenant: TenantId::from_uuid(uuid::Uuid::from_u128(1)),
+            user: UserId::from_uuid(uuid::Uuid::from_u128(2)),
         });
         let t = token(&secret, &cookie, a);
         assert!(verify(&secret, &cookie, a, &t));

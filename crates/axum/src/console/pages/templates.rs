@@ -169,19 +169,20 @@ pub(crate) async fn create(ctx: Ctx, fields: Fields) -> Response {
         permissions: permissions.clone().unwrap_or_default(),
         note: String::new(),
     };
-    let (name, permissions) = match (name, permissions) {
-        (Some(n), Ok(p)) => (n, p),
-        (None, _) => {
-            let e = "The name field is missing.";
-            return form_page(&ctx, &v, StatusCode::UNPROCESSABLE_ENTITY, &form, Some(e));
-        }
-        (_, Err(e)) => {
-            return form_page(&ctx, &v, StatusCode::UNPROCESSABLE_ENTITY, &form, Some(&e));
-        }
+    // Checked here too, so a bad form is a 422 that changes (and records) nothing.
+    let parsed = match (name.map(TemplateName::parse), permissions) {
+        (None, _) => Err("The name field is missing.".to_owned()),
+        (Some(Err(e)), _) => Err(sentence(&e.to_string())),
+        (_, Err(e)) => Err(e),
+        (Some(Ok(n)), Ok(p)) => Ok((n, p)),
+    };
+    let (name, permissions) = match parsed {
+        Ok(ok) => ok,
+        Err(e) => return form_page(&ctx, &v, StatusCode::UNPROCESSABLE_ENTITY, &form, Some(&e)),
     };
     match ctx
         .app()
-        .create_template(v.tenant, v.user, name, permissions)
+        .create_template(v.tenant, v.user, name.as_str(), permissions)
         .await
     {
         Ok(t) => ctx.see_other(&format!(
