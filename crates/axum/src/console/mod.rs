@@ -1,4 +1,4 @@
-//! The mountable Settings → Users console: server-rendered HTML pages over [`Tenantry`], for
+//! The mountable Settings → Users console: server-rendered HTML pages over [`Tenantry`](crate::Tenantry), for
 //! the users the host's [`Identify`](crate::Identify) names.
 //!
 //! [`router`] returns an axum [`Router`] the host nests wherever it likes
