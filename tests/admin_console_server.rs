@@ -263,6 +263,18 @@ async fn half_sent_requests_are_dropped_and_the_server_answers() {
             .unwrap();
         held.push(stream);
     }
+    // And 100 that send nothing at all, and 100 that finish one request and then idle.
+    for _ in 0..100 {
+        held.push(TcpStream::connect(s.addr).await.unwrap());
+    }
+    for _ in 0..100 {
+        let mut stream = TcpStream::connect(s.addr).await.unwrap();
+        stream
+            .write_all(b"GET /signin HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        held.push(stream);
+    }
     // A normal request is answered promptly meanwhile.
     let started = Instant::now();
     let page = send(s.addr, "GET", "/signin", &[], "").await;
@@ -272,8 +284,9 @@ async fn half_sent_requests_are_dropped_and_the_server_answers() {
         "answered after {:?}",
         started.elapsed()
     );
-    // The server closes every half-sent connection once its header-read time is up (1 s
-    // here): each read ends (EOF, a 408 or a reset) instead of waiting forever.
+    // The server closes every half-sent, silent or idle connection once its header-read
+    // time is up (1 s here): each read ends (EOF, a 408 or a reset) instead of waiting
+    // forever.
     let deadline = Instant::now() + Duration::from_secs(10);
     for (i, mut stream) in held.into_iter().enumerate() {
         let left = deadline.saturating_duration_since(Instant::now());
