@@ -1266,3 +1266,46 @@ async fn the_router_serves_its_own_document() {
         serde_json::to_value(tenantry_axum::api::openapi()).unwrap()
     );
 }
+
+#[tokio::test]
+async fn findings_of_the_schemathesis_run_stay_fixed() {
+    let w = world(None).await;
+    // An empty cursor is the first page.
+    let r = w.get("/users?cursor=").await;
+    assert_eq!(
+        (r.status, r.body["items"].as_array().unwrap().len()),
+        (200, 1)
+    );
+    // The users of a deleted template: 404, not an empty page.
+    let t = w.post("/templates", json!({"name": "Gone"})).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(w.get(&format!("/templates/{t}/users")).await.status, 200);
+    let r = w
+        .call("DELETE", &format!("/templates/{t}"), Some(w.admin), None)
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(w.get(&format!("/templates/{t}/users")).await.status, 404);
+    // A body-less change takes `{}` or nothing, not `null`.
+    let bob = w.member("bob@acme.test", Permissions::empty()).await;
+    let mut b = w.request("DELETE", &format!("/users/{bob}"), Some(w.admin));
+    b = b.header(header::CONTENT_TYPE, "application/json");
+    assert_eq!(
+        w.send(b.body(Body::from("null")).unwrap()).await.status,
+        422
+    );
+    assert_eq!(w.app.seat_usage(w.tenant).await.unwrap().used, 2);
+    // The seat limit is the documented int32.
+    let r = w
+        .call(
+            "PUT",
+            "/seats/limit",
+            Some(w.admin),
+            Some(json!({"limit": 2_147_483_648_u64})),
+        )
+        .await;
+    assert_eq!(r.status, 422);
+    // An audit cursor beyond any sequence number.
+    assert_eq!(w.get("/audit?after=9223372036854775808").await.status, 422);
+}

@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::Refusal;
 use super::extractors::{ApiQuery, Caller};
 use super::types::ActorOut;
 use crate::Guard;
@@ -162,8 +163,14 @@ async fn read(
     guard: &Guard,
     caller: Caller,
     params: &AuditParams,
-) -> Result<(Vec<AuditRecordOut>, u64, u32), Problem> {
+) -> Result<(Vec<AuditRecordOut>, u64, u32), Refusal> {
     let after = params.after.unwrap_or(0);
+    if i64::try_from(after).is_err() {
+        return Err(Refusal::from(Problem::for_status(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "after is beyond any sequence number",
+        )));
+    }
     let limit = params.limit.unwrap_or(50);
     let records = guard
         .tenantry()
@@ -186,7 +193,7 @@ pub(crate) async fn audit_log(
     State(guard): State<Guard>,
     caller: Caller,
     ApiQuery(params): ApiQuery<AuditParams>,
-) -> Result<Json<AuditPage>, Problem> {
+) -> Result<Json<AuditPage>, Refusal> {
     let (items, _, limit) = read(&guard, caller, &params).await?;
     let full = u32::try_from(items.len()).is_ok_and(|n| n >= limit);
     let next_after = if full {
@@ -218,7 +225,7 @@ pub(crate) async fn audit_feed(
     State(guard): State<Guard>,
     caller: Caller,
     ApiQuery(params): ApiQuery<AuditParams>,
-) -> Result<Json<AuditFeed>, Problem> {
+) -> Result<Json<AuditFeed>, Refusal> {
     let (items, after, _) = read(&guard, caller, &params).await?;
     let cursor = items.last().map_or(after, |r| r.seq);
     Ok(Json(AuditFeed { items, cursor }))

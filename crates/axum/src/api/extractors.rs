@@ -10,6 +10,7 @@ use tenantry_service::{
     Action, Category, Error, Permission, Reason, Request as Asked, RuleError, TenantId, UserId,
 };
 
+use super::Refusal;
 use crate::Guard;
 use crate::problem::Problem;
 
@@ -27,13 +28,15 @@ pub(crate) struct Caller {
 
 impl Caller {
     /// Refuses unless the caller holds `users:view` (D7).
-    pub(crate) fn require_view(&self) -> Result<(), Problem> {
+    pub(crate) fn require_view(&self) -> Result<(), Refusal> {
         if self.view {
             Ok(())
         } else {
-            Err(Problem::from_error(&Error::from(RuleError::NotAllowed {
-                needed: users_view(),
-            })))
+            Err(Refusal::from(Problem::from_error(&Error::from(
+                RuleError::NotAllowed {
+                    needed: users_view(),
+                },
+            ))))
         }
     }
 }
@@ -43,9 +46,9 @@ fn users_view() -> Permission {
 }
 
 impl FromRequestParts<Guard> for Caller {
-    type Rejection = Problem;
+    type Rejection = Refusal;
 
-    async fn from_request_parts(parts: &mut Parts, guard: &Guard) -> Result<Self, Problem> {
+    async fn from_request_parts(parts: &mut Parts, guard: &Guard) -> Result<Self, Refusal> {
         let who = guard
             .identify(parts)
             .await
@@ -56,7 +59,7 @@ impl FromRequestParts<Guard> for Caller {
             .await
             .map_err(|e| Problem::from_error(&e))?;
         if decision.reason() == Reason::UnknownUser {
-            return Err(Problem::unauthenticated());
+            return Err(Refusal::from(Problem::unauthenticated()));
         }
         Ok(Caller {
             tenant: who.tenant,
@@ -100,25 +103,25 @@ fn unsupported_media_type() -> Problem {
 pub(crate) struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
-    type Rejection = Problem;
+    type Rejection = Refusal;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+    async fn from_request(req: Request, state: &S) -> Result<Self, Refusal> {
         if !says_json(req.headers()) {
-            return Err(unsupported_media_type());
+            return Err(unsupported_media_type().into());
         }
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|e| Problem::for_status(e.status(), body_problem(e.status())))?;
         match serde_json::from_slice::<T>(&bytes) {
             Ok(v) => Ok(ApiJson(v)),
-            Err(e) if e.is_data() => Err(Problem::for_status(
+            Err(e) if e.is_data() => Err(Refusal::from(Problem::for_status(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!("the body does not fit the schema: {e}"),
-            )),
-            Err(e) => Err(Problem::for_status(
+            ))),
+            Err(e) => Err(Refusal::from(Problem::for_status(
                 StatusCode::BAD_REQUEST,
                 format!("the body is not valid JSON: {e}"),
-            )),
+            ))),
         }
     }
 }
@@ -132,16 +135,16 @@ fn body_problem(status: StatusCode) -> &'static str {
 }
 
 /// The body of a change that takes no input (a delete, a resend, a purge): it must still
-/// carry `Content-Type: application/json` (the CSRF rule), and be empty, `{}` or `null`.
+/// carry `Content-Type: application/json` (the CSRF rule), and be `{}` (or empty).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct NoInput;
 
 impl<S: Send + Sync> FromRequest<S> for NoInput {
-    type Rejection = Problem;
+    type Rejection = Refusal;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+    async fn from_request(req: Request, state: &S) -> Result<Self, Refusal> {
         if !says_json(req.headers()) {
-            return Err(unsupported_media_type());
+            return Err(unsupported_media_type().into());
         }
         let bytes = Bytes::from_request(req, state)
             .await
@@ -151,15 +154,14 @@ impl<S: Send + Sync> FromRequest<S> for NoInput {
         }
         match serde_json::from_slice::<serde_json::Value>(&bytes) {
             Ok(serde_json::Value::Object(map)) if map.is_empty() => Ok(NoInput),
-            Ok(serde_json::Value::Null) => Ok(NoInput),
-            Ok(_) => Err(Problem::for_status(
+            Ok(_) => Err(Refusal::from(Problem::for_status(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "this request takes no input: send no body or {}",
-            )),
-            Err(e) => Err(Problem::for_status(
+            ))),
+            Err(e) => Err(Refusal::from(Problem::for_status(
                 StatusCode::BAD_REQUEST,
                 format!("the body is not valid JSON: {e}"),
-            )),
+            ))),
         }
     }
 }
@@ -169,15 +171,15 @@ impl<S: Send + Sync> FromRequest<S> for NoInput {
 pub(crate) struct ApiPath<T>(pub T);
 
 impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
-    type Rejection = Problem;
+    type Rejection = Refusal;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Refusal> {
         match Path::<T>::from_request_parts(parts, state).await {
             Ok(Path(v)) => Ok(ApiPath(v)),
-            Err(e) => Err(Problem::for_status(
+            Err(e) => Err(Refusal::from(Problem::for_status(
                 StatusCode::BAD_REQUEST,
                 format!("bad path parameter: {}", e.body_text()),
-            )),
+            ))),
         }
     }
 }
@@ -187,15 +189,15 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
 pub(crate) struct ApiQuery<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
-    type Rejection = Problem;
+    type Rejection = Refusal;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Refusal> {
         match Query::<T>::from_request_parts(parts, state).await {
             Ok(Query(v)) => Ok(ApiQuery(v)),
-            Err(e) => Err(Problem::for_status(
+            Err(e) => Err(Refusal::from(Problem::for_status(
                 StatusCode::BAD_REQUEST,
                 format!("bad query parameter: {}", e.body_text()),
-            )),
+            ))),
         }
     }
 }

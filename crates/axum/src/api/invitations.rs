@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::Refusal;
 use super::extractors::{ApiJson, ApiPath, ApiQuery, Caller, NoInput};
 use super::types::{PageParams, PermissionName, RoleName, UserOut, UserPage, permissions};
 use crate::Guard;
@@ -22,6 +23,7 @@ use crate::problem::Problem;
 #[serde(deny_unknown_fields)]
 pub struct InviteBody {
     /// The invitee's address (D3).
+    #[schema(min_length = 1, max_length = 254)]
     pub email: String,
     /// The role (default `user`; only an admin may invite an admin).
     #[serde(default)]
@@ -58,7 +60,7 @@ pub(crate) async fn invite(
     State(guard): State<Guard>,
     caller: Caller,
     ApiJson(body): ApiJson<InviteBody>,
-) -> Result<(StatusCode, Json<InvitedOut>), Problem> {
+) -> Result<(StatusCode, Json<InvitedOut>), Refusal> {
     let email = Email::parse(&body.email)
         .map_err(|e| Problem::from_error(&tenantry_service::Error::from(e)))?;
     let request = InviteRequest {
@@ -153,12 +155,12 @@ pub(crate) async fn invite_many(
     State(guard): State<Guard>,
     caller: Caller,
     ApiJson(body): ApiJson<BulkBody>,
-) -> Result<Json<BulkOut>, Problem> {
+) -> Result<Json<BulkOut>, Refusal> {
     if body.emails.len() > 500 {
-        return Err(Problem::for_status(
+        return Err(Refusal::from(Problem::for_status(
             StatusCode::UNPROCESSABLE_ENTITY,
             "a bulk invite takes at most 500 addresses",
-        ));
+        )));
     }
     let request = BulkInvite {
         emails: body.emails,
@@ -220,8 +222,8 @@ pub struct ResentOut {
 #[utoipa::path(
     post, path = "/users/{id}/resend", tag = "invitations", operation_id = "resend_invitation",
     params(("id" = Uuid, Path, description = "The invited user's id")),
-    request_body(content = Option<super::NoInputBody>, content_type = "application/json",
-        description = "Nothing, `{}` or `null`; the content type is required all the same (CSRF rule)"),
+    request_body(content = super::NoInputBody, content_type = "application/json",
+        description = "`{}` (an empty body is read the same); the JSON content type is required all the same (CSRF rule)"),
     responses((status = 200, description = "Sent again", body = ResentOut)),
 )]
 pub(crate) async fn resend(
@@ -229,7 +231,7 @@ pub(crate) async fn resend(
     caller: Caller,
     ApiPath(id): ApiPath<Uuid>,
     _body: NoInput,
-) -> Result<Json<ResentOut>, Problem> {
+) -> Result<Json<ResentOut>, Refusal> {
     let resent = guard
         .tenantry()
         .resend_invitation(caller.tenant, caller.user, UserId::from_uuid(id))
@@ -250,7 +252,7 @@ pub(crate) async fn expired(
     State(guard): State<Guard>,
     caller: Caller,
     ApiQuery(params): ApiQuery<PageParams>,
-) -> Result<Json<UserPage>, Problem> {
+) -> Result<Json<UserPage>, Refusal> {
     let query = params.query()?;
     let page = guard
         .tenantry()
@@ -269,15 +271,15 @@ pub struct PurgedOut {
 /// Deletes every expired invitation the caller may delete, freeing their seats (D20).
 #[utoipa::path(
     post, path = "/invitations/expired/purge", tag = "invitations", operation_id = "purge_expired_invitations",
-    request_body(content = Option<super::NoInputBody>, content_type = "application/json",
-        description = "Nothing, `{}` or `null`; the content type is required all the same (CSRF rule)"),
+    request_body(content = super::NoInputBody, content_type = "application/json",
+        description = "`{}` (an empty body is read the same); the JSON content type is required all the same (CSRF rule)"),
     responses((status = 200, description = "The deleted users", body = PurgedOut)),
 )]
 pub(crate) async fn purge(
     State(guard): State<Guard>,
     caller: Caller,
     _body: NoInput,
-) -> Result<Json<PurgedOut>, Problem> {
+) -> Result<Json<PurgedOut>, Refusal> {
     let deleted = guard
         .tenantry()
         .purge_expired_invitations(caller.tenant, caller.user)
@@ -293,8 +295,10 @@ pub(crate) async fn purge(
 #[serde(deny_unknown_fields)]
 pub struct AcceptBody {
     /// The `token` of the accept link.
+    #[schema(min_length = 1)]
     pub token: String,
     /// The address the person signed up with; it must be the invited one (D24).
+    #[schema(min_length = 1, max_length = 254)]
     pub email: String,
 }
 
@@ -307,7 +311,7 @@ pub struct AcceptBody {
 pub(crate) async fn accept(
     State(guard): State<Guard>,
     ApiJson(body): ApiJson<AcceptBody>,
-) -> Result<Json<UserOut>, Problem> {
+) -> Result<Json<UserOut>, Refusal> {
     let user = guard
         .tenantry()
         .accept_invitation(&body.token, &body.email)

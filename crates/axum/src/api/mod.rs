@@ -85,10 +85,32 @@ pub use templates::{
 pub use tenant::{LimitBody, MeOut, SeatsOut};
 pub use users::{AttributionKind, AttributionOut, InactiveParams, UserListParams, UserPatch};
 
+/// A refusal of the API: its problem document, boxed (a `Result` carrying it stays small).
+#[derive(Debug, Clone)]
+pub(crate) struct Refusal(Box<Problem>);
+
+impl From<Problem> for Refusal {
+    fn from(p: Problem) -> Self {
+        Refusal(Box::new(p))
+    }
+}
+
+impl From<tenantry_service::Error> for Refusal {
+    fn from(e: tenantry_service::Error) -> Self {
+        Refusal(Box::new(Problem::from_error(&e)))
+    }
+}
+
+impl axum::response::IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (*self.0).into_response()
+    }
+}
+
 /// The largest request body the API reads (64 KiB); a larger one is `413`.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
-/// The body of a change that takes no input: nothing, or `{}`.
+/// The body of a change that takes no input: `{}` (an empty body is read the same).
 #[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoInputBody {}

@@ -16,6 +16,8 @@ use utoipa::{PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::templates::DeletionMode;
+use super::types::{OrderName, RoleName, SortName, StatusName};
 use super::{audit, invitations, templates, tenant, users};
 use crate::Guard;
 use crate::problem::{PROBLEM_JSON, Problem};
@@ -192,6 +194,16 @@ fn complete(mut doc: OpenApi) -> OpenApi {
         <Problem as ToSchema>::name().into_owned(),
         Problem::schema(),
     );
+    // Schemas only query parameters refer to: utoipa-axum collects body schemas only.
+    for (name, schema) in [
+        (SortName::name(), SortName::schema()),
+        (OrderName::name(), OrderName::schema()),
+        (DeletionMode::name(), DeletionMode::schema()),
+        (StatusName::name(), StatusName::schema()),
+        (RoleName::name(), RoleName::schema()),
+    ] {
+        components.schemas.insert(name.into_owned(), schema);
+    }
     let retry_after = HeaderBuilder::new()
         .schema(Some(
             ObjectBuilder::new()

@@ -9,6 +9,7 @@ use tenantry_service::{ActorRef, TemplateDeletion, TemplateEdit, TemplateId, Tem
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::Refusal;
 use super::extractors::{ApiJson, ApiPath, ApiQuery, Caller, NoInput};
 use super::types::{PageParams, Patch, PermissionName, TemplateOut, UserPage, permissions};
 use crate::Guard;
@@ -29,7 +30,7 @@ pub struct TemplateList {
 pub(crate) async fn list_templates(
     State(guard): State<Guard>,
     caller: Caller,
-) -> Result<Json<TemplateList>, Problem> {
+) -> Result<Json<TemplateList>, Refusal> {
     let all = guard
         .tenantry()
         .templates(caller.tenant, ActorRef::User(caller.user))
@@ -49,7 +50,7 @@ pub(crate) async fn get_template(
     State(guard): State<Guard>,
     caller: Caller,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<Json<TemplateOut>, Problem> {
+) -> Result<Json<TemplateOut>, Refusal> {
     let t = guard
         .tenantry()
         .template(
@@ -66,6 +67,7 @@ pub(crate) async fn get_template(
 #[serde(deny_unknown_fields)]
 pub struct TemplateBody {
     /// Its name (D12, D22: trimmed, 1 to 64 characters, no control or invisible ones).
+    #[schema(min_length = 1, max_length = 64)]
     pub name: String,
     /// What it grants.
     #[serde(default)]
@@ -73,8 +75,9 @@ pub struct TemplateBody {
     pub permissions: Option<Vec<String>>,
 }
 
-fn template_name(text: &str) -> Result<TemplateName, Problem> {
-    TemplateName::parse(text).map_err(|e| Problem::from_error(&tenantry_service::Error::from(e)))
+fn template_name(text: &str) -> Result<TemplateName, Refusal> {
+    TemplateName::parse(text)
+        .map_err(|e| Refusal::from(Problem::from_error(&tenantry_service::Error::from(e))))
 }
 
 /// Creates a role template (needs `users:manage`).
@@ -87,7 +90,7 @@ pub(crate) async fn create_template(
     State(guard): State<Guard>,
     caller: Caller,
     ApiJson(body): ApiJson<TemplateBody>,
-) -> Result<(StatusCode, Json<TemplateOut>), Problem> {
+) -> Result<(StatusCode, Json<TemplateOut>), Refusal> {
     let grants = permissions(body.permissions.as_deref().unwrap_or_default())?;
     let t = guard
         .tenantry()
@@ -102,7 +105,7 @@ pub(crate) async fn create_template(
 pub struct TemplatePatch {
     /// A new name.
     #[serde(default)]
-    #[schema(value_type = String)]
+    #[schema(value_type = String, min_length = 1, max_length = 64)]
     pub name: Patch<String>,
     /// New permissions, replacing the old ones; they reach every user on the template at
     /// the next check (D6).
@@ -123,7 +126,7 @@ pub(crate) async fn edit_template(
     caller: Caller,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(patch): ApiJson<TemplatePatch>,
-) -> Result<Json<TemplateOut>, Problem> {
+) -> Result<Json<TemplateOut>, Refusal> {
     let name = match patch.name.not_null("name")? {
         Some(text) => Some(template_name(&text)?),
         None => None,
@@ -162,7 +165,8 @@ pub enum DeletionMode {
 pub struct DeleteParams {
     /// `refuse` (default), `detach` or `reassign`.
     pub mode: Option<DeletionMode>,
-    /// The template to move the users to, with `mode=reassign` (required then).
+    /// The template to move the users to, with `mode=reassign` (required then; read with
+    /// no other mode).
     pub target: Option<Uuid>,
 }
 
@@ -177,8 +181,8 @@ pub struct TemplateDeletedOut {
 #[utoipa::path(
     delete, path = "/templates/{id}", tag = "templates", operation_id = "delete_template",
     params(("id" = Uuid, Path, description = "The template's id"), DeleteParams),
-    request_body(content = Option<super::NoInputBody>, content_type = "application/json",
-        description = "Nothing, `{}` or `null`; the content type is required all the same (CSRF rule)"),
+    request_body(content = super::NoInputBody, content_type = "application/json",
+        description = "`{}` (an empty body is read the same); the JSON content type is required all the same (CSRF rule)"),
     responses((status = 200, description = "Deleted", body = TemplateDeletedOut)),
 )]
 pub(crate) async fn delete_template(
@@ -187,22 +191,16 @@ pub(crate) async fn delete_template(
     ApiPath(id): ApiPath<Uuid>,
     ApiQuery(params): ApiQuery<DeleteParams>,
     _body: NoInput,
-) -> Result<Json<TemplateDeletedOut>, Problem> {
+) -> Result<Json<TemplateDeletedOut>, Refusal> {
     let mode = match (params.mode.unwrap_or_default(), params.target) {
-        (DeletionMode::Refuse, None) => TemplateDeletion::Refuse,
-        (DeletionMode::Detach, None) => TemplateDeletion::Detach,
+        (DeletionMode::Refuse, _) => TemplateDeletion::Refuse,
+        (DeletionMode::Detach, _) => TemplateDeletion::Detach,
         (DeletionMode::Reassign, Some(to)) => TemplateDeletion::Reassign(TemplateId::from_uuid(to)),
         (DeletionMode::Reassign, None) => {
-            return Err(Problem::for_status(
+            return Err(Refusal::from(Problem::for_status(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "mode=reassign needs a target template",
-            ));
-        }
-        (_, Some(_)) => {
-            return Err(Problem::for_status(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "target is only for mode=reassign",
-            ));
+            )));
         }
     };
     let affected = guard
@@ -225,16 +223,15 @@ pub(crate) async fn template_users(
     caller: Caller,
     ApiPath(id): ApiPath<Uuid>,
     ApiQuery(params): ApiQuery<PageParams>,
-) -> Result<Json<UserPage>, Problem> {
+) -> Result<Json<UserPage>, Refusal> {
     let query = params.query()?;
+    let viewer = ActorRef::User(caller.user);
+    let id = TemplateId::from_uuid(id);
+    // An unknown (or deleted) template is a 404, not an empty page.
+    guard.tenantry().template(caller.tenant, viewer, id).await?;
     let page = guard
         .tenantry()
-        .template_users(
-            caller.tenant,
-            ActorRef::User(caller.user),
-            TemplateId::from_uuid(id),
-            &query,
-        )
+        .template_users(caller.tenant, viewer, id, &query)
         .await?;
     Ok(Json(UserPage::of(&page)))
 }

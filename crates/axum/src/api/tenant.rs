@@ -7,6 +7,7 @@ use tenantry_service::{ActorRef, RuleError, SeatUsage, UserId};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::Refusal;
 use super::extractors::{ApiJson, Caller};
 use super::types::{Patch, PermissionName, RoleName, StatusName};
 use crate::Guard;
@@ -44,7 +45,7 @@ impl From<SeatUsage> for SeatsOut {
 pub(crate) async fn seats(
     State(guard): State<Guard>,
     caller: Caller,
-) -> Result<Json<SeatsOut>, Problem> {
+) -> Result<Json<SeatsOut>, Refusal> {
     caller.require_view()?;
     Ok(Json(
         guard.tenantry().seat_usage(caller.tenant).await?.into(),
@@ -58,7 +59,7 @@ pub struct LimitBody {
     /// The limit, or `null` for unlimited. It may be set below current usage (then no
     /// invite passes until seats are freed). Required.
     #[serde(default)]
-    #[schema(value_type = Option<u32>, minimum = 0, required = true)]
+    #[schema(value_type = Option<u32>, minimum = 0, maximum = 2_147_483_647, required = true)]
     pub limit: Patch<u32>,
 }
 
@@ -73,20 +74,26 @@ pub(crate) async fn set_limit(
     State(guard): State<Guard>,
     caller: Caller,
     ApiJson(body): ApiJson<LimitBody>,
-) -> Result<Json<SeatsOut>, Problem> {
+) -> Result<Json<SeatsOut>, Refusal> {
     let limit = match body.limit {
         Patch::Absent => {
-            return Err(Problem::for_status(
+            return Err(Refusal::from(Problem::for_status(
                 axum::http::StatusCode::UNPROCESSABLE_ENTITY,
                 "limit is required (null for unlimited)",
-            ));
+            )));
         }
         Patch::Null => None,
-        Patch::Set(n) => Some(n),
+        Patch::Set(n) if i32::try_from(n).is_ok() => Some(n),
+        Patch::Set(_) => {
+            return Err(Refusal::from(Problem::for_status(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "limit is at most 2147483647",
+            )));
+        }
     };
     if !caller.admin {
-        return Err(Problem::from_error(&tenantry_service::Error::from(
-            RuleError::AdminOnly,
+        return Err(Refusal::from(Problem::from_error(
+            &tenantry_service::Error::from(RuleError::AdminOnly),
         )));
     }
     Ok(Json(
@@ -123,7 +130,7 @@ pub struct MeOut {
     get, path = "/me", tag = "tenant", operation_id = "me",
     responses((status = 200, description = "The caller and what it holds", body = MeOut)),
 )]
-pub(crate) async fn me(State(guard): State<Guard>, caller: Caller) -> Result<Json<MeOut>, Problem> {
+pub(crate) async fn me(State(guard): State<Guard>, caller: Caller) -> Result<Json<MeOut>, Refusal> {
     let app = guard.tenantry();
     let user = app
         .user(caller.tenant, ActorRef::System, caller.user)

@@ -13,6 +13,7 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::Refusal;
 use crate::problem::Problem;
 
 /// A permission written `"category:action"` (one of the 30 of D4).
@@ -301,7 +302,7 @@ pub struct PageParams {
     pub sort: Option<SortName>,
     /// `asc` (default) or `desc`.
     pub order: Option<OrderName>,
-    /// The `next_cursor` of the previous page, for the same `sort`.
+    /// The `next_cursor` of the previous page, for the same `sort` (empty: the first page).
     pub cursor: Option<String>,
     /// Rows per page, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500)]
@@ -310,8 +311,8 @@ pub struct PageParams {
 
 impl PageParams {
     /// The query this paging asks for (no filters yet).
-    pub(crate) fn query(&self) -> Result<UserQuery, Problem> {
-        let after = match &self.cursor {
+    pub(crate) fn query(&self) -> Result<UserQuery, Refusal> {
+        let after = match self.cursor.as_deref().filter(|c| !c.is_empty()) {
             Some(text) => Some(text.parse::<Cursor>().map_err(|_| {
                 Problem::for_status(
                     axum::http::StatusCode::BAD_REQUEST,
@@ -355,20 +356,20 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Patch<T> {
 
 impl<T> Patch<T> {
     /// The value of a field that may be left out but not cleared.
-    pub(crate) fn not_null(self, field: &str) -> Result<Option<T>, Problem> {
+    pub(crate) fn not_null(self, field: &str) -> Result<Option<T>, Refusal> {
         match self {
             Patch::Absent => Ok(None),
             Patch::Set(v) => Ok(Some(v)),
-            Patch::Null => Err(Problem::for_status(
+            Patch::Null => Err(Refusal::from(Problem::for_status(
                 axum::http::StatusCode::UNPROCESSABLE_ENTITY,
                 format!("{field} may be left out but not set to null"),
-            )),
+            ))),
         }
     }
 }
 
 /// Parses a list of `category:action` strings (D4); an unknown one is a 422.
-pub(crate) fn permissions(list: &[String]) -> Result<Permissions, Problem> {
+pub(crate) fn permissions(list: &[String]) -> Result<Permissions, Refusal> {
     Permissions::parse_list(list)
-        .map_err(|e| Problem::from_error(&tenantry_service::Error::from(e)))
+        .map_err(|e| Refusal::from(Problem::from_error(&tenantry_service::Error::from(e))))
 }

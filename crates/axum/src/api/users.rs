@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::Refusal;
 use super::extractors::{ApiJson, ApiPath, ApiQuery, Caller, NoInput};
 use super::types::{
     DeletedOut, OrderName, PageParams, Patch, PermissionName, RoleName, SortName, StatusName,
@@ -34,7 +35,7 @@ pub struct UserListParams {
     pub sort: Option<SortName>,
     /// `asc` (default) or `desc`.
     pub order: Option<OrderName>,
-    /// The `next_cursor` of the previous page, for the same `sort`.
+    /// The `next_cursor` of the previous page, for the same `sort` (empty: the first page).
     pub cursor: Option<String>,
     /// Rows per page, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500)]
@@ -42,7 +43,7 @@ pub struct UserListParams {
 }
 
 impl UserListParams {
-    fn query(&self) -> Result<tenantry_service::UserQuery, Problem> {
+    fn query(&self) -> Result<tenantry_service::UserQuery, Refusal> {
         let paging = PageParams {
             sort: self.sort,
             order: self.order,
@@ -69,7 +70,7 @@ pub(crate) async fn list_users(
     State(guard): State<Guard>,
     caller: Caller,
     ApiQuery(params): ApiQuery<UserListParams>,
-) -> Result<Json<UserPage>, Problem> {
+) -> Result<Json<UserPage>, Refusal> {
     let query = params.query()?;
     let page = guard
         .tenantry()
@@ -89,7 +90,7 @@ pub struct InactiveParams {
     pub sort: Option<SortName>,
     /// `asc` (default) or `desc`.
     pub order: Option<OrderName>,
-    /// The `next_cursor` of the previous page, for the same `sort`.
+    /// The `next_cursor` of the previous page, for the same `sort` (empty: the first page).
     pub cursor: Option<String>,
     /// Rows per page, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500)]
@@ -106,7 +107,7 @@ pub(crate) async fn inactive_users(
     State(guard): State<Guard>,
     caller: Caller,
     ApiQuery(params): ApiQuery<InactiveParams>,
-) -> Result<Json<UserPage>, Problem> {
+) -> Result<Json<UserPage>, Refusal> {
     let since = OffsetDateTime::parse(
         &params.since,
         &time::format_description::well_known::Rfc3339,
@@ -141,7 +142,7 @@ pub(crate) async fn get_user(
     State(guard): State<Guard>,
     caller: Caller,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<Json<UserOut>, Problem> {
+) -> Result<Json<UserOut>, Refusal> {
     let user = guard
         .tenantry()
         .user(
@@ -161,7 +162,7 @@ pub(crate) async fn get_user(
 pub struct UserPatch {
     /// A new address (D3).
     #[serde(default)]
-    #[schema(value_type = String)]
+    #[schema(value_type = String, min_length = 1, max_length = 254)]
     pub email: Patch<String>,
     /// A new role.
     #[serde(default)]
@@ -186,7 +187,7 @@ pub struct UserPatch {
 }
 
 impl UserPatch {
-    fn edit(self) -> Result<UserEdit, Problem> {
+    fn edit(self) -> Result<UserEdit, Refusal> {
         let email = match self.email.not_null("email")? {
             Some(text) => Some(
                 Email::parse(&text)
@@ -225,7 +226,7 @@ pub(crate) async fn edit_user(
     caller: Caller,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(patch): ApiJson<UserPatch>,
-) -> Result<Json<UserOut>, Problem> {
+) -> Result<Json<UserOut>, Refusal> {
     let edit = patch.edit()?;
     let user = guard
         .tenantry()
@@ -238,8 +239,8 @@ pub(crate) async fn edit_user(
 #[utoipa::path(
     delete, path = "/users/{id}", tag = "users", operation_id = "delete_user",
     params(("id" = Uuid, Path, description = "The user's id")),
-    request_body(content = Option<super::NoInputBody>, content_type = "application/json",
-        description = "Nothing, `{}` or `null`; the content type is required all the same (CSRF rule)"),
+    request_body(content = super::NoInputBody, content_type = "application/json",
+        description = "`{}` (an empty body is read the same); the JSON content type is required all the same (CSRF rule)"),
     responses((status = 200, description = "What remains of the user", body = DeletedOut)),
 )]
 pub(crate) async fn delete_user(
@@ -247,7 +248,7 @@ pub(crate) async fn delete_user(
     caller: Caller,
     ApiPath(id): ApiPath<Uuid>,
     _body: NoInput,
-) -> Result<Json<DeletedOut>, Problem> {
+) -> Result<Json<DeletedOut>, Refusal> {
     let tombstone = guard
         .tenantry()
         .delete_user(caller.tenant, caller.user, UserId::from_uuid(id))
@@ -286,7 +287,7 @@ pub(crate) async fn attribution(
     State(guard): State<Guard>,
     caller: Caller,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<Json<AttributionOut>, Problem> {
+) -> Result<Json<AttributionOut>, Refusal> {
     caller.require_view()?;
     let found = guard
         .tenantry()
@@ -304,8 +305,8 @@ pub(crate) async fn attribution(
             deleted: Some(DeletedOut::from(&t)),
         },
         None => {
-            return Err(Problem::from_error(&tenantry_service::Error::from(
-                tenantry_service::RuleError::UserNotFound,
+            return Err(Refusal::from(Problem::from_error(
+                &tenantry_service::Error::from(tenantry_service::RuleError::UserNotFound),
             )));
         }
     };
