@@ -4,8 +4,10 @@
 //! The cookie is `demo_signin=<tenant>.<user>.<issued>.<mac>`: the MAC is HMAC-SHA256 over
 //! the first three fields with a key only this process knows, so a visitor cannot forge or
 //! alter it. Nothing is stored on the server, so no number of anonymous requests can push
-//! a signed-in user out (the old session map could be flooded). A real host reads its own
-//! authentication here instead.
+//! a signed-in user out (the old session map could be flooded). The price of keeping no
+//! state: sign-out removes the cookie from the browser, but a copy taken earlier stays valid
+//! until it expires (12 hours); a host that must revoke sessions keeps a server-side list
+//! of revoked ones, or short lifetimes. A real host reads its own authentication here.
 
 use axum::extract::{Form, Query, State};
 use axum::http::request::Parts;
