@@ -7,7 +7,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::header::HeaderBuilder;
-use utoipa::openapi::path::{HttpMethod, Operation};
+use utoipa::openapi::path::{HttpMethod, Operation, ParameterIn};
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
 use utoipa::openapi::tag::TagBuilder;
@@ -123,7 +123,7 @@ const PROBLEMS: &[(u16, &str, &str)] = &[
 ];
 
 /// The problem statuses one operation can answer, beyond 400, 500 and 503.
-fn statuses(id: &str, method: HttpMethod, path: &str) -> Vec<u16> {
+fn statuses(id: &str, method: HttpMethod, queried: bool) -> Vec<u16> {
     let mut out = vec![400];
     if id == "openapi" {
         return vec![500];
@@ -148,7 +148,8 @@ fn statuses(id: &str, method: HttpMethod, path: &str) -> Vec<u16> {
     if changes {
         out.extend([413, 415]);
     }
-    if changes || path.contains("users") || path.contains("audit") || path.contains("expired") {
+    // A page size out of range, a cursor of another sort order, a reassign without target.
+    if changes || queried {
         out.push(422);
     }
     if id == "resend_invitation" {
@@ -227,7 +228,7 @@ fn complete(mut doc: OpenApi) -> OpenApi {
             .insert((*name).to_owned(), RefOr::T(response.build()));
     }
     doc.components = Some(components);
-    for (path, item) in doc.paths.paths.iter_mut() {
+    for item in doc.paths.paths.values_mut() {
         let ops: [(HttpMethod, &mut Option<Operation>); 5] = [
             (HttpMethod::Get, &mut item.get),
             (HttpMethod::Post, &mut item.post),
@@ -238,7 +239,12 @@ fn complete(mut doc: OpenApi) -> OpenApi {
         for (method, op) in ops {
             let Some(op) = op.as_mut() else { continue };
             let id = op.operation_id.clone().unwrap_or_default();
-            for status in statuses(&id, method, path) {
+            let queried = op
+                .parameters
+                .iter()
+                .flatten()
+                .any(|p| matches!(p, RefOr::T(p) if p.parameter_in == ParameterIn::Query));
+            for status in statuses(&id, method, queried) {
                 if let Some((_, name, _)) = PROBLEMS.iter().find(|(s, _, _)| *s == status) {
                     op.responses.responses.insert(
                         status.to_string(),
