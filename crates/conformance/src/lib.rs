@@ -119,6 +119,7 @@ macro_rules! suite {
                 d20_expired_invitations_listed_and_purged_in_one_call,
                 d13_refused_invite_records_the_address_tried,
                 d13_template_changes_name_exactly_the_users_whose_access_changed,
+                d13_refusals_by_non_users_are_recorded_sampled,
                 d21_address_change_of_a_stronger_invitee_is_refused_and_changes_nothing,
                 d21_stronger_active_and_suspended_users_cannot_be_edited_or_deleted,
                 d21_resend_delete_and_purge_of_stronger_invitations_are_refused,

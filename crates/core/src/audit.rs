@@ -298,6 +298,10 @@ pub enum Field {
     FailedAttempts,
     /// An invitation's state ([accept attempts (D24)](crate::Rule::AcceptAttempts): revoked after too many failed attempts).
     InvitationState,
+    /// On a refusal of an actor that is not a user of the tenant ([audit log (D13)](crate::Rule::AuditLog)):
+    /// how many such refusals in this tenant were counted but not recorded one by one since
+    /// the previous one recorded (the after value; `Number`).
+    UnrecordedRefusals,
 }
 
 /// A value before or after a change.

@@ -48,6 +48,7 @@
 
 mod env;
 mod error;
+mod foreign;
 mod outbox;
 mod service;
 mod token;
@@ -486,6 +487,7 @@ impl Builder {
                 clock: self.clock,
                 random: self.random,
                 settings: self.settings,
+                foreign: foreign::Sampler::default(),
             }),
         })
     }
@@ -499,6 +501,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     random: Arc<dyn Random>,
     settings: Settings,
+    foreign: foreign::Sampler,
 }
 
 /// The tenantry service: every use case of the Users page. Cheap to clone (an `Arc`).

@@ -1,8 +1,16 @@
 //! # tenantry-smtp
 //!
-//! Delivers tenantry's invitation mail over SMTP: [`SmtpMailer`] implements
-//! [`tenantry_mail::Mailer`] on [lettre](https://lettre.rs)'s asynchronous SMTP transport
-//! (Tokio, rustls with the `ring` provider and the webpki roots; no OpenSSL).
+//! Delivers tenantry's invitation mail with lettre, in two ways:
+//!
+//! - [`SmtpMailer`]: tenantry's own SMTP mailer on lettre's SMTP connection (Tokio, rustls
+//!   with the `ring` provider and the webpki roots; no OpenSSL). Prefer it for SMTP: its
+//!   time-out covers the whole exchange and its pool takes a connection back only after a
+//!   complete exchange ([`LettreMailer`] says why lettre's own transport does neither).
+//! - [`LettreMailer`]: any lettre `AsyncTransport` the host already has (its own SMTP
+//!   transport, sendmail, a file transport in staging), used as it is; errors classified by
+//!   [`TransportError`].
+//!
+//! The rest of this page is about [`SmtpMailer`].
 //!
 //! - [`SmtpConfig`]: host, port, [`TlsMode`] (none, STARTTLS, implicit TLS), optional
 //!   [`Credentials`], the `From` mailbox, a time-out, the connection-pool size, and extra
@@ -11,6 +19,14 @@
 //! - Each message goes out as `multipart/alternative` (plain text, then HTML) with its
 //!   `Message-ID` header set to [`Message::message_id_header`], the outbox's idempotency key:
 //!   a message delivered twice after a fault carries the same `Message-ID` both times (mail delivery (D17)).
+//! - Authentication ([`Credentials`], `AUTH PLAIN` or `LOGIN`, whichever the server offers)
+//!   happens only after TLS: credentials with [`TlsMode::None`] are refused by
+//!   [`SmtpMailer::new`] ([`SmtpConfigError::CredentialsWithoutTls`]), and a STARTTLS server
+//!   that does not offer the upgrade is never sent them. Wrong credentials are a permanent
+//!   failure carrying the server's reply (`535 …`); the password appears in no error and no
+//!   `Debug` output.
+//! - The `Date` header is [`Message::date`] when set: the service sets it from its injected
+//!   clock each time it hands a message over.
 //! - Failures are classified for the outbox's retry policy: a 4xx answer, a refused
 //!   connection, a time-out or any other network or TLS failure is
 //!   [`MailError::Transient`] (retry later); a 5xx answer is [`MailError::Permanent`] with
@@ -58,6 +74,9 @@ use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::{self};
 use tenantry_mail::{MailError, Mailer, Message};
 use tokio::sync::Semaphore;
+
+mod transport;
+pub use transport::{LettreMailer, TransportError};
 
 /// How the connection to the SMTP server is secured.
 ///
@@ -667,38 +686,7 @@ impl SmtpMailer {
     }
 
     fn email(&self, message: &Message) -> Result<lettre::Message, MailError> {
-        let to: Mailbox = message.to.trim().parse().map_err(|e| {
-            MailError::Permanent(format!("invalid recipient address {:?}: {e}", message.to))
-        })?;
-        let subject: String = message
-            .subject
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
-        let mut builder = lettre::Message::builder();
-        if let Some(date) = message.date {
-            // The service's clock (lettre would otherwise stamp the system time).
-            builder = builder.date(std::time::SystemTime::from(date));
-        }
-        builder
-            .from(self.from.clone())
-            .to(to)
-            .subject(subject)
-            .message_id(Some(message.message_id_header()))
-            .multipart(
-                MultiPart::alternative()
-                    .singlepart(
-                        SinglePart::builder()
-                            .header(ContentType::TEXT_PLAIN)
-                            .body(message.text.clone()),
-                    )
-                    .singlepart(
-                        SinglePart::builder()
-                            .header(ContentType::TEXT_HTML)
-                            .body(message.html.clone()),
-                    ),
-            )
-            .map_err(|e| MailError::Permanent(format!("cannot build the email: {e}")))
+        build_email(&self.from, message)
     }
 
     /// Opens (or reuses) a connection and checks that the server answers, for a host's
@@ -723,31 +711,76 @@ impl SmtpMailer {
 
     /// Maps a lettre error onto the outbox's retry policy.
     fn classify(&self, e: &smtp::Error) -> MailError {
-        if let Some(code) = e.status() {
-            // The server answered with a negative reply: keep its words.
-            let text = std::error::Error::source(e)
-                .map(ToString::to_string)
-                .unwrap_or_default();
-            let reason = format!("{code} {text}").trim_end().to_owned();
-            return if e.is_permanent() {
-                MailError::Permanent(reason)
-            } else {
-                MailError::Transient(reason)
-            };
-        }
-        let place = format!("smtp {}:{}", self.config.host, self.config.port);
-        if e.is_timeout() {
-            MailError::Transient(format!("{place}: timed out: {e}"))
-        } else if e.is_client() {
-            // The client refused to go on (no STARTTLS offered, no usable AUTH mechanism,
-            // an address the server cannot take): retrying the same message will not help.
-            MailError::Permanent(format!("{place}: {e}"))
-        } else {
-            // Refused or dropped connections, I/O, TLS handshakes (an untrusted certificate
-            // included: the host may fix it), garbled replies: the next attempt may succeed.
-            MailError::Transient(format!("{place}: {e}"))
-        }
+        classify_smtp(
+            e,
+            &format!("smtp {}:{}", self.config.host, self.config.port),
+        )
     }
+}
+
+/// Maps a lettre SMTP error onto the outbox's retry policy; `place` prefixes the reasons that
+/// are not the server's own words.
+pub(crate) fn classify_smtp(e: &smtp::Error, place: &str) -> MailError {
+    if let Some(code) = e.status() {
+        // The server answered with a negative reply: keep its words.
+        let text = std::error::Error::source(e)
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let reason = format!("{code} {text}").trim_end().to_owned();
+        return if e.is_permanent() {
+            MailError::Permanent(reason)
+        } else {
+            MailError::Transient(reason)
+        };
+    }
+    if e.is_timeout() {
+        MailError::Transient(format!("{place}: timed out: {e}"))
+    } else if e.is_client() {
+        // The client refused to go on (no STARTTLS offered, no usable AUTH mechanism,
+        // an address the server cannot take): retrying the same message will not help.
+        MailError::Permanent(format!("{place}: {e}"))
+    } else {
+        // Refused or dropped connections, I/O, TLS handshakes (an untrusted certificate
+        // included: the host may fix it), garbled replies: the next attempt may succeed.
+        MailError::Transient(format!("{place}: {e}"))
+    }
+}
+
+/// The email for `message` from `from`: `multipart/alternative` (text, then HTML), with the
+/// message's `Message-ID` and, when set, its `Date`.
+pub(crate) fn build_email(from: &Mailbox, message: &Message) -> Result<lettre::Message, MailError> {
+    let to: Mailbox = message.to.trim().parse().map_err(|e| {
+        MailError::Permanent(format!("invalid recipient address {:?}: {e}", message.to))
+    })?;
+    let subject: String = message
+        .subject
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let mut builder = lettre::Message::builder();
+    if let Some(date) = message.date {
+        // The service's clock (lettre would otherwise stamp the system time).
+        builder = builder.date(std::time::SystemTime::from(date));
+    }
+    builder
+        .from(from.clone())
+        .to(to)
+        .subject(subject)
+        .message_id(Some(message.message_id_header()))
+        .multipart(
+            MultiPart::alternative()
+                .singlepart(
+                    SinglePart::builder()
+                        .header(ContentType::TEXT_PLAIN)
+                        .body(message.text.clone()),
+                )
+                .singlepart(
+                    SinglePart::builder()
+                        .header(ContentType::TEXT_HTML)
+                        .body(message.html.clone()),
+                ),
+        )
+        .map_err(|e| MailError::Permanent(format!("cannot build the email: {e}")))
 }
 
 /// What to do on a pooled connection.

@@ -170,6 +170,7 @@ impl Harness {
             tokens: Vec::new(),
             audit: [Vec::new(), Vec::new()],
             mail: Vec::new(),
+            foreign: std::collections::HashMap::new(),
         };
         let mut tids = Vec::new();
         for (i, limit) in setup.limits.iter().enumerate() {

@@ -74,6 +74,9 @@ pub(super) struct Model {
     pub(super) audit: [Vec<ExpEvent>; 2],
     /// Invitation mail the current call should send: (tenant, user).
     pub(super) mail: Vec<(usize, UserId)>,
+    /// [audit log (D13)](tenantry_core::Rule::AuditLog), refusals of non-users, per tenant: when the last one was
+    /// recorded, and how many were only counted since.
+    pub(super) foreign: HashMap<usize, (OffsetDateTime, u64)>,
 }
 
 #[derive(Debug)]
@@ -206,6 +209,42 @@ impl Model {
                 detail,
             });
         }
+    }
+
+    /// [audit log (D13)](tenantry_core::Rule::AuditLog): `actor` is not a user of tenant `t`: refused for management authority
+    /// (whatever else the attempt named), recorded against the tenant at most once a minute
+    /// per tenant, with the count of the ones in between.
+    fn refuse_foreign(
+        &mut self,
+        t: usize,
+        actor: UserId,
+        action: AuditAction,
+        needed: Action,
+    ) -> CoreError {
+        let now = self.now;
+        let unrecorded = match self.foreign.get_mut(&t) {
+            Some((at, n)) if now >= *at && now - *at < time::Duration::minutes(1) => {
+                *n += 1;
+                return not_allowed(needed);
+            }
+            Some(entry) => std::mem::replace(entry, (now, 0)).1,
+            None => {
+                self.foreign.insert(t, (now, 0));
+                0
+            }
+        };
+        self.audit[t].push(ExpEvent {
+            actor: ActorRef::User(actor),
+            action,
+            target: AuditTarget::Tenant,
+            refused: Some(Rule::ManagementAuthority),
+            detail: vec![change_of(
+                Field::UnrecordedRefusals,
+                Value::None,
+                Value::Number(unrecorded),
+            )],
+        });
+        not_allowed(needed)
     }
 
     /// [within own access (D21)](tenantry_core::Rule::WithinOwnAccess): a non-admin manages only users whose access — what they hold now and what they
@@ -510,7 +549,7 @@ impl Model {
         new_id: Option<UserId>,
     ) -> Result<User, CoreError> {
         let Some(a) = self.user(t, actor).cloned() else {
-            return Err(not_allowed(Action::Create));
+            return Err(self.refuse_foreign(t, actor, AuditAction::UserInvited, Action::Create));
         };
         let decided = self
             .invite_authority(t, &a, req.role, req.template_id, req.crm_access, req.grants)
@@ -560,7 +599,7 @@ impl Model {
         ids: &[Option<UserId>],
     ) -> Result<Vec<BulkItem>, CoreError> {
         let Some(a) = self.user(t, actor).cloned() else {
-            return Err(not_allowed(Action::Create));
+            return Err(self.refuse_foreign(t, actor, AuditAction::UserInvited, Action::Create));
         };
         let role = req.role.unwrap_or(Role::User);
         if let Err(e) =
@@ -619,7 +658,12 @@ impl Model {
         target: UserId,
     ) -> Result<(), CoreError> {
         let Some(a) = self.user(t, actor).cloned() else {
-            return Err(not_allowed(Action::Create));
+            return Err(self.refuse_foreign(
+                t,
+                actor,
+                AuditAction::InvitationResent,
+                Action::Create,
+            ));
         };
         let decided = (|| {
             // D7 before D15: an actor without the permission learns nothing about ids.
@@ -875,7 +919,7 @@ impl Model {
         e: &UserEdit,
     ) -> Result<User, CoreError> {
         let Some(a) = self.user(t, actor).cloned() else {
-            return Err(not_allowed(Action::Edit));
+            return Err(self.refuse_foreign(t, actor, AuditAction::UserEdited, Action::Edit));
         };
         let (before, mut after) = match self.edit_decide(t, &a, target, e) {
             Ok(v) => v,
@@ -941,7 +985,7 @@ impl Model {
         target: UserId,
     ) -> Result<Tombstone, CoreError> {
         let Some(a) = self.user(t, actor).cloned() else {
-            return Err(not_allowed(Action::Delete));
+            return Err(self.refuse_foreign(t, actor, AuditAction::UserDeleted, Action::Delete));
         };
         let decided = (|| {
             self.need(t, &a, Action::Delete)?;
@@ -978,7 +1022,7 @@ impl Model {
     /// [expired invitations (D20)](tenantry_core::Rule::ExpiredInvitations): every expired invitation the actor may delete goes in one call.
     pub(super) fn purge(&mut self, t: usize, actor: UserId) -> Result<Vec<UserId>, CoreError> {
         let Some(a) = self.user(t, actor).cloned() else {
-            return Err(not_allowed(Action::Delete));
+            return Err(self.refuse_foreign(t, actor, AuditAction::UserDeleted, Action::Delete));
         };
         if let Err(e) = self.need(t, &a, Action::Delete) {
             self.refuse(t, actor, AuditAction::UserDeleted, AuditTarget::Tenant, &e);
@@ -1012,7 +1056,12 @@ impl Model {
         new_id: Option<TemplateId>,
     ) -> Result<RoleTemplate, CoreError> {
         let Some(a) = self.user(t, actor).cloned() else {
-            return Err(not_allowed(Action::Manage));
+            return Err(self.refuse_foreign(
+                t,
+                actor,
+                AuditAction::TemplateCreated,
+                Action::Manage,
+            ));
         };
         let display = match check_name(name, 64) {
             Ok(d) => d,
@@ -1085,7 +1134,7 @@ impl Model {
         edit: &TemplateEdit,
     ) -> Result<RoleTemplate, CoreError> {
         let Some(a) = self.user(t, actor).cloned() else {
-            return Err(not_allowed(Action::Manage));
+            return Err(self.refuse_foreign(t, actor, AuditAction::TemplateEdited, Action::Manage));
         };
         let decided = (|| {
             self.need(t, &a, Action::Manage)?;
@@ -1172,7 +1221,12 @@ impl Model {
         mode: TemplateDeletion,
     ) -> Result<u64, CoreError> {
         let Some(a) = self.user(t, actor).cloned() else {
-            return Err(not_allowed(Action::Manage));
+            return Err(self.refuse_foreign(
+                t,
+                actor,
+                AuditAction::TemplateDeleted,
+                Action::Manage,
+            ));
         };
         let decided = (|| {
             self.need(t, &a, Action::Manage)?;

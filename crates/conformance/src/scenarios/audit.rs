@@ -708,3 +708,113 @@ pub async fn d13_template_changes_name_exactly_the_users_whose_access_changed(
     );
     env.assert_consistent(env.tenant).await;
 }
+
+/// [audit log (D13)](tenantry_core::Rule::AuditLog): a refused management attempt by an actor that is not a user of the tenant (a
+/// user of another tenant, or an id of no one) is recorded in the tenant it named, sampled:
+/// the first in each minute, carrying how many were only counted since the last one
+/// recorded ([`Field::UnrecordedRefusals`]). The actor gets the same answer whether or not its
+/// id exists anywhere, and a flood does not grow the log.
+pub async fn d13_refusals_by_non_users_are_recorded_sampled(store: Arc<dyn Store>) {
+    let env = Env::new(store).await;
+    let (other, outsider) = env.other_tenant("Globex", "gil@globex.test").await;
+    let before = env.audit(env.tenant).await.len();
+    let other_before = env.audit(other).await.len();
+    let nobody = crate::support::unknown_user();
+
+    // Same answer for a real user of another tenant and for an id of no one.
+    let by_outsider = rule(
+        env.app
+            .invite(env.tenant, outsider, &request("x@acme.test", Role::User))
+            .await,
+    );
+    let by_nobody = rule(
+        env.app
+            .invite(env.tenant, nobody, &request("x@acme.test", Role::User))
+            .await,
+    );
+    assert_eq!(
+        by_outsider, by_nobody,
+        "D13/D15: nothing tells the ids apart"
+    );
+    assert_eq!(by_outsider.rule(), Rule::ManagementAuthority);
+
+    let log = env.audit(env.tenant).await;
+    assert_eq!(log.len(), before + 1, "D13: the first refusal is recorded");
+    let first = &log[before].event;
+    assert_eq!(first.actor, ActorRef::User(outsider));
+    assert_eq!(first.action, AuditAction::UserInvited);
+    assert_eq!(first.target, AuditTarget::Tenant);
+    assert!(matches!(
+        first.outcome,
+        Outcome::Refused {
+            rule: Rule::ManagementAuthority,
+            ..
+        }
+    ));
+    assert_eq!(
+        first.changes,
+        vec![FieldChange {
+            field: Field::UnrecordedRefusals,
+            before: Value::None,
+            after: Value::Number(0),
+        }]
+    );
+
+    // A flood within the minute: counted, not recorded.
+    let admin = env.admin;
+    for i in 0..40u32 {
+        env.clock.advance(Duration::seconds(1));
+        let actor = if i % 2 == 0 { outsider } else { nobody };
+        let refused = match i % 4 {
+            0 => env
+                .app
+                .delete_user(env.tenant, actor, admin)
+                .await
+                .map(drop),
+            1 => env
+                .app
+                .edit_user(env.tenant, actor, admin, &role_edit(Role::User))
+                .await
+                .map(drop),
+            2 => env
+                .app
+                .purge_expired_invitations(env.tenant, actor)
+                .await
+                .map(drop),
+            _ => env
+                .app
+                .invite(env.tenant, actor, &request("y@acme.test", Role::User))
+                .await
+                .map(drop),
+        };
+        assert_eq!(rule(refused).rule(), Rule::ManagementAuthority);
+    }
+    assert_eq!(
+        env.audit(env.tenant).await.len(),
+        before + 1,
+        "D13: a flood within the window adds nothing"
+    );
+    assert_eq!(
+        env.audit(other).await.len(),
+        other_before,
+        "D15: nothing is written to the outsider's own tenant"
+    );
+
+    // The next window: one more event, with the count of the ones only counted (the second
+    // attempt above, and the 40 of the flood).
+    env.clock.advance(Duration::seconds(60));
+    let _ = env
+        .app
+        .invite(env.tenant, nobody, &request("z@acme.test", Role::User))
+        .await;
+    let log = env.audit(env.tenant).await;
+    assert_eq!(log.len(), before + 2);
+    let next = &log[before + 1].event;
+    assert_eq!(next.actor, ActorRef::User(nobody));
+    assert_eq!(next.changes[0].after, Value::Number(41));
+    assert_eq!(
+        env.user(env.tenant, admin).await.role,
+        Role::Admin,
+        "nothing was changed"
+    );
+}

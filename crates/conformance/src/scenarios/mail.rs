@@ -73,9 +73,11 @@ pub async fn d17_message_queued_in_invite_commit_and_delivered_after(store: Arc<
     assert_eq!((report.sent, report.retrying, report.failed), (1, 0, 0));
     let sent = env.mailer.sent();
     assert_eq!(sent.len(), 1);
+    let mut expected = stored.message.clone();
+    expected.date = Some(env.clock_now());
     assert_eq!(
-        sent[0], stored.message,
-        "D17: the recorded message is what is sent"
+        sent[0], expected,
+        "D17: the recorded message is what is sent, dated by the service's clock"
     );
     let record = env
         .app

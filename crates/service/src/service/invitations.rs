@@ -66,7 +66,12 @@ impl Tenantry {
     ) -> Result<Invited, Error> {
         let state = self.state(tenant).await?;
         let actor = self
-            .actor(tenant, actor_id, tenantry_core::Action::Create)
+            .actor(
+                tenant,
+                actor_id,
+                tenantry_core::Action::Create,
+                Some(AuditAction::UserInvited),
+            )
             .await?;
         let template = match request.template_id {
             Some(id) => self.inner.store.template(tenant, id).await?,
@@ -187,7 +192,12 @@ impl Tenantry {
     ) -> Result<(Vec<BulkResult>, Vec<MessageId>), Error> {
         let state = self.state(tenant).await?;
         let actor = self
-            .actor(tenant, actor_id, tenantry_core::Action::Create)
+            .actor(
+                tenant,
+                actor_id,
+                tenantry_core::Action::Create,
+                Some(AuditAction::UserInvited),
+            )
             .await?;
         let template = match request.template_id {
             Some(id) => self.inner.store.template(tenant, id).await?,
@@ -342,7 +352,12 @@ impl Tenantry {
     ) -> Result<Resent, Error> {
         let state = self.state(tenant).await?;
         let actor = self
-            .actor(tenant, actor_id, tenantry_core::Action::Create)
+            .actor(
+                tenant,
+                actor_id,
+                tenantry_core::Action::Create,
+                Some(AuditAction::InvitationResent),
+            )
             .await?;
         let audit_target = AuditTarget::User(user_id);
         let target = self

@@ -273,16 +273,24 @@ impl Tenantry {
     }
 
     /// Loads the acting user; an unknown actor is refused as lacking `needed` ([management authority (D7)](tenantry_core::Rule::ManagementAuthority), [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation)).
+    /// The acting user, or `NotAllowed` when `id` is not a user of `tenant` (the same
+    /// answer whether or not the id or the tenant exists). With `audit`, such a refusal of a
+    /// management attempt is recorded as sampled by [`crate::foreign`] ([audit log (D13)](tenantry_core::Rule::AuditLog)).
     async fn actor(
         &self,
         tenant: TenantId,
         id: UserId,
         needed: tenantry_core::Action,
+        audit: Option<AuditAction>,
     ) -> Result<Actor, Error> {
         let Some(user) = self.inner.store.user(tenant, id).await? else {
-            return Err(Error::Rule(tenantry_core::Error::NotAllowed {
+            let error = tenantry_core::Error::NotAllowed {
                 needed: Permission::new(Category::Users, needed),
-            }));
+            };
+            if let Some(action) = audit {
+                self.refuse_foreign(tenant, id, action, &error).await;
+            }
+            return Err(Error::Rule(error));
         };
         let template = self.template_of(tenant, &user).await?;
         Ok(Actor { user, template })
@@ -403,6 +411,46 @@ impl Tenantry {
             tracing::warn!(error = %e, "could not record a refused attempt in the audit log");
         }
         Error::Rule(error)
+    }
+
+    /// Records (sampled, see [`crate::foreign`]) a refused attempt by `actor`, which is not a
+    /// user of `tenant`. Nothing is recorded for a tenant that does not exist.
+    async fn refuse_foreign(
+        &self,
+        tenant: TenantId,
+        actor: UserId,
+        action: AuditAction,
+        error: &tenantry_core::Error,
+    ) {
+        let now = self.now();
+        let crate::foreign::Sample::Record { unrecorded } = self.inner.foreign.sample(tenant, now)
+        else {
+            return;
+        };
+        match self.inner.store.tenant(tenant).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not record a refused attempt in the audit log");
+                return;
+            }
+        }
+        let mut event = decide::refused_event(
+            tenant,
+            ActorRef::User(actor),
+            action,
+            AuditTarget::Tenant,
+            now,
+            error,
+        );
+        event.changes = vec![FieldChange {
+            field: tenantry_core::Field::UnrecordedRefusals,
+            before: tenantry_core::Value::None,
+            after: tenantry_core::Value::Number(unrecorded),
+        }];
+        if let Err(e) = self.inner.store.append_audit(&event).await {
+            tracing::warn!(error = %e, "could not record a refused attempt in the audit log");
+        }
     }
 
     async fn commit(&self, change: &Change, outbox: &[Message]) -> Result<(), Error> {

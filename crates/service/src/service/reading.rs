@@ -12,7 +12,9 @@ impl Tenantry {
             return Ok(());
         };
         let needed = Permission::new(Category::Users, tenantry_core::Action::View);
-        let actor = self.actor(tenant, id, tenantry_core::Action::View).await?;
+        let actor = self
+            .actor(tenant, id, tenantry_core::Action::View, None)
+            .await?;
         if actor.acting().holds().has(needed) {
             Ok(())
         } else {
@@ -271,7 +273,12 @@ impl Tenantry {
     async fn try_purge(&self, tenant: TenantId, actor_id: UserId) -> Result<Vec<UserId>, Error> {
         let state = self.state(tenant).await?;
         let actor = self
-            .actor(tenant, actor_id, tenantry_core::Action::Delete)
+            .actor(
+                tenant,
+                actor_id,
+                tenantry_core::Action::Delete,
+                Some(AuditAction::UserDeleted),
+            )
             .await?;
         let now = self.now();
         let templates = if actor.acting().is_admin() {

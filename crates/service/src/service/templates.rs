@@ -157,7 +157,12 @@ impl Tenantry {
                     // D7 first (an unknown actor or one without `users:manage` is told so);
                     // D13: a refused attempt by an actor of the tenant is audited, a bad name too.
                     let acting = self
-                        .actor(tenant, actor, tenantry_core::Action::Manage)
+                        .actor(
+                            tenant,
+                            actor,
+                            tenantry_core::Action::Manage,
+                            Some(AuditAction::TemplateCreated),
+                        )
                         .await?;
                     let e = Self::authority_first(
                         tenant,
@@ -193,7 +198,12 @@ impl Tenantry {
     ) -> Result<RoleTemplate, Error> {
         let state = self.state(tenant).await?;
         let actor = self
-            .actor(tenant, actor_id, tenantry_core::Action::Manage)
+            .actor(
+                tenant,
+                actor_id,
+                tenantry_core::Action::Manage,
+                Some(AuditAction::TemplateCreated),
+            )
             .await?;
         let taken = self
             .inner
@@ -286,7 +296,12 @@ impl Tenantry {
     ) -> Result<RoleTemplate, Error> {
         let state = self.state(tenant).await?;
         let actor = self
-            .actor(tenant, actor_id, tenantry_core::Action::Manage)
+            .actor(
+                tenant,
+                actor_id,
+                tenantry_core::Action::Manage,
+                Some(AuditAction::TemplateEdited),
+            )
             .await?;
         let target = AuditTarget::Template(id);
         let template = self
@@ -414,7 +429,12 @@ impl Tenantry {
     ) -> Result<u64, Error> {
         let state = self.state(tenant).await?;
         let actor = self
-            .actor(tenant, actor_id, tenantry_core::Action::Manage)
+            .actor(
+                tenant,
+                actor_id,
+                tenantry_core::Action::Manage,
+                Some(AuditAction::TemplateDeleted),
+            )
             .await?;
         let target = AuditTarget::Template(id);
         let template = self

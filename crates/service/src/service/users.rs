@@ -85,7 +85,12 @@ impl Tenantry {
     ) -> Result<User, Error> {
         let state = self.state(tenant).await?;
         let actor = self
-            .actor(tenant, actor_id, tenantry_core::Action::Edit)
+            .actor(
+                tenant,
+                actor_id,
+                tenantry_core::Action::Edit,
+                Some(AuditAction::UserEdited),
+            )
             .await?;
         let audit_target = AuditTarget::User(user_id);
         let target = self
@@ -190,7 +195,12 @@ impl Tenantry {
     ) -> Result<Tombstone, Error> {
         let state = self.state(tenant).await?;
         let actor = self
-            .actor(tenant, actor_id, tenantry_core::Action::Delete)
+            .actor(
+                tenant,
+                actor_id,
+                tenantry_core::Action::Delete,
+                Some(AuditAction::UserDeleted),
+            )
             .await?;
         let audit_target = AuditTarget::User(user_id);
         let target = self
