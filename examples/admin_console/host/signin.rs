@@ -49,19 +49,19 @@ impl SigningKey {
         Self(bytes)
     }
 
-    fn mac(&self, payload: &str) -> Hmac<Sha256> {
-        // HMAC takes a key of any length: this cannot fail.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
-            .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"));
+    /// The MAC state over `payload` (HMAC takes keys of any length, so this is always
+    /// `Some`; no panic path either way).
+    fn mac(&self, payload: &str) -> Option<Hmac<Sha256>> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).ok()?;
         mac.update(payload.as_bytes());
-        mac
+        Some(mac)
     }
 
     /// The cookie value naming `user` of `tenant`, issued at `issued` (Unix seconds).
-    pub(crate) fn sign(&self, tenant: TenantId, user: UserId, issued: i64) -> String {
+    pub(crate) fn sign(&self, tenant: TenantId, user: UserId, issued: i64) -> Option<String> {
         let payload = format!("{tenant}.{user}.{issued}");
-        let tag = B64.encode(self.mac(&payload).finalize().into_bytes());
-        format!("{payload}.{tag}")
+        let tag = B64.encode(self.mac(&payload)?.finalize().into_bytes());
+        Some(format!("{payload}.{tag}"))
     }
 
     /// The tenant and user a cookie value names, if this key signed it and it was issued
@@ -70,7 +70,7 @@ impl SigningKey {
         let (payload, tag) = value.rsplit_once('.')?;
         let tag = B64.decode(tag).ok()?;
         // Constant time comparison of the tag.
-        self.mac(payload).verify_slice(&tag).ok()?;
+        self.mac(payload)?.verify_slice(&tag).ok()?;
         let mut fields = payload.split('.');
         let tenant: TenantId = fields.next()?.parse().ok()?;
         let user: UserId = fields.next()?.parse().ok()?;
@@ -287,11 +287,19 @@ pub(crate) async fn sign_in(
     match host.app.record_sign_in(host.tenant, id).await {
         Ok(user) => {
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
-            let value = host.key.sign(host.tenant, user.id, now);
+            let Some(v) = host
+                .key
+                .sign(host.tenant, user.id, now)
+                .and_then(|value| set_cookie(&host, &value, LIFETIME_SECS))
+            else {
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the sign-in could not be signed",
+                )
+                    .into_response();
+            };
             let mut response = Redirect::to(super::CONSOLE_HOME).into_response();
-            if let Some(v) = set_cookie(&host, &value, LIFETIME_SECS) {
-                response.headers_mut().append(header::SET_COOKIE, v);
-            }
+            response.headers_mut().append(header::SET_COOKIE, v);
             response
         }
         Err(e) => {
