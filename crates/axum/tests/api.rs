@@ -1205,6 +1205,7 @@ async fn no_response_carries_an_invitation_token_or_link() {
         "/audit/feed",
         "/me",
         "/seats",
+        "/outbox",
         "/openapi.json",
     ] {
         assert_eq!(w.get(path).await.status, 200, "{path}");
@@ -1308,4 +1309,40 @@ async fn findings_of_the_schemathesis_run_stay_fixed() {
     assert_eq!(r.status, 422);
     // An audit cursor beyond any sequence number.
     assert_eq!(w.get("/audit?after=9223372036854775808").await.status, 422);
+}
+
+#[tokio::test]
+async fn the_outbox_shows_delivery_state_and_never_a_body() {
+    let w = world(None).await;
+    let r = w
+        .post("/invitations", json!({"email": "bob@acme.test"}))
+        .await;
+    let message = r.body["message_id"].as_str().unwrap().to_owned();
+    let r = w.get("/outbox").await;
+    assert_eq!(r.status, 200);
+    let items = r.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["id"], message);
+    assert_eq!(items[0]["to"], "bob@acme.test");
+    assert_eq!(items[0]["state"], "sent");
+    assert!(items[0].get("text").is_none() && items[0].get("html").is_none());
+    assert!(
+        w.get("/outbox?pending=true").await.body["items"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let r = w.get(&format!("/outbox/{message}")).await;
+    assert_eq!((r.status, r.body["state"].as_str()), (200, Some("sent")));
+    assert_eq!(
+        w.get(&format!("/outbox/{}", unknown_id())).await.status,
+        404
+    );
+    assert_eq!(w.get("/outbox?limit=0").await.status, 422);
+    let nobody = w.member("nat@acme.test", Permissions::empty()).await;
+    let r = w.call("GET", "/outbox", Some(nobody), None).await;
+    assert_eq!(r.status, 403);
+    for token in w.tokens() {
+        assert!(!w.bodies.lock().unwrap().iter().any(|b| b.contains(&token)));
+    }
 }

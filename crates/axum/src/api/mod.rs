@@ -66,6 +66,7 @@ mod audit;
 mod extractors;
 mod invitations;
 mod openapi;
+mod outbox;
 mod templates;
 mod tenant;
 pub mod types;
@@ -79,6 +80,7 @@ pub use invitations::{
     AcceptBody, BulkBody, BulkItemOut, BulkOut, BulkOutcomeName, InviteBody, InvitedOut, PurgedOut,
     ResentOut,
 };
+pub use outbox::{DeliveryName, MessageOut, OutboxList, OutboxParams};
 pub use templates::{
     DeleteParams, DeletionMode, TemplateBody, TemplateDeletedOut, TemplateList, TemplatePatch,
 };

@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 
 use super::templates::DeletionMode;
 use super::types::{OrderName, RoleName, SortName, StatusName};
-use super::{audit, invitations, templates, tenant, users};
+use super::{audit, invitations, outbox, templates, tenant, users};
 use crate::Guard;
 use crate::problem::{PROBLEM_JSON, Problem};
 
@@ -43,6 +43,8 @@ pub(crate) fn routes() -> OpenApiRouter<Guard> {
         .routes(routes!(invitations::expired))
         .routes(routes!(invitations::purge))
         .routes(routes!(invitations::accept))
+        .routes(routes!(outbox::outbox))
+        .routes(routes!(outbox::outbox_message))
         .routes(routes!(
             templates::list_templates,
             templates::create_template
