@@ -18,7 +18,7 @@
 
 mod support;
 
-use support::{ServerAuth, ServerTls, SmtpServer, T0, service};
+use support::{ServerAuth, ServerTls, SmtpServer, T0, invite_into_new_tenant, service};
 use tenantry_mail::{MailError, Mailer, Message};
 use tenantry_service::prelude::*;
 use tenantry_service::{DeliveryState, TenantId, UserId};
@@ -122,24 +122,7 @@ async fn wrong_credentials_are_a_permanent_failure_with_the_servers_535_text() {
 
         // Through the service: the invitation's delivery state shows it, for the host.
         let (app, _clock) = service(mailer);
-        let (t, admin) = app
-            .create_tenant("Acme", None, Email::parse("ada@acme.test").unwrap())
-            .await
-            .unwrap();
-        let invited = app
-            .invite(
-                t,
-                admin,
-                &InviteRequest {
-                    email: Email::parse("erin@acme.test").unwrap(),
-                    role: Role::User,
-                    template_id: None,
-                    crm_access: false,
-                    grants: Permissions::CONVERSATIONS_VIEW,
-                },
-            )
-            .await
-            .unwrap();
+        let (t, invited) = invite_into_new_tenant(&app, "erin@acme.test").await;
         let out = app
             .outbox_message(t, invited.message_id)
             .await
@@ -207,23 +190,7 @@ async fn the_date_header_comes_from_the_injected_clock() {
     let (app, clock) = service(mailer(&server, PASSWORD));
     let sent_at = T0 + time::Duration::days(400) + time::Duration::seconds(3_727);
     clock.set(sent_at);
-    let (t, admin) = app
-        .create_tenant("Acme", None, Email::parse("ada@acme.test").unwrap())
-        .await
-        .unwrap();
-    app.invite(
-        t,
-        admin,
-        &InviteRequest {
-            email: Email::parse("erin@acme.test").unwrap(),
-            role: Role::User,
-            template_id: None,
-            crm_access: false,
-            grants: Permissions::CONVERSATIONS_VIEW,
-        },
-    )
-    .await
-    .unwrap();
+    invite_into_new_tenant(&app, "erin@acme.test").await;
     let got = server.messages();
     assert_eq!(got.len(), 1);
     let header = got[0]["date"].as_str().unwrap().to_owned();

@@ -12,9 +12,8 @@
 mod support;
 
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, Tokio1Executor};
-use support::{Scratch, SmtpServer, T0, free_port, part, service};
+use support::{Scratch, SmtpServer, T0, free_port, invite_into_new_tenant, part, service};
 use tenantry_mail::{MailError, Mailer, Message};
-use tenantry_service::prelude::*;
 use tenantry_service::{DeliveryState, TenantId, UserId};
 use tenantry_smtp::{LettreMailer, TransportError};
 
@@ -94,24 +93,7 @@ async fn through_the_service_an_invitation_is_delivered_and_recorded_sent() {
     let (app, clock) = service(mailer);
     let at = T0 + time::Duration::hours(30);
     clock.set(at);
-    let (t, admin) = app
-        .create_tenant("Acme", None, Email::parse("ada@acme.test").unwrap())
-        .await
-        .unwrap();
-    let invited = app
-        .invite(
-            t,
-            admin,
-            &InviteRequest {
-                email: Email::parse("erin@acme.test").unwrap(),
-                role: Role::User,
-                template_id: None,
-                crm_access: false,
-                grants: Permissions::CONVERSATIONS_VIEW,
-            },
-        )
-        .await
-        .unwrap();
+    let (t, invited) = invite_into_new_tenant(&app, "erin@acme.test").await;
     let out = app
         .outbox_message(t, invited.message_id)
         .await

@@ -493,3 +493,31 @@ impl Drop for BlackHole {
         }
     }
 }
+
+/// Creates the tenant "Acme" (admin ada@acme.test, no seat limit) and invites `address` as a
+/// plain user with `conversations:view`: the invitation is queued and delivered inline.
+pub async fn invite_into_new_tenant(
+    app: &Tenantry,
+    address: &str,
+) -> (tenantry_service::TenantId, tenantry_service::Invited) {
+    use tenantry_service::prelude::*;
+    let (t, admin) = app
+        .create_tenant("Acme", None, Email::parse("ada@acme.test").unwrap())
+        .await
+        .unwrap();
+    let invited = app
+        .invite(
+            t,
+            admin,
+            &InviteRequest {
+                email: Email::parse(address).unwrap(),
+                role: Role::User,
+                template_id: None,
+                crm_access: false,
+                grants: Permissions::CONVERSATIONS_VIEW,
+            },
+        )
+        .await
+        .unwrap();
+    (t, invited)
+}
