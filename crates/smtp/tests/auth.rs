@@ -20,7 +20,6 @@ mod support;
 
 use support::{ServerAuth, ServerTls, SmtpServer, T0, invite_into_new_tenant, service};
 use tenantry_mail::{MailError, Mailer, Message};
-use tenantry_service::prelude::*;
 use tenantry_service::{DeliveryState, TenantId, UserId};
 use tenantry_smtp::{Credentials, SmtpConfigError, SmtpMailer, TlsMode};
 
