@@ -1346,3 +1346,27 @@ async fn the_outbox_shows_delivery_state_and_never_a_body() {
         assert!(!w.bodies.lock().unwrap().iter().any(|b| b.contains(&token)));
     }
 }
+
+#[tokio::test]
+async fn nested_under_a_prefix_it_keeps_its_routes_and_problems() {
+    let w = world(None).await;
+    let api = tenantry_axum::api::router(Guard::new(w.app.clone(), HeaderIdentity));
+    let host = Router::new().nest("/api/users", api);
+    let who = format!("{}/{}", w.tenant, w.admin);
+    let me = HttpRequest::get("/api/users/me")
+        .header("x-identity", &who)
+        .body(Body::empty())
+        .unwrap();
+    let response = host.clone().oneshot(me).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let missing = HttpRequest::get("/api/users/nope")
+        .header("x-identity", &who)
+        .body(Body::empty())
+        .unwrap();
+    let response = host.oneshot(missing).await.unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(
+        response.headers().get(header::CONTENT_TYPE).unwrap(),
+        "application/problem+json"
+    );
+}
