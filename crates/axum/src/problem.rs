@@ -14,6 +14,10 @@
 //! | `unavailable` | 503, with `Retry-After: 1` |
 //! | `internal` | 500 |
 //!
+//! The HTTP layer's own refusals (a malformed body, a wrong content type, an unknown route, a
+//! wrong method) are problems too, built with [`Problem::for_status`]: their `kind` names the
+//! status (`bad_request`, `unsupported_media_type`, `payload_too_large`, …).
+//!
 //! A store, settings or randomness failure never shows its detail to the caller: the
 //! problem says only that the service is unavailable, and the detail goes to the log
 //! (`tracing` at `error` level, target `tenantry_axum::problem`).

@@ -1370,3 +1370,33 @@ async fn nested_under_a_prefix_it_keeps_its_routes_and_problems() {
         "application/problem+json"
     );
 }
+
+#[tokio::test]
+async fn every_operation_but_the_public_ones_is_401_for_nobody() {
+    let w = world(None).await;
+    let doc = serde_json::to_value(tenantry_axum::api::openapi()).unwrap();
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            let concrete = path.replace("{id}", &unknown_id().to_string());
+            let concrete = if concrete.ends_with("/inactive") {
+                format!("{concrete}?since=2026-01-01T00:00:00Z")
+            } else {
+                concrete
+            };
+            let body = (method != "get").then(|| json!({}));
+            let r = w.call(&method.to_uppercase(), &concrete, None, body).await;
+            if path == "/openapi.json" {
+                assert_eq!(r.status, 200);
+            } else if path == "/invitations/accept" {
+                assert_eq!(r.status, 422, "an accept without token and address");
+            } else {
+                assert_eq!(r.status, 401, "{method} {path}");
+                assert_eq!(r.body["kind"], "unauthenticated");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 26, "{checked}");
+    assert_eq!(w.app.seat_usage(w.tenant).await.unwrap().used, 1);
+}

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
-use tenantry_service::{ActorRef, RuleError, SeatUsage, UserId};
+use tenantry_service::{ActorRef, SeatUsage, UserId};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -75,6 +75,12 @@ pub(crate) async fn set_limit(
     caller: Caller,
     ApiJson(body): ApiJson<LimitBody>,
 ) -> Result<Json<SeatsOut>, Refusal> {
+    if !caller.admin {
+        return Err(Refusal::from(Problem::for_status(
+            axum::http::StatusCode::FORBIDDEN,
+            "only an active admin may set the seat limit",
+        )));
+    }
     let limit = match body.limit {
         Patch::Absent => {
             return Err(Refusal::from(Problem::for_status(
@@ -91,11 +97,6 @@ pub(crate) async fn set_limit(
             )));
         }
     };
-    if !caller.admin {
-        return Err(Refusal::from(Problem::from_error(
-            &tenantry_service::Error::from(RuleError::AdminOnly),
-        )));
-    }
     Ok(Json(
         guard
             .tenantry()
