@@ -995,6 +995,45 @@ async fn the_delivery_page_shows_state_never_a_link_or_a_body() {
 }
 
 #[tokio::test]
+async fn the_delivery_page_shows_a_failed_delivery_without_anything_token_like() {
+    let w = world().await;
+    w.mailer.fail_next(tenantry_service::MailError::Transient(
+        "421 try later; your message https://host.test/accept?token=abc.SECRET-part was kept"
+            .to_owned(),
+    ));
+    w.mailer.fail_next(tenantry_service::MailError::Permanent(
+        "550 no such mailbox for token=zz.OTHER_secret".to_owned(),
+    ));
+    let mut ada = Browser::new(&w, Some(w.ada));
+    let sent = ada
+        .submit(
+            "/users/invite",
+            "/users/invite",
+            &[
+                ("email", "dana@acme.test"),
+                ("role", "user"),
+                ("template", ""),
+            ],
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::SEE_OTHER, "{}", sent.body);
+    // The retry fails for good.
+    let _ = w.app.dispatch_all().await;
+    let page = ada.get("/deliveries").await;
+    let dana = page.body.find(r#"data-to="dana@acme.test""#).unwrap();
+    let row = &page.body[dana..dana + page.body[dana..].find("</tr>").unwrap()];
+    assert!(row.contains("<td class=\"attempts\">"), "{row}");
+    assert!(row.contains("pending") || row.contains("failed"), "{row}");
+    for secret in ["SECRET-part", "OTHER_secret"] {
+        assert!(!page.body.contains(secret), "{secret} shown: {row}");
+    }
+    assert!(
+        row.contains("421") || row.contains("550"),
+        "the error is shown: {row}"
+    );
+}
+
+#[tokio::test]
 async fn an_anonymous_visitor_accepts_with_the_mailed_token_and_is_sent_to_sign_in() {
     let w = world().await;
     let carol_mail = w
