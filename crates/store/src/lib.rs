@@ -408,6 +408,52 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         Ok(Some(Subject::of(&user, template.as_ref())))
     }
 
+    /// [`Store::subject`] answered at once from memory, without waiting, or `None` when this
+    /// store cannot answer so now (then call [`Store::subject`]). A store that answers must
+    /// give what [`Store::subject`] gives at the same moment: never a stale row
+    /// ([current access (D6)](tenantry_core::Rule::CurrentAccess)). The default never answers.
+    ///
+    /// [`InMemoryStore`] answers from a lock-free check index (an owning SQLite store from its
+    /// cache), which is what makes a check cost nanoseconds rather than a future's trip:
+    ///
+    /// ```
+    /// # fn block_on<F>(f: F) -> F::Output
+    /// # where F: std::future::Future<Output = Result<(), Box<dyn std::error::Error>>> {
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    /// #     loop {
+    /// #         if let std::task::Poll::Ready(out) = f.as_mut().poll(&mut cx) {
+    /// #             return out;
+    /// #         }
+    /// #     }
+    /// # }
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> { block_on(async {
+    /// use tenantry_core::{decide, Email, Status, Tenant, TenantId, UserId};
+    /// use tenantry_store::{InMemoryStore, Store};
+    ///
+    /// let store = InMemoryStore::new();
+    /// let now = time::macros::datetime!(2026-01-01 0:00 UTC);
+    /// let tenant = TenantId::from_parts(1_767_225_600_000, [1; 10]);
+    /// let ada = UserId::from_parts(1_767_225_600_000, [2; 10]);
+    /// let new = Tenant { id: tenant, name: "Acme".into(), user_limit: None, created_at: now };
+    /// store.commit(&decide::create_tenant(new, ada, Email::parse("ada@acme.test")?)?, &[]).await?;
+    ///
+    /// let subject = store.subject_now(tenant, ada).ok_or("answered")??.ok_or("a user")?;
+    /// assert_eq!(subject.status, Status::Active);
+    /// assert_eq!(Some(subject), store.subject(tenant, ada).await?);
+    /// let nobody = UserId::from_parts(1_767_225_600_000, [3; 10]);
+    /// assert!(store.subject_now(tenant, nobody).ok_or("answered")??.is_none());
+    /// # Ok(()) }) }
+    /// ```
+    fn subject_now(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+    ) -> Option<Result<Option<Subject>, StoreError>> {
+        let _ = (tenant, id);
+        None
+    }
+
     /// A user by canonical email key ([unique email (D3)](tenantry_core::Rule::UniqueEmail)).
     async fn user_by_email(&self, tenant: TenantId, key: &str) -> Result<Option<User>, StoreError>;
 
@@ -549,6 +595,14 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
 
     async fn subject(&self, tenant: TenantId, id: UserId) -> Result<Option<Subject>, StoreError> {
         (**self).subject(tenant, id).await
+    }
+
+    fn subject_now(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+    ) -> Option<Result<Option<Subject>, StoreError>> {
+        (**self).subject_now(tenant, id)
     }
 
     async fn user_by_email(&self, tenant: TenantId, key: &str) -> Result<Option<User>, StoreError> {

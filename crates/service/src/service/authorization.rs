@@ -43,10 +43,52 @@ impl Tenantry {
         user: UserId,
         request: Request,
     ) -> Result<Decision, Error> {
+        // A store that answers from memory is asked first, before any await: the check then
+        // costs no future of the store's and no allocation.
+        if let Some(decision) = self.authorize_now(tenant, user, request) {
+            return decision;
+        }
         let Some(subject) = self.inner.store.subject(tenant, user).await? else {
             return Ok(Decision::unknown_user());
         };
         Ok(tenantry_core::authorize_subject(&subject, request))
+    }
+
+    /// [`Tenantry::authorize`] without waiting: the decision when the store can answer from
+    /// memory at once ([`Store::subject_now`](tenantry_store::Store::subject_now): the
+    /// in-memory store, an owning SQLite store's cache), else `None`, and then
+    /// [`Tenantry::authorize`] reads the store. Whenever it answers it gives what
+    /// [`Tenantry::authorize`] gives, on current state ([current access (D6)](tenantry_core::Rule::CurrentAccess)).
+    ///
+    /// # Errors
+    /// Inside the `Some`: store failures only.
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    ///
+    /// let app = Tenantry::builder(InMemoryStore::new()).build()?;
+    /// let (tenant, admin) = app.create_tenant("Acme", None, Email::parse("ada@acme.test")?).await?;
+    /// let view = Permission::new(Category::Users, Action::View);
+    /// let now = app.authorize_now(tenant, admin, view.into()).expect("answered from memory")?;
+    /// assert_eq!(now.reason(), Reason::Admin);
+    /// assert_eq!(now, app.authorize(tenant, admin, view.into()).await?);
+    /// # Ok(()) }
+    /// ```
+    #[inline]
+    pub fn authorize_now(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        request: Request,
+    ) -> Option<Result<Decision, Error>> {
+        Some(match self.inner.store.subject_now(tenant, user)? {
+            Ok(Some(subject)) => Ok(tenantry_core::authorize_subject(&subject, request)),
+            Ok(None) => Ok(Decision::unknown_user()),
+            Err(e) => Err(e.into()),
+        })
     }
 
     /// What a user holds now ([current access (D6)](tenantry_core::Rule::CurrentAccess)), with its CRM access.

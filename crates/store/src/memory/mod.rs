@@ -1,5 +1,7 @@
 //! The in-memory store: the zero-setup default and the reference backend.
 
+mod check;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -12,6 +14,7 @@ use tenantry_core::{
 use tenantry_mail::Message;
 use time::OffsetDateTime;
 
+use self::check::{Directory, Entry, Found, TenantIndex};
 use crate::{
     Constraint, Cursor, DeliveryState, DeliveryUpdate, OutboxRecord, Page, SortBy, Store,
     StoreError, UserQuery,
@@ -58,7 +61,23 @@ use crate::{
 /// ```
 #[derive(Debug, Default, Clone)]
 pub struct InMemoryStore {
-    tenants: Arc<RwLock<HashMap<TenantId, Arc<RwLock<TenantData>>>>>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    /// The tenants, for every locked read and write.
+    tenants: RwLock<HashMap<TenantId, Arc<TenantCell>>>,
+    /// The same tenants for the lock-free check path ([`InMemoryStore::subject_now`]).
+    directory: Directory<Arc<TenantCell>>,
+}
+
+/// One tenant: its rows behind a lock, and the check index beside them, which every commit
+/// updates before it returns ([current access (D6)](tenantry_core::Rule::CurrentAccess)).
+#[derive(Debug)]
+struct TenantCell {
+    data: RwLock<TenantData>,
+    index: TenantIndex,
 }
 
 #[derive(Debug)]
@@ -77,6 +96,10 @@ struct TenantData {
     tombstones: HashMap<UserId, Tombstone>,
     audit: Vec<AuditRecord>,
     outbox: BTreeMap<MessageId, OutboxRecord>,
+    /// The pending messages by when they are due, so a claim reads only what it claims.
+    due: BTreeSet<(OffsetDateTime, MessageId)>,
+    /// The slot of each template in the check index (allocated on first use, never reused).
+    template_slots: HashMap<TemplateId, u32>,
 }
 
 enum Undo {
@@ -121,6 +144,89 @@ impl TenantData {
             tombstones: HashMap::new(),
             audit: Vec::new(),
             outbox: BTreeMap::new(),
+            due: BTreeSet::new(),
+            template_slots: HashMap::new(),
+        }
+    }
+
+    /// The check-index slot of a template, allocated on first use; `None` when slots ran out.
+    fn template_slot(&mut self, id: TemplateId) -> Option<u32> {
+        if let Some(slot) = self.template_slots.get(&id) {
+            return Some(*slot);
+        }
+        let slot = u32::try_from(self.template_slots.len()).ok()?;
+        self.template_slots.insert(id, slot);
+        Some(slot)
+    }
+
+    /// Stores the current rows of `users` and `templates` into the check index, all in one
+    /// writer window, so a reader sees the whole change or none of it.
+    fn reindex(
+        &mut self,
+        index: &TenantIndex,
+        users: impl IntoIterator<Item = UserId>,
+        templates: impl IntoIterator<Item = TemplateId>,
+    ) {
+        let templates: Vec<(Option<u32>, TemplateId, Option<tenantry_core::Permissions>)> =
+            templates
+                .into_iter()
+                .map(|id| {
+                    let perms = self.templates.get(&id).map(|t| t.permissions);
+                    (self.template_slot(id), id, perms)
+                })
+                .collect();
+        let users: Vec<(UserId, Option<u64>)> = users
+            .into_iter()
+            .map(|id| {
+                let template = self.users.get(&id).and_then(|u| u.template_id);
+                let slot = template.and_then(|t| self.template_slot(t));
+                (id, self.users.get(&id).map(|u| TenantIndex::pack(u, slot)))
+            })
+            .collect();
+        // A template a user references gets a slot before the user's word names it.
+        let referenced: Vec<(u32, TemplateId, Option<tenantry_core::Permissions>)> = users
+            .iter()
+            .filter_map(|(id, _)| self.users.get(id).and_then(|u| u.template_id))
+            .filter_map(|t| {
+                let slot = self.template_slots.get(&t).copied()?;
+                Some((slot, t, self.templates.get(&t).map(|r| r.permissions)))
+            })
+            .collect();
+        index.write(|ix| {
+            let mut ok = true;
+            for (slot, id, perms) in templates {
+                ok &= slot.is_some_and(|s| ix.set_template(s, id, perms));
+            }
+            for (slot, id, perms) in referenced {
+                ok &= ix.set_template(slot, id, perms);
+            }
+            for (id, word) in users {
+                ok &= ix.set_user(id, word);
+            }
+            if !ok {
+                ix.distrust();
+            }
+        });
+    }
+
+    /// Reindexes what a successful commit touched (the rows its undo log names).
+    fn reindex_undo(&mut self, index: &TenantIndex, undo: &[Undo]) {
+        let users: Vec<UserId> = undo
+            .iter()
+            .filter_map(|u| match u {
+                Undo::User(id, _) => Some(*id),
+                _ => None,
+            })
+            .collect();
+        let templates: Vec<TemplateId> = undo
+            .iter()
+            .filter_map(|u| match u {
+                Undo::Template(id, _) => Some(*id),
+                _ => None,
+            })
+            .collect();
+        if !users.is_empty() || !templates.is_empty() {
+            self.reindex(index, users, templates);
         }
     }
 
@@ -484,20 +590,36 @@ impl InMemoryStore {
         Self::default()
     }
 
-    fn get(&self, tenant: TenantId) -> Option<Arc<RwLock<TenantData>>> {
-        read(&self.tenants).get(&tenant).cloned()
+    fn get(&self, tenant: TenantId) -> Option<Arc<TenantCell>> {
+        match self.shared.directory.get(tenant) {
+            Some(Entry::Known(cell)) => Some(Arc::clone(cell)),
+            Some(Entry::Unknown) => None,
+            None => read(&self.shared.tenants).get(&tenant).cloned(),
+        }
     }
 
     fn with<T>(&self, tenant: TenantId, f: impl FnOnce(&TenantData) -> T) -> Option<T> {
-        self.get(tenant).map(|t| f(&read(&t)))
+        self.get(tenant).map(|t| f(&read(&t.data)))
     }
 
     fn with_mut<T>(&self, tenant: TenantId, f: impl FnOnce(&mut TenantData) -> T) -> Option<T> {
-        self.get(tenant).map(|t| f(&mut write(&t)))
+        self.get(tenant).map(|t| f(&mut write(&t.data)))
+    }
+
+    /// The facts of a user read under the tenant's lock: what the check index must agree with.
+    fn subject_locked(&self, tenant: TenantId, id: UserId) -> Option<Subject> {
+        self.with(tenant, |d| {
+            d.users.get(&id).map(|u| {
+                let template = u.template_id.and_then(|t| d.templates.get(&t));
+                Subject::of(u, template)
+            })
+        })
+        .flatten()
     }
 
     fn queue(data: &mut TenantData, outbox: &[Message], now: OffsetDateTime) {
         for m in outbox {
+            data.due.insert((now, m.id));
             data.outbox.insert(
                 m.id,
                 OutboxRecord {
@@ -519,7 +641,7 @@ impl InMemoryStore {
         if tenant.id != change.tenant_id || change.expected_version != 0 {
             return Err(conflict(Constraint::MissingRow));
         }
-        let mut tenants = write(&self.tenants);
+        let mut tenants = write(&self.shared.tenants);
         if tenants.contains_key(&tenant.id) {
             return Err(conflict(Constraint::TenantId));
         }
@@ -533,7 +655,19 @@ impl InMemoryStore {
             data.append(e.clone());
         }
         Self::queue(&mut data, outbox, tenant.created_at);
-        tenants.insert(tenant.id, Arc::new(RwLock::new(data)));
+        let index = TenantIndex::default();
+        let users: Vec<UserId> = data.users.keys().copied().collect();
+        let templates: Vec<TemplateId> = data.templates.keys().copied().collect();
+        data.reindex(&index, users, templates);
+        let cell = Arc::new(TenantCell {
+            data: RwLock::new(data),
+            index,
+        });
+        if !self.shared.directory.insert(tenant.id, Arc::clone(&cell)) {
+            // The directory is full or the id is nil: this tenant takes the locked path.
+            cell.index.write(|ix| ix.distrust());
+        }
+        tenants.insert(tenant.id, cell);
         Ok(())
     }
 }
@@ -549,14 +683,28 @@ impl Store for InMemoryStore {
     }
 
     async fn subject(&self, tenant: TenantId, id: UserId) -> Result<Option<Subject>, StoreError> {
-        Ok(self
-            .with(tenant, |d| {
-                d.users.get(&id).map(|u| {
-                    let template = u.template_id.and_then(|t| d.templates.get(&t));
-                    Subject::of(u, template)
-                })
-            })
-            .flatten())
+        if let Some(answer) = self.subject_now(tenant, id) {
+            return answer;
+        }
+        Ok(self.subject_locked(tenant, id))
+    }
+
+    /// Answered from the check index without a lock or an allocation; `None` only while
+    /// writers keep the tenant's index busy (then [`Store::subject`] takes the lock).
+    #[inline]
+    fn subject_now(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+    ) -> Option<Result<Option<Subject>, StoreError>> {
+        let cell = match self.shared.directory.get(tenant)? {
+            Entry::Known(cell) => cell,
+            Entry::Unknown => return Some(Ok(None)),
+        };
+        Some(Ok(match cell.index.subject(tenant, id)? {
+            Found::Subject(s) => Some(s),
+            Found::Unknown => None,
+        }))
     }
 
     async fn user_by_email(&self, tenant: TenantId, key: &str) -> Result<Option<User>, StoreError> {
@@ -694,7 +842,7 @@ impl Store for InMemoryStore {
         let Some(tenant) = self.get(change.tenant_id) else {
             return Err(StoreError::NotFound);
         };
-        let mut data = write(&tenant);
+        let mut data = write(&tenant.data);
         if data.state.counters.version != change.expected_version {
             return Err(StoreError::VersionMismatch {
                 expected: change.expected_version,
@@ -707,6 +855,7 @@ impl Store for InMemoryStore {
                 return Err(e);
             }
         }
+        data.reindex_undo(&tenant.index, &undo);
         data.state.counters = change.counters;
         let now = change
             .events
@@ -760,13 +909,22 @@ impl Store for InMemoryStore {
     ) -> Result<Vec<OutboxRecord>, StoreError> {
         Ok(self
             .with_mut(tenant, |d| {
-                let mut claimed = Vec::new();
-                for r in d.outbox.values_mut() {
-                    if claimed.len() >= usize::try_from(limit).unwrap_or(usize::MAX) {
-                        break;
-                    }
-                    if r.state == DeliveryState::Pending && r.next_attempt_at <= now {
+                // Only the due entries are read: the index holds pending messages by when
+                // they are due, so delivered ones are never walked past.
+                let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+                let due: Vec<(OffsetDateTime, MessageId)> = d
+                    .due
+                    .iter()
+                    .take_while(|(at, _)| *at <= now)
+                    .take(limit)
+                    .copied()
+                    .collect();
+                let mut claimed = Vec::with_capacity(due.len());
+                for key in due {
+                    d.due.remove(&key);
+                    if let Some(r) = d.outbox.get_mut(&key.1) {
                         r.next_attempt_at = lease_until;
+                        d.due.insert((lease_until, key.1));
                         claimed.push(r.clone());
                     }
                 }
@@ -786,6 +944,8 @@ impl Store for InMemoryStore {
             .with_mut(tenant, |d| {
                 let r = d.outbox.get_mut(&id)?;
                 if r.state == DeliveryState::Pending && r.next_attempt_at <= now {
+                    d.due.remove(&(r.next_attempt_at, id));
+                    d.due.insert((lease_until, id));
                     r.next_attempt_at = lease_until;
                     Some(r.clone())
                 } else {
@@ -811,16 +971,19 @@ impl Store for InMemoryStore {
                 return Ok(());
             }
             r.attempts = r.attempts.saturating_add(1);
+            d.due.remove(&(r.next_attempt_at, id));
             match update {
                 DeliveryUpdate::Sent { at } => {
                     r.state = DeliveryState::Sent { at: *at };
-                    r.message.text.clear();
-                    r.message.html.clear();
+                    // D26: the bodies hold the live link; their memory goes too.
+                    r.message.text = String::new();
+                    r.message.html = String::new();
                 }
                 DeliveryUpdate::Retry { reason, retry_at } => {
                     r.state = DeliveryState::Pending;
                     r.next_attempt_at = *retry_at;
                     r.last_error = Some(reason.clone());
+                    d.due.insert((*retry_at, id));
                 }
                 DeliveryUpdate::Failed { reason, at } => {
                     r.state = DeliveryState::Failed {
@@ -829,8 +992,8 @@ impl Store for InMemoryStore {
                     };
                     r.last_error = Some(reason.clone());
                     // D26: a message that will not be sent keeps no live link.
-                    r.message.text.clear();
-                    r.message.html.clear();
+                    r.message.text = String::new();
+                    r.message.html = String::new();
                 }
             }
             Ok(())
@@ -843,20 +1006,18 @@ impl Store for InMemoryStore {
         now: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<TenantId>, StoreError> {
-        let all: Vec<(TenantId, Arc<RwLock<TenantData>>)> = read(&self.tenants)
+        let all: Vec<(TenantId, Arc<TenantCell>)> = read(&self.shared.tenants)
             .iter()
             .map(|(k, v)| (*k, Arc::clone(v)))
             .collect();
         Ok(all
             .into_iter()
-            .filter(|(_, d)| {
-                read(d)
-                    .outbox
-                    .values()
-                    .any(|r| r.state == DeliveryState::Pending && r.next_attempt_at <= now)
-            })
+            .filter(|(_, d)| read(&d.data).due.first().is_some_and(|(at, _)| *at <= now))
             .map(|(id, _)| id)
             .take(usize::try_from(limit).unwrap_or(usize::MAX))
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,569 @@
+//! The check index: what an authorization reads, laid out to be read without a lock
+//! ([current access (D6)](tenantry_core::Rule::CurrentAccess)).
+//!
+//! Per tenant, a table maps each user id to one packed word (status, role, CRM flag, direct
+//! grants and a template slot), and a slot array holds each template's id and current
+//! permissions, so a template edit is one store into one slot whatever the number of users
+//! referencing it. A directory maps tenant ids to their index the same way.
+//!
+//! Readers take no lock and write no shared memory: every word is an atomic, and each tenant
+//! (and the directory) has a sequence counter in the manner of a seqlock. A writer, which
+//! holds the tenant's write lock, makes the counter odd, stores, and makes it even again; a
+//! reader reads the counter, the words, and the counter again, and keeps what it read only
+//! if the counter was even and unchanged. A reader that keeps meeting a writer gives up and
+//! the caller takes the locked path, so the answer is never stale and never torn.
+//!
+//! Tables grow by building a larger generation beside the old one; old generations are kept
+//! (readers may be inside them), which costs at most as much again as the current one.
+
+use std::fmt;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+
+use tenantry_core::{Permissions, Role, Status, Subject, TemplateId, TenantId, User, UserId};
+use uuid::Uuid;
+
+/// How often a reader retries past a writer before it gives up.
+const SPINS: u32 = 64;
+/// Slots of the first table generation.
+const MIN_SLOTS: usize = 16;
+/// Table generations (each twice the one before) and slot-array chunks.
+const GENERATIONS: usize = 40;
+
+/// A sequence counter: odd while a writer is storing.
+#[derive(Debug, Default)]
+pub(crate) struct Seq(AtomicU64);
+
+impl Seq {
+    /// Runs `f` until it read a consistent state; `None` if writers kept interfering.
+    #[inline]
+    pub(crate) fn read<T>(&self, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+        for _ in 0..SPINS {
+            let before = self.0.load(Ordering::Acquire);
+            if before & 1 == 0 {
+                let out = f();
+                fence(Ordering::Acquire);
+                if self.0.load(Ordering::Relaxed) == before {
+                    return out;
+                }
+            }
+            std::hint::spin_loop();
+        }
+        None
+    }
+
+    /// Runs the writer `f` with the counter odd. Writers are serialized by the caller.
+    pub(crate) fn write<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        let out = f();
+        self.0.fetch_add(1, Ordering::Release);
+        out
+    }
+}
+
+fn halves(uuid: Uuid) -> (u64, u64) {
+    uuid.as_u64_pair()
+}
+
+/// A multiplicative mix of both halves: ids built from a clock and a constant tail (as tests
+/// and benches build them) spread as well as random UUIDv7 tails.
+#[inline]
+fn hash(hi: u64, lo: u64) -> u64 {
+    let h = (hi ^ lo.rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (h ^ (h >> 31)).wrapping_mul(0xD6E8_FEB8_6659_FD93)
+}
+
+#[derive(Default)]
+struct Slot {
+    hi: AtomicU64,
+    lo: AtomicU64,
+    val: AtomicU64,
+}
+
+struct Generation {
+    slots: Box<[Slot]>,
+    mask: usize,
+}
+
+impl Generation {
+    fn new(len: usize) -> Self {
+        Self {
+            slots: (0..len).map(|_| Slot::default()).collect(),
+            mask: len.saturating_sub(1),
+        }
+    }
+
+    /// The slot holding the key, or the empty slot where it would go.
+    #[inline]
+    fn find(&self, hi: u64, lo: u64) -> Option<&Slot> {
+        // Truncation is the point: the low bits of the hash pick the slot.
+        #[allow(clippy::cast_possible_truncation)]
+        let mut i = (hash(hi, lo) as usize) & self.mask;
+        for _ in 0..self.slots.len() {
+            let slot = self.slots.get(i)?;
+            let (h, l) = (
+                slot.hi.load(Ordering::Relaxed),
+                slot.lo.load(Ordering::Relaxed),
+            );
+            if (h == hi && l == lo) || (h == 0 && l == 0) {
+                return Some(slot);
+            }
+            i = (i + 1) & self.mask;
+        }
+        None
+    }
+}
+
+/// An open-addressing map from a 128-bit id (never the nil id) to a word; 0 means absent.
+/// Deleted keys stay as tombstones until the next growth, so probe chains stay whole.
+pub(crate) struct IdTable {
+    generations: [OnceLock<Generation>; GENERATIONS],
+    current: AtomicUsize,
+    /// Keys in the current generation, tombstones included (writer only).
+    used: AtomicUsize,
+    /// Keys with a nonzero word (writer only).
+    live: AtomicUsize,
+}
+
+impl Default for IdTable {
+    fn default() -> Self {
+        Self {
+            generations: std::array::from_fn(|_| OnceLock::new()),
+            current: AtomicUsize::new(0),
+            used: AtomicUsize::new(0),
+            live: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl fmt::Debug for IdTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdTable")
+            .field("live", &self.live.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl IdTable {
+    fn generation(&self) -> Option<&Generation> {
+        self.generations
+            .get(self.current.load(Ordering::Acquire))?
+            .get()
+    }
+
+    /// The word of the key (0: absent); `None` only if the table is unreadable (a reader
+    /// racing a writer, which the sequence check then refuses).
+    #[inline]
+    pub(crate) fn get(&self, hi: u64, lo: u64) -> Option<u64> {
+        let Some(g) = self.generation() else {
+            return Some(0);
+        };
+        let slot = g.find(hi, lo)?;
+        Some(slot.val.load(Ordering::Relaxed))
+    }
+
+    /// Sets the word of the key (0 removes it). Writer only, inside [`Seq::write`]. The nil
+    /// key is never stored; returns whether the key was stored.
+    pub(crate) fn set(&self, hi: u64, lo: u64, val: u64) -> bool {
+        if hi == 0 && lo == 0 {
+            return false;
+        }
+        if let Some(g) = self.generation()
+            && let Some(slot) = g.find(hi, lo)
+            && slot.hi.load(Ordering::Relaxed) == hi
+            && slot.lo.load(Ordering::Relaxed) == lo
+        {
+            let old = slot.val.swap(val, Ordering::Relaxed);
+            match (old == 0, val == 0) {
+                (true, false) => self.live.fetch_add(1, Ordering::Relaxed),
+                (false, true) => self.live.fetch_sub(1, Ordering::Relaxed),
+                _ => 0,
+            };
+            return true;
+        }
+        if val == 0 {
+            return true;
+        }
+        let used = self.used.load(Ordering::Relaxed) + 1;
+        let fits = self
+            .generation()
+            .is_some_and(|g| used <= g.slots.len() / 4 * 3);
+        if !fits && !self.grow() {
+            return false;
+        }
+        let Some(slot) = self.generation().and_then(|g| g.find(hi, lo)) else {
+            return false;
+        };
+        slot.hi.store(hi, Ordering::Relaxed);
+        slot.lo.store(lo, Ordering::Relaxed);
+        slot.val.store(val, Ordering::Relaxed);
+        self.used.fetch_add(1, Ordering::Relaxed);
+        self.live.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Builds the next generation with the live keys of the current one.
+    fn grow(&self) -> bool {
+        let at = self.current.load(Ordering::Relaxed);
+        let old = self.generations.get(at).and_then(OnceLock::get);
+        let live = self.live.load(Ordering::Relaxed) + 1;
+        // The first generation that holds the live keys at half load.
+        let mut next = if old.is_some() { at + 1 } else { at };
+        while MIN_SLOTS << next < live * 2 {
+            next += 1;
+        }
+        let Some(cell) = self.generations.get(next) else {
+            return false;
+        };
+        let fresh = Generation::new(MIN_SLOTS << next);
+        let mut used = 0;
+        if let Some(old) = old {
+            for s in &old.slots {
+                let val = s.val.load(Ordering::Relaxed);
+                if val == 0 {
+                    continue;
+                }
+                let (hi, lo) = (s.hi.load(Ordering::Relaxed), s.lo.load(Ordering::Relaxed));
+                if let Some(slot) = fresh.find(hi, lo) {
+                    slot.hi.store(hi, Ordering::Relaxed);
+                    slot.lo.store(lo, Ordering::Relaxed);
+                    slot.val.store(val, Ordering::Relaxed);
+                    used += 1;
+                }
+            }
+        }
+        if cell.set(fresh).is_err() {
+            return false;
+        }
+        self.used.store(used, Ordering::Relaxed);
+        self.current.store(next, Ordering::Release);
+        true
+    }
+}
+
+/// An append-only array in chunks that never move: chunk `k` holds `MIN_SLOTS << k` items.
+pub(crate) struct Chunks<T> {
+    chunks: [OnceLock<Box<[T]>>; GENERATIONS],
+}
+
+impl<T> Default for Chunks<T> {
+    fn default() -> Self {
+        Self {
+            chunks: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+}
+
+impl<T: Default> Chunks<T> {
+    #[inline]
+    fn place(i: usize) -> (usize, usize) {
+        let j = i / MIN_SLOTS + 1;
+        let k = (usize::BITS - 1 - j.leading_zeros()) as usize;
+        (k, i - MIN_SLOTS * ((1 << k) - 1))
+    }
+
+    /// The item at `i`, if its chunk exists.
+    #[inline]
+    pub(crate) fn get(&self, i: usize) -> Option<&T> {
+        let (k, off) = Self::place(i);
+        self.chunks.get(k)?.get()?.get(off)
+    }
+
+    /// The item at `i`, making its chunk if needed (writer only).
+    pub(crate) fn get_or_make(&self, i: usize) -> Option<&T> {
+        let (k, off) = Self::place(i);
+        let chunk = self.chunks.get(k)?;
+        chunk
+            .get_or_init(|| (0..MIN_SLOTS << k).map(|_| T::default()).collect())
+            .get(off)
+    }
+}
+
+/// A template slot: the template's id and its permissions (bit 32 set while it exists).
+#[derive(Default)]
+pub(crate) struct TemplateSlot {
+    hi: AtomicU64,
+    lo: AtomicU64,
+    perms: AtomicU64,
+}
+
+const LIVE: u64 = 1 << 32;
+const ACTIVE: u64 = 1 << 33;
+const SUSPENDED: u64 = 1 << 34;
+const ADMIN: u64 = 1 << 35;
+const CRM: u64 = 1 << 36;
+const HAS_TEMPLATE: u64 = 1 << 37;
+/// The user is known but its word could not hold it: ask the locked path.
+const ASK: u64 = 1 << 38;
+const SLOT_SHIFT: u32 = 40;
+const MAX_TEMPLATE_SLOTS: u32 = 1 << 24;
+
+/// The check index of one tenant. Its writers hold the tenant's write lock.
+#[derive(Default)]
+pub(crate) struct TenantIndex {
+    seq: Seq,
+    /// Set when a store into the index failed: from then on every read takes the locked path.
+    broken: AtomicBool,
+    users: IdTable,
+    templates: Chunks<TemplateSlot>,
+}
+
+impl fmt::Debug for TenantIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantIndex")
+            .field("users", &self.users)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a reader found for a user.
+pub(crate) enum Found {
+    /// The facts of the user.
+    Subject(Subject),
+    /// No such user.
+    Unknown,
+}
+
+impl TenantIndex {
+    /// Runs the writer `f` with readers held off (they retry or take the locked path).
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&Self) -> T) -> T {
+        self.seq.write(|| f(self))
+    }
+
+    /// Stops the index answering (writer only): a store into it failed.
+    pub(crate) fn distrust(&self) {
+        self.broken.store(true, Ordering::Relaxed);
+    }
+
+    /// The packed word of a user, given the slot of its template (writer only).
+    pub(crate) fn pack(user: &User, template_slot: Option<u32>) -> u64 {
+        let mut w = LIVE | u64::from(user.grants.bits());
+        w |= match user.status {
+            Status::Invited => 0,
+            Status::Active => ACTIVE,
+            Status::Suspended => SUSPENDED,
+        };
+        if user.role == Role::Admin {
+            w |= ADMIN;
+        }
+        if user.crm_access {
+            w |= CRM;
+        }
+        match (user.template_id, template_slot) {
+            (None, _) => {}
+            (Some(_), Some(slot)) if slot < MAX_TEMPLATE_SLOTS => {
+                w |= HAS_TEMPLATE | (u64::from(slot) << SLOT_SHIFT);
+            }
+            (Some(_), _) => w |= ASK,
+        }
+        w
+    }
+
+    /// Stores a user's word (writer only, inside [`TenantIndex::write`]); `None` removes it.
+    /// Returns whether the index holds the change (else the caller must stop trusting it).
+    pub(crate) fn set_user(&self, id: UserId, word: Option<u64>) -> bool {
+        let (hi, lo) = halves(id.as_uuid());
+        // Readers never ask the index about the nil id.
+        (hi == 0 && lo == 0) || self.users.set(hi, lo, word.unwrap_or(0))
+    }
+
+    /// Stores a template slot (writer only): its id and permissions, or gone with `None`.
+    pub(crate) fn set_template(
+        &self,
+        slot: u32,
+        id: TemplateId,
+        perms: Option<Permissions>,
+    ) -> bool {
+        let Some(s) = usize::try_from(slot)
+            .ok()
+            .and_then(|i| self.templates.get_or_make(i))
+        else {
+            return false;
+        };
+        let (hi, lo) = halves(id.as_uuid());
+        s.hi.store(hi, Ordering::Relaxed);
+        s.lo.store(lo, Ordering::Relaxed);
+        s.perms.store(
+            perms.map_or(0, |p| LIVE | u64::from(p.bits())),
+            Ordering::Relaxed,
+        );
+        true
+    }
+
+    /// The facts of a user, read without a lock; `None` when the caller should take the
+    /// locked path.
+    #[inline]
+    pub(crate) fn subject(&self, tenant: TenantId, user: UserId) -> Option<Found> {
+        let (hi, lo) = halves(user.as_uuid());
+        if hi == 0 && lo == 0 {
+            return None;
+        }
+        let (word, template) = self.seq.read(|| {
+            if self.broken.load(Ordering::Relaxed) {
+                return None;
+            }
+            let word = self.users.get(hi, lo)?;
+            if word & HAS_TEMPLATE == 0 {
+                return Some((word, None));
+            }
+            let slot = usize::try_from(word >> SLOT_SHIFT).ok()?;
+            let s = self.templates.get(slot)?;
+            Some((
+                word,
+                Some((
+                    s.hi.load(Ordering::Relaxed),
+                    s.lo.load(Ordering::Relaxed),
+                    s.perms.load(Ordering::Relaxed),
+                )),
+            ))
+        })?;
+        if word == 0 {
+            return Some(Found::Unknown);
+        }
+        if word & ASK != 0 {
+            return None;
+        }
+        let status = if word & ACTIVE != 0 {
+            Status::Active
+        } else if word & SUSPENDED != 0 {
+            Status::Suspended
+        } else {
+            Status::Invited
+        };
+        let template = match template {
+            Some((thi, tlo, perms)) if perms & LIVE != 0 => Some((
+                TemplateId::from_uuid(Uuid::from_u64_pair(thi, tlo)),
+                // The low 32 bits are the permission bits.
+                #[allow(clippy::cast_possible_truncation)]
+                Permissions::from_bits_retain(perms as u32),
+            )),
+            _ => None,
+        };
+        Some(Found::Subject(Subject {
+            tenant_id: tenant,
+            user_id: user,
+            role: if word & ADMIN != 0 {
+                Role::Admin
+            } else {
+                Role::User
+            },
+            status,
+            crm_access: word & CRM != 0,
+            #[allow(clippy::cast_possible_truncation)]
+            grants: Permissions::from_bits_retain(word as u32),
+            template,
+        }))
+    }
+}
+
+/// Tenant ids to the slot of their index, read without a lock. Tenants are never removed.
+pub(crate) struct Directory<T> {
+    seq: Seq,
+    ids: IdTable,
+    slots: Chunks<OnceLock<T>>,
+    len: AtomicUsize,
+}
+
+impl<T> Default for Directory<T> {
+    fn default() -> Self {
+        Self {
+            seq: Seq::default(),
+            ids: IdTable::default(),
+            slots: Chunks::default(),
+            len: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl<T> fmt::Debug for Directory<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Directory")
+            .field("tenants", &self.len.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the directory says of a tenant.
+pub(crate) enum Entry<'a, T> {
+    /// Its value.
+    Known(&'a T),
+    /// No such tenant.
+    Unknown,
+}
+
+impl<T> Directory<T> {
+    /// The value of a tenant; `None` when the caller should take the locked path.
+    #[inline]
+    pub(crate) fn get(&self, tenant: TenantId) -> Option<Entry<'_, T>> {
+        let (hi, lo) = halves(tenant.as_uuid());
+        if hi == 0 && lo == 0 {
+            return None;
+        }
+        let word = self.seq.read(|| self.ids.get(hi, lo))?;
+        if word == 0 {
+            return Some(Entry::Unknown);
+        }
+        let slot = usize::try_from(word - 1).ok()?;
+        self.slots.get(slot)?.get().map(Entry::Known)
+    }
+
+    /// Adds a tenant (writer only: the caller holds the lock of the tenant map). Returns
+    /// whether the directory holds it.
+    pub(crate) fn insert(&self, tenant: TenantId, value: T) -> bool {
+        let (hi, lo) = halves(tenant.as_uuid());
+        if hi == 0 && lo == 0 {
+            return false;
+        }
+        let slot = self.len.load(Ordering::Relaxed);
+        let Some(cell) = self.slots.get_or_make(slot) else {
+            return false;
+        };
+        if cell.set(value).is_err() {
+            return false;
+        }
+        let Ok(word) = u64::try_from(slot + 1) else {
+            return false;
+        };
+        self.len.store(slot + 1, Ordering::Relaxed);
+        self.seq.write(|| self.ids.set(hi, lo, word))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
+    use super::*;
+
+    #[test]
+    fn the_table_keeps_every_key_through_growth_and_removal() {
+        let t = IdTable::default();
+        let keys: Vec<(u64, u64)> = (1..=5000u64).map(|i| (i << 20, i % 7)).collect();
+        for (n, &(hi, lo)) in keys.iter().enumerate() {
+            assert!(t.set(hi, lo, n as u64 + 1));
+        }
+        for (n, &(hi, lo)) in keys.iter().enumerate() {
+            if n % 3 == 0 {
+                assert!(t.set(hi, lo, 0));
+            }
+        }
+        for (n, &(hi, lo)) in keys.iter().enumerate() {
+            let want = if n % 3 == 0 { 0 } else { n as u64 + 1 };
+            assert_eq!(t.get(hi, lo), Some(want), "key {n}");
+        }
+        assert_eq!(t.get(9, 9), Some(0));
+        assert!(!t.set(0, 0, 1), "the nil key is never stored");
+    }
+
+    #[test]
+    fn chunks_place_every_index_once() {
+        let c: Chunks<AtomicU64> = Chunks::default();
+        for i in 0..2000 {
+            c.get_or_make(i).unwrap().store(i as u64, Ordering::Relaxed);
+        }
+        for i in 0..2000 {
+            assert_eq!(c.get(i).unwrap().load(Ordering::Relaxed), i as u64);
+        }
+        assert!(c.get(1_000_000).is_none());
+    }
+}
