@@ -183,8 +183,24 @@ impl Site<'_> {
         format!("{}{path}", self.base)
     }
 
-    /// Runs axe-core on the current page: no serious or critical violation.
+    /// Runs axe-core on the current page: no serious or critical violation. And, but on
+    /// the invitee's own accept page, no invitation token of any recorded mail is in the
+    /// page (D26).
     async fn axe(&self, page: &str) -> Result {
+        if page != "accept" {
+            let source = self.c.source().await?;
+            for mail in self.mail.sent() {
+                if let Some(token) = tenantry::token_from_link(&mail.text) {
+                    ensure(
+                        !source.contains(&token),
+                        format!(
+                            "the {page} page shows the accept token of a mail to {}",
+                            mail.to
+                        ),
+                    )?;
+                }
+            }
+        }
         self.c.execute(self.axe, vec![]).await?;
         let found = self
             .c
