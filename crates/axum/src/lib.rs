@@ -1,6 +1,22 @@
 //! # tenantry-axum
 //!
-//! Guards axum routes with tenantry's authorization decisions.
+//! tenantry for axum hosts, in three layers that share one guard and one error mapping:
+//!
+//! - [`api`] (feature `api`, on by default): every use case of the Settings → Users page as a
+//!   JSON API router, with its OpenAPI 3.1 document ([`api::openapi`], also served at
+//!   `GET /openapi.json`). `docs/http-api.md` in the repository describes it.
+//! - [`console`] (feature `console`): the whole Settings → Users page as a mountable router
+//!   of server-rendered HTML: no script, no sessions, signed CSRF tokens, security headers.
+//!   `docs/console.md` in the repository describes it.
+//! - [`problem`]: the one mapping from a tenantry error to an HTTP status and an RFC 9457
+//!   problem document, used by both.
+//! - The guard, below: for the host's own routes.
+//!
+//! The host brings its authentication as an [`Identify`] and nests the routers wherever it
+//! likes; it also sets, on its listener, a header-read and a request time-out and a body
+//! limit (the example host app shows how), since a router cannot.
+//!
+//! ## The guard
 //!
 //! - [`Identify`]: the host says who is calling (tenant and user), from the request's parts
 //!   (a session cookie, a token, a header set by a gateway…). tenantry does no
