@@ -269,6 +269,34 @@ mod tests {
     }
 
     #[test]
+    fn a_subject_is_answered_now_only_while_nothing_changed() {
+        let c = Cache::default();
+        let t = TenantId::from_uuid(uuid::Uuid::nil());
+        let u = UserId::from_parts(1, [1; 10]);
+        let s = Subject {
+            tenant_id: t,
+            user_id: u,
+            role: tenantry_core::Role::User,
+            status: tenantry_core::Status::Active,
+            crm_access: false,
+            grants: tenantry_core::Permissions::USERS_VIEW,
+            template: None,
+        };
+        assert!(c.subject(t, u).is_none(), "nothing cached, no entry made");
+        let Lookup::Miss(ticket) = c.get(t, |e| e.subjects.get(&u)) else {
+            panic!("expected a miss");
+        };
+        c.put(t, ticket, |e| {
+            e.subjects.insert(u, s);
+        });
+        assert_eq!(c.subject(t, u), Some(s));
+        c.start(t);
+        assert!(c.subject(t, u).is_none(), "not while a change is in flight");
+        c.end(t);
+        assert!(c.subject(t, u).is_none(), "forgotten after the change");
+    }
+
+    #[test]
     fn nothing_is_served_or_stored_while_a_change_is_in_flight() {
         let c = Cache::default();
         let t = TenantId::from_uuid(uuid::Uuid::nil());

@@ -5,7 +5,9 @@ use super::*;
 impl Tenantry {
     /// Decides a request for a user on current state ([current access (D6)](tenantry_core::Rule::CurrentAccess)): the user's row and its
     /// template's permissions are read now, so edits apply at the very next check. An
-    /// unknown or deleted user, or one of another tenant, is denied.
+    /// unknown or deleted user, or one of another tenant, is denied. A store that answers
+    /// from memory ([`Tenantry::authorize_now`]) is asked when this is called, so the
+    /// returned future is ready at its first poll.
     ///
     /// # Errors
     /// Store failures only; every answer is a [`Decision`].
@@ -37,21 +39,25 @@ impl Tenantry {
     /// assert_eq!(app.authorize(tenant, bob, view.into()).await?.reason(), Reason::UnknownUser);
     /// # Ok(()) }
     /// ```
-    pub async fn authorize(
+    pub fn authorize(
         &self,
         tenant: TenantId,
         user: UserId,
         request: Request,
-    ) -> Result<Decision, Error> {
-        // A store that answers from memory is asked first, before any await: the check then
-        // costs no future of the store's and no allocation.
-        if let Some(decision) = self.authorize_now(tenant, user, request) {
-            return decision;
+    ) -> impl Future<Output = Result<Decision, Error>> + Send + '_ {
+        // A store that answers from memory is asked at once, before the future is even made:
+        // the check then costs no future of the store's, no allocation, and a future that is
+        // ready at its first poll.
+        let now = self.authorize_now(tenant, user, request);
+        async move {
+            if let Some(decision) = now {
+                return decision;
+            }
+            let Some(subject) = self.inner.store.subject(tenant, user).await? else {
+                return Ok(Decision::unknown_user());
+            };
+            Ok(tenantry_core::authorize_subject(&subject, request))
         }
-        let Some(subject) = self.inner.store.subject(tenant, user).await? else {
-            return Ok(Decision::unknown_user());
-        };
-        Ok(tenantry_core::authorize_subject(&subject, request))
     }
 
     /// [`Tenantry::authorize`] without waiting: the decision when the store can answer from

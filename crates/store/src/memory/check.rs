@@ -62,6 +62,7 @@ impl Seq {
     }
 }
 
+#[inline]
 fn halves(uuid: Uuid) -> (u64, u64) {
     uuid.as_u64_pair()
 }
@@ -95,7 +96,7 @@ impl Generation {
     }
 
     /// The slot holding the key, or the empty slot where it would go.
-    #[inline]
+    #[inline(always)]
     fn find(&self, hi: u64, lo: u64) -> Option<&Slot> {
         // Truncation is the point: the low bits of the hash pick the slot.
         #[allow(clippy::cast_possible_truncation)]
@@ -146,6 +147,7 @@ impl fmt::Debug for IdTable {
 }
 
 impl IdTable {
+    #[inline]
     fn generation(&self) -> Option<&Generation> {
         self.generations
             .get(self.current.load(Ordering::Acquire))?
@@ -460,6 +462,8 @@ impl TenantIndex {
 /// Tenant ids to the slot of their index, read without a lock. Tenants are never removed.
 pub(crate) struct Directory<T> {
     seq: Seq,
+    /// Set when an insert failed: from then on every lookup takes the locked path.
+    broken: AtomicBool,
     ids: IdTable,
     slots: Chunks<OnceLock<T>>,
     len: AtomicUsize,
@@ -469,6 +473,7 @@ impl<T> Default for Directory<T> {
     fn default() -> Self {
         Self {
             seq: Seq::default(),
+            broken: AtomicBool::new(false),
             ids: IdTable::default(),
             slots: Chunks::default(),
             len: AtomicUsize::new(0),
@@ -500,7 +505,12 @@ impl<T> Directory<T> {
         if hi == 0 && lo == 0 {
             return None;
         }
-        let word = self.seq.read(|| self.ids.get(hi, lo))?;
+        let word = self.seq.read(|| {
+            if self.broken.load(Ordering::Relaxed) {
+                return None;
+            }
+            self.ids.get(hi, lo)
+        })?;
         if word == 0 {
             return Some(Entry::Unknown);
         }
@@ -508,12 +518,20 @@ impl<T> Directory<T> {
         self.slots.get(slot)?.get().map(Entry::Known)
     }
 
-    /// Adds a tenant (writer only: the caller holds the lock of the tenant map). Returns
-    /// whether the directory holds it.
-    pub(crate) fn insert(&self, tenant: TenantId, value: T) -> bool {
+    /// Adds a tenant (writer only: the caller holds the lock of the tenant map). Should it
+    /// fail to hold it, the directory stops answering.
+    pub(crate) fn insert(&self, tenant: TenantId, value: T) {
+        if !self.try_insert(tenant, value) {
+            self.seq
+                .write(|| self.broken.store(true, Ordering::Relaxed));
+        }
+    }
+
+    fn try_insert(&self, tenant: TenantId, value: T) -> bool {
         let (hi, lo) = halves(tenant.as_uuid());
         if hi == 0 && lo == 0 {
-            return false;
+            // Never looked up here (see `get`); the locked path serves it.
+            return true;
         }
         let slot = self.len.load(Ordering::Relaxed);
         let Some(cell) = self.slots.get_or_make(slot) else {

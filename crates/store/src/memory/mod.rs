@@ -84,15 +84,16 @@ struct TenantCell {
 struct TenantData {
     state: TenantState,
     users: HashMap<UserId, User>,
-    by_email: HashMap<Arc<str>, UserId>,
     idx_email: BTreeSet<(Arc<str>, UserId)>,
     idx_created: BTreeSet<(i128, UserId)>,
-    idx_login: BTreeSet<(Option<i128>, UserId)>,
+    /// Last sign-in in nanoseconds, `i128::MIN` for never (sorts first, as `None` does).
+    idx_login: BTreeSet<(i128, UserId)>,
     idx_template: BTreeSet<(TemplateId, UserId)>,
     templates: HashMap<TemplateId, RoleTemplate>,
     template_names: HashMap<String, TemplateId>,
     invitations: HashMap<TokenHash, Invitation>,
-    invitations_by_user: HashMap<UserId, Vec<TokenHash>>,
+    /// Oldest first; a boxed slice of the exact length (most users have one invitation).
+    invitations_by_user: HashMap<UserId, Box<[TokenHash]>>,
     tombstones: HashMap<UserId, Tombstone>,
     audit: Vec<AuditRecord>,
     outbox: BTreeMap<MessageId, OutboxRecord>,
@@ -120,6 +121,11 @@ fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The key of a last sign-in in the login index.
+fn login_key(at: Option<OffsetDateTime>) -> i128 {
+    at.map_or(i128::MIN, OffsetDateTime::unix_timestamp_nanos)
+}
+
 fn conflict(constraint: Constraint) -> StoreError {
     StoreError::Conflict { constraint }
 }
@@ -132,7 +138,6 @@ impl TenantData {
                 counters: tenantry_core::Counters::default(),
             },
             users: HashMap::new(),
-            by_email: HashMap::new(),
             idx_email: BTreeSet::new(),
             idx_created: BTreeSet::new(),
             idx_login: BTreeSet::new(),
@@ -230,36 +235,47 @@ impl TenantData {
         }
     }
 
+    /// The user with this email key, found in the email index (which sorts by key, then id).
+    fn by_email(&self, key: &str) -> Option<UserId> {
+        let from = (Arc::<str>::from(key), UserId::from_uuid(uuid::Uuid::nil()));
+        self.idx_email
+            .range(from..)
+            .next()
+            .filter(|(k, _)| &**k == key)
+            .map(|(_, id)| *id)
+    }
+
     /// Replaces (or removes, with `None`) the user `id`, keeping every index in step.
     /// Returns the previous row.
     fn set_user(&mut self, id: UserId, new: Option<User>) -> Result<Option<User>, StoreError> {
         if let Some(u) = &new
-            && let Some(other) = self.by_email.get(u.email.key())
-            && *other != id
+            && let Some(other) = self.by_email(u.email.key())
+            && other != id
         {
             return Err(conflict(Constraint::UserEmail));
         }
         let old = self.users.remove(&id);
         if let Some(o) = &old {
-            if let Some((key, _)) = self.by_email.remove_entry(o.email.key()) {
-                self.idx_email.remove(&(key, id));
+            let same_key = new.as_ref().is_some_and(|u| u.email.key() == o.email.key());
+            if !same_key {
+                self.idx_email
+                    .remove(&(Arc::<str>::from(o.email.key()), id));
             }
             self.idx_created
                 .remove(&(o.created_at.unix_timestamp_nanos(), id));
-            self.idx_login
-                .remove(&(o.last_login.map(OffsetDateTime::unix_timestamp_nanos), id));
+            self.idx_login.remove(&(login_key(o.last_login), id));
             if let Some(t) = o.template_id {
                 self.idx_template.remove(&(t, id));
             }
         }
         if let Some(u) = new {
-            let key: Arc<str> = Arc::from(u.email.key());
-            self.by_email.insert(Arc::clone(&key), id);
-            self.idx_email.insert((key, id));
+            let same_key = old.as_ref().is_some_and(|o| u.email.key() == o.email.key());
+            if !same_key {
+                self.idx_email.insert((Arc::from(u.email.key()), id));
+            }
             self.idx_created
                 .insert((u.created_at.unix_timestamp_nanos(), id));
-            self.idx_login
-                .insert((u.last_login.map(OffsetDateTime::unix_timestamp_nanos), id));
+            self.idx_login.insert((login_key(u.last_login), id));
             if let Some(t) = u.template_id {
                 self.idx_template.insert((t, id));
             }
@@ -296,7 +312,8 @@ impl TenantData {
                 let user = inv.user_id;
                 let old = self.invitations.insert(hash, inv);
                 if old.is_none() {
-                    self.invitations_by_user.entry(user).or_default().push(hash);
+                    let list = self.invitations_by_user.entry(user).or_default();
+                    *list = list.iter().copied().chain([hash]).collect();
                 }
                 old
             }
@@ -305,7 +322,7 @@ impl TenantData {
                 if let Some(o) = &old
                     && let Some(list) = self.invitations_by_user.get_mut(&o.user_id)
                 {
-                    list.retain(|h| *h != hash);
+                    *list = list.iter().copied().filter(|h| *h != hash).collect();
                 }
                 old
             }
@@ -414,10 +431,10 @@ impl TenantData {
                 undo.push(Undo::Invitation(inv.token_hash, old));
             }
             Write::RevokeInvitations(user) => {
-                let hashes = self
+                let hashes: Vec<TokenHash> = self
                     .invitations_by_user
                     .get(user)
-                    .cloned()
+                    .map(|l| l.to_vec())
                     .unwrap_or_default();
                 for h in hashes {
                     if let Some(inv) = self.invitations.get(&h).cloned()
@@ -568,7 +585,7 @@ impl TenantData {
             }
             SortBy::LastLogin => {
                 let key = match after {
-                    Some(Cursor::LastLogin(t, id)) => Some((*t, *id)),
+                    Some(Cursor::LastLogin(t, id)) => Some((t.unwrap_or(i128::MIN), *id)),
                     _ => None,
                 };
                 walk!(self.idx_login, key);
@@ -663,10 +680,9 @@ impl InMemoryStore {
             data: RwLock::new(data),
             index,
         });
-        if !self.shared.directory.insert(tenant.id, Arc::clone(&cell)) {
-            // The directory is full or the id is nil: this tenant takes the locked path.
-            cell.index.write(|ix| ix.distrust());
-        }
+        // Should the directory fail to hold it, the directory stops answering (every
+        // lookup then takes the locked path).
+        self.shared.directory.insert(tenant.id, Arc::clone(&cell));
         tenants.insert(tenant.id, cell);
         Ok(())
     }
@@ -710,7 +726,7 @@ impl Store for InMemoryStore {
     async fn user_by_email(&self, tenant: TenantId, key: &str) -> Result<Option<User>, StoreError> {
         Ok(self
             .with(tenant, |d| {
-                d.by_email.get(key).and_then(|id| d.users.get(id)).cloned()
+                d.by_email(key).and_then(|id| d.users.get(&id)).cloned()
             })
             .flatten())
     }
