@@ -25,7 +25,15 @@ use crate::{
 /// Each tenant sits behind its own lock; a commit takes the tenant's write lock, checks the
 /// version, and applies the writes with an undo log, so a refused write leaves nothing
 /// behind. Listing uses ordered indexes, so a page costs the rows it reads, not the size of
-/// the tenant ([listing (D18)](tenantry_core::Rule::Listing)).
+/// the tenant ([listing (D18)](tenantry_core::Rule::Listing)); claiming due mail reads only
+/// the due messages, from an index of pending ones by due time.
+///
+/// Authorization checks take no lock at all: beside its rows each tenant keeps a check index
+/// (per user one packed word of status, role, CRM flag, grants and template slot; per
+/// template one slot with its permissions), which every commit updates before it returns, so
+/// [`Store::subject_now`] answers on current state ([current access (D6)](tenantry_core::Rule::CurrentAccess))
+/// and a template edit is one store whatever the number of its users. Readers write no shared
+/// memory, so checks on many threads do not slow each other down.
 ///
 /// Clones share the same data, so a host can hand one clone to the service and keep
 /// another for its own reads (an `Arc` of the store works the same way).
