@@ -521,3 +521,113 @@ async fn behind_https_the_cookies_are_secure_and_links_point_at_the_console() {
         out.set_cookies()
     );
 }
+
+/// `--mailer file`: the host's folder mailer (lettre's file transport through
+/// `LettreMailer`) writes the invitation into the folder, and the link in it accepts.
+#[tokio::test]
+async fn the_mail_folder_receives_the_invitation_and_its_link_accepts() {
+    let tmp = TempDir::new();
+    let dir = tmp.0.join("mail");
+    let (mailer, label) = host::mail::folder(&dir, "Acme Support <no-reply@acme.test>").unwrap();
+    assert!(label.contains("mail"), "{label}");
+    let opened = host::open(host::Setup {
+        db: tmp.0.join("host.db"),
+        public_url: "http://127.0.0.1:9".to_owned(),
+        mail: host::Mail::Transport(mailer),
+    })
+    .await
+    .unwrap();
+    let app = opened.host.app.clone();
+    let tenant = opened.host.tenant;
+    let admins = app
+        .list_users(
+            tenant,
+            ActorRef::System,
+            &UserQuery {
+                role: Some(Role::Admin),
+                ..UserQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    let admin = admins.items[0].id;
+    let before = std::fs::read_dir(&dir).unwrap().count();
+    app.invite(
+        tenant,
+        admin,
+        &InviteRequest {
+            email: Email::parse("dora@acme.test").unwrap(),
+            role: Role::User,
+            template_id: None,
+            crm_access: false,
+            grants: Permissions::empty(),
+        },
+    )
+    .await
+    .unwrap();
+    let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), before + 1, "one .eml file per message");
+    let newest = files
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .find(|t| t.contains("dora@acme.test"))
+        .expect("the invitation's file");
+    // Undo quoted-printable soft breaks and the escaped '='.
+    let text = newest.replace("=\r\n", "").replace("=3D", "=");
+    let start = text
+        .find("/console/accept?token=")
+        .expect("the link points at the console's accept page");
+    let token: String = text[start + "/console/accept?token=".len()..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+        .collect();
+    let user = app
+        .accept_invitation(&token, "dora@acme.test")
+        .await
+        .unwrap();
+    assert_eq!(user.status, Status::Active);
+}
+
+/// SMTP credentials come from the environment, both or neither; the error never holds the
+/// password, and a password without TLS is refused by the mailer.
+#[test]
+fn smtp_credentials_come_as_a_pair_and_need_tls() {
+    use host::mail::{SmtpArgs, credentials, smtp};
+    assert!(credentials(None, None).unwrap().is_none());
+    assert!(
+        credentials(Some(String::new()), Some(String::new()))
+            .unwrap()
+            .is_none()
+    );
+    let pair = credentials(Some("relay-user".into()), Some("s3cret-pw".into()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(pair.user(), "relay-user");
+    let lone = credentials(None, Some("s3cret-pw".into())).unwrap_err();
+    assert!(
+        lone.contains(host::mail::USER_VAR) && !lone.contains("s3cret-pw"),
+        "{lone}"
+    );
+    assert!(credentials(Some("relay-user".into()), None).is_err());
+
+    let args = |tls: &str| SmtpArgs {
+        host: "127.0.0.1".into(),
+        port: Some(2525),
+        tls: tls.into(),
+        from: "a@acme.test".into(),
+    };
+    let plain = smtp(&args("none"), Some(pair.clone())).unwrap_err();
+    assert!(
+        plain.contains("TLS") && !plain.contains("s3cret-pw"),
+        "{plain}"
+    );
+    let (_, label) = smtp(&args("starttls"), Some(pair)).unwrap();
+    assert!(
+        label.contains("as relay-user") && !label.contains("s3cret-pw"),
+        "{label}"
+    );
+    assert!(smtp(&args("bogus"), None).is_err());
+}

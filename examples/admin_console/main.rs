@@ -11,13 +11,14 @@
 //! ```text
 //! cargo run --example admin_console -- [--db PATH] [--listen ADDR] [--public-url URL]
 //!     [--header-timeout SECS] [--request-timeout SECS] [--body-limit BYTES]
-//!     [--mailer memory|smtp] [--smtp-host HOST] [--smtp-port PORT]
+//!     [--mailer memory|file|smtp] [--mail-dir DIR] [--smtp-host HOST] [--smtp-port PORT]
 //!     [--smtp-tls none|starttls|implicit] [--smtp-from ADDRESS]
 //! ```
 //!
-//! `--mailer smtp` needs the `smtp` feature too (`--features smtp`). No page shows an
-//! invitation's accept link (it is a secret for the invitee alone): to play the invited
-//! person, deliver over SMTP to a local mail catcher and open the link from the mail.
+//! No page shows an invitation's accept link (it is a secret for the invitee alone): to
+//! play the invited person, run with `--mailer file` and open the `.eml` file it writes
+//! into `admin_console_mail/`, or deliver over SMTP (credentials from the environment:
+//! `ADMIN_CONSOLE_SMTP_USER`, `ADMIN_CONSOLE_SMTP_PASSWORD`).
 //!
 //! A host serving the console must limit its connections as this one does: a header-read
 //! timeout, a request timeout and a body limit (see `host::serve`); without them a few
@@ -31,11 +32,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tenantry::Mailer;
 
 const USAGE: &str = "usage: admin_console [--db PATH] [--listen ADDR] [--public-url URL] \
-[--header-timeout SECS] [--request-timeout SECS] [--body-limit BYTES] [--mailer memory|smtp] \
-[--smtp-host HOST] [--smtp-port PORT] [--smtp-tls none|starttls|implicit] [--smtp-from ADDRESS]
+[--header-timeout SECS] [--request-timeout SECS] [--body-limit BYTES] [--mailer memory|file|smtp] \
+[--mail-dir DIR] [--smtp-host HOST] [--smtp-port PORT] [--smtp-tls none|starttls|implicit] \
+[--smtp-from ADDRESS]
 
 Serves the demo tenant's Settings -> Users page (the library console at /console/), the JSON
 API (at /api, its OpenAPI document at /api/openapi.json) and a demo sign-in (/signin) whose
@@ -52,12 +53,19 @@ choice is kept in a signed cookie (HttpOnly, SameSite=Lax, Secure behind https).
   --request-timeout SECS time a whole request may take (default 30; then 408)
   --body-limit BYTES     largest request body (default 1048576; then 413)
   --mailer KIND    memory (default): invitations are recorded in this process only and no
-                   page shows them (accept links are secrets); smtp: delivered over SMTP
-                   (needs --features smtp), e.g. to a local mail catcher
+                   page shows them (accept links are secrets); file: each message is
+                   written as an .eml file into --mail-dir (open one to accept as the
+                   invitee); smtp: delivered over SMTP
+  --mail-dir DIR   where --mailer file writes (default admin_console_mail)
   --smtp-host      SMTP server (default localhost)
   --smtp-port      SMTP port (default: 25, 587 or 465 by --smtp-tls)
   --smtp-tls       none, starttls (default) or implicit
   --smtp-from      sender mailbox (default \"Acme Support <no-reply@acme.test>\")
+
+SMTP credentials come from the environment only (never the command line, where other users
+of the machine can read them): ADMIN_CONSOLE_SMTP_USER and ADMIN_CONSOLE_SMTP_PASSWORD, both
+or neither. They need --smtp-tls starttls or implicit: the mailer never sends a password over
+a plain connection.
 
 Restarting signs everyone out (the signing keys are made at start). Hosts serving the
 console must set limits like these three (header-read and request timeouts, a body limit):
@@ -69,10 +77,8 @@ struct Args {
     public_url: Option<String>,
     limits: host::Limits,
     mailer: String,
-    smtp_host: String,
-    smtp_port: Option<u16>,
-    smtp_tls: String,
-    smtp_from: String,
+    smtp: host::mail::SmtpArgs,
+    mail_dir: PathBuf,
 }
 
 fn seconds(flag: &str, v: &str) -> Result<Duration, String> {
@@ -91,10 +97,13 @@ fn parse_args() -> Result<Args, String> {
         public_url: None,
         limits: host::Limits::default(),
         mailer: "memory".to_owned(),
-        smtp_host: "localhost".to_owned(),
-        smtp_port: None,
-        smtp_tls: "starttls".to_owned(),
-        smtp_from: "Acme Support <no-reply@acme.test>".to_owned(),
+        smtp: host::mail::SmtpArgs {
+            host: "localhost".to_owned(),
+            port: None,
+            tls: "starttls".to_owned(),
+            from: "Acme Support <no-reply@acme.test>".to_owned(),
+        },
+        mail_dir: PathBuf::from("admin_console_mail"),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -130,54 +139,26 @@ fn parse_args() -> Result<Args, String> {
             }
             "--mailer" => {
                 let v = value()?;
-                if v != "memory" && v != "smtp" {
-                    return Err(format!("--mailer {v:?}: use memory or smtp"));
+                if !["memory", "file", "smtp"].contains(&v.as_str()) {
+                    return Err(format!("--mailer {v:?}: use memory, file or smtp"));
                 }
                 args.mailer = v;
             }
-            "--smtp-host" => args.smtp_host = value()?,
+            "--mail-dir" => args.mail_dir = PathBuf::from(value()?),
+            "--smtp-host" => args.smtp.host = value()?,
             "--smtp-port" => {
                 let v = value()?;
-                args.smtp_port = Some(
+                args.smtp.port = Some(
                     v.parse()
                         .map_err(|_| format!("--smtp-port {v:?} is not a port number"))?,
                 );
             }
-            "--smtp-tls" => args.smtp_tls = value()?,
-            "--smtp-from" => args.smtp_from = value()?,
+            "--smtp-tls" => args.smtp.tls = value()?,
+            "--smtp-from" => args.smtp.from = value()?,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
     Ok(args)
-}
-
-#[cfg(feature = "smtp")]
-fn smtp_mailer(args: &Args) -> Result<(Arc<dyn Mailer>, String), String> {
-    use tenantry::smtp::{SmtpConfig, SmtpMailer, TlsMode};
-    let tls = match args.smtp_tls.as_str() {
-        "none" => TlsMode::None,
-        "starttls" => TlsMode::StartTls,
-        "implicit" => TlsMode::Implicit,
-        other => {
-            return Err(format!(
-                "--smtp-tls {other:?}: use none, starttls or implicit"
-            ));
-        }
-    };
-    let port = args.smtp_port.unwrap_or_else(|| tls.default_port());
-    let mailer = SmtpMailer::new(
-        SmtpConfig::new(args.smtp_host.clone(), args.smtp_from.clone())
-            .with_tls(tls)
-            .with_port(port),
-    )
-    .map_err(|e| format!("SMTP settings: {e}"))?;
-    let label = format!("SMTP to {}:{port} ({tls})", args.smtp_host);
-    Ok((Arc::new(mailer), label))
-}
-
-#[cfg(not(feature = "smtp"))]
-fn smtp_mailer(_args: &Args) -> Result<(Arc<dyn Mailer>, String), String> {
-    Err("--mailer smtp needs the smtp feature: cargo run --features smtp --example admin_console -- --mailer smtp".to_owned())
 }
 
 #[tokio::main]
@@ -194,14 +175,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             std::process::exit(2);
         }
     };
-    let (mail, mailer_label) = if args.mailer == "smtp" {
-        match smtp_mailer(&args) {
-            Ok((m, label)) => (host::Mail::Transport(m), label),
-            Err(e) => {
-                eprintln!("admin_console: {e}");
-                std::process::exit(2);
-            }
+    let transport = match args.mailer.as_str() {
+        "smtp" => host::mail::credentials(
+            std::env::var(host::mail::USER_VAR).ok(),
+            std::env::var(host::mail::PASSWORD_VAR).ok(),
+        )
+        .and_then(|c| host::mail::smtp(&args.smtp, c))
+        .map(Some),
+        "file" => host::mail::folder(&args.mail_dir, &args.smtp.from).map(Some),
+        _ => Ok(None),
+    };
+    let (mail, mailer_label) = if let Some((m, label)) = match transport {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("admin_console: {e}");
+            std::process::exit(2);
         }
+    } {
+        (host::Mail::Transport(m), label)
     } else {
         (
             host::Mail::Memory,

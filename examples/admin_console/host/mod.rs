@@ -5,6 +5,7 @@
 //! The tests include this module too (`#[path]`), so what they drive is built by exactly
 //! this code: [`open`] (store, service, demo data), [`router`], [`serve`].
 
+pub(crate) mod mail;
 pub(crate) mod signin;
 
 use std::error::Error as StdError;
