@@ -5,7 +5,13 @@
 //! (its bodies, which hold the live link, are freed: D26).
 //!
 //! `cargo bench --bench memory`
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use tenantry::prelude::*;
 use tenantry::{Store, UserId};

@@ -107,6 +107,8 @@ struct TenantData {
     outbox: BTreeMap<MessageId, OutboxRecord>,
     /// The pending messages by when they are due, so a claim reads only what it claims.
     due: BTreeSet<(OffsetDateTime, MessageId)>,
+    /// The pending messages by id, so listing pending mail reads only pending messages.
+    pending: BTreeSet<MessageId>,
     /// The slot of each template in the check index (allocated on first use, never reused).
     template_slots: HashMap<TemplateId, u32>,
 }
@@ -158,6 +160,7 @@ impl TenantData {
             audit: Vec::new(),
             outbox: BTreeMap::new(),
             due: BTreeSet::new(),
+            pending: BTreeSet::new(),
             template_slots: HashMap::new(),
         }
     }
@@ -644,7 +647,11 @@ impl InMemoryStore {
 
     fn queue(data: &mut TenantData, outbox: &[Message], now: OffsetDateTime) {
         for m in outbox {
+            if let Some(old) = data.outbox.get(&m.id) {
+                data.due.remove(&(old.next_attempt_at, m.id));
+            }
             data.due.insert((now, m.id));
+            data.pending.insert(m.id);
             data.outbox.insert(
                 m.id,
                 OutboxRecord {
@@ -905,13 +912,19 @@ impl Store for InMemoryStore {
     ) -> Result<Vec<OutboxRecord>, StoreError> {
         Ok(self
             .with(tenant, |d| {
-                d.outbox
-                    .values()
-                    .rev()
-                    .filter(|r| !pending_only || r.state == DeliveryState::Pending)
-                    .take(usize::try_from(limit).unwrap_or(usize::MAX))
-                    .cloned()
-                    .collect()
+                let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+                if pending_only {
+                    // Only pending messages are read, newest first.
+                    d.pending
+                        .iter()
+                        .rev()
+                        .filter_map(|id| d.outbox.get(id))
+                        .take(limit)
+                        .cloned()
+                        .collect()
+                } else {
+                    d.outbox.values().rev().take(limit).cloned().collect()
+                }
             })
             .unwrap_or_default())
     }
@@ -946,7 +959,10 @@ impl Store for InMemoryStore {
                 let mut claimed = Vec::with_capacity(due.len());
                 for key in due {
                     d.due.remove(&key);
-                    if let Some(r) = d.outbox.get_mut(&key.1) {
+                    if let Some(r) = d.outbox.get_mut(&key.1)
+                        && r.state == DeliveryState::Pending
+                        && r.next_attempt_at == key.0
+                    {
                         r.next_attempt_at = lease_until;
                         d.due.insert((lease_until, key.1));
                         claimed.push(r.clone());
@@ -996,6 +1012,9 @@ impl Store for InMemoryStore {
             }
             r.attempts = r.attempts.saturating_add(1);
             d.due.remove(&(r.next_attempt_at, id));
+            if !matches!(update, DeliveryUpdate::Retry { .. }) {
+                d.pending.remove(&id);
+            }
             match update {
                 DeliveryUpdate::Sent { at } => {
                     r.state = DeliveryState::Sent { at: *at };

@@ -319,3 +319,82 @@ fn a_template_edit_is_one_store_for_all_its_users() {
         );
     }
 }
+
+#[test]
+fn claims_and_pending_listings_read_only_what_they_return() {
+    use crate::{DeliveryState, DeliveryUpdate};
+    use tenantry_core::MessageId;
+    let store = InMemoryStore::new();
+    let t = tenant_id(1);
+    new_tenant(&store, t);
+    let minute = time::Duration::minutes(1);
+    let ids: Vec<MessageId> = (0..3u64)
+        .map(|n| MessageId::from_parts(1_767_225_800_000 + n, [5; 10]))
+        .collect();
+    let messages: Vec<tenantry_mail::Message> = ids
+        .iter()
+        .map(|id| tenantry_mail::Message {
+            id: *id,
+            tenant_id: t,
+            user_id: user_id(0),
+            to: "ada@acme.test".into(),
+            subject: "s".into(),
+            text: "link".into(),
+            html: "<p>link</p>".into(),
+            date: None,
+        })
+        .collect();
+    let c = change(&store, t, Vec::new());
+    block_on(store.commit(&c, &messages)).unwrap();
+    let claim = |now: OffsetDateTime, limit| {
+        block_on(store.claim_due_mail(t, now, now + minute, limit))
+            .unwrap()
+            .into_iter()
+            .map(|r| r.message.id)
+            .collect::<Vec<_>>()
+    };
+    // The commit queued them at the epoch (no event carries a time here).
+    assert_eq!(claim(NOW, 2), ids[..2].to_vec());
+    assert_eq!(
+        claim(NOW, 2),
+        ids[2..].to_vec(),
+        "leased ones are not claimed again"
+    );
+    assert!(claim(NOW, 2).is_empty());
+    block_on(store.record_delivery(t, ids[0], &DeliveryUpdate::Sent { at: NOW })).unwrap();
+    let retry_at = NOW + minute * 10;
+    block_on(store.record_delivery(
+        t,
+        ids[1],
+        &DeliveryUpdate::Retry {
+            reason: "busy".into(),
+            retry_at,
+        },
+    ))
+    .unwrap();
+    // After the lease: the third again; the retried one only at its time; the sent one never.
+    assert_eq!(claim(NOW + minute * 2, 10), ids[2..].to_vec());
+    assert_eq!(claim(retry_at, 10), vec![ids[2], ids[1]], "by due time");
+    let pending: Vec<MessageId> = block_on(store.outbox(t, true, 10))
+        .unwrap()
+        .into_iter()
+        .map(|r| r.message.id)
+        .collect();
+    assert_eq!(
+        pending,
+        vec![ids[2], ids[1]],
+        "newest first, the sent one gone"
+    );
+    let sent = block_on(store.outbox_message(t, ids[0])).unwrap().unwrap();
+    assert_eq!(sent.state, DeliveryState::Sent { at: NOW });
+    assert!(sent.message.text.is_empty() && sent.message.html.is_empty());
+    assert!(
+        block_on(store.tenants_with_due_mail(NOW, 10))
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        block_on(store.tenants_with_due_mail(retry_at + minute * 2, 10)).unwrap(),
+        vec![t]
+    );
+}
