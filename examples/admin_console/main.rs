@@ -31,7 +31,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-
 const USAGE: &str = "usage: admin_console [--db PATH] [--listen ADDR] [--public-url URL] \
 [--header-timeout SECS] [--request-timeout SECS] [--body-limit BYTES] [--mailer memory|file|smtp] \
 [--mail-dir DIR] [--smtp-host HOST] [--smtp-port PORT] [--smtp-tls none|starttls|implicit] \

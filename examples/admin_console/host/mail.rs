@@ -1,6 +1,13 @@
 //! The example's mailers: SMTP (with credentials from the environment, never the command
 //! line) and a mail folder (lettre's file transport through `tenantry_smtp::LettreMailer`),
 //! where the demo's invitations land as `.eml` files a person can open to accept.
+#![cfg_attr(
+    test,
+    allow(
+        dead_code,
+        reason = "each test binary that includes the host uses part of it"
+    )
+)]
 
 use std::path::Path;
 use std::sync::Arc;
