@@ -47,16 +47,15 @@ impl Tenantry {
     ) -> impl Future<Output = Result<Decision, Error>> + Send + '_ {
         // A store that answers from memory is asked at once, before the future is even made:
         // the check then costs no future of the store's, no allocation, and a future that is
-        // ready at its first poll.
-        let now = self.authorize_now(tenant, user, request);
-        async move {
-            if let Some(decision) = now {
-                return decision;
-            }
-            let Some(subject) = self.inner.store.subject(tenant, user).await? else {
-                return Ok(Decision::unknown_user());
-            };
-            Ok(tenantry_core::authorize_subject(&subject, request))
+        // the answer itself, ready at its first poll. Only the other path is boxed.
+        match self.authorize_now(tenant, user, request) {
+            Some(answer) => Authorize::Ready(Some(answer)),
+            None => Authorize::Read(Box::pin(async move {
+                let Some(subject) = self.inner.store.subject(tenant, user).await? else {
+                    return Ok(Decision::unknown_user());
+                };
+                Ok(tenantry_core::authorize_subject(&subject, request))
+            })),
         }
     }
 
@@ -139,5 +138,31 @@ impl Tenantry {
             tenantry_core::effective_permissions(&user, template.as_ref()),
             tenantry_core::effective_crm(&user),
         ))
+    }
+}
+
+/// The future of [`Tenantry::authorize`]: the answer at once, or the store's read.
+enum Authorize<'a> {
+    /// Answered from memory; taken at the first poll.
+    Ready(Option<Result<Decision, Error>>),
+    /// Read from the store.
+    Read(std::pin::Pin<Box<dyn Future<Output = Result<Decision, Error>> + Send + 'a>>),
+}
+
+impl Future for Authorize<'_> {
+    type Output = Result<Decision, Error>;
+
+    #[inline]
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match self.get_mut() {
+            // Polled again after it finished: it never finishes twice.
+            Authorize::Ready(answer) => answer
+                .take()
+                .map_or(std::task::Poll::Pending, std::task::Poll::Ready),
+            Authorize::Read(read) => read.as_mut().poll(cx),
+        }
     }
 }
