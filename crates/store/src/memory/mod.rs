@@ -2,7 +2,9 @@
 
 mod check;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::ops::Bound;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -99,7 +101,8 @@ struct TenantData {
     idx_template: BTreeSet<(TemplateId, UserId)>,
     templates: HashMap<TemplateId, RoleTemplate>,
     template_names: HashMap<String, TemplateId>,
-    invitations: HashMap<TokenHash, Invitation>,
+    /// Keyed by their own token hash (no second copy of the 32-byte key).
+    invitations: HashSet<ByHash>,
     /// Oldest first; a boxed slice of the exact length (most users have one invitation).
     invitations_by_user: HashMap<UserId, Box<[TokenHash]>>,
     tombstones: HashMap<UserId, Tombstone>,
@@ -111,6 +114,30 @@ struct TenantData {
     pending: BTreeSet<MessageId>,
     /// The slot of each template in the check index (allocated on first use, never reused).
     template_slots: HashMap<TemplateId, u32>,
+}
+
+/// An invitation that is its own key: equal, hashed and borrowed as its token hash.
+#[derive(Debug)]
+struct ByHash(Invitation);
+
+impl PartialEq for ByHash {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.token_hash == other.0.token_hash
+    }
+}
+
+impl Eq for ByHash {}
+
+impl Hash for ByHash {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.token_hash.hash(state);
+    }
+}
+
+impl Borrow<TokenHash> for ByHash {
+    fn borrow(&self) -> &TokenHash {
+        &self.0.token_hash
+    }
 }
 
 enum Undo {
@@ -154,7 +181,7 @@ impl TenantData {
             idx_template: BTreeSet::new(),
             templates: HashMap::new(),
             template_names: HashMap::new(),
-            invitations: HashMap::new(),
+            invitations: HashSet::new(),
             invitations_by_user: HashMap::new(),
             tombstones: HashMap::new(),
             audit: Vec::new(),
@@ -320,16 +347,17 @@ impl TenantData {
     fn set_invitation(&mut self, hash: TokenHash, new: Option<Invitation>) -> Option<Invitation> {
         match new {
             Some(inv) => {
-                let user = inv.user_id;
-                let old = self.invitations.insert(hash, inv);
+                // The row is its own key: `hash` is always its token hash.
+                let (user, key) = (inv.user_id, inv.token_hash);
+                let old = self.invitations.replace(ByHash(inv)).map(|b| b.0);
                 if old.is_none() {
                     let list = self.invitations_by_user.entry(user).or_default();
-                    *list = list.iter().copied().chain([hash]).collect();
+                    *list = list.iter().copied().chain([key]).collect();
                 }
                 old
             }
             None => {
-                let old = self.invitations.remove(&hash);
+                let old = self.invitations.take(&hash).map(|b| b.0);
                 if let Some(o) = &old
                     && let Some(list) = self.invitations_by_user.get_mut(&o.user_id)
                 {
@@ -435,7 +463,7 @@ impl TenantData {
                 if inv.tenant_id != tenant || !self.users.contains_key(&inv.user_id) {
                     return Err(conflict(Constraint::MissingRow));
                 }
-                if self.invitations.contains_key(&inv.token_hash) {
+                if self.invitations.contains(&inv.token_hash) {
                     return Err(conflict(Constraint::TokenHash));
                 }
                 let old = self.set_invitation(inv.token_hash, Some(inv.clone()));
@@ -448,7 +476,7 @@ impl TenantData {
                     .map(|l| l.to_vec())
                     .unwrap_or_default();
                 for h in hashes {
-                    if let Some(inv) = self.invitations.get(&h).cloned()
+                    if let Some(inv) = self.invitations.get(&h).map(|b| b.0.clone())
                         && inv.state == InvitationState::Pending
                     {
                         let old = self.set_invitation(
@@ -463,7 +491,7 @@ impl TenantData {
                 }
             }
             Write::UseInvitation(h) => {
-                let Some(inv) = self.invitations.get(h).cloned() else {
+                let Some(inv) = self.invitations.get(h).map(|b| b.0.clone()) else {
                     return Err(conflict(Constraint::MissingRow));
                 };
                 let old = self.set_invitation(
@@ -483,6 +511,7 @@ impl TenantData {
                 let Some(inv) = self
                     .invitations
                     .get(token_hash)
+                    .map(|b| &b.0)
                     .filter(|i| i.state == InvitationState::Pending)
                     .cloned()
                 else {
@@ -802,7 +831,7 @@ impl Store for InMemoryStore {
         hash: &TokenHash,
     ) -> Result<Option<Invitation>, StoreError> {
         Ok(self
-            .with(tenant, |d| d.invitations.get(hash).cloned())
+            .with(tenant, |d| d.invitations.get(hash).map(|b| b.0.clone()))
             .flatten())
     }
 
@@ -817,7 +846,7 @@ impl Store for InMemoryStore {
                     .get(&user)
                     .map(|hs| {
                         hs.iter()
-                            .filter_map(|h| d.invitations.get(h).cloned())
+                            .filter_map(|h| d.invitations.get(h).map(|b| b.0.clone()))
                             .collect()
                     })
                     .unwrap_or_default()
