@@ -43,8 +43,8 @@ use std::fmt;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tenantry_core::{
-    AuditEvent, AuditRecord, Change, Invitation, MessageId, RoleTemplate, Subject, TemplateId,
-    TenantId, TenantState, TokenHash, Tombstone, User, UserId,
+    AuditEvent, AuditRecord, Change, Invitation, MessageId, RoleTemplate, Status, Subject,
+    TemplateId, TenantId, TenantState, TokenHash, Tombstone, User, UserId,
 };
 use tenantry_mail::Message;
 use time::OffsetDateTime;
@@ -528,6 +528,31 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Appends one audit event outside any change (a refused attempt, [audit log (D13)](tenantry_core::Rule::AuditLog)). Returns its seq.
     async fn append_audit(&self, event: &AuditEvent) -> Result<u64, StoreError>;
 
+    /// Records a sign-in outside the tenant's version
+    /// ([sign-in is not a change (D27)](tenantry_core::Rule::SignInIsNotAChange)): in one
+    /// atomic step, and only while the user exists in `tenant` and is active, sets its last
+    /// login to `at` (or keeps a later one already recorded) and appends `event`, the audit
+    /// record of the sign-in. The tenant's version and counters are not touched, so a sign-in
+    /// never conflicts with a change and no change conflicts because of it; a sign-in racing
+    /// a suspension or deletion of the same user lands wholly before it or is refused.
+    ///
+    /// The default answers [`SignInOutcome::Unsupported`]: the service then records the
+    /// sign-in as an ordinary change through [`Store::commit`], so a store written before
+    /// this method existed keeps working (with sign-ins taking part in the version).
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the storage failed (nothing was written).
+    async fn record_sign_in(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        at: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<SignInOutcome, StoreError> {
+        let _ = (tenant, user, at, event);
+        Ok(SignInOutcome::Unsupported)
+    }
+
     /// Outbox messages, newest first, at most `limit`, optionally only pending ones.
     async fn outbox(
         &self,
@@ -579,6 +604,21 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         now: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<TenantId>, StoreError>;
+}
+
+/// What [`Store::record_sign_in`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SignInOutcome {
+    /// Recorded: the user as it is now, last login set.
+    Recorded(User),
+    /// The user exists but is not active (invited or suspended); nothing was written.
+    NotActive(Status),
+    /// No such user in the tenant; nothing was written.
+    NotFound,
+    /// This store does not record sign-ins on their own (the trait's default); nothing was
+    /// written, and the caller records the sign-in through [`Store::commit`].
+    Unsupported,
 }
 
 /// A shared store is a store: hosts can keep an `Arc` of a backend and hand clones of it to
@@ -684,6 +724,16 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
 
     async fn append_audit(&self, event: &AuditEvent) -> Result<u64, StoreError> {
         (**self).append_audit(event).await
+    }
+
+    async fn record_sign_in(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        at: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<SignInOutcome, StoreError> {
+        (**self).record_sign_in(tenant, user, at, event).await
     }
 
     async fn outbox(
