@@ -27,6 +27,9 @@ use uuid::Uuid;
 
 use crate::{DeliveryState, OutboxRecord, StoreError};
 
+mod listing;
+pub use listing::{Dialect, Listing, Param, users_listing, users_page};
+
 /// A value in the database that is not what the schema promises.
 #[derive(Debug, thiserror::Error)]
 #[error("corrupt value in column {column}: {detail}")]

@@ -1,0 +1,245 @@
+//! The user listing both SQL backends run: filters, sort, keyset cursor and page, built
+//! once ([listing (D18)](tenantry_core::Rule::Listing)).
+//!
+//! [`users_listing`] writes the statement and its parameters in a backend's [`Dialect`]; the
+//! backend binds each [`Param`] the way its schema stores it (an id as text or `uuid`, a
+//! flag as an integer or `boolean`), reads the rows with [`super::user`] and hands them to
+//! [`users_page`], which cuts the page and names the next cursor.
+//!
+//! ```
+//! use tenantry_core::{Status, TenantId};
+//! use tenantry_store::sql::{Dialect, Param, users_listing};
+//! use tenantry_store::UserQuery;
+//! let tenant = TenantId::from_parts(1_767_225_600_000, [1; 10]);
+//! let query = UserQuery { status: Some(Status::Invited), limit: 20, ..UserQuery::default() };
+//! let listing = users_listing(Dialect::POSTGRES, tenant, &query);
+//! assert!(listing.sql.contains("WHERE tenant_id = $1 AND status = $2"));
+//! assert!(listing.sql.ends_with("ORDER BY email_key ASC, id ASC LIMIT 21"));
+//! assert_eq!(listing.params, [Param::Id(tenant.as_uuid()), Param::Text("invited".into())]);
+//! let sqlite = users_listing(Dialect::SQLITE, tenant, &query);
+//! assert!(sqlite.sql.contains("WHERE tenant_id = ?1 AND status = ?2"));
+//! ```
+
+use std::fmt::Write as _;
+
+use tenantry_core::{TenantId, User};
+use uuid::Uuid;
+
+use super::{USER_COLUMNS, clamp_i128, nanos_clamped};
+use crate::{Cursor, Page, SortBy, UserQuery};
+
+/// What differs between the SQL dialects of the backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Dialect {
+    /// The placeholder of the `n`-th parameter (1-based) is this prefix and `n`.
+    pub placeholder: &'static str,
+    /// The function whose `f(haystack, needle) > 0` tests that a text contains another.
+    pub contains: &'static str,
+}
+
+impl Dialect {
+    /// SQLite: `?1`, `instr`.
+    pub const SQLITE: Dialect = Dialect {
+        placeholder: "?",
+        contains: "instr",
+    };
+    /// PostgreSQL: `$1`, `strpos`.
+    pub const POSTGRES: Dialect = Dialect {
+        placeholder: "$",
+        contains: "strpos",
+    };
+}
+
+/// A parameter of a statement, bound by the backend in its schema's types.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Param {
+    /// An id (text in SQLite, `uuid` in PostgreSQL).
+    Id(Uuid),
+    /// A text.
+    Text(String),
+    /// A 64-bit integer (times are Unix nanoseconds).
+    Int(i64),
+    /// A flag (an integer in SQLite, `boolean` in PostgreSQL).
+    Bool(bool),
+}
+
+/// A statement and its parameters, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    /// The statement; it selects [`USER_COLUMNS`] from `users`.
+    pub sql: String,
+    /// The value of each placeholder, the first one first.
+    pub params: Vec<Param>,
+}
+
+impl Listing {
+    fn and(&mut self, dialect: Dialect, clause: &str, values: impl IntoIterator<Item = Param>) {
+        self.sql.push_str(" AND ");
+        let mut values = values.into_iter();
+        for (i, part) in clause.split('?').enumerate() {
+            if i > 0 {
+                if let Some(v) = values.next() {
+                    self.params.push(v);
+                }
+                // Writing to a String cannot fail.
+                let _ = write!(self.sql, "{}{}", dialect.placeholder, self.params.len());
+            }
+            self.sql.push_str(part);
+        }
+    }
+}
+
+/// The statement that reads one page of `query` in `tenant`: every filter, the order with
+/// the id as tie-breaker, strictly after the cursor (on the index `(tenant_id, key, id)`,
+/// never `OFFSET`), and one row more than the page so [`users_page`] knows whether another
+/// follows. A cursor of another order is ignored (the first page).
+#[must_use]
+pub fn users_listing(dialect: Dialect, tenant: TenantId, query: &UserQuery) -> Listing {
+    let mut l = Listing {
+        sql: format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = {}1",
+            dialect.placeholder
+        ),
+        params: vec![Param::Id(tenant.as_uuid())],
+    };
+    if let Some(s) = query.status {
+        l.and(dialect, "status = ?", [Param::Text(s.as_str().to_owned())]);
+    }
+    if let Some(r) = query.role {
+        l.and(dialect, "role = ?", [Param::Text(r.as_str().to_owned())]);
+    }
+    if let Some(t) = query.template_id {
+        l.and(dialect, "template_id = ?", [Param::Id(t.as_uuid())]);
+    }
+    if let Some(c) = query.crm_access {
+        l.and(dialect, "crm_access = ?", [Param::Bool(c)]);
+    }
+    if let Some(needle) = &query.email_contains {
+        let clause = format!("{}(email_key, ?) > 0", dialect.contains);
+        l.and(dialect, &clause, [Param::Text(needle.to_ascii_lowercase())]);
+    }
+    if let Some(since) = query.inactive_since {
+        l.and(dialect, "login_key < ?", [Param::Int(nanos_clamped(since))]);
+    }
+    if let Some(at) = query.invitation_expired_at {
+        l.and(
+            dialect,
+            "status = 'invited' AND invite_expires_at IS NOT NULL AND invite_expires_at <= ?",
+            [Param::Int(nanos_clamped(at))],
+        );
+    }
+    let (column, cmp, dir) = match (query.sort, query.descending) {
+        (SortBy::Email, false) => ("email_key", ">", "ASC"),
+        (SortBy::Email, true) => ("email_key", "<", "DESC"),
+        (SortBy::CreatedAt, false) => ("created_at", ">", "ASC"),
+        (SortBy::CreatedAt, true) => ("created_at", "<", "DESC"),
+        (SortBy::LastLogin, false) => ("login_key", ">", "ASC"),
+        (SortBy::LastLogin, true) => ("login_key", "<", "DESC"),
+    };
+    let key = match query.after.as_ref().filter(|c| c.sort() == query.sort) {
+        Some(Cursor::Email(k, id)) => Some((Param::Text(k.clone()), *id)),
+        Some(Cursor::CreatedAt(t, id)) => Some((Param::Int(clamp_i128(*t)), *id)),
+        Some(Cursor::LastLogin(t, id)) => Some((Param::Int(t.map_or(i64::MIN, clamp_i128)), *id)),
+        None => None,
+    };
+    if let Some((value, id)) = key {
+        let clause = format!("({column}, id) {cmp} (?, ?)");
+        l.and(dialect, &clause, [value, Param::Id(id.as_uuid())]);
+    }
+    let _ = write!(
+        l.sql,
+        " ORDER BY {column} {dir}, id {dir} LIMIT {}",
+        u64::from(query.effective_limit()) + 1
+    );
+    l
+}
+
+/// The page of `query` from the rows its [`users_listing`] returned, in order: at most the
+/// query's limit, and the cursor after the last one when more rows followed.
+#[must_use]
+pub fn users_page(mut rows: Vec<User>, query: &UserQuery) -> Page<User> {
+    let limit = usize::try_from(query.effective_limit()).unwrap_or(usize::MAX);
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let next = if more {
+        rows.last().map(|u| query.cursor_of(u))
+    } else {
+        None
+    };
+    Page { items: rows, next }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+    use tenantry_core::{Role, Status, TemplateId, UserId};
+    use time::macros::datetime;
+
+    fn tenant() -> TenantId {
+        TenantId::from_parts(1_767_225_600_000, [1; 10])
+    }
+
+    #[test]
+    fn every_filter_takes_its_placeholder_in_order() {
+        let t = TemplateId::from_parts(1_767_225_600_000, [3; 10]);
+        let id = UserId::from_parts(1_767_225_600_000, [2; 10]);
+        let query = UserQuery {
+            status: Some(Status::Active),
+            role: Some(Role::Admin),
+            template_id: Some(t),
+            crm_access: Some(true),
+            email_contains: Some("AcMe".into()),
+            inactive_since: Some(datetime!(2026-01-01 0:00 UTC)),
+            invitation_expired_at: Some(datetime!(2026-01-02 0:00 UTC)),
+            sort: SortBy::CreatedAt,
+            descending: true,
+            after: Some(Cursor::CreatedAt(7, id)),
+            limit: 9_999,
+        };
+        let l = users_listing(Dialect::SQLITE, tenant(), &query);
+        assert_eq!(
+            l.sql,
+            format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = ?1 AND status = ?2 \
+                 AND role = ?3 AND template_id = ?4 AND crm_access = ?5 \
+                 AND instr(email_key, ?6) > 0 AND login_key < ?7 AND status = 'invited' \
+                 AND invite_expires_at IS NOT NULL AND invite_expires_at <= ?8 \
+                 AND (created_at, id) < (?9, ?10) ORDER BY created_at DESC, id DESC LIMIT 501"
+            )
+        );
+        assert_eq!(l.params.len(), 10);
+        assert_eq!(l.params[5], Param::Text("acme".into()));
+        assert_eq!(l.params[4], Param::Bool(true));
+        assert_eq!(l.params[8], Param::Int(7));
+        assert_eq!(l.params[9], Param::Id(id.as_uuid()));
+        let pg = users_listing(Dialect::POSTGRES, tenant(), &query);
+        assert!(pg.sql.contains("strpos(email_key, $6) > 0"));
+        assert!(pg.sql.contains("(created_at, id) < ($9, $10)"));
+        assert_eq!(pg.params, l.params);
+    }
+
+    #[test]
+    fn a_cursor_of_another_order_is_ignored_and_never_signed_in_sorts_first() {
+        let id = UserId::from_parts(1_767_225_600_000, [2; 10]);
+        let other = UserQuery {
+            after: Some(Cursor::Email("a".into(), id)),
+            sort: SortBy::LastLogin,
+            ..UserQuery::default()
+        };
+        let l = users_listing(Dialect::POSTGRES, tenant(), &other);
+        assert!(!l.sql.contains("(login_key, id)"));
+        assert_eq!(l.params.len(), 1);
+        let never = UserQuery {
+            after: Some(Cursor::LastLogin(None, id)),
+            ..other
+        };
+        let l = users_listing(Dialect::POSTGRES, tenant(), &never);
+        assert!(
+            l.sql
+                .contains("(login_key, id) > ($2, $3) ORDER BY login_key ASC")
+        );
+        assert_eq!(l.params[1], Param::Int(i64::MIN));
+    }
+}
