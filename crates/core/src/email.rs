@@ -186,6 +186,29 @@ impl Email {
         Ok(())
     }
 
+    /// An address read back from a store that accepted it through [`Email::parse`] when it
+    /// was written: the stored text is kept as it is, not validated again (a store's rows
+    /// are what its writes made them, and a page of users would otherwise re-run every
+    /// rule on every address). The key is derived from it as [`Email::parse`] does.
+    ///
+    /// For storage adapters only: an address that never went through [`Email::parse`] may
+    /// break the rules an `Email` otherwise promises. Everything a host or user types goes
+    /// through [`Email::parse`].
+    ///
+    /// ```
+    /// use tenantry_core::Email;
+    /// let stored = Email::parse("Ada@Example.com")?.as_str().to_owned();
+    /// let back = Email::from_stored(stored);
+    /// assert_eq!(back, Email::parse("Ada@Example.com")?);
+    /// assert_eq!(back.key(), "ada@example.com");
+    /// # Ok::<(), tenantry_core::EmailError>(())
+    /// ```
+    #[must_use]
+    pub fn from_stored(display: String) -> Self {
+        let key = display.to_ascii_lowercase();
+        Self { display, key }
+    }
+
     /// The address as typed, trimmed of surrounding white space.
     #[must_use]
     pub fn as_str(&self) -> &str {
