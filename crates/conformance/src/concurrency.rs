@@ -650,3 +650,173 @@ pub async fn d24_concurrent_wrong_addresses_count_exactly_five(store: Arc<dyn St
     assert!(counted <= 5);
     env.assert_consistent(env.tenant).await;
 }
+
+/// [sign-in is not a change (D27)](tenantry_core::Rule::SignInIsNotAChange): 1,000 sign-ins of 50 users, spawned in 100 waves,
+/// interleave with 100 admin edits made one after another (edit k races the sign-ins of wave k) on the same tenant (CRM toggles,
+/// 10 suspensions and 2 deletions of signing-in users). No call gives up with contention and
+/// none fails in the store; the tenant's version advances by the admin edits alone; every
+/// sign-in that succeeded is in the audit log, exactly once; and no sign-in of a suspended or
+/// deleted user lands after that suspension or deletion in the log (refused ones are
+/// `SignInRefused` or `UserNotFound`, and only for those users).
+pub async fn d27_sign_ins_never_contend_with_admin_edits(store: Arc<dyn Store>) {
+    const USERS: usize = 50;
+    const SIGN_INS: usize = 1_000;
+    const EDITS: usize = 100;
+    let env = Env::new(store).await;
+    let mut users = Vec::with_capacity(USERS);
+    for i in 0..USERS {
+        users.push(env.active_user(&format!("member{i:02}@acme.test")).await.id);
+    }
+    // Users 0..10 are suspended and 10..12 deleted along the way; the rest get CRM toggles.
+    let removed: HashSet<UserId> = users.iter().take(12).copied().collect();
+    let version_before = env.counters(env.tenant).await.version;
+    // Edit k waits for wave k of sign-ins to be spawned, so the two really interleave.
+    // Wave w + 1 is spawned only once edit w - 1 is done: in lockstep, each edit races the
+    // sign-ins of its wave.
+    let waves = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let admin_task = {
+        let (app, t, a, users) = (env.app.clone(), env.tenant, env.admin, users.clone());
+        let (waves, done) = (Arc::clone(&waves), Arc::clone(&done));
+        tokio::spawn(async move {
+            let mut results = Vec::with_capacity(EDITS);
+            let mut crm = std::collections::HashMap::new();
+            for k in 0..EDITS {
+                while waves.load(std::sync::atomic::Ordering::Acquire) <= k {
+                    tokio::task::yield_now().await;
+                }
+                let result = if k % 10 == 5 {
+                    let target = users.get(k / 10).copied().expect("a user to suspend");
+                    let edit = UserEdit {
+                        status: Some(Status::Suspended),
+                        ..UserEdit::default()
+                    };
+                    app.edit_user(t, a, target, &edit).await.map(|_| ())
+                } else if k == 33 || k == 66 {
+                    let target = users.get(10 + k / 66).copied().expect("a user to delete");
+                    app.delete_user(t, a, target).await.map(|_| ())
+                } else {
+                    let target = users.get(12 + k % (USERS - 12)).copied().expect("a user");
+                    // Each edit of a user flips its CRM access: never a no-op.
+                    let crm = crm.entry(target).or_insert(false);
+                    *crm = !*crm;
+                    let edit = UserEdit {
+                        crm_access: Some(*crm),
+                        ..UserEdit::default()
+                    };
+                    app.edit_user(t, a, target, &edit).await.map(|_| ())
+                };
+                results.push(result);
+                done.fetch_add(1, std::sync::atomic::Ordering::Release);
+            }
+            results
+        })
+    };
+    let mut handles = Vec::with_capacity(SIGN_INS);
+    for wave in 0..(SIGN_INS / 10) {
+        for j in 0..10 {
+            let user = users.get((wave * 10 + j) % USERS).copied().expect("a user");
+            let (app, t) = (env.app.clone(), env.tenant);
+            handles.push((
+                user,
+                tokio::spawn(async move { app.record_sign_in(t, user).await }),
+            ));
+        }
+        waves.fetch_add(1, std::sync::atomic::Ordering::Release);
+        while done.load(std::sync::atomic::Ordering::Acquire) + 1 < wave {
+            tokio::task::yield_now().await;
+        }
+    }
+    let mut sign_ins = Vec::with_capacity(SIGN_INS);
+    for (user, h) in handles {
+        sign_ins.push((user, h.await.expect("a sign-in panicked")));
+    }
+    let edits = admin_task.await.expect("the admin task panicked");
+    let mut signed = Tally::default();
+    for (_, r) in &sign_ins {
+        signed.add(r);
+    }
+    let edited = tally(&edits);
+    let version_after = env.counters(env.tenant).await.version;
+    println!(
+        "d27_sign_ins_never_contend_with_admin_edits: {SIGN_INS} sign-ins: {} recorded, {} contention, other {:?}; {EDITS} edits: {} done, {} contention, other {:?}; version {version_before} -> {version_after}",
+        signed.ok, signed.contention, signed.refused, edited.ok, edited.contention, edited.refused
+    );
+    assert_eq!(
+        signed.contention, 0,
+        "D27: no sign-in gave up with contention"
+    );
+    assert_eq!(
+        edited.contention, 0,
+        "D27: no admin edit gave up with contention"
+    );
+    assert_eq!(
+        edited.ok, EDITS,
+        "every admin edit succeeded: {:?}",
+        edited.refused
+    );
+    assert_eq!(
+        version_after,
+        version_before + EDITS as u64,
+        "D27: sign-ins take no part in the tenant's version"
+    );
+    for (user, result) in &sign_ins {
+        match result {
+            Ok(u) => {
+                assert_eq!(u.id, *user);
+                assert!(u.last_login.is_some(), "a recorded sign-in sets last login");
+            }
+            Err(Error::Rule(E::SignInRefused {
+                status: Status::Suspended,
+            }))
+            | Err(Error::Rule(E::UserNotFound)) => assert!(
+                removed.contains(user),
+                "only a suspended or deleted user is refused: {result:?}"
+            ),
+            Err(e) => panic!("D27: a sign-in failed: {e:?}"),
+        }
+    }
+    env.assert_consistent(env.tenant).await;
+    let audit = env.audit(env.tenant).await;
+    let mut recorded: std::collections::HashMap<UserId, usize> = std::collections::HashMap::new();
+    let mut gone: HashSet<UserId> = HashSet::new();
+    for r in &audit {
+        let tenantry_core::AuditTarget::User(target) = r.event.target else {
+            continue;
+        };
+        match r.event.action {
+            AuditAction::SignedIn => {
+                assert!(
+                    !gone.contains(&target),
+                    "D27: a sign-in (seq {}) landed after its user was suspended or deleted",
+                    r.seq
+                );
+                *recorded.entry(target).or_default() += 1;
+            }
+            AuditAction::UserDeleted => {
+                gone.insert(target);
+            }
+            AuditAction::UserEdited
+                if r.event.changes.iter().any(|c| {
+                    c.field == tenantry_core::Field::Status
+                        && c.after == tenantry_core::Value::Status(Status::Suspended)
+                }) =>
+            {
+                gone.insert(target);
+            }
+            _ => {}
+        }
+    }
+    for user in &users {
+        let ok = sign_ins
+            .iter()
+            .filter(|(u, r)| u == user && r.is_ok())
+            .count();
+        assert_eq!(
+            recorded.get(user).copied().unwrap_or(0),
+            ok,
+            "D13/D27: every recorded sign-in is in the audit log exactly once"
+        );
+    }
+    assert_eq!(gone.len(), removed.len());
+}

@@ -145,6 +145,7 @@ macro_rules! suite {
                 d16_concurrent_template_renames_to_one_name,
                 d16_concurrent_template_creates_with_one_name,
                 d24_concurrent_wrong_addresses_count_exactly_five,
+                d27_sign_ins_never_contend_with_admin_edits,
             ],
         }
     };

@@ -517,7 +517,14 @@ impl Tenantry {
     /// [sign-in (D14)](tenantry_core::Rule::SignIn) for invited and suspended users, [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation) for unknown ones.
     ///
     /// Call it after the host's own authentication succeeded; a refusal means the host
-    /// must not let the person in:
+    /// must not let the person in.
+    ///
+    /// A sign-in is not a change of the tenant ([sign-in is not a change (D27)](tenantry_core::Rule::SignInIsNotAChange)): the store
+    /// records it in one step that checks the user is still active, outside the tenant's
+    /// version, so sign-ins never make admin changes retry, nor the reverse, and a sign-in
+    /// racing a suspension or deletion lands wholly before it or is refused. (A custom
+    /// store that does not implement [`Store::record_sign_in`](tenantry_store::Store::record_sign_in) records it as an ordinary
+    /// change instead.)
     ///
     /// ```
     /// # use tenantry_service as tenantry;
@@ -552,10 +559,31 @@ impl Tenantry {
         traced(span, async { retry!(self, self.try_sign_in(tenant, user)) }).await
     }
 
+    /// [sign-in is not a change (D27)](tenantry_core::Rule::SignInIsNotAChange): the store
+    /// records the sign-in outside the tenant's version, checking the status again in the
+    /// same step; a store without [`Store::record_sign_in`] gets an ordinary commit.
     async fn try_sign_in(&self, tenant: TenantId, user_id: UserId) -> Result<User, Error> {
         let state = self.state(tenant).await?;
         let user = self.target(tenant, user_id).await?;
-        let change = decide::sign_in(self.ctx(&state), &user)?;
+        let ctx = self.ctx(&state);
+        let at = ctx.now;
+        let change = decide::sign_in(ctx, &user)?;
+        if let Some(event) = change.events.first() {
+            match self
+                .inner
+                .store
+                .record_sign_in(tenant, user_id, at, event)
+                .await?
+            {
+                SignInOutcome::Recorded(user) => return Ok(user),
+                SignInOutcome::NotActive(status) => {
+                    return Err(tenantry_core::Error::SignInRefused { status }.into());
+                }
+                SignInOutcome::NotFound => return Err(tenantry_core::Error::UserNotFound.into()),
+                // The store records sign-ins as changes: commit below.
+                _ => {}
+            }
+        }
         self.commit(&change, &[]).await?;
         Ok(updated_user(&change, user_id).unwrap_or(user))
     }

@@ -10,16 +10,16 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
 use tenantry_core::{
-    AuditEvent, AuditRecord, Change, Invitation, InvitationState, MessageId, RoleTemplate, Subject,
-    TemplateId, Tenant, TenantId, TenantState, TokenHash, Tombstone, User, UserId, Write,
+    AuditEvent, AuditRecord, Change, Invitation, InvitationState, MessageId, RoleTemplate, Status,
+    Subject, TemplateId, Tenant, TenantId, TenantState, TokenHash, Tombstone, User, UserId, Write,
 };
 use tenantry_mail::Message;
 use time::OffsetDateTime;
 
 use self::check::{Directory, Entry, Found, TenantIndex};
 use crate::{
-    Constraint, Cursor, DeliveryState, DeliveryUpdate, OutboxRecord, Page, SortBy, Store,
-    StoreError, UserQuery,
+    Constraint, Cursor, DeliveryState, DeliveryUpdate, OutboxRecord, Page, SignInOutcome, SortBy,
+    Store, StoreError, UserQuery,
 };
 
 /// Keeps every tenant in memory, safe under concurrent use.
@@ -931,6 +931,35 @@ impl Store for InMemoryStore {
     async fn append_audit(&self, event: &AuditEvent) -> Result<u64, StoreError> {
         self.with_mut(event.tenant_id, |d| d.append(event.clone()))
             .ok_or(StoreError::NotFound)
+    }
+
+    /// Under the tenant's lock: the status check, the last login and the audit record in
+    /// one step, the version and counters untouched (D27). The check index holds no last
+    /// login, so it needs no update.
+    async fn record_sign_in(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        at: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<SignInOutcome, StoreError> {
+        let outcome = self.with_mut(tenant, |d| {
+            let Some(current) = d.users.get(&user) else {
+                return Ok(SignInOutcome::NotFound);
+            };
+            if current.status != Status::Active {
+                return Ok(SignInOutcome::NotActive(current.status));
+            }
+            let last_login = Some(current.last_login.map_or(at, |l| l.max(at)));
+            let updated = User {
+                last_login,
+                ..current.clone()
+            };
+            d.set_user(user, Some(updated.clone()))?;
+            d.append(event.clone());
+            Ok(SignInOutcome::Recorded(updated))
+        });
+        outcome.unwrap_or(Ok(SignInOutcome::NotFound))
     }
 
     async fn outbox(
