@@ -1,12 +1,16 @@
 //! A cache of the rows every check reads (tenant state, users, templates, subjects) that is
 //! never stale for the process that owns the database.
 //!
-//! Coherence: each tenant has a generation. A change to a tenant bumps it before its batch
-//! is sent and again when the batch has ended on the connection (for a cancelled caller:
-//! when the next user of the writer has rolled back behind it), and while a change is in
-//! flight no read of that tenant is served from or stored into the cache. A read that misses takes a
-//! [`Ticket`] with the generation it saw and may store what it read only if the generation is
-//! still the same, so a value read before a change can never land in the cache after it.
+//! Coherence: each tenant has a generation. A change to a tenant runs on the writer thread,
+//! which bumps the generation before its `BEGIN` and again after its `COMMIT` or `ROLLBACK`
+//! (also when its caller has gone: the job runs to its end whatever happens to the caller),
+//! and while a change is in flight no read of that tenant is served from or stored into the
+//! cache. After the commit, and before the caller hears of it, the writer brings the
+//! tenant's cached rows up to date with what the change wrote ([`apply_change`]: a template
+//! edit rewrites the cached subjects of its users in place, a user edit its row and
+//! subject); a rolled-back change leaves them as they were. A read that misses takes a
+//! [`Ticket`] with the generation it saw and may store what it read only if the generation
+//! is still the same, so a value read before a change can never land in the cache after it.
 //! Every commit of this process goes through the store, and the store holds a lock on the
 //! database that keeps other processes out (see `SqliteStore::open`), so nothing changes a
 //! tenant without bumping its generation.
@@ -15,7 +19,10 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use tenantry_core::{RoleTemplate, Subject, TemplateId, TenantId, TenantState, User, UserId};
+use tenantry_core::{
+    Change, RoleTemplate, Subject, TemplateId, TenantId, TenantState, User, UserId, Write,
+};
+use time::{OffsetDateTime, UtcOffset};
 
 /// Entries above this many (users, templates and subjects of all tenants) empty the cache.
 const CAPACITY: usize = 100_000;
@@ -196,33 +203,172 @@ impl Cache {
     }
 
     /// Marks a change to the tenant in flight: nothing of the tenant is served or stored
-    /// until [`Cache::end`]. The writer ends it only once the change's batch has finished on
-    /// the connection (committed or rolled back), also when the committing future was
-    /// cancelled, since the batch may still commit after that.
+    /// until [`Cache::end`]. The writer thread ends it once the change's transaction has
+    /// committed or rolled back (also when the committing caller has gone).
     pub(crate) fn start(&self, tenant: TenantId) {
-        self.bump(tenant, true);
-    }
-
-    /// Ends what [`Cache::start`] began.
-    pub(crate) fn end(&self, tenant: TenantId) {
-        self.bump(tenant, false);
-    }
-
-    fn bump(&self, tenant: TenantId, start: bool) {
         let mut g = self.lock();
         g.next = g.next.wrapping_add(1);
         let generation = g.next;
         let entry = g.entry(tenant);
-        let held = entry.len();
-        entry.forget();
         entry.generation = generation;
-        entry.writing = if start {
-            entry.writing.saturating_add(1)
-        } else {
-            entry.writing.saturating_sub(1)
-        };
-        g.total = g.total.saturating_sub(held);
+        entry.writing = entry.writing.saturating_add(1);
     }
+
+    /// Ends what [`Cache::start`] began: `update` brings the tenant's rows up to date with
+    /// what the change wrote, or answers `false` to forget them.
+    pub(crate) fn end(&self, tenant: TenantId, update: impl FnOnce(&mut Entry) -> bool) {
+        let mut g = self.lock();
+        g.next = g.next.wrapping_add(1);
+        let generation = g.next;
+        let inner = &mut *g;
+        let entry = inner.entry(tenant);
+        let before = entry.len();
+        if !update(entry) {
+            entry.forget();
+        }
+        entry.generation = generation;
+        entry.writing = entry.writing.saturating_sub(1);
+        let after = entry.len();
+        inner.total = inner.total.saturating_add(after).saturating_sub(before);
+    }
+}
+
+/// A time as the database gives it back (UTC).
+fn utc(t: OffsetDateTime) -> OffsetDateTime {
+    t.to_offset(UtcOffset::UTC)
+}
+
+/// A user row as the database gives it back.
+fn user_row(u: &User, created_at: OffsetDateTime) -> User {
+    User {
+        created_at: utc(created_at),
+        last_login: u.last_login.map(utc),
+        invite_expires_at: u.invite_expires_at.map(utc),
+        ..u.clone()
+    }
+}
+
+/// The subject of `u` as the database would read it now, if the cache knows its template.
+fn subject_of(e: &Entry, u: &User) -> Option<Subject> {
+    match u.template_id {
+        None => Some(Subject::of(u, None)),
+        Some(t) => e.templates.get(&t).map(|tp| Subject::of(u, Some(tp))),
+    }
+}
+
+fn put_subject(e: &mut Entry, u: &User) {
+    match subject_of(e, u) {
+        Some(s) => {
+            e.subjects.insert(u.id, s);
+        }
+        None => {
+            e.subjects.remove(&u.id);
+        }
+    }
+}
+
+/// Applies a committed change to the tenant's cached rows, exactly as the commit wrote them
+/// (write by write, in order); `false` when a write is one this cache does not know, and the
+/// tenant's rows must be forgotten.
+pub(crate) fn apply_change(e: &mut Entry, change: &Change) -> bool {
+    for w in &change.writes {
+        match w {
+            Write::InsertTenant(tn) => {
+                e.state = Some(TenantState {
+                    tenant: tenantry_core::Tenant {
+                        created_at: utc(tn.created_at),
+                        ..tn.clone()
+                    },
+                    counters: change.counters,
+                });
+            }
+            Write::UpdateTenant(tn) => {
+                if let Some(s) = &mut e.state {
+                    s.tenant.name.clone_from(&tn.name);
+                    s.tenant.user_limit = tn.user_limit;
+                }
+            }
+            Write::InsertUser(u) => {
+                e.users.insert(u.id, user_row(u, u.created_at));
+                put_subject(e, u);
+            }
+            Write::UpdateUser(u) => {
+                // The update writes every column but the id, tenant and creation time.
+                if let Some(old) = e.users.get(&u.id) {
+                    let row = user_row(u, old.created_at);
+                    e.users.insert(u.id, row);
+                }
+                put_subject(e, u);
+            }
+            Write::DeleteUser(tomb) => {
+                e.users.remove(&tomb.user_id);
+                e.subjects.remove(&tomb.user_id);
+            }
+            Write::InsertTemplate(tp) => {
+                e.templates.insert(
+                    tp.id,
+                    RoleTemplate {
+                        created_at: utc(tp.created_at),
+                        updated_at: utc(tp.updated_at),
+                        ..tp.clone()
+                    },
+                );
+            }
+            Write::UpdateTemplate(tp) => {
+                if let Some(old) = e.templates.get_mut(&tp.id) {
+                    old.name = tp.name.clone();
+                    old.permissions = tp.permissions;
+                    old.updated_at = utc(tp.updated_at);
+                }
+                // D6: its users' next checks see the new permissions, without a round trip.
+                for s in e.subjects.values_mut() {
+                    if let Some((id, perms)) = &mut s.template
+                        && *id == tp.id
+                    {
+                        *perms = tp.permissions;
+                    }
+                }
+            }
+            Write::DeleteTemplate(id) => {
+                e.templates.remove(id);
+                e.subjects
+                    .retain(|_, s| s.template.is_none_or(|(t, _)| t != *id));
+            }
+            Write::MoveTemplateUsers { from, to } => {
+                for u in e.users.values_mut() {
+                    if u.template_id == Some(*from) {
+                        u.template_id = *to;
+                    }
+                }
+                let target = match to {
+                    None => Some(None),
+                    Some(t) => e.templates.get(t).map(|tp| Some((tp.id, tp.permissions))),
+                };
+                match target {
+                    Some(template) => {
+                        for s in e.subjects.values_mut() {
+                            if s.template.is_some_and(|(t, _)| t == *from) {
+                                s.template = template;
+                            }
+                        }
+                    }
+                    None => e
+                        .subjects
+                        .retain(|_, s| s.template.is_none_or(|(t, _)| t != *from)),
+                }
+            }
+            Write::InsertInvitation(_)
+            | Write::RevokeInvitations(_)
+            | Write::UseInvitation(_)
+            | Write::FailAcceptAttempt { .. } => {}
+            #[allow(unreachable_patterns)]
+            _ => return false,
+        }
+    }
+    if let Some(s) = &mut e.state {
+        s.counters = change.counters;
+    }
+    true
 }
 
 #[cfg(test)]
@@ -260,7 +406,7 @@ mod tests {
         let ticket = miss(c.get(t, |e| e.state.as_ref()));
         // A change starts and ends while the read is on its way.
         c.start(t);
-        c.end(t);
+        c.end(t, |_| false);
         c.put(t, ticket, |e| e.state = Some(state(1)));
         assert!(
             miss(c.get(t, |e| e.state.as_ref())).is_some(),
@@ -292,7 +438,7 @@ mod tests {
         assert_eq!(c.subject(t, u), Some(s));
         c.start(t);
         assert!(c.subject(t, u).is_none(), "not while a change is in flight");
-        c.end(t);
+        c.end(t, |_| false);
         assert!(c.subject(t, u).is_none(), "forgotten after the change");
     }
 
@@ -310,7 +456,7 @@ mod tests {
             miss(c.get(t, |e| e.state.as_ref())).is_none(),
             "no ticket mid-change"
         );
-        c.end(t);
+        c.end(t, |_| false);
         let ticket = miss(c.get(t, |e| e.state.as_ref()));
         c.put(t, ticket, |e| e.state = Some(state(2)));
         assert!(

@@ -1,150 +1,213 @@
-//! The store's own connections: one writer and a few readers, each a plain
-//! [`SqliteConnection`] behind an async mutex.
+//! The store's own connections: one writer connection owned by a thread of its own, and a
+//! few reader connections; all plain rusqlite connections with cached prepared statements.
 //!
-//! Not an `sqlx::Pool`: on this project's benchmark machine, acquiring from the pool cost
-//! as much as the statement itself (one `SELECT 1`: 37–48 µs through the pool, 16–20 µs on a
-//! held connection). SQLite admits one writer at a time anyway, so one writer connection
-//! also spares writers from waiting on each other's file locks.
+//! # The writer thread
+//! Every write is a [`Job`] sent to the writer thread over a channel; the caller awaits a
+//! oneshot answer. The thread runs the job from its `BEGIN IMMEDIATE` to its `COMMIT` (or
+//! `ROLLBACK`, on any error) in one go, then brings the cache up to date (the change applied
+//! to the rows it holds, see [`crate::cache`]), and only then answers. A caller whose future
+//! is dropped (a cancelled request) does not stop its job: it runs to its end all the same,
+//! the cache is updated all the same, and the answer is dropped. Nothing can split a change.
+//!
+//! Why a thread and not sqlx: sqlx runs every SQLite statement on a worker thread of the
+//! connection, one hop each way per statement; a change of ten statements paid ten round
+//! trips (or, sent as one multi-statement query, relied on a deprecated sqlx API and on a
+//! guard table to stop the batch when a row count was wrong). Here a change pays one hop
+//! each way, row counts are checked in Rust between statements, and a dropped future
+//! cannot leave a transaction open.
+//!
+//! # Readers
+//! A read locks one of the reader connections (an async mutex) and runs inline on the
+//! caller's thread: a point read costs a few microseconds of SQLite's work, less than the
+//! two thread hops a reader thread would add (see `BENCHMARKS.md`, "SQLite at the floor").
+//! An in-memory database has no readers (each connection would be a database of its own
+//! unless it joins the shared cache, whose table locks make readers fail while the writer
+//! writes): its reads run on the writer thread.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 
-use sqlx::{Connection, Executor, SqliteConnection};
-use tenantry_store::StoreError;
-use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
-
-use crate::cache::Cache;
-use crate::rows::{BACKEND, backend};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tenantry_core::TenantId;
+use tenantry_store::StoreError;
+use tokio::sync::{Mutex, oneshot};
 
-/// The writer connection and whether a transaction may be left open on it: set before a
-/// batch that begins one, cleared once it committed or rolled back. A future dropped in
-/// between (a cancelled request) leaves it set, and the next user rolls back first.
-#[derive(Debug)]
-pub(crate) struct Writer {
-    conn: Option<SqliteConnection>,
-    pub(crate) open_txn: bool,
-    /// The cache, and the tenant whose change is in flight on the connection: its cache
-    /// mark ends only when the batch is known to have finished.
-    cache: Option<Arc<Cache>>,
-    pending: Option<TenantId>,
+use crate::cache::{Cache, Entry};
+use crate::rows::backend;
+use crate::write::map_err;
+
+/// Prepared statements each connection keeps (rusqlite's default is 16; a commit alone uses
+/// up to a dozen and the reads another twenty).
+pub(crate) const STATEMENT_CACHE: usize = 128;
+
+/// One write: a transaction's statements, and what it does to the cached rows.
+pub(crate) trait Job: Send + 'static {
+    /// What the caller gets.
+    type Out: Send + 'static;
+
+    /// The tenant whose cached rows the job changes, if any: nothing of it is served from
+    /// the cache while the job runs.
+    fn tenant(&self) -> Option<TenantId>;
+
+    /// The statements, inside the job's `BEGIN IMMEDIATE` transaction. An error rolls it
+    /// back.
+    fn run(&mut self, tx: &Transaction<'_>) -> Result<Self::Out, StoreError>;
+
+    /// Brings the tenant's cached rows up to what the committed transaction wrote. `false`:
+    /// the job cannot tell, forget the tenant's rows.
+    fn update(&self, entry: &mut Entry, out: &Self::Out) -> bool;
 }
 
-impl Writer {
-    /// The connection, once any transaction a cancelled caller left open is rolled back.
-    pub(crate) async fn conn(&mut self) -> Result<&mut SqliteConnection, StoreError> {
-        if self.open_txn {
-            let conn = self.conn.as_mut().ok_or_else(closed)?;
-            // A failure leaves the flag set, to try again next time. Once the rollback
-            // returns, the batch before it has finished (the worker runs commands in order).
-            rollback(conn).await.map_err(backend)?;
-            self.settled();
+type Task = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// The writer thread's end of a change to a tenant: the cache's in-flight mark, ended when
+/// dropped (forgetting the tenant's rows unless told what the job did).
+struct Mark<'a> {
+    cache: &'a Cache,
+    tenant: TenantId,
+    /// Ended already (else the drop ends it, forgetting).
+    done: bool,
+}
+
+impl Drop for Mark<'_> {
+    fn drop(&mut self) {
+        // Reached without `done` only if the job panicked: forget the tenant's rows.
+        if !self.done {
+            self.cache.end(self.tenant, |_| false);
         }
-        self.conn.as_mut().ok_or_else(closed)
-    }
-
-    /// No transaction is open any more: ends the cache mark of the change that was in
-    /// flight.
-    fn settled(&mut self) {
-        self.open_txn = false;
-        if let (Some(cache), Some(tenant)) = (&self.cache, self.pending.take()) {
-            cache.end(tenant);
-        }
-    }
-
-    /// The connection for a batch that begins a transaction: marked open until
-    /// [`Writer::committed`] or [`Writer::roll_back`] (or rolled back by the next user).
-    /// A change to `tenant` marks it in flight in the cache until then.
-    pub(crate) async fn begin(
-        &mut self,
-        tenant: Option<TenantId>,
-    ) -> Result<&mut SqliteConnection, StoreError> {
-        self.conn().await?;
-        self.open_txn = true;
-        if let (Some(cache), Some(t)) = (&self.cache, tenant) {
-            cache.start(t);
-            self.pending = Some(t);
-        }
-        self.conn.as_mut().ok_or_else(closed)
-    }
-
-    /// Records that the batch [`Writer::begin`] marked ran through its `COMMIT`.
-    pub(crate) fn committed(&mut self) {
-        self.settled();
-    }
-
-    /// Rolls back the transaction [`Writer::begin`] marked, after its batch failed. When
-    /// the rollback itself fails, the mark stays and the next user tries again.
-    pub(crate) async fn roll_back(&mut self) -> Result<(), StoreError> {
-        let conn = self.conn.as_mut().ok_or_else(closed)?;
-        rollback(conn).await.map_err(backend)?;
-        self.settled();
-        Ok(())
     }
 }
 
-/// Rolls back the open transaction; none being open (the batch failed before or at its
-/// `BEGIN`) counts as done.
-async fn rollback(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-    match conn.execute("ROLLBACK").await {
-        Ok(_) => Ok(()),
-        Err(e) if e.to_string().contains("no transaction") => Ok(()),
-        Err(e) => Err(e),
+/// Runs one job on the writer connection, cache marks included.
+fn run_job<J: Job>(
+    conn: &mut Connection,
+    cache: Option<&Cache>,
+    mut job: J,
+) -> Result<J::Out, StoreError> {
+    // A transaction left open (a rollback that failed) is ended before the next one.
+    if !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
     }
+    let mut mark = match (cache, job.tenant()) {
+        (Some(cache), Some(tenant)) => {
+            cache.start(tenant);
+            Some(Mark {
+                cache,
+                tenant,
+                done: false,
+            })
+        }
+        _ => None,
+    };
+    let result = (|| {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(map_err)?;
+        let out = job.run(&tx)?;
+        tx.commit().map_err(map_err)?;
+        Ok(out)
+    })();
+    if let Some(m) = &mut mark {
+        match &result {
+            Ok(out) => {
+                m.done = true;
+                m.cache.end(m.tenant, |e| job.update(e, out));
+            }
+            Err(_) => {
+                // Rolled back (the connection is out of its transaction): the cached rows
+                // still equal the database's. Otherwise forget them.
+                let unchanged = conn.is_autocommit();
+                m.done = true;
+                m.cache.end(m.tenant, |_| unchanged);
+            }
+        }
+    }
+    result
 }
 
 /// The error of every call after [`Connections::close`].
-fn closed() -> StoreError {
-    StoreError::Backend {
-        backend: BACKEND,
-        source: Box::new(sqlx::Error::PoolClosed),
-    }
+pub(crate) fn closed() -> StoreError {
+    backend(std::io::Error::new(
+        std::io::ErrorKind::NotConnected,
+        "the SQLite store is closed",
+    ))
 }
 
-/// One writer, `readers.len()` readers. An in-memory database has no readers (every
-/// connection to it would be a database of its own): reads go through the writer.
+/// The writer thread and the readers.
 #[derive(Debug)]
 pub(crate) struct Connections {
-    writer: Mutex<Writer>,
-    readers: Vec<Mutex<Option<SqliteConnection>>>,
+    jobs: std::sync::Mutex<Option<mpsc::Sender<Task>>>,
+    readers: Vec<Mutex<Option<Connection>>>,
     next: AtomicUsize,
+    cache: Option<Arc<Cache>>,
 }
 
-/// A connection lent for one read.
-pub(crate) type ReadGuard<'a> = MappedMutexGuard<'a, SqliteConnection>;
-
 impl Connections {
+    /// Starts the writer thread on `writer`.
     pub(crate) fn new(
-        writer: SqliteConnection,
-        readers: Vec<SqliteConnection>,
+        writer: Connection,
+        readers: Vec<Connection>,
         cache: Option<Arc<Cache>>,
-    ) -> Self {
-        Self {
-            writer: Mutex::new(Writer {
-                conn: Some(writer),
-                open_txn: false,
-                cache,
-                pending: None,
-            }),
+    ) -> Result<Self, std::io::Error> {
+        let (tx, rx) = mpsc::channel::<Task>();
+        std::thread::Builder::new()
+            .name("tenantry-sqlite-writer".into())
+            .spawn(move || {
+                let mut conn = writer;
+                // Runs every job sent until the store is closed or dropped.
+                while let Ok(task) = rx.recv() {
+                    task(&mut conn);
+                }
+            })?;
+        Ok(Self {
+            jobs: std::sync::Mutex::new(Some(tx)),
             readers: readers.into_iter().map(|c| Mutex::new(Some(c))).collect(),
             next: AtomicUsize::new(0),
-        }
+            cache,
+        })
     }
 
-    /// The writer, exclusively.
-    pub(crate) async fn writer(&self) -> MutexGuard<'_, Writer> {
-        self.writer.lock().await
+    fn send(&self, task: Task) -> Result<(), StoreError> {
+        let jobs = self
+            .jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        jobs.as_ref()
+            .ok_or_else(closed)?
+            .send(task)
+            .map_err(|_| closed())
     }
 
-    /// A reader: the first idle one from a rotating start, else the next in turn when
-    /// it frees up. Never call while holding the writer (an in-memory database reads
-    /// through it).
-    pub(crate) async fn reader(&self) -> Result<ReadGuard<'_>, StoreError> {
+    /// Runs `f` on the writer thread and awaits its answer; `f` runs to its end even if
+    /// this future is dropped.
+    pub(crate) async fn on_writer<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Box::new(move |conn| {
+            let _ = tx.send(f(conn));
+        }))?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    /// Runs a write job on the writer thread (see the module's docs).
+    pub(crate) async fn write<J: Job>(&self, job: J) -> Result<J::Out, StoreError> {
+        let cache = self.cache.clone();
+        self.on_writer(move |conn| run_job(conn, cache.as_deref(), job))
+            .await
+    }
+
+    /// Runs a read on a reader connection (the first idle one from a rotating start, else
+    /// the next in turn when it frees up), inline; without readers, on the writer thread.
+    pub(crate) async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let n = self.readers.len();
         if n == 0 {
-            let mut w = self.writer.lock().await;
-            w.conn().await?;
-            return MutexGuard::try_map(w, |w| w.conn.as_mut()).map_err(|_| closed());
+            return self.on_writer(move |conn| f(conn)).await;
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut guard = None;
@@ -165,19 +228,30 @@ impl Connections {
                 None => return Err(closed()),
             },
         };
-        MutexGuard::try_map(guard, Option::as_mut).map_err(|_| closed())
+        f(guard.as_ref().ok_or_else(closed)?)
     }
 
-    /// Closes every connection; later calls fail.
+    /// Waits for every job sent so far, stops the writer thread (closing its connection)
+    /// and closes the readers; later calls fail.
     pub(crate) async fn close(&self) {
-        for r in &self.readers {
-            if let Some(c) = r.lock().await.take() {
-                let _ = c.close().await;
-            }
+        let last = {
+            let mut jobs = self
+                .jobs
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            jobs.take().map(|tx| {
+                let (done, wait) = oneshot::channel::<()>();
+                let _ = tx.send(Box::new(move |_| {
+                    let _ = done.send(());
+                }));
+                wait
+            })
+        };
+        if let Some(wait) = last {
+            let _ = wait.await;
         }
-        let mut w = self.writer.lock().await;
-        if let Some(c) = w.conn.take() {
-            let _ = c.close().await;
+        for r in &self.readers {
+            drop(r.lock().await.take());
         }
     }
 }

@@ -1,9 +1,10 @@
 //! # tenantry-sqlite
 //!
-//! The embedded default storage of tenantry: SQLite through sqlx, bundled (no system
-//! library), with runtime queries (no database needed to build), embedded migrations applied
-//! on open, WAL journal, writes in `BEGIN IMMEDIATE` transactions, a busy timeout, and
-//! foreign keys on.
+//! The embedded default storage of tenantry: SQLite, bundled (no system library), through
+//! rusqlite with cached prepared statements; embedded migrations applied on open (sqlx's
+//! migrator), WAL journal, a busy timeout, and foreign keys on. Every write runs on one
+//! writer thread, from its `BEGIN IMMEDIATE` to its `COMMIT`, whatever happens to the
+//! caller's future; reads run on reader connections.
 //!
 //! The schema enforces the invariants a second time: unique (tenant, email key), unique
 //! (tenant, template name key), unique token hash, counters kept by triggers and checked
@@ -18,7 +19,6 @@
 //! # let _ = app; Ok(()) }
 //! ```
 
-mod batch;
 mod cache;
 mod conn;
 mod open;
@@ -35,7 +35,9 @@ use tenantry_core::{
     TenantId, TenantState, TokenHash, Tombstone, User, UserId,
 };
 use tenantry_mail::Message;
-use tenantry_store::{DeliveryUpdate, OutboxRecord, Page, Store, StoreError, UserQuery};
+use tenantry_store::{
+    DeliveryUpdate, OutboxRecord, Page, SignInOutcome, Store, StoreError, UserQuery,
+};
 use time::OffsetDateTime;
 
 use cache::Cache;
@@ -45,18 +47,22 @@ pub use open::OpenError;
 
 /// A tenantry store in one SQLite database file.
 ///
-/// It holds its own connections: one writer (SQLite admits one writer at a time; every
-/// change goes to it as one multi-statement round trip in a `BEGIN IMMEDIATE` transaction)
-/// and a few readers (WAL lets them read while the writer writes). Cloning shares them.
+/// It holds its own connections: one writer, owned by a thread of its own (SQLite admits
+/// one writer at a time; every change is sent to that thread whole and runs there from its
+/// `BEGIN IMMEDIATE` to its `COMMIT`, so a cancelled caller can never leave a change half
+/// done), and a few readers (WAL lets them read while the writer writes). Cloning shares
+/// them.
 ///
 /// # One owner, and a cache that is never stale
 /// [`SqliteStore::open`] claims the database for this store: it locks `<file>.lock` next to
 /// it, so a second store on the same file (in this process or another) is refused with
 /// [`OpenError::InUse`] until this one is closed or dropped. Owning every write lets the
 /// store keep the rows each check reads (tenant state, users, templates, subjects) in
-/// memory without ever serving a stale one: a change to a tenant empties that tenant's cache
-/// before it is sent and again once it has ended, and nothing is cached while it is in
-/// flight. `authorize` then costs no database round trip when the user was read before.
+/// memory without ever serving a stale one: while a change to a tenant runs, nothing of that
+/// tenant is served from the cache, and once it has committed the writer thread applies it
+/// to the cached rows (a template edit updates its users' cached subjects in place) before
+/// the caller hears back. `authorize` then costs no database round trip when the user was
+/// read before.
 ///
 /// Hosts that must write one file from several processes open it with
 /// [`SqliteStore::open_shared`] in each: no cache, every read goes to the database.
@@ -179,6 +185,18 @@ impl Store for SqliteStore {
 
     async fn append_audit(&self, event: &AuditEvent) -> Result<u64, StoreError> {
         self.append_audit_inner(event).await
+    }
+
+    /// One transaction on the writer: the user's last login (only while it is active) and
+    /// the audit event under the next seq; the tenant's version and counters are untouched.
+    async fn record_sign_in(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        at: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<SignInOutcome, StoreError> {
+        self.record_sign_in_inner(tenant, user, at, event).await
     }
 
     async fn outbox(

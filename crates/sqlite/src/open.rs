@@ -1,5 +1,6 @@
-//! Opening a store: connection options, the claim on the file (its lock file), migrations,
-//! the writer, readers and host pool; and closing it.
+//! Opening a store: connection options, the claim on the file (its lock file), migrations
+//! (sqlx's migrator, on a connection of its own that is closed after), the writer thread,
+//! the readers and the host pool; and closing it.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -49,6 +50,9 @@ pub enum OpenError {
     /// A migration failed.
     #[error("cannot migrate the SQLite database: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    /// The store's own connections (or its writer thread) could not be set up.
+    #[error("cannot open the SQLite database: {0}")]
+    Engine(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
 /// Whether a store owns its database (lock and cache) or shares it.
@@ -114,28 +118,31 @@ impl SqliteStore {
         readers: u32,
         sharing: Sharing,
     ) -> Result<Self, OpenError> {
-        let in_memory = options
-            .get_filename()
-            .to_string_lossy()
-            .contains("sqlx-in-memory");
+        let name = options.get_filename().to_owned();
+        let in_memory = name.to_string_lossy().contains("sqlx-in-memory");
         let lock = if in_memory {
             None
         } else {
-            Some(claim(options.get_filename(), sharing)?)
+            Some(claim(&name, sharing)?)
         };
         let options = options
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
-            // 16 MiB of page cache per connection (SQLite's default is 2 MiB): an invite
-            // touches a page in each of about twenty B-trees.
-            .pragma("cache_size", "-16384");
-        let mut writer = SqliteConnection::connect_with(&options)
+            .pragma("cache_size", CACHE_SIZE);
+        // An in-memory database lives while a connection to it is open: the writer opens it
+        // (joining sqlx's shared-cache name) before the migrator's connection comes and goes.
+        let early = if in_memory {
+            Some(connect(&name, true).map_err(engine)?)
+        } else {
+            None
+        };
+        let mut migrating = SqliteConnection::connect_with(&options)
             .await
             .map_err(OpenError::Connect)?;
         MIGRATOR
-            .run_direct(&mut writer)
+            .run_direct(&mut migrating)
             .await
             .map_err(|e| match e {
                 sqlx::migrate::MigrateError::VersionMissing(version) => {
@@ -143,21 +150,26 @@ impl SqliteStore {
                 }
                 other => OpenError::Migrate(other),
             })?;
+        let _ = migrating.close().await;
+        let writer = match early {
+            Some(w) => w,
+            None => connect(&name, false).map_err(engine)?,
+        };
         let mut conns = Vec::new();
-        for _ in 0..readers {
-            conns.push(
-                SqliteConnection::connect_with(&options)
-                    .await
-                    .map_err(OpenError::Connect)?,
-            );
+        if !in_memory {
+            for _ in 0..readers {
+                conns.push(connect(&name, false).map_err(engine)?);
+            }
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(2)
             .min_connections(0)
             .connect_lazy_with(options);
         let cache = (sharing == Sharing::Owned).then(|| Arc::new(Cache::default()));
+        let conns = Connections::new(writer, conns, cache.clone())
+            .map_err(|e| OpenError::Engine(Box::new(e)))?;
         Ok(Self {
-            conns: Arc::new(Connections::new(writer, conns, cache.clone())),
+            conns: Arc::new(conns),
             pool,
             cache,
             lock: Arc::new(std::sync::Mutex::new(lock)),
@@ -184,6 +196,38 @@ impl SqliteStore {
             .take();
         drop(lock);
     }
+}
+
+/// SQLite's page cache per connection, in KiB when negative: 16 MiB (SQLite's default is
+/// 2 MiB); an invite touches a page in each of about twenty B-trees.
+const CACHE_SIZE: &str = "-16384";
+
+fn engine(e: rusqlite::Error) -> OpenError {
+    OpenError::Engine(Box::new(e))
+}
+
+/// One of the store's own connections to the database `name` (a file, or sqlx's name of a
+/// shared-cache in-memory database): WAL (for a file), `synchronous=NORMAL`, foreign keys,
+/// a 10 s busy timeout, the page cache, and room for every statement the store prepares.
+fn connect(name: &Path, in_memory: bool) -> Result<rusqlite::Connection, rusqlite::Error> {
+    use rusqlite::OpenFlags;
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if in_memory {
+        flags |= OpenFlags::SQLITE_OPEN_MEMORY | OpenFlags::SQLITE_OPEN_SHARED_CACHE;
+    }
+    let conn = rusqlite::Connection::open_with_flags(name, flags)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    if !in_memory {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+    }
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = {CACHE_SIZE};"
+    ))?;
+    conn.set_prepared_statement_cache_capacity(crate::conn::STATEMENT_CACHE);
+    Ok(conn)
 }
 
 /// Claims the database at `path`: creates `<path>.lock` and locks it, exclusively for an

@@ -1,63 +1,64 @@
-//! The write path: a change, an audit append, an outbox claim or a delivery result is one
-//! batch on the writer (`BEGIN IMMEDIATE` … `COMMIT`, one round trip); and the mapping of
-//! SQLite's errors into [`StoreError`].
+//! The write path: a change, an audit append, a sign-in, an outbox claim or a delivery
+//! result is one [`Job`] on the writer thread (`BEGIN IMMEDIATE` … `COMMIT`, prepared and
+//! cached statements, row counts checked in Rust between them); and the mapping of SQLite's
+//! errors into [`StoreError`].
 
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
-use tenantry_core::{AuditEvent, Change, MessageId, TenantId, Write};
+use rusqlite::{OptionalExtension, Transaction, params};
+use tenantry_core::{AuditEvent, Change, MessageId, Status, TenantId, UserId, Write};
 use tenantry_mail::Message;
-use tenantry_store::{Constraint, DeliveryUpdate, OutboxRecord, StoreError};
+use tenantry_store::sql::USER_COLUMNS;
+use tenantry_store::{Constraint, DeliveryUpdate, OutboxRecord, SignInOutcome, StoreError};
 use time::OffsetDateTime;
 
 use crate::SqliteStore;
-use crate::batch::{Batch, Expect};
+use crate::cache::{Entry, apply_change};
+use crate::conn::Job;
 use crate::rows::{self, BACKEND, backend, id_text, nanos, outbox_from_row, perms_text};
 
-/// Maps a sqlx error into the shared error: constraint names into [`Constraint`], lock
-/// time-outs into [`StoreError::Busy`], anything else into [`StoreError::Backend`].
-pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
-    if let sqlx::Error::Database(db) = &e {
-        let msg = db.message();
-        let code = db.code().unwrap_or_default();
-        // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
-        let primary = code.parse::<i64>().map(|c| c & 0xff).unwrap_or(0);
-        if primary == 5 || primary == 6 {
-            return StoreError::Busy {
-                backend: BACKEND,
-                reason: msg.to_owned(),
-            };
-        }
-        let constraint = if msg.contains("guard_missing_row") {
-            Some(Constraint::MissingRow)
-        } else if msg.contains("guard_counters") {
-            Some(Constraint::Counters)
-        } else if msg.contains("guard_tenant") {
-            return StoreError::NotFound;
-        } else if msg.contains("users.tenant_id, users.email_key") {
-            Some(Constraint::UserEmail)
-        } else if msg.contains("users.tenant_id, users.id") || msg.contains("user id reused") {
-            Some(Constraint::UserId)
-        } else if msg.contains("role_templates.tenant_id, role_templates.name_key") {
-            Some(Constraint::TemplateName)
-        } else if msg.contains("role_templates.tenant_id, role_templates.id") {
-            Some(Constraint::TemplateId)
-        } else if msg.contains("invitations.token_hash") {
-            Some(Constraint::TokenHash)
-        } else if msg.contains("tenants.id") {
-            Some(Constraint::TenantId)
-        } else if msg.contains("seat limit") {
-            Some(Constraint::SeatLimit)
-        } else if msg.contains("FOREIGN KEY") {
-            Some(Constraint::MissingRow)
-        } else if msg.contains("CHECK constraint failed") && msg.contains("active_admins") {
-            Some(Constraint::LastAdmin)
-        } else if msg.contains("constraint failed") || msg.contains("tenantry:") {
-            Some(Constraint::Schema)
-        } else {
-            None
-        };
-        if let Some(constraint) = constraint {
-            return StoreError::Conflict { constraint };
+/// Maps what SQLite said (its primary result code and message) into the shared error:
+/// constraint names into [`Constraint`], lock time-outs into [`StoreError::Busy`]; `None`
+/// for anything else.
+fn classify(primary: i32, msg: &str) -> Option<StoreError> {
+    // SQLITE_BUSY (5) and SQLITE_LOCKED (6).
+    if primary == 5 || primary == 6 {
+        return Some(StoreError::Busy {
+            backend: BACKEND,
+            reason: msg.to_owned(),
+        });
+    }
+    let constraint = if msg.contains("users.tenant_id, users.email_key") {
+        Constraint::UserEmail
+    } else if msg.contains("users.tenant_id, users.id") || msg.contains("user id reused") {
+        Constraint::UserId
+    } else if msg.contains("role_templates.tenant_id, role_templates.name_key") {
+        Constraint::TemplateName
+    } else if msg.contains("role_templates.tenant_id, role_templates.id") {
+        Constraint::TemplateId
+    } else if msg.contains("invitations.token_hash") {
+        Constraint::TokenHash
+    } else if msg.contains("tenants.id") {
+        Constraint::TenantId
+    } else if msg.contains("seat limit") {
+        Constraint::SeatLimit
+    } else if msg.contains("FOREIGN KEY") {
+        Constraint::MissingRow
+    } else if msg.contains("CHECK constraint failed") && msg.contains("active_admins") {
+        Constraint::LastAdmin
+    } else if msg.contains("constraint failed") || msg.contains("tenantry:") {
+        Constraint::Schema
+    } else {
+        return None;
+    };
+    Some(StoreError::Conflict { constraint })
+}
+
+/// Maps a rusqlite error into the shared error (see [`classify`]); anything unknown is
+/// [`StoreError::Backend`].
+pub(crate) fn map_err(e: rusqlite::Error) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(f, msg) = &e {
+        let text = msg.as_deref().unwrap_or_default();
+        if let Some(mapped) = classify(f.extended_code & 0xff, text) {
+            return mapped;
         }
     }
     backend(e)
@@ -67,165 +68,209 @@ fn conflict(constraint: Constraint) -> StoreError {
     StoreError::Conflict { constraint }
 }
 
-/// Appends the statements of one write. Each statement says what its result must be: an
-/// update or delete of a row that is gone is a [`Constraint::MissingRow`] conflict.
-fn push_write(b: &mut Batch, tenant: TenantId, t: &str, w: &Write) -> Result<(), StoreError> {
-    let missing = Expect::Row;
+/// Runs one cached statement; returns the rows it changed.
+fn exec(tx: &Transaction<'_>, sql: &str, p: impl rusqlite::Params) -> Result<usize, StoreError> {
+    tx.prepare_cached(sql)
+        .and_then(|mut s| s.execute(p))
+        .map_err(map_err)
+}
+
+/// As [`exec`] for a statement that must change exactly one row, else `missing`.
+fn exec_one(
+    tx: &Transaction<'_>,
+    sql: &str,
+    p: impl rusqlite::Params,
+    missing: StoreError,
+) -> Result<(), StoreError> {
+    if exec(tx, sql, p)? == 1 {
+        Ok(())
+    } else {
+        Err(missing)
+    }
+}
+
+fn missing_row() -> StoreError {
+    conflict(Constraint::MissingRow)
+}
+
+/// Runs the statements of one write. An update or delete of a row that is gone is a
+/// [`Constraint::MissingRow`] conflict.
+fn run_write(tx: &Transaction<'_>, tenant: TenantId, t: &str, w: &Write) -> Result<(), StoreError> {
     let foreign = |id: TenantId| {
         if id == tenant {
             Ok(())
         } else {
-            Err(conflict(Constraint::MissingRow))
+            Err(missing_row())
         }
     };
     match w {
         Write::InsertTenant(_) => return Err(conflict(Constraint::TenantId)),
         Write::UpdateTenant(tn) => {
             foreign(tn.id)?;
-            b.push(
-                "UPDATE tenants SET name = ?, user_limit = ? WHERE id = ?",
-                missing,
-            )
-            .bind(tn.name.clone())
-            .bind(tn.user_limit.map(i64::from))
-            .bind(t.to_owned());
+            exec_one(
+                tx,
+                "UPDATE tenants SET name = ?1, user_limit = ?2 WHERE id = ?3",
+                params![tn.name, tn.user_limit.map(i64::from), t],
+                missing_row(),
+            )?;
         }
         Write::InsertUser(u) => {
             foreign(u.tenant_id)?;
             let login = u.last_login.map(nanos).transpose()?;
-            b.push(
+            exec(
+                tx,
                 "INSERT INTO users (tenant_id, id, email, email_key, role, status, template_id, crm_access, grants, created_at, last_login, login_key, invite_expires_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                Expect::Any,
-            )
-            .bind(t.to_owned())
-            .bind(id_text(u.id.as_uuid()))
-            .bind(u.email.as_str().to_owned())
-            .bind(u.email.key().to_owned())
-            .bind(u.role.as_str())
-            .bind(u.status.as_str())
-            .bind(u.template_id.map(|x| id_text(x.as_uuid())))
-            .bind(u.crm_access)
-            .bind(perms_text(u.grants))
-            .bind(nanos(u.created_at)?)
-            .bind(login)
-            .bind(login.unwrap_or(i64::MIN))
-            .bind(u.invite_expires_at.map(nanos).transpose()?);
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                params![
+                    t,
+                    id_text(u.id.as_uuid()),
+                    u.email.as_str(),
+                    u.email.key(),
+                    u.role.as_str(),
+                    u.status.as_str(),
+                    u.template_id.map(|x| id_text(x.as_uuid())),
+                    u.crm_access,
+                    perms_text(u.grants),
+                    nanos(u.created_at)?,
+                    login,
+                    login.unwrap_or(i64::MIN),
+                    u.invite_expires_at.map(nanos).transpose()?,
+                ],
+            )?;
         }
         Write::UpdateUser(u) => {
             foreign(u.tenant_id)?;
             let login = u.last_login.map(nanos).transpose()?;
-            b.push(
-                "UPDATE users SET email = ?, email_key = ?, role = ?, status = ?, template_id = ?, crm_access = ?, grants = ?, \
-                 last_login = ?, login_key = ?, invite_expires_at = ? WHERE tenant_id = ? AND id = ?",
-                missing,
-            )
-            .bind(u.email.as_str().to_owned())
-            .bind(u.email.key().to_owned())
-            .bind(u.role.as_str())
-            .bind(u.status.as_str())
-            .bind(u.template_id.map(|x| id_text(x.as_uuid())))
-            .bind(u.crm_access)
-            .bind(perms_text(u.grants))
-            .bind(login)
-            .bind(login.unwrap_or(i64::MIN))
-            .bind(u.invite_expires_at.map(nanos).transpose()?)
-            .bind(t.to_owned())
-            .bind(id_text(u.id.as_uuid()));
+            exec_one(
+                tx,
+                "UPDATE users SET email = ?1, email_key = ?2, role = ?3, status = ?4, template_id = ?5, crm_access = ?6, grants = ?7, \
+                 last_login = ?8, login_key = ?9, invite_expires_at = ?10 WHERE tenant_id = ?11 AND id = ?12",
+                params![
+                    u.email.as_str(),
+                    u.email.key(),
+                    u.role.as_str(),
+                    u.status.as_str(),
+                    u.template_id.map(|x| id_text(x.as_uuid())),
+                    u.crm_access,
+                    perms_text(u.grants),
+                    login,
+                    login.unwrap_or(i64::MIN),
+                    u.invite_expires_at.map(nanos).transpose()?,
+                    t,
+                    id_text(u.id.as_uuid()),
+                ],
+                missing_row(),
+            )?;
         }
         Write::DeleteUser(tomb) => {
-            b.push("DELETE FROM users WHERE tenant_id = ? AND id = ?", missing)
-                .bind(t.to_owned())
-                .bind(id_text(tomb.user_id.as_uuid()));
-            b.push(
-                "INSERT INTO tombstones (tenant_id, user_id, email, deleted_at, deleted_by) VALUES (?, ?, ?, ?, ?)",
-                Expect::Any,
-            )
-            .bind(t.to_owned())
-            .bind(id_text(tomb.user_id.as_uuid()))
-            .bind(tomb.email.as_str().to_owned())
-            .bind(nanos(tomb.deleted_at)?)
-            .bind(serde_json::to_string(&tomb.deleted_by).map_err(backend)?);
+            let id = id_text(tomb.user_id.as_uuid());
+            exec_one(
+                tx,
+                "DELETE FROM users WHERE tenant_id = ?1 AND id = ?2",
+                params![t, id],
+                missing_row(),
+            )?;
+            exec(
+                tx,
+                "INSERT INTO tombstones (tenant_id, user_id, email, deleted_at, deleted_by) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    t,
+                    id,
+                    tomb.email.as_str(),
+                    nanos(tomb.deleted_at)?,
+                    serde_json::to_string(&tomb.deleted_by).map_err(backend)?,
+                ],
+            )?;
         }
         Write::InsertTemplate(tp) => {
             foreign(tp.tenant_id)?;
-            b.push(
-                "INSERT INTO role_templates (tenant_id, id, name, name_key, permissions, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                Expect::Any,
-            )
-            .bind(t.to_owned())
-            .bind(id_text(tp.id.as_uuid()))
-            .bind(tp.name.as_str().to_owned())
-            .bind(tp.name.key().to_owned())
-            .bind(perms_text(tp.permissions))
-            .bind(nanos(tp.created_at)?)
-            .bind(nanos(tp.updated_at)?);
+            exec(
+                tx,
+                "INSERT INTO role_templates (tenant_id, id, name, name_key, permissions, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    t,
+                    id_text(tp.id.as_uuid()),
+                    tp.name.as_str(),
+                    tp.name.key(),
+                    perms_text(tp.permissions),
+                    nanos(tp.created_at)?,
+                    nanos(tp.updated_at)?,
+                ],
+            )?;
         }
         Write::UpdateTemplate(tp) => {
             foreign(tp.tenant_id)?;
-            b.push(
-                "UPDATE role_templates SET name = ?, name_key = ?, permissions = ?, updated_at = ? WHERE tenant_id = ? AND id = ?",
-                missing,
-            )
-            .bind(tp.name.as_str().to_owned())
-            .bind(tp.name.key().to_owned())
-            .bind(perms_text(tp.permissions))
-            .bind(nanos(tp.updated_at)?)
-            .bind(t.to_owned())
-            .bind(id_text(tp.id.as_uuid()));
+            exec_one(
+                tx,
+                "UPDATE role_templates SET name = ?1, name_key = ?2, permissions = ?3, updated_at = ?4 WHERE tenant_id = ?5 AND id = ?6",
+                params![
+                    tp.name.as_str(),
+                    tp.name.key(),
+                    perms_text(tp.permissions),
+                    nanos(tp.updated_at)?,
+                    t,
+                    id_text(tp.id.as_uuid()),
+                ],
+                missing_row(),
+            )?;
         }
         Write::DeleteTemplate(id) => {
             // D12: users still referencing it fail the foreign key.
-            b.push_remapped(
-                "DELETE FROM role_templates WHERE tenant_id = ? AND id = ?",
-                missing,
-                Some(Constraint::TemplateReferenced),
+            let n = exec(
+                tx,
+                "DELETE FROM role_templates WHERE tenant_id = ?1 AND id = ?2",
+                params![t, id_text(id.as_uuid())],
             )
-            .bind(t.to_owned())
-            .bind(id_text(id.as_uuid()));
+            .map_err(|e| match e {
+                StoreError::Conflict {
+                    constraint: Constraint::MissingRow,
+                } => conflict(Constraint::TemplateReferenced),
+                other => other,
+            })?;
+            if n != 1 {
+                return Err(missing_row());
+            }
         }
         Write::MoveTemplateUsers { from, to } => {
-            b.push(
-                "UPDATE users SET template_id = ? WHERE tenant_id = ? AND template_id = ?",
-                Expect::Any,
-            )
-            .bind(to.map(|x| id_text(x.as_uuid())))
-            .bind(t.to_owned())
-            .bind(id_text(from.as_uuid()));
+            exec(
+                tx,
+                "UPDATE users SET template_id = ?1 WHERE tenant_id = ?2 AND template_id = ?3",
+                params![to.map(|x| id_text(x.as_uuid())), t, id_text(from.as_uuid())],
+            )?;
         }
         Write::InsertInvitation(inv) => {
             foreign(inv.tenant_id)?;
-            b.push(
+            exec_one(
+                tx,
                 "INSERT INTO invitations (token_hash, tenant_id, user_id, kind, state, created_at, expires_at, failed_attempts) \
-                 SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM users WHERE tenant_id = ? AND id = ?)",
-                missing,
-            )
-            .bind(inv.token_hash.0.to_vec())
-            .bind(t.to_owned())
-            .bind(id_text(inv.user_id.as_uuid()))
-            .bind(rows::kind_text(inv.kind))
-            .bind(rows::state_text(inv.state))
-            .bind(nanos(inv.created_at)?)
-            .bind(nanos(inv.expires_at)?)
-            .bind(i64::from(inv.failed_attempts))
-            .bind(t.to_owned())
-            .bind(id_text(inv.user_id.as_uuid()));
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE EXISTS (SELECT 1 FROM users WHERE tenant_id = ?2 AND id = ?3)",
+                params![
+                    &inv.token_hash.0[..],
+                    t,
+                    id_text(inv.user_id.as_uuid()),
+                    rows::kind_text(inv.kind),
+                    rows::state_text(inv.state),
+                    nanos(inv.created_at)?,
+                    nanos(inv.expires_at)?,
+                    i64::from(inv.failed_attempts),
+                ],
+                missing_row(),
+            )?;
         }
         Write::RevokeInvitations(user) => {
-            b.push(
-                "UPDATE invitations SET state = 'revoked' WHERE tenant_id = ? AND user_id = ? AND state = 'pending'",
-                Expect::Any,
-            )
-            .bind(t.to_owned())
-            .bind(id_text(user.as_uuid()));
+            exec(
+                tx,
+                "UPDATE invitations SET state = 'revoked' WHERE tenant_id = ?1 AND user_id = ?2 AND state = 'pending'",
+                params![t, id_text(user.as_uuid())],
+            )?;
         }
         Write::UseInvitation(hash) => {
-            b.push(
-                "UPDATE invitations SET state = 'used' WHERE tenant_id = ? AND token_hash = ?",
-                missing,
-            )
-            .bind(t.to_owned())
-            .bind(hash.0.to_vec());
+            exec_one(
+                tx,
+                "UPDATE invitations SET state = 'used' WHERE tenant_id = ?1 AND token_hash = ?2",
+                params![t, &hash.0[..]],
+                missing_row(),
+            )?;
         }
         Write::FailAcceptAttempt {
             token_hash,
@@ -233,16 +278,14 @@ fn push_write(b: &mut Batch, tenant: TenantId, t: &str, w: &Write) -> Result<(),
             revoke,
         } => {
             // D24: only a pending invitation of this tenant counts attempts; a missing or
-            // no longer pending one fails the whole change (`missing`).
-            b.push(
-                "UPDATE invitations SET failed_attempts = ?, state = CASE WHEN ? THEN 'revoked' ELSE state END \
-                 WHERE tenant_id = ? AND token_hash = ? AND state = 'pending'",
-                missing,
-            )
-            .bind(i64::from(*failed_attempts))
-            .bind(*revoke)
-            .bind(t.to_owned())
-            .bind(token_hash.0.to_vec());
+            // no longer pending one fails the whole change.
+            exec_one(
+                tx,
+                "UPDATE invitations SET failed_attempts = ?1, state = CASE WHEN ?2 THEN 'revoked' ELSE state END \
+                 WHERE tenant_id = ?3 AND token_hash = ?4 AND state = 'pending'",
+                params![i64::from(*failed_attempts), *revoke, t, &token_hash.0[..]],
+                missing_row(),
+            )?;
         }
         #[allow(unreachable_patterns)]
         _ => return Err(conflict(Constraint::Schema)),
@@ -250,137 +293,260 @@ fn push_write(b: &mut Batch, tenant: TenantId, t: &str, w: &Write) -> Result<(),
     Ok(())
 }
 
-/// Appends the statements that reserve `events.len()` audit sequence numbers (returning the
-/// last) and insert the events under them. With `counters`, the reservation also checks
-/// that the counters the triggers kept equal the change's.
-fn push_events(
-    b: &mut Batch,
+/// Reserves `events.len()` audit sequence numbers and inserts the events under them;
+/// returns the last. With `counters`, the reservation also checks that the counters the
+/// triggers kept equal the change's ([`Constraint::Counters`] otherwise); without, a
+/// missing tenant is [`StoreError::NotFound`].
+fn append_events(
+    tx: &Transaction<'_>,
     t: &str,
     events: &[AuditEvent],
     counters: Option<tenantry_core::Counters>,
-) -> Result<(), StoreError> {
+) -> Result<i64, StoreError> {
     let n = i64::try_from(events.len()).map_err(backend)?;
-    match counters {
-        Some(c) => b
-            .push(
-                "UPDATE tenants SET audit_seq = audit_seq + ? WHERE id = ? AND seats_used = ? AND active_admins = ? RETURNING audit_seq",
-                Expect::Counters,
+    let last: Option<i64> = match counters {
+        Some(c) => tx
+            .prepare_cached(
+                "UPDATE tenants SET audit_seq = audit_seq + ?1 WHERE id = ?2 AND seats_used = ?3 AND active_admins = ?4 RETURNING audit_seq",
             )
-            .bind(n)
-            .bind(t.to_owned())
-            .bind(i64::from(c.seats_used))
-            .bind(i64::from(c.active_admins)),
-        None => b
-            .push(
-                "UPDATE tenants SET audit_seq = audit_seq + ? WHERE id = ? RETURNING audit_seq",
-                Expect::Found,
+            .and_then(|mut s| {
+                s.query_row(
+                    params![n, t, i64::from(c.seats_used), i64::from(c.active_admins)],
+                    |r| r.get(0),
+                )
+                .optional()
+            }),
+        None => tx
+            .prepare_cached(
+                "UPDATE tenants SET audit_seq = audit_seq + ?1 WHERE id = ?2 RETURNING audit_seq",
             )
-            .bind(n)
-            .bind(t.to_owned()),
+            .and_then(|mut s| s.query_row(params![n, t], |r| r.get(0)).optional()),
+    }
+    .map_err(map_err)?;
+    let Some(last) = last else {
+        return Err(match counters {
+            Some(_) => conflict(Constraint::Counters),
+            None => StoreError::NotFound,
+        });
     };
     for (i, e) in (1..).zip(events) {
-        b.push(
-            "INSERT INTO audit_log (tenant_id, seq, at, action, event) \
-             VALUES (?, (SELECT audit_seq FROM tenants WHERE id = ?) - ?, ?, ?, ?)",
-            Expect::Any,
-        )
-        .bind(t.to_owned())
-        .bind(t.to_owned())
-        .bind(n - i)
-        .bind(nanos(e.at)?)
-        .bind(serde_json::to_string(&e.action).map_err(backend)?)
-        .bind(serde_json::to_string(e).map_err(backend)?);
+        exec(
+            tx,
+            "INSERT INTO audit_log (tenant_id, seq, at, action, event) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                t,
+                last - n + i,
+                nanos(e.at)?,
+                serde_json::to_string(&e.action).map_err(backend)?,
+                serde_json::to_string(e).map_err(backend)?,
+            ],
+        )?;
     }
-    Ok(())
+    Ok(last)
 }
 
-/// Appends the outbox rows of the change's messages ([mail delivery (D17)](tenantry_core::Rule::MailDelivery): queued in the same commit).
-fn push_mail(b: &mut Batch, outbox: &[Message], now: OffsetDateTime) -> Result<(), StoreError> {
+/// Inserts the outbox rows of the change's messages ([mail delivery (D17)](tenantry_core::Rule::MailDelivery): queued in the same commit).
+fn insert_mail(
+    tx: &Transaction<'_>,
+    outbox: &[Message],
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let at = nanos(now)?;
     for m in outbox {
-        let at = nanos(now)?;
-        b.push(
+        exec(
+            tx,
             "INSERT INTO outbox (tenant_id, id, user_id, recipient, subject, body_text, body_html, state, attempts, next_attempt_at, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)",
-            Expect::Any,
-        )
-        .bind(id_text(m.tenant_id.as_uuid()))
-        .bind(id_text(m.id.as_uuid()))
-        .bind(id_text(m.user_id.as_uuid()))
-        .bind(m.to.clone())
-        .bind(m.subject.clone())
-        .bind(m.text.clone())
-        .bind(m.html.clone())
-        .bind(at)
-        .bind(at);
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, ?8)",
+            params![
+                id_text(m.tenant_id.as_uuid()),
+                id_text(m.id.as_uuid()),
+                id_text(m.user_id.as_uuid()),
+                m.to,
+                m.subject,
+                m.text,
+                m.html,
+                at,
+            ],
+        )?;
     }
     Ok(())
 }
 
-/// The audit seq the reservation of `push_events` returned.
-fn returned_seq(rows: &[SqliteRow]) -> Result<u64, StoreError> {
-    let seq: i64 = rows
-        .first()
-        .ok_or(StoreError::NotFound)?
-        .try_get(0)
-        .map_err(backend)?;
-    u64::try_from(seq).map_err(backend)
+/// A change with its outbox messages ([`tenantry_store::Store::commit`]).
+struct Commit {
+    change: Change,
+    outbox: Vec<Message>,
+}
+
+impl Job for Commit {
+    type Out = ();
+
+    fn tenant(&self) -> Option<TenantId> {
+        Some(self.change.tenant_id)
+    }
+
+    fn run(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        let change = &self.change;
+        let tenant = change.tenant_id;
+        let t = id_text(tenant.as_uuid());
+        let version = i64::try_from(change.counters.version).map_err(backend)?;
+        let mut writes = change.writes.iter().peekable();
+        if let Some(Write::InsertTenant(tn)) = writes.peek() {
+            if tn.id != tenant || change.expected_version != 0 {
+                return Err(missing_row());
+            }
+            exec(
+                tx,
+                "INSERT INTO tenants (id, name, user_limit, created_at, version) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    t,
+                    tn.name,
+                    tn.user_limit.map(i64::from),
+                    nanos(tn.created_at)?,
+                    version
+                ],
+            )?;
+            writes.next();
+        } else {
+            // D16: the compare-and-set of the version comes first, so a stale change is
+            // reported as such (and retried) before any of its writes could collide.
+            let expected = i64::try_from(change.expected_version).map_err(backend)?;
+            let n = exec(
+                tx,
+                "UPDATE tenants SET version = ?1 WHERE id = ?2 AND version = ?3",
+                params![version, t, expected],
+            )?;
+            if n != 1 {
+                let exists = tx
+                    .prepare_cached("SELECT 1 FROM tenants WHERE id = ?1")
+                    .and_then(|mut s| s.exists(params![t]))
+                    .map_err(map_err)?;
+                return Err(if exists {
+                    StoreError::VersionMismatch {
+                        expected: change.expected_version,
+                    }
+                } else {
+                    StoreError::NotFound
+                });
+            }
+        }
+        for w in writes {
+            run_write(tx, tenant, &t, w)?;
+        }
+        append_events(tx, &t, &change.events, Some(change.counters))?;
+        let now = change
+            .events
+            .first()
+            .map_or(OffsetDateTime::UNIX_EPOCH, |e| e.at);
+        insert_mail(tx, &self.outbox, now)
+    }
+
+    fn update(&self, entry: &mut Entry, _: &()) -> bool {
+        apply_change(entry, &self.change)
+    }
+}
+
+/// A sign-in ([`tenantry_store::Store::record_sign_in`], D27).
+struct SignIn {
+    tenant: TenantId,
+    user: UserId,
+    at: OffsetDateTime,
+    event: AuditEvent,
+}
+
+impl Job for SignIn {
+    type Out = SignInOutcome;
+
+    fn tenant(&self) -> Option<TenantId> {
+        Some(self.tenant)
+    }
+
+    fn run(&mut self, tx: &Transaction<'_>) -> Result<SignInOutcome, StoreError> {
+        let t = id_text(self.tenant.as_uuid());
+        let id = id_text(self.user.as_uuid());
+        let user = {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = ?1 AND id = ?2"
+                ))
+                .map_err(map_err)?;
+            rows::one(&mut stmt, params![t, id], rows::user_from_row)?
+        };
+        let Some(mut user) = user else {
+            return Ok(SignInOutcome::NotFound);
+        };
+        if user.status != Status::Active {
+            return Ok(SignInOutcome::NotActive(user.status));
+        }
+        // A later sign-in already recorded is kept.
+        let at = match user.last_login {
+            Some(later) if later > self.at => later,
+            _ => self.at.to_offset(time::UtcOffset::UTC),
+        };
+        let login = nanos(at)?;
+        exec_one(
+            tx,
+            "UPDATE users SET last_login = ?1, login_key = ?1 WHERE tenant_id = ?2 AND id = ?3 AND status = 'active'",
+            params![login, t, id],
+            missing_row(),
+        )?;
+        append_events(tx, &t, std::slice::from_ref(&self.event), None)?;
+        user.last_login = Some(at);
+        Ok(SignInOutcome::Recorded(user))
+    }
+
+    fn update(&self, entry: &mut Entry, out: &SignInOutcome) -> bool {
+        if let SignInOutcome::Recorded(u) = out
+            && let Some(cached) = entry.users.get_mut(&u.id)
+        {
+            cached.last_login = u.last_login;
+        }
+        true
+    }
+}
+
+/// A job that touches no cached row, from a closure.
+struct Plain<F>(Option<F>);
+
+impl<T, F> Job for Plain<F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+{
+    type Out = T;
+
+    fn tenant(&self) -> Option<TenantId> {
+        None
+    }
+
+    fn run(&mut self, tx: &Transaction<'_>) -> Result<T, StoreError> {
+        match self.0.take() {
+            Some(f) => f(tx),
+            None => Err(crate::conn::closed()),
+        }
+    }
+
+    fn update(&self, _: &mut Entry, _: &T) -> bool {
+        true
+    }
+}
+
+/// Claims the outbox rows `sql` selects (it ends in `RETURNING *`).
+fn claimed(
+    tx: &Transaction<'_>,
+    sql: &str,
+    p: impl rusqlite::Params,
+) -> Result<Vec<OutboxRecord>, StoreError> {
+    let mut stmt = tx.prepare_cached(sql).map_err(map_err)?;
+    rows::all(&mut stmt, p, outbox_from_row)
 }
 
 impl SqliteStore {
-    /// Runs a batch that begins with `BEGIN IMMEDIATE` on the writer, through its
-    /// `COMMIT`, in one round trip; when a statement fails the batch stops there and the
-    /// transaction is rolled back. Returns the rows the statements returned.
-    ///
-    /// A change to `changes` (its id) keeps that tenant's cache bypassed and empty until the
-    /// batch has finished on the connection.
-    async fn write(
+    async fn plain<T: Send + 'static>(
         &self,
-        mut b: Batch,
-        changes: Option<TenantId>,
-        tenant: &str,
-        expected_version: u64,
-    ) -> Result<Vec<SqliteRow>, StoreError> {
-        b.push("COMMIT", Expect::Any);
-        let mut w = self.conns.writer().await;
-        let conn = w.begin(changes).await?;
-        let failure = match b.run(conn).await {
-            Ok(Ok(rows)) => {
-                w.committed();
-                return Ok(rows);
-            }
-            Ok(Err(failure)) => failure,
-            Err(e) => {
-                let _ = w.roll_back().await;
-                return Err(e);
-            }
-        };
-        // A failed rollback is retried by the next user of the writer.
-        let _ = w.roll_back().await;
-        let version_guard = matches!(&failure.error, sqlx::Error::Database(db) if db.message().contains("guard_version"));
-        if version_guard {
-            // D16: the tenant changed, or is gone.
-            let conn = w.conn().await?;
-            let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM tenants WHERE id = $1")
-                .bind(tenant)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(map_err)?;
-            return Err(match exists {
-                None => StoreError::NotFound,
-                Some(_) => StoreError::VersionMismatch {
-                    expected: expected_version,
-                },
-            });
-        }
-        Err(match (map_err(failure.error), failure.remap) {
-            (
-                StoreError::Conflict {
-                    constraint: Constraint::MissingRow,
-                },
-                Some(c),
-            ) => conflict(c),
-            (other, _) => other,
-        })
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.conns.write(Plain(Some(f))).await
     }
 
     pub(crate) async fn commit_inner(
@@ -388,57 +554,40 @@ impl SqliteStore {
         change: &Change,
         outbox: &[Message],
     ) -> Result<(), StoreError> {
-        let tenant = change.tenant_id;
-        let t = id_text(tenant.as_uuid());
-        let version = i64::try_from(change.counters.version).map_err(backend)?;
-        let mut b = Batch::default();
-        b.push("BEGIN IMMEDIATE", Expect::Any);
-        let mut writes = change.writes.iter().peekable();
-        if let Some(Write::InsertTenant(tn)) = writes.peek() {
-            if tn.id != tenant || change.expected_version != 0 {
-                return Err(conflict(Constraint::MissingRow));
-            }
-            b.push(
-                "INSERT INTO tenants (id, name, user_limit, created_at, version) VALUES (?, ?, ?, ?, ?)",
-                Expect::Any,
-            )
-            .bind(t.clone())
-            .bind(tn.name.clone())
-            .bind(tn.user_limit.map(i64::from))
-            .bind(nanos(tn.created_at)?)
-            .bind(version);
-            writes.next();
-        } else {
-            // D16: the compare-and-set of the version comes first, so a stale change is
-            // reported as such (and retried) before any of its writes could collide.
-            b.push(
-                "UPDATE tenants SET version = ? WHERE id = ? AND version = ?",
-                Expect::Cas,
-            )
-            .bind(version)
-            .bind(t.clone())
-            .bind(i64::try_from(change.expected_version).map_err(backend)?);
-        }
-        for w in writes {
-            push_write(&mut b, tenant, &t, w)?;
-        }
-        push_events(&mut b, &t, &change.events, Some(change.counters))?;
-        let now = change
-            .events
-            .first()
-            .map_or(OffsetDateTime::UNIX_EPOCH, |e| e.at);
-        push_mail(&mut b, outbox, now)?;
-        self.write(b, Some(tenant), &t, change.expected_version)
+        self.conns
+            .write(Commit {
+                change: change.clone(),
+                outbox: outbox.to_vec(),
+            })
             .await
-            .map(|_| ())
+    }
+
+    pub(crate) async fn record_sign_in_inner(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        at: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<SignInOutcome, StoreError> {
+        self.conns
+            .write(SignIn {
+                tenant,
+                user,
+                at,
+                event: event.clone(),
+            })
+            .await
     }
 
     pub(crate) async fn append_audit_inner(&self, event: &AuditEvent) -> Result<u64, StoreError> {
-        let t = id_text(event.tenant_id.as_uuid());
-        let mut b = Batch::default();
-        b.push("BEGIN IMMEDIATE", Expect::Any);
-        push_events(&mut b, &t, std::slice::from_ref(event), None)?;
-        returned_seq(&self.write(b, None, &t, 0).await?)
+        let event = event.clone();
+        let last = self
+            .plain(move |tx| {
+                let t = id_text(event.tenant_id.as_uuid());
+                append_events(tx, &t, std::slice::from_ref(&event), None)
+            })
+            .await?;
+        u64::try_from(last).map_err(backend)
     }
 
     pub(crate) async fn claim_due_mail_inner(
@@ -448,21 +597,21 @@ impl SqliteStore {
         lease_until: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<OutboxRecord>, StoreError> {
-        let mut b = Batch::default();
-        b.push("BEGIN IMMEDIATE", Expect::Any);
-        b.push(
-            "UPDATE outbox SET next_attempt_at = ? WHERE tenant_id = ? AND id IN \
-             (SELECT id FROM outbox WHERE tenant_id = ? AND state = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?) \
-             RETURNING *",
-            Expect::Any,
-        )
-        .bind(rows::nanos_clamped(lease_until))
-        .bind(id_text(tenant.as_uuid()))
-        .bind(id_text(tenant.as_uuid()))
-        .bind(rows::nanos_clamped(now))
-        .bind(i64::from(limit));
-        let rows = self.write(b, None, "", 0).await?;
-        rows.iter().map(outbox_from_row).collect()
+        self.plain(move |tx| {
+            claimed(
+                tx,
+                "UPDATE outbox SET next_attempt_at = ?1 WHERE tenant_id = ?2 AND id IN \
+                 (SELECT id FROM outbox WHERE tenant_id = ?2 AND state = 'pending' AND next_attempt_at <= ?3 ORDER BY next_attempt_at, id LIMIT ?4) \
+                 RETURNING *",
+                params![
+                    rows::nanos_clamped(lease_until),
+                    id_text(tenant.as_uuid()),
+                    rows::nanos_clamped(now),
+                    i64::from(limit)
+                ],
+            )
+        })
+        .await
     }
 
     pub(crate) async fn claim_message_inner(
@@ -473,20 +622,23 @@ impl SqliteStore {
         lease_until: OffsetDateTime,
     ) -> Result<Option<OutboxRecord>, StoreError> {
         // One statement on the one writer: of two claims, the second finds the lease.
-        let mut b = Batch::default();
-        b.push("BEGIN IMMEDIATE", Expect::Any);
-        b.push(
-            "UPDATE outbox SET next_attempt_at = ? \
-             WHERE tenant_id = ? AND id = ? AND state = 'pending' AND next_attempt_at <= ? \
-             RETURNING *",
-            Expect::Any,
-        )
-        .bind(rows::nanos_clamped(lease_until))
-        .bind(id_text(tenant.as_uuid()))
-        .bind(id_text(id.as_uuid()))
-        .bind(rows::nanos_clamped(now));
-        let rows = self.write(b, None, "", 0).await?;
-        rows.first().map(outbox_from_row).transpose()
+        let rows = self
+            .plain(move |tx| {
+                claimed(
+                    tx,
+                    "UPDATE outbox SET next_attempt_at = ?1 \
+                     WHERE tenant_id = ?2 AND id = ?3 AND state = 'pending' AND next_attempt_at <= ?4 \
+                     RETURNING *",
+                    params![
+                        rows::nanos_clamped(lease_until),
+                        id_text(tenant.as_uuid()),
+                        id_text(id.as_uuid()),
+                        rows::nanos_clamped(now)
+                    ],
+                )
+            })
+            .await?;
+        Ok(rows.into_iter().next())
     }
 
     pub(crate) async fn record_delivery_inner(
@@ -495,47 +647,42 @@ impl SqliteStore {
         id: MessageId,
         update: &DeliveryUpdate,
     ) -> Result<(), StoreError> {
-        let t = id_text(tenant.as_uuid());
-        let m = id_text(id.as_uuid());
-        let mut b = Batch::default();
-        b.push("BEGIN IMMEDIATE", Expect::Any);
-        match update {
-            DeliveryUpdate::Sent { at } => b.push(
-                "UPDATE outbox SET state = 'sent', state_at = ?, attempts = attempts + 1, body_text = '', body_html = '' WHERE tenant_id = ? AND id = ? AND state = 'pending'",
-                Expect::Any,
-            )
-            .bind(nanos(*at)?),
-            DeliveryUpdate::Retry { retry_at, reason } => b.push(
-                "UPDATE outbox SET state = 'pending', next_attempt_at = ?, last_error = ?, attempts = attempts + 1 WHERE tenant_id = ? AND id = ? AND state = 'pending'",
-                Expect::Any,
-            )
-            .bind(rows::nanos_clamped(*retry_at))
-            .bind(reason.clone()),
-            // D26: sent or failed for good, a message keeps no body (they hold the live
-            // accept link).
-            DeliveryUpdate::Failed { at, reason } => b.push(
-                "UPDATE outbox SET state = 'failed', state_at = ?, failure = ?, last_error = ?, attempts = attempts + 1, body_text = '', body_html = '' WHERE tenant_id = ? AND id = ? AND state = 'pending'",
-                Expect::Any,
-            )
-            .bind(nanos(*at)?)
-            .bind(reason.clone())
-            .bind(reason.clone()),
-        }
-        .bind(t.clone())
-        .bind(m.clone());
-        // Not pending any more is fine (a late result changes nothing); no such message is
-        // not.
-        b.push(
-            "SELECT 1 FROM outbox WHERE tenant_id = ? AND id = ?",
-            Expect::Any,
-        )
-        .bind(t.clone())
-        .bind(m);
-        // Nothing was written when the message does not exist.
-        if self.write(b, None, &t, 0).await?.is_empty() {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        let update = update.clone();
+        self.plain(move |tx| {
+            let t = id_text(tenant.as_uuid());
+            let m = id_text(id.as_uuid());
+            match &update {
+                DeliveryUpdate::Sent { at } => exec(
+                    tx,
+                    "UPDATE outbox SET state = 'sent', state_at = ?1, attempts = attempts + 1, body_text = '', body_html = '' WHERE tenant_id = ?2 AND id = ?3 AND state = 'pending'",
+                    params![nanos(*at)?, t, m],
+                )?,
+                DeliveryUpdate::Retry { retry_at, reason } => exec(
+                    tx,
+                    "UPDATE outbox SET state = 'pending', next_attempt_at = ?1, last_error = ?2, attempts = attempts + 1 WHERE tenant_id = ?3 AND id = ?4 AND state = 'pending'",
+                    params![rows::nanos_clamped(*retry_at), reason, t, m],
+                )?,
+                // D26: sent or failed for good, a message keeps no body (they hold the live
+                // accept link).
+                DeliveryUpdate::Failed { at, reason } => exec(
+                    tx,
+                    "UPDATE outbox SET state = 'failed', state_at = ?1, failure = ?2, last_error = ?2, attempts = attempts + 1, body_text = '', body_html = '' WHERE tenant_id = ?3 AND id = ?4 AND state = 'pending'",
+                    params![nanos(*at)?, reason, t, m],
+                )?,
+            };
+            // Not pending any more is fine (a late result changes nothing); no such message
+            // is not (and then nothing was written).
+            let exists = tx
+                .prepare_cached("SELECT 1 FROM outbox WHERE tenant_id = ?1 AND id = ?2")
+                .and_then(|mut s| s.exists(params![t, m]))
+                .map_err(map_err)?;
+            if exists {
+                Ok(())
+            } else {
+                Err(StoreError::NotFound)
+            }
+        })
+        .await
     }
 }
 
@@ -544,34 +691,26 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
     use std::time::Duration;
 
-    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
-    use sqlx::{Connection, SqliteConnection};
     use tenantry_store::StoreError;
 
     use super::map_err;
 
     /// A real SQLITE_BUSY (a second writer while the first holds the write lock, no busy
     /// wait) becomes the typed, retryable [`StoreError::Busy`].
-    #[tokio::test]
-    async fn d16_sqlite_busy_is_typed_and_retryable() {
+    #[test]
+    fn d16_sqlite_busy_is_typed_and_retryable() {
         let dir = std::env::temp_dir().join(format!("tenantry-busy-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let options = SqliteConnectOptions::new()
-            .filename(dir.join("b.db"))
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(Duration::ZERO);
-        let mut first = SqliteConnection::connect_with(&options).await.unwrap();
-        let mut second = SqliteConnection::connect_with(&options).await.unwrap();
-        sqlx::raw_sql("CREATE TABLE t (x INTEGER); BEGIN IMMEDIATE; INSERT INTO t VALUES (1)")
-            .execute(&mut first)
-            .await
+        let first = rusqlite::Connection::open(dir.join("b.db")).unwrap();
+        let second = rusqlite::Connection::open(dir.join("b.db")).unwrap();
+        second.busy_timeout(Duration::ZERO).unwrap();
+        first
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; CREATE TABLE t (x INTEGER); BEGIN IMMEDIATE; INSERT INTO t VALUES (1)",
+            )
             .unwrap();
-        let e = sqlx::raw_sql("BEGIN IMMEDIATE")
-            .execute(&mut second)
-            .await
-            .unwrap_err();
+        let e = second.execute_batch("BEGIN IMMEDIATE").unwrap_err();
         let mapped = map_err(e);
         assert!(
             matches!(
