@@ -975,3 +975,148 @@ async fn d25_claim_message_claims_a_due_message_once() {
         );
     }
 }
+
+/// D27: a sign-in is one transaction outside the tenant's version: the version and counters
+/// stay, the user's last login and the audit record land together, an inactive user writes
+/// nothing, and the owning store's cached user row is current right after.
+#[tokio::test]
+async fn d27_a_sign_in_leaves_the_version_and_keeps_the_cached_user_current() {
+    use tenantry_store::{SignInOutcome, Store};
+    let store = SqliteStore::open(temp_db("d27")).await.unwrap();
+    let (app, t, a, bob) = with_active_user(store.clone(), Permissions::empty()).await;
+    let before = store.tenant(t).await.unwrap().unwrap();
+    // Cached now: the next read of Bob is served from memory.
+    let first = store.user(t, bob).await.unwrap().unwrap();
+    let log = app.audit_log(t, ActorRef::System, 0, 100).await.unwrap();
+    let signed = app.record_sign_in(t, bob).await.unwrap();
+    let at = signed.last_login.unwrap();
+    assert!(first.last_login.is_none_or(|l| l <= at));
+    assert_ne!(signed, first, "the sign-in changed the row");
+    assert_eq!(
+        store.tenant(t).await.unwrap().unwrap(),
+        before,
+        "version untouched"
+    );
+    assert_eq!(
+        store.user(t, bob).await.unwrap().unwrap(),
+        signed,
+        "cache current"
+    );
+    let after = app.audit_log(t, ActorRef::System, 0, 100).await.unwrap();
+    assert_eq!(after.len(), log.len() + 1);
+    assert_eq!(after.last().unwrap().seq, log.last().unwrap().seq + 1);
+    // An earlier sign-in does not move the last login back; the event is still recorded.
+    let event = after.last().unwrap().event.clone();
+    let earlier = at - time::Duration::hours(1);
+    match store.record_sign_in(t, bob, earlier, &event).await.unwrap() {
+        SignInOutcome::Recorded(u) => assert_eq!(u.last_login, Some(at)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        store.user(t, bob).await.unwrap().unwrap().last_login,
+        Some(at)
+    );
+    // Suspended: refused, nothing written; no such user: refused.
+    app.edit_user(
+        t,
+        a,
+        bob,
+        &UserEdit {
+            status: Some(Status::Suspended),
+            ..UserEdit::default()
+        },
+    )
+    .await
+    .unwrap();
+    let state = store.tenant(t).await.unwrap().unwrap();
+    let n = app
+        .audit_log(t, ActorRef::System, 0, 100)
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(
+        store.record_sign_in(t, bob, at, &event).await.unwrap(),
+        SignInOutcome::NotActive(Status::Suspended)
+    );
+    let nobody = tenantry_service::UserId::from_uuid(uuid::Uuid::now_v7());
+    assert_eq!(
+        store.record_sign_in(t, nobody, at, &event).await.unwrap(),
+        SignInOutcome::NotFound
+    );
+    assert_eq!(store.tenant(t).await.unwrap().unwrap(), state);
+    assert_eq!(
+        app.audit_log(t, ActorRef::System, 0, 100)
+            .await
+            .unwrap()
+            .len(),
+        n
+    );
+}
+
+/// A template edit updates the cached subjects of its users in place: the very next check
+/// is answered from memory (`subject_now`), with the new permissions, and equals the rows.
+#[tokio::test]
+async fn a_template_edit_updates_the_cached_subjects_in_place() {
+    use tenantry_store::Store;
+    let store = SqliteStore::open(temp_db("in-place")).await.unwrap();
+    let (app, t, a, bob) = with_active_user(store.clone(), Permissions::empty()).await;
+    let tpl = app
+        .create_template(t, a, "Agents", Permissions::empty())
+        .await
+        .unwrap();
+    app.edit_user(
+        t,
+        a,
+        bob,
+        &UserEdit {
+            template_id: Some(Some(tpl.id)),
+            ..UserEdit::default()
+        },
+    )
+    .await
+    .unwrap();
+    let edit = Permission::new(Category::Conversations, Action::Edit).into();
+    assert!(!app.authorize(t, bob, edit).await.unwrap().is_allowed());
+    for round in 0..6 {
+        let next = if round % 2 == 0 {
+            Permissions::CONVERSATIONS_EDIT
+        } else {
+            Permissions::empty()
+        };
+        app.edit_template(
+            t,
+            a,
+            tpl.id,
+            &TemplateEdit {
+                permissions: Some(next),
+                ..TemplateEdit::default()
+            },
+        )
+        .await
+        .unwrap();
+        let now = store
+            .subject_now(t, bob)
+            .expect("answered from the cache right after the edit")
+            .unwrap()
+            .unwrap();
+        assert_eq!(now.template, Some((tpl.id, next)), "round {round}");
+        let stored: String =
+            sqlx::query_scalar("SELECT permissions FROM role_templates WHERE id = $1")
+                .bind(tpl.id.to_string())
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        assert_eq!(stored, serde_json::to_string(&next).unwrap());
+        assert_eq!(
+            app.authorize(t, bob, edit).await.unwrap().is_allowed(),
+            round % 2 == 0
+        );
+    }
+    // A user edit keeps the subject cached too, with the new grants.
+    app.edit_user(t, a, bob, &grants(Permissions::USERS_VIEW))
+        .await
+        .unwrap();
+    let now = store.subject_now(t, bob).unwrap().unwrap().unwrap();
+    assert_eq!(now.grants, Permissions::USERS_VIEW);
+    assert_eq!(Some(now), store.subject(t, bob).await.unwrap());
+}
