@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -102,8 +103,11 @@ pub enum EmailError {
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Email {
-    display: String,
-    key: String,
+    /// The address as typed, trimmed; shared, so clones and a store's indexes cost no copy.
+    display: Arc<str>,
+    /// The key when it differs from `display` (an address with upper-case letters); most
+    /// addresses are typed in lower case, and then the one string serves as both.
+    key: Option<Arc<str>>,
 }
 
 fn is_atext(b: u8) -> bool {
@@ -136,10 +140,7 @@ impl Email {
         }
         Self::check_local(local)?;
         Self::check_domain(domain)?;
-        Ok(Self {
-            display: trimmed.to_owned(),
-            key: trimmed.to_ascii_lowercase(),
-        })
+        Ok(Self::of(trimmed.into()))
     }
 
     fn check_local(local: &str) -> Result<(), EmailError> {
@@ -205,7 +206,15 @@ impl Email {
     /// ```
     #[must_use]
     pub fn from_stored(display: String) -> Self {
-        let key = display.to_ascii_lowercase();
+        Self::of(display.into())
+    }
+
+    /// The address with its key, sharing the one string when they are equal.
+    fn of(display: Arc<str>) -> Self {
+        let key = display
+            .bytes()
+            .any(|b| b.is_ascii_uppercase())
+            .then(|| Arc::from(display.to_ascii_lowercase()));
         Self { display, key }
     }
 
@@ -219,13 +228,27 @@ impl Email {
     /// same user exactly when their keys are equal ([unique email (D3)](crate::Rule::UniqueEmail)).
     #[must_use]
     pub fn key(&self) -> &str {
-        &self.key
+        self.key.as_deref().unwrap_or(&self.display)
+    }
+
+    /// The canonical key as a shared string: a store can index by it without a copy.
+    ///
+    /// ```
+    /// use tenantry_core::Email;
+    /// let a = Email::parse("ada@acme.test")?;
+    /// assert_eq!(&*a.shared_key(), "ada@acme.test");
+    /// assert_eq!(&*Email::parse("Ada@Acme.test")?.shared_key(), "ada@acme.test");
+    /// # Ok::<(), tenantry_core::EmailError>(())
+    /// ```
+    #[must_use]
+    pub fn shared_key(&self) -> Arc<str> {
+        Arc::clone(self.key.as_ref().unwrap_or(&self.display))
     }
 
     /// Whether two addresses name the same user (equal keys).
     #[must_use]
     pub fn same_as(&self, other: &Email) -> bool {
-        self.key == other.key
+        self.key() == other.key()
     }
 }
 

@@ -296,8 +296,7 @@ impl TenantData {
         if let Some(o) = &old {
             let same_key = new.as_ref().is_some_and(|u| u.email.key() == o.email.key());
             if !same_key {
-                self.idx_email
-                    .remove(&(Arc::<str>::from(o.email.key()), id));
+                self.idx_email.remove(&(o.email.shared_key(), id));
             }
             self.idx_created
                 .remove(&(o.created_at.unix_timestamp_nanos(), id));
@@ -309,7 +308,8 @@ impl TenantData {
         if let Some(u) = new {
             let same_key = old.as_ref().is_some_and(|o| u.email.key() == o.email.key());
             if !same_key {
-                self.idx_email.insert((Arc::from(u.email.key()), id));
+                // The row's own key string, shared: the index keeps no copy of it.
+                self.idx_email.insert((u.email.shared_key(), id));
             }
             self.idx_created
                 .insert((u.created_at.unix_timestamp_nanos(), id));
