@@ -250,6 +250,15 @@ pub enum AuditAction {
     TemplateEdited,
     /// A role template was deleted ([role templates (D12)](crate::Rule::RoleTemplates)).
     TemplateDeleted,
+    /// A webhook endpoint was registered for the tenant (its id, URL and event kinds in the
+    /// changes; never its secret).
+    WebhookEndpointAdded,
+    /// A webhook endpoint's URL, event kinds or enabled flag changed, or its secret was
+    /// rotated (recorded as `Field::WebhookSecret` with no values: the secret never enters
+    /// the log).
+    WebhookEndpointChanged,
+    /// A webhook endpoint was removed.
+    WebhookEndpointRemoved,
 }
 
 /// What the event is about.
@@ -302,6 +311,18 @@ pub enum Field {
     /// how many such refusals in this tenant were counted but not recorded one by one since
     /// the previous one recorded (the after value; `Number`).
     UnrecordedRefusals,
+    /// A webhook endpoint's id (`Text`).
+    WebhookEndpoint,
+    /// A webhook endpoint's URL (`Text`).
+    WebhookUrl,
+    /// The event kinds a webhook endpoint receives (`Text`, comma-separated; empty: all).
+    WebhookEvents,
+    /// A webhook endpoint's secret was rotated: both values are `None`, the secret is never
+    /// recorded.
+    WebhookSecret,
+    /// Whether a webhook endpoint is enabled (`Bool`); the dispatcher disables an endpoint
+    /// that kept failing, as the system actor.
+    WebhookEnabled,
 }
 
 /// A value before or after a change.

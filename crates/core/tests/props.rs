@@ -1168,6 +1168,9 @@ fn arb_audit_action() -> impl Strategy<Value = AuditAction> {
         AuditAction::TemplateCreated,
         AuditAction::TemplateEdited,
         AuditAction::TemplateDeleted,
+        AuditAction::WebhookEndpointAdded,
+        AuditAction::WebhookEndpointChanged,
+        AuditAction::WebhookEndpointRemoved,
     ])
 }
 
@@ -1195,6 +1198,12 @@ fn arb_field() -> impl Strategy<Value = Field> {
         Field::ChangedUsers,
         Field::FailedAttempts,
         Field::InvitationState,
+        Field::UnrecordedRefusals,
+        Field::WebhookEndpoint,
+        Field::WebhookUrl,
+        Field::WebhookEvents,
+        Field::WebhookSecret,
+        Field::WebhookEnabled,
     ])
 }
 
