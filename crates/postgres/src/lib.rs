@@ -1,18 +1,42 @@
 //! # tenantry-postgres
 //!
 //! The PostgreSQL storage of tenantry, for hosts that outgrow one machine: sqlx with runtime
-//! queries (no database needed to build), embedded migrations applied on connect, and a
-//! connection pool.
+//! queries (no database needed to build), on the host's own pool, in a schema of its choice,
+//! with embedded migrations the host applies as a step of its own.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use tenantry_postgres::{PgPoolOptions, PostgresStore};
+//! // The host's pool (a lock_timeout keeps a commit from waiting forever for a tenant row).
+//! let pool = PgPoolOptions::new()
+//!     .max_connections(20)
+//!     .connect("postgres://app@127.0.0.1:5432/app?options=-c%20lock_timeout%3D10s")
+//!     .await?;
+//! let store = PostgresStore::new(pool).with_schema("tenantry")?;
+//! // tenantry's migrations, recorded in `tenantry_migrations` (never in the host's
+//! // `_sqlx_migrations`); safe to run from several processes at once.
+//! store.migrate().await?;
+//! let app = tenantry_service::Tenantry::builder(store).build()?;
+//! # let _ = app; Ok(()) }
+//! ```
+//!
+//! [`PostgresStore::connect`] and [`PostgresStore::connect_in_schema`] do all three from a URL.
 //!
 //! ## Concurrency ([concurrency (D16)](tenantry_core::Rule::Concurrency))
 //!
-//! Every commit runs at READ COMMITTED (PostgreSQL's default) and starts by locking the
-//! tenant's row (`SELECT version … FOR UPDATE`) and comparing its version with the one the
-//! decision was taken on. Concurrent commits of one tenant therefore serialize on that row;
-//! a stale one is refused with [`StoreError::VersionMismatch`] and the service decides again
-//! on a fresh snapshot. Commits of different tenants never wait for each other. Serialization
-//! failures, deadlocks and lock time-outs become [`StoreError::Busy`], which the service also
-//! retries (a bounded number of times, then `Error::Contention`).
+//! Every commit is one statement (one round trip): a call of the `tenantry_commit` function
+//! the migrations create. It runs at READ COMMITTED (PostgreSQL's default) and starts by
+//! locking the tenant's row (`SELECT version … FOR NO KEY UPDATE`) and comparing its version
+//! with the one the decision was taken on. Concurrent commits of one tenant therefore
+//! serialize on that row; a stale one is refused with [`StoreError::VersionMismatch`] and the
+//! service decides again on a fresh snapshot. Commits of different tenants never wait for each
+//! other. Serialization failures, deadlocks and lock time-outs become [`StoreError::Busy`],
+//! which the service also retries (a bounded number of times, then `Error::Contention`).
+//!
+//! A sign-in ([`Store::record_sign_in`], [sign-in is not a change (D27)](tenantry_core::Rule::SignInIsNotAChange))
+//! is one statement too, and never takes the tenant's row: it sets the user's last login
+//! while the user is active and appends its audit record with the next seq of the tenant's
+//! audit head, the counter every audit append takes its seq from.
 //!
 //! ## The schema enforces the invariants a second time
 //!
@@ -28,6 +52,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use tenantry_postgres::PostgresStore;
+//! // The shortcut: its own pool, the connection's schema, migrated.
 //! let store = PostgresStore::connect("postgres://postgres@127.0.0.1:5432/app").await?;
 //! let app = tenantry_service::Tenantry::builder(store).build()?;
 //! # let _ = app; Ok(()) }
@@ -38,16 +63,20 @@ mod read;
 mod rows;
 mod write;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use tenantry_core::{
     AuditEvent, AuditRecord, Change, Invitation, MessageId, RoleTemplate, Subject, TemplateId,
     TenantId, TenantState, TokenHash, Tombstone, User, UserId,
 };
 use tenantry_mail::Message;
-use tenantry_store::{DeliveryUpdate, OutboxRecord, Page, Store, StoreError, UserQuery};
+use tenantry_store::{
+    DeliveryUpdate, OutboxRecord, Page, SignInOutcome, Store, StoreError, UserQuery,
+};
 use time::OffsetDateTime;
 
-pub use open::{DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_CONNECTIONS, OpenError};
+pub use open::{DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_CONNECTIONS, MIGRATIONS_TABLE, OpenError};
 pub use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 /// A tenantry store in a PostgreSQL database (or in one schema of it).
@@ -57,6 +86,14 @@ pub use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 pub struct PostgresStore {
     pool: PgPool,
     schema: Option<String>,
+    /// `"schema".` when the store has a schema, else empty: put before every table and
+    /// function name the statements use.
+    prefix: Arc<str>,
+}
+
+/// `sql` with each `#.` (the place of a schema) replaced by `prefix`.
+pub(crate) fn q(prefix: &str, sql: &str) -> String {
+    sql.replace("#.", prefix)
 }
 
 // Each method is the inherent `…_inner` of its name: the reads in `read.rs`, the write
@@ -154,6 +191,16 @@ impl Store for PostgresStore {
 
     async fn append_audit(&self, event: &AuditEvent) -> Result<u64, StoreError> {
         self.append_audit_inner(event).await
+    }
+
+    async fn record_sign_in(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        at: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<SignInOutcome, StoreError> {
+        self.record_sign_in_inner(tenant, user, at, event).await
     }
 
     async fn outbox(

@@ -1,12 +1,27 @@
-//! Opening a store: connection and pool options, the schema a store may live in, and
-//! migrations; and closing or dropping it.
+//! Opening a store: the host's pool ([`PostgresStore::new`]), the schema a store may live in
+//! ([`PostgresStore::with_schema`]), tenantry's own migrations ([`PostgresStore::migrate`],
+//! recorded in a bookkeeping table of tenantry's own), the connecting shortcuts, and closing
+//! or dropping a store.
 
+use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use sqlx::{Executor as _, PgConnection};
 
 use crate::{PgConnectOptions, PgPool, PgPoolOptions, PostgresStore};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The table in which tenantry records the migrations it applied, in the store's schema. It
+/// is not sqlx's `_sqlx_migrations`, so a host's own sqlx migrations can live in the same
+/// schema.
+pub const MIGRATIONS_TABLE: &str = "tenantry_migrations";
+
+/// The first key of the advisory lock [`PostgresStore::migrate`] holds while it migrates
+/// (the second is a hash of the schema's name): ASCII "tnty".
+const MIGRATION_LOCK_CLASS: i32 = 0x746e_7479;
 
 /// The pool size [`PostgresStore::connect`] uses.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
@@ -41,9 +56,16 @@ pub enum OpenError {
         /// The unknown migration.
         version: i64,
     },
-    /// A migration failed.
+    /// A migration recorded as applied differs from this build's migration of the same
+    /// version; the database is left untouched.
+    #[error("schema migration {version} was applied with different contents")]
+    ChangedMigration {
+        /// The migration.
+        version: i64,
+    },
+    /// A migration failed (nothing of it was applied).
     #[error("cannot migrate the PostgreSQL database: {0}")]
-    Migrate(#[source] sqlx::migrate::MigrateError),
+    Migrate(#[source] sqlx::Error),
 }
 
 /// Whether `name` is a schema name this crate will create and quote.
@@ -62,6 +84,82 @@ fn lock_timeout_text(d: Duration) -> String {
 }
 
 impl PostgresStore {
+    /// A store on the host's own pool, in the connection's current schema (see
+    /// [`PostgresStore::with_schema`] for another). Nothing is sent to the server: run
+    /// [`PostgresStore::migrate`] (or check that the host's pipeline did) before use.
+    ///
+    /// The pool's options are the host's: set a `lock_timeout` on its connections (as
+    /// [`PostgresStore::connect`] does, [`DEFAULT_LOCK_TIMEOUT`]) so a commit never waits
+    /// forever for a tenant's row.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenantry_postgres::{PgPoolOptions, PostgresStore};
+    /// let pool = PgPoolOptions::new()
+    ///     .max_connections(20)
+    ///     .connect("postgres://app@db.internal/app")
+    ///     .await?;
+    /// // The host's own migrations, then tenantry's in a schema of its own.
+    /// let store = PostgresStore::new(pool).with_schema("tenantry")?;
+    /// store.migrate().await?;
+    /// let app = tenantry_service::Tenantry::builder(store).build()?;
+    /// # let _ = app; Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            schema: None,
+            prefix: Arc::from(""),
+        }
+    }
+
+    /// Keeps every table of the store in the schema `schema` of the pool's database: every
+    /// statement names its tables with the schema, so the pool's `search_path` does not
+    /// matter. [`PostgresStore::migrate`] creates the schema when missing. Several stores (a
+    /// test each, or several apps) can so share one database, and one pool.
+    ///
+    /// # Errors
+    /// [`OpenError::InvalidSchemaName`] unless the name is 1-63 characters of `a-z`, `0-9`
+    /// and `_`, not starting with a digit.
+    pub fn with_schema(mut self, schema: &str) -> Result<Self, OpenError> {
+        if !valid_schema_name(schema) {
+            return Err(OpenError::InvalidSchemaName {
+                name: schema.to_owned(),
+            });
+        }
+        self.prefix = Arc::from(format!("\"{schema}\"."));
+        self.schema = Some(schema.to_owned());
+        Ok(self)
+    }
+
+    /// Applies tenantry's pending migrations (creating the schema of
+    /// [`PostgresStore::with_schema`] if missing), in one transaction: all of them or none.
+    ///
+    /// They are recorded in [`MIGRATIONS_TABLE`] in the store's schema, never in sqlx's
+    /// `_sqlx_migrations`, so the host's own sqlx migrations may share the schema. Concurrent
+    /// calls (several processes starting at once) are safe: each holds an advisory lock of
+    /// the schema while it migrates, and the later ones find nothing to do. A database whose
+    /// migrations were recorded by an older tenantry in `_sqlx_migrations` is adopted: its
+    /// records move to [`MIGRATIONS_TABLE`] (and `_sqlx_migrations` is dropped when nothing
+    /// else is left in it).
+    ///
+    /// # Errors
+    /// [`OpenError::NewerSchema`] when the schema has a migration this build does not know,
+    /// [`OpenError::ChangedMigration`] when an applied one differs from this build's (both
+    /// leave the database untouched); [`OpenError::Migrate`] when a statement failed.
+    pub async fn migrate(&self) -> Result<(), OpenError> {
+        let mut tx = self.pool.begin().await.map_err(OpenError::Migrate)?;
+        let result = migrate_in(&mut tx, self.schema.as_deref()).await;
+        match result {
+            Ok(()) => tx.commit().await.map_err(OpenError::Migrate),
+            Err(e) => {
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
     /// Connects to the database at `url` (`postgres://user@host:port/db`) with a pool of
     /// [`DEFAULT_MAX_CONNECTIONS`] and a [`DEFAULT_LOCK_TIMEOUT`], and applies pending
     /// migrations to the connection's default schema.
@@ -69,14 +167,7 @@ impl PostgresStore {
     /// # Errors
     /// [`OpenError`]; a database from a newer version is refused untouched.
     pub async fn connect(url: &str) -> Result<Self, OpenError> {
-        let options = PgConnectOptions::from_str(url)
-            .map_err(OpenError::Connect)?
-            .options([("lock_timeout", lock_timeout_text(DEFAULT_LOCK_TIMEOUT))]);
-        Self::connect_with(
-            PgPoolOptions::new().max_connections(DEFAULT_MAX_CONNECTIONS),
-            options,
-        )
-        .await
+        Self::connect_with(default_pool(), default_options(url)?).await
     }
 
     /// Connects with explicit pool and connection options, and applies pending migrations.
@@ -92,30 +183,23 @@ impl PostgresStore {
             .connect_with(options)
             .await
             .map_err(OpenError::Connect)?;
-        migrate(&pool).await?;
-        Ok(Self { pool, schema: None })
+        let store = Self::new(pool);
+        store.migrate().await?;
+        Ok(store)
     }
 
-    /// Connects to `url` and keeps every table in the schema `schema`, creating it if
-    /// missing: each pooled connection gets `search_path = schema`. Several stores (a test
-    /// each, or several apps) can so share one database. Drop it with
-    /// [`PostgresStore::drop_schema`].
+    /// Connects to `url` and keeps every table in the schema `schema`
+    /// ([`PostgresStore::with_schema`]), creating it if missing, and applies pending
+    /// migrations. Drop it with [`PostgresStore::drop_schema`].
     ///
     /// # Errors
     /// [`OpenError`], including [`OpenError::InvalidSchemaName`].
     pub async fn connect_in_schema(url: &str, schema: &str) -> Result<Self, OpenError> {
-        let options = PgConnectOptions::from_str(url)
-            .map_err(OpenError::Connect)?
-            .options([("lock_timeout", lock_timeout_text(DEFAULT_LOCK_TIMEOUT))]);
-        Self::connect_in_schema_with(
-            PgPoolOptions::new().max_connections(DEFAULT_MAX_CONNECTIONS),
-            options,
-            schema,
-        )
-        .await
+        Self::connect_in_schema_with(default_pool(), default_options(url)?, schema).await
     }
 
     /// [`PostgresStore::connect_in_schema`] with explicit pool and connection options.
+    /// The connections' `search_path` is set to the schema too, for the host's own queries.
     ///
     /// # Errors
     /// [`OpenError`].
@@ -136,25 +220,19 @@ impl PostgresStore {
             .connect_with(options)
             .await
             .map_err(OpenError::Connect)?;
-        sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
-            .execute(&pool)
-            .await
-            .map_err(OpenError::Connect)?;
-        migrate(&pool).await?;
-        Ok(Self {
-            pool,
-            schema: Some(schema.to_owned()),
-        })
+        let store = Self::new(pool).with_schema(schema)?;
+        store.migrate().await?;
+        Ok(store)
     }
 
-    /// The schema this store was opened in with [`PostgresStore::connect_in_schema`].
+    /// The schema of [`PostgresStore::with_schema`], if any.
     #[must_use]
     pub fn schema(&self) -> Option<&str> {
         self.schema.as_deref()
     }
 
-    /// Drops the schema the store was opened in (with every row in it) and closes the pool.
-    /// A store opened without a schema is only closed: nothing is dropped.
+    /// Drops the schema of [`PostgresStore::with_schema`] (with every row in it) and closes
+    /// the pool. A store without a schema is only closed: nothing is dropped.
     ///
     /// # Errors
     /// The server's error when the schema could not be dropped.
@@ -182,11 +260,144 @@ impl PostgresStore {
     }
 }
 
-async fn migrate(pool: &PgPool) -> Result<(), OpenError> {
-    MIGRATOR.run(pool).await.map_err(|e| match e {
-        sqlx::migrate::MigrateError::VersionMissing(version) => OpenError::NewerSchema { version },
-        other => OpenError::Migrate(other),
-    })
+fn default_pool() -> PgPoolOptions {
+    PgPoolOptions::new().max_connections(DEFAULT_MAX_CONNECTIONS)
+}
+
+fn default_options(url: &str) -> Result<PgConnectOptions, OpenError> {
+    Ok(PgConnectOptions::from_str(url)
+        .map_err(OpenError::Connect)?
+        .options([("lock_timeout", lock_timeout_text(DEFAULT_LOCK_TIMEOUT))]))
+}
+
+/// The body of [`PostgresStore::migrate`], inside its transaction.
+async fn migrate_in(tx: &mut PgConnection, schema: Option<&str>) -> Result<(), OpenError> {
+    let m = OpenError::Migrate;
+    // One migrator per schema at a time; the lock goes with the transaction.
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext(COALESCE($2, current_schema())))")
+        .bind(MIGRATION_LOCK_CLASS)
+        .bind(schema.map(str::to_owned))
+        .execute(&mut *tx)
+        .await
+        .map_err(m)?;
+    if let Some(s) = schema {
+        // The migrations create their objects in the schema, and the functions they create
+        // pin it as their search_path.
+        let sql = format!("CREATE SCHEMA IF NOT EXISTS \"{s}\"; SET LOCAL search_path TO \"{s}\"");
+        (&mut *tx).execute(sql.as_str()).await.map_err(m)?;
+    }
+    let exists: bool = sqlx::query_scalar(
+        "SELECT to_regclass(format('%I.%I', current_schema(), $1::text)) IS NOT NULL",
+    )
+    .bind(MIGRATIONS_TABLE.to_owned())
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(m)?;
+    if !exists {
+        (&mut *tx)
+            .execute(
+                "CREATE TABLE tenantry_migrations (\
+                 version bigint PRIMARY KEY, \
+                 description text NOT NULL, \
+                 checksum bytea NOT NULL, \
+                 installed_on timestamptz NOT NULL DEFAULT now())",
+            )
+            .await
+            .map_err(m)?;
+        adopt_legacy_bookkeeping(tx).await?;
+    }
+    let applied: HashMap<i64, Vec<u8>> =
+        sqlx::query_as::<_, (i64, Vec<u8>)>("SELECT version, checksum FROM tenantry_migrations")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(m)?
+            .into_iter()
+            .collect();
+    let known: HashMap<i64, &[u8]> = MIGRATOR
+        .iter()
+        .map(|mig| (mig.version, mig.checksum.as_ref()))
+        .collect();
+    if let Some(&version) = applied.keys().filter(|v| !known.contains_key(v)).max() {
+        return Err(OpenError::NewerSchema { version });
+    }
+    if let Some((&version, _)) = applied
+        .iter()
+        .find(|(v, sum)| known.get(v).is_some_and(|k| *k != sum.as_slice()))
+    {
+        return Err(OpenError::ChangedMigration { version });
+    }
+    let pending: Vec<&sqlx::migrate::Migration> = MIGRATOR
+        .iter()
+        .filter(|mig| !applied.contains_key(&mig.version))
+        .collect();
+    for mig in pending {
+        (&mut *tx).execute(&*mig.sql).await.map_err(m)?;
+        sqlx::query(
+            "INSERT INTO tenantry_migrations (version, description, checksum) VALUES ($1, $2, $3)",
+        )
+        .bind(mig.version)
+        .bind(mig.description.to_string())
+        .bind(mig.checksum.to_vec())
+        .execute(&mut *tx)
+        .await
+        .map_err(m)?;
+    }
+    Ok(())
+}
+
+/// Moves the records of tenantry's migrations that an older tenantry kept in sqlx's
+/// `_sqlx_migrations` (same version and checksum) to `tenantry_migrations`, and drops
+/// `_sqlx_migrations` when nothing else is left in it. Rows that are not tenantry's (the
+/// host's own) stay where they are.
+async fn adopt_legacy_bookkeeping(tx: &mut PgConnection) -> Result<(), OpenError> {
+    let m = OpenError::Migrate;
+    let legacy: bool = sqlx::query_scalar(
+        "SELECT to_regclass(format('%I._sqlx_migrations', current_schema())) IS NOT NULL",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(m)?;
+    if !legacy {
+        return Ok(());
+    }
+    let rows: Vec<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations WHERE success")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(m)?;
+    for (version, checksum) in rows {
+        let Some(mig) = MIGRATOR
+            .iter()
+            .find(|mig| mig.version == version && mig.checksum.as_ref() == checksum.as_slice())
+        else {
+            continue;
+        };
+        sqlx::query(
+            "INSERT INTO tenantry_migrations (version, description, checksum) VALUES ($1, $2, $3)",
+        )
+        .bind(mig.version)
+        .bind(mig.description.to_string())
+        .bind(mig.checksum.to_vec())
+        .execute(&mut *tx)
+        .await
+        .map_err(m)?;
+        sqlx::query("DELETE FROM _sqlx_migrations WHERE version = $1")
+            .bind(version)
+            .execute(&mut *tx)
+            .await
+            .map_err(m)?;
+    }
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(m)?;
+    if left == 0 {
+        (&mut *tx)
+            .execute("DROP TABLE _sqlx_migrations")
+            .await
+            .map_err(m)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

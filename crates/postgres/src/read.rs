@@ -6,14 +6,15 @@ use tenantry_core::{
     AuditRecord, Invitation, MessageId, RoleTemplate, Subject, TemplateId, TenantId, TenantState,
     TokenHash, Tombstone, User, UserId,
 };
-use tenantry_store::{Cursor, OutboxRecord, Page, SortBy, StoreError, UserQuery};
+use tenantry_store::sql::{self, Param};
+use tenantry_store::{OutboxRecord, Page, StoreError, UserQuery};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::PostgresStore;
 use crate::rows::{
-    self, INVITATION_COLUMNS, OUTBOX_COLUMNS, Param, TEMPLATE_COLUMNS, TENANT_COLUMNS,
-    USER_COLUMNS, invitation_from_row, limit_i64, nanos_clamped, outbox_from_row, subject_from_row,
+    self, INVITATION_COLUMNS, OUTBOX_COLUMNS, TEMPLATE_COLUMNS, TENANT_COLUMNS, USER_COLUMNS,
+    invitation_from_row, limit_i64, nanos_clamped, outbox_from_row, subject_from_row,
     template_from_row, tenant_from_row, tombstone_from_row, user_from_row,
 };
 use crate::write::map_err;
@@ -27,8 +28,9 @@ impl PostgresStore {
         &self,
         tenant: TenantId,
     ) -> Result<Option<TenantState>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"
+        let row = sqlx::query(&crate::q(
+            &self.prefix,
+            &format!("SELECT {TENANT_COLUMNS} FROM #.tenants WHERE id = $1"),
         ))
         .bind(tenant.as_uuid())
         .fetch_optional(&self.pool)
@@ -42,8 +44,9 @@ impl PostgresStore {
         tenant: TenantId,
         id: UserId,
     ) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2"
+        let row = sqlx::query(&crate::q(
+            &self.prefix,
+            &format!("SELECT {USER_COLUMNS} FROM #.users WHERE tenant_id = $1 AND id = $2"),
         ))
         .bind(tenant.as_uuid())
         .bind(id.as_uuid())
@@ -59,12 +62,10 @@ impl PostgresStore {
         id: UserId,
     ) -> Result<Option<Subject>, StoreError> {
         // One round trip: the user's facts and its template's current permissions (D6).
-        let row = sqlx::query(
-            "SELECT u.tenant_id, u.id, u.role, u.status, u.crm_access, u.grants, u.template_id, \
+        let row = sqlx::query(&crate::q(&self.prefix, "SELECT u.tenant_id, u.id, u.role, u.status, u.crm_access, u.grants, u.template_id, \
                     t.permissions AS template_permissions \
-             FROM users u LEFT JOIN role_templates t ON t.tenant_id = u.tenant_id AND t.id = u.template_id \
-             WHERE u.tenant_id = $1 AND u.id = $2",
-        )
+             FROM #.users u LEFT JOIN #.role_templates t ON t.tenant_id = u.tenant_id AND t.id = u.template_id \
+             WHERE u.tenant_id = $1 AND u.id = $2",))
         .bind(tenant.as_uuid())
         .bind(id.as_uuid())
         .fetch_optional(&self.pool)
@@ -78,8 +79,9 @@ impl PostgresStore {
         tenant: TenantId,
         key: &str,
     ) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND email_key = $2"
+        let row = sqlx::query(&crate::q(
+            &self.prefix,
+            &format!("SELECT {USER_COLUMNS} FROM #.users WHERE tenant_id = $1 AND email_key = $2"),
         ))
         .bind(tenant.as_uuid())
         .bind(key)
@@ -94,8 +96,11 @@ impl PostgresStore {
         tenant: TenantId,
         id: TemplateId,
     ) -> Result<Option<RoleTemplate>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {TEMPLATE_COLUMNS} FROM role_templates WHERE tenant_id = $1 AND id = $2"
+        let row = sqlx::query(&crate::q(
+            &self.prefix,
+            &format!(
+                "SELECT {TEMPLATE_COLUMNS} FROM #.role_templates WHERE tenant_id = $1 AND id = $2"
+            ),
         ))
         .bind(tenant.as_uuid())
         .bind(id.as_uuid())
@@ -110,9 +115,9 @@ impl PostgresStore {
         tenant: TenantId,
         key: &str,
     ) -> Result<Option<RoleTemplate>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {TEMPLATE_COLUMNS} FROM role_templates WHERE tenant_id = $1 AND name_key = $2"
-        ))
+        let row = sqlx::query(&crate::q(&self.prefix, &format!(
+            "SELECT {TEMPLATE_COLUMNS} FROM #.role_templates WHERE tenant_id = $1 AND name_key = $2"
+        )))
         .bind(tenant.as_uuid())
         .bind(key)
         .fetch_optional(&self.pool)
@@ -125,9 +130,9 @@ impl PostgresStore {
         &self,
         tenant: TenantId,
     ) -> Result<Vec<RoleTemplate>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {TEMPLATE_COLUMNS} FROM role_templates WHERE tenant_id = $1 ORDER BY name_key, id"
-        ))
+        let rows = sqlx::query(&crate::q(&self.prefix, &format!(
+            "SELECT {TEMPLATE_COLUMNS} FROM #.role_templates WHERE tenant_id = $1 ORDER BY name_key, id"
+        )))
         .bind(tenant.as_uuid())
         .fetch_all(&self.pool)
         .await
@@ -140,9 +145,10 @@ impl PostgresStore {
         tenant: TenantId,
         template: TemplateId,
     ) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM users WHERE tenant_id = $1 AND template_id = $2",
-        )
+        let n: i64 = sqlx::query_scalar(&crate::q(
+            &self.prefix,
+            "SELECT COUNT(*) FROM #.users WHERE tenant_id = $1 AND template_id = $2",
+        ))
         .bind(tenant.as_uuid())
         .bind(template.as_uuid())
         .fetch_one(&self.pool)
@@ -156,9 +162,9 @@ impl PostgresStore {
         tenant: TenantId,
         hash: &TokenHash,
     ) -> Result<Option<Invitation>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {INVITATION_COLUMNS} FROM invitations WHERE token_hash = $1 AND tenant_id = $2"
-        ))
+        let row = sqlx::query(&crate::q(&self.prefix, &format!(
+            "SELECT {INVITATION_COLUMNS} FROM #.invitations WHERE token_hash = $1 AND tenant_id = $2"
+        )))
         .bind(&hash.0[..])
         .bind(tenant.as_uuid())
         .fetch_optional(&self.pool)
@@ -172,9 +178,9 @@ impl PostgresStore {
         tenant: TenantId,
         user: UserId,
     ) -> Result<Vec<Invitation>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {INVITATION_COLUMNS} FROM invitations WHERE tenant_id = $1 AND user_id = $2 ORDER BY created_at, token_hash"
-        ))
+        let rows = sqlx::query(&crate::q(&self.prefix, &format!(
+            "SELECT {INVITATION_COLUMNS} FROM #.invitations WHERE tenant_id = $1 AND user_id = $2 ORDER BY created_at, token_hash"
+        )))
         .bind(tenant.as_uuid())
         .bind(user.as_uuid())
         .fetch_all(&self.pool)
@@ -188,118 +194,26 @@ impl PostgresStore {
         tenant: TenantId,
         query: &UserQuery,
     ) -> Result<Page<User>, StoreError> {
-        let limit = query.effective_limit();
-        let mut sql = format!("SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1");
-        let mut binds: Vec<Param> = vec![Param::Uuid(tenant.as_uuid())];
-        let mut push = |sql: &mut String, clause: &str, values: Vec<Param>| {
-            let mut clause = clause.to_owned();
-            for v in values {
-                binds.push(v);
-                clause = clause.replacen('?', &format!("${}", binds.len()), 1);
-            }
-            sql.push_str(" AND ");
-            sql.push_str(&clause);
-        };
-        if let Some(s) = query.status {
-            push(
-                &mut sql,
-                "status = ?",
-                vec![Param::Text(s.as_str().to_owned())],
-            );
-        }
-        if let Some(r) = query.role {
-            push(
-                &mut sql,
-                "role = ?",
-                vec![Param::Text(r.as_str().to_owned())],
-            );
-        }
-        if let Some(t) = query.template_id {
-            push(&mut sql, "template_id = ?", vec![Param::Uuid(t.as_uuid())]);
-        }
-        if let Some(c) = query.crm_access {
-            push(&mut sql, "crm_access = ?", vec![Param::Bool(c)]);
-        }
-        if let Some(needle) = &query.email_contains {
-            push(
-                &mut sql,
-                "strpos(email_key, ?) > 0",
-                vec![Param::Text(needle.to_ascii_lowercase())],
-            );
-        }
-        if let Some(since) = query.inactive_since {
-            push(
-                &mut sql,
-                "login_key < ?",
-                vec![Param::Int(nanos_clamped(since))],
-            );
-        }
-        if let Some(at) = query.invitation_expired_at {
-            push(
-                &mut sql,
-                "status = 'invited' AND invite_expires_at IS NOT NULL AND invite_expires_at <= ?",
-                vec![Param::Int(nanos_clamped(at))],
-            );
-        }
-        let (column, cmp, dir) = match (query.sort, query.descending) {
-            (SortBy::Email, false) => ("email_key", ">", "ASC"),
-            (SortBy::Email, true) => ("email_key", "<", "DESC"),
-            (SortBy::CreatedAt, false) => ("created_at", ">", "ASC"),
-            (SortBy::CreatedAt, true) => ("created_at", "<", "DESC"),
-            (SortBy::LastLogin, false) => ("login_key", ">", "ASC"),
-            (SortBy::LastLogin, true) => ("login_key", "<", "DESC"),
-        };
-        // Keyset pagination (D18): continue strictly after the cursor's (key, id), on the
-        // index (tenant_id, key, id); never OFFSET.
-        match query.after.as_ref().filter(|c| c.sort() == query.sort) {
-            Some(Cursor::Email(k, id)) => push(
-                &mut sql,
-                &format!("(email_key, id) {cmp} (?, ?)"),
-                vec![Param::Text(k.clone()), Param::Uuid(id.as_uuid())],
-            ),
-            Some(Cursor::CreatedAt(t, id)) => push(
-                &mut sql,
-                &format!("(created_at, id) {cmp} (?, ?)"),
-                vec![Param::Int(rows::clamp_i128(*t)), Param::Uuid(id.as_uuid())],
-            ),
-            Some(Cursor::LastLogin(t, id)) => push(
-                &mut sql,
-                &format!("(login_key, id) {cmp} (?, ?)"),
-                vec![
-                    Param::Int(t.map_or(i64::MIN, rows::clamp_i128)),
-                    Param::Uuid(id.as_uuid()),
-                ],
-            ),
-            None => {}
-        }
-        binds.push(Param::Int(i64::from(limit) + 1));
-        sql.push_str(&format!(
-            " ORDER BY {column} {dir}, id {dir} LIMIT ${}",
-            binds.len()
-        ));
-        let mut q = sqlx::query(&sql);
-        for b in binds {
-            q = match b {
-                Param::Uuid(u) => q.bind(u),
+        // The shared listing ([listing (D18)](tenantry_core::Rule::Listing)): keyset
+        // pagination on the index (tenant_id, key, id), never OFFSET.
+        let listing = sql::users_listing(sql::Dialect::POSTGRES, tenant, query);
+        let from = format!(" FROM {}users ", self.prefix);
+        let text = listing.sql.replacen(" FROM users ", &from, 1);
+        let mut q = sqlx::query(&text);
+        for p in listing.params {
+            q = match p {
+                Param::Id(u) => q.bind(u),
                 Param::Text(s) => q.bind(s),
                 Param::Int(i) => q.bind(i),
                 Param::Bool(v) => q.bind(v),
             };
         }
         let fetched = q.fetch_all(&self.pool).await.map_err(map_err)?;
-        let mut items = fetched
+        let rows = fetched
             .iter()
             .map(user_from_row)
             .collect::<Result<Vec<_>, _>>()?;
-        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-        let more = items.len() > limit;
-        items.truncate(limit);
-        let next = if more {
-            items.last().map(|u| query.cursor_of(u))
-        } else {
-            None
-        };
-        Ok(Page { items, next })
+        Ok(sql::users_page(rows, query))
     }
 
     pub(crate) async fn tombstone_inner(
@@ -307,7 +221,7 @@ impl PostgresStore {
         tenant: TenantId,
         user: UserId,
     ) -> Result<Option<Tombstone>, StoreError> {
-        let row = sqlx::query("SELECT tenant_id, user_id, email, deleted_at, deleted_by FROM tombstones WHERE tenant_id = $1 AND user_id = $2")
+        let row = sqlx::query(&crate::q(&self.prefix, "SELECT tenant_id, user_id, email, deleted_at, deleted_by FROM #.tombstones WHERE tenant_id = $1 AND user_id = $2"))
             .bind(tenant.as_uuid())
             .bind(user.as_uuid())
             .fetch_optional(&self.pool)
@@ -322,7 +236,7 @@ impl PostgresStore {
         after: u64,
         limit: u32,
     ) -> Result<Vec<AuditRecord>, StoreError> {
-        let rows = sqlx::query("SELECT seq, event FROM audit_log WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3")
+        let rows = sqlx::query(&crate::q(&self.prefix, "SELECT seq, event FROM #.audit_log WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"))
             .bind(tenant.as_uuid())
             .bind(i64::try_from(after).unwrap_or(i64::MAX))
             .bind(limit_i64(limit))
@@ -343,9 +257,9 @@ impl PostgresStore {
         } else {
             ""
         };
-        let rows = sqlx::query(&format!(
-            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE tenant_id = $1{filter} ORDER BY id DESC LIMIT $2"
-        ))
+        let rows = sqlx::query(&crate::q(&self.prefix, &format!(
+            "SELECT {OUTBOX_COLUMNS} FROM #.outbox WHERE tenant_id = $1{filter} ORDER BY id DESC LIMIT $2"
+        )))
         .bind(tenant.as_uuid())
         .bind(limit_i64(limit))
         .fetch_all(&self.pool)
@@ -359,8 +273,9 @@ impl PostgresStore {
         tenant: TenantId,
         id: MessageId,
     ) -> Result<Option<OutboxRecord>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE tenant_id = $1 AND id = $2"
+        let row = sqlx::query(&crate::q(
+            &self.prefix,
+            &format!("SELECT {OUTBOX_COLUMNS} FROM #.outbox WHERE tenant_id = $1 AND id = $2"),
         ))
         .bind(tenant.as_uuid())
         .bind(id.as_uuid())
@@ -375,9 +290,7 @@ impl PostgresStore {
         now: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<TenantId>, StoreError> {
-        let ids: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT DISTINCT tenant_id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $1 LIMIT $2",
-        )
+        let ids: Vec<Uuid> = sqlx::query_scalar(&crate::q(&self.prefix, "SELECT DISTINCT tenant_id FROM #.outbox WHERE state = 'pending' AND next_attempt_at <= $1 LIMIT $2",))
         .bind(nanos_clamped(now))
         .bind(limit_i64(limit))
         .fetch_all(&self.pool)

@@ -11,8 +11,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub(crate) use tenantry_store::sql::{
-    INVITATION_COLUMNS, OUTBOX_COLUMNS, TEMPLATE_COLUMNS, USER_COLUMNS, clamp_i128, kind_text,
-    login_key, nanos_clamped, state_text,
+    INVITATION_COLUMNS, OUTBOX_COLUMNS, TEMPLATE_COLUMNS, USER_COLUMNS, kind_text, nanos_clamped,
+    state_text,
 };
 
 pub(crate) const BACKEND: &str = "postgres";
@@ -34,14 +34,6 @@ pub(crate) fn nanos(t: OffsetDateTime) -> Result<i64, StoreError> {
 /// A `LIMIT` as the BIGINT it is bound as.
 pub(crate) fn limit_i64(limit: u32) -> i64 {
     i64::from(limit)
-}
-
-/// A bind parameter of a dynamically built query.
-pub(crate) enum Param {
-    Uuid(Uuid),
-    Text(String),
-    Int(i64),
-    Bool(bool),
 }
 
 /// [permission set (D4)](tenantry_core::Rule::PermissionSet): a permission set as the sorted list of `"category:action"` strings.

@@ -1,19 +1,21 @@
-//! The write path: each change is one transaction that locks the tenant's row, compares
-//! its version, applies the writes, checks the counters, appends the audit events and
-//! queues the mail; audit appends, outbox claims and delivery results; and the mapping of
-//! PostgreSQL's errors into [`StoreError`].
+//! The write path: each change is one call of the `tenantry_commit` function (one round
+//! trip, one transaction) that locks the tenant's row, compares its version, applies the
+//! writes, checks the counters, appends the audit events and queues the mail; audit appends
+//! and sign-ins ([sign-in is not a change (D27)](tenantry_core::Rule::SignInIsNotAChange)),
+//! which take the tenant's audit head and never its row; outbox claims and delivery results;
+//! and the mapping of PostgreSQL's errors into [`StoreError`].
 
-use sqlx::{Postgres, Transaction};
-use tenantry_core::{AuditEvent, Change, MessageId, TenantId, Write};
+use serde_json::{Value, json};
+use tenantry_core::{AuditEvent, Change, MessageId, Status, TenantId, User, UserId, Write};
 use tenantry_mail::Message;
-use tenantry_store::{Constraint, DeliveryUpdate, OutboxRecord, StoreError};
+use tenantry_store::{Constraint, DeliveryUpdate, OutboxRecord, SignInOutcome, StoreError};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::PostgresStore;
 use crate::rows::{
-    self, BACKEND, OUTBOX_COLUMNS, backend, limit_i64, login_key, nanos, nanos_clamped,
-    outbox_from_row, perms_list,
+    self, BACKEND, OUTBOX_COLUMNS, USER_COLUMNS, backend, limit_i64, nanos, nanos_clamped,
+    outbox_from_row, perms_list, user_from_row,
 };
 
 /// SQLSTATEs after which the whole use case may be retried: serialization_failure,
@@ -54,6 +56,8 @@ fn classify(code: &str, constraint: Option<&str>, message: &str) -> Option<Store
         "invitations_pkey" => Constraint::TokenHash,
         "users_seat_limit" => Constraint::SeatLimit,
         "tenants_last_admin" => Constraint::LastAdmin,
+        "tenantry_counters" => Constraint::Counters,
+        "tenantry_template_referenced" => Constraint::TemplateReferenced,
         _ if code == "23503" => Constraint::MissingRow,
         _ => Constraint::Schema,
     };
@@ -64,244 +68,142 @@ fn conflict(constraint: Constraint) -> StoreError {
     StoreError::Conflict { constraint }
 }
 
-fn affected_one(r: &sqlx::postgres::PgQueryResult) -> Result<(), StoreError> {
-    if r.rows_affected() == 1 {
-        Ok(())
-    } else {
-        Err(conflict(Constraint::MissingRow))
-    }
+/// The SQLSTATE `tenantry_commit` raises when the tenant does not exist.
+const NO_TENANT: &str = "TNF01";
+/// The SQLSTATE `tenantry_commit` raises when the tenant's version moved on.
+const VERSION_MOVED: &str = "TNV01";
+
+/// A time as the JSON number of its Unix nanoseconds.
+fn nanos_json(t: OffsetDateTime) -> Result<Value, StoreError> {
+    Ok(Value::from(nanos(t)?))
 }
 
-async fn apply(
-    tx: &mut Transaction<'static, Postgres>,
-    tenant: TenantId,
-    w: &Write,
-) -> Result<(), StoreError> {
-    let t = tenant.as_uuid();
-    match w {
+fn opt_nanos_json(t: Option<OffsetDateTime>) -> Result<Value, StoreError> {
+    t.map_or(Ok(Value::Null), nanos_json)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+fn user_json(op: &str, u: &tenantry_core::User) -> Result<Value, StoreError> {
+    Ok(json!({
+        "op": op,
+        "id": u.id.as_uuid(),
+        "email": u.email.as_str(),
+        "email_key": u.email.key(),
+        "role": u.role.as_str(),
+        "status": u.status.as_str(),
+        "template_id": u.template_id.map(|x| x.as_uuid()),
+        "crm": u.crm_access,
+        "grants": perms_list(u.grants),
+        "created_at": nanos_json(u.created_at)?,
+        "last_login": opt_nanos_json(u.last_login)?,
+        "invite_expires_at": opt_nanos_json(u.invite_expires_at)?,
+    }))
+}
+
+fn template_json(op: &str, tp: &tenantry_core::RoleTemplate) -> Result<Value, StoreError> {
+    Ok(json!({
+        "op": op,
+        "id": tp.id.as_uuid(),
+        "name": tp.name.as_str(),
+        "name_key": tp.name.key(),
+        "permissions": perms_list(tp.permissions),
+        "created_at": nanos_json(tp.created_at)?,
+        "updated_at": nanos_json(tp.updated_at)?,
+    }))
+}
+
+/// One write as the JSON object `tenantry_commit` applies; a write naming another tenant is
+/// refused here, before anything is sent.
+fn write_json(tenant: TenantId, w: &Write) -> Result<Value, StoreError> {
+    let mine = |t: TenantId| {
+        if t == tenant {
+            Ok(())
+        } else {
+            Err(conflict(Constraint::MissingRow))
+        }
+    };
+    Ok(match w {
         Write::InsertTenant(_) => return Err(conflict(Constraint::TenantId)),
         Write::UpdateTenant(tn) => {
-            if tn.id != tenant {
-                return Err(conflict(Constraint::MissingRow));
-            }
-            let r = sqlx::query("UPDATE tenants SET name = $1, user_limit = $2 WHERE id = $3")
-                .bind(&tn.name)
-                .bind(tn.user_limit.map(i64::from))
-                .bind(t)
-                .execute(&mut **tx)
-                .await
-                .map_err(map_err)?;
-            affected_one(&r)?;
+            mine(tn.id)?;
+            json!({"op": "update_tenant", "name": tn.name, "user_limit": tn.user_limit})
         }
         Write::InsertUser(u) => {
-            if u.tenant_id != tenant {
-                return Err(conflict(Constraint::MissingRow));
-            }
-            let last_login = u.last_login.map(nanos).transpose()?;
-            sqlx::query(
-                "INSERT INTO users (tenant_id, id, email, email_key, role, status, template_id, crm_access, grants, created_at, last_login, login_key, invite_expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-            )
-            .bind(t)
-            .bind(u.id.as_uuid())
-            .bind(u.email.as_str())
-            .bind(u.email.key())
-            .bind(u.role.as_str())
-            .bind(u.status.as_str())
-            .bind(u.template_id.map(|x| x.as_uuid()))
-            .bind(u.crm_access)
-            .bind(perms_list(u.grants))
-            .bind(nanos(u.created_at)?)
-            .bind(last_login)
-            .bind(login_key(last_login))
-            .bind(u.invite_expires_at.map(nanos).transpose()?)
-            .execute(&mut **tx)
-            .await
-            .map_err(map_err)?;
+            mine(u.tenant_id)?;
+            user_json("insert_user", u)?
         }
         Write::UpdateUser(u) => {
-            if u.tenant_id != tenant {
-                return Err(conflict(Constraint::MissingRow));
-            }
-            let last_login = u.last_login.map(nanos).transpose()?;
-            let r = sqlx::query(
-                "UPDATE users SET email = $1, email_key = $2, role = $3, status = $4, template_id = $5, crm_access = $6, grants = $7, \
-                 last_login = $8, login_key = $9, invite_expires_at = $10 WHERE tenant_id = $11 AND id = $12",
-            )
-            .bind(u.email.as_str())
-            .bind(u.email.key())
-            .bind(u.role.as_str())
-            .bind(u.status.as_str())
-            .bind(u.template_id.map(|x| x.as_uuid()))
-            .bind(u.crm_access)
-            .bind(perms_list(u.grants))
-            .bind(last_login)
-            .bind(login_key(last_login))
-            .bind(u.invite_expires_at.map(nanos).transpose()?)
-            .bind(t)
-            .bind(u.id.as_uuid())
-            .execute(&mut **tx)
-            .await
-            .map_err(map_err)?;
-            affected_one(&r)?;
+            mine(u.tenant_id)?;
+            user_json("update_user", u)?
         }
-        Write::DeleteUser(tomb) => {
-            // One statement: the row goes, its tombstone stays (D11).
-            let r = sqlx::query(
-                "WITH gone AS (DELETE FROM users WHERE tenant_id = $1 AND id = $2 RETURNING tenant_id, id) \
-                 INSERT INTO tombstones (tenant_id, user_id, email, deleted_at, deleted_by) \
-                 SELECT tenant_id, id, $3, $4, $5 FROM gone",
-            )
-            .bind(t)
-            .bind(tomb.user_id.as_uuid())
-            .bind(tomb.email.as_str())
-            .bind(nanos(tomb.deleted_at)?)
-            .bind(serde_json::to_string(&tomb.deleted_by).map_err(backend)?)
-            .execute(&mut **tx)
-            .await
-            .map_err(map_err)?;
-            affected_one(&r)?;
-        }
+        Write::DeleteUser(tomb) => json!({
+            "op": "delete_user",
+            "id": tomb.user_id.as_uuid(),
+            "email": tomb.email.as_str(),
+            "deleted_at": nanos_json(tomb.deleted_at)?,
+            "deleted_by": serde_json::to_string(&tomb.deleted_by).map_err(backend)?,
+        }),
         Write::InsertTemplate(tp) => {
-            if tp.tenant_id != tenant {
-                return Err(conflict(Constraint::MissingRow));
-            }
-            sqlx::query(
-                "INSERT INTO role_templates (tenant_id, id, name, name_key, permissions, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(t)
-            .bind(tp.id.as_uuid())
-            .bind(tp.name.as_str())
-            .bind(tp.name.key())
-            .bind(perms_list(tp.permissions))
-            .bind(nanos(tp.created_at)?)
-            .bind(nanos(tp.updated_at)?)
-            .execute(&mut **tx)
-            .await
-            .map_err(map_err)?;
+            mine(tp.tenant_id)?;
+            template_json("insert_template", tp)?
         }
         Write::UpdateTemplate(tp) => {
-            if tp.tenant_id != tenant {
-                return Err(conflict(Constraint::MissingRow));
-            }
-            let r = sqlx::query(
-                "UPDATE role_templates SET name = $1, name_key = $2, permissions = $3, updated_at = $4 WHERE tenant_id = $5 AND id = $6",
-            )
-            .bind(tp.name.as_str())
-            .bind(tp.name.key())
-            .bind(perms_list(tp.permissions))
-            .bind(nanos(tp.updated_at)?)
-            .bind(t)
-            .bind(tp.id.as_uuid())
-            .execute(&mut **tx)
-            .await
-            .map_err(map_err)?;
-            affected_one(&r)?;
+            mine(tp.tenant_id)?;
+            template_json("update_template", tp)?
         }
-        Write::DeleteTemplate(id) => {
-            let r = sqlx::query("DELETE FROM role_templates WHERE tenant_id = $1 AND id = $2")
-                .bind(t)
-                .bind(id.as_uuid())
-                .execute(&mut **tx)
-                .await
-                .map_err(|e| match map_err(e) {
-                    // The users' foreign key refused: users still reference it (D12).
-                    StoreError::Conflict {
-                        constraint: Constraint::MissingRow,
-                    } => conflict(Constraint::TemplateReferenced),
-                    other => other,
-                })?;
-            affected_one(&r)?;
-        }
-        Write::MoveTemplateUsers { from, to } => {
-            sqlx::query(
-                "UPDATE users SET template_id = $1 WHERE tenant_id = $2 AND template_id = $3",
-            )
-            .bind(to.map(|x| x.as_uuid()))
-            .bind(t)
-            .bind(from.as_uuid())
-            .execute(&mut **tx)
-            .await
-            .map_err(map_err)?;
-        }
+        Write::DeleteTemplate(id) => json!({"op": "delete_template", "id": id.as_uuid()}),
+        Write::MoveTemplateUsers { from, to } => json!({
+            "op": "move_template_users",
+            "from": from.as_uuid(),
+            "to": to.map(|x| x.as_uuid()),
+        }),
         Write::InsertInvitation(inv) => {
-            if inv.tenant_id != tenant {
-                return Err(conflict(Constraint::MissingRow));
-            }
-            let r = sqlx::query(
-                "INSERT INTO invitations (token_hash, tenant_id, user_id, kind, state, created_at, expires_at, failed_attempts) \
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE EXISTS (SELECT 1 FROM users WHERE tenant_id = $2 AND id = $3)",
-            )
-            .bind(&inv.token_hash.0[..])
-            .bind(t)
-            .bind(inv.user_id.as_uuid())
-            .bind(rows::kind_text(inv.kind))
-            .bind(rows::state_text(inv.state))
-            .bind(nanos(inv.created_at)?)
-            .bind(nanos(inv.expires_at)?)
-            .bind(i64::from(inv.failed_attempts))
-            .execute(&mut **tx)
-            .await
-            .map_err(map_err)?;
-            affected_one(&r)?;
+            mine(inv.tenant_id)?;
+            json!({
+                "op": "insert_invitation",
+                "token_hash": hex(&inv.token_hash.0),
+                "user_id": inv.user_id.as_uuid(),
+                "kind": rows::kind_text(inv.kind),
+                "state": rows::state_text(inv.state),
+                "created_at": nanos_json(inv.created_at)?,
+                "expires_at": nanos_json(inv.expires_at)?,
+                "failed_attempts": inv.failed_attempts,
+            })
         }
         Write::RevokeInvitations(user) => {
-            sqlx::query("UPDATE invitations SET state = 'revoked' WHERE tenant_id = $1 AND user_id = $2 AND state = 'pending'")
-                .bind(t)
-                .bind(user.as_uuid())
-                .execute(&mut **tx)
-                .await
-                .map_err(map_err)?;
+            json!({"op": "revoke_invitations", "user_id": user.as_uuid()})
         }
         Write::UseInvitation(hash) => {
-            let r = sqlx::query(
-                "UPDATE invitations SET state = 'used' WHERE tenant_id = $1 AND token_hash = $2",
-            )
-            .bind(t)
-            .bind(&hash.0[..])
-            .execute(&mut **tx)
-            .await
-            .map_err(map_err)?;
-            affected_one(&r)?;
+            json!({"op": "use_invitation", "token_hash": hex(&hash.0)})
         }
         Write::FailAcceptAttempt {
             token_hash,
             failed_attempts,
             revoke,
-        } => {
-            // D24: only a pending invitation of this tenant counts attempts; a missing or
-            // no longer pending one fails the whole change.
-            let r = sqlx::query(
-                "UPDATE invitations SET failed_attempts = $1, state = CASE WHEN $2 THEN 'revoked' ELSE state END \
-                 WHERE tenant_id = $3 AND token_hash = $4 AND state = 'pending'",
-            )
-            .bind(i64::from(*failed_attempts))
-            .bind(*revoke)
-            .bind(t)
-            .bind(&token_hash.0[..])
-            .execute(&mut **tx)
-            .await
-            .map_err(map_err)?;
-            affected_one(&r)?;
-        }
+        } => json!({
+            "op": "fail_accept_attempt",
+            "token_hash": hex(&token_hash.0),
+            "failed_attempts": failed_attempts,
+            "revoke": revoke,
+        }),
         // `Write` is non-exhaustive; refuse anything this build does not know.
         #[allow(unreachable_patterns)]
         _ => return Err(conflict(Constraint::Schema)),
-    }
-    Ok(())
+    })
 }
 
-/// Appends `events` after the tenant's last audit record; returns the last seq written.
-/// The caller holds the tenant row's lock, so sequence numbers are handed out (and become
-/// visible) in commit order: a feed reader never sees seq n+1 before seq n ([audit log (D13)](tenantry_core::Rule::AuditLog)).
-async fn append_events(
-    tx: &mut Transaction<'static, Postgres>,
-    tenant: TenantId,
-    events: &[AuditEvent],
-) -> Result<u64, StoreError> {
-    if events.is_empty() {
-        return Ok(0);
-    }
+/// The events of a change as the three arrays `tenantry_append_events` takes.
+type EventArrays = (Vec<i64>, Vec<String>, Vec<String>);
+
+fn event_arrays(events: &[AuditEvent]) -> Result<EventArrays, StoreError> {
     let mut at = Vec::with_capacity(events.len());
     let mut action = Vec::with_capacity(events.len());
     let mut body = Vec::with_capacity(events.len());
@@ -310,183 +212,182 @@ async fn append_events(
         action.push(serde_json::to_string(&e.action).map_err(backend)?);
         body.push(serde_json::to_string(e).map_err(backend)?);
     }
-    let seqs: Vec<i64> = sqlx::query_scalar(
-        "INSERT INTO audit_log (tenant_id, seq, at, action, event) \
-         SELECT $1, b.base + e.ord, e.at, e.action, e.event \
-         FROM (SELECT COALESCE(MAX(seq), 0) AS base FROM audit_log WHERE tenant_id = $1) AS b, \
-              unnest($2::bigint[], $3::text[], $4::text[]) WITH ORDINALITY AS e(at, action, event, ord) \
-         RETURNING seq",
-    )
-    .bind(tenant.as_uuid())
-    .bind(at)
-    .bind(action)
-    .bind(body)
-    .fetch_all(&mut **tx)
-    .await
-    .map_err(map_err)?;
-    Ok(seqs
-        .into_iter()
-        .max()
-        .and_then(|s| u64::try_from(s).ok())
-        .unwrap_or(0))
+    Ok((at, action, body))
 }
 
-async fn queue_mail(
-    tx: &mut Transaction<'static, Postgres>,
-    tenant: TenantId,
-    outbox: &[Message],
-    now: OffsetDateTime,
-) -> Result<(), StoreError> {
-    if outbox.is_empty() {
-        return Ok(());
-    }
-    if outbox.iter().any(|m| m.tenant_id != tenant) {
-        return Err(conflict(Constraint::MissingRow));
-    }
-    let ids: Vec<Uuid> = outbox.iter().map(|m| m.id.as_uuid()).collect();
-    let users: Vec<Uuid> = outbox.iter().map(|m| m.user_id.as_uuid()).collect();
-    let to: Vec<&str> = outbox.iter().map(|m| m.to.as_str()).collect();
-    let subject: Vec<&str> = outbox.iter().map(|m| m.subject.as_str()).collect();
-    let text: Vec<&str> = outbox.iter().map(|m| m.text.as_str()).collect();
-    let html: Vec<&str> = outbox.iter().map(|m| m.html.as_str()).collect();
-    sqlx::query(
-        "INSERT INTO outbox (tenant_id, id, user_id, recipient, subject, body_text, body_html, state, attempts, next_attempt_at, created_at) \
-         SELECT $1, m.id, m.user_id, m.recipient, m.subject, m.body_text, m.body_html, 'pending', 0, $8, $8 \
-         FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[]) \
-              AS m(id, user_id, recipient, subject, body_text, body_html)",
-    )
-    .bind(tenant.as_uuid())
-    .bind(ids)
-    .bind(users)
-    .bind(to)
-    .bind(subject)
-    .bind(text)
-    .bind(html)
-    .bind(nanos(now)?)
-    .execute(&mut **tx)
-    .await
-    .map_err(map_err)?;
-    Ok(())
-}
+/// The statement of a commit: one call of `tenantry_commit`, so the whole commit (the
+/// tenant row locked from its first step to its last) costs one round trip.
+const COMMIT_SQL: &str = "SELECT #.tenantry_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+                          $11, $12, $13, $14, $15, $16, $17)";
 
-/// Locks the tenant's row for the rest of the transaction; `None` when it does not exist.
-async fn lock_tenant(
-    tx: &mut Transaction<'static, Postgres>,
-    tenant: TenantId,
-) -> Result<Option<i64>, StoreError> {
-    sqlx::query_scalar("SELECT version FROM tenants WHERE id = $1 FOR UPDATE")
-        .bind(tenant.as_uuid())
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(map_err)
-}
+/// Appends one event outside any change: the tenant's audit head gives its seq (the tenant
+/// row is not locked).
+const APPEND_SQL: &str = "SELECT #.tenantry_append_events($1, $2, $3, $4)";
 
-/// The body of one commit, inside `tx` ([concurrency (D16)](tenantry_core::Rule::Concurrency)): lock and compare the version, apply the
-/// writes, check the trigger-kept counters, bump the version, append the audit events and
-/// queue the mail.
-async fn commit_in(
-    tx: &mut Transaction<'static, Postgres>,
-    change: &Change,
-    outbox: &[Message],
-) -> Result<(), StoreError> {
-    let tenant = change.tenant_id;
-    let t = tenant.as_uuid();
-    let mut writes = change.writes.iter().peekable();
-    if let Some(Write::InsertTenant(tn)) = writes.peek() {
-        if tn.id != tenant || change.expected_version != 0 {
-            return Err(conflict(Constraint::MissingRow));
-        }
-        sqlx::query(
-            "INSERT INTO tenants (id, name, user_limit, created_at, version) VALUES ($1, $2, $3, $4, 0)",
-        )
-        .bind(t)
-        .bind(&tn.name)
-        .bind(tn.user_limit.map(i64::from))
-        .bind(nanos(tn.created_at)?)
-        .execute(&mut **tx)
-        .await
-        .map_err(map_err)?;
-        writes.next();
-    } else {
-        match lock_tenant(tx, tenant).await? {
-            None => return Err(StoreError::NotFound),
-            Some(v) if u64::try_from(v).ok() != Some(change.expected_version) => {
-                return Err(StoreError::VersionMismatch {
-                    expected: change.expected_version,
-                });
-            }
-            Some(_) => {}
+/// The error of a failed call of the commit function.
+fn commit_err(e: sqlx::Error, expected: u64) -> StoreError {
+    if let sqlx::Error::Database(db) = &e {
+        match db.code().as_deref() {
+            Some(NO_TENANT) => return StoreError::NotFound,
+            Some(VERSION_MOVED) => return StoreError::VersionMismatch { expected },
+            _ => {}
         }
     }
-    for w in writes {
-        apply(tx, tenant, w).await?;
-    }
-    let (seats, admins): (i64, i64) = sqlx::query_as(
-        "UPDATE tenants SET version = $1 WHERE id = $2 RETURNING seats_used, active_admins",
-    )
-    .bind(i64::try_from(change.counters.version).map_err(backend)?)
-    .bind(t)
-    .fetch_one(&mut **tx)
-    .await
-    .map_err(map_err)?;
-    if i64::from(change.counters.seats_used) != seats
-        || i64::from(change.counters.active_admins) != admins
-    {
-        return Err(conflict(Constraint::Counters));
-    }
-    append_events(tx, tenant, &change.events).await?;
-    let now = change
-        .events
-        .first()
-        .map_or(OffsetDateTime::UNIX_EPOCH, |e| e.at);
-    queue_mail(tx, tenant, outbox, now).await
-}
-
-/// Ends a transaction: committed when its body succeeded, rolled back at once (so the
-/// tenant's row lock is released promptly) when it failed.
-async fn finish<T>(
-    tx: Transaction<'static, Postgres>,
-    result: Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    match result {
-        Ok(v) => {
-            tx.commit().await.map_err(map_err)?;
-            Ok(v)
-        }
-        Err(e) => {
-            // A failed rollback leaves the connection to be discarded by the pool.
-            let _ = tx.rollback().await;
-            Err(e)
-        }
-    }
-}
-
-async fn append_one(
-    tx: &mut Transaction<'static, Postgres>,
-    event: &AuditEvent,
-) -> Result<u64, StoreError> {
-    // The tenant's lock orders this append with every commit's (D13).
-    if lock_tenant(tx, event.tenant_id).await?.is_none() {
-        return Err(StoreError::NotFound);
-    }
-    append_events(tx, event.tenant_id, std::slice::from_ref(event)).await
+    map_err(e)
 }
 
 impl PostgresStore {
+    /// [concurrency (D16)](tenantry_core::Rule::Concurrency): the change, its events and its
+    /// mail in one call of `tenantry_commit` (see `migrations/0003_write_path.sql`).
     pub(crate) async fn commit_inner(
         &self,
         change: &Change,
         outbox: &[Message],
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let result = commit_in(&mut tx, change, outbox).await;
-        finish(tx, result).await
+        let tenant = change.tenant_id;
+        let mut writes = change.writes.iter().peekable();
+        let new_tenant = match writes.peek() {
+            Some(Write::InsertTenant(tn)) => {
+                if tn.id != tenant || change.expected_version != 0 {
+                    return Err(conflict(Constraint::MissingRow));
+                }
+                writes.next();
+                Some(json!({
+                    "name": tn.name,
+                    "user_limit": tn.user_limit,
+                    "created_at": nanos_json(tn.created_at)?,
+                }))
+            }
+            _ => None,
+        };
+        let writes = writes
+            .map(|w| write_json(tenant, w))
+            .collect::<Result<Vec<_>, _>>()?;
+        if outbox.iter().any(|m| m.tenant_id != tenant) {
+            return Err(conflict(Constraint::MissingRow));
+        }
+        let (at, action, body) = event_arrays(&change.events)?;
+        let now = change
+            .events
+            .first()
+            .map_or(OffsetDateTime::UNIX_EPOCH, |e| e.at);
+        let ids: Vec<Uuid> = outbox.iter().map(|m| m.id.as_uuid()).collect();
+        let users: Vec<Uuid> = outbox.iter().map(|m| m.user_id.as_uuid()).collect();
+        let to: Vec<&str> = outbox.iter().map(|m| m.to.as_str()).collect();
+        let subject: Vec<&str> = outbox.iter().map(|m| m.subject.as_str()).collect();
+        let text: Vec<&str> = outbox.iter().map(|m| m.text.as_str()).collect();
+        let html: Vec<&str> = outbox.iter().map(|m| m.html.as_str()).collect();
+        let expected = change.expected_version;
+        sqlx::query(&crate::q(&self.prefix, COMMIT_SQL))
+            .bind(tenant.as_uuid())
+            .bind(i64::try_from(expected).map_err(backend)?)
+            .bind(i64::try_from(change.counters.version).map_err(backend)?)
+            .bind(i64::from(change.counters.seats_used))
+            .bind(i64::from(change.counters.active_admins))
+            .bind(new_tenant)
+            .bind(Value::Array(writes))
+            .bind(at)
+            .bind(action)
+            .bind(body)
+            .bind(ids)
+            .bind(users)
+            .bind(to)
+            .bind(subject)
+            .bind(text)
+            .bind(html)
+            .bind(nanos(now)?)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| commit_err(e, expected))?;
+        Ok(())
     }
 
     pub(crate) async fn append_audit_inner(&self, event: &AuditEvent) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let result = append_one(&mut tx, event).await;
-        finish(tx, result).await
+        // [audit log (D13)](tenantry_core::Rule::AuditLog): the seq comes from the tenant's
+        // audit head, held to the end of the statement, so seqs appear in order.
+        let (at, action, body) = event_arrays(std::slice::from_ref(event))?;
+        let seq: i64 = sqlx::query_scalar(&crate::q(&self.prefix, APPEND_SQL))
+            .bind(event.tenant_id.as_uuid())
+            .bind(at)
+            .bind(action)
+            .bind(body)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| commit_err(e, 0))?;
+        u64::try_from(seq).map_err(backend)
+    }
+
+    /// [sign-in is not a change (D27)](tenantry_core::Rule::SignInIsNotAChange): one
+    /// statement. It updates the user's last login only while the user is active (the
+    /// user's row lock orders it with a suspension or deletion), takes the next seq from the
+    /// tenant's audit head and appends the event; the tenant's row, version and counters are
+    /// not touched (its key-share lock, which the audit row's foreign key takes, does not
+    /// wait for a commit's `FOR NO KEY UPDATE`).
+    pub(crate) async fn record_sign_in_inner(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        at: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<SignInOutcome, StoreError> {
+        if event.tenant_id != tenant {
+            return Err(conflict(Constraint::MissingRow));
+        }
+        let sql = crate::q(
+            &self.prefix,
+            &format!(
+                "WITH u AS (\
+                   UPDATE #.users SET last_login = GREATEST(COALESCE(last_login, $3), $3), \
+                                      login_key = GREATEST(COALESCE(last_login, $3), $3) \
+                   WHERE tenant_id = $1 AND id = $2 AND status = 'active' \
+                   RETURNING {USER_COLUMNS}), \
+                 h AS (\
+                   UPDATE #.audit_heads SET seq = seq + 1 \
+                   WHERE tenant_id = $1 AND EXISTS (SELECT 1 FROM u) RETURNING seq), \
+                 a AS (\
+                   INSERT INTO #.audit_log (tenant_id, seq, at, action, event) \
+                   SELECT $1, seq, $4, $5, $6 FROM h RETURNING seq) \
+                 SELECT true AS recorded, {USER_COLUMNS} FROM u \
+                 UNION ALL \
+                 SELECT false AS recorded, {USER_COLUMNS} FROM #.users \
+                 WHERE tenant_id = $1 AND id = $2 AND NOT EXISTS (SELECT 1 FROM u)"
+            ),
+        );
+        let (at_nanos, action, body) = event_arrays(std::slice::from_ref(event))?;
+        let (Some(&event_at), Some(action), Some(body)) =
+            (at_nanos.first(), action.first(), body.first())
+        else {
+            return Err(conflict(Constraint::Schema));
+        };
+        // A refusal reads the row as of the statement's start: when it still says active, a
+        // suspension (or reactivation) committed while the update waited for the row, so the
+        // statement runs again on the committed row.
+        for _ in 0..3 {
+            let row = sqlx::query(&sql)
+                .bind(tenant.as_uuid())
+                .bind(user.as_uuid())
+                .bind(nanos(at)?)
+                .bind(event_at)
+                .bind(action)
+                .bind(body)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
+            let Some(row) = row else {
+                return Ok(SignInOutcome::NotFound);
+            };
+            let recorded: bool = sqlx::Row::try_get(&row, "recorded").map_err(backend)?;
+            let found: User = user_from_row(&row)?;
+            match (recorded, found.status) {
+                (true, _) => return Ok(SignInOutcome::Recorded(found)),
+                (false, Status::Active) => continue,
+                (false, status) => return Ok(SignInOutcome::NotActive(status)),
+            }
+        }
+        Err(StoreError::Busy {
+            backend: BACKEND,
+            reason: "the user's status kept changing during the sign-in".to_owned(),
+        })
     }
 
     pub(crate) async fn claim_due_mail_inner(
@@ -501,13 +402,13 @@ impl PostgresStore {
         // the subquery again for each outer row (a nested loop without Materialize), and
         // each run then skips the rows already leased and picks the next ones, so a claim of
         // `LIMIT 1` leased every due message (seen on a small, unanalyzed outbox).
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(&crate::q(&self.prefix, &format!(
             "WITH due AS MATERIALIZED \
-             (SELECT id FROM outbox WHERE tenant_id = $2 AND state = 'pending' AND next_attempt_at <= $3 \
+             (SELECT id FROM #.outbox WHERE tenant_id = $2 AND state = 'pending' AND next_attempt_at <= $3 \
               ORDER BY next_attempt_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
-             UPDATE outbox SET next_attempt_at = $1 WHERE tenant_id = $2 AND id IN (SELECT id FROM due) \
+             UPDATE #.outbox SET next_attempt_at = $1 WHERE tenant_id = $2 AND id IN (SELECT id FROM due) \
              RETURNING {OUTBOX_COLUMNS}"
-        ))
+        )))
         .bind(nanos_clamped(lease_until))
         .bind(tenant.as_uuid())
         .bind(nanos_clamped(now))
@@ -532,10 +433,13 @@ impl PostgresStore {
     ) -> Result<Option<OutboxRecord>, StoreError> {
         // At READ COMMITTED a concurrent claim of the same row waits for this one, then
         // re-checks the row it committed: the lease is in the future, so it claims nothing.
-        let row = sqlx::query(&format!(
-            "UPDATE outbox SET next_attempt_at = $1 \
+        let row = sqlx::query(&crate::q(
+            &self.prefix,
+            &format!(
+                "UPDATE #.outbox SET next_attempt_at = $1 \
              WHERE tenant_id = $2 AND id = $3 AND state = 'pending' AND next_attempt_at <= $4 \
              RETURNING {OUTBOX_COLUMNS}"
+            ),
         ))
         .bind(nanos_clamped(lease_until))
         .bind(tenant.as_uuid())
@@ -555,29 +459,34 @@ impl PostgresStore {
     ) -> Result<(), StoreError> {
         let t = tenant.as_uuid();
         let m = id.as_uuid();
+        let sql = crate::q(
+            &self.prefix,
+            match update {
+                DeliveryUpdate::Sent { .. } => {
+                    "UPDATE #.outbox SET state = 'sent', state_at = $1, attempts = attempts + 1, body_text = '', body_html = '' WHERE tenant_id = $2 AND id = $3 AND state = 'pending'"
+                }
+                DeliveryUpdate::Retry { .. } => {
+                    "UPDATE #.outbox SET state = 'pending', next_attempt_at = $1, last_error = $4, attempts = attempts + 1 WHERE tenant_id = $2 AND id = $3 AND state = 'pending'"
+                }
+                // D26: sent or failed for good, a message keeps no body (they hold the live
+                // accept link).
+                DeliveryUpdate::Failed { .. } => {
+                    "UPDATE #.outbox SET state = 'failed', state_at = $1, failure = $4, last_error = $4, attempts = attempts + 1, body_text = '', body_html = '' WHERE tenant_id = $2 AND id = $3 AND state = 'pending'"
+                }
+            },
+        );
         let q = match update {
-            DeliveryUpdate::Sent { at } => sqlx::query(
-                "UPDATE outbox SET state = 'sent', state_at = $1, attempts = attempts + 1, body_text = '', body_html = '' WHERE tenant_id = $2 AND id = $3 AND state = 'pending'",
-            )
-            .bind(nanos(*at)?)
-            .bind(t)
-            .bind(m),
-            DeliveryUpdate::Retry { reason, retry_at } => sqlx::query(
-                "UPDATE outbox SET state = 'pending', next_attempt_at = $1, last_error = $4, attempts = attempts + 1 WHERE tenant_id = $2 AND id = $3 AND state = 'pending'",
-            )
-            .bind(nanos_clamped(*retry_at))
-            .bind(t)
-            .bind(m)
-            .bind(reason.as_str()),
-            // D26: sent or failed for good, a message keeps no body (they hold the live
-            // accept link).
-            DeliveryUpdate::Failed { reason, at } => sqlx::query(
-                "UPDATE outbox SET state = 'failed', state_at = $1, failure = $4, last_error = $4, attempts = attempts + 1, body_text = '', body_html = '' WHERE tenant_id = $2 AND id = $3 AND state = 'pending'",
-            )
-            .bind(nanos(*at)?)
-            .bind(t)
-            .bind(m)
-            .bind(reason.as_str()),
+            DeliveryUpdate::Sent { at } => sqlx::query(&sql).bind(nanos(*at)?).bind(t).bind(m),
+            DeliveryUpdate::Retry { reason, retry_at } => sqlx::query(&sql)
+                .bind(nanos_clamped(*retry_at))
+                .bind(t)
+                .bind(m)
+                .bind(reason.as_str()),
+            DeliveryUpdate::Failed { reason, at } => sqlx::query(&sql)
+                .bind(nanos(*at)?)
+                .bind(t)
+                .bind(m)
+                .bind(reason.as_str()),
         };
         let r = q.execute(&self.pool).await.map_err(map_err)?;
         if r.rows_affected() == 1 {
@@ -585,13 +494,15 @@ impl PostgresStore {
         }
         // Not pending any more (a late result changes nothing: sent stays sent, failed stays
         // failed), or no such message.
-        let exists: Option<i32> =
-            sqlx::query_scalar("SELECT 1 FROM outbox WHERE tenant_id = $1 AND id = $2")
-                .bind(t)
-                .bind(m)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(map_err)?;
+        let exists: Option<i32> = sqlx::query_scalar(&crate::q(
+            &self.prefix,
+            "SELECT 1 FROM #.outbox WHERE tenant_id = $1 AND id = $2",
+        ))
+        .bind(t)
+        .bind(m)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
         exists.map(|_| ()).ok_or(StoreError::NotFound)
     }
 }

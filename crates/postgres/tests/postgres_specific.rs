@@ -77,11 +77,17 @@ async fn reopening_keeps_data_and_applies_no_migration_twice() {
             .await
             .unwrap();
     assert_eq!(grants, ["analytics:view", "users:view"]);
-    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tenantry_migrations")
         .fetch_one(again.pool())
         .await
         .unwrap();
-    assert_eq!(applied, 2);
+    assert_eq!(applied, 3);
+    // tenantry's bookkeeping is its own: no sqlx table in the schema.
+    let sqlx_table: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(again.pool())
+        .await
+        .unwrap();
+    assert!(!sqlx_table);
     again.close().await;
 }
 
@@ -155,8 +161,8 @@ async fn connect_migrates_a_fresh_database_in_its_default_schema() {
 async fn a_database_from_a_newer_version_is_refused_untouched() {
     let (store, guard) = common::fresh(2).await;
     sqlx::query(
-        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-         VALUES (9999, 'from the future', true, '\\x00', 0)",
+        "INSERT INTO tenantry_migrations (version, description, checksum) \
+         VALUES (9999, 'from the future', '\\x00')",
     )
     .execute(store.pool())
     .await
@@ -174,49 +180,227 @@ async fn a_database_from_a_newer_version_is_refused_untouched() {
         .await
         .unwrap();
     let versions: Vec<i64> = sqlx::query_scalar(&format!(
-        "SELECT version FROM \"{}\"._sqlx_migrations ORDER BY version",
+        "SELECT version FROM \"{}\".tenantry_migrations ORDER BY version",
         guard.name()
     ))
     .fetch_all(&pool)
     .await
     .unwrap();
-    assert_eq!(versions, [1, 2, 9999]);
+    assert_eq!(versions, [1, 2, 3, 9999]);
+    pool.close().await;
+}
+
+/// sqlx's migrator over the first `n` of this crate's migrations: what an older tenantry ran.
+async fn old_migrator(n: usize) -> sqlx::migrate::Migrator {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let mut m = sqlx::migrate::Migrator::new(dir).await.unwrap();
+    m.migrations = std::borrow::Cow::Owned(m.migrations[..n].to_vec());
+    m
+}
+
+/// A pool whose connections work in `schema` (for sqlx's migrator, which takes no schema).
+async fn pool_in(schema: &str) -> sqlx::PgPool {
+    let opts: PgConnectOptions = common::url().parse().unwrap();
+    PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(opts.options([("search_path", schema)]))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn opening_an_older_database_adopts_its_bookkeeping_and_runs_the_pending_migrations() {
+    let (store, guard) = common::fresh(2).await;
+    store.close().await;
+    let schema = guard.name().to_owned();
+    // The schema exactly as an older tenantry left it: migration 1 applied by sqlx's own
+    // migrator (recorded in _sqlx_migrations), a tenant with an admin, a user and an
+    // invitation written by hand.
+    let pool = pool_in(&schema).await;
+    sqlx::raw_sql(&format!(
+        "DROP SCHEMA \"{schema}\" CASCADE; CREATE SCHEMA \"{schema}\""
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    old_migrator(1).await.run(&pool).await.unwrap();
+    let (t, admin, bob) = (
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+    );
+    sqlx::raw_sql(&format!(
+        "INSERT INTO tenants (id, name, created_at, version) VALUES ('{t}', 'Acme', 0, 2); \
+         INSERT INTO users (tenant_id, id, email, email_key, role, status, crm_access, grants, created_at, login_key) \
+         VALUES ('{t}', '{admin}', 'ada@acme.test', 'ada@acme.test', 'admin', 'active', true, '{{}}', 0, -9223372036854775808), \
+                ('{t}', '{bob}', 'bob@acme.test', 'bob@acme.test', 'user', 'invited', false, '{{}}', 1, -9223372036854775808); \
+         INSERT INTO invitations (token_hash, tenant_id, user_id, kind, state, created_at, expires_at) \
+         VALUES ('\\x{}', '{t}', '{bob}', 'initial', 'pending', 1, 9000000000000000000); \
+         INSERT INTO audit_log (tenant_id, seq, at, action, event) VALUES ('{t}', 1, 0, '\"x\"', '{{}}'), ('{t}', 2, 1, '\"x\"', '{{}}')",
+        "ab".repeat(32)
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let store = PostgresStore::new(pool.clone())
+        .with_schema(&schema)
+        .unwrap();
+    store.migrate().await.unwrap();
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM tenantry_migrations ORDER BY version")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(versions, [1, 2, 3]);
+    // The old bookkeeping held only tenantry's migration: it is gone.
+    let sqlx_table: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(!sqlx_table);
+    // D24: an invitation from before migration 2 has had no failed attempt.
+    let (t, bob) = (TenantId::from_uuid(t), UserId::from_uuid(bob));
+    let invitations = store.invitations_of(t, bob).await.unwrap();
+    assert_eq!(invitations.len(), 1);
+    assert_eq!(invitations[0].failed_attempts, 0);
+    // The audit log goes on after its last record (migration 3 set the tenant's head).
+    let app = Tenantry::builder(store.clone()).build().unwrap();
+    assert_eq!(app.seat_usage(t).await.unwrap().used, 2);
+    app.invite(t, UserId::from_uuid(admin), &plain("carol@acme.test"))
+        .await
+        .unwrap();
+    let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM audit_log ORDER BY seq")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(seqs, [1, 2, 3]);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn host_sqlx_migrations_share_the_schema_with_tenantrys() {
+    let (store, guard) = common::fresh(2).await;
+    store.close().await;
+    let schema = guard.name().to_owned();
+    let pool = pool_in(&schema).await;
+    // The host's own migrations, in a directory of their own: one before tenantry's, one
+    // after.
+    let dir = std::env::temp_dir().join(format!("{schema}_host"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("1_host_accounts.sql"),
+        "CREATE TABLE host_accounts (id bigint PRIMARY KEY, tenant uuid)",
+    )
+    .unwrap();
+    sqlx::migrate::Migrator::new(dir.as_path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    let store = PostgresStore::new(pool.clone())
+        .with_schema(&schema)
+        .unwrap();
+    store.migrate().await.unwrap();
+    std::fs::write(
+        dir.join("2_host_orders.sql"),
+        "CREATE TABLE host_orders (id bigint PRIMARY KEY)",
+    )
+    .unwrap();
+    sqlx::migrate::Migrator::new(dir.as_path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    // tenantry again (a restart): nothing to do, and the host's records are untouched.
+    store.migrate().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let host: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY 1")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(host, [1, 2]);
+    let ours: Vec<i64> = sqlx::query_scalar("SELECT version FROM tenantry_migrations ORDER BY 1")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(ours, [1, 2, 3]);
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 \
+         AND table_name IN ('host_accounts', 'host_orders', 'users', 'audit_heads') ORDER BY 1",
+    )
+    .bind(&schema)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        tables,
+        ["audit_heads", "host_accounts", "host_orders", "users"]
+    );
+    // Both work.
+    let (app, t, a) = app_on(store.clone(), None).await;
+    app.invite(t, a, &plain("bob@acme.test")).await.unwrap();
+    sqlx::query("INSERT INTO host_accounts (id, tenant) VALUES (1, $1)")
+        .bind(t.as_uuid())
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(app.seat_usage(t).await.unwrap().used, 2);
     pool.close().await;
 }
 
 #[tokio::test]
-async fn opening_an_older_database_runs_the_pending_migrations() {
+async fn a_host_pool_with_another_search_path_and_concurrent_migrations() {
     let (store, guard) = common::fresh(2).await;
-    let (app, t, a) = app_on(store.clone(), None).await;
-    let bob = app
-        .invite(t, a, &plain("bob@acme.test"))
-        .await
-        .unwrap()
-        .user
-        .id;
-    drop(app);
-    // Make the schema exactly as version 1 left it, with an invitation in it.
-    for undo in [
-        "ALTER TABLE invitations DROP COLUMN failed_attempts",
-        "DELETE FROM _sqlx_migrations WHERE version = 2",
-    ] {
-        sqlx::query(undo).execute(store.pool()).await.unwrap();
-    }
     store.close().await;
-    let again = PostgresStore::connect_in_schema(&common::url(), guard.name())
+    let schema = guard.name().to_owned();
+    // The host's pool knows nothing of the schema: every statement names it.
+    let opts: PgConnectOptions = common::url().parse().unwrap();
+    let pool = PgPoolOptions::new()
+        .max_connections(8)
+        .connect_with(opts)
         .await
         .unwrap();
-    let versions: Vec<i64> =
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
-            .fetch_all(again.pool())
-            .await
-            .unwrap();
-    assert_eq!(versions, [1, 2]);
-    // D24: an invitation from before migration 2 has had no failed attempt.
-    let invitations = again.invitations_of(t, bob).await.unwrap();
-    assert_eq!(invitations.len(), 1);
-    assert_eq!(invitations[0].failed_attempts, 0);
-    again.close().await;
+    sqlx::raw_sql(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let store = PostgresStore::new(pool.clone())
+        .with_schema(&schema)
+        .unwrap();
+    // Four processes starting at once: each migrates, one applies, the others wait and find
+    // nothing to do.
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let s = store.clone();
+            tokio::spawn(async move { s.migrate().await })
+        })
+        .collect();
+    for r in runs {
+        r.await.unwrap().unwrap();
+    }
+    let ours: i64 = sqlx::query_scalar(&format!(
+        "SELECT COUNT(*) FROM \"{schema}\".tenantry_migrations"
+    ))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(ours, 3);
+    let (app, t, a) = app_on(store.clone(), Some(5)).await;
+    app.invite(t, a, &plain("bob@acme.test")).await.unwrap();
+    assert_eq!(app.seat_usage(t).await.unwrap().used, 2);
+    let (search_path, in_schema): (String, i64) = sqlx::query_as(
+        "SELECT current_setting('search_path'), \
+                (SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = $1)",
+    )
+    .bind(&schema)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(!search_path.contains(&schema), "{search_path}");
+    assert!(in_schema >= 9, "{in_schema} tables in the schema");
+    pool.close().await;
 }
 
 #[tokio::test]

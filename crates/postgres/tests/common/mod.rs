@@ -266,6 +266,15 @@ impl Store for GuardedStore {
     async fn append_audit(&self, event: &AuditEvent) -> Result<u64, StoreError> {
         self.store.append_audit(event).await
     }
+    async fn record_sign_in(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        at: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<tenantry_store::SignInOutcome, StoreError> {
+        self.store.record_sign_in(tenant, user, at, event).await
+    }
     async fn outbox(
         &self,
         tenant: TenantId,
