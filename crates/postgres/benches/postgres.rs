@@ -1,11 +1,17 @@
-//! PostgreSQL backend benches, through the real `Tenantry` service on a `PostgresStore`:
+//! PostgreSQL backend benches, through the real `Tenantry` service on a `PostgresStore`,
+//! each beside its floor (the bare engine doing the same work, in the same run):
 //!
 //! - `authorize`: one check of a user on a role template (one round trip: the user and its
-//!   template's permissions in one JOIN);
+//!   template's permissions in one JOIN); floor `pk_round_trip`, a primary-key read of the
+//!   same user on a held connection;
 //! - `invite`: invites per second with 8 concurrent clients, into one tenant (they contend
-//!   for its row lock and version, D16) and into 8 tenants (one each);
+//!   for its row lock and version, D16) and into 8 tenants (one each); floor
+//!   `floor_one_tenant` / `floor_tenant_each`: plain SQL doing the same writes (lock the
+//!   tenant row, insert the user, its invitation, its audit record and its mail, set the
+//!   version) in one transaction of one round trip, a held connection per client;
 //! - `page50`: one page of 50 users at 1k and at 100k users (D18: keyset pagination on an
-//!   index, so the ratio stays near 1). The 100k users are seeded with one bulk SQL insert.
+//!   index, so the ratio stays near 1), floor `floor_*`: the same statement, plain, on a
+//!   held connection. The 100k users are seeded with one bulk SQL insert.
 //!
 //! Needs the PostgreSQL on this machine (`TENANTRY_PG_URL`, default
 //! `postgres://postgres@127.0.0.1:5432/test`); works in a schema of its own, dropped at the end.
@@ -44,15 +50,52 @@ fn rt() -> tokio::runtime::Runtime {
 
 async fn store(schema: &str) -> PostgresStore {
     let opts: PgConnectOptions = url().parse().unwrap();
-    PostgresStore::connect_in_schema_with(PgPoolOptions::new().max_connections(16), opts, schema)
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "PostgreSQL at {} is not usable ({e}). Start it with: \
+    let unusable = |e: &dyn std::fmt::Display| -> ! {
+        panic!(
+            "PostgreSQL at {} is not usable ({e}). Start it with: \
              pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
-                url()
-            )
-        })
+            url()
+        )
+    };
+    // The host's pool (search_path = the schema, for the floors' plain SQL), then the store
+    // on it, then its migrations.
+    let pool = PgPoolOptions::new()
+        .max_connections(16)
+        .connect_with(opts.options([("search_path", schema)]))
+        .await
+        .unwrap_or_else(|e| unusable(&e));
+    let store = PostgresStore::new(pool)
+        .with_schema(schema)
+        .unwrap_or_else(|e| unusable(&e));
+    store.migrate().await.unwrap_or_else(|e| unusable(&e));
+    store
+}
+
+/// The floor of an invite: what tenantry's commit of an invite writes, as plain SQL in one
+/// transaction sent in one round trip (a simple-query string: the values are generated
+/// here, never taken from outside).
+fn floor_invite_sql(tenant: TenantId, n: u64) -> String {
+    let t = tenant.as_uuid();
+    let (user, msg) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let hash = format!(
+        "{:064x}",
+        u128::from(n as u32) << 64 | u128::from(user.as_u128() as u64)
+    );
+    format!(
+        "BEGIN; \
+         SELECT version FROM tenants WHERE id = '{t}' FOR NO KEY UPDATE; \
+         INSERT INTO users (tenant_id, id, email, email_key, role, status, template_id, crm_access, grants, created_at, last_login, login_key, invite_expires_at) \
+           VALUES ('{t}', '{user}', 'f{n}@floor.test', 'f{n}@floor.test', 'user', 'invited', NULL, false, '{{}}', 1, NULL, -9223372036854775808, 2); \
+         INSERT INTO invitations (token_hash, tenant_id, user_id, kind, state, created_at, expires_at, failed_attempts) \
+           VALUES ('\\x{hash}', '{t}', '{user}', 'initial', 'pending', 1, 2, 0); \
+         UPDATE tenants SET version = version + 1 WHERE id = '{t}'; \
+         UPDATE audit_heads SET seq = seq + 1 WHERE tenant_id = '{t}'; \
+         INSERT INTO audit_log (tenant_id, seq, at, action, event) \
+           SELECT '{t}', seq, 1, '\"user_invited\"', '{{\"floor\": {n}}}' FROM audit_heads WHERE tenant_id = '{t}'; \
+         INSERT INTO outbox (tenant_id, id, user_id, recipient, subject, body_text, body_html, state, attempts, next_attempt_at, created_at) \
+           VALUES ('{t}', '{msg}', '{user}', 'f{n}@floor.test', 'You are invited', 'text', '<p>html</p>', 'pending', 0, 1, 1); \
+         COMMIT"
+    )
 }
 
 fn app_on(store: &PostgresStore) -> Tenantry {
@@ -172,6 +215,27 @@ fn benches(c: &mut Criterion) {
     let _ = admin;
     let via_template: Request = Permission::new(Category::Conversations, Action::Edit).into();
     let mut g = c.benchmark_group("postgres/authorize");
+    let pool = store.pool().clone();
+    g.bench_function("pk_round_trip", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let pool = pool.clone();
+            async move {
+                let mut conn = pool.acquire().await.unwrap();
+                let started = Instant::now();
+                for _ in 0..iters {
+                    let found: Option<uuid::Uuid> =
+                        sqlx::query_scalar("SELECT id FROM users WHERE tenant_id = $1 AND id = $2")
+                            .bind(black_box(tenant).as_uuid())
+                            .bind(black_box(agent).as_uuid())
+                            .fetch_optional(&mut *conn)
+                            .await
+                            .unwrap();
+                    assert!(found.is_some());
+                }
+                started.elapsed()
+            }
+        });
+    });
     g.bench_function("via_template", |b| {
         b.to_async(&rt).iter(|| async {
             let d = app
@@ -204,6 +268,45 @@ fn benches(c: &mut Criterion) {
     });
     let mut g = c.benchmark_group("postgres/invite_8_clients");
     g.throughput(Throughput::Elements(1));
+    for (name, shared) in [("floor_one_tenant", true), ("floor_tenant_each", false)] {
+        g.bench_function(name, |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let pool = pool.clone();
+                let next = Arc::clone(&next);
+                let tenants = tenants.clone();
+                async move {
+                    let mut conns = Vec::new();
+                    for _ in 0..CLIENTS {
+                        conns.push(pool.acquire().await.unwrap());
+                    }
+                    let started = Instant::now();
+                    let clients: Vec<_> = conns
+                        .into_iter()
+                        .enumerate()
+                        .map(|(k, mut conn)| {
+                            let next = Arc::clone(&next);
+                            let (t, _) = tenants[if shared { 0 } else { k }];
+                            let k = k as u64;
+                            let share = iters / CLIENTS + u64::from(k < iters % CLIENTS);
+                            tokio::spawn(async move {
+                                for _ in 0..share {
+                                    let n = next.fetch_add(1, Ordering::Relaxed);
+                                    let sql = floor_invite_sql(t, n);
+                                    sqlx::Executor::execute(&mut *conn, sql.as_str())
+                                        .await
+                                        .unwrap();
+                                }
+                            })
+                        })
+                        .collect();
+                    for client in clients {
+                        client.await.unwrap();
+                    }
+                    started.elapsed()
+                }
+            });
+        });
+    }
     for (name, shared) in [("one_tenant", true), ("tenant_each", false)] {
         g.bench_function(name, |b| {
             b.to_async(&rt).iter_custom(|iters| {
@@ -266,6 +369,28 @@ fn benches(c: &mut Criterion) {
             descending: true,
             ..first.clone()
         };
+        // The floor: the first page's statement, plain, on a held connection.
+        g.bench_function(BenchmarkId::new("floor_first_page", n), |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let pool = pool.clone();
+                async move {
+                    let mut conn = pool.acquire().await.unwrap();
+                    let started = Instant::now();
+                    for _ in 0..iters {
+                        let rows = sqlx::query(
+                            "SELECT tenant_id, id, email, role, status, template_id, crm_access, grants, created_at, last_login, invite_expires_at \
+                             FROM users WHERE tenant_id = $1 ORDER BY email_key ASC, id ASC LIMIT 51",
+                        )
+                        .bind(black_box(t).as_uuid())
+                        .fetch_all(&mut *conn)
+                        .await
+                        .unwrap();
+                        assert_eq!(rows.len(), 51);
+                    }
+                    started.elapsed()
+                }
+            });
+        });
         for (name, q) in [
             ("first_page", first),
             ("after_middle", after_middle),
