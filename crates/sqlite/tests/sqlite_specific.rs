@@ -1124,3 +1124,215 @@ async fn a_template_edit_updates_the_cached_subjects_in_place() {
     assert_eq!(now.grants, Permissions::USERS_VIEW);
     assert_eq!(Some(now), store.subject(t, bob).await.unwrap());
 }
+
+/// Every row the owning store's cache answers with equals the database's row, compared
+/// column by column through the host pool (which the cache does not see).
+async fn assert_cache_matches_rows(
+    store: &SqliteStore,
+    t: tenantry_service::TenantId,
+    users: &[tenantry_service::UserId],
+    templates: &[tenantry_service::TemplateId],
+    step: &str,
+) {
+    use tenantry_store::Store;
+    let nanos = |x: time::OffsetDateTime| i64::try_from(x.unix_timestamp_nanos()).unwrap();
+    let state = store.tenant(t).await.unwrap().unwrap();
+    let row: (String, Option<i64>, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT name, user_limit, created_at, version, seats_used, active_admins FROM tenants WHERE id = $1",
+    )
+    .bind(t.to_string())
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        (
+            state.tenant.name.clone(),
+            state.tenant.user_limit.map(i64::from),
+            nanos(state.tenant.created_at),
+            i64::try_from(state.counters.version).unwrap(),
+            i64::from(state.counters.seats_used),
+            i64::from(state.counters.active_admins),
+        ),
+        row,
+        "{step}: tenant"
+    );
+    for &u in users {
+        let row: Option<(String, String, String, Option<String>, i64, String, i64, Option<i64>)> =
+            sqlx::query_as(
+                "SELECT email, role, status, template_id, crm_access, grants, created_at, last_login FROM users WHERE tenant_id = $1 AND id = $2",
+            )
+            .bind(t.to_string())
+            .bind(u.to_string())
+            .fetch_optional(store.pool())
+            .await
+            .unwrap();
+        let cached = store.user(t, u).await.unwrap();
+        assert_eq!(
+            cached.as_ref().map(|c| (
+                c.email.as_str().to_owned(),
+                c.role.as_str().to_owned(),
+                c.status.as_str().to_owned(),
+                c.template_id.map(|x| x.to_string()),
+                i64::from(c.crm_access),
+                serde_json::to_string(&c.grants).unwrap(),
+                nanos(c.created_at),
+                c.last_login.map(nanos),
+            )),
+            row,
+            "{step}: user {u}"
+        );
+        let joined: Option<(String, String, i64, String, Option<String>, Option<String>)> =
+            sqlx::query_as(
+                "SELECT u.role, u.status, u.crm_access, u.grants, u.template_id, t.permissions \
+                 FROM users u LEFT JOIN role_templates t ON t.tenant_id = u.tenant_id AND t.id = u.template_id \
+                 WHERE u.tenant_id = $1 AND u.id = $2",
+            )
+            .bind(t.to_string())
+            .bind(u.to_string())
+            .fetch_optional(store.pool())
+            .await
+            .unwrap();
+        let subject = match store.subject_now(t, u) {
+            Some(s) => s.unwrap(),
+            None => store.subject(t, u).await.unwrap(),
+        };
+        assert_eq!(
+            subject.map(|s| (
+                s.role.as_str().to_owned(),
+                s.status.as_str().to_owned(),
+                i64::from(s.crm_access),
+                serde_json::to_string(&s.grants).unwrap(),
+                s.template.map(|(id, _)| id.to_string()),
+                s.template.map(|(_, p)| serde_json::to_string(&p).unwrap()),
+            )),
+            joined,
+            "{step}: subject {u}"
+        );
+    }
+    for &id in templates {
+        let row: Option<(String, String, i64, i64)> = sqlx::query_as(
+            "SELECT name, permissions, created_at, updated_at FROM role_templates WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(t.to_string())
+        .bind(id.to_string())
+        .fetch_optional(store.pool())
+        .await
+        .unwrap();
+        let cached = store.template(t, id).await.unwrap();
+        assert_eq!(
+            cached.map(|c| (
+                c.name.as_str().to_owned(),
+                serde_json::to_string(&c.permissions).unwrap(),
+                nanos(c.created_at),
+                nanos(c.updated_at),
+            )),
+            row,
+            "{step}: template {id}"
+        );
+    }
+}
+
+/// D6: the owning store updates its cached rows in place after each kind of change (template
+/// edits and renames, reassignment and detachment on delete, user edits, suspension,
+/// deletion, the seat limit, a new template, sign-ins) and every cached row still equals
+/// the database's after each one.
+#[tokio::test]
+async fn d6_the_cache_updated_in_place_equals_the_rows_after_every_kind_of_change() {
+    let store = SqliteStore::open(temp_db("in-place-rows")).await.unwrap();
+    let (app, t, a, bob) = with_active_user(store.clone(), Permissions::empty()).await;
+    let carol = app
+        .invite(
+            t,
+            a,
+            &invite_req("carol@acme.test", Permissions::USERS_VIEW),
+        )
+        .await
+        .unwrap()
+        .user
+        .id;
+    let one = app
+        .create_template(t, a, "One", Permissions::CONVERSATIONS_EDIT)
+        .await
+        .unwrap()
+        .id;
+    let two = app
+        .create_template(t, a, "Two", Permissions::USERS_VIEW)
+        .await
+        .unwrap()
+        .id;
+    let users = [a, bob, carol];
+    let mut templates = vec![one, two];
+    let on = |id| UserEdit {
+        template_id: Some(Some(id)),
+        ..UserEdit::default()
+    };
+    app.edit_user(t, a, bob, &on(one)).await.unwrap();
+    app.edit_user(t, a, carol, &on(one)).await.unwrap();
+    // Fill the cache, then change and compare after each step.
+    assert_cache_matches_rows(&store, t, &users, &templates, "filled").await;
+    let tpl = |p: Option<Permissions>, name: Option<&str>| TemplateEdit {
+        permissions: p,
+        name: name.map(|n| tenantry_service::TemplateName::parse(n).unwrap()),
+        ..TemplateEdit::default()
+    };
+    app.edit_template(t, a, one, &tpl(Some(Permissions::empty()), None))
+        .await
+        .unwrap();
+    assert_cache_matches_rows(&store, t, &users, &templates, "template edit").await;
+    app.edit_template(t, a, two, &tpl(None, Some("Second")))
+        .await
+        .unwrap();
+    assert_cache_matches_rows(&store, t, &users, &templates, "template rename").await;
+    app.edit_user(t, a, bob, &grants(Permissions::USERS_VIEW))
+        .await
+        .unwrap();
+    assert_cache_matches_rows(&store, t, &users, &templates, "grants").await;
+    app.record_sign_in(t, bob).await.unwrap();
+    assert_cache_matches_rows(&store, t, &users, &templates, "sign-in").await;
+    app.delete_template(t, a, one, TemplateDeletion::Reassign(two))
+        .await
+        .unwrap();
+    assert_cache_matches_rows(&store, t, &users, &templates, "reassign").await;
+    app.delete_template(t, a, two, TemplateDeletion::Detach)
+        .await
+        .unwrap();
+    assert_cache_matches_rows(&store, t, &users, &templates, "detach").await;
+    let three = app
+        .create_template(t, a, "Three", Permissions::CONVERSATIONS_EDIT)
+        .await
+        .unwrap()
+        .id;
+    templates.push(three);
+    app.edit_user(t, a, bob, &on(three)).await.unwrap();
+    assert_cache_matches_rows(&store, t, &users, &templates, "new template").await;
+    app.edit_user(
+        t,
+        a,
+        bob,
+        &UserEdit {
+            role: Some(Role::Admin),
+            crm_access: Some(true),
+            ..UserEdit::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_cache_matches_rows(&store, t, &users, &templates, "promotion").await;
+    app.edit_user(
+        t,
+        a,
+        bob,
+        &UserEdit {
+            status: Some(Status::Suspended),
+            ..UserEdit::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_cache_matches_rows(&store, t, &users, &templates, "suspension").await;
+    app.set_user_limit(t, Some(10)).await.unwrap();
+    app.rename_tenant(t, a, "Acme Two").await.unwrap();
+    assert_cache_matches_rows(&store, t, &users, &templates, "tenant").await;
+    app.delete_user(t, a, carol).await.unwrap();
+    assert_cache_matches_rows(&store, t, &users, &templates, "deletion").await;
+}
