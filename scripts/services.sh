@@ -55,6 +55,13 @@ if [ ! -x "$tools/venv/bin/schemathesis" ]; then
   python3 -m venv "$tools/venv"
   "$tools/venv/bin/pip" install -q --disable-pip-version-check "schemathesis==4.*"
 fi
+# standardwebhooks: the Standard Webhooks reference verifier, which crates/webhooks tests run
+# (.tools/venv/bin/python) on every delivered webhook.
+if ! "$tools/venv/bin/python" -c 'import standardwebhooks' >/dev/null 2>&1; then
+  echo "== installing standardwebhooks into $tools/venv"
+  [ -x "$tools/venv/bin/python" ] || python3 -m venv "$tools/venv"
+  "$tools/venv/bin/pip" install -q --disable-pip-version-check "standardwebhooks==1.*"
+fi
 if [ ! -f "$tools/node/node_modules/axe-core/axe.min.js" ]; then
   echo "== installing axe-core into $tools/node"
   mkdir -p "$tools/node"
