@@ -1,0 +1,272 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+//! Step 2: endpoints per tenant, admin-only, audited without the secret.
+
+mod support;
+
+use std::sync::Arc;
+
+use tenantry_service::{
+    ActorRef, AuditAction, Email, Field, InviteRequest, Permissions, Role, Status, UserEdit, Value,
+};
+use tenantry_webhooks::{
+    EndpointId, EndpointStore, EndpointUpdate, InMemoryEndpointStore, WebhookError, Webhooks,
+};
+
+const T0: time::OffsetDateTime = time::macros::datetime!(2026-03-02 09:00 UTC);
+
+#[tokio::test]
+async fn only_an_active_admin_of_the_tenant_manages_endpoints() {
+    let (app, _clock, tenant, admin) = support::service(T0).await;
+    let hooks = Webhooks::new(app.clone(), Arc::new(InMemoryEndpointStore::new()));
+    let invite = |email: &str, role| InviteRequest {
+        email: Email::parse(email).unwrap(),
+        role,
+        template_id: None,
+        crm_access: true,
+        grants: Permissions::all(),
+    };
+    // A user with every permission, an invited admin, a suspended admin, the system, and an
+    // admin of another tenant: all refused.
+    let user = app
+        .invite(tenant, admin, &invite("u@acme.test", Role::User))
+        .await
+        .unwrap();
+    let invited = app
+        .invite(tenant, admin, &invite("i@acme.test", Role::Admin))
+        .await
+        .unwrap();
+    let (other_tenant, other_admin) = app
+        .create_tenant("Other", None, Email::parse("o@other.test").unwrap())
+        .await
+        .unwrap();
+    let refused = [
+        ActorRef::User(user.user.id),
+        ActorRef::User(invited.user.id),
+        ActorRef::System,
+        ActorRef::User(other_admin),
+    ];
+    for actor in refused {
+        let r = hooks
+            .register(tenant, actor, "https://h.test/in", &[])
+            .await;
+        assert!(
+            matches!(r, Err(WebhookError::NotAllowed)),
+            "{actor:?}: {r:?}"
+        );
+        assert!(matches!(
+            hooks.list(tenant, actor).await,
+            Err(WebhookError::NotAllowed)
+        ));
+    }
+    let made = hooks
+        .register(tenant, ActorRef::User(admin), "https://h.test/in", &[])
+        .await
+        .unwrap();
+    for actor in refused {
+        let id = made.endpoint.id;
+        let upd = EndpointUpdate {
+            enabled: Some(false),
+            ..EndpointUpdate::default()
+        };
+        assert!(matches!(
+            hooks.update(tenant, actor, id, &upd).await,
+            Err(WebhookError::NotAllowed)
+        ));
+        let grace = time::Duration::ZERO;
+        assert!(matches!(
+            hooks.rotate_secret(tenant, actor, id, grace).await,
+            Err(WebhookError::NotAllowed)
+        ));
+        assert!(matches!(
+            hooks.remove(tenant, actor, id).await,
+            Err(WebhookError::NotAllowed)
+        ));
+    }
+    // Another tenant's admin does not see or reach this tenant's endpoint (D15).
+    assert!(
+        hooks
+            .list(other_tenant, ActorRef::User(other_admin))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let r = hooks
+        .remove(other_tenant, ActorRef::User(other_admin), made.endpoint.id)
+        .await;
+    assert!(matches!(r, Err(WebhookError::NotFound)), "{r:?}");
+    // A suspended admin is refused too.
+    let second = app
+        .invite(tenant, admin, &invite("b@acme.test", Role::Admin))
+        .await
+        .unwrap();
+    let token = second.accept_link.token().unwrap();
+    let b = app.accept_invitation(&token, "b@acme.test").await.unwrap();
+    hooks.list(tenant, ActorRef::User(b.id)).await.unwrap();
+    let suspend = UserEdit {
+        status: Some(Status::Suspended),
+        ..UserEdit::default()
+    };
+    app.edit_user(tenant, admin, b.id, &suspend).await.unwrap();
+    assert!(matches!(
+        hooks.list(tenant, ActorRef::User(b.id)).await,
+        Err(WebhookError::NotAllowed)
+    ));
+}
+
+#[tokio::test]
+async fn urls_are_http_or_https_with_a_host_and_no_credentials() {
+    let (app, _clock, tenant, admin) = support::service(T0).await;
+    let hooks = Webhooks::new(app, Arc::new(InMemoryEndpointStore::new()));
+    let admin = ActorRef::User(admin);
+    for bad in [
+        "ftp://h.test/in",
+        "file:///etc/passwd",
+        "javascript:alert(1)",
+        "h.test/in",
+        "",
+        "https://user:pw@h.test/in",
+        "http://",
+    ] {
+        let r = hooks.register(tenant, admin, bad, &[]).await;
+        assert!(
+            matches!(r, Err(WebhookError::InvalidUrl { .. })),
+            "{bad:?}: {r:?}"
+        );
+    }
+    let ok = hooks
+        .register(tenant, admin, "http://127.0.0.1:8080/in", &[])
+        .await
+        .unwrap();
+    let upd = EndpointUpdate {
+        url: Some("gopher://h.test".into()),
+        ..EndpointUpdate::default()
+    };
+    let r = hooks.update(tenant, admin, ok.endpoint.id, &upd).await;
+    assert!(matches!(r, Err(WebhookError::InvalidUrl { .. })), "{r:?}");
+    assert_eq!(
+        hooks.list(tenant, admin).await.unwrap()[0].url,
+        "http://127.0.0.1:8080/in"
+    );
+    let r = hooks
+        .update(tenant, admin, EndpointId::new(), &EndpointUpdate::default())
+        .await;
+    assert!(matches!(r, Err(WebhookError::NotFound)), "{r:?}");
+}
+
+#[tokio::test]
+async fn every_change_is_audited_and_no_secret_reaches_the_log_or_a_listing() {
+    let (app, _clock, tenant, admin) = support::service(T0).await;
+    let store = Arc::new(InMemoryEndpointStore::new());
+    let hooks = Webhooks::new(app.clone(), store.clone());
+    let actor = ActorRef::User(admin);
+    let made = hooks
+        .register(
+            tenant,
+            actor,
+            "https://h.test/in",
+            &[AuditAction::UserInvited, AuditAction::UserEdited],
+        )
+        .await
+        .unwrap();
+    let id = made.endpoint.id;
+    assert_eq!(
+        made.endpoint.events,
+        [AuditAction::UserInvited, AuditAction::UserEdited]
+    );
+    let upd = EndpointUpdate {
+        url: Some("https://h2.test/in".into()),
+        events: Some(vec![]),
+        enabled: Some(false),
+    };
+    let changed = hooks.update(tenant, actor, id, &upd).await.unwrap();
+    assert_eq!(
+        (changed.url.as_str(), changed.events.len(), changed.enabled),
+        ("https://h2.test/in", 0, false)
+    );
+    let rotated = hooks
+        .rotate_secret(tenant, actor, id, time::Duration::hours(1))
+        .await
+        .unwrap();
+    assert_ne!(rotated, made.secret);
+    let neg = hooks
+        .rotate_secret(tenant, actor, id, time::Duration::seconds(-1))
+        .await;
+    assert!(matches!(neg, Err(WebhookError::NegativeGrace)));
+    let listed = hooks.list(tenant, actor).await.unwrap();
+    assert_eq!(listed, [changed.clone()]);
+    let (_, status) = hooks.endpoint_status(tenant, id).await.unwrap();
+    assert_eq!(status.attempts, 0);
+    hooks.remove(tenant, actor, id).await.unwrap();
+    assert!(matches!(
+        hooks.remove(tenant, actor, id).await,
+        Err(WebhookError::NotFound)
+    ));
+    assert!(store.get(tenant, id).await.unwrap().is_none());
+
+    let log = app
+        .audit_log(tenant, ActorRef::System, 0, 100)
+        .await
+        .unwrap();
+    let ours: Vec<_> = log
+        .iter()
+        .filter(|r| r.event.action.to_string_lossy().starts_with("webhook"))
+        .collect();
+    let actions: Vec<_> = ours.iter().map(|r| r.event.action).collect();
+    assert_eq!(
+        actions,
+        [
+            AuditAction::WebhookEndpointAdded,
+            AuditAction::WebhookEndpointChanged,
+            AuditAction::WebhookEndpointChanged,
+            AuditAction::WebhookEndpointRemoved,
+        ]
+    );
+    assert!(ours.iter().all(|r| r.event.actor == actor));
+    let added = &ours[0].event.changes;
+    assert_eq!(added[0].after, Value::Text(id.to_string()));
+    assert_eq!(added[1].after, Value::Text("https://h.test/in".into()));
+    assert_eq!(
+        added[2].after,
+        Value::Text("user_invited,user_edited".into())
+    );
+    let fields: Vec<_> = ours[1].event.changes.iter().map(|c| c.field).collect();
+    assert_eq!(
+        fields,
+        [
+            Field::WebhookEndpoint,
+            Field::WebhookUrl,
+            Field::WebhookEvents,
+            Field::WebhookEnabled
+        ]
+    );
+    let rotation = &ours[2].event.changes[1];
+    assert_eq!(
+        (rotation.field, &rotation.before, &rotation.after),
+        (Field::WebhookSecret, &Value::None, &Value::None)
+    );
+
+    let text = serde_json::to_string(&log).unwrap()
+        + &serde_json::to_string(&listed).unwrap()
+        + &format!("{listed:?}{made:?}{rotated:?}");
+    for secret in [made.secret.expose(), rotated.expose()] {
+        let b64 = secret.trim_start_matches("whsec_");
+        assert!(!text.contains(b64), "a secret leaked");
+    }
+    assert!(text.contains("https://h.test/in"));
+}
+
+/// The serde name, for filtering.
+trait Lossy {
+    fn to_string_lossy(&self) -> String;
+}
+
+impl Lossy for AuditAction {
+    fn to_string_lossy(&self) -> String {
+        tenantry_webhooks::event_kind(*self)
+    }
+}
