@@ -134,9 +134,33 @@ pub(crate) fn closed() -> StoreError {
     ))
 }
 
+impl Drop for Connections {
+    /// Stops the writer thread once the jobs already sent have run, and waits for it, so
+    /// that dropping a store releases its claim on the file as closing it does.
+    fn drop(&mut self) {
+        let jobs = self
+            .jobs
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        drop(jobs.take());
+        let thread = self
+            .thread
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(t) = thread
+            && t.thread().id() != std::thread::current().id()
+        {
+            let _ = t.join();
+        }
+    }
+}
+
 /// The writer thread and the readers.
 #[derive(Debug)]
 pub(crate) struct Connections {
+    /// The writer thread, joined when the last clone of the store is dropped.
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     jobs: std::sync::Mutex<Option<mpsc::Sender<Task>>>,
     readers: Vec<Mutex<Option<Connection>>>,
     next: AtomicUsize,
@@ -144,23 +168,37 @@ pub(crate) struct Connections {
 }
 
 impl Connections {
-    /// Starts the writer thread on `writer`.
+    /// Starts the writer thread on `writer`. The thread holds `claim` (the store's lock on
+    /// the file) until it ends: a store dropped with jobs still queued keeps the file
+    /// claimed until they have run, so no new owner caches rows a late job then changes.
     pub(crate) fn new(
         writer: Connection,
         readers: Vec<Connection>,
         cache: Option<Arc<Cache>>,
+        claim: Arc<std::sync::Mutex<Option<std::fs::File>>>,
     ) -> Result<Self, std::io::Error> {
         let (tx, rx) = mpsc::channel::<Task>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("tenantry-sqlite-writer".into())
             .spawn(move || {
                 let mut conn = writer;
-                // Runs every job sent until the store is closed or dropped.
+                // Runs every job sent until the store is closed or dropped. A job that
+                // panicked has dropped its answer (its caller gets an error) and ended its
+                // cache mark; the thread goes on with the next.
                 while let Ok(task) = rx.recv() {
-                    task(&mut conn);
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        task(&mut conn);
+                    }));
                 }
+                drop(conn);
+                let file = claim
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                drop(file);
             })?;
         Ok(Self {
+            thread: std::sync::Mutex::new(Some(thread)),
             jobs: std::sync::Mutex::new(Some(tx)),
             readers: readers.into_iter().map(|c| Mutex::new(Some(c))).collect(),
             next: AtomicUsize::new(0),

@@ -73,7 +73,8 @@ pub struct SqliteStore {
     conns: Arc<Connections>,
     pool: SqlitePool,
     cache: Option<Arc<Cache>>,
-    /// The claim on the database (the lock file, open and locked), released on drop.
+    /// The claim on the database (the lock file, open and locked), released by `close`, or
+    /// by the writer thread once it has run its last job after the last clone is dropped.
     lock: Arc<std::sync::Mutex<Option<std::fs::File>>>,
 }
 

@@ -104,8 +104,10 @@ impl SqliteStore {
     }
 
     /// Opens and claims with explicit connection options and `readers` reader connections
-    /// besides the writer (0: reads go through the writer). WAL, `synchronous=NORMAL`,
-    /// foreign keys and a 10 s busy timeout are always set.
+    /// besides the writer (0: reads run on the writer thread). WAL, `synchronous=NORMAL`,
+    /// foreign keys, a 10 s busy timeout and a 16 MiB page cache are always set. The options
+    /// are those of the migrating connection and of [`SqliteStore::pool`]; the store's own
+    /// connections (rusqlite) take the file name from them and set the settings above.
     ///
     /// # Errors
     /// [`OpenError`].
@@ -166,13 +168,14 @@ impl SqliteStore {
             .min_connections(0)
             .connect_lazy_with(options);
         let cache = (sharing == Sharing::Owned).then(|| Arc::new(Cache::default()));
-        let conns = Connections::new(writer, conns, cache.clone())
+        let lock = Arc::new(std::sync::Mutex::new(lock));
+        let conns = Connections::new(writer, conns, cache.clone(), lock.clone())
             .map_err(|e| OpenError::Engine(Box::new(e)))?;
         Ok(Self {
             conns: Arc::new(conns),
             pool,
             cache,
-            lock: Arc::new(std::sync::Mutex::new(lock)),
+            lock,
         })
     }
 
