@@ -198,7 +198,7 @@ async fn every_change_is_audited_and_no_secret_reaches_the_log_or_a_listing() {
         .await;
     assert!(matches!(neg, Err(WebhookError::NegativeGrace)));
     let listed = hooks.list(tenant, actor).await.unwrap();
-    assert_eq!(listed, [changed.clone()]);
+    assert_eq!(listed, std::slice::from_ref(&changed));
     let (_, status) = hooks.endpoint_status(tenant, id).await.unwrap();
     assert_eq!(status.attempts, 0);
     hooks.remove(tenant, actor, id).await.unwrap();
