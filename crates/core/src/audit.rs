@@ -228,6 +228,9 @@ pub enum AuditAction {
     TenantCreated,
     /// The seat limit changed ([seat limit (D9)](crate::Rule::SeatLimit)).
     UserLimitChanged,
+    /// The tenant was renamed by an admin ([names (D22)](crate::Rule::Names); the old and
+    /// new name as `Field::Name`).
+    TenantRenamed,
     /// A user was invited ([invitations (D10)](crate::Rule::Invitations)).
     UserInvited,
     /// An invitation was sent again ([invitations (D10)](crate::Rule::Invitations)).

@@ -1158,6 +1158,7 @@ fn arb_audit_action() -> impl Strategy<Value = AuditAction> {
     select(vec![
         AuditAction::TenantCreated,
         AuditAction::UserLimitChanged,
+        AuditAction::TenantRenamed,
         AuditAction::UserInvited,
         AuditAction::InvitationResent,
         AuditAction::InvitationAccepted,

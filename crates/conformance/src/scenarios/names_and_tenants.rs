@@ -289,6 +289,142 @@ pub async fn d22_tenant_names_refuse_control_and_format_characters(store: Arc<dy
     );
 }
 
+/// [names (D22)](tenantry_core::Rule::Names) and [management authority (D7)](tenantry_core::Rule::ManagementAuthority): only an active admin renames its tenant. The name
+/// is trimmed and stored, and the rename audited with the old and new name; the same name
+/// again changes and records nothing. A manager holding `users:edit` is refused `AdminOnly`, a
+/// plain user `NotAllowed`, a suspended admin `NotAllowed`, an invalid name
+/// `InvalidTenantName`: each refusal is audited under its rule and leaves the name and the
+/// version as they were. An admin of another tenant cannot rename this one.
+pub async fn d22_only_an_admin_renames_its_tenant(store: Arc<dyn Store>) {
+    let env = Env::new(store).await;
+    let manager = env
+        .active(&crate::support::request_with(
+            "manager@acme.test",
+            Permissions::USERS_VIEW | Permissions::USERS_EDIT,
+            None,
+            false,
+        ))
+        .await;
+    let user = env.active_user("user@acme.test").await;
+    let second = env.active_admin("second@acme.test").await;
+    let from = env.audit(env.tenant).await.len();
+    let renamed = env
+        .app
+        .rename_tenant(env.tenant, env.admin, "  Acme Support\t")
+        .await
+        .unwrap();
+    assert_eq!(renamed.name, "Acme Support", "D22: trimmed");
+    assert_eq!(
+        env.app.tenant(env.tenant).await.unwrap().tenant.name,
+        "Acme Support"
+    );
+    let log = assert_new_events(
+        &env,
+        from,
+        &[(
+            ActorRef::User(env.admin),
+            AuditAction::TenantRenamed,
+            AuditTarget::Tenant,
+            None,
+        )],
+    )
+    .await;
+    let change = &log[0].event.changes[0];
+    assert_eq!(change.field, tenantry_core::Field::Name);
+    assert_eq!(change.before, tenantry_core::Value::Text("Acme".into()));
+    assert_eq!(
+        change.after,
+        tenantry_core::Value::Text("Acme Support".into())
+    );
+
+    // The same name again: nothing written, nothing recorded.
+    let version = env.counters(env.tenant).await.version;
+    let from = env.audit(env.tenant).await.len();
+    env.app
+        .rename_tenant(env.tenant, env.admin, "Acme Support")
+        .await
+        .unwrap();
+    assert_eq!(env.counters(env.tenant).await.version, version);
+    assert_eq!(env.audit(env.tenant).await.len(), from);
+
+    env.edit(second.id, &status_edit(Status::Suspended)).await;
+    let version = env.counters(env.tenant).await.version;
+    let from = env.audit(env.tenant).await.len();
+    let needed =
+        tenantry_core::Permission::new(tenantry_core::Category::Users, tenantry_core::Action::Edit);
+    assert_rule(
+        env.app
+            .rename_tenant(env.tenant, manager.id, "Manager's")
+            .await,
+        &E::AdminOnly,
+    );
+    assert_rule(
+        env.app.rename_tenant(env.tenant, user.id, "User's").await,
+        &E::NotAllowed { needed },
+    );
+    assert_rule(
+        env.app
+            .rename_tenant(env.tenant, second.id, "Suspended's")
+            .await,
+        &E::NotAllowed { needed },
+    );
+    let invalid = rule(
+        env.app
+            .rename_tenant(env.tenant, env.admin, "Acme\u{202E}")
+            .await,
+    );
+    assert!(matches!(invalid, E::InvalidTenantName(_)), "{invalid:?}");
+    assert_new_events(
+        &env,
+        from,
+        &[
+            (
+                ActorRef::User(manager.id),
+                AuditAction::TenantRenamed,
+                AuditTarget::Tenant,
+                Some(Rule::ManagementAuthority),
+            ),
+            (
+                ActorRef::User(user.id),
+                AuditAction::TenantRenamed,
+                AuditTarget::Tenant,
+                Some(Rule::ManagementAuthority),
+            ),
+            (
+                ActorRef::User(second.id),
+                AuditAction::TenantRenamed,
+                AuditTarget::Tenant,
+                Some(Rule::ManagementAuthority),
+            ),
+            (
+                ActorRef::User(env.admin),
+                AuditAction::TenantRenamed,
+                AuditTarget::Tenant,
+                Some(Rule::Names),
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(env.counters(env.tenant).await.version, version);
+    assert_eq!(
+        env.app.tenant(env.tenant).await.unwrap().tenant.name,
+        "Acme Support"
+    );
+
+    // An admin of another tenant is not a user of this one.
+    let (_, other_admin) = env.other_tenant("Globex", "hank@globex.test").await;
+    assert_rule(
+        env.app
+            .rename_tenant(env.tenant, other_admin, "Taken over")
+            .await,
+        &E::NotAllowed { needed },
+    );
+    assert_eq!(
+        env.app.tenant(env.tenant).await.unwrap().tenant.name,
+        "Acme Support"
+    );
+}
+
 /// [names (D22)](tenantry_core::Rule::Names) with [role templates (D12)](tenantry_core::Rule::RoleTemplates): template names with control or format characters (right-to-left
 /// override, zero-width space, CR-LF, byte-order mark) are refused on create with the
 /// character and its position, audited under [names (D22)](tenantry_core::Rule::Names), and nothing is stored; so the look-alikes

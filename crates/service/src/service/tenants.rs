@@ -147,6 +147,89 @@ impl Tenantry {
         Ok(SeatUsage::new(change.counters.seats_used, limit))
     }
 
+    /// Renames the tenant ([names (D22)](tenantry_core::Rule::Names)): only an active admin
+    /// of the tenant may; the name is trimmed and checked; the rename is audited
+    /// (`TenantRenamed`, the old and new name), and a refusal too
+    /// ([audit log (D13)](tenantry_core::Rule::AuditLog)). The same name again changes nothing.
+    /// Returns the tenant as it is now.
+    ///
+    /// # Errors
+    /// [`tenantry_core::Error::NotAllowed`] for an actor that is not an active user of the
+    /// tenant with `users:edit`, [`tenantry_core::Error::AdminOnly`] for any other non-admin
+    /// ([management authority (D7)](tenantry_core::Rule::ManagementAuthority)),
+    /// [`tenantry_core::Error::InvalidTenantName`], store failures.
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    /// use tenantry::{Error, RuleError};
+    ///
+    /// let app = Tenantry::builder(InMemoryStore::new()).build()?;
+    /// let (tenant, admin) = app.create_tenant("Acme", None, Email::parse("ada@acme.test")?).await?;
+    /// let renamed = app.rename_tenant(tenant, admin, "  Acme Support ").await?;
+    /// assert_eq!(renamed.name, "Acme Support");
+    /// let refused = app.rename_tenant(tenant, admin, "Acme\u{200b}Support").await;
+    /// assert!(matches!(refused, Err(Error::Rule(RuleError::InvalidTenantName(_)))));
+    /// # Ok(()) }
+    /// ```
+    pub async fn rename_tenant(
+        &self,
+        tenant: TenantId,
+        actor: UserId,
+        name: &str,
+    ) -> Result<Tenant, Error> {
+        let span = tracing::info_span!(
+            target: "tenantry",
+            "rename_tenant",
+            tenant = %tenant, actor = %actor,
+            outcome = tracing::field::Empty,
+            rule = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+        );
+        traced(span, async {
+            retry!(self, self.try_rename_tenant(tenant, actor, name))
+        })
+        .await
+    }
+
+    async fn try_rename_tenant(
+        &self,
+        tenant: TenantId,
+        actor_id: UserId,
+        name: &str,
+    ) -> Result<Tenant, Error> {
+        let state = self.state(tenant).await?;
+        let actor = self
+            .actor(
+                tenant,
+                actor_id,
+                tenantry_core::Action::Edit,
+                Some(AuditAction::TenantRenamed),
+            )
+            .await?;
+        let decided = decide::rename_tenant(self.ctx(&state), &actor.acting(), name);
+        let change = self
+            .audited(
+                tenant,
+                actor_id,
+                AuditAction::TenantRenamed,
+                AuditTarget::Tenant,
+                decided,
+            )
+            .await?;
+        self.commit(&change, &[]).await?;
+        Ok(change
+            .writes
+            .iter()
+            .find_map(|w| match w {
+                Write::UpdateTenant(t) => Some(t.clone()),
+                _ => None,
+            })
+            .unwrap_or(state.tenant))
+    }
+
     /// Seat usage: used, limit, remaining, at limit ([seat limit (D9)](tenantry_core::Rule::SeatLimit)).
     ///
     /// # Errors
