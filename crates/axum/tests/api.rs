@@ -602,6 +602,86 @@ async fn seat_limit_refusal_carries_seats_used_and_limit() {
 }
 
 #[tokio::test]
+async fn the_tenant_is_read_by_viewers_and_renamed_by_an_admin_only() {
+    let w = world(Some(5)).await;
+    let r = w.get("/tenant").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["name"], "Acme");
+    assert_eq!(r.body["id"], w.tenant.to_string());
+    assert_eq!(
+        (r.body["limit"].as_u64(), r.body["seats_used"].as_u64()),
+        (Some(5), Some(1))
+    );
+    let r = w
+        .call(
+            "PUT",
+            "/tenant/name",
+            Some(w.admin),
+            Some(json!({"name": "  Acme Support "})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["name"].as_str()),
+        (200, Some("Acme Support"))
+    );
+    assert_eq!(
+        w.app.tenant(w.tenant).await.unwrap().tenant.name,
+        "Acme Support"
+    );
+    // A manager holding users:edit is not an admin.
+    let manager = w
+        .member(
+            "max@acme.test",
+            Permissions::USERS_VIEW | Permissions::USERS_EDIT,
+        )
+        .await;
+    let r = w
+        .call(
+            "PUT",
+            "/tenant/name",
+            Some(manager),
+            Some(json!({"name": "Max Ltd"})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["rule"].as_str()),
+        (403, Some("management_authority"))
+    );
+    // An invisible character is refused under D22, and nothing changes.
+    let r = w
+        .call(
+            "PUT",
+            "/tenant/name",
+            Some(w.admin),
+            Some(json!({"name": "Acme\u{200b}"})),
+        )
+        .await;
+    assert_eq!((r.status, r.body["rule"].as_str()), (422, Some("names")));
+    let r = w
+        .call(
+            "PUT",
+            "/tenant/name",
+            Some(w.admin),
+            Some(json!({"title": "x"})),
+        )
+        .await;
+    assert_eq!(r.status, 422, "unknown fields are refused");
+    assert_eq!(
+        w.app.tenant(w.tenant).await.unwrap().tenant.name,
+        "Acme Support"
+    );
+    let renames = w
+        .app
+        .audit_log(w.tenant, tenantry_service::ActorRef::User(w.admin), 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.event.action == tenantry_core::AuditAction::TenantRenamed)
+        .count();
+    assert_eq!(renames, 3, "the rename and both refusals are audited");
+}
+
+#[tokio::test]
 async fn a_missing_permission_is_403_naming_it_and_changes_nothing() {
     let w = world(None).await;
     let viewer = w.member("vic@acme.test", Permissions::USERS_VIEW).await;

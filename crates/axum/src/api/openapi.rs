@@ -27,6 +27,8 @@ pub(crate) fn routes() -> OpenApiRouter<Guard> {
     OpenApiRouter::new()
         .routes(routes!(openapi_json))
         .routes(routes!(tenant::me))
+        .routes(routes!(tenant::tenant))
+        .routes(routes!(tenant::rename))
         .routes(routes!(tenant::seats))
         .routes(routes!(tenant::set_limit))
         .routes(routes!(users::list_users))

@@ -1,4 +1,5 @@
-//! The tenant: seats and their limit (D9), and the caller's own effective permissions.
+//! The tenant: its name (D22), seats and their limit (D9), and the caller's own effective
+//! permissions.
 
 use axum::Json;
 use axum::extract::State;
@@ -35,6 +36,74 @@ impl From<SeatUsage> for SeatsOut {
             at_limit: s.at_limit,
         }
     }
+}
+
+/// The caller's tenant.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TenantOut {
+    /// Its id.
+    pub id: Uuid,
+    /// Its name (D22).
+    pub name: String,
+    /// The seat limit; `null` is unlimited.
+    pub limit: Option<u32>,
+    /// Seats in use.
+    pub seats_used: u32,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: time::OffsetDateTime,
+}
+
+impl From<tenantry_service::TenantState> for TenantOut {
+    fn from(s: tenantry_service::TenantState) -> Self {
+        Self {
+            id: s.tenant.id.as_uuid(),
+            name: s.tenant.name,
+            limit: s.tenant.user_limit,
+            seats_used: s.counters.seats_used,
+            created_at: s.tenant.created_at,
+        }
+    }
+}
+
+/// The caller's tenant (needs `users:view`).
+#[utoipa::path(
+    get, path = "/tenant", tag = "tenant", operation_id = "get_tenant",
+    responses((status = 200, description = "The tenant", body = TenantOut)),
+)]
+pub(crate) async fn tenant(
+    State(guard): State<Guard>,
+    caller: Caller,
+) -> Result<Json<TenantOut>, Refusal> {
+    caller.require_view()?;
+    Ok(Json(guard.tenantry().tenant(caller.tenant).await?.into()))
+}
+
+/// A new tenant name.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NameBody {
+    /// The name: trimmed, 1-100 characters, no control or invisible format character (D22).
+    #[schema(min_length = 1, max_length = 300)]
+    pub name: String,
+}
+
+/// Renames the tenant: only an active admin may (D7); the rename is audited.
+#[utoipa::path(
+    put, path = "/tenant/name", tag = "tenant", operation_id = "rename_tenant",
+    request_body = NameBody,
+    responses((status = 200, description = "The renamed tenant", body = TenantOut)),
+)]
+pub(crate) async fn rename(
+    State(guard): State<Guard>,
+    caller: Caller,
+    ApiJson(body): ApiJson<NameBody>,
+) -> Result<Json<TenantOut>, Refusal> {
+    let app = guard.tenantry();
+    app.rename_tenant(caller.tenant, caller.user, &body.name)
+        .await?;
+    Ok(Json(app.tenant(caller.tenant).await?.into()))
 }
 
 /// Seat usage and limit (needs `users:view`).
