@@ -127,6 +127,7 @@ macro_rules! suite {
                 d21_template_changes_reaching_stronger_users_are_refused,
                 d22_tenant_names_refuse_control_and_format_characters,
                 d22_only_an_admin_renames_its_tenant,
+                d15_tenants_are_listed_by_name_in_pages,
                 d22_template_names_refuse_control_and_format_characters,
                 d23_first_seat_required_and_only_an_id_conflict_is_tenant_exists,
                 d24_wrong_addresses_count_down_and_the_fifth_kills_the_token,

@@ -78,7 +78,8 @@ pub use tenantry_mail::{
     Rendered, Renderer, escape_html,
 };
 pub use tenantry_store::{
-    Cursor, DeliveryState, InMemoryStore, OutboxRecord, Page, SortBy, Store, StoreError, UserQuery,
+    Cursor, DeliveryState, InMemoryStore, OutboxRecord, Page, SortBy, Store, StoreError,
+    TenantCursor, UserQuery,
 };
 use time::Duration;
 

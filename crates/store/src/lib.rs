@@ -50,7 +50,9 @@ use tenantry_mail::Message;
 use time::OffsetDateTime;
 
 pub use memory::InMemoryStore;
-pub use query::{Cursor, CursorError, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, SortBy, UserQuery};
+pub use query::{
+    Cursor, CursorError, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, SortBy, TenantCursor, UserQuery,
+};
 
 /// Which uniqueness rule a write broke (the backend's second line of defence, [concurrency (D16)](tenantry_core::Rule::Concurrency)).
 ///
@@ -159,6 +161,12 @@ pub enum StoreError {
         backend: &'static str,
         /// The backend's words.
         reason: String,
+    },
+    /// This store does not offer the operation (a custom store written before it existed).
+    #[error("this store does not support {operation}")]
+    Unsupported {
+        /// The operation, by its `Store` method name.
+        operation: &'static str,
     },
     /// The backend failed.
     #[error("{backend} backend error: {source}")]
@@ -528,6 +536,24 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Appends one audit event outside any change (a refused attempt, [audit log (D13)](tenantry_core::Rule::AuditLog)). Returns its seq.
     async fn append_audit(&self, event: &AuditEvent) -> Result<u64, StoreError>;
 
+    /// Tenants in order of name, then id, strictly after `after`, at most `limit` (clamped
+    /// into 1..=500): the operators' listing. It is the one read that is not scoped to a
+    /// tenant, and it returns tenant rows and counters only, never a user.
+    ///
+    /// # Errors
+    /// [`StoreError::Unsupported`] from a store that does not implement it (the default);
+    /// [`StoreError::Backend`] when the storage failed.
+    async fn tenants(
+        &self,
+        after: Option<&TenantCursor>,
+        limit: u32,
+    ) -> Result<Vec<TenantState>, StoreError> {
+        let _ = (after, limit);
+        Err(StoreError::Unsupported {
+            operation: "tenants",
+        })
+    }
+
     /// Records a sign-in outside the tenant's version
     /// ([sign-in is not a change (D27)](tenantry_core::Rule::SignInIsNotAChange)): in one
     /// atomic step, and only while the user exists in `tenant` and is active, sets its last
@@ -734,6 +760,14 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
         event: &AuditEvent,
     ) -> Result<SignInOutcome, StoreError> {
         (**self).record_sign_in(tenant, user, at, event).await
+    }
+
+    async fn tenants(
+        &self,
+        after: Option<&TenantCursor>,
+        limit: u32,
+    ) -> Result<Vec<TenantState>, StoreError> {
+        (**self).tenants(after, limit).await
     }
 
     async fn outbox(

@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use tenantry_core::{Role, Status, TemplateId, User, UserId};
+use tenantry_core::{Role, Status, TemplateId, Tenant, TenantId, User, UserId};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -191,11 +191,12 @@ impl UserQuery {
 /// # Ok(()) }) }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Page<T> {
+pub struct Page<T, C = Cursor> {
     /// The rows.
     pub items: Vec<T>,
-    /// The cursor to pass as [`UserQuery::after`] for the next page; `None` on the last.
-    pub next: Option<Cursor>,
+    /// The cursor to pass for the next page ([`UserQuery::after`] for users); `None` on the
+    /// last.
+    pub next: Option<C>,
 }
 
 /// A keyset position in the user table: the sort key of the last row read and its id.
@@ -282,7 +283,12 @@ fn hex_encode(s: &str) -> String {
 }
 
 fn hex_decode(s: &str) -> Result<String, CursorError> {
-    if !s.len().is_multiple_of(2) || s.len() > 2 * 254 {
+    hex_decode_max(s, 254)
+}
+
+/// Decodes at most `max` bytes of hex-encoded UTF-8.
+fn hex_decode_max(s: &str, max: usize) -> Result<String, CursorError> {
+    if !s.len().is_multiple_of(2) || s.len() > 2 * max {
         return Err(CursorError);
     }
     let bytes = (0..s.len())
@@ -333,6 +339,83 @@ impl Serialize for Cursor {
 }
 
 impl<'de> Deserialize<'de> for Cursor {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse()
+            .map_err(|_| serde::de::Error::custom(CursorError))
+    }
+}
+
+/// A keyset position in the listing of tenants, which is ordered by name, then id: the last
+/// tenant read. Its text form (`t.<hex name>.<id>`) is opaque but stable, like [`Cursor`]'s.
+///
+/// ```
+/// use tenantry_core::{Tenant, TenantId};
+/// use tenantry_store::TenantCursor;
+/// let tenant = Tenant {
+///     id: TenantId::from_parts(1_767_225_600_000, [1; 10]),
+///     name: "Acme".into(), user_limit: None,
+///     created_at: time::macros::datetime!(2026-01-01 0:00 UTC),
+/// };
+/// let cursor = TenantCursor::of(&tenant);
+/// let back: TenantCursor = cursor.to_string().parse()?;
+/// assert_eq!(back, cursor);
+/// assert_eq!((back.name.as_str(), back.id), ("Acme", tenant.id));
+/// assert!("t.zz.0".parse::<TenantCursor>().is_err());
+/// # Ok::<(), tenantry_store::CursorError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TenantCursor {
+    /// The last tenant's name.
+    pub name: String,
+    /// The last tenant's id.
+    pub id: TenantId,
+}
+
+impl TenantCursor {
+    /// The position right after `tenant`.
+    #[must_use]
+    pub fn of(tenant: &Tenant) -> Self {
+        Self {
+            name: tenant.name.clone(),
+            id: tenant.id,
+        }
+    }
+}
+
+impl fmt::Display for TenantCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "t.{}.{}",
+            hex_encode(&self.name),
+            self.id.as_uuid().simple()
+        )
+    }
+}
+
+impl FromStr for TenantCursor {
+    type Err = CursorError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut parts = s.splitn(3, '.');
+        let (Some("t"), Some(name), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(CursorError);
+        };
+        // A tenant name is at most 100 characters of at most 4 bytes each (D22).
+        Ok(Self {
+            name: hex_decode_max(name, 400)?,
+            id: TenantId::from_uuid(Uuid::try_parse(id).map_err(|_| CursorError)?),
+        })
+    }
+}
+
+impl Serialize for TenantCursor {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for TenantCursor {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
         text.parse()

@@ -289,6 +289,76 @@ pub async fn d22_tenant_names_refuse_control_and_format_characters(store: Arc<dy
     );
 }
 
+/// [tenant isolation (D15)](tenantry_core::Rule::TenantIsolation): the operators' listing of tenants, the one read not scoped to a tenant,
+/// returns tenant rows and counters only. Pages of 2 walk every tenant once, in order of name
+/// by its bytes (upper case before lower, "Ä" after "z") and then id (two tenants may share a
+/// name), each with its seat limit, seats used and creation time; a cursor survives its text
+/// form; a rename moves the tenant to its new place at once.
+pub async fn d15_tenants_are_listed_by_name_in_pages(store: Arc<dyn Store>) {
+    let env = Env::new(store).await;
+    env.invite("bob@acme.test").await;
+    let mut made = vec![(String::from("Acme"), env.tenant)];
+    for (i, name) in ["beta", "Beta", "Zulu", "\u{c4}rger", "Same", "Same", "acme"]
+        .into_iter()
+        .enumerate()
+    {
+        let random = [u8::try_from(i).unwrap() + 40; 10];
+        let (created, id) = create_tenant_forced(&env, random, name, Some(7)).await;
+        assert_eq!(created.unwrap().0, id);
+        made.push((name.to_owned(), id));
+    }
+    made.sort_by(|a, b| (a.0.as_bytes(), a.1).cmp(&(b.0.as_bytes(), b.1)));
+    let mut seen = Vec::new();
+    let mut after: Option<tenantry_service::TenantCursor> = None;
+    for _ in 0..10 {
+        let page = env.app.tenants(after.as_ref(), 2).await.unwrap();
+        assert!(page.items.len() <= 2);
+        for state in &page.items {
+            seen.push((state.tenant.name.clone(), state.tenant.id));
+            let expected_seats = if state.tenant.id == env.tenant { 2 } else { 1 };
+            assert_eq!(
+                state.counters.seats_used, expected_seats,
+                "{}",
+                state.tenant.name
+            );
+            let limit = if state.tenant.id == env.tenant {
+                None
+            } else {
+                Some(7)
+            };
+            assert_eq!(state.tenant.user_limit, limit);
+            assert!(state.tenant.created_at >= START);
+        }
+        // The cursor travels as text.
+        after = page.next.map(|c| c.to_string().parse().unwrap());
+        if after.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen, made, "every tenant once, by name bytes then id");
+    env.app
+        .rename_tenant(env.tenant, env.admin, "Zz Acme")
+        .await
+        .unwrap();
+    let all = env.app.tenants(None, 500).await.unwrap();
+    assert!(all.next.is_none());
+    let names: Vec<&str> = all.items.iter().map(|s| s.tenant.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "Beta",
+            "Same",
+            "Same",
+            "Zulu",
+            "Zz Acme",
+            "acme",
+            "beta",
+            "\u{c4}rger"
+        ],
+        "a rename moves the tenant at once"
+    );
+}
+
 /// [names (D22)](tenantry_core::Rule::Names) and [management authority (D7)](tenantry_core::Rule::ManagementAuthority): only an active admin renames its tenant. The name
 /// is trimmed and stored, and the rename audited with the old and new name; the same name
 /// again changes and records nothing. A manager holding `users:edit` is refused `AdminOnly`, a

@@ -15,7 +15,7 @@ use tenantry_core::{
     UserId, Value, Write,
 };
 use tenantry_mail::Message;
-use tenantry_store::{Constraint, Page, SignInOutcome, StoreError, UserQuery};
+use tenantry_store::{Constraint, Page, SignInOutcome, StoreError, TenantCursor, UserQuery};
 
 use crate::error::QueryError;
 use crate::{Error, Tenantry, token};

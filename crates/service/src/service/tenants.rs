@@ -147,6 +147,57 @@ impl Tenantry {
         Ok(SeatUsage::new(change.counters.seats_used, limit))
     }
 
+    /// A page of tenants in order of name, then id, for operators (a back office, a host's
+    /// admin tooling): each with its name, seat limit, seats used and creation time. Pass the
+    /// page's `next` as `after` for the next one; `limit` is clamped into 1..=500. It takes no
+    /// actor, like [`Tenantry::create_tenant`]: it is the host's own view, never a tenant
+    /// user's, and it shows no user.
+    ///
+    /// # Errors
+    /// Store failures ([`StoreError::Unsupported`](tenantry_store::StoreError::Unsupported)
+    /// from a custom store without the listing).
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    ///
+    /// let app = Tenantry::builder(InMemoryStore::new()).build()?;
+    /// for (name, admin) in [("Globex", "hank@globex.test"), ("Acme", "ada@acme.test"), ("Initech", "bill@initech.test")] {
+    ///     app.create_tenant(name, None, Email::parse(admin)?).await?;
+    /// }
+    /// let first = app.tenants(None, 2).await?;
+    /// let names: Vec<_> = first.items.iter().map(|t| t.tenant.name.as_str()).collect();
+    /// assert_eq!(names, ["Acme", "Globex"]);
+    /// assert_eq!(first.items[0].counters.seats_used, 1);
+    /// let rest = app.tenants(first.next.as_ref(), 2).await?;
+    /// assert_eq!(rest.items[0].tenant.name, "Initech");
+    /// assert!(rest.next.is_none());
+    /// # Ok(()) }
+    /// ```
+    pub async fn tenants(
+        &self,
+        after: Option<&TenantCursor>,
+        limit: u32,
+    ) -> Result<Page<TenantState, TenantCursor>, Error> {
+        let limit = limit.clamp(1, tenantry_store::MAX_PAGE_SIZE);
+        let mut items = self
+            .inner
+            .store
+            .tenants(after, limit.saturating_add(1))
+            .await?;
+        let keep = usize::try_from(limit).unwrap_or(usize::MAX);
+        let more = items.len() > keep;
+        items.truncate(keep);
+        let next = if more {
+            items.last().map(|s| TenantCursor::of(&s.tenant))
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
     /// Renames the tenant ([names (D22)](tenantry_core::Rule::Names)): only an active admin
     /// of the tenant may; the name is trimmed and checked; the rename is audited
     /// (`TenantRenamed`, the old and new name), and a refusal too

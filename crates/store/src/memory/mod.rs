@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 use self::check::{Directory, Entry, Found, TenantIndex};
 use crate::{
     Constraint, Cursor, DeliveryState, DeliveryUpdate, OutboxRecord, Page, SignInOutcome, SortBy,
-    Store, StoreError, UserQuery,
+    Store, StoreError, TenantCursor, UserQuery,
 };
 
 /// Keeps every tenant in memory, safe under concurrent use.
@@ -931,6 +931,28 @@ impl Store for InMemoryStore {
     async fn append_audit(&self, event: &AuditEvent) -> Result<u64, StoreError> {
         self.with_mut(event.tenant_id, |d| d.append(event.clone()))
             .ok_or(StoreError::NotFound)
+    }
+
+    /// Reads every tenant's state and sorts: a scan, which is what an in-memory listing
+    /// for operators can afford (the SQL stores read their `(name, id)` order).
+    async fn tenants(
+        &self,
+        after: Option<&TenantCursor>,
+        limit: u32,
+    ) -> Result<Vec<TenantState>, StoreError> {
+        let cells: Vec<Arc<TenantCell>> = read(&self.shared.tenants).values().cloned().collect();
+        let mut states: Vec<TenantState> = cells
+            .iter()
+            .map(|c| read(&c.data).state.clone())
+            .filter(|s| {
+                after
+                    .is_none_or(|a| (s.tenant.name.as_str(), s.tenant.id) > (a.name.as_str(), a.id))
+            })
+            .collect();
+        states.sort_by(|a, b| (&a.tenant.name, a.tenant.id).cmp(&(&b.tenant.name, b.tenant.id)));
+        states
+            .truncate(usize::try_from(limit.clamp(1, crate::MAX_PAGE_SIZE)).unwrap_or(usize::MAX));
+        Ok(states)
     }
 
     /// Under the tenant's lock: the status check, the last login and the audit record in
