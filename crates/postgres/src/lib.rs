@@ -10,6 +10,7 @@
 //! // The host's pool (a lock_timeout keeps a commit from waiting forever for a tenant row).
 //! let pool = PgPoolOptions::new()
 //!     .max_connections(20)
+//!     .test_before_acquire(false) // no ping round trip before each statement
 //!     .connect("postgres://app@127.0.0.1:5432/app?options=-c%20lock_timeout%3D10s")
 //!     .await?;
 //! let store = PostgresStore::new(pool).with_schema("tenantry")?;

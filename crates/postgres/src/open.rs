@@ -90,13 +90,16 @@ impl PostgresStore {
     ///
     /// The pool's options are the host's: set a `lock_timeout` on its connections (as
     /// [`PostgresStore::connect`] does, [`DEFAULT_LOCK_TIMEOUT`]) so a commit never waits
-    /// forever for a tenant's row.
+    /// forever for a tenant's row, and consider `test_before_acquire(false)`: sqlx's default
+    /// pings the server before handing out a connection, one more round trip before each of
+    /// the store's statements (most of them are one round trip).
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
     /// use tenantry_postgres::{PgPoolOptions, PostgresStore};
     /// let pool = PgPoolOptions::new()
     ///     .max_connections(20)
+    ///     .test_before_acquire(false)
     ///     .connect("postgres://app@db.internal/app")
     ///     .await?;
     /// // The host's own migrations, then tenantry's in a schema of its own.
@@ -260,8 +263,14 @@ impl PostgresStore {
     }
 }
 
+/// The pool of the `connect*` shortcuts: [`DEFAULT_MAX_CONNECTIONS`], and no ping before
+/// each acquire (sqlx's default sends one, a whole round trip before every statement: it
+/// doubled the cost of a check). A connection the server dropped fails its next statement
+/// instead, which the pool then discards.
 fn default_pool() -> PgPoolOptions {
-    PgPoolOptions::new().max_connections(DEFAULT_MAX_CONNECTIONS)
+    PgPoolOptions::new()
+        .max_connections(DEFAULT_MAX_CONNECTIONS)
+        .test_before_acquire(false)
 }
 
 fn default_options(url: &str) -> Result<PgConnectOptions, OpenError> {

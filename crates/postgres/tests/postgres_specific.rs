@@ -1290,3 +1290,62 @@ async fn join_all<T: Send + 'static>(tasks: Vec<tokio::task::JoinHandle<T>>) -> 
     }
     out
 }
+
+#[tokio::test]
+async fn d27_a_sign_in_never_waits_for_a_commit_holding_the_tenant_row() {
+    let (store, guard) = common::fresh(2).await;
+    let (app, t, a) = app_on(store.clone(), None).await;
+    let before = store.tenant(t).await.unwrap().unwrap();
+    // A second store whose statements give up after 200 ms of waiting for a lock.
+    let opts: PgConnectOptions = common::url().parse().unwrap();
+    let impatient = PostgresStore::connect_in_schema_with(
+        PgPoolOptions::new().max_connections(2),
+        opts.options([("lock_timeout", "200ms")]),
+        guard.name(),
+    )
+    .await
+    .unwrap();
+    let app2 = Tenantry::builder(impatient.clone()).build().unwrap();
+    // A commit in flight: the tenant row locked as tenantry_commit locks it.
+    let mut holder = store.pool().begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE")
+        .bind(t.as_uuid())
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let signed = app2.record_sign_in(t, a).await.unwrap();
+    assert!(signed.last_login.is_some());
+    holder.rollback().await.unwrap();
+    // Outside the version and the counters (D27), and audited with the next seq (D13).
+    let after = store.tenant(t).await.unwrap().unwrap();
+    assert_eq!(after.counters, before.counters);
+    let log = app.audit_log(t, ActorRef::System, 0, 100).await.unwrap();
+    assert!(log.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+    // A suspended user's sign-in is refused and writes nothing.
+    let bob = app
+        .invite(t, a, &plain("bob@acme.test"))
+        .await
+        .unwrap()
+        .user;
+    let refused = store
+        .record_sign_in(t, bob.id, time::OffsetDateTime::now_utc(), &log[0].event)
+        .await
+        .unwrap();
+    assert_eq!(
+        refused,
+        tenantry_store::SignInOutcome::NotActive(Status::Invited)
+    );
+    let nobody = UserId::from_uuid(uuid::Uuid::now_v7());
+    let missing = store
+        .record_sign_in(t, nobody, time::OffsetDateTime::now_utc(), &log[0].event)
+        .await
+        .unwrap();
+    assert_eq!(missing, tenantry_store::SignInOutcome::NotFound);
+    let log_after = app.audit_log(t, ActorRef::System, 0, 100).await.unwrap();
+    assert_eq!(
+        log_after.len(),
+        log.len() + 1,
+        "only bob's invite was added"
+    );
+    impatient.close().await;
+}
