@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use tenantry_postgres::{PgConnectOptions, PgPoolOptions, PostgresStore};
 use tenantry_service::prelude::*;
-use tenantry_service::{Cursor, TenantId, UserId};
+use tenantry_service::{Cursor, Store, TenantId, UserId};
 
 fn url() -> String {
     std::env::var("TENANTRY_PG_URL")
@@ -61,6 +61,7 @@ async fn store(schema: &str) -> PostgresStore {
     // on it, then its migrations.
     let pool = PgPoolOptions::new()
         .max_connections(16)
+        .test_before_acquire(false)
         .connect_with(opts.options([("search_path", schema)]))
         .await
         .unwrap_or_else(|e| unusable(&e));
@@ -200,12 +201,7 @@ fn benches(c: &mut Criterion) {
             )
             .await
             .unwrap();
-        let message = app
-            .outbox_message(t, invited.message_id)
-            .await
-            .unwrap()
-            .unwrap();
-        let token = tenantry_service::token_from_link(&message.message.text).unwrap();
+        let token = invited.accept_link.token().unwrap();
         let agent = app
             .accept_invitation(&token, "agent@authz.test")
             .await
@@ -234,6 +230,54 @@ fn benches(c: &mut Criterion) {
                 }
                 started.elapsed()
             }
+        });
+    });
+    // Where a check's time goes: the same primary-key read through the pool (an acquire
+    // and a release per call), and the store's own JOIN on a held connection.
+    g.bench_function("pk_on_pool", |b| {
+        b.to_async(&rt).iter(|| async {
+            let found: Option<uuid::Uuid> =
+                sqlx::query_scalar("SELECT id FROM users WHERE tenant_id = $1 AND id = $2")
+                    .bind(black_box(tenant).as_uuid())
+                    .bind(black_box(agent).as_uuid())
+                    .fetch_optional(&pool)
+                    .await
+                    .unwrap();
+            assert!(found.is_some());
+        });
+    });
+    g.bench_function("subject_join_held", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let pool = pool.clone();
+            async move {
+                let mut conn = pool.acquire().await.unwrap();
+                let started = Instant::now();
+                for _ in 0..iters {
+                    let row = sqlx::query(
+                        "SELECT u.tenant_id, u.id, u.role, u.status, u.crm_access, u.grants, u.template_id, \
+                                t.permissions AS template_permissions \
+                         FROM users u LEFT JOIN role_templates t ON t.tenant_id = u.tenant_id AND t.id = u.template_id \
+                         WHERE u.tenant_id = $1 AND u.id = $2",
+                    )
+                    .bind(black_box(tenant).as_uuid())
+                    .bind(black_box(agent).as_uuid())
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .unwrap();
+                    assert!(row.is_some());
+                }
+                started.elapsed()
+            }
+        });
+    });
+    g.bench_function("store_subject", |b| {
+        b.to_async(&rt).iter(|| async {
+            let s = store
+                .subject(black_box(tenant), black_box(agent))
+                .await
+                .unwrap();
+            assert!(s.is_some());
+            s
         });
     });
     g.bench_function("via_template", |b| {
