@@ -581,6 +581,44 @@ fn reader_thread(conn: rusqlite::Connection) -> std::sync::mpsc::Sender<ReadJob>
     tx
 }
 
+/// Each figure beside its floor once more, interleaved: `pairs` rounds of a batch of the
+/// floor then a batch of tenantry's, so both run under the same machine load (a shared VM
+/// whose load drifts between criterion's benchmarks, which run one after the other).
+/// Prints the median of the per-round ratios (tenantry / floor) with its quartiles and the
+/// median time per operation of each side.
+fn paired(name: &str, batch: u32, pairs: u32, mut floor: impl FnMut(), mut tenantry: impl FnMut()) {
+    let mut ratios = Vec::new();
+    let mut f_each = Vec::new();
+    let mut t_each = Vec::new();
+    for _ in 0..pairs {
+        let start = std::time::Instant::now();
+        for _ in 0..batch {
+            floor();
+        }
+        let f = start.elapsed();
+        let start = std::time::Instant::now();
+        for _ in 0..batch {
+            tenantry();
+        }
+        let t = start.elapsed();
+        ratios.push(t.as_secs_f64() / f.as_secs_f64());
+        f_each.push(f / batch);
+        t_each.push(t / batch);
+    }
+    ratios.sort_by(f64::total_cmp);
+    f_each.sort();
+    t_each.sort();
+    let q = |v: &[f64], k: usize| v[(v.len() - 1) * k / 4];
+    println!(
+        "paired {name}: ratio {:.2} (quartiles {:.2}-{:.2}); floor {:.1?}, tenantry {:.1?} per op (medians of {pairs} rounds of {batch})",
+        q(&ratios, 2),
+        q(&ratios, 1),
+        q(&ratios, 3),
+        f_each[f_each.len() / 2],
+        t_each[t_each.len() / 2],
+    );
+}
+
 fn floors(c: &mut Criterion) {
     use tenantry_store::Store;
     let rt = rt();
@@ -633,6 +671,35 @@ fn floors(c: &mut Criterion) {
             floor_invite(&mut conn, &ft, &fmodel, j, &mut version, &mut seats, admins);
         })
     });
+    paired(
+        "invite_commit",
+        10,
+        150,
+        || {
+            j += 1;
+            floor_invite(&mut conn, &ft, &fmodel, j, &mut version, &mut seats, admins);
+        },
+        || {
+            i += 1;
+            let (user, invitation, message) = nth_invite(&model, i);
+            let change = tenantry_core::decide::Change {
+                tenant_id: s.tenant,
+                expected_version: counters.version,
+                counters: tenantry_core::Counters {
+                    version: counters.version + 1,
+                    seats_used: counters.seats_used + 1,
+                    active_admins: counters.active_admins,
+                },
+                writes: vec![
+                    tenantry_core::decide::Write::InsertUser(user),
+                    tenantry_core::decide::Write::InsertInvitation(invitation),
+                ],
+                events: model.events.clone(),
+            };
+            counters = change.counters;
+            rt.block_on(s.store.commit(&change, &[message])).unwrap();
+        },
+    );
     drop(conn);
     drop(s);
 
@@ -676,6 +743,34 @@ fn floors(c: &mut Criterion) {
             async move { rx.await.unwrap() }
         })
     });
+    paired(
+        "check_shared (authorize)",
+        50,
+        150,
+        || {
+            black_box(floor_point_read(&conn, &t, &agent));
+        },
+        || {
+            black_box(rt.block_on(s.app.authorize(s.tenant, s.agent, p)).unwrap());
+        },
+    );
+    paired(
+        "point read on a reader thread / inline",
+        50,
+        150,
+        || {
+            black_box(floor_point_read(&conn, &t, &agent));
+        },
+        || {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let (t, agent) = (t.clone(), agent.clone());
+            hop.send(Box::new(move |c| {
+                let _ = tx.send(floor_point_read(c, &t, &agent));
+            }))
+            .unwrap();
+            black_box(rt.block_on(rx).unwrap());
+        },
+    );
 
     // A page of 50 after a cursor (200 rows in, by email): Store::list_users beside the
     // same SELECT.
@@ -708,6 +803,17 @@ fn floors(c: &mut Criterion) {
     g.bench_function("page_50/floor", |b| {
         b.iter(|| floor_page(&conn, black_box(&t), black_box(&key), black_box(&id)))
     });
+    paired(
+        "page_50",
+        20,
+        150,
+        || {
+            black_box(floor_page(&conn, &t, &key, &id));
+        },
+        || {
+            black_box(rt.block_on(s.store.list_users(s.tenant, &q)).unwrap());
+        },
+    );
     g.finish();
 }
 
