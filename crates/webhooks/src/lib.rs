@@ -33,9 +33,20 @@ mod payload;
 mod secret;
 mod store;
 
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
 pub use admin::{EndpointUpdate, Registered, WebhookError, Webhooks, check_url};
 pub use dispatch::{DispatchReport, Dispatcher, DispatcherSettings};
 pub use model::{DeliveryStatus, Endpoint, EndpointId, Secrets, StoredEndpoint};
 pub use payload::{body, event_kind, webhook_id};
+#[cfg(feature = "postgres")]
+pub use postgres::PgEndpointStore;
 pub use secret::{SECRET_BYTES, SECRET_PREFIX, Secret, SecretError, signature_header};
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteEndpointStore;
 pub use store::{EndpointStore, EndpointStoreError, InMemoryEndpointStore};

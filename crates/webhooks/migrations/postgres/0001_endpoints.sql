@@ -1,0 +1,20 @@
+-- Webhook endpoints with their secrets and delivery status (times: Unix nanoseconds).
+CREATE TABLE tenantry_webhook_endpoints (
+    id              TEXT    PRIMARY KEY NOT NULL,
+    tenant_id       TEXT    NOT NULL,
+    url             TEXT    NOT NULL,
+    events          TEXT    NOT NULL,
+    enabled         BOOLEAN NOT NULL,
+    created_at      BIGINT NOT NULL,
+    secret          TEXT    NOT NULL,
+    previous_secret TEXT,
+    previous_until  BIGINT,
+    delivered_seq   BIGINT NOT NULL CHECK (delivered_seq >= 0),
+    attempts        BIGINT NOT NULL CHECK (attempts >= 0),
+    last_error      TEXT,
+    next_attempt_at BIGINT,
+    failing_since   BIGINT,
+    disabled_at     BIGINT
+);
+CREATE INDEX tenantry_webhook_endpoints_by_tenant
+    ON tenantry_webhook_endpoints (tenant_id, created_at);
