@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use tenantry_core::{
-    ActorRef, AuditAction, AuditEvent, AuditTarget, Field, FieldChange, Outcome, Role, Status,
-    TenantId, Value,
+    ActorRef, AuditAction, AuditEvent, AuditTarget, Field, FieldChange, Outcome, Role, Rule,
+    Status, TenantId, Value,
 };
 use tenantry_service::Tenantry;
 use tenantry_store::StoreError;
@@ -158,14 +158,40 @@ impl Webhooks {
         &self.endpoints
     }
 
-    async fn require_admin(&self, tenant: TenantId, actor: ActorRef) -> Result<(), WebhookError> {
+    /// Lets an active admin of the tenant through. A known user of the tenant who is not
+    /// one is refused, and a refused change (`attempted`) is recorded, as the audit log
+    /// records refused management attempts ([audit log (D13)](tenantry_core::Rule::AuditLog)).
+    async fn require_admin(
+        &self,
+        tenant: TenantId,
+        actor: ActorRef,
+        attempted: Option<AuditAction>,
+    ) -> Result<(), WebhookError> {
         let ActorRef::User(id) = actor else {
             return Err(WebhookError::NotAllowed);
         };
-        match self.app.store().user(tenant, id).await? {
-            Some(u) if u.role == Role::Admin && u.status == Status::Active => Ok(()),
-            _ => Err(WebhookError::NotAllowed),
+        let Some(user) = self.app.store().user(tenant, id).await? else {
+            return Err(WebhookError::NotAllowed);
+        };
+        if user.role == Role::Admin && user.status == Status::Active {
+            return Ok(());
         }
+        if let Some(action) = attempted {
+            let event = AuditEvent {
+                tenant_id: tenant,
+                actor,
+                action,
+                target: AuditTarget::Tenant,
+                at: self.app.now(),
+                outcome: Outcome::Refused {
+                    rule: Rule::ManagementAuthority,
+                    message: WebhookError::NotAllowed.to_string(),
+                },
+                changes: Vec::new(),
+            };
+            self.app.store().append_audit(&event).await?;
+        }
+        Err(WebhookError::NotAllowed)
     }
 
     async fn audit(
@@ -211,7 +237,8 @@ impl Webhooks {
         url: &str,
         events: &[AuditAction],
     ) -> Result<Registered, WebhookError> {
-        self.require_admin(tenant, actor).await?;
+        self.require_admin(tenant, actor, Some(AuditAction::WebhookEndpointAdded))
+            .await?;
         check_url(url)?;
         let secret = Secret::generate()?;
         let now = self.app.now();
@@ -268,7 +295,7 @@ impl Webhooks {
         tenant: TenantId,
         actor: ActorRef,
     ) -> Result<Vec<Endpoint>, WebhookError> {
-        self.require_admin(tenant, actor).await?;
+        self.require_admin(tenant, actor, None).await?;
         let mut rows: Vec<Endpoint> = self
             .endpoints
             .list(tenant)
@@ -292,7 +319,8 @@ impl Webhooks {
         id: EndpointId,
         update: &EndpointUpdate,
     ) -> Result<Endpoint, WebhookError> {
-        self.require_admin(tenant, actor).await?;
+        self.require_admin(tenant, actor, Some(AuditAction::WebhookEndpointChanged))
+            .await?;
         if let Some(url) = &update.url {
             check_url(url)?;
         }
@@ -375,7 +403,8 @@ impl Webhooks {
         id: EndpointId,
         grace: Duration,
     ) -> Result<Secret, WebhookError> {
-        self.require_admin(tenant, actor).await?;
+        self.require_admin(tenant, actor, Some(AuditAction::WebhookEndpointChanged))
+            .await?;
         if grace.is_negative() {
             return Err(WebhookError::NegativeGrace);
         }
@@ -417,7 +446,8 @@ impl Webhooks {
         actor: ActorRef,
         id: EndpointId,
     ) -> Result<(), WebhookError> {
-        self.require_admin(tenant, actor).await?;
+        self.require_admin(tenant, actor, Some(AuditAction::WebhookEndpointRemoved))
+            .await?;
         let old = self.stored(tenant, id).await?;
         if !self.endpoints.remove(tenant, id).await? {
             return Err(WebhookError::NotFound);

@@ -87,6 +87,34 @@ async fn only_an_active_admin_of_the_tenant_manages_endpoints() {
             Err(WebhookError::NotAllowed)
         ));
     }
+    // Refused changes by known users of the tenant are recorded (D13); reads, the system
+    // and strangers are not.
+    let log = app
+        .audit_log(tenant, ActorRef::System, 0, 100)
+        .await
+        .unwrap();
+    let refused_log: Vec<_> = log
+        .iter()
+        .filter(|r| matches!(&r.event.outcome, tenantry_service::Outcome::Refused { rule, .. } if *rule == tenantry_service::Rule::ManagementAuthority))
+        .map(|r| (r.event.actor, r.event.action))
+        .collect();
+    assert_eq!(refused_log.len(), 8, "{refused_log:?}");
+    for actor in [user.user.id, invited.user.id] {
+        let mine: Vec<_> = refused_log
+            .iter()
+            .filter(|(a, _)| *a == ActorRef::User(actor))
+            .map(|(_, x)| *x)
+            .collect();
+        assert_eq!(
+            mine,
+            [
+                AuditAction::WebhookEndpointAdded,
+                AuditAction::WebhookEndpointChanged,
+                AuditAction::WebhookEndpointChanged,
+                AuditAction::WebhookEndpointRemoved
+            ]
+        );
+    }
     // Another tenant's admin does not see or reach this tenant's endpoint (D15).
     assert!(
         hooks
