@@ -2,7 +2,7 @@
 //! (`$n` placeholders) on SQLite and PostgreSQL.
 //!
 //! Migrations are the crate's own, under `migrations/<backend>/`, applied in order at
-//! [`open`](crate::SqliteEndpointStore::open) and recorded in the table
+//! `open` and recorded in the table
 //! `tenantry_webhooks_migrations` (never sqlx's `_sqlx_migrations`).
 
 use tenantry_core::AuditAction;
