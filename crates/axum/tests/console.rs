@@ -442,6 +442,7 @@ async fn every_page_renders_for_an_admin() {
         format!("/templates/{}/delete", w.agent),
         "/audit".to_owned(),
         "/deliveries".to_owned(),
+        "/tenant".to_owned(),
     ];
     for path in &pages {
         let page = ada.get(path).await;
@@ -1119,6 +1120,67 @@ async fn an_anonymous_visitor_accepts_with_the_mailed_token_and_is_sent_to_sign_
 /// A fresh anonymous token for the visitor's cookie.
 async fn done_token(visitor: &mut Browser<'_>) -> String {
     visitor.get("/accept?token=x.y").await.csrf()
+}
+
+#[tokio::test]
+async fn an_admin_renames_the_tenant_and_a_viewer_cannot() {
+    let w = world().await;
+    let mut ada = Browser::new(&w, Some(w.ada));
+    let page = ada.get("/tenant").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body
+            .contains(r#"<dd id="tenant-name">Acme Support</dd>"#),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains(r#"id="rename-form""#));
+    // An invisible character is refused in the form (422), and nothing changes.
+    let refused = ada
+        .submit("/tenant", "/tenant", &[("name", "Acme\u{200b}")])
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.body.contains("U+200B"), "{}", refused.body);
+    assert_accessible("/tenant (refused)", &refused.body);
+    assert_eq!(
+        w.app.tenant(w.tenant).await.unwrap().tenant.name,
+        "Acme Support"
+    );
+    let renamed = ada
+        .submit("/tenant", "/tenant", &[("name", "  Acme Help Desk ")])
+        .await;
+    assert_eq!(renamed.status, StatusCode::SEE_OTHER, "{}", renamed.body);
+    let after = ada.follow(&renamed).await;
+    assert!(after.body.contains("The tenant was renamed."));
+    assert!(
+        after
+            .body
+            .contains(r#"<dd id="tenant-name">Acme Help Desk</dd>"#)
+    );
+    assert!(
+        after
+            .body
+            .contains(r#"<span class="brand">Acme Help Desk</span>"#)
+    );
+    assert_eq!(
+        w.app.tenant(w.tenant).await.unwrap().tenant.name,
+        "Acme Help Desk"
+    );
+    // A viewer sees the name but no form, and a forged POST is refused.
+    let mut erin = Browser::new(&w, Some(w.erin));
+    let page = erin.get("/tenant").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(!page.body.contains(r#"id="rename-form""#));
+    assert!(page.body.contains("Only an admin can rename the tenant."));
+    let token = viewer_token(&erin);
+    let forged = erin
+        .post_with("/tenant", &token, &[("name", "Erin's")])
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN, "{}", forged.body);
+    assert_eq!(
+        w.app.tenant(w.tenant).await.unwrap().tenant.name,
+        "Acme Help Desk"
+    );
 }
 
 #[tokio::test]

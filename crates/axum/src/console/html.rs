@@ -124,6 +124,7 @@ pub(super) fn page(
                             a href={(m) "/templates"} { "Role templates" }
                             a href={(m) "/audit"} { "Audit log" }
                             a href={(m) "/deliveries"} { "Invitation delivery" }
+                            a href={(m) "/tenant"} { "Tenant" }
                         }
                     }
                     @if let Some((email, role)) = chrome.who {

@@ -266,6 +266,10 @@ pub fn router(guard: Guard, config: ConsoleConfig) -> Router {
             "/templates/{id}/delete",
             get(pages::templates::delete_page).post(pages::templates::delete),
         )
+        .route(
+            "/tenant",
+            get(pages::tenant::page).post(pages::tenant::rename),
+        )
         .route("/audit", get(pages::audit::audit))
         .route("/deliveries", get(pages::audit::deliveries))
         .route(

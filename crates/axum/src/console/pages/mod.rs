@@ -4,6 +4,7 @@
 pub(super) mod accept;
 pub(super) mod audit;
 pub(super) mod templates;
+pub(super) mod tenant;
 pub(super) mod users;
 
 use axum::http::StatusCode;
@@ -52,10 +53,11 @@ pub(super) enum Done {
     TemplateCreated,
     TemplateSaved,
     TemplateDeleted,
+    TenantRenamed,
 }
 
 impl Done {
-    const ALL: [Done; 8] = [
+    const ALL: [Done; 9] = [
         Done::Invited,
         Done::Saved,
         Done::Unchanged,
@@ -64,6 +66,7 @@ impl Done {
         Done::TemplateCreated,
         Done::TemplateSaved,
         Done::TemplateDeleted,
+        Done::TenantRenamed,
     ];
 
     pub(super) fn code(self) -> &'static str {
@@ -76,6 +79,7 @@ impl Done {
             Done::TemplateCreated => "template_created",
             Done::TemplateSaved => "template_saved",
             Done::TemplateDeleted => "template_deleted",
+            Done::TenantRenamed => "tenant_renamed",
         }
     }
 
@@ -137,6 +141,9 @@ pub(super) async fn notice(ctx: &Ctx, viewer: &Viewer, query: &Fields) -> Option
             format!("The role template was deleted; {moved} user(s) were updated.")
         }
         Done::TemplateDeleted => "The role template was deleted.".to_owned(),
+        Done::TenantRenamed => {
+            "The tenant was renamed. Every user sees the new name at once.".to_owned()
+        }
     };
     Some(html::message(Tone::Ok, &text))
 }
