@@ -422,3 +422,179 @@ impl<'de> Deserialize<'de> for TenantCursor {
             .map_err(|_| serde::de::Error::custom(CursorError))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use tenantry_core::{Email, Permissions};
+    use time::macros::datetime;
+
+    fn user() -> User {
+        User {
+            id: UserId::from_parts(1_767_225_600_000, [2; 10]),
+            tenant_id: TenantId::from_parts(1_767_225_600_000, [1; 10]),
+            email: Email::parse("Bob@Acme.test").unwrap(),
+            role: Role::User,
+            status: Status::Active,
+            template_id: Some(TemplateId::from_parts(1_767_225_600_000, [3; 10])),
+            crm_access: true,
+            grants: Permissions::empty(),
+            created_at: datetime!(2026-01-01 0:00 UTC),
+            last_login: Some(datetime!(2026-02-01 0:00 UTC)),
+            invite_expires_at: None,
+        }
+    }
+
+    #[test]
+    fn every_filter_is_an_equality_or_a_strict_bound() {
+        let u = user();
+        let q = UserQuery::default;
+        assert!(
+            UserQuery {
+                role: Some(Role::User),
+                ..q()
+            }
+            .matches(&u)
+        );
+        assert!(
+            !UserQuery {
+                role: Some(Role::Admin),
+                ..q()
+            }
+            .matches(&u)
+        );
+        assert!(
+            UserQuery {
+                template_id: u.template_id,
+                ..q()
+            }
+            .matches(&u)
+        );
+        let other = TemplateId::from_parts(1_767_225_600_000, [4; 10]);
+        assert!(
+            !UserQuery {
+                template_id: Some(other),
+                ..q()
+            }
+            .matches(&u)
+        );
+        assert!(
+            !UserQuery {
+                crm_access: Some(false),
+                ..q()
+            }
+            .matches(&u)
+        );
+        assert!(
+            UserQuery {
+                email_contains: Some("BOB@".into()),
+                ..q()
+            }
+            .matches(&u)
+        );
+        let login = u.last_login.unwrap();
+        // Inactive since a time: a last login strictly before it.
+        assert!(
+            UserQuery {
+                inactive_since: Some(login + time::Duration::SECOND),
+                ..q()
+            }
+            .matches(&u)
+        );
+        assert!(
+            !UserQuery {
+                inactive_since: Some(login),
+                ..q()
+            }
+            .matches(&u)
+        );
+        assert!(
+            !UserQuery {
+                inactive_since: Some(login - time::Duration::SECOND),
+                ..q()
+            }
+            .matches(&u)
+        );
+        let never = User {
+            last_login: None,
+            ..u
+        };
+        assert!(
+            UserQuery {
+                inactive_since: Some(login),
+                ..q()
+            }
+            .matches(&never)
+        );
+    }
+
+    #[test]
+    fn every_cursor_kind_survives_its_text() {
+        let u = user();
+        for sort in [SortBy::Email, SortBy::CreatedAt, SortBy::LastLogin] {
+            let c = Cursor::of(sort, &u);
+            assert_eq!(c.to_string().parse::<Cursor>().unwrap(), c);
+        }
+        let never = Cursor::of(
+            SortBy::LastLogin,
+            &User {
+                last_login: None,
+                ..user()
+            },
+        );
+        assert_eq!(never, Cursor::LastLogin(None, u.id));
+        assert_eq!(never.to_string().parse::<Cursor>().unwrap(), never);
+        let id = u.id.as_uuid().simple();
+        assert_eq!(
+            format!("c.-5.{id}").parse::<Cursor>().unwrap(),
+            Cursor::CreatedAt(-5, u.id)
+        );
+        assert!(format!("l.x.{id}").parse::<Cursor>().is_err());
+        assert!(format!("c.-.{id}").parse::<Cursor>().is_err());
+        assert!(format!("x.00.{id}").parse::<Cursor>().is_err());
+    }
+
+    #[test]
+    fn a_tenant_cursor_holds_the_longest_name_and_no_more() {
+        let id = TenantId::from_parts(1_767_225_600_000, [1; 10]);
+        // 100 characters of 4 bytes each: the longest tenant name (D22).
+        let name = "\u{1F600}".repeat(100);
+        let c = TenantCursor { name, id };
+        assert_eq!(c.to_string().parse::<TenantCursor>().unwrap(), c);
+        let longer = TenantCursor {
+            name: format!("{}a", c.name),
+            id,
+        };
+        assert!(longer.to_string().parse::<TenantCursor>().is_err());
+        let simple = id.as_uuid().simple();
+        assert!(
+            format!("t.616.{simple}").parse::<TenantCursor>().is_err(),
+            "odd hex length"
+        );
+        assert!(
+            format!("t.ff.{simple}").parse::<TenantCursor>().is_err(),
+            "not UTF-8"
+        );
+        assert_eq!(
+            format!("t.6162.{simple}")
+                .parse::<TenantCursor>()
+                .unwrap()
+                .name,
+            "ab"
+        );
+        // The user cursors' email keys stay at most 254 bytes.
+        let key = "a".repeat(255);
+        assert!(
+            format!("e.{}.{simple}", hex_encode(&key))
+                .parse::<Cursor>()
+                .is_err()
+        );
+        let key = "a".repeat(254);
+        assert!(
+            format!("e.{}.{simple}", hex_encode(&key))
+                .parse::<Cursor>()
+                .is_ok()
+        );
+    }
+}

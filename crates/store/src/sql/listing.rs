@@ -221,6 +221,34 @@ mod tests {
     }
 
     #[test]
+    fn a_page_keeps_the_limit_and_names_a_cursor_only_when_more_followed() {
+        let user = |i: u8| tenantry_core::User {
+            id: UserId::from_parts(1_767_225_600_000, [i; 10]),
+            tenant_id: tenant(),
+            email: tenantry_core::Email::parse(&format!("u{i}@acme.test")).unwrap(),
+            role: Role::User,
+            status: Status::Active,
+            template_id: None,
+            crm_access: false,
+            grants: tenantry_core::Permissions::empty(),
+            created_at: datetime!(2026-01-01 0:00 UTC),
+            last_login: None,
+            invite_expires_at: None,
+        };
+        let query = UserQuery {
+            limit: 2,
+            ..UserQuery::default()
+        };
+        let exact = users_page(vec![user(1), user(2)], &query);
+        assert_eq!((exact.items.len(), exact.next), (2, None));
+        let more = users_page(vec![user(1), user(2), user(3)], &query);
+        assert_eq!(more.items.len(), 2);
+        assert_eq!(more.next, Some(query.cursor_of(&user(2))));
+        let fewer = users_page(vec![user(1)], &query);
+        assert_eq!((fewer.items.len(), fewer.next), (1, None));
+    }
+
+    #[test]
     fn a_cursor_of_another_order_is_ignored_and_never_signed_in_sorts_first() {
         let id = UserId::from_parts(1_767_225_600_000, [2; 10]);
         let other = UserQuery {
