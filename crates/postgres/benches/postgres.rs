@@ -270,6 +270,25 @@ fn benches(c: &mut Criterion) {
             }
         });
     });
+    // The store's statement itself (schema-qualified), through the pool, rows not decoded.
+    let subject_sql = format!(
+        "SELECT u.tenant_id, u.id, u.role, u.status, u.crm_access, u.grants, u.template_id, \
+                t.permissions AS template_permissions \
+         FROM \"{schema}\".users u LEFT JOIN \"{schema}\".role_templates t \
+              ON t.tenant_id = u.tenant_id AND t.id = u.template_id \
+         WHERE u.tenant_id = $1 AND u.id = $2"
+    );
+    g.bench_function("subject_sql_on_pool", |b| {
+        b.to_async(&rt).iter(|| async {
+            let row = sqlx::query(&subject_sql)
+                .bind(black_box(tenant).as_uuid())
+                .bind(black_box(agent).as_uuid())
+                .fetch_optional(&pool)
+                .await
+                .unwrap();
+            assert!(row.is_some());
+        });
+    });
     g.bench_function("store_subject", |b| {
         b.to_async(&rt).iter(|| async {
             let s = store
