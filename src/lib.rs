@@ -62,6 +62,8 @@ pub use tenantry_postgres as postgres;
 pub use tenantry_smtp as smtp;
 #[cfg(feature = "sqlite")]
 pub use tenantry_sqlite as sqlite;
+#[cfg(feature = "webhooks")]
+pub use tenantry_webhooks as webhooks;
 
 /// What only implementors of a storage backend need: the change a store commits and its
 /// writes, the decide functions, the shared SQL row readers, and the store-side records.
