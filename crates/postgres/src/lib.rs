@@ -73,7 +73,7 @@ use tenantry_core::{
 };
 use tenantry_mail::Message;
 use tenantry_store::{
-    DeliveryUpdate, OutboxRecord, Page, SignInOutcome, Store, StoreError, UserQuery,
+    DeliveryUpdate, OutboxRecord, Page, SignInOutcome, Store, StoreError, TenantCursor, UserQuery,
 };
 use time::OffsetDateTime;
 
@@ -192,6 +192,14 @@ impl Store for PostgresStore {
 
     async fn append_audit(&self, event: &AuditEvent) -> Result<u64, StoreError> {
         self.append_audit_inner(event).await
+    }
+
+    async fn tenants(
+        &self,
+        after: Option<&TenantCursor>,
+        limit: u32,
+    ) -> Result<Vec<TenantState>, StoreError> {
+        self.tenants_inner(after, limit).await
     }
 
     async fn record_sign_in(

@@ -7,7 +7,7 @@ use tenantry_core::{
     TokenHash, Tombstone, User, UserId,
 };
 use tenantry_store::sql::{self, Param};
-use tenantry_store::{OutboxRecord, Page, StoreError, UserQuery};
+use tenantry_store::{MAX_PAGE_SIZE, OutboxRecord, Page, StoreError, TenantCursor, UserQuery};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -214,6 +214,46 @@ impl PostgresStore {
             .map(user_from_row)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(sql::users_page(rows, query))
+    }
+
+    /// The operators' listing: tenants by name (byte order, as the reference store sorts
+    /// them), then id, strictly after the cursor; tenant rows and counters only.
+    pub(crate) async fn tenants_inner(
+        &self,
+        after: Option<&TenantCursor>,
+        limit: u32,
+    ) -> Result<Vec<TenantState>, StoreError> {
+        let limit = limit_i64(limit.clamp(1, MAX_PAGE_SIZE));
+        let rows = match after {
+            Some(c) => {
+                sqlx::query(&crate::q(
+                    &self.prefix,
+                    &format!(
+                        "SELECT {TENANT_COLUMNS} FROM #.tenants \
+                         WHERE (name COLLATE \"C\", id) > ($1 COLLATE \"C\", $2) \
+                         ORDER BY name COLLATE \"C\", id LIMIT $3"
+                    ),
+                ))
+                .bind(c.name.as_str())
+                .bind(c.id.as_uuid())
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query(&crate::q(
+                    &self.prefix,
+                    &format!(
+                        "SELECT {TENANT_COLUMNS} FROM #.tenants ORDER BY name COLLATE \"C\", id LIMIT $1"
+                    ),
+                ))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+            }
+        }
+        .map_err(map_err)?;
+        rows.iter().map(tenant_from_row).collect()
     }
 
     pub(crate) async fn tombstone_inner(

@@ -1349,3 +1349,35 @@ async fn d27_a_sign_in_never_waits_for_a_commit_holding_the_tenant_row() {
     );
     impatient.close().await;
 }
+
+#[tokio::test]
+async fn d17_a_queued_message_keeps_its_text_and_html_as_sent() {
+    let (store, _guard) = common::fresh(2).await;
+    let app = Tenantry::builder(store.clone())
+        .delivery(no_inline())
+        .build()
+        .unwrap();
+    let (t, a) = app
+        .create_tenant("Acme", None, Email::parse("ada@acme.test").unwrap())
+        .await
+        .unwrap();
+    let invited = app.invite(t, a, &plain("bob@acme.test")).await.unwrap();
+    let record = store
+        .outbox_message(t, invited.message_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let token = invited.accept_link.token().unwrap();
+    assert_eq!(record.message.to, "bob@acme.test");
+    assert!(!record.message.subject.is_empty());
+    assert!(
+        record.message.text.contains(&token),
+        "{:?}",
+        record.message.text.len()
+    );
+    assert!(record.message.html.contains(&token));
+    assert_eq!(
+        tenantry_service::token_from_link(&record.message.text).as_deref(),
+        Some(token.as_str())
+    );
+}

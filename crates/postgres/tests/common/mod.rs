@@ -266,6 +266,13 @@ impl Store for GuardedStore {
     async fn append_audit(&self, event: &AuditEvent) -> Result<u64, StoreError> {
         self.store.append_audit(event).await
     }
+    async fn tenants(
+        &self,
+        after: Option<&tenantry_store::TenantCursor>,
+        limit: u32,
+    ) -> Result<Vec<TenantState>, StoreError> {
+        self.store.tenants(after, limit).await
+    }
     async fn record_sign_in(
         &self,
         tenant: TenantId,
