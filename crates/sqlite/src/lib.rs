@@ -36,7 +36,7 @@ use tenantry_core::{
 };
 use tenantry_mail::Message;
 use tenantry_store::{
-    DeliveryUpdate, OutboxRecord, Page, SignInOutcome, Store, StoreError, UserQuery,
+    DeliveryUpdate, OutboxRecord, Page, SignInOutcome, Store, StoreError, TenantCursor, UserQuery,
 };
 use time::OffsetDateTime;
 
@@ -198,6 +198,14 @@ impl Store for SqliteStore {
         event: &AuditEvent,
     ) -> Result<SignInOutcome, StoreError> {
         self.record_sign_in_inner(tenant, user, at, event).await
+    }
+
+    async fn tenants(
+        &self,
+        after: Option<&TenantCursor>,
+        limit: u32,
+    ) -> Result<Vec<TenantState>, StoreError> {
+        self.tenants_inner(after, limit).await
     }
 
     async fn outbox(

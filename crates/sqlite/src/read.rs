@@ -14,7 +14,7 @@ use tenantry_store::sql::{
     self, Dialect, INVITATION_COLUMNS, OUTBOX_COLUMNS, Param, TEMPLATE_COLUMNS, TOMBSTONE_COLUMNS,
     USER_COLUMNS,
 };
-use tenantry_store::{OutboxRecord, Page, StoreError, UserQuery};
+use tenantry_store::{MAX_PAGE_SIZE, OutboxRecord, Page, StoreError, TenantCursor, UserQuery};
 use time::OffsetDateTime;
 
 use crate::SqliteStore;
@@ -315,6 +315,36 @@ impl SqliteStore {
             })
             .await?;
         Ok(sql::users_page(rows, query))
+    }
+
+    /// The operators' listing: tenants by name (byte order, SQLite's `BINARY` collation),
+    /// then id (hyphenated lower-case text sorts as the id does), keyset after the cursor on
+    /// the index `tenants_by_name`.
+    pub(crate) async fn tenants_inner(
+        &self,
+        after: Option<&TenantCursor>,
+        limit: u32,
+    ) -> Result<Vec<TenantState>, StoreError> {
+        let limit = i64::from(limit.clamp(1, MAX_PAGE_SIZE));
+        let after = after.map(|c| (c.name.clone(), id_text(c.id.as_uuid())));
+        self.conns
+            .read(move |c| match &after {
+                Some((name, id)) => all(
+                    c,
+                    "SELECT id, name, user_limit, created_at, version, seats_used, active_admins FROM tenants \
+                     WHERE (name, id) > (?1, ?2) ORDER BY name, id LIMIT ?3",
+                    params![name, id, limit],
+                    tenant_from_row,
+                ),
+                None => all(
+                    c,
+                    "SELECT id, name, user_limit, created_at, version, seats_used, active_admins FROM tenants \
+                     ORDER BY name, id LIMIT ?1",
+                    params![limit],
+                    tenant_from_row,
+                ),
+            })
+            .await
     }
 
     pub(crate) async fn tombstone_inner(

@@ -74,7 +74,7 @@ async fn reopening_keeps_data_and_applies_no_migration_twice() {
         .fetch_one(store.pool())
         .await
         .unwrap();
-    assert_eq!(applied, 5);
+    assert_eq!(applied, 6);
 }
 
 #[tokio::test]
@@ -82,7 +82,7 @@ async fn opening_an_older_database_runs_the_pending_migrations() {
     let path = temp_db("older");
     let (t, bob) = {
         // Make a database exactly as schema version 1 left it, with an invitation in it:
-        // undo migrations 2, 4 and 5 (5 dropped what 3 made).
+        // undo migrations 2, 4, 5 (which dropped what 3 made) and 6.
         let store = SqliteStore::open(&path).await.unwrap();
         let (app, t, a) = app_on(store.clone()).await;
         let bob = app
@@ -95,7 +95,8 @@ async fn opening_an_older_database_runs_the_pending_migrations() {
         for undo in [
             "DROP INDEX outbox_by_tenant_due",
             "ALTER TABLE invitations DROP COLUMN failed_attempts",
-            "DELETE FROM _sqlx_migrations WHERE version IN (2, 3, 4, 5)",
+            "DROP INDEX tenants_by_name",
+            "DELETE FROM _sqlx_migrations WHERE version IN (2, 3, 4, 5, 6)",
         ] {
             sqlx::query(undo).execute(store.pool()).await.unwrap();
         }
@@ -108,7 +109,7 @@ async fn opening_an_older_database_runs_the_pending_migrations() {
             .fetch_all(store.pool())
             .await
             .unwrap();
-    assert_eq!(versions, vec![1, 2, 3, 4, 5]);
+    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6]);
     // D24: an invitation from before migration 4 has had no failed attempt.
     let invitations = tenantry_store::Store::invitations_of(&store, t, bob)
         .await
