@@ -1359,3 +1359,63 @@ async fn d6_the_cache_updated_in_place_equals_the_rows_after_every_kind_of_chang
     app.delete_user(t, a, carol).await.unwrap();
     assert_cache_matches_rows(&store, t, &users, &templates, "deletion").await;
 }
+
+/// A commit whose future is dropped after its first poll (the job is on the writer thread
+/// by then) still runs to its end, and the owning store's cache takes the change: the next
+/// check is answered from memory with the new grants, as the row says.
+#[tokio::test]
+async fn a_dropped_commit_still_runs_to_its_end_and_updates_the_cache() {
+    use tenantry_store::Store;
+    let store = SqliteStore::open(temp_db("dropped")).await.unwrap();
+    let (app, t, _a, bob) = with_active_user(store.clone(), Permissions::empty()).await;
+    let view = Permission::new(Category::Users, Action::View).into();
+    assert!(!app.authorize(t, bob, view).await.unwrap().is_allowed());
+    let user = store.user(t, bob).await.unwrap().unwrap();
+    let edited = tenantry_service::User {
+        grants: Permissions::USERS_VIEW,
+        ..user
+    };
+    let change = change_on(
+        &store,
+        t,
+        vec![tenantry_core::decide::Write::UpdateUser(edited)],
+    )
+    .await;
+    let mut pending = 0;
+    {
+        let mut fut = store.commit(&change, &[]);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if fut.as_mut().poll(&mut cx).is_pending() {
+            pending += 1;
+        }
+        // Dropped here, answer unheard.
+    }
+    // A later write runs after it on the writer thread (nothing is due at the epoch).
+    let none = store
+        .claim_due_mail(
+            t,
+            time::OffsetDateTime::UNIX_EPOCH,
+            time::OffsetDateTime::UNIX_EPOCH,
+            1,
+        )
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    let row: String = sqlx::query_scalar("SELECT grants FROM users WHERE id = $1")
+        .bind(bob.to_string())
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(row, r#"["users:view"]"#, "the dropped commit committed");
+    assert_eq!(
+        store.tenant(t).await.unwrap().unwrap().counters.version,
+        change.counters.version
+    );
+    let now = store.subject_now(t, bob).unwrap().unwrap().unwrap();
+    assert_eq!(now.grants, Permissions::USERS_VIEW, "the cache took it");
+    assert!(app.authorize(t, bob, view).await.unwrap().is_allowed());
+    println!(
+        "the commit was still pending when dropped: {}",
+        pending == 1
+    );
+}
