@@ -573,6 +573,13 @@ async fn flow(s: &Site<'_>, screenshot: &Path) -> Result {
     let audit = text(c, "#audit").await?;
     ensure(audit.contains(new), "the audit log names dana")?;
     s.axe("audit log").await?;
+    c.goto(&s.url("/console/tenant")).await?;
+    wait_for(c, "#rename-form").await?;
+    ensure(
+        text(c, "#tenant-name").await? == "Acme Support",
+        "the tenant page names the tenant",
+    )?;
+    s.axe("tenant").await?;
 
     // A viewer with only users:view sees the table but no management actions.
     s.sign_in_as("erin@acme.test").await?;
