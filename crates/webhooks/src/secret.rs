@@ -38,11 +38,20 @@ pub enum SecretError {
 /// assert_eq!(Secret::parse(secret.expose())?, secret);
 /// # Ok::<(), tenantry_webhooks::SecretError>(())
 /// ```
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Secret {
     text: String,
-    key: Vec<u8>,
+    /// The HMAC keyed once: each signature starts from a clone of it.
+    mac: Hmac<Sha256>,
 }
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for Secret {}
 
 impl Secret {
     /// A new secret of [`SECRET_BYTES`] random bytes from the operating system.
@@ -52,12 +61,14 @@ impl Secret {
     pub fn generate() -> Result<Self, SecretError> {
         let mut key = [0u8; SECRET_BYTES];
         getrandom::fill(&mut key).map_err(|_| SecretError::Random)?;
-        Ok(Self::from_key(key.to_vec()))
+        Self::from_key(&key)
     }
 
-    fn from_key(key: Vec<u8>) -> Self {
-        let text = format!("{SECRET_PREFIX}{}", STANDARD.encode(&key));
-        Self { text, key }
+    fn from_key(key: &[u8]) -> Result<Self, SecretError> {
+        let text = format!("{SECRET_PREFIX}{}", STANDARD.encode(key));
+        // An HMAC takes a key of any length: `new_from_slice` does not fail for it.
+        let mac = Hmac::<Sha256>::new_from_slice(key).map_err(|_| SecretError::Malformed)?;
+        Ok(Self { text, mac })
     }
 
     /// Reads a secret's text form (`whsec_` + base64, padded or not).
@@ -75,7 +86,7 @@ impl Secret {
         if key.is_empty() {
             return Err(SecretError::Malformed);
         }
-        Ok(Self::from_key(key))
+        Self::from_key(&key)
     }
 
     /// The secret's text form, `whsec_…`: to show once, or to store.
@@ -100,10 +111,7 @@ impl Secret {
     /// ```
     #[must_use]
     pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
-        // An HMAC takes a key of any length: `new_from_slice` cannot fail for it.
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.key) else {
-            return String::new();
-        };
+        let mut mac = self.mac.clone();
         mac.update(id.as_bytes());
         mac.update(b".");
         mac.update(timestamp.to_string().as_bytes());
