@@ -131,8 +131,7 @@ fn origin_of(url: &str) -> String {
 
 /// Opens (or creates and seeds) the database and builds the host.
 pub(crate) async fn open(setup: Setup) -> Result<Opened, BoxError> {
-    let sqlite = SqliteStore::open(&setup.db).await?;
-    let store: Arc<dyn Store> = Arc::new(sqlite.clone());
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&setup.db).await?);
     let public = setup.public_url.trim_end_matches('/');
     let base_url = format!("{public}{ACCEPT}");
     let builder = Tenantry::builder(Arc::clone(&store)).base_url(base_url.clone());
@@ -143,14 +142,10 @@ pub(crate) async fn open(setup: Setup) -> Result<Opened, BoxError> {
         }
         Mail::Transport(mailer) => (builder.mailer(mailer).build()?, None),
     };
-    // The demo tenant is the database's first one. The store has no "list tenants" call
-    // (a host knows its tenants), so the host asks the SQLite schema directly.
-    let first: Option<String> =
-        sqlx::query_scalar("SELECT id FROM tenants ORDER BY created_at, id LIMIT 1")
-            .fetch_optional(sqlite.pool())
-            .await?;
+    // The demo tenant is the first in the operators' listing (the seed makes one).
+    let first = app.tenants(None, 1).await?.items.into_iter().next();
     let (tenant, seeded) = match first {
-        Some(id) => (id.parse::<TenantId>()?, false),
+        Some(state) => (state.tenant.id, false),
         None => {
             // The demo invitations go to made-up addresses: they are only recorded in a
             // throwaway mailer, never handed to a real transport.
