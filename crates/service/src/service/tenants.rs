@@ -154,7 +154,7 @@ impl Tenantry {
     /// user's, and it shows no user.
     ///
     /// # Errors
-    /// Store failures ([`StoreError::Unsupported`](tenantry_store::StoreError::Unsupported)
+    /// Store failures ([`StoreError::Unsupported`]
     /// from a custom store without the listing).
     ///
     /// ```
