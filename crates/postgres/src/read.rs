@@ -223,7 +223,7 @@ impl PostgresStore {
         after: Option<&TenantCursor>,
         limit: u32,
     ) -> Result<Vec<TenantState>, StoreError> {
-        let limit = limit_i64(limit.clamp(1, MAX_PAGE_SIZE));
+        let limit = limit_i64(limit.clamp(1, MAX_PAGE_SIZE + 1));
         let rows = match after {
             Some(c) => {
                 sqlx::query(&crate::q(

@@ -325,7 +325,7 @@ impl SqliteStore {
         after: Option<&TenantCursor>,
         limit: u32,
     ) -> Result<Vec<TenantState>, StoreError> {
-        let limit = i64::from(limit.clamp(1, MAX_PAGE_SIZE));
+        let limit = i64::from(limit.clamp(1, MAX_PAGE_SIZE + 1));
         let after = after.map(|c| (c.name.clone(), id_text(c.id.as_uuid())));
         self.conns
             .read(move |c| match &after {

@@ -537,7 +537,8 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn append_audit(&self, event: &AuditEvent) -> Result<u64, StoreError>;
 
     /// Tenants in order of name, then id, strictly after `after`, at most `limit` (clamped
-    /// into 1..=500): the operators' listing. It is the one read that is not scoped to a
+    /// into 1..=501: one more than the largest page, so a caller asking for a page of 500
+    /// learns whether another follows): the operators' listing. It is the one read that is not scoped to a
     /// tenant, and it returns tenant rows and counters only, never a user.
     ///
     /// # Errors

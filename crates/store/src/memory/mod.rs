@@ -950,8 +950,9 @@ impl Store for InMemoryStore {
             })
             .collect();
         states.sort_by(|a, b| (&a.tenant.name, a.tenant.id).cmp(&(&b.tenant.name, b.tenant.id)));
-        states
-            .truncate(usize::try_from(limit.clamp(1, crate::MAX_PAGE_SIZE)).unwrap_or(usize::MAX));
+        states.truncate(
+            usize::try_from(limit.clamp(1, crate::MAX_PAGE_SIZE + 1)).unwrap_or(usize::MAX),
+        );
         Ok(states)
     }
 
