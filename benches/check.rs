@@ -232,6 +232,7 @@ fn world(tenants: usize) -> World {
                 created_at: now,
                 last_login: None,
                 invite_expires_at: None,
+                identity: None,
             }));
         }
         let fill = Change {

@@ -35,6 +35,7 @@ fn loaded_user(template: &RoleTemplate, role: Role) -> User {
         created_at: OffsetDateTime::UNIX_EPOCH,
         last_login: Some(OffsetDateTime::UNIX_EPOCH),
         invite_expires_at: None,
+        identity: None,
     }
 }
 

@@ -295,6 +295,8 @@ pub enum Field {
     Grants,
     /// The user's last login.
     LastLogin,
+    /// The host's identity id attached to the user ([one person, several tenants (D28)](crate::Rule::OnePersonSeveralTenants); `Text` or `None`).
+    Identity,
     /// The tenant's seat limit.
     UserLimit,
     /// A template's name.

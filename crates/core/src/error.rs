@@ -2,7 +2,7 @@
 
 use time::OffsetDateTime;
 
-use crate::{EmailError, NameError, Permission, Permissions, Rule, Status};
+use crate::{EmailError, IdentityError, NameError, Permission, Permissions, Rule, Status};
 
 /// Why a use case was refused. Nothing was changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,6 +27,12 @@ pub enum Error {
     /// seat).
     #[error("a new tenant needs a seat limit of at least 1: its first admin takes a seat")]
     FirstSeatRequired,
+    /// [one person, several tenants (D28)](crate::Rule::OnePersonSeveralTenants): the identity id is not valid.
+    #[error("invalid identity id: {0}")]
+    InvalidIdentity(#[from] IdentityError),
+    /// [one person, several tenants (D28)](crate::Rule::OnePersonSeveralTenants): another user of the tenant holds this identity id.
+    #[error("another user of this tenant already has this identity id")]
+    IdentityTaken,
     /// [role templates (D12)](crate::Rule::RoleTemplates): another template of the tenant has this name (ignoring case).
     #[error("a role template named {name:?} already exists in this tenant")]
     TemplateNameTaken {
@@ -193,6 +199,7 @@ impl Error {
             | Error::InvalidTemplateName(_)
             | Error::InvalidTenantName(_)
             | Error::FirstSeatRequired
+            | Error::InvalidIdentity(_)
             | Error::InvalidTransition { .. }
             | Error::AdminCrmRequired
             | Error::InvitationEmailMismatch { .. } => ErrorKind::InvalidInput,
@@ -200,6 +207,7 @@ impl Error {
             | Error::TemplateNameTaken { .. }
             | Error::TemplateInUse { .. }
             | Error::TenantExists
+            | Error::IdentityTaken
             | Error::LastAdmin
             | Error::NotInvited { .. } => ErrorKind::Conflict,
             Error::NotAllowed { .. }
@@ -225,6 +233,7 @@ impl Error {
             Error::InvalidTemplateName(NameError::ForbiddenCharacter { .. })
             | Error::InvalidTenantName(_) => Rule::Names,
             Error::FirstSeatRequired => Rule::FirstSeat,
+            Error::InvalidIdentity(_) | Error::IdentityTaken => Rule::OnePersonSeveralTenants,
             Error::BeyondOwnAccess { .. } => Rule::WithinOwnAccess,
             Error::InvalidTemplateName(_)
             | Error::TemplateNameTaken { .. }

@@ -18,6 +18,7 @@
 //!     email: Email::parse("agent@example.com")?, role: Role::User, status: Status::Active,
 //!     template_id: None, crm_access: true, grants: Permissions::CONVERSATIONS_VIEW,
 //!     created_at: now, last_login: None, invite_expires_at: None,
+//!     identity: None,
 //! };
 //! let view = Permission::new(Category::Conversations, Action::View);
 //! assert_eq!(authorize(&user, None, view.into()), Decision::new(Reason::DirectGrant));
@@ -30,6 +31,7 @@ mod audit;
 pub mod decide;
 mod email;
 mod error;
+mod identity;
 mod ids;
 mod model;
 mod permissions;
@@ -41,6 +43,7 @@ pub use audit::{
 pub use decide::{Change, Write};
 pub use email::{Email, EmailError, MAX_EMAIL_LEN, MAX_LABEL_LEN, MAX_LOCAL_LEN};
 pub use error::{Error, ErrorKind};
+pub use identity::{IdentityError, IdentityId, MAX_IDENTITY_LEN};
 pub use ids::{IdError, MessageId, TemplateId, TenantId, UserId};
 pub use model::{
     ActorRef, Counters, Invitation, InvitationKind, InvitationState, KeywordError,

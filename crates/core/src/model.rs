@@ -6,7 +6,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use time::{Duration, OffsetDateTime};
 
-use crate::{Email, Permissions, TemplateId, TenantId, UserId};
+use crate::{Email, IdentityId, Permissions, TemplateId, TenantId, UserId};
 
 /// Why a role, status or similar keyword was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -231,6 +231,10 @@ pub struct User {
     /// When the newest invitation expires, while the user is invited ([invitations (D10)](crate::Rule::Invitations), [expired invitations (D20)](crate::Rule::ExpiredInvitations)).
     #[serde(with = "time::serde::rfc3339::option")]
     pub invite_expires_at: Option<OffsetDateTime>,
+    /// The host's identity id of this person, unique per tenant, if the host attached one
+    /// ([one person, several tenants (D28)](crate::Rule::OnePersonSeveralTenants)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentityId>,
 }
 
 impl User {

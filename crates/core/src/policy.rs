@@ -260,6 +260,7 @@ pub fn potential_permissions(user: &User, template: Option<&RoleTemplate>) -> Pe
 ///     email: "a@example.com".parse()?, role: Role::User, status: Status::Active,
 ///     template_id: None, crm_access: false, grants: Permissions::USERS_VIEW,
 ///     created_at: now, last_login: None, invite_expires_at: None,
+///     identity: None,
 /// };
 /// assert_eq!(effective_permissions(&user, None), Permissions::USERS_VIEW);
 /// user.status = Status::Suspended;
@@ -300,6 +301,7 @@ pub fn effective_crm(user: &User) -> bool {
 ///     email: "a@example.com".parse().unwrap(), role: Role::User, status: Status::Active,
 ///     template_id: Some(template.id), crm_access: false, grants: Permissions::empty(),
 ///     created_at: now, last_login: None, invite_expires_at: None,
+///     identity: None,
 /// };
 /// let d = authorize(&user, Some(&template), Permission::new(Category::Conversations, Action::View).into());
 /// assert!(d.is_allowed());

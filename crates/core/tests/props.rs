@@ -175,6 +175,7 @@ fn build_user(n: u8, spec: &UserSpec) -> User {
         created_at: now() - Duration::days(3),
         last_login: None,
         invite_expires_at: (spec.status == Status::Invited).then(|| now() + Duration::days(1)),
+        identity: None,
     }
 }
 
@@ -1023,6 +1024,7 @@ fn arb_user() -> impl Strategy<Value = User> {
                 created_at,
                 last_login,
                 invite_expires_at,
+                identity: None,
             },
         )
 }
@@ -1776,6 +1778,7 @@ fn model_user(case: &ModelCase) -> (User, Option<RoleTemplate>) {
         created_at: now(),
         last_login: None,
         invite_expires_at: None,
+        identity: None,
     };
     let template = |id, tenant_id| RoleTemplate {
         id,

@@ -81,6 +81,7 @@ fn user(n: u8, role: Role, status: Status, grants: Permissions) -> User {
         created_at: now() - Duration::days(30),
         last_login: None,
         invite_expires_at: (status == Status::Invited).then(|| now() + Duration::days(7)),
+        identity: None,
     }
 }
 

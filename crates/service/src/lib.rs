@@ -67,19 +67,19 @@ pub use tenantry_core::decide::{
 };
 pub use tenantry_core::{
     Action, ActorRef, AuditAction, AuditEvent, AuditRecord, AuditTarget, Category, Decision, Email,
-    EmailError, ErrorKind, Field, FieldChange, IdError, InvitationState, KeywordError,
-    MAX_ACCEPT_ATTEMPTS, MessageId, NameError, Outcome, Permission, PermissionParseError,
-    Permissions, Policy, Reason, Request, Role, RoleTemplate, Rule, SeatUsage, Status, TemplateId,
-    TemplateName, TemplateNameError, Tenant, TenantId, TenantName, TenantState, Tombstone, User,
-    UserId, Value,
+    EmailError, ErrorKind, Field, FieldChange, IdError, IdentityError, IdentityId, InvitationState,
+    KeywordError, MAX_ACCEPT_ATTEMPTS, MessageId, NameError, Outcome, Permission,
+    PermissionParseError, Permissions, Policy, Reason, Request, Role, RoleTemplate, Rule,
+    SeatUsage, Status, TemplateId, TemplateName, TemplateNameError, Tenant, TenantId, TenantName,
+    TenantState, Tombstone, User, UserId, Value,
 };
 pub use tenantry_mail::{
     DefaultRenderer, InMemoryMailer, Invitation as InvitationMail, MailError, Mailer, Message,
     Rendered, Renderer, escape_html,
 };
 pub use tenantry_store::{
-    Cursor, DeliveryState, InMemoryStore, OutboxRecord, Page, SortBy, Store, StoreError,
-    TenantCursor, UserQuery,
+    Cursor, DeliveryState, InMemoryStore, Membership, OutboxRecord, Page, Person, SortBy, Store,
+    StoreError, TenantCursor, UserQuery,
 };
 use time::Duration;
 

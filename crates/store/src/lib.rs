@@ -43,15 +43,16 @@ use std::fmt;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tenantry_core::{
-    AuditEvent, AuditRecord, Change, Invitation, MessageId, RoleTemplate, Status, Subject,
-    TemplateId, TenantId, TenantState, TokenHash, Tombstone, User, UserId,
+    AuditEvent, AuditRecord, Change, IdentityId, Invitation, MessageId, RoleTemplate, Status,
+    Subject, TemplateId, TenantId, TenantState, TokenHash, Tombstone, User, UserId,
 };
 use tenantry_mail::Message;
 use time::OffsetDateTime;
 
 pub use memory::InMemoryStore;
 pub use query::{
-    Cursor, CursorError, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, SortBy, TenantCursor, UserQuery,
+    Cursor, CursorError, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Membership, Page, Person, SortBy,
+    TenantCursor, UserQuery,
 };
 
 /// Which uniqueness rule a write broke (the backend's second line of defence, [concurrency (D16)](tenantry_core::Rule::Concurrency)).
@@ -102,6 +103,8 @@ pub enum Constraint {
     TokenHash,
     /// A row the change refers to is missing (a user, template, invitation or message).
     MissingRow,
+    /// A user of the tenant holds this identity id ([one person, several tenants (D28)](tenantry_core::Rule::OnePersonSeveralTenants)).
+    UserIdentity,
     /// A template that users still reference ([role templates (D12)](tenantry_core::Rule::RoleTemplates)).
     TemplateReferenced,
     /// The seat limit ([seat limit (D9)](tenantry_core::Rule::SeatLimit)), enforced by the schema as a second line.
@@ -124,6 +127,7 @@ impl fmt::Display for Constraint {
             Constraint::TemplateId => "template id",
             Constraint::TokenHash => "invitation token hash",
             Constraint::MissingRow => "referenced row exists",
+            Constraint::UserIdentity => "user identity id per tenant",
             Constraint::TemplateReferenced => "template not referenced",
             Constraint::SeatLimit => "seat limit",
             Constraint::LastAdmin => "last active admin",
@@ -555,6 +559,46 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         })
     }
 
+    /// The user of `tenant` that holds this identity id, if any
+    /// ([one person, several tenants (D28)](tenantry_core::Rule::OnePersonSeveralTenants)).
+    ///
+    /// # Errors
+    /// [`StoreError::Unsupported`] from a store that does not implement it (the default);
+    /// [`StoreError::Backend`] when the storage failed.
+    async fn user_by_identity(
+        &self,
+        tenant: TenantId,
+        identity: &IdentityId,
+    ) -> Result<Option<User>, StoreError> {
+        let _ = (tenant, identity);
+        Err(StoreError::Unsupported {
+            operation: "user_by_identity",
+        })
+    }
+
+    /// Every tenant where `person` is a user
+    /// ([one person, several tenants (D28)](tenantry_core::Rule::OnePersonSeveralTenants)),
+    /// sorted by tenant name (byte order), then tenant id, starting after `after`, at most
+    /// `limit` rows (callers ask for one more than a page, as with [`Store::tenants`]). The
+    /// second read across tenants: it returns that person's own rows only, found through an
+    /// index on the address key or the identity id (never a scan of tenants). Deleted users
+    /// are gone from it.
+    ///
+    /// # Errors
+    /// [`StoreError::Unsupported`] from a store that does not implement it (the default);
+    /// [`StoreError::Backend`] when the storage failed.
+    async fn memberships(
+        &self,
+        person: &Person,
+        after: Option<&TenantCursor>,
+        limit: u32,
+    ) -> Result<Vec<Membership>, StoreError> {
+        let _ = (person, after, limit);
+        Err(StoreError::Unsupported {
+            operation: "memberships",
+        })
+    }
+
     /// Records a sign-in outside the tenant's version
     /// ([sign-in is not a change (D27)](tenantry_core::Rule::SignInIsNotAChange)): in one
     /// atomic step, and only while the user exists in `tenant` and is active, sets its last
@@ -769,6 +813,23 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
         limit: u32,
     ) -> Result<Vec<TenantState>, StoreError> {
         (**self).tenants(after, limit).await
+    }
+
+    async fn user_by_identity(
+        &self,
+        tenant: TenantId,
+        identity: &IdentityId,
+    ) -> Result<Option<User>, StoreError> {
+        (**self).user_by_identity(tenant, identity).await
+    }
+
+    async fn memberships(
+        &self,
+        person: &Person,
+        after: Option<&TenantCursor>,
+        limit: u32,
+    ) -> Result<Vec<Membership>, StoreError> {
+        (**self).memberships(person, after, limit).await
     }
 
     async fn outbox(

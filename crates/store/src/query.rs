@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use tenantry_core::{Role, Status, TemplateId, Tenant, TenantId, User, UserId};
+use tenantry_core::{Email, IdentityId, Role, Status, TemplateId, Tenant, TenantId, User, UserId};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -40,6 +40,7 @@ pub enum SortBy {
 ///     email: Email::parse("bob@acme.test")?, role: Role::User, status: Status::Invited,
 ///     template_id: None, crm_access: false, grants: Permissions::empty(),
 ///     created_at: now, last_login: None, invite_expires_at: Some(now + time::Duration::days(7)),
+///     identity: None,
 /// };
 /// use tenantry_store::{SortBy, UserQuery};
 ///
@@ -213,6 +214,7 @@ pub struct Page<T, C = Cursor> {
 ///     email: Email::parse("bob@acme.test")?, role: Role::User, status: Status::Invited,
 ///     template_id: None, crm_access: false, grants: Permissions::empty(),
 ///     created_at: now, last_login: None, invite_expires_at: Some(now + time::Duration::days(7)),
+///     identity: None,
 /// };
 /// use tenantry_store::{Cursor, SortBy};
 ///
@@ -383,6 +385,67 @@ impl TenantCursor {
     }
 }
 
+/// Who a membership lookup is about ([one person, several tenants (D28)](tenantry_core::Rule::OnePersonSeveralTenants)).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Person {
+    /// The person with this canonical address ([`Email::key`]): the users of every tenant
+    /// whose address has this key.
+    Email(Email),
+    /// The person with this identity id: the users of every tenant the host attached it to.
+    Identity(IdentityId),
+}
+
+/// One tenant where a person is a user ([one person, several tenants (D28)](tenantry_core::Rule::OnePersonSeveralTenants)):
+/// what a host needs to pick the tenant after its own sign-in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// The tenant's name.
+    pub tenant_name: String,
+    /// The person's user in that tenant.
+    pub user_id: UserId,
+    /// The user's address there.
+    pub email: Email,
+    /// The user's role there.
+    pub role: Role,
+    /// The user's status there.
+    pub status: Status,
+    /// The user's last sign-in there.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_login: Option<OffsetDateTime>,
+    /// The identity id the host attached to that user, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentityId>,
+}
+
+impl Membership {
+    /// The membership of `user`, a user of `tenant`.
+    #[must_use]
+    pub fn of(tenant: &Tenant, user: &User) -> Self {
+        Self {
+            tenant_id: tenant.id,
+            tenant_name: tenant.name.clone(),
+            user_id: user.id,
+            email: user.email.clone(),
+            role: user.role,
+            status: user.status,
+            last_login: user.last_login,
+            identity: user.identity.clone(),
+        }
+    }
+
+    /// The position right after this membership in a listing (tenant name, then id).
+    #[must_use]
+    pub fn cursor(&self) -> TenantCursor {
+        TenantCursor {
+            name: self.tenant_name.clone(),
+            id: self.tenant_id,
+        }
+    }
+}
+
 impl fmt::Display for TenantCursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -443,6 +506,7 @@ mod tests {
             created_at: datetime!(2026-01-01 0:00 UTC),
             last_login: Some(datetime!(2026-02-01 0:00 UTC)),
             invite_expires_at: None,
+            identity: None,
         }
     }
 

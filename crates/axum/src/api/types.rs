@@ -165,6 +165,9 @@ pub struct UserOut {
     #[serde(with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub invite_expires_at: Option<OffsetDateTime>,
+    /// The host's identity id attached to the user, if any (D28).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
 
 impl From<&User> for UserOut {
@@ -180,6 +183,7 @@ impl From<&User> for UserOut {
             created_at: u.created_at,
             last_login: u.last_login,
             invite_expires_at: u.invite_expires_at,
+            identity: u.identity.as_ref().map(|i| i.as_str().to_owned()),
         }
     }
 }

@@ -414,6 +414,7 @@ impl Model {
             created_at: self.now,
             last_login: None,
             invite_expires_at: None,
+            identity: None,
         };
         self.t.push(MTenant {
             id,
@@ -520,6 +521,7 @@ impl Model {
             created_at: self.now,
             last_login: None,
             invite_expires_at: Some(self.now + TTL),
+            identity: None,
         };
         self.t[t].users.insert(id, user.clone());
         self.t[t].ever.push(id);

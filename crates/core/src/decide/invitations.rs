@@ -92,6 +92,7 @@ fn push_invite(
         created_at: ctx.now,
         last_login: None,
         invite_expires_at: Some(expires_at),
+        identity: None,
     };
     let mut changes = vec![
         change(
@@ -372,6 +373,25 @@ pub fn accept(
     user: &User,
     signup_email: &Email,
 ) -> Result<Change, Error> {
+    accept_as(ctx, invitation, user, signup_email, None, false)
+}
+
+/// [`accept`], attaching the host's identity id of the person signing up
+/// ([one person, several tenants (D28)](crate::Rule::OnePersonSeveralTenants)). `identity_taken` is whether another user of the tenant
+/// holds `identity`; the invitation and the address are checked first, so a taken
+/// identity reveals nothing about a token that is not valid. With `None` the user keeps
+/// whatever identity it has.
+///
+/// # Errors
+/// Those of [`accept`], then [`Error::IdentityTaken`].
+pub fn accept_as(
+    ctx: Ctx<'_>,
+    invitation: &Invitation,
+    user: &User,
+    signup_email: &Email,
+    identity: Option<IdentityId>,
+    identity_taken: bool,
+) -> Result<Change, Error> {
     let valid = invitation.tenant_id == ctx.state.tenant.id
         && user.tenant_id == ctx.state.tenant.id
         && invitation.user_id == user.id
@@ -389,15 +409,44 @@ pub fn accept(
                 .saturating_sub(1),
         });
     }
+    let identity_change = match identity {
+        Some(i) if user.identity.as_ref() != Some(&i) => {
+            if identity_taken {
+                return Err(Error::IdentityTaken);
+            }
+            Some(i)
+        }
+        _ => None,
+    };
     let mut out = Change::on(ctx.state);
     out.writes.push(Write::RevokeInvitations(user.id));
     out.writes.push(Write::UseInvitation(invitation.token_hash));
-    let accepted = User {
+    let mut accepted = User {
         status: Status::Active,
         last_login: Some(ctx.now),
         invite_expires_at: None,
         ..user.clone()
     };
+    let mut changes = vec![
+        change(
+            Field::Status,
+            Value::Status(Status::Invited),
+            Value::Status(Status::Active),
+        ),
+        change(Field::LastLogin, Value::None, Value::Time(ctx.now)),
+    ];
+    if let Some(i) = identity_change {
+        let before = user
+            .identity
+            .as_ref()
+            .map_or(Value::None, |b| Value::Text(b.as_str().to_owned()));
+        changes.push(change(
+            Field::Identity,
+            before,
+            Value::Text(i.as_str().to_owned()),
+        ));
+        accepted.identity = Some(i);
+    }
     if accepted.is_active_admin() {
         out.counters.active_admins = out.counters.active_admins.saturating_add(1);
     }
@@ -406,14 +455,7 @@ pub fn accept(
         ActorRef::User(user.id),
         AuditAction::InvitationAccepted,
         AuditTarget::User(user.id),
-        vec![
-            change(
-                Field::Status,
-                Value::Status(Status::Invited),
-                Value::Status(Status::Active),
-            ),
-            change(Field::LastLogin, Value::None, Value::Time(ctx.now)),
-        ],
+        changes,
     ));
     Ok(out)
 }

@@ -14,10 +14,10 @@ use time::OffsetDateTime;
 use crate::audit::{AuditAction, AuditEvent, AuditTarget, Field, FieldChange, Outcome, Value};
 use crate::policy::{effective_crm, effective_permissions, potential_permissions};
 use crate::{
-    Action, ActorRef, Category, Counters, Email, EmailError, Error, Invitation, InvitationKind,
-    InvitationState, MAX_ACCEPT_ATTEMPTS, Permission, Permissions, Policy, Role, RoleTemplate,
-    Status, TemplateId, TemplateName, Tenant, TenantId, TenantName, TenantState, TokenHash,
-    Tombstone, User, UserId,
+    Action, ActorRef, Category, Counters, Email, EmailError, Error, IdentityId, Invitation,
+    InvitationKind, InvitationState, MAX_ACCEPT_ATTEMPTS, Permission, Permissions, Policy, Role,
+    RoleTemplate, Status, TemplateId, TemplateName, Tenant, TenantId, TenantName, TenantState,
+    TokenHash, Tombstone, User, UserId,
 };
 
 /// One write of a change set. Stores apply the writes of a [`Change`] in order, all or none.

@@ -31,6 +31,7 @@ pub fn create_tenant(
         created_at: now,
         last_login: None,
         invite_expires_at: None,
+        identity: None,
     };
     let event = |action, target| AuditEvent {
         tenant_id: tenant.id,

@@ -241,3 +241,56 @@ pub fn purge_expired(
     }
     Ok((out, deleted))
 }
+
+/// Attaches the host's identity id to a user, replaces it, or clears it with `None`
+/// ([one person, several tenants (D28)](crate::Rule::OnePersonSeveralTenants)). Only an active admin of the tenant may; any
+/// status of the target will do. `identity_taken` is whether another user of the tenant
+/// holds `identity`. The same value again is an empty change (nothing to commit or audit).
+///
+/// # Errors
+/// [`Error::NotAllowed`] (`users:edit`) for an actor that is not an active user of the
+/// tenant holding it, [`Error::AdminOnly`] for any other non-admin
+/// ([management authority (D7)](crate::Rule::ManagementAuthority)), [`Error::UserNotFound`] for a target of another tenant,
+/// [`Error::IdentityTaken`].
+pub fn set_identity(
+    ctx: Ctx<'_>,
+    actor: &Acting<'_>,
+    target: &User,
+    identity: Option<IdentityId>,
+    identity_taken: bool,
+) -> Result<Change, Error> {
+    let tenant = ctx.state.tenant.id;
+    actor.require(tenant, Action::Edit)?;
+    if !actor.is_admin() {
+        return Err(Error::AdminOnly);
+    }
+    if target.tenant_id != tenant {
+        return Err(Error::UserNotFound);
+    }
+    let mut out = Change::on(ctx.state);
+    if target.identity == identity {
+        return Ok(out);
+    }
+    if identity.is_some() && identity_taken {
+        return Err(Error::IdentityTaken);
+    }
+    let text = |i: &Option<IdentityId>| {
+        i.as_ref()
+            .map_or(Value::None, |i| Value::Text(i.as_str().to_owned()))
+    };
+    out.events.push(ctx.event(
+        actor.reference(),
+        AuditAction::UserEdited,
+        AuditTarget::User(target.id),
+        vec![change(
+            Field::Identity,
+            text(&target.identity),
+            text(&identity),
+        )],
+    ));
+    out.writes.push(Write::UpdateUser(User {
+        identity,
+        ..target.clone()
+    }));
+    Ok(out)
+}

@@ -1,6 +1,7 @@
 //! Invitations: invite, bulk invite, resend, accept, sign-in ([invitations (D10)](tenantry_core::Rule::Invitations), [sign-in (D14)](tenantry_core::Rule::SignIn), [bulk invite (D19)](tenantry_core::Rule::BulkInvite), [within own access (D21)](tenantry_core::Rule::WithinOwnAccess), [accept attempts (D24)](tenantry_core::Rule::AcceptAttempts)–[live links are secrets (D26)](tenantry_core::Rule::LiveLinksAreSecrets)).
 
 use super::*;
+use tenantry_core::IdentityId;
 
 impl Tenantry {
     /// Invites a user ([unique email (D3)](tenantry_core::Rule::UniqueEmail), [CRM access (D5)](tenantry_core::Rule::CrmAccess), [management authority (D7)](tenantry_core::Rule::ManagementAuthority), [seat limit (D9)](tenantry_core::Rule::SeatLimit), [invitations (D10)](tenantry_core::Rule::Invitations)). The invitation mail is queued in the same
@@ -471,7 +472,66 @@ impl Tenantry {
             };
             let hash = token::hash(token);
             tracing::Span::current().record("tenant", tracing::field::display(tenant));
-            retry!(self, self.try_accept(tenant, &hash, &email))
+            retry!(self, self.try_accept(tenant, &hash, &email, None))
+        })
+        .await
+    }
+
+    /// [`Tenantry::accept_invitation`], attaching the host's identity id of the person
+    /// signing up (for example the OpenID Connect subject its sign-in returned) to the user
+    /// ([one person, several tenants (D28)](tenantry_core::Rule::OnePersonSeveralTenants)). The token and the address are checked first; then the
+    /// id must not be held by another user of the tenant. Audited with the acceptance
+    /// (`Field::Identity` in `InvitationAccepted`).
+    ///
+    /// # Errors
+    /// Those of [`Tenantry::accept_invitation`], then
+    /// [`tenantry_core::Error::IdentityTaken`] (nothing changes: the user stays invited and
+    /// the token stays live).
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenantry::prelude::*;
+    /// use tenantry::IdentityId;
+    ///
+    /// let app = Tenantry::builder(InMemoryStore::new()).build()?;
+    /// let (tenant, admin) = app.create_tenant("Acme", None, Email::parse("ada@acme.test")?).await?;
+    /// let invited = app.invite(tenant, admin, &InviteRequest {
+    ///     email: Email::parse("bob@acme.test")?, role: Role::User, template_id: None,
+    ///     crm_access: false, grants: Permissions::empty(),
+    /// }).await?;
+    /// let token = invited.accept_link.token().ok_or("no token")?;
+    /// let sub = IdentityId::parse("oidc|bob")?;
+    /// let bob = app.accept_invitation_as(&token, "bob@acme.test", sub.clone()).await?;
+    /// assert_eq!((bob.status, bob.identity), (Status::Active, Some(sub)));
+    /// # Ok(()) }
+    /// ```
+    pub async fn accept_invitation_as(
+        &self,
+        token: &str,
+        signup_email: &str,
+        identity: IdentityId,
+    ) -> Result<User, Error> {
+        let span = tracing::info_span!(
+            target: "tenantry",
+            "accept_invitation",
+            tenant = tracing::field::Empty, actor = "anonymous",
+            outcome = tracing::field::Empty,
+            rule = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+        );
+        traced(span, async {
+            let email = Email::parse(signup_email)?;
+            let Some(tenant) = token::tenant_of(token) else {
+                return Err(Error::Rule(tenantry_core::Error::InvalidInvitation));
+            };
+            let hash = token::hash(token);
+            tracing::Span::current().record("tenant", tracing::field::display(tenant));
+            retry!(
+                self,
+                self.try_accept(tenant, &hash, &email, Some(&identity))
+            )
         })
         .await
     }
@@ -481,6 +541,7 @@ impl Tenantry {
         tenant: TenantId,
         hash: &TokenHash,
         email: &Email,
+        identity: Option<&IdentityId>,
     ) -> Result<User, Error> {
         let invalid = || Error::Rule(tenantry_core::Error::InvalidInvitation);
         let state = self.inner.store.tenant(tenant).await?.ok_or_else(invalid)?;
@@ -497,7 +558,9 @@ impl Tenantry {
             .await?
             .ok_or_else(invalid)?;
         let ctx = self.ctx(&state);
-        let change = match decide::accept(ctx, &invitation, &user, email) {
+        let taken = self.identity_taken(tenant, identity, user.id).await?;
+        let decided = decide::accept_as(ctx, &invitation, &user, email, identity.cloned(), taken);
+        let change = match decided {
             Ok(c) => c,
             Err(e @ tenantry_core::Error::InvitationEmailMismatch { .. }) => {
                 // D24: the failed attempt is counted (and audited) before it is answered.
@@ -507,7 +570,7 @@ impl Tenantry {
             }
             Err(e) => return Err(Error::Rule(e)),
         };
-        self.commit(&change, &[]).await?;
+        super::people::commit_identity(self, &change).await?;
         updated_user(&change, user.id).ok_or_else(invalid)
     }
 

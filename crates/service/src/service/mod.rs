@@ -508,6 +508,7 @@ impl Tenantry {
 
 mod authorization;
 mod invitations;
+mod people;
 mod reading;
 mod templates;
 mod tenants;

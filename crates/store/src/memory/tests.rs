@@ -138,6 +138,7 @@ fn user(t: TenantId, n: usize, f: &Facts) -> User {
         created_at: NOW,
         last_login: None,
         invite_expires_at: None,
+        identity: None,
     }
 }
 

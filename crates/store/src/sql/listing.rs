@@ -234,6 +234,7 @@ mod tests {
             created_at: datetime!(2026-01-01 0:00 UTC),
             last_login: None,
             invite_expires_at: None,
+            identity: None,
         };
         let query = UserQuery {
             limit: 2,

@@ -254,7 +254,7 @@ pub fn tenant<R: Columns>(row: &R) -> Result<TenantState, StoreError> {
 }
 
 /// The user columns every backend selects.
-pub const USER_COLUMNS: &str = "tenant_id, id, email, role, status, template_id, crm_access, grants, created_at, last_login, invite_expires_at";
+pub const USER_COLUMNS: &str = "tenant_id, id, email, role, status, template_id, crm_access, grants, created_at, last_login, invite_expires_at, identity";
 
 /// Columns: [`USER_COLUMNS`].
 ///
@@ -273,6 +273,9 @@ pub fn user<R: Columns>(row: &R) -> Result<User, StoreError> {
         created_at: row.time("created_at")?,
         last_login: row.opt_time("last_login")?,
         invite_expires_at: row.opt_time("invite_expires_at")?,
+        identity: row
+            .opt_text("identity")?
+            .map(|i| tenantry_core::IdentityId::from_stored(&i)),
     })
 }
 
