@@ -10,16 +10,17 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
 use tenantry_core::{
-    AuditEvent, AuditRecord, Change, Invitation, InvitationState, MessageId, RoleTemplate, Status,
-    Subject, TemplateId, Tenant, TenantId, TenantState, TokenHash, Tombstone, User, UserId, Write,
+    AuditEvent, AuditRecord, Change, IdentityId, Invitation, InvitationState, MessageId,
+    RoleTemplate, Status, Subject, TemplateId, Tenant, TenantId, TenantState, TokenHash, Tombstone,
+    User, UserId, Write,
 };
 use tenantry_mail::Message;
 use time::OffsetDateTime;
 
 use self::check::{Directory, Entry, Found, TenantIndex};
 use crate::{
-    Constraint, Cursor, DeliveryState, DeliveryUpdate, OutboxRecord, Page, SignInOutcome, SortBy,
-    Store, StoreError, TenantCursor, UserQuery,
+    Constraint, Cursor, DeliveryState, DeliveryUpdate, Membership, OutboxRecord, Page, Person,
+    SignInOutcome, SortBy, Store, StoreError, TenantCursor, UserQuery,
 };
 
 /// Keeps every tenant in memory, safe under concurrent use.
@@ -80,6 +81,78 @@ struct Shared {
     tenants: RwLock<HashMap<TenantId, Arc<TenantCell>>>,
     /// The same tenants for the lock-free check path ([`InMemoryStore::subject_now`]).
     directory: Directory<Arc<TenantCell>>,
+    /// Which tenants hold a person ([one person, several tenants (D28)](tenantry_core::Rule::OnePersonSeveralTenants)).
+    people: RwLock<People>,
+}
+
+/// The cross-tenant index of people ([one person, several tenants (D28)](tenantry_core::Rule::OnePersonSeveralTenants)): for a hash of an
+/// address key or identity id, the tenants with a user holding it, and how many users
+/// there hold that hash. A membership read looks up the hash, then reads each tenant's own
+/// index for the exact key, so a hash collision costs a lookup, never a wrong answer; and
+/// 24 bytes per user instead of another copy of the key.
+#[derive(Debug, Default)]
+struct People {
+    by_email: BTreeMap<(u64, TenantId), u32>,
+    by_identity: BTreeMap<(u64, TenantId), u32>,
+}
+
+/// FNV-1a: a fixed, keyless hash (the index only narrows; every hit is checked exactly).
+fn person_hash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+impl People {
+    fn count(map: &mut BTreeMap<(u64, TenantId), u32>, key: (u64, TenantId), add: bool) {
+        if add {
+            let n = map.entry(key).or_insert(0);
+            *n = n.saturating_add(1);
+        } else if let Some(n) = map.get_mut(&key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&key);
+            }
+        }
+    }
+
+    /// Moves the entries of one user from its row `old` to its row `new`.
+    fn update(&mut self, tenant: TenantId, old: Option<&User>, new: Option<&User>) {
+        let email = |u: Option<&User>| u.map(|u| person_hash(u.email.key()));
+        let identity = |u: Option<&User>| {
+            u.and_then(|u| u.identity.as_ref())
+                .map(|i| person_hash(i.as_str()))
+        };
+        if email(old) != email(new) {
+            if let Some(h) = email(old) {
+                Self::count(&mut self.by_email, (h, tenant), false);
+            }
+            if let Some(h) = email(new) {
+                Self::count(&mut self.by_email, (h, tenant), true);
+            }
+        }
+        if identity(old) != identity(new) {
+            if let Some(h) = identity(old) {
+                Self::count(&mut self.by_identity, (h, tenant), false);
+            }
+            if let Some(h) = identity(new) {
+                Self::count(&mut self.by_identity, (h, tenant), true);
+            }
+        }
+    }
+
+    /// The tenants that may hold `person`.
+    fn tenants_of(&self, person: &Person) -> Vec<TenantId> {
+        let (map, h) = match person {
+            Person::Email(e) => (&self.by_email, person_hash(e.key())),
+            Person::Identity(i) => (&self.by_identity, person_hash(i.as_str())),
+        };
+        let low = TenantId::from_uuid(uuid::Uuid::nil());
+        map.range((h, low)..)
+            .take_while(|((k, _), _)| *k == h)
+            .map(|((_, t), _)| *t)
+            .collect()
+    }
 }
 
 /// One tenant: its rows behind a lock, and the check index beside them, which every commit
@@ -99,6 +172,8 @@ struct TenantData {
     /// Last sign-in in nanoseconds, `i128::MIN` for never (sorts first, as `None` does).
     idx_login: BTreeSet<(i128, UserId)>,
     idx_template: BTreeSet<(TemplateId, UserId)>,
+    /// The users holding an identity id ([one person, several tenants (D28)](tenantry_core::Rule::OnePersonSeveralTenants)); most hold none.
+    idx_identity: HashMap<IdentityId, UserId>,
     templates: HashMap<TemplateId, RoleTemplate>,
     template_names: HashMap<String, TemplateId>,
     /// Keyed by their own token hash (no second copy of the 32-byte key).
@@ -179,6 +254,7 @@ impl TenantData {
             idx_created: BTreeSet::new(),
             idx_login: BTreeSet::new(),
             idx_template: BTreeSet::new(),
+            idx_identity: HashMap::new(),
             templates: HashMap::new(),
             template_names: HashMap::new(),
             invitations: HashSet::new(),
@@ -292,8 +368,17 @@ impl TenantData {
         {
             return Err(conflict(Constraint::UserEmail));
         }
+        if let Some(i) = new.as_ref().and_then(|u| u.identity.as_ref())
+            && let Some(other) = self.idx_identity.get(i)
+            && *other != id
+        {
+            return Err(conflict(Constraint::UserIdentity));
+        }
         let old = self.users.remove(&id);
         if let Some(o) = &old {
+            if let Some(i) = &o.identity {
+                self.idx_identity.remove(i);
+            }
             let same_key = new.as_ref().is_some_and(|u| u.email.key() == o.email.key());
             if !same_key {
                 self.idx_email.remove(&(o.email.shared_key(), id));
@@ -316,6 +401,9 @@ impl TenantData {
             self.idx_login.insert((login_key(u.last_login), id));
             if let Some(t) = u.template_id {
                 self.idx_template.insert((t, id));
+            }
+            if let Some(i) = &u.identity {
+                self.idx_identity.insert(i.clone(), id);
             }
             self.users.insert(id, u);
         }
@@ -695,6 +783,19 @@ impl InMemoryStore {
         }
     }
 
+    /// Brings the people index in step with the users a successful commit changed (its undo
+    /// log holds their previous rows), before the commit returns: a membership read after
+    /// it sees the change.
+    fn index_people(&self, data: &TenantData, undo: &[Undo]) {
+        let tenant = data.state.tenant.id;
+        let mut people = write(&self.shared.people);
+        for u in undo {
+            if let Undo::User(id, old) = u {
+                people.update(tenant, old.as_ref(), data.users.get(id));
+            }
+        }
+    }
+
     fn commit_new_tenant(&self, change: &Change, outbox: &[Message]) -> Result<(), StoreError> {
         let Some(Write::InsertTenant(tenant)) = change.writes.first() else {
             return Err(conflict(Constraint::MissingRow));
@@ -716,6 +817,7 @@ impl InMemoryStore {
             data.append(e.clone());
         }
         Self::queue(&mut data, outbox, tenant.created_at);
+        self.index_people(&data, &undo);
         let index = TenantIndex::default();
         let users: Vec<UserId> = data.users.keys().copied().collect();
         let templates: Vec<TemplateId> = data.templates.keys().copied().collect();
@@ -916,6 +1018,7 @@ impl Store for InMemoryStore {
             }
         }
         data.reindex_undo(&tenant.index, &undo);
+        self.index_people(&data, &undo);
         data.state.counters = change.counters;
         let now = change
             .events
@@ -954,6 +1057,55 @@ impl Store for InMemoryStore {
             usize::try_from(limit.clamp(1, crate::MAX_PAGE_SIZE + 1)).unwrap_or(usize::MAX),
         );
         Ok(states)
+    }
+
+    async fn user_by_identity(
+        &self,
+        tenant: TenantId,
+        identity: &IdentityId,
+    ) -> Result<Option<User>, StoreError> {
+        Ok(self
+            .with(tenant, |d| {
+                d.idx_identity
+                    .get(identity)
+                    .and_then(|id| d.users.get(id))
+                    .cloned()
+            })
+            .flatten())
+    }
+
+    /// Looks up the person's tenants in the people index, then reads that person's row in
+    /// each: never a scan of tenants or users.
+    async fn memberships(
+        &self,
+        person: &Person,
+        after: Option<&TenantCursor>,
+        limit: u32,
+    ) -> Result<Vec<Membership>, StoreError> {
+        let tenants = read(&self.shared.people).tenants_of(person);
+        let mut out: Vec<Membership> = tenants
+            .into_iter()
+            .filter_map(|t| {
+                self.with(t, |d| {
+                    let id = match person {
+                        Person::Email(e) => d.by_email(e.key()),
+                        Person::Identity(i) => d.idx_identity.get(i).copied(),
+                    }?;
+                    let user = d.users.get(&id)?;
+                    Some(Membership::of(&d.state.tenant, user))
+                })
+                .flatten()
+            })
+            .filter(|m| {
+                after
+                    .is_none_or(|a| (m.tenant_name.as_str(), m.tenant_id) > (a.name.as_str(), a.id))
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.tenant_name, a.tenant_id).cmp(&(&b.tenant_name, b.tenant_id)));
+        out.truncate(
+            usize::try_from(limit.clamp(1, crate::MAX_PAGE_SIZE + 1)).unwrap_or(usize::MAX),
+        );
+        Ok(out)
     }
 
     /// Under the tenant's lock: the status check, the last login and the audit record in
