@@ -136,6 +136,11 @@ macro_rules! suite {
                 d25_inline_delivery_is_bounded_by_its_deadline,
                 d26_live_links_are_never_readable_after_the_call,
                 d26_returned_links_work_exactly_once,
+                d28_memberships_list_every_tenant_of_an_address,
+                d28_an_address_change_moves_the_email_membership,
+                d28_identity_ids_are_unique_per_tenant_and_set_by_admins,
+                d28_deleted_users_leave_both_lookups,
+                d28_concurrent_claims_of_one_identity_leave_one_holder,
             ],
             concurrency: [
                 d16_concurrent_invites_at_limit,
