@@ -4525,3 +4525,188 @@ fn d26_the_core_sees_only_token_hashes_and_no_event_carries_one() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// D28 one person, several tenants
+// ---------------------------------------------------------------------------------------------
+
+fn ident(s: &str) -> tenantry_core::IdentityId {
+    tenantry_core::IdentityId::parse(s).unwrap()
+}
+
+fn identity_change(c: &Change) -> Option<(Value, Value)> {
+    c.events
+        .iter()
+        .flat_map(|e| &e.changes)
+        .find_map(|f| (f.field == Field::Identity).then(|| (f.before.clone(), f.after.clone())))
+}
+
+#[test]
+fn d28_only_an_active_admin_sets_an_identity() {
+    let fx = Fx::roomy();
+    let target = member(5, Permissions::empty());
+    // A manager holding users:edit is refused as admin-only; one without it, not allowed.
+    let err = decide::set_identity(
+        fx.ctx(),
+        &acting(&manager(3)),
+        &target,
+        Some(ident("s")),
+        false,
+    )
+    .unwrap_err();
+    assert_eq!(err, Error::AdminOnly);
+    assert_eq!(err.rule(), Rule::ManagementAuthority);
+    let plain = member(4, Permissions::USERS_VIEW);
+    assert!(matches!(
+        decide::set_identity(fx.ctx(), &acting(&plain), &target, Some(ident("s")), false),
+        Err(Error::NotAllowed { .. })
+    ));
+    let suspended_admin = user(6, Role::Admin, Status::Suspended, Permissions::empty());
+    assert!(matches!(
+        decide::set_identity(fx.ctx(), &acting(&suspended_admin), &target, None, false),
+        Err(Error::NotAllowed { .. })
+    ));
+    // An admin may, on a user of any status, and the change is audited with old and new.
+    for status in [Status::Invited, Status::Active, Status::Suspended] {
+        let t = user(7, Role::User, status, Permissions::empty());
+        let c = decide::set_identity(
+            fx.ctx(),
+            &acting(&admin(1)),
+            &t,
+            Some(ident("oidc|7")),
+            false,
+        )
+        .unwrap();
+        assert_eq!(updated_user(&c).identity, Some(ident("oidc|7")));
+        assert_eq!(c.events.len(), 1);
+        assert_eq!(c.events[0].action, AuditAction::UserEdited);
+        assert_eq!(c.events[0].target, AuditTarget::User(t.id));
+        assert_eq!(c.events[0].actor, ActorRef::User(uid(1)));
+        assert_eq!(
+            identity_change(&c),
+            Some((Value::None, Value::Text("oidc|7".into())))
+        );
+        assert_eq!(
+            (c.counters.seats_used, c.counters.active_admins, c.counters.version),
+            (10, 2, 42),
+            "no seat or admin moves; the version does"
+        );
+    }
+}
+
+#[test]
+fn d28_an_identity_is_unique_per_tenant_and_the_same_value_is_no_change() {
+    let fx = Fx::roomy();
+    let mut target = member(5, Permissions::empty());
+    let a = admin(1);
+    assert_eq!(
+        decide::set_identity(fx.ctx(), &acting(&a), &target, Some(ident("x")), true).unwrap_err(),
+        Error::IdentityTaken
+    );
+    assert_eq!(Error::IdentityTaken.rule(), Rule::OnePersonSeveralTenants);
+    assert_eq!(Error::IdentityTaken.kind(), ErrorKind::Conflict);
+    // Clearing never collides.
+    target.identity = Some(ident("x"));
+    let c = decide::set_identity(fx.ctx(), &acting(&a), &target, None, true).unwrap();
+    assert_eq!(updated_user(&c).identity, None);
+    assert_eq!(
+        identity_change(&c),
+        Some((Value::Text("x".into()), Value::None))
+    );
+    // The value it already holds: nothing to write or audit, even if "taken" (by itself).
+    let same =
+        decide::set_identity(fx.ctx(), &acting(&a), &target, Some(ident("x")), true).unwrap();
+    assert!(same.writes.is_empty() && same.events.is_empty());
+    // A user of another tenant is not found.
+    let mut foreign = member(8, Permissions::empty());
+    foreign.tenant_id = other_tenant_id();
+    assert_eq!(
+        decide::set_identity(fx.ctx(), &acting(&a), &foreign, None, false).unwrap_err(),
+        Error::UserNotFound
+    );
+}
+
+#[test]
+fn d28_accept_attaches_an_identity_after_the_token_and_address_checks() {
+    let fx = Fx::roomy();
+    let invited = user(2, Role::User, Status::Invited, Permissions::empty());
+    let live = invitation(
+        &invited,
+        InvitationState::Pending,
+        now() + Duration::days(1),
+    );
+    let c = decide::accept_as(
+        fx.ctx(),
+        &live,
+        &invited,
+        &invited.email,
+        Some(ident("sub")),
+        false,
+    )
+    .unwrap();
+    let accepted = updated_user(&c);
+    assert_eq!(
+        (accepted.status, accepted.identity.clone()),
+        (Status::Active, Some(ident("sub")))
+    );
+    assert_eq!(c.events[0].action, AuditAction::InvitationAccepted);
+    assert_eq!(
+        identity_change(&c),
+        Some((Value::None, Value::Text("sub".into())))
+    );
+    // Taken: refused, but only once the token and the address were found good.
+    assert_eq!(
+        decide::accept_as(
+            fx.ctx(),
+            &live,
+            &invited,
+            &invited.email,
+            Some(ident("sub")),
+            true
+        )
+        .unwrap_err(),
+        Error::IdentityTaken
+    );
+    let used = invitation(&invited, InvitationState::Used, now() + Duration::days(1));
+    assert_eq!(
+        decide::accept_as(
+            fx.ctx(),
+            &used,
+            &invited,
+            &invited.email,
+            Some(ident("sub")),
+            true
+        )
+        .unwrap_err(),
+        Error::InvalidInvitation
+    );
+    assert!(matches!(
+        decide::accept_as(
+            fx.ctx(),
+            &live,
+            &invited,
+            &email("x@y.test"),
+            Some(ident("sub")),
+            true
+        ),
+        Err(Error::InvitationEmailMismatch { .. })
+    ));
+    // Without an identity, or with the one it holds, nothing about identity is recorded.
+    let plain = decide::accept(fx.ctx(), &live, &invited, &invited.email).unwrap();
+    assert_eq!(identity_change(&plain), None);
+    assert_eq!(updated_user(&plain).identity, None);
+    let mut holder = invited.clone();
+    holder.identity = Some(ident("sub"));
+    let live = invitation(&holder, InvitationState::Pending, now() + Duration::days(1));
+    let kept = decide::accept_as(
+        fx.ctx(),
+        &live,
+        &holder,
+        &holder.email,
+        Some(ident("sub")),
+        true,
+    )
+    .unwrap();
+    assert_eq!(identity_change(&kept), None);
+    assert_eq!(updated_user(&kept).identity, Some(ident("sub")));
+}
