@@ -36,6 +36,7 @@
 
 mod memory;
 mod query;
+mod snapshot;
 pub mod sql;
 
 use std::fmt;
@@ -54,6 +55,7 @@ pub use query::{
     Cursor, CursorError, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Membership, Page, Person, SortBy,
     TenantCursor, UserQuery,
 };
+pub use snapshot::{Snapshot, SnapshotRequest, read_snapshot};
 
 /// Which uniqueness rule a write broke (the backend's second line of defence, [concurrency (D16)](tenantry_core::Rule::Concurrency)).
 ///
@@ -406,6 +408,21 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// A user by id.
     async fn user(&self, tenant: TenantId, id: UserId) -> Result<Option<User>, StoreError>;
 
+    /// The rows a use case decides on ([`SnapshotRequest`]), read at once. The default reads
+    /// them one by one ([`read_snapshot`]); a store whose reads cross a network overrides it
+    /// to read them in one round trip. Whatever it does, it answers what those single reads
+    /// would.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the storage failed.
+    async fn snapshot(
+        &self,
+        tenant: TenantId,
+        request: &SnapshotRequest,
+    ) -> Result<Snapshot, StoreError> {
+        read_snapshot(self, tenant, request).await
+    }
+
     /// The facts an authorization check needs about a user, read together ([current access (D6)](tenantry_core::Rule::CurrentAccess)): the user's
     /// row and its template's current permissions. Backends override this to read both in
     /// one round trip without allocating; the default reads the user, then the template.
@@ -702,6 +719,14 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
 
     async fn user(&self, tenant: TenantId, id: UserId) -> Result<Option<User>, StoreError> {
         (**self).user(tenant, id).await
+    }
+
+    async fn snapshot(
+        &self,
+        tenant: TenantId,
+        request: &SnapshotRequest,
+    ) -> Result<Snapshot, StoreError> {
+        (**self).snapshot(tenant, request).await
     }
 
     async fn subject(&self, tenant: TenantId, id: UserId) -> Result<Option<Subject>, StoreError> {

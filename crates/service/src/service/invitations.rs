@@ -65,25 +65,23 @@ impl Tenantry {
         actor_id: UserId,
         request: &InviteRequest,
     ) -> Result<Invited, Error> {
-        let state = self.state(tenant).await?;
+        let read = SnapshotRequest::default()
+            .actor(actor_id)
+            .template(request.template_id)
+            .email_key(request.email.key());
+        let (state, snap) = self.snapshot(tenant, &read).await?;
         let actor = self
-            .actor(
+            .actor_of(
                 tenant,
                 actor_id,
+                snap.actor,
+                snap.actor_template,
                 tenantry_core::Action::Create,
                 Some(AuditAction::UserInvited),
             )
             .await?;
-        let template = match request.template_id {
-            Some(id) => self.inner.store.template(tenant, id).await?,
-            None => None,
-        };
-        let taken = self
-            .inner
-            .store
-            .user_by_email(tenant, request.email.key())
-            .await?
-            .is_some();
+        let template = snap.template;
+        let taken = snap.email_user.is_some();
         let (token, token_hash) = self.new_token(tenant)?;
         let new = NewInvite {
             user_id: self.new_user_id()?,

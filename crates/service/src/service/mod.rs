@@ -15,7 +15,10 @@ use tenantry_core::{
     UserId, Value, Write,
 };
 use tenantry_mail::Message;
-use tenantry_store::{Constraint, Page, SignInOutcome, StoreError, TenantCursor, UserQuery};
+use tenantry_store::{
+    Constraint, Page, SignInOutcome, Snapshot, SnapshotRequest, Store, StoreError, TenantCursor,
+    UserQuery,
+};
 
 use crate::error::QueryError;
 use crate::{Error, Tenantry, token};
@@ -283,7 +286,26 @@ impl Tenantry {
         needed: tenantry_core::Action,
         audit: Option<AuditAction>,
     ) -> Result<Actor, Error> {
-        let Some(user) = self.inner.store.user(tenant, id).await? else {
+        let user = self.inner.store.user(tenant, id).await?;
+        let template = match &user {
+            Some(u) => self.template_of(tenant, u).await?,
+            None => None,
+        };
+        self.actor_of(tenant, id, user, template, needed, audit)
+            .await
+    }
+
+    /// [`Self::actor`] on rows already read (a [`Snapshot`]'s actor and its template).
+    async fn actor_of(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+        user: Option<User>,
+        template: Option<RoleTemplate>,
+        needed: tenantry_core::Action,
+        audit: Option<AuditAction>,
+    ) -> Result<Actor, Error> {
+        let Some(user) = user else {
             let error = tenantry_core::Error::NotAllowed {
                 needed: Permission::new(Category::Users, needed),
             };
@@ -292,8 +314,22 @@ impl Tenantry {
             }
             return Err(Error::Rule(error));
         };
-        let template = self.template_of(tenant, &user).await?;
         Ok(Actor { user, template })
+    }
+
+    /// The rows a use case decides on, in one read of the store ([`Store::snapshot`]); the
+    /// tenant must exist ([tenant isolation (D15)](tenantry_core::Rule::TenantIsolation)).
+    async fn snapshot(
+        &self,
+        tenant: TenantId,
+        request: &SnapshotRequest,
+    ) -> Result<(TenantState, Snapshot), Error> {
+        let mut snap = self.inner.store.snapshot(tenant, request).await?;
+        let state = snap
+            .state
+            .take()
+            .ok_or(Error::Rule(tenantry_core::Error::TenantNotFound))?;
+        Ok((state, snap))
     }
 
     async fn target(&self, tenant: TenantId, id: UserId) -> Result<User, tenantry_core::Error> {
@@ -326,7 +362,22 @@ impl Tenantry {
         needed: tenantry_core::Action,
         action: AuditAction,
     ) -> Result<User, Error> {
-        match self.target(tenant, id).await {
+        let found = self.target(tenant, id).await.ok();
+        self.managed_user_of(tenant, actor, id, found, needed, action)
+            .await
+    }
+
+    /// [`Self::managed_user`] on the row already read (a [`Snapshot`]'s target).
+    async fn managed_user_of(
+        &self,
+        tenant: TenantId,
+        actor: &Actor,
+        id: UserId,
+        found: Option<User>,
+        needed: tenantry_core::Action,
+        action: AuditAction,
+    ) -> Result<User, Error> {
+        match found.ok_or(tenantry_core::Error::UserNotFound) {
             Ok(u) => Ok(u),
             Err(e) => {
                 let e = Self::authority_first(tenant, actor, needed, e);

@@ -83,40 +83,42 @@ impl Tenantry {
         user_id: UserId,
         edit: &UserEdit,
     ) -> Result<User, Error> {
-        let state = self.state(tenant).await?;
+        let mut read = SnapshotRequest::default()
+            .actor(actor_id)
+            .target(user_id)
+            .template(edit.template_id.flatten());
+        if let Some(e) = &edit.email {
+            read = read.email_key(e.key());
+        }
+        let (state, snap) = self.snapshot(tenant, &read).await?;
         let actor = self
-            .actor(
+            .actor_of(
                 tenant,
                 actor_id,
+                snap.actor,
+                snap.actor_template,
                 tenantry_core::Action::Edit,
                 Some(AuditAction::UserEdited),
             )
             .await?;
         let audit_target = AuditTarget::User(user_id);
         let target = self
-            .managed_user(
+            .managed_user_of(
                 tenant,
                 &actor,
                 user_id,
+                snap.target,
                 tenantry_core::Action::Edit,
                 AuditAction::UserEdited,
             )
             .await?;
-        let current = self.template_of(tenant, &target).await?;
+        let current = snap.target_template;
         let new_template = match edit.template_id {
-            Some(Some(id)) => self.inner.store.template(tenant, id).await?,
+            Some(Some(_)) => snap.template,
             Some(None) => None,
             None => current.clone(),
         };
-        let taken = match &edit.email {
-            Some(e) => self
-                .inner
-                .store
-                .user_by_email(tenant, e.key())
-                .await?
-                .is_some_and(|u| u.id != user_id),
-            None => false,
-        };
+        let taken = edit.email.is_some() && snap.email_user.is_some_and(|u| u.id != user_id);
         let decided = decide::edit(
             self.ctx(&state),
             &actor.acting(),
@@ -193,26 +195,30 @@ impl Tenantry {
         actor_id: UserId,
         user_id: UserId,
     ) -> Result<Tombstone, Error> {
-        let state = self.state(tenant).await?;
+        let read = SnapshotRequest::default().actor(actor_id).target(user_id);
+        let (state, snap) = self.snapshot(tenant, &read).await?;
         let actor = self
-            .actor(
+            .actor_of(
                 tenant,
                 actor_id,
+                snap.actor,
+                snap.actor_template,
                 tenantry_core::Action::Delete,
                 Some(AuditAction::UserDeleted),
             )
             .await?;
         let audit_target = AuditTarget::User(user_id);
         let target = self
-            .managed_user(
+            .managed_user_of(
                 tenant,
                 &actor,
                 user_id,
+                snap.target,
                 tenantry_core::Action::Delete,
                 AuditAction::UserDeleted,
             )
             .await?;
-        let template = self.template_of(tenant, &target).await?;
+        let template = snap.target_template;
         let decided = decide::delete(
             self.ctx(&state),
             &actor.acting(),
