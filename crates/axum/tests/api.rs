@@ -21,8 +21,9 @@ use tenantry_axum::{Guard, Identify, async_trait};
 use tenantry_core::{Change, Invitation, Subject, TokenHash};
 use tenantry_service::prelude::*;
 use tenantry_service::{
-    AuditEvent, AuditRecord, ManualClock, Message, MessageId, OutboxRecord, Page, Policy,
-    RoleTemplate, Store, StoreError, TemplateId, TenantId, TenantState, Tombstone, User, UserId,
+    AuditEvent, AuditRecord, IdentityId, ManualClock, Membership, Message, MessageId, OutboxRecord,
+    Page, Person, Policy, RoleTemplate, Store, StoreError, TemplateId, TenantCursor, TenantId,
+    TenantState, Tombstone, User, UserId,
 };
 use tenantry_sqlite::SqliteStore;
 use tenantry_store::DeliveryUpdate;
@@ -220,6 +221,23 @@ impl Store for Flaky {
     ) -> Result<Vec<TenantId>, StoreError> {
         self.check()?;
         self.inner.tenants_with_due_mail(now, limit).await
+    }
+    async fn user_by_identity(
+        &self,
+        tenant: TenantId,
+        identity: &IdentityId,
+    ) -> Result<Option<User>, StoreError> {
+        self.check()?;
+        self.inner.user_by_identity(tenant, identity).await
+    }
+    async fn memberships(
+        &self,
+        person: &Person,
+        after: Option<&TenantCursor>,
+        limit: u32,
+    ) -> Result<Vec<Membership>, StoreError> {
+        self.check()?;
+        self.inner.memberships(person, after, limit).await
     }
 }
 
@@ -807,6 +825,11 @@ async fn changes_without_the_json_content_type_are_415_and_change_nothing() {
         ("POST", format!("/users/{bob}/resend"), ""),
         ("POST", "/invitations/expired/purge".to_owned(), ""),
         (
+            "PUT",
+            format!("/users/{bob}/identity"),
+            r#"{"identity":"oidc|bob"}"#,
+        ),
+        (
             "POST",
             "/invitations/accept".to_owned(),
             r#"{"token":"x","email":"a@b.c"}"#,
@@ -830,6 +853,10 @@ async fn changes_without_the_json_content_type_are_415_and_change_nothing() {
     assert_eq!(w.app.seat_usage(w.tenant).await.unwrap().used, 2);
     let row = w.app.user(w.tenant, ActorRef::System, bob).await.unwrap();
     assert!(!row.crm_access);
+    assert!(
+        row.identity.is_none(),
+        "a forged identity PUT changed nothing"
+    );
 }
 
 #[tokio::test]
@@ -1287,9 +1314,19 @@ async fn no_response_carries_an_invitation_token_or_link() {
         "/seats",
         "/outbox",
         "/openapi.json",
+        "/me/memberships",
     ] {
         assert_eq!(w.get(path).await.status, 200, "{path}");
     }
+    let r = w
+        .call(
+            "PUT",
+            &format!("/users/{bob}/identity"),
+            Some(w.admin),
+            Some(json!({"identity": "oidc|bob"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
     w.get(&format!("/users/{bob}")).await;
     w.get(&format!("/users/{bob}/attribution")).await;
     let tokens = w.tokens();
@@ -1479,4 +1516,278 @@ async fn every_operation_but_the_public_ones_is_401_for_nobody() {
     }
     assert!(checked >= 26, "{checked}");
     assert_eq!(w.app.seat_usage(w.tenant).await.unwrap().used, 1);
+}
+
+#[tokio::test]
+async fn d28_an_admin_sets_replaces_and_clears_an_identity_id_others_are_refused() {
+    let w = world(None).await;
+    let w = &w;
+    let editor = Permissions::parse_list(["users:view", "users:edit"]).unwrap();
+    let eve = w.member("eve@acme.test", editor).await;
+    let bob = w.member("bob@acme.test", Permissions::empty()).await;
+    let put = |who: UserId, user: UserId, body: Value| {
+        let path = format!("/users/{user}/identity");
+        async move { w.call("PUT", &path, Some(who), Some(body)).await }
+    };
+
+    let r = put(w.admin, bob, json!({"identity": "oidc|bob"})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["identity"], "oidc|bob");
+    assert_eq!(r.body["id"], bob.to_string());
+    let r = w.get(&format!("/users/{bob}")).await;
+    assert_eq!(r.body["identity"], "oidc|bob");
+    let r = put(w.admin, bob, json!({"identity": "oidc|robert"})).await;
+    assert_eq!(r.body["identity"], "oidc|robert");
+
+    // Unique per tenant: 409, and nothing changes.
+    let r = put(w.admin, eve, json!({"identity": "oidc|robert"})).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(r.body["kind"], "conflict");
+    assert_eq!(r.body["rule_id"], "D28");
+    let row = w.app.user(w.tenant, ActorRef::System, eve).await.unwrap();
+    assert!(row.identity.is_none());
+
+    // Admin-only: a non-admin holding users:edit is refused (403), changing nothing.
+    let r = put(eve, bob, json!({"identity": "oidc|eve-was-here"})).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = put(eve, eve, json!({"identity": "oidc|eve"})).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = put(bob, bob, json!({"identity": "oidc|mine"})).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let row = w.app.user(w.tenant, ActorRef::System, bob).await.unwrap();
+    assert_eq!(row.identity.unwrap().as_str(), "oidc|robert");
+
+    // Invalid ids are the rule's 422; a missing field or an unknown one is 422 too.
+    for bad in [
+        json!({"identity": ""}),
+        json!({"identity": " oidc|bob"}),
+        json!({"identity": "a\u{200b}b"}),
+        json!({"identity": "x".repeat(256)}),
+        json!({}),
+        json!({"identity": "oidc|x", "email": "x@acme.test"}),
+    ] {
+        let r = put(w.admin, bob, bad.clone()).await;
+        assert_eq!(r.status, 422, "{bad}: {}", r.body);
+    }
+    let r = put(w.admin, bob, json!({"identity": 7})).await;
+    assert!(matches!(r.status, 400 | 422), "{}", r.body);
+    let r = put(w.admin, bob, json!({"identity": " x"})).await;
+    assert_eq!(r.body["rule_id"], "D28");
+
+    // An unknown user is 404; null clears.
+    let r = w
+        .call(
+            "PUT",
+            &format!("/users/{}/identity", unknown_id()),
+            Some(w.admin),
+            Some(json!({"identity": "oidc|ghost"})),
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = put(w.admin, bob, json!({"identity": null})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.get("identity").is_none(), "{}", r.body);
+    let row = w.app.user(w.tenant, ActorRef::System, bob).await.unwrap();
+    assert!(row.identity.is_none());
+
+    // Every attempt is audited, the refusals too.
+    let log = w
+        .app
+        .audit_log(w.tenant, ActorRef::System, 0, 500)
+        .await
+        .unwrap();
+    let identity_events = log
+        .iter()
+        .filter(|r| {
+            r.event
+                .changes
+                .iter()
+                .any(|c| c.field == tenantry_service::Field::Identity)
+        })
+        .count();
+    assert!(identity_events >= 3, "{identity_events}");
+}
+
+#[tokio::test]
+async fn d28_accept_takes_an_optional_identity_id() {
+    let w = world(None).await;
+    let w = &w;
+    w.post("/invitations", json!({"email": "bob@acme.test"}))
+        .await;
+    w.post("/invitations", json!({"email": "cy@acme.test"}))
+        .await;
+    let tokens = w.tokens();
+    let (bob_token, cy_token) = (tokens[0].clone(), tokens[1].clone());
+    let accept = |body: Value| async move {
+        w.call("POST", "/invitations/accept", None, Some(body))
+            .await
+    };
+
+    // An invalid id is refused before the token is looked at: no attempt is used.
+    let r = accept(json!({"token": bob_token, "email": "bob@acme.test", "identity": ""})).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(r.body["rule_id"], "D28");
+    let r =
+        accept(json!({"token": bob_token, "email": "bob@acme.test", "identity": "oidc|bob"})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["status"], "active");
+    assert_eq!(r.body["identity"], "oidc|bob");
+
+    // The same id in the same tenant is taken: 409, and the invitation stays open.
+    let r =
+        accept(json!({"token": cy_token, "email": "cy@acme.test", "identity": "oidc|bob"})).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(r.body["rule_id"], "D28");
+    // Without one (or with null), the accept is as before.
+    let r = accept(json!({"token": cy_token, "email": "cy@acme.test", "identity": null})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.get("identity").is_none(), "{}", r.body);
+}
+
+/// Invites `email` into `tenant` as `by`; the user and the accept token.
+async fn invite_into(
+    app: &Tenantry,
+    tenant: TenantId,
+    by: UserId,
+    email: &str,
+) -> (UserId, String) {
+    let invited = app
+        .invite(
+            tenant,
+            by,
+            &InviteRequest {
+                email: Email::parse(email).unwrap(),
+                role: Role::User,
+                template_id: None,
+                crm_access: false,
+                grants: Permissions::empty(),
+            },
+        )
+        .await
+        .unwrap();
+    (invited.user.id, invited.accept_link.token().unwrap())
+}
+
+#[tokio::test]
+async fn d28_me_memberships_lists_the_callers_own_address_only_in_pages() {
+    let w = world(None).await;
+    let (beta, ada_b) = w
+        .app
+        .create_tenant("Beta", None, Email::parse("Ada@Acme.test").unwrap())
+        .await
+        .unwrap();
+    let (zenith, zed) = w
+        .app
+        .create_tenant("Zenith", None, Email::parse("zed@zenith.test").unwrap())
+        .await
+        .unwrap();
+    let (ada_z, token) = invite_into(&w.app, zenith, zed, "ada@acme.test").await;
+    w.app
+        .accept_invitation(&token, "ada@acme.test")
+        .await
+        .unwrap();
+    let (gamma, gus) = w
+        .app
+        .create_tenant("Gamma", None, Email::parse("gus@gamma.test").unwrap())
+        .await
+        .unwrap();
+    let (ada_g, _) = invite_into(&w.app, gamma, gus, "ADA@acme.test").await;
+    let bob = w.member("bob@acme.test", Permissions::empty()).await;
+
+    let r = w.get("/me/memberships").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let names: Vec<&str> = r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["tenant_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["Acme", "Beta", "Gamma", "Zenith"],
+        "by name in byte order"
+    );
+    assert!(r.body["next_cursor"].is_null());
+    let first = &r.body["items"][0];
+    assert_eq!(first["tenant_id"], w.tenant.to_string());
+    assert_eq!(first["user_id"], w.admin.to_string());
+    assert_eq!(first["role"], "admin");
+    assert_eq!(first["status"], "active");
+    assert_eq!(r.body["items"][1]["tenant_id"], beta.to_string());
+    assert_eq!(r.body["items"][1]["user_id"], ada_b.to_string());
+    assert_eq!(r.body["items"][2]["user_id"], ada_g.to_string());
+    assert_eq!(r.body["items"][2]["status"], "invited");
+    assert_eq!(r.body["items"][3]["user_id"], ada_z.to_string());
+    assert_eq!(r.body["items"][3]["role"], "user");
+
+    // Pages, each after the last.
+    let r = w.get("/me/memberships?limit=3").await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 3);
+    let cursor = r.body["next_cursor"].as_str().unwrap().to_owned();
+    let r = w
+        .get(&format!("/me/memberships?limit=3&cursor={cursor}"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(r.body["items"][0]["tenant_id"], zenith.to_string());
+    assert!(r.body["next_cursor"].is_null());
+
+    // A suspended user shows as suspended; a deleted one is gone.
+    w.app
+        .edit_user(
+            zenith,
+            zed,
+            ada_z,
+            &UserEdit {
+                status: Some(Status::Suspended),
+                ..UserEdit::default()
+            },
+        )
+        .await
+        .unwrap();
+    w.app.delete_user(gamma, gus, ada_g).await.unwrap();
+    let r = w.get("/me/memberships").await;
+    let items = r.body["items"].as_array().unwrap();
+    let seen: Vec<(&str, &str)> = items
+        .iter()
+        .map(|m| {
+            (
+                m["tenant_name"].as_str().unwrap(),
+                m["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("Acme", "active"),
+            ("Beta", "active"),
+            ("Zenith", "suspended")
+        ]
+    );
+
+    // The caller's own address only: Bob sees Acme, nothing of Ada's.
+    let r = w.call("GET", "/me/memberships", Some(bob), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let items = r.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["user_id"], bob.to_string());
+    assert_eq!(items[0]["role"], "user");
+    // No parameter names another person: an address or id in the query is refused.
+    for query in ["email=ada@acme.test", "identity=oidc%7Cada", "user=x"] {
+        let r = w
+            .call("GET", &format!("/me/memberships?{query}"), Some(bob), None)
+            .await;
+        assert_eq!(r.status, 400, "{query}: {}", r.body);
+    }
+
+    // Bad paging: a cursor not handed out is 400, a size out of range 422.
+    let r = w.get("/me/memberships?cursor=nonsense").await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    for limit in ["0", "501"] {
+        let r = w.get(&format!("/me/memberships?limit={limit}")).await;
+        assert_eq!(r.status, 422, "{limit}: {}", r.body);
+    }
+    let r = w.call("GET", "/me/memberships", None, None).await;
+    assert_eq!(r.status, 401);
 }

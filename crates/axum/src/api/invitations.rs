@@ -300,9 +300,16 @@ pub struct AcceptBody {
     /// The address the person signed up with; it must be the invited one (D24).
     #[schema(min_length = 1, max_length = 254)]
     pub email: String,
+    /// The host's identity id for this person (for example the OpenID Connect subject),
+    /// attached to the user as it becomes active (D28): 1-255 bytes, unique in the tenant
+    /// (`409` when another user holds it). Left out or `null`: none.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 255)]
+    pub identity: Option<String>,
 }
 
-/// Accepts an invitation (public: no identity needed). The user becomes active (D10, D24).
+/// Accepts an invitation (public: no identity needed). The user becomes active (D10, D24),
+/// with the host's identity id when `identity` is given (D28).
 #[utoipa::path(
     post, path = "/invitations/accept", tag = "invitations", operation_id = "accept_invitation",
     request_body = AcceptBody,
@@ -312,9 +319,14 @@ pub(crate) async fn accept(
     State(guard): State<Guard>,
     ApiJson(body): ApiJson<AcceptBody>,
 ) -> Result<Json<UserOut>, Refusal> {
-    let user = guard
-        .tenantry()
-        .accept_invitation(&body.token, &body.email)
-        .await?;
+    let app = guard.tenantry();
+    let user = match body.identity.as_deref() {
+        Some(text) => {
+            let identity = super::users::parse_identity(text)?;
+            app.accept_invitation_as(&body.token, &body.email, identity)
+                .await?
+        }
+        None => app.accept_invitation(&body.token, &body.email).await?,
+    };
     Ok(Json(UserOut::from(&user)))
 }

@@ -84,8 +84,13 @@ pub use outbox::{DeliveryName, MessageOut, OutboxList, OutboxParams};
 pub use templates::{
     DeleteParams, DeletionMode, TemplateBody, TemplateDeletedOut, TemplateList, TemplatePatch,
 };
-pub use tenant::{LimitBody, MeOut, NameBody, SeatsOut, TenantOut};
-pub use users::{AttributionKind, AttributionOut, InactiveParams, UserListParams, UserPatch};
+pub use tenant::{
+    LimitBody, MeOut, MembershipOut, MembershipPage, MembershipParams, NameBody, SeatsOut,
+    TenantOut,
+};
+pub use users::{
+    AttributionKind, AttributionOut, IdentityBody, InactiveParams, UserListParams, UserPatch,
+};
 
 /// A refusal of the API: its problem document, boxed (a `Result` carrying it stays small).
 #[derive(Debug, Clone)]

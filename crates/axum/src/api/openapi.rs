@@ -27,6 +27,7 @@ pub(crate) fn routes() -> OpenApiRouter<Guard> {
     OpenApiRouter::new()
         .routes(routes!(openapi_json))
         .routes(routes!(tenant::me))
+        .routes(routes!(tenant::memberships))
         .routes(routes!(tenant::tenant))
         .routes(routes!(tenant::rename))
         .routes(routes!(tenant::seats))
@@ -39,6 +40,7 @@ pub(crate) fn routes() -> OpenApiRouter<Guard> {
             users::delete_user
         ))
         .routes(routes!(users::attribution))
+        .routes(routes!(users::set_identity))
         .routes(routes!(invitations::invite))
         .routes(routes!(invitations::invite_many))
         .routes(routes!(invitations::resend))
@@ -100,7 +102,7 @@ const PROBLEMS: &[(u16, &str, &str)] = &[
     (
         409,
         "Conflict",
-        "A conflict with current state: address or name taken, last admin, template in use (`users`), not invited, seat limit reached (`seats_used`, `seat_limit`)",
+        "A conflict with current state: address, name or identity id taken, last admin, template in use (`users`), not invited, seat limit reached (`seats_used`, `seat_limit`)",
     ),
     (413, "PayloadTooLarge", "The body is over 64 KiB"),
     (
@@ -111,7 +113,7 @@ const PROBLEMS: &[(u16, &str, &str)] = &[
     (
         422,
         "UnprocessableEntity",
-        "Well-formed but invalid input: JSON of the wrong shape or with unknown fields, an invalid address or name, an unknown permission, a page size out of range, a cursor of another sort order, a wrong sign-up address (`attempts_left`)",
+        "Well-formed but invalid input: JSON of the wrong shape or with unknown fields, an invalid address, name or identity id, an unknown permission, a page size out of range, a cursor of another sort order, a wrong sign-up address (`attempts_left`)",
     ),
     (
         429,
@@ -145,6 +147,8 @@ fn statuses(id: &str, method: HttpMethod, queried: bool) -> Vec<u16> {
         "create_template",
         "edit_template",
         "delete_template",
+        "set_identity",
+        "accept_invitation",
     ];
     if conflicts.contains(&id) {
         out.push(409);
@@ -183,7 +187,10 @@ fn complete(mut doc: OpenApi) -> OpenApi {
                 "Invite, bulk invite, resend, expired, accept",
             ),
             ("templates", "Role templates"),
-            ("tenant", "Seats and the caller's own permissions"),
+            (
+                "tenant",
+                "Seats, the caller's own permissions and its memberships in other tenants",
+            ),
             ("audit", "The audit log and its feed"),
             ("meta", "This document"),
         ]

@@ -1,15 +1,15 @@
-//! The tenant: its name (D22), seats and their limit (D9), and the caller's own effective
-//! permissions.
+//! The tenant: its name (D22), seats and their limit (D9), the caller's own effective
+//! permissions, and the caller's memberships in other tenants (D28).
 
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
-use tenantry_service::{ActorRef, SeatUsage, UserId};
-use utoipa::ToSchema;
+use tenantry_service::{ActorRef, Membership, SeatUsage, TenantCursor, UserId};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::Refusal;
-use super::extractors::{ApiJson, Caller};
+use super::extractors::{ApiJson, ApiQuery, Caller};
 use super::types::{Patch, PermissionName, RoleName, StatusName};
 use crate::Guard;
 use crate::problem::Problem;
@@ -216,5 +216,103 @@ pub(crate) async fn me(State(guard): State<Guard>, caller: Caller) -> Result<Jso
         status: user.status.into(),
         permissions: held.to_strings(),
         crm_access: crm,
+    }))
+}
+
+/// One tenant where the caller's address is a user (D28).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MembershipOut {
+    /// The tenant.
+    pub tenant_id: Uuid,
+    /// The tenant's name.
+    pub tenant_name: String,
+    /// The caller's user in that tenant.
+    pub user_id: Uuid,
+    /// Its role there.
+    pub role: RoleName,
+    /// Its status there.
+    pub status: StatusName,
+    /// Its last sign-in there, if any.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_login: Option<time::OffsetDateTime>,
+}
+
+impl From<&Membership> for MembershipOut {
+    fn from(m: &Membership) -> Self {
+        Self {
+            tenant_id: m.tenant_id.as_uuid(),
+            tenant_name: m.tenant_name.clone(),
+            user_id: m.user_id.as_uuid(),
+            role: m.role.into(),
+            status: m.status.into(),
+            last_login: m.last_login,
+        }
+    }
+}
+
+/// One page of the caller's memberships: pass `next_cursor` as `cursor` for the next.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MembershipPage {
+    /// The memberships, by tenant name (byte order), then tenant id.
+    pub items: Vec<MembershipOut>,
+    /// The cursor of the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// Paging of the caller's memberships. It takes no address or identity id: any other
+/// query parameter is refused (`400`).
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct MembershipParams {
+    /// The `next_cursor` of the previous page (empty: the first page).
+    pub cursor: Option<String>,
+    /// Rows per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u32>,
+}
+
+/// Every tenant where the caller's own address is a user (D28): tenant id and name, user
+/// id, role, status and last sign-in there, by tenant name (byte order), then tenant id.
+/// Deleted users never appear. It lists the caller's own address only and takes no
+/// address or identity id as input, so nobody can enumerate another person's tenants
+/// through it.
+#[utoipa::path(
+    get, path = "/me/memberships", tag = "tenant", operation_id = "my_memberships",
+    params(MembershipParams),
+    responses((status = 200, description = "One page of the caller's memberships", body = MembershipPage)),
+)]
+pub(crate) async fn memberships(
+    State(guard): State<Guard>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<MembershipParams>,
+) -> Result<Json<MembershipPage>, Refusal> {
+    let after = match params.cursor.as_deref().filter(|c| !c.is_empty()) {
+        Some(text) => Some(text.parse::<TenantCursor>().map_err(|_| {
+            Problem::for_status(
+                axum::http::StatusCode::BAD_REQUEST,
+                "the page cursor is not one this API handed out",
+            )
+        })?),
+        None => None,
+    };
+    let limit = params.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(Refusal::from(Problem::for_status(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "limit must be between 1 and 500",
+        )));
+    }
+    let app = guard.tenantry();
+    let user = app
+        .user(caller.tenant, ActorRef::System, caller.user)
+        .await?;
+    let page = app
+        .memberships_by_email(&user.email, after.as_ref(), limit)
+        .await?;
+    Ok(Json(MembershipPage {
+        items: page.items.iter().map(MembershipOut::from).collect(),
+        next_cursor: page.next.as_ref().map(ToString::to_string),
     }))
 }

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
-use tenantry_service::{ActorRef, Attribution, Email, TemplateId, UserEdit, UserId};
+use tenantry_service::{ActorRef, Attribution, Email, IdentityId, TemplateId, UserEdit, UserId};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -231,6 +231,63 @@ pub(crate) async fn edit_user(
     let user = guard
         .tenantry()
         .edit_user(caller.tenant, caller.user, UserId::from_uuid(id), &edit)
+        .await?;
+    Ok(Json(UserOut::from(&user)))
+}
+
+/// The host's identity id for a user (D28), or `null` to clear it. Required.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityBody {
+    /// The identity id (for example the OpenID Connect subject): 1-255 bytes, no white
+    /// space at either end, no control or invisible format character; unique in the
+    /// tenant. `null` clears it. Required.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 255, required = true)]
+    pub identity: Patch<String>,
+}
+
+impl IdentityBody {
+    fn identity(self) -> Result<Option<IdentityId>, Refusal> {
+        match self.identity {
+            Patch::Absent => Err(Refusal::from(Problem::for_status(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "identity is required (null clears it)",
+            ))),
+            Patch::Null => Ok(None),
+            Patch::Set(text) => parse_identity(&text).map(Some),
+        }
+    }
+}
+
+/// Parses an identity id; an invalid one is the rule's `422` (D28).
+pub(crate) fn parse_identity(text: &str) -> Result<IdentityId, Refusal> {
+    IdentityId::parse(text).map_err(|e| {
+        Refusal::from(Problem::from_error(&tenantry_service::Error::Rule(
+            tenantry_service::RuleError::InvalidIdentity(e),
+        )))
+    })
+}
+
+/// Attaches the host's identity id to a user, replaces it, or clears it with `null`
+/// (D28). Only an active admin may (`403` otherwise); the id is unique in the tenant
+/// (`409` when another user holds it). Audited, a refusal too.
+#[utoipa::path(
+    put, path = "/users/{id}/identity", tag = "users", operation_id = "set_identity",
+    params(("id" = Uuid, Path, description = "The user's id")),
+    request_body = IdentityBody,
+    responses((status = 200, description = "The user as it is now", body = UserOut)),
+)]
+pub(crate) async fn set_identity(
+    State(guard): State<Guard>,
+    caller: Caller,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<IdentityBody>,
+) -> Result<Json<UserOut>, Refusal> {
+    let identity = body.identity()?;
+    let user = guard
+        .tenantry()
+        .set_identity(caller.tenant, caller.user, UserId::from_uuid(id), identity)
         .await?;
     Ok(Json(UserOut::from(&user)))
 }
