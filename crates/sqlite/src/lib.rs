@@ -7,7 +7,7 @@
 //! caller's future; reads run on reader connections.
 //!
 //! The schema enforces the invariants a second time: unique (tenant, email key), unique
-//! (tenant, template name key), unique token hash, counters kept by triggers and checked
+//! (tenant, identity id), unique (tenant, template name key), unique token hash, counters kept by triggers and checked
 //! against what the change computed, the seat limit on insert, at least one active admin,
 //! ids never reused, and an append-only audit log.
 //!
@@ -31,12 +31,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use sqlx::sqlite::SqlitePool;
 use tenantry_core::{
-    AuditEvent, AuditRecord, Change, Invitation, MessageId, RoleTemplate, Subject, TemplateId,
-    TenantId, TenantState, TokenHash, Tombstone, User, UserId,
+    AuditEvent, AuditRecord, Change, IdentityId, Invitation, MessageId, RoleTemplate, Subject,
+    TemplateId, TenantId, TenantState, TokenHash, Tombstone, User, UserId,
 };
 use tenantry_mail::Message;
 use tenantry_store::{
-    DeliveryUpdate, OutboxRecord, Page, SignInOutcome, Store, StoreError, TenantCursor, UserQuery,
+    DeliveryUpdate, Membership, OutboxRecord, Page, Person, SignInOutcome, Store, StoreError,
+    TenantCursor, UserQuery,
 };
 use time::OffsetDateTime;
 
@@ -206,6 +207,23 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<TenantState>, StoreError> {
         self.tenants_inner(after, limit).await
+    }
+
+    async fn user_by_identity(
+        &self,
+        tenant: TenantId,
+        identity: &IdentityId,
+    ) -> Result<Option<User>, StoreError> {
+        self.user_by_identity_inner(tenant, identity).await
+    }
+
+    async fn memberships(
+        &self,
+        person: &Person,
+        after: Option<&TenantCursor>,
+        limit: u32,
+    ) -> Result<Vec<Membership>, StoreError> {
+        self.memberships_inner(person, after, limit).await
     }
 
     async fn outbox(

@@ -3,18 +3,22 @@
 //! Every read is one cached prepared statement on a reader connection (see `conn.rs`).
 
 use std::future::Future;
+use std::sync::LazyLock;
 
 use rusqlite::params;
 use rusqlite::types::Value;
 use tenantry_core::{
-    AuditRecord, Invitation, MessageId, RoleTemplate, Subject, TemplateId, TenantId, TenantState,
-    TokenHash, Tombstone, User, UserId,
+    AuditRecord, IdentityId, Invitation, MessageId, RoleTemplate, Subject, TemplateId, TenantId,
+    TenantState, TokenHash, Tombstone, User, UserId,
 };
+use tenantry_store::sql::Columns as _;
 use tenantry_store::sql::{
     self, Dialect, INVITATION_COLUMNS, OUTBOX_COLUMNS, Param, TEMPLATE_COLUMNS, TOMBSTONE_COLUMNS,
     USER_COLUMNS,
 };
-use tenantry_store::{MAX_PAGE_SIZE, OutboxRecord, Page, StoreError, TenantCursor, UserQuery};
+use tenantry_store::{
+    MAX_PAGE_SIZE, Membership, OutboxRecord, Page, Person, StoreError, TenantCursor, UserQuery,
+};
 use time::OffsetDateTime;
 
 use crate::SqliteStore;
@@ -45,6 +49,65 @@ fn all<T>(
 ) -> Result<Vec<T>, StoreError> {
     let mut stmt = c.prepare_cached(sql).map_err(map_err)?;
     rows::all(&mut stmt, p, read)
+}
+
+/// The memberships of a person ([one person, several tenants (D28)](tenantry_core::Rule::OnePersonSeveralTenants)):
+/// `{which}` is the column that names them (`email_key` or `identity`, bound to `?1`),
+/// `{after}` the keyset condition (empty for the first page). The person's users come
+/// first, through the index on that column (`users_by_email_key` or `users_identity`,
+/// migration 7), and each finds its tenant by primary key: `CROSS JOIN` keeps SQLite from
+/// walking the tenants by name instead. The few rows of one person are then sorted by
+/// tenant name (byte order, `BINARY`) and id.
+fn memberships_sql(which: &str, after: &str, limit: &str) -> String {
+    let columns = USER_COLUMNS
+        .split(',')
+        .map(|c| format!("u.{c} AS {c}", c = c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "SELECT {columns}, t.name AS tenant_name FROM users u CROSS JOIN tenants t ON t.id = u.tenant_id \
+         WHERE u.{which} = ?1{after} ORDER BY t.name, t.id LIMIT {limit}"
+    )
+}
+
+/// The four statements of [`SqliteStore::memberships_inner`]: by address key or identity
+/// id, first page or after a cursor.
+pub(crate) struct MembershipSql {
+    pub(crate) email_first: String,
+    pub(crate) email_after: String,
+    pub(crate) identity_first: String,
+    pub(crate) identity_after: String,
+}
+
+pub(crate) static MEMBERSHIPS: LazyLock<MembershipSql> = LazyLock::new(|| {
+    let after = " AND (t.name, t.id) > (?2, ?3)";
+    MembershipSql {
+        email_first: memberships_sql("email_key", "", "?2"),
+        email_after: memberships_sql("email_key", after, "?4"),
+        identity_first: memberships_sql("identity", "", "?2"),
+        identity_after: memberships_sql("identity", after, "?4"),
+    }
+});
+
+/// The user of a tenant (`?2`) holding an identity id (`?1`), on `users_identity`.
+pub(crate) static USER_BY_IDENTITY: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {USER_COLUMNS} FROM users WHERE identity = ?1 AND tenant_id = ?2")
+});
+
+/// One row of a memberships statement: the user's columns, then the tenant's name.
+fn membership_from_row(row: &Cols<'_>) -> Result<Membership, StoreError> {
+    let user = user_from_row(row)?;
+    let tenant_name = row.text("tenant_name")?;
+    Ok(Membership {
+        tenant_id: user.tenant_id,
+        tenant_name,
+        user_id: user.id,
+        email: user.email,
+        role: user.role,
+        status: user.status,
+        last_login: user.last_login,
+        identity: user.identity,
+    })
 }
 
 /// A parameter of the shared listing, as SQLite stores it.
@@ -166,6 +229,73 @@ impl SqliteStore {
                     params![t, k],
                     user_from_row,
                 )
+            })
+            .await
+    }
+
+    /// The user of the tenant holding this identity id, on the unique index
+    /// `users_identity` (D28).
+    pub(crate) async fn user_by_identity_inner(
+        &self,
+        tenant: TenantId,
+        identity: &IdentityId,
+    ) -> Result<Option<User>, StoreError> {
+        let (t, i) = (id_text(tenant.as_uuid()), identity.as_str().to_owned());
+        self.conns
+            .read(move |c| one(c, &USER_BY_IDENTITY, params![i, t], user_from_row))
+            .await
+    }
+
+    /// Every tenant where the person is a user (D28), by tenant name (byte order) then id,
+    /// keyset after the cursor, at most `limit` rows (clamped into 1..=501 as
+    /// [`SqliteStore::tenants_inner`] is): an index read of the person's users, never a
+    /// scan of users or tenants (see [`memberships_sql`]).
+    pub(crate) async fn memberships_inner(
+        &self,
+        person: &Person,
+        after: Option<&TenantCursor>,
+        limit: u32,
+    ) -> Result<Vec<Membership>, StoreError> {
+        let limit = i64::from(limit.clamp(1, MAX_PAGE_SIZE + 1));
+        let (by_email, key) = match person {
+            Person::Email(e) => (true, e.key().to_owned()),
+            Person::Identity(i) => (false, i.as_str().to_owned()),
+            _ => {
+                return Err(StoreError::Unsupported {
+                    operation: "memberships",
+                });
+            }
+        };
+        let after = after.map(|c| (c.name.clone(), id_text(c.id.as_uuid())));
+        self.conns
+            .read(move |c| {
+                let sql = &*MEMBERSHIPS;
+                match (&after, by_email) {
+                    (None, true) => all(
+                        c,
+                        &sql.email_first,
+                        params![key, limit],
+                        membership_from_row,
+                    ),
+                    (None, false) => all(
+                        c,
+                        &sql.identity_first,
+                        params![key, limit],
+                        membership_from_row,
+                    ),
+                    (Some((name, id)), true) => all(
+                        c,
+                        &sql.email_after,
+                        params![key, name, id, limit],
+                        membership_from_row,
+                    ),
+                    (Some((name, id)), false) => all(
+                        c,
+                        &sql.identity_after,
+                        params![key, name, id, limit],
+                        membership_from_row,
+                    ),
+                }
             })
             .await
     }
@@ -451,5 +581,107 @@ impl SqliteStore {
         ids.iter()
             .map(|s| rows::parse_id(s).map(TenantId::from_uuid))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )]
+    use super::{MEMBERSHIPS, USER_BY_IDENTITY};
+    use crate::SqliteStore;
+    use rusqlite::types::Value;
+
+    /// The details of SQLite's plan for `sql`, its `n` parameters bound to text.
+    fn plan(c: &rusqlite::Connection, sql: &str, n: usize) -> Vec<String> {
+        let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let values = vec![Value::Text("x".into()); n];
+        stmt.query_map(rusqlite::params_from_iter(values.iter()), |r| {
+            r.get::<_, String>(3)
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+    }
+
+    /// D28: each memberships statement (by address key and by identity id, first page and
+    /// after a cursor) and the identity lookup read the person's users through the index
+    /// of migration 7 and each tenant by its primary key: no step scans a table (SQLite
+    /// says `SCAN` for that), before and after `ANALYZE` on a database of many tenants.
+    #[tokio::test]
+    async fn d28_memberships_and_the_identity_lookup_are_index_reads() {
+        let dir = std::env::temp_dir().join(format!("tenantry-plan-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("p.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        let app = tenantry_service::Tenantry::builder(store.clone())
+            .build()
+            .unwrap();
+        for i in 0..40 {
+            let email = tenantry_core::Email::parse(&format!("admin{i}@acme.test")).unwrap();
+            app.create_tenant(&format!("Tenant {i:02}"), None, email)
+                .await
+                .unwrap();
+        }
+        drop(app);
+        store.close().await;
+        let c = rusqlite::Connection::open(&path).unwrap();
+        let checks: [(&str, &str, usize, &str); 5] = [
+            (
+                "email, first page",
+                &MEMBERSHIPS.email_first,
+                2,
+                "users_by_email_key",
+            ),
+            (
+                "email, after",
+                &MEMBERSHIPS.email_after,
+                4,
+                "users_by_email_key",
+            ),
+            (
+                "identity, first page",
+                &MEMBERSHIPS.identity_first,
+                2,
+                "users_identity",
+            ),
+            (
+                "identity, after",
+                &MEMBERSHIPS.identity_after,
+                4,
+                "users_identity",
+            ),
+            ("user by identity", &USER_BY_IDENTITY, 2, "users_identity"),
+        ];
+        for analyzed in [false, true] {
+            if analyzed {
+                c.execute_batch("ANALYZE").unwrap();
+            }
+            for (what, sql, n, index) in checks {
+                let steps = plan(&c, sql, n);
+                assert!(
+                    steps.iter().any(|s| s.starts_with("SEARCH u USING INDEX ")
+                        && s.contains(index)
+                        || s.starts_with("SEARCH users USING INDEX ") && s.contains(index)),
+                    "{what} (analyzed: {analyzed}): not on {index}: {steps:?}"
+                );
+                assert!(
+                    !steps.iter().any(|s| s.starts_with("SCAN")),
+                    "{what} (analyzed: {analyzed}): a scan: {steps:?}"
+                );
+                if sql.contains("tenants t") {
+                    assert!(
+                        steps.iter().any(|s| s.starts_with("SEARCH t USING INDEX sqlite_autoindex_tenants")),
+                        "{what} (analyzed: {analyzed}): tenant not by primary key: {steps:?}"
+                    );
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -28,6 +28,9 @@ fn classify(primary: i32, msg: &str) -> Option<StoreError> {
     }
     let constraint = if msg.contains("users.tenant_id, users.email_key") {
         Constraint::UserEmail
+    } else if msg.contains("users.identity, users.tenant_id") {
+        // D28: the unique index `users_identity` (migration 7).
+        Constraint::UserIdentity
     } else if msg.contains("users.tenant_id, users.id") || msg.contains("user id reused") {
         Constraint::UserId
     } else if msg.contains("role_templates.tenant_id, role_templates.name_key") {
@@ -119,8 +122,8 @@ fn run_write(tx: &Transaction<'_>, tenant: TenantId, t: &str, w: &Write) -> Resu
             let login = u.last_login.map(nanos).transpose()?;
             exec(
                 tx,
-                "INSERT INTO users (tenant_id, id, email, email_key, role, status, template_id, crm_access, grants, created_at, last_login, login_key, invite_expires_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                "INSERT INTO users (tenant_id, id, email, email_key, role, status, template_id, crm_access, grants, created_at, last_login, login_key, invite_expires_at, identity) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                 params![
                     t,
                     id_text(u.id.as_uuid()),
@@ -135,6 +138,7 @@ fn run_write(tx: &Transaction<'_>, tenant: TenantId, t: &str, w: &Write) -> Resu
                     login,
                     login.unwrap_or(i64::MIN),
                     u.invite_expires_at.map(nanos).transpose()?,
+                    u.identity.as_ref().map(|i| i.as_str()),
                 ],
             )?;
         }
@@ -144,7 +148,7 @@ fn run_write(tx: &Transaction<'_>, tenant: TenantId, t: &str, w: &Write) -> Resu
             exec_one(
                 tx,
                 "UPDATE users SET email = ?1, email_key = ?2, role = ?3, status = ?4, template_id = ?5, crm_access = ?6, grants = ?7, \
-                 last_login = ?8, login_key = ?9, invite_expires_at = ?10 WHERE tenant_id = ?11 AND id = ?12",
+                 last_login = ?8, login_key = ?9, invite_expires_at = ?10, identity = ?11 WHERE tenant_id = ?12 AND id = ?13",
                 params![
                     u.email.as_str(),
                     u.email.key(),
@@ -156,6 +160,7 @@ fn run_write(tx: &Transaction<'_>, tenant: TenantId, t: &str, w: &Write) -> Resu
                     login,
                     login.unwrap_or(i64::MIN),
                     u.invite_expires_at.map(nanos).transpose()?,
+                    u.identity.as_ref().map(|i| i.as_str()),
                     t,
                     id_text(u.id.as_uuid()),
                 ],

@@ -74,7 +74,7 @@ async fn reopening_keeps_data_and_applies_no_migration_twice() {
         .fetch_one(store.pool())
         .await
         .unwrap();
-    assert_eq!(applied, 6);
+    assert_eq!(applied, 7);
 }
 
 #[tokio::test]
@@ -82,7 +82,7 @@ async fn opening_an_older_database_runs_the_pending_migrations() {
     let path = temp_db("older");
     let (t, bob) = {
         // Make a database exactly as schema version 1 left it, with an invitation in it:
-        // undo migrations 2, 4, 5 (which dropped what 3 made) and 6.
+        // undo migrations 2, 4, 5 (which dropped what 3 made), 6 and 7.
         let store = SqliteStore::open(&path).await.unwrap();
         let (app, t, a) = app_on(store.clone()).await;
         let bob = app
@@ -96,7 +96,10 @@ async fn opening_an_older_database_runs_the_pending_migrations() {
             "DROP INDEX outbox_by_tenant_due",
             "ALTER TABLE invitations DROP COLUMN failed_attempts",
             "DROP INDEX tenants_by_name",
-            "DELETE FROM _sqlx_migrations WHERE version IN (2, 3, 4, 5, 6)",
+            "DROP INDEX users_identity",
+            "DROP INDEX users_by_email_key",
+            "ALTER TABLE users DROP COLUMN identity",
+            "DELETE FROM _sqlx_migrations WHERE version IN (2, 3, 4, 5, 6, 7)",
         ] {
             sqlx::query(undo).execute(store.pool()).await.unwrap();
         }
@@ -109,7 +112,7 @@ async fn opening_an_older_database_runs_the_pending_migrations() {
             .fetch_all(store.pool())
             .await
             .unwrap();
-    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6, 7]);
     // D24: an invitation from before migration 4 has had no failed attempt.
     let invitations = tenantry_store::Store::invitations_of(&store, t, bob)
         .await
@@ -1147,6 +1150,7 @@ type UserColumns = (
     String,
     i64,
     Option<i64>,
+    Option<String>,
 );
 /// A subject's columns (its JOIN) as the pool reads them.
 type SubjectColumns = (String, String, i64, String, Option<String>, Option<String>);
@@ -1184,7 +1188,7 @@ async fn assert_cache_matches_rows(
     );
     for &u in users {
         let row: Option<UserColumns> = sqlx::query_as(
-                "SELECT email, role, status, template_id, crm_access, grants, created_at, last_login FROM users WHERE tenant_id = $1 AND id = $2",
+                "SELECT email, role, status, template_id, crm_access, grants, created_at, last_login, identity FROM users WHERE tenant_id = $1 AND id = $2",
             )
             .bind(t.to_string())
             .bind(u.to_string())
@@ -1202,6 +1206,7 @@ async fn assert_cache_matches_rows(
                 serde_json::to_string(&c.grants).unwrap(),
                 nanos(c.created_at),
                 c.last_login.map(nanos),
+                c.identity.as_ref().map(|i| i.as_str().to_owned()),
             )),
             row,
             "{step}: user {u}"
@@ -1258,8 +1263,8 @@ async fn assert_cache_matches_rows(
 
 /// D6: the owning store updates its cached rows in place after each kind of change (template
 /// edits and renames, reassignment and detachment on delete, user edits, suspension,
-/// deletion, the seat limit, a new template, sign-ins) and every cached row still equals
-/// the database's after each one.
+/// deletion, the seat limit, a new template, sign-ins, an identity id set, replaced and
+/// cleared (D28)) and every cached row still equals the database's after each one.
 #[tokio::test]
 async fn d6_the_cache_updated_in_place_equals_the_rows_after_every_kind_of_change() {
     let store = SqliteStore::open(temp_db("in-place-rows")).await.unwrap();
@@ -1312,6 +1317,20 @@ async fn d6_the_cache_updated_in_place_equals_the_rows_after_every_kind_of_chang
     assert_cache_matches_rows(&store, t, &users, &templates, "grants").await;
     app.record_sign_in(t, bob).await.unwrap();
     assert_cache_matches_rows(&store, t, &users, &templates, "sign-in").await;
+    let identity = |s: &str| Some(tenantry_service::IdentityId::parse(s).unwrap());
+    app.set_identity(t, a, bob, identity("oidc|bob"))
+        .await
+        .unwrap();
+    assert_cache_matches_rows(&store, t, &users, &templates, "identity set").await;
+    app.set_identity(t, a, bob, identity("oidc|bob-2"))
+        .await
+        .unwrap();
+    assert_cache_matches_rows(&store, t, &users, &templates, "identity replaced").await;
+    app.set_identity(t, a, carol, identity("oidc|carol"))
+        .await
+        .unwrap();
+    app.set_identity(t, a, bob, None).await.unwrap();
+    assert_cache_matches_rows(&store, t, &users, &templates, "identity cleared").await;
     app.delete_template(t, a, one, TemplateDeletion::Reassign(two))
         .await
         .unwrap();
@@ -1418,4 +1437,287 @@ async fn a_dropped_commit_still_runs_to_its_end_and_updates_the_cache() {
         "the commit was still pending when dropped: {}",
         pending == 1
     );
+}
+
+/// D28: a database at migration 6 whose tenants have users gets, on open, migration 7: the
+/// `identity` column, NULL for every existing user (each still reads, with no identity id),
+/// and its two indexes; an identity id can then be set and found.
+#[tokio::test]
+async fn d28_migration_7_gives_every_existing_user_a_null_identity() {
+    use tenantry_store::Store;
+    let path = temp_db("d28-migrate");
+    let (t, a, bob) = {
+        let store = SqliteStore::open(&path).await.unwrap();
+        let (app, t, a) = app_on(store.clone()).await;
+        let bob = app
+            .invite(t, a, &invite_req("bob@acme.test", Permissions::empty()))
+            .await
+            .unwrap()
+            .user
+            .id;
+        drop(app);
+        for undo in [
+            "DROP INDEX users_identity",
+            "DROP INDEX users_by_email_key",
+            "ALTER TABLE users DROP COLUMN identity",
+            "DELETE FROM _sqlx_migrations WHERE version = 7",
+        ] {
+            sqlx::query(undo).execute(store.pool()).await.unwrap();
+        }
+        store.close().await;
+        (t, a, bob)
+    };
+    let store = SqliteStore::open(&path).await.unwrap();
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(versions.last(), Some(&7));
+    let (users, nulls): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), COUNT(*) FILTER (WHERE identity IS NULL) FROM users")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!((users, nulls), (2, 2));
+    let mut indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND name IN ('users_identity', 'users_by_email_key')",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    indexes.sort();
+    assert_eq!(indexes, ["users_by_email_key", "users_identity"]);
+    for u in [a, bob] {
+        let user = store.user(t, u).await.unwrap().unwrap();
+        assert_eq!(user.identity, None);
+    }
+    let app = Tenantry::builder(store.clone()).build().unwrap();
+    let id = tenantry_service::IdentityId::parse("oidc|bob").unwrap();
+    app.set_identity(t, a, bob, Some(id.clone())).await.unwrap();
+    let found = store.user_by_identity(t, &id).await.unwrap().unwrap();
+    assert_eq!((found.id, found.identity), (bob, Some(id)));
+}
+
+/// D28: the identity id is unique per tenant in the schema itself. A direct commit that
+/// gives a second user of a tenant an identity id another user of that tenant holds is
+/// refused as [`Constraint::UserIdentity`](tenantry_store::Constraint::UserIdentity) and
+/// writes nothing, also when both users get it in one change; the same id on a user of
+/// another tenant is fine. The column refuses an id over 255 bytes.
+#[tokio::test]
+async fn d28_one_identity_per_tenant_is_enforced_by_the_unique_index() {
+    use tenantry_core::decide::Write;
+    use tenantry_store::{Constraint, Store, StoreError};
+    let store = SqliteStore::open(temp_db("d28-unique")).await.unwrap();
+    let (app, t, a) = app_on(store.clone()).await;
+    let invite = |t, a, email: &'static str| {
+        let app = app.clone();
+        async move {
+            app.invite(t, a, &invite_req(email, Permissions::empty()))
+                .await
+                .unwrap()
+                .user
+        }
+    };
+    let bob = invite(t, a, "bob@acme.test").await;
+    let carol = invite(t, a, "carol@acme.test").await;
+    let (other, x) = app
+        .create_tenant("Other", None, Email::parse("x@other.test").unwrap())
+        .await
+        .unwrap();
+    let dave = invite(other, x, "dave@other.test").await;
+    let id = tenantry_service::IdentityId::parse("oidc|same-person").unwrap();
+    let with = |u: &tenantry_service::User| {
+        let mut u = u.clone();
+        u.identity = Some(id.clone());
+        Write::UpdateUser(u)
+    };
+    let version = |s: &SqliteStore| {
+        let s = s.clone();
+        async move { s.tenant(t).await.unwrap().unwrap().counters.version }
+    };
+
+    // Both users of one tenant in one change: refused whole.
+    let before = version(&store).await;
+    let both = change_on(&store, t, vec![with(&bob), with(&carol)]).await;
+    let refused = store.commit(&both, &[]).await;
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::Conflict {
+                constraint: Constraint::UserIdentity
+            })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(version(&store).await, before, "nothing written");
+    assert_eq!(store.user(t, bob.id).await.unwrap().unwrap().identity, None);
+
+    // One, then the other in a later change.
+    store
+        .commit(&change_on(&store, t, vec![with(&bob)]).await, &[])
+        .await
+        .unwrap();
+    let second = store
+        .commit(&change_on(&store, t, vec![with(&carol)]).await, &[])
+        .await;
+    assert!(
+        matches!(
+            second,
+            Err(StoreError::Conflict {
+                constraint: Constraint::UserIdentity
+            })
+        ),
+        "{second:?}"
+    );
+    assert_eq!(
+        store.user(t, carol.id).await.unwrap().unwrap().identity,
+        None
+    );
+    let holder = store.user_by_identity(t, &id).await.unwrap().unwrap();
+    assert_eq!(holder.id, bob.id);
+
+    // The same id in another tenant.
+    store
+        .commit(&change_on(&store, other, vec![with(&dave)]).await, &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .user_by_identity(other, &id)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        dave.id
+    );
+    let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users WHERE identity = $1")
+        .bind(id.as_str())
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 2);
+
+    // A row the parser would refuse (over 255 bytes) fails the column's CHECK.
+    let mut long = carol.clone();
+    long.identity = Some(tenantry_service::IdentityId::from_stored(&"x".repeat(256)));
+    let refused = store
+        .commit(
+            &change_on(&store, t, vec![Write::UpdateUser(long)]).await,
+            &[],
+        )
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::Conflict {
+                constraint: Constraint::Schema
+            })
+        ),
+        "{refused:?}"
+    );
+}
+
+/// D28: the memberships of an address and of an identity id, on an owning and a shared
+/// store: every tenant where the person is a user, by tenant name in byte order (`Zeta`
+/// before `alpha` before `Ärger`) then id, in pages that continue after the cursor; a
+/// deleted user is gone from them; another person's rows never appear.
+#[tokio::test]
+async fn d28_memberships_by_address_and_identity_page_in_byte_order() {
+    let path = temp_db("d28-memberships");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let app = Tenantry::builder(store.clone()).build().unwrap();
+    let person = Email::parse("Pat@Example.test").unwrap();
+    let id = tenantry_service::IdentityId::parse("oidc|pat").unwrap();
+    let mut expected = Vec::new();
+    for name in ["alpha", "Zeta", "Ärger", "alpha", "beta"] {
+        let admin = Email::parse(&format!("admin@{}.test", expected.len())).unwrap();
+        let (t, a) = app.create_tenant(name, None, admin).await.unwrap();
+        let pat = app
+            .invite(t, a, &invite_req("pat@example.test", Permissions::empty()))
+            .await
+            .unwrap()
+            .user
+            .id;
+        app.set_identity(t, a, pat, Some(id.clone())).await.unwrap();
+        expected.push((name.to_owned(), t, a, pat));
+    }
+    // The address is also the admin of a tenant of its own ("aaa"), without the identity id.
+    let (aaa, _) = app
+        .create_tenant("aaa", None, Email::parse("pat@example.test").unwrap())
+        .await
+        .unwrap();
+    // The user of "beta" is deleted.
+    let (_, bt, ba, bpat) = expected.pop().unwrap();
+    app.delete_user(bt, ba, bpat).await.unwrap();
+    expected.sort_by(|x, y| (x.0.as_bytes(), x.1).cmp(&(y.0.as_bytes(), y.1)));
+    let names: Vec<&str> = expected.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(names, ["Zeta", "alpha", "alpha", "Ärger"]);
+    drop(app);
+    store.close().await;
+
+    for shared in [false, true] {
+        let store = if shared {
+            SqliteStore::open_shared(&path).await.unwrap()
+        } else {
+            SqliteStore::open(&path).await.unwrap()
+        };
+        let app = Tenantry::builder(store.clone()).build().unwrap();
+        // By address, two a page: the admin of "aaa" too.
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = app
+                .memberships_by_email(&person, after.as_ref(), 2)
+                .await
+                .unwrap();
+            assert!(page.items.len() <= 2);
+            seen.extend(page.items);
+            match page.next {
+                Some(c) => after = Some(c),
+                None => break,
+            }
+        }
+        let got: Vec<(String, tenantry_service::TenantId)> = seen
+            .iter()
+            .map(|m| (m.tenant_name.clone(), m.tenant_id))
+            .collect();
+        let mut want: Vec<(String, tenantry_service::TenantId)> =
+            expected.iter().map(|e| (e.0.clone(), e.1)).collect();
+        want.insert(0, ("aaa".to_owned(), aaa));
+        want.sort_by(|x, y| (x.0.as_bytes(), x.1).cmp(&(y.0.as_bytes(), y.1)));
+        assert_eq!(got, want, "shared: {shared}");
+        // By identity id: only the users it was attached to.
+        let page = app.memberships_by_identity(&id, None, 10).await.unwrap();
+        assert_eq!(page.next, None);
+        let got: Vec<_> = page
+            .items
+            .iter()
+            .map(|m| (m.tenant_name.clone(), m.tenant_id, m.user_id))
+            .collect();
+        let want: Vec<_> = expected.iter().map(|e| (e.0.clone(), e.1, e.3)).collect();
+        assert_eq!(got, want, "shared: {shared}");
+        for m in &page.items {
+            assert_eq!(m.email.key(), "pat@example.test");
+            assert_eq!(m.identity.as_ref(), Some(&id));
+            assert_eq!((m.role, m.status), (Role::User, Status::Invited));
+            assert_eq!(m.last_login, None);
+        }
+        let after = page.items[1].cursor();
+        let rest = app
+            .memberships_by_identity(&id, Some(&after), 10)
+            .await
+            .unwrap();
+        assert_eq!(rest.items, page.items[2..]);
+        let nobody = tenantry_service::IdentityId::parse("oidc|nobody").unwrap();
+        assert!(
+            app.memberships_by_identity(&nobody, None, 10)
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+        );
+        drop(app);
+        store.close().await;
+    }
 }
