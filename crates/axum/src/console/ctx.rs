@@ -154,6 +154,7 @@ impl Ctx {
             mount: &self.visit.mount,
             tenant: viewer.map(|v| v.tenant_name.as_str()),
             who: viewer.map(|v| (v.email.as_str(), v.role)),
+            webhooks: self.console.config.has_webhooks(),
         }
     }
 
@@ -240,6 +241,7 @@ impl Ctx {
             mount: &self.visit.mount,
             tenant: None,
             who: None,
+            webhooks: false,
         };
         html::page(
             StatusCode::FORBIDDEN,

@@ -179,6 +179,7 @@ fn refusal(mount: &str, status: StatusCode, title: &str, text: &str) -> Response
         mount,
         tenant: None,
         who: None,
+        webhooks: false,
     };
     let users = format!("{mount}/users");
     html::page(

@@ -83,6 +83,8 @@ pub(super) struct Chrome<'a> {
     pub(super) tenant: Option<&'a str>,
     /// The signed-in user's address and role.
     pub(super) who: Option<(&'a str, Role)>,
+    /// Whether the console has the webhooks page (linked for admins only).
+    pub(super) webhooks: bool,
 }
 
 /// The `Content-Security-Policy` for a page whose one `<style>` holds `css`.
@@ -125,6 +127,9 @@ pub(super) fn page(
                             a href={(m) "/audit"} { "Audit log" }
                             a href={(m) "/deliveries"} { "Invitation delivery" }
                             a href={(m) "/tenant"} { "Tenant" }
+                            @if chrome.webhooks && matches!(chrome.who, Some((_, Role::Admin))) {
+                                a #nav-webhooks href={(m) "/webhooks"} { "Webhooks" }
+                            }
                         }
                     }
                     @if let Some((email, role)) = chrome.who {

@@ -19,6 +19,7 @@
 //! | `/templates/{id}/delete` | who uses it, and refuse / detach / reassign | `users:manage` |
 //! | `/audit` | the audit log, paged | `users:view` |
 //! | `/deliveries` | invitation mail: recipient, state, attempts, last error | `users:view` |
+//! | `/webhooks` | the tenant's webhook endpoints with their delivery state; register, rotate the secret, enable, disable, remove (feature `webhooks`, with `ConsoleConfig::webhooks`) | active admin |
 //! | `/accept?token=…` | the public page an invitation link opens | nobody signed in |
 //!
 //! Nobody identified: a `401` page linking [`ConsoleConfig::sign_in_url`]. Identified but
@@ -129,6 +130,10 @@ pub struct ConsoleConfig {
     secure_cookies: bool,
     sign_in_url: String,
     mount_path: Option<String>,
+    #[cfg(feature = "webhooks")]
+    webhooks: Option<tenantry_webhooks::Webhooks>,
+    #[cfg(feature = "webhooks")]
+    rotation_grace: time::Duration,
 }
 
 impl std::fmt::Debug for ConsoleConfig {
@@ -137,6 +142,7 @@ impl std::fmt::Debug for ConsoleConfig {
             .field("secure_cookies", &self.secure_cookies)
             .field("sign_in_url", &self.sign_in_url)
             .field("mount_path", &self.mount_path)
+            .field("webhooks", &self.has_webhooks())
             .finish_non_exhaustive()
     }
 }
@@ -157,7 +163,65 @@ impl ConsoleConfig {
             secure_cookies: false,
             sign_in_url: "/signin".to_owned(),
             mount_path: None,
+            #[cfg(feature = "webhooks")]
+            webhooks: None,
+            #[cfg(feature = "webhooks")]
+            rotation_grace: time::Duration::hours(24),
         }
+    }
+
+    /// Whether the console has the `/webhooks` page.
+    fn has_webhooks(&self) -> bool {
+        #[cfg(feature = "webhooks")]
+        {
+            self.webhooks.is_some()
+        }
+        #[cfg(not(feature = "webhooks"))]
+        {
+            false
+        }
+    }
+
+    /// Adds the `/webhooks` page (feature `webhooks`): the tenant's endpoints with their
+    /// delivery state, for active admins, over `admin` (which checks the actor and records
+    /// every change in the audit log). A new or rotated secret is shown once, on the page
+    /// answering the form that made it, and never again. Without it the page does not
+    /// exist (`404`) and the navigation does not link it.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), tenantry_service::SettingsError> {
+    /// use std::sync::Arc;
+    /// use tenantry_axum::console::ConsoleConfig;
+    /// use tenantry_service::{InMemoryStore, Tenantry};
+    /// use tenantry_webhooks::{InMemoryEndpointStore, Webhooks};
+    ///
+    /// let app = Tenantry::builder(InMemoryStore::new()).build()?;
+    /// let admin = Webhooks::new(app, Arc::new(InMemoryEndpointStore::new()));
+    /// let config = ConsoleConfig::new([1u8; 32]).webhooks(admin);
+    /// assert!(format!("{config:?}").contains("webhooks: true"));
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "webhooks")]
+    #[must_use]
+    pub fn webhooks(mut self, admin: tenantry_webhooks::Webhooks) -> Self {
+        self.webhooks = Some(admin);
+        self
+    }
+
+    /// How long a rotated-out webhook secret keeps signing beside the new one (feature
+    /// `webhooks`; default 24 hours), so receivers can switch without refusing a delivery.
+    /// A negative value is taken as zero (the old secret stops at once).
+    ///
+    /// ```
+    /// use tenantry_axum::console::ConsoleConfig;
+    /// let config = ConsoleConfig::new([1u8; 32]).webhook_rotation_grace(time::Duration::hours(1));
+    /// # let _ = config;
+    /// ```
+    #[cfg(feature = "webhooks")]
+    #[must_use]
+    pub fn webhook_rotation_grace(mut self, grace: time::Duration) -> Self {
+        self.rotation_grace = grace.max(time::Duration::ZERO);
+        self
     }
 
     /// Mark the console's cookie `Secure` (serve it over https; then browsers send it only
@@ -237,7 +301,7 @@ pub fn router(guard: Guard, config: ConsoleConfig) -> Router {
         guard,
         config: Arc::new(config),
     };
-    Router::new()
+    let router = Router::new()
         .route("/", get(pages::root))
         .route("/users", get(pages::users::list))
         .route(
@@ -249,6 +313,7 @@ pub fn router(guard: Guard, config: ConsoleConfig) -> Router {
             get(pages::users::edit_page).post(pages::users::edit),
         )
         .route("/users/{id}/resend", post(pages::users::resend))
+        .route("/users/{id}/identity", post(pages::users::set_identity))
         .route(
             "/users/{id}/delete",
             get(pages::users::delete_page).post(pages::users::delete),
@@ -275,7 +340,14 @@ pub fn router(guard: Guard, config: ConsoleConfig) -> Router {
         .route(
             "/accept",
             get(pages::accept::accept_page).post(pages::accept::accept),
-        )
+        );
+    #[cfg(feature = "webhooks")]
+    let router = if console.config.has_webhooks() {
+        pages::webhooks::routes(router)
+    } else {
+        router
+    };
+    router
         .fallback(pages::not_found)
         .method_not_allowed_fallback(pages::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

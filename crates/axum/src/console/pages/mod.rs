@@ -6,6 +6,8 @@ pub(super) mod audit;
 pub(super) mod templates;
 pub(super) mod tenant;
 pub(super) mod users;
+#[cfg(feature = "webhooks")]
+pub(super) mod webhooks;
 
 use axum::http::StatusCode;
 use axum::response::Response;
