@@ -2108,3 +2108,159 @@ async fn text_from_users_is_escaped_never_markup() {
     assert!(!search.body.contains("<b>bold</b>"));
     assert!(search.body.contains("&lt;b&gt;bold&lt;/b&gt;"));
 }
+
+#[tokio::test]
+async fn d28_an_admin_sets_and_clears_the_identity_id_others_only_see_it() {
+    let w = world().await;
+    let path = format!("/users/{}/identity", w.bob);
+    let edit = format!("/users/{}/edit", w.bob);
+    let identity = |user: UserId| {
+        let app = &w.app;
+        let tenant = w.tenant;
+        async move {
+            app.user(tenant, ActorRef::System, user)
+                .await
+                .unwrap()
+                .identity
+                .map(|i| i.as_str().to_owned())
+        }
+    };
+    let mut ada = Browser::new(&w, Some(w.ada));
+    let page = ada.get(&edit).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains(r#"id="identity-form""#), "{}", page.body);
+    assert!(!page.body.contains(r#"id="clear-identity""#));
+    assert_accessible(&edit, &page.body);
+
+    let saved = ada.submit(&edit, &path, &[("identity", "oidc|bob")]).await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    let after = ada.follow(&saved).await;
+    assert!(
+        after
+            .body
+            .contains("Saved the sign-in identity of bob@acme.test."),
+        "{}",
+        after.body
+    );
+    assert_eq!(identity(w.bob).await.as_deref(), Some("oidc|bob"));
+    let page = ada.get(&edit).await;
+    assert!(page.body.contains(r#"value="oidc|bob""#), "{}", page.body);
+    assert!(page.body.contains(r#"id="clear-identity""#));
+
+    // The same value again changes nothing.
+    let same = ada.submit(&edit, &path, &[("identity", "oidc|bob")]).await;
+    assert!(
+        same.location().contains("done=unchanged"),
+        "{}",
+        same.location()
+    );
+
+    // An invalid id is a 422 in the form, with what was typed, and nothing changes.
+    let refused = ada.submit(&edit, &path, &[("identity", " oidc|x")]).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.body.contains("white space"), "{}", refused.body);
+    assert!(refused.body.contains(r#"value=" oidc|x""#));
+    assert_accessible("identity (refused)", &refused.body);
+    let missing = ada.submit(&edit, &path, &[]).await;
+    assert_eq!(missing.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(identity(w.bob).await.as_deref(), Some("oidc|bob"));
+
+    // Unique in the tenant: another user cannot take it (409 in the form).
+    let erin_edit = format!("/users/{}/edit", w.erin);
+    let taken = ada
+        .submit(
+            &erin_edit,
+            &format!("/users/{}/identity", w.erin),
+            &[("identity", "oidc|bob")],
+        )
+        .await;
+    assert_eq!(taken.status, StatusCode::CONFLICT, "{}", taken.body);
+    assert!(
+        taken.body.contains("already has this identity id"),
+        "{}",
+        taken.body
+    );
+    assert_eq!(identity(w.erin).await, None);
+
+    // A non-admin who may edit users sees the id read-only, and a forged POST with a
+    // valid token is refused (403), changing nothing.
+    let dan = w
+        .app
+        .invite(
+            w.tenant,
+            w.ada,
+            &invite_request(
+                "dan@acme.test",
+                None,
+                "users:view,users:edit".parse().unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    let token = dan.accept_link.token().unwrap();
+    w.app
+        .accept_invitation(&token, "dan@acme.test")
+        .await
+        .unwrap();
+    let mut dan = Browser::new(&w, Some(dan.user.id));
+    let page = dan.get(&edit).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(!page.body.contains(r#"id="identity-form""#));
+    assert!(
+        page.body
+            .contains(r#"<p id="identity-value">Identity id: <code>oidc|bob</code></p>"#),
+        "{}",
+        page.body
+    );
+    assert_accessible("identity (read-only)", &page.body);
+    let forged = dan
+        .submit(&edit, &path, &[("identity", "oidc|dan-was-here")])
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN, "{}", forged.body);
+    let forged = dan.submit(&edit, &path, &[("clear", "on")]).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN, "{}", forged.body);
+    assert_eq!(identity(w.bob).await.as_deref(), Some("oidc|bob"));
+    // A viewer without users:edit gets no page at all; a POST without a token is refused.
+    let mut erin = Browser::new(&w, Some(w.erin));
+    assert_eq!(erin.get(&edit).await.status, StatusCode::FORBIDDEN);
+    let no_token = ada
+        .post_raw(&path, "identity=oidc%7Cforged".to_owned())
+        .await;
+    assert_eq!(no_token.status, StatusCode::FORBIDDEN);
+    assert_eq!(identity(w.bob).await.as_deref(), Some("oidc|bob"));
+
+    // Clear: the button, or an empty value.
+    let cleared = ada.submit(&edit, &path, &[("clear", "on")]).await;
+    assert_eq!(cleared.status, StatusCode::SEE_OTHER, "{}", cleared.body);
+    assert_eq!(identity(w.bob).await, None);
+    ada.submit(&edit, &path, &[("identity", "oidc|bob2")]).await;
+    assert_eq!(identity(w.bob).await.as_deref(), Some("oidc|bob2"));
+    let cleared = ada.submit(&edit, &path, &[("identity", "")]).await;
+    assert_eq!(cleared.status, StatusCode::SEE_OTHER, "{}", cleared.body);
+    assert_eq!(identity(w.bob).await, None);
+
+    // Every change and refusal is in the audit log.
+    let log = w
+        .app
+        .audit_log(w.tenant, ActorRef::System, 0, 500)
+        .await
+        .unwrap();
+    let changed = log
+        .iter()
+        .filter(|r| {
+            r.event
+                .changes
+                .iter()
+                .any(|c| c.field == tenantry_service::Field::Identity)
+        })
+        .count();
+    assert_eq!(changed, 4, "set, clear, set, clear");
+    let refused = log
+        .iter()
+        .filter(|r| {
+            r.event.action == AuditAction::UserEdited
+                && matches!(r.event.outcome, tenantry_service::Outcome::Refused { .. })
+        })
+        .count();
+    assert_eq!(refused, 3, "taken, and dan's two forged posts");
+}

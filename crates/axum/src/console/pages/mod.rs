@@ -56,10 +56,11 @@ pub(super) enum Done {
     TemplateSaved,
     TemplateDeleted,
     TenantRenamed,
+    IdentitySaved,
 }
 
 impl Done {
-    const ALL: [Done; 9] = [
+    const ALL: [Done; 10] = [
         Done::Invited,
         Done::Saved,
         Done::Unchanged,
@@ -69,6 +70,7 @@ impl Done {
         Done::TemplateSaved,
         Done::TemplateDeleted,
         Done::TenantRenamed,
+        Done::IdentitySaved,
     ];
 
     pub(super) fn code(self) -> &'static str {
@@ -82,6 +84,7 @@ impl Done {
             Done::TemplateSaved => "template_saved",
             Done::TemplateDeleted => "template_deleted",
             Done::TenantRenamed => "tenant_renamed",
+            Done::IdentitySaved => "identity_saved",
         }
     }
 
@@ -146,6 +149,7 @@ pub(super) async fn notice(ctx: &Ctx, viewer: &Viewer, query: &Fields) -> Option
         Done::TenantRenamed => {
             "The tenant was renamed. Every user sees the new name at once.".to_owned()
         }
+        Done::IdentitySaved => format!("Saved the sign-in identity of {who}."),
     };
     Some(html::message(Tone::Ok, &text))
 }

@@ -1,12 +1,13 @@
-//! The user table, the invite form, the edit form, resend and delete.
+//! The user table, the invite form, the edit form (with the host's identity id, D28),
+//! resend and delete.
 
 use axum::extract::Path;
 use axum::http::{StatusCode, Uri};
 use axum::response::Response;
 use maud::{Markup, html};
 use tenantry_service::{
-    Action, Cursor, Email, Error, ErrorKind, InviteRequest, Permissions, Role, RoleTemplate,
-    SeatUsage, SortBy, Status, TemplateId, User, UserEdit, UserId, UserQuery,
+    Action, Cursor, Email, Error, ErrorKind, IdentityId, InviteRequest, Permissions, Role,
+    RoleTemplate, SeatUsage, SortBy, Status, TemplateId, User, UserEdit, UserId, UserQuery,
 };
 
 use crate::problem::Problem;
@@ -478,6 +479,73 @@ async fn edit_form_page(
     form: &UserForm,
     error: Option<&str>,
 ) -> Response {
+    let identity = IdentityForm::of(target);
+    edit_page_with(ctx, v, status, target, form, error, &identity).await
+}
+
+/// The identity id field of the edit page (D28): what it shows, and the refusal of the
+/// last attempt to set it.
+struct IdentityForm<'a> {
+    value: &'a str,
+    error: Option<&'a str>,
+}
+
+impl<'a> IdentityForm<'a> {
+    fn of(u: &'a User) -> Self {
+        Self {
+            value: u.identity.as_ref().map_or("", IdentityId::as_str),
+            error: None,
+        }
+    }
+}
+
+/// The card with the user's identity id (D28): a form for an admin (only an active admin
+/// may set it), the value read-only for everyone else.
+fn identity_card(ctx: &Ctx, v: &Viewer, target: &User, identity: &IdentityForm<'_>) -> Markup {
+    let action = ctx.url(&format!("/users/{}/identity", target.id));
+    html! {
+        section.card #identity-card aria-labelledby="identity-heading" {
+            h2 #identity-heading { "Sign-in identity" }
+            @if v.role == Role::Admin {
+                @if let Some(e) = identity.error { (html::message(Tone::Error, e)) }
+                form #identity-form.stack method="post" action=(action) {
+                    (html::csrf_field(&ctx.csrf()))
+                    label.field for="identity" { "Identity id" }
+                    input #identity type="text" name="identity" value=(identity.value)
+                        autocomplete="off" spellcheck="false" aria-describedby="identity-hint";
+                    p.hint #identity-hint {
+                        "The id your sign-in provider gives this person (for example the OpenID                          Connect subject), up to 255 bytes, unique in this tenant. Leave it empty                          to clear it."
+                    }
+                    div.actions-row {
+                        button #save-identity type="submit" { "Save identity id" }
+                        @if target.identity.is_some() {
+                            button #clear-identity type="submit" name="clear" value="on" { "Clear" }
+                        }
+                    }
+                }
+            } @else {
+                p #identity-value {
+                    "Identity id: "
+                    @match &target.identity {
+                        Some(id) => { code { (id.as_str()) } }
+                        None => { span.muted { "none" } }
+                    }
+                }
+                p.hint { "Only an admin can set or clear it." }
+            }
+        }
+    }
+}
+
+async fn edit_page_with(
+    ctx: &Ctx,
+    v: &Viewer,
+    status: StatusCode,
+    target: &User,
+    form: &UserForm,
+    error: Option<&str>,
+    identity: &IdentityForm<'_>,
+) -> Response {
     let app = ctx.app();
     let templates = ok_or_page!(ctx, v, app.templates(v.tenant, v.actor()).await);
     let holds = app.effective_permissions(v.tenant, target.id).await.ok();
@@ -534,6 +602,7 @@ async fn edit_form_page(
                 }
             }
         }
+        (identity_card(ctx, v, target, identity))
     };
     let css = html::template_mark_rules(&templates, "edit-form");
     ctx.page(Some(v), status, "Edit user", &css, body)
@@ -674,6 +743,93 @@ pub(crate) async fn edit(ctx: Ctx, Path(id): Path<String>, fields: Fields) -> Re
         Err(e) => match form_error(&e) {
             Some((status, text)) => {
                 edit_form_page(&ctx, &v, status, &target, &form, Some(&text)).await
+            }
+            None => ctx.failure(Some(&v), &e),
+        },
+    }
+}
+
+/// The edit page again, its identity card showing what was typed and why it was refused.
+async fn identity_refused(
+    ctx: &Ctx,
+    v: &Viewer,
+    target: &User,
+    status: StatusCode,
+    value: &str,
+    text: &str,
+) -> Response {
+    let identity = IdentityForm {
+        value,
+        error: Some(text),
+    };
+    let form = UserForm::of(target);
+    edit_page_with(ctx, v, status, target, &form, None, &identity).await
+}
+
+/// `POST /users/{id}/identity`: sets, replaces or clears (an empty value, or the Clear
+/// button) the host's identity id of a user (D28). Only an active admin may; the service
+/// refuses anyone else (a forged POST is `403` and changes nothing) and records the attempt.
+pub(crate) async fn set_identity(ctx: Ctx, Path(id): Path<String>, fields: Fields) -> Response {
+    let v = viewer!(ctx, Action::Edit);
+    let target = match target(&ctx, &v, &id).await {
+        Ok(t) => t,
+        Err(page) => return page,
+    };
+    let typed = fields.get("identity");
+    let identity = if fields.checked("clear") {
+        None
+    } else {
+        match typed {
+            None => {
+                return identity_refused(
+                    &ctx,
+                    &v,
+                    &target,
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "",
+                    "The identity field is missing.",
+                )
+                .await;
+            }
+            Some("") => None,
+            // Checked here too, so an invalid id is a 422 that changes nothing.
+            Some(text) => match IdentityId::parse(text) {
+                Ok(i) => Some(i),
+                Err(e) => {
+                    let message = sentence(&format!("invalid identity id: {e}"));
+                    return identity_refused(
+                        &ctx,
+                        &v,
+                        &target,
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        text,
+                        &message,
+                    )
+                    .await;
+                }
+            },
+        }
+    };
+    if identity == target.identity {
+        return ctx.see_other(&format!(
+            "/users?done={}&user={}",
+            Done::Unchanged.code(),
+            target.id
+        ));
+    }
+    match ctx
+        .app()
+        .set_identity(v.tenant, v.user, target.id, identity)
+        .await
+    {
+        Ok(saved) => ctx.see_other(&format!(
+            "/users?done={}&user={}",
+            Done::IdentitySaved.code(),
+            saved.id
+        )),
+        Err(e) => match form_error(&e) {
+            Some((status, text)) => {
+                identity_refused(&ctx, &v, &target, status, typed.unwrap_or(""), &text).await
             }
             None => ctx.failure(Some(&v), &e),
         },
