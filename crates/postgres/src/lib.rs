@@ -62,6 +62,7 @@
 mod open;
 mod read;
 mod rows;
+mod snapshot;
 mod write;
 
 use std::sync::Arc;
@@ -107,6 +108,14 @@ impl Store for PostgresStore {
 
     async fn user(&self, tenant: TenantId, id: UserId) -> Result<Option<User>, StoreError> {
         self.user_inner(tenant, id).await
+    }
+
+    async fn snapshot(
+        &self,
+        tenant: TenantId,
+        request: &tenantry_store::SnapshotRequest,
+    ) -> Result<tenantry_store::Snapshot, StoreError> {
+        self.snapshot_inner(tenant, request).await
     }
 
     async fn subject(&self, tenant: TenantId, id: UserId) -> Result<Option<Subject>, StoreError> {

@@ -194,6 +194,14 @@ impl Store for GuardedStore {
     async fn user(&self, tenant: TenantId, id: UserId) -> Result<Option<User>, StoreError> {
         self.store.user(tenant, id).await
     }
+
+    async fn snapshot(
+        &self,
+        tenant: TenantId,
+        request: &tenantry_store::SnapshotRequest,
+    ) -> Result<tenantry_store::Snapshot, StoreError> {
+        self.store.snapshot(tenant, request).await
+    }
     async fn subject(&self, tenant: TenantId, id: UserId) -> Result<Option<Subject>, StoreError> {
         self.store.subject(tenant, id).await
     }
