@@ -447,32 +447,25 @@ impl SqliteStore {
         Ok(sql::users_page(rows, query))
     }
 
-    /// The operators' listing: tenants by name (byte order, SQLite's `BINARY` collation),
-    /// then id (hyphenated lower-case text sorts as the id does), keyset after the cursor on
-    /// the index `tenants_by_name`.
+    /// The operators' listing: the shared statement ([`sql::tenants_listing`]: by name in
+    /// byte order, SQLite's `BINARY` collation, then id, whose hyphenated lower-case text
+    /// sorts as the id does; keyset after the cursor on the index `tenants_by_name`).
     pub(crate) async fn tenants_inner(
         &self,
         after: Option<&TenantCursor>,
         limit: u32,
     ) -> Result<Vec<TenantState>, StoreError> {
-        let limit = i64::from(limit.clamp(1, MAX_PAGE_SIZE + 1));
-        let after = after.map(|c| (c.name.clone(), id_text(c.id.as_uuid())));
+        let listing = sql::tenants_listing(Dialect::SQLITE, after, limit);
+        let sql = listing.sql;
+        let values: Vec<Value> = listing.params.into_iter().map(value).collect();
         self.conns
-            .read(move |c| match &after {
-                Some((name, id)) => all(
+            .read(move |c| {
+                all(
                     c,
-                    "SELECT id, name, user_limit, created_at, version, seats_used, active_admins FROM tenants \
-                     WHERE (name, id) > (?1, ?2) ORDER BY name, id LIMIT ?3",
-                    params![name, id, limit],
+                    &sql,
+                    rusqlite::params_from_iter(values.iter()),
                     tenant_from_row,
-                ),
-                None => all(
-                    c,
-                    "SELECT id, name, user_limit, created_at, version, seats_used, active_admins FROM tenants \
-                     ORDER BY name, id LIMIT ?1",
-                    params![limit],
-                    tenant_from_row,
-                ),
+                )
             })
             .await
     }

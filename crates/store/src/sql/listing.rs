@@ -1,5 +1,6 @@
 //! The user listing both SQL backends run: filters, sort, keyset cursor and page, built
-//! once ([listing (D18)](tenantry_core::Rule::Listing)).
+//! once ([listing (D18)](tenantry_core::Rule::Listing)); and the operators' listing of
+//! tenants ([`tenants_listing`]).
 //!
 //! [`users_listing`] writes the statement and its parameters in a backend's [`Dialect`]; the
 //! backend binds each [`Param`] the way its schema stores it (an id as text or `uuid`, a
@@ -25,8 +26,8 @@ use std::fmt::Write as _;
 use tenantry_core::{TenantId, User};
 use uuid::Uuid;
 
-use super::{USER_COLUMNS, clamp_i128, nanos_clamped};
-use crate::{Cursor, Page, SortBy, UserQuery};
+use super::{TENANT_COLUMNS, USER_COLUMNS, clamp_i128, nanos_clamped};
+use crate::{Cursor, MAX_PAGE_SIZE, Page, SortBy, TenantCursor, UserQuery};
 
 /// What differs between the SQL dialects of the backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,18 +37,23 @@ pub struct Dialect {
     pub placeholder: &'static str,
     /// The function whose `f(haystack, needle) > 0` tests that a text contains another.
     pub contains: &'static str,
+    /// What follows a text operand so that it compares and sorts byte by byte (empty when
+    /// the default collation already does).
+    pub bytewise: &'static str,
 }
 
 impl Dialect {
-    /// SQLite: `?1`, `instr`.
+    /// SQLite: `?1`, `instr`, and its default `BINARY` collation.
     pub const SQLITE: Dialect = Dialect {
         placeholder: "?",
         contains: "instr",
+        bytewise: "",
     };
-    /// PostgreSQL: `$1`, `strpos`.
+    /// PostgreSQL: `$1`, `strpos`, and `COLLATE "C"`.
     pub const POSTGRES: Dialect = Dialect {
         placeholder: "$",
         contains: "strpos",
+        bytewise: " COLLATE \"C\"",
     };
 }
 
@@ -155,6 +161,54 @@ pub fn users_listing(dialect: Dialect, tenant: TenantId, query: &UserQuery) -> L
     l
 }
 
+/// The statement of the operators' listing ([`Store::tenants`](crate::Store::tenants)):
+/// tenants by name in byte order, then id, strictly after `after` (a keyset on the index
+/// `(name, id)`, never `OFFSET`), at most `limit` rows, clamped into 1..=501 (one more than
+/// the largest page). It selects [`TENANT_COLUMNS`] (read them with [`super::tenant`]) from
+/// `tenants`; the limit is its last parameter, so each dialect has two statements only.
+///
+/// ```
+/// use tenantry_core::TenantId;
+/// use tenantry_store::sql::{Dialect, Param, TENANT_COLUMNS, tenants_listing};
+/// use tenantry_store::TenantCursor;
+/// let first = tenants_listing(Dialect::SQLITE, None, 9_999);
+/// assert_eq!(first.sql, format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY name, id LIMIT ?1"));
+/// assert_eq!(first.params, [Param::Int(501)]);
+/// let id = TenantId::from_parts(1_767_225_600_000, [1; 10]);
+/// let after = TenantCursor { name: "Acme".into(), id };
+/// let next = tenants_listing(Dialect::POSTGRES, Some(&after), 50);
+/// assert!(next.sql.ends_with(
+///     r#"FROM tenants WHERE (name COLLATE "C", id) > ($1 COLLATE "C", $2) ORDER BY name COLLATE "C", id LIMIT $3"#
+/// ));
+/// assert_eq!(next.params, [Param::Text("Acme".into()), Param::Id(id.as_uuid()), Param::Int(50)]);
+/// ```
+#[must_use]
+pub fn tenants_listing(dialect: Dialect, after: Option<&TenantCursor>, limit: u32) -> Listing {
+    let Dialect {
+        placeholder: p,
+        bytewise: b,
+        ..
+    } = dialect;
+    let limit = Param::Int(i64::from(limit.clamp(1, MAX_PAGE_SIZE + 1)));
+    match after {
+        Some(c) => Listing {
+            sql: format!(
+                "SELECT {TENANT_COLUMNS} FROM tenants WHERE (name{b}, id) > ({p}1{b}, {p}2) \
+                 ORDER BY name{b}, id LIMIT {p}3"
+            ),
+            params: vec![
+                Param::Text(c.name.clone()),
+                Param::Id(c.id.as_uuid()),
+                limit,
+            ],
+        },
+        None => Listing {
+            sql: format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY name{b}, id LIMIT {p}1"),
+            params: vec![limit],
+        },
+    }
+}
+
 /// The page of `query` from the rows its [`users_listing`] returned, in order: at most the
 /// query's limit, and the cursor after the last one when more rows followed.
 #[must_use]
@@ -218,6 +272,41 @@ mod tests {
         assert!(pg.sql.contains("strpos(email_key, $6) > 0"));
         assert!(pg.sql.contains("(created_at, id) < ($9, $10)"));
         assert_eq!(pg.params, l.params);
+    }
+
+    #[test]
+    fn the_tenants_listing_compares_bytes_and_clamps_its_limit() {
+        let after = TenantCursor {
+            name: "Acme".into(),
+            id: tenant(),
+        };
+        let l = tenants_listing(Dialect::SQLITE, Some(&after), 0);
+        assert_eq!(
+            l.sql,
+            format!(
+                "SELECT {TENANT_COLUMNS} FROM tenants WHERE (name, id) > (?1, ?2) ORDER BY name, id LIMIT ?3"
+            )
+        );
+        assert_eq!(
+            l.params,
+            [
+                Param::Text("Acme".into()),
+                Param::Id(tenant().as_uuid()),
+                Param::Int(1)
+            ]
+        );
+        let pg = tenants_listing(Dialect::POSTGRES, None, 501);
+        assert_eq!(
+            pg.sql,
+            format!(
+                "SELECT {TENANT_COLUMNS} FROM tenants ORDER BY name COLLATE \"C\", id LIMIT $1"
+            )
+        );
+        assert_eq!(pg.params, [Param::Int(501)]);
+        assert_eq!(
+            tenants_listing(Dialect::POSTGRES, None, 502).params,
+            [Param::Int(501)]
+        );
     }
 
     #[test]

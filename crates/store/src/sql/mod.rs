@@ -28,7 +28,7 @@ use uuid::Uuid;
 use crate::{DeliveryState, OutboxRecord, StoreError};
 
 mod listing;
-pub use listing::{Dialect, Listing, Param, users_listing, users_page};
+pub use listing::{Dialect, Listing, Param, tenants_listing, users_listing, users_page};
 
 /// A value in the database that is not what the schema promises.
 #[derive(Debug, thiserror::Error)]
@@ -229,7 +229,11 @@ pub trait Columns {
     }
 }
 
-/// Columns: `id, name, user_limit, created_at, version, seats_used, active_admins`.
+/// The tenant columns every backend selects.
+pub const TENANT_COLUMNS: &str =
+    "id, name, user_limit, created_at, version, seats_used, active_admins";
+
+/// Columns: [`TENANT_COLUMNS`].
 ///
 /// # Errors
 /// [`Corrupt`] or the driver's error.
