@@ -161,7 +161,13 @@ pub(crate) async fn open(setup: Setup) -> Result<Opened, BoxError> {
     let console = ConsoleConfig::new(random_key()?)
         .secure_cookies(secure)
         .sign_in_url("/signin")
-        .mount_path(CONSOLE);
+        .mount_path(CONSOLE)
+        // The Webhooks page for admins (endpoints in memory here; nothing is delivered, as
+        // this demo runs no `tenantry_webhooks::Dispatcher`).
+        .webhooks(tenantry_webhooks::Webhooks::new(
+            app.clone(),
+            Arc::new(tenantry_webhooks::InMemoryEndpointStore::new()),
+        ));
     let guard = Guard::new(app.clone(), signin::CookieIdentity { key: key.clone() });
     Ok(Opened {
         host: Host {
