@@ -2,12 +2,13 @@
 //!
 //! Creates a tenant, invites two people, accepts one invitation, builds a role template and
 //! assigns it, edits a user, resends an invitation, deletes a user, and prints the user table
-//! with the page's columns and the seat indicator after each step.
+//! with the page's columns and the seat indicator after each step; then lists the tenants of
+//! one person by address and by the host's identity id.
 //!
 //! Run with `cargo run --example quickstart`.
 
 use tenantry::prelude::*;
-use tenantry::{ActorRef, Error, RoleTemplate, TenantId, User};
+use tenantry::{ActorRef, Error, IdentityId, RoleTemplate, TenantId, User};
 
 fn when(t: Option<time::OffsetDateTime>) -> String {
     t.map_or_else(
@@ -147,7 +148,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .find(|m| m.user_id == bob.user.id)
         .ok_or("no mail for bob")?;
     let token = tenantry::token_from_link(&mail.text).ok_or("no link in the mail")?;
-    let bob_user = app.accept_invitation(&token, "bob@acme.test").await?;
+    // The host's sign-in returned Bob's OpenID Connect subject: attach it (D28).
+    let bob_sub = IdentityId::parse("oidc|bob-4711")?;
+    let bob_user = app
+        .accept_invitation_as(&token, "bob@acme.test", bob_sub.clone())
+        .await?;
     show(&bob_user, "accepted");
 
     let edit = Permission::new(Category::Conversations, Action::Edit);
@@ -211,6 +216,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         when(Some(tomb.deleted_at))
     );
     print_table(&app, tenant, "after deleting carol").await?;
+
+    // Bob is also the first admin of another tenant: one person, two users (D28).
+    app.create_tenant("Bob's Bakery", None, Email::parse("bob@acme.test")?)
+        .await?;
+    let bobs = app
+        .memberships_by_email(&Email::parse("BOB@acme.test")?, None, 50)
+        .await?;
+    println!(
+        "\n== bob@acme.test is a user of {} tenants",
+        bobs.items.len()
+    );
+    for m in &bobs.items {
+        println!(
+            "  {:<16} {:<6} {}",
+            m.tenant_name,
+            m.role.as_str(),
+            m.status.as_str()
+        );
+    }
+    let by_sub = app.memberships_by_identity(&bob_sub, None, 50).await?;
+    println!("-> by his subject: {} tenant(s)", by_sub.items.len());
+    let tenants = app.tenants(None, 50).await?;
+    println!("-> tenants: {}", tenants.items.len());
 
     let log = app.audit_log(tenant, ActorRef::System, 0, 100).await?;
     println!("\nAudit log: {} events", log.len());
