@@ -41,7 +41,8 @@
 //!
 //! ## The schema enforces the invariants a second time
 //!
-//! Unique (tenant, email key), unique (tenant, template name key) and unique token hashes;
+//! Unique (tenant, email key), unique (tenant, identity id) ([one person, several tenants (D28)](tenantry_core::Rule::OnePersonSeveralTenants)),
+//! unique (tenant, template name key) and unique token hashes;
 //! counters (`seats_used`, `active_admins`) kept by plpgsql triggers and checked against the
 //! counters the change computed; a trigger refusing inserts at the seat limit ([seat limit (D9)](tenantry_core::Rule::SeatLimit)); a CHECK
 //! keeping one active admin ([last admin (D8)](tenantry_core::Rule::LastAdmin)); admins always with CRM access ([CRM access (D5)](tenantry_core::Rule::CrmAccess)); ids never reused
@@ -69,12 +70,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use tenantry_core::{
-    AuditEvent, AuditRecord, Change, Invitation, MessageId, RoleTemplate, Subject, TemplateId,
-    TenantId, TenantState, TokenHash, Tombstone, User, UserId,
+    AuditEvent, AuditRecord, Change, IdentityId, Invitation, MessageId, RoleTemplate, Subject,
+    TemplateId, TenantId, TenantState, TokenHash, Tombstone, User, UserId,
 };
 use tenantry_mail::Message;
 use tenantry_store::{
-    DeliveryUpdate, OutboxRecord, Page, SignInOutcome, Store, StoreError, TenantCursor, UserQuery,
+    DeliveryUpdate, Membership, OutboxRecord, Page, Person, SignInOutcome, Store, StoreError,
+    TenantCursor, UserQuery,
 };
 use time::OffsetDateTime;
 
@@ -209,6 +211,23 @@ impl Store for PostgresStore {
         limit: u32,
     ) -> Result<Vec<TenantState>, StoreError> {
         self.tenants_inner(after, limit).await
+    }
+
+    async fn user_by_identity(
+        &self,
+        tenant: TenantId,
+        identity: &IdentityId,
+    ) -> Result<Option<User>, StoreError> {
+        self.user_by_identity_inner(tenant, identity).await
+    }
+
+    async fn memberships(
+        &self,
+        person: &Person,
+        after: Option<&TenantCursor>,
+        limit: u32,
+    ) -> Result<Vec<Membership>, StoreError> {
+        self.memberships_inner(person, after, limit).await
     }
 
     async fn record_sign_in(

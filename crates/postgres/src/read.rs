@@ -3,11 +3,13 @@
 
 use sqlx::postgres::PgRow;
 use tenantry_core::{
-    AuditRecord, Invitation, MessageId, RoleTemplate, Subject, TemplateId, TenantId, TenantState,
-    TokenHash, Tombstone, User, UserId,
+    AuditRecord, IdentityId, Invitation, MessageId, RoleTemplate, Subject, TemplateId, TenantId,
+    TenantState, TokenHash, Tombstone, User, UserId,
 };
 use tenantry_store::sql::{self, Param};
-use tenantry_store::{MAX_PAGE_SIZE, OutboxRecord, Page, StoreError, TenantCursor, UserQuery};
+use tenantry_store::{
+    MAX_PAGE_SIZE, Membership, OutboxRecord, Page, Person, StoreError, TenantCursor, UserQuery,
+};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -21,6 +23,31 @@ use crate::write::map_err;
 
 fn opt_user(row: Option<PgRow>) -> Result<Option<User>, StoreError> {
     row.as_ref().map(user_from_row).transpose()
+}
+
+/// [`USER_COLUMNS`] of the table aliased `u`, for statements that join another table.
+fn user_columns_of_u() -> String {
+    USER_COLUMNS
+        .split(", ")
+        .map(|c| format!("u.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A row of the memberships statement: the user's columns and its tenant's name.
+fn membership_from_row(row: &PgRow) -> Result<Membership, StoreError> {
+    let user = user_from_row(row)?;
+    let tenant_name: String = sqlx::Row::try_get(row, "tenant_name").map_err(rows::backend)?;
+    Ok(Membership {
+        tenant_id: user.tenant_id,
+        tenant_name,
+        user_id: user.id,
+        email: user.email,
+        role: user.role,
+        status: user.status,
+        last_login: user.last_login,
+        identity: user.identity,
+    })
 }
 
 impl PostgresStore {
@@ -89,6 +116,82 @@ impl PostgresStore {
         .await
         .map_err(map_err)?;
         opt_user(row)
+    }
+
+    /// [one person, several tenants (D28)](tenantry_core::Rule::OnePersonSeveralTenants):
+    /// the user of `tenant` holding `identity`, through the unique index
+    /// `users_identity_key` (identity, tenant_id).
+    pub(crate) async fn user_by_identity_inner(
+        &self,
+        tenant: TenantId,
+        identity: &IdentityId,
+    ) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query(&crate::q(
+            &self.prefix,
+            &format!("SELECT {USER_COLUMNS} FROM #.users WHERE identity = $1 AND tenant_id = $2"),
+        ))
+        .bind(identity.as_str())
+        .bind(tenant.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        opt_user(row)
+    }
+
+    /// [one person, several tenants (D28)](tenantry_core::Rule::OnePersonSeveralTenants):
+    /// the person's users with their tenants' names, by tenant name (byte order), then
+    /// tenant id, strictly after the cursor. The person's rows come from an index leading
+    /// with the address key (`users_by_email_key`) or the identity (`users_identity_key`),
+    /// each joined to its tenant by primary key: never a scan of tenants. Deleted users have
+    /// no row, so they never appear.
+    pub(crate) async fn memberships_inner(
+        &self,
+        person: &Person,
+        after: Option<&TenantCursor>,
+        limit: u32,
+    ) -> Result<Vec<Membership>, StoreError> {
+        let (column, key) = match person {
+            Person::Email(email) => ("email_key", email.key()),
+            Person::Identity(identity) => ("identity", identity.as_str()),
+            // `Person` is non-exhaustive; a kind this build does not know finds nobody.
+            #[allow(unreachable_patterns)]
+            _ => return Ok(Vec::new()),
+        };
+        let limit = limit_i64(limit.clamp(1, MAX_PAGE_SIZE + 1));
+        let cols = user_columns_of_u();
+        let head = format!(
+            "SELECT t.name AS tenant_name, {cols} FROM #.users u \
+             JOIN #.tenants t ON t.id = u.tenant_id WHERE u.{column} = $1"
+        );
+        let rows = match after {
+            Some(c) => {
+                sqlx::query(&crate::q(
+                    &self.prefix,
+                    &format!(
+                        "{head} AND (t.name COLLATE \"C\", t.id) > ($2 COLLATE \"C\", $3) \
+                         ORDER BY t.name COLLATE \"C\", t.id LIMIT $4"
+                    ),
+                ))
+                .bind(key)
+                .bind(c.name.as_str())
+                .bind(c.id.as_uuid())
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query(&crate::q(
+                    &self.prefix,
+                    &format!("{head} ORDER BY t.name COLLATE \"C\", t.id LIMIT $2"),
+                ))
+                .bind(key)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+            }
+        }
+        .map_err(map_err)?;
+        rows.iter().map(membership_from_row).collect()
     }
 
     pub(crate) async fn template_inner(

@@ -51,6 +51,7 @@ fn classify(code: &str, constraint: Option<&str>, message: &str) -> Option<Store
         "tenants_pkey" => Constraint::TenantId,
         "users_pkey" | "users_id_not_reused" | "tombstones_pkey" => Constraint::UserId,
         "users_email_key" => Constraint::UserEmail,
+        "users_identity_key" => Constraint::UserIdentity,
         "role_templates_pkey" => Constraint::TemplateId,
         "role_templates_name_key" => Constraint::TemplateName,
         "invitations_pkey" => Constraint::TokenHash,
@@ -105,6 +106,7 @@ fn user_json(op: &str, u: &tenantry_core::User) -> Result<Value, StoreError> {
         "created_at": nanos_json(u.created_at)?,
         "last_login": opt_nanos_json(u.last_login)?,
         "invite_expires_at": opt_nanos_json(u.invite_expires_at)?,
+        "identity": u.identity.as_ref().map(tenantry_core::IdentityId::as_str),
     }))
 }
 

@@ -1395,3 +1395,297 @@ async fn d17_a_queued_message_keeps_its_text_and_html_as_sent() {
         Some(token.as_str())
     );
 }
+
+/// A user `u` with this identity id (checked or not: the database checks it again).
+fn with_identity(u: &User, identity: &str) -> User {
+    User {
+        identity: Some(tenantry_core::IdentityId::from_stored(identity)),
+        ..u.clone()
+    }
+}
+
+#[tokio::test]
+async fn d28_an_identity_is_unique_per_tenant_and_shared_across_tenants() {
+    let (store, _guard) = common::fresh(2).await;
+    // "Zeta" sorts before "acme" in byte order (and after it in most collations).
+    let app = Tenantry::builder(store.clone()).build().unwrap();
+    let ada = Email::parse("ada@acme.test").unwrap();
+    let (t1, a1) = app.create_tenant("acme", None, ada.clone()).await.unwrap();
+    let (t2, a2) = app.create_tenant("Zeta", None, ada.clone()).await.unwrap();
+    let bob = app
+        .invite(t1, a1, &plain("bob@acme.test"))
+        .await
+        .unwrap()
+        .user;
+    let admin1 = store.user(t1, a1).await.unwrap().unwrap();
+    let admin2 = store.user(t2, a2).await.unwrap().unwrap();
+    assert_eq!(admin1.identity, None);
+    let sub = "oidc|ada";
+    let c = change_on(
+        &store,
+        t1,
+        vec![Write::UpdateUser(with_identity(&admin1, sub))],
+        0,
+    )
+    .await;
+    store.commit(&c, &[]).await.unwrap();
+    // A second holder in the same tenant: refused by the unique index, by update or insert.
+    let c = change_on(
+        &store,
+        t1,
+        vec![Write::UpdateUser(with_identity(&bob, sub))],
+        0,
+    )
+    .await;
+    assert_eq!(
+        conflict(store.commit(&c, &[]).await),
+        Constraint::UserIdentity
+    );
+    let carol = User {
+        id: UserId::from_uuid(uuid::Uuid::now_v7()),
+        email: Email::parse("carol@acme.test").unwrap(),
+        ..with_identity(&bob, sub)
+    };
+    let c = change_on(&store, t1, vec![Write::InsertUser(carol)], 1).await;
+    assert_eq!(
+        conflict(store.commit(&c, &[]).await),
+        Constraint::UserIdentity
+    );
+    // The CHECK refuses an empty or overlong id even when the application would not.
+    for bad in [String::new(), "x".repeat(256)] {
+        let c = change_on(
+            &store,
+            t1,
+            vec![Write::UpdateUser(with_identity(&bob, &bad))],
+            0,
+        )
+        .await;
+        assert_eq!(conflict(store.commit(&c, &[]).await), Constraint::Schema);
+    }
+    // 255 bytes is allowed, and ids compare byte for byte (case matters).
+    let long = "é".repeat(127) + "x";
+    assert_eq!(long.len(), 255);
+    let c = change_on(
+        &store,
+        t1,
+        vec![Write::UpdateUser(with_identity(&bob, &long))],
+        0,
+    )
+    .await;
+    store.commit(&c, &[]).await.unwrap();
+    // The same id in another tenant is fine.
+    let c = change_on(
+        &store,
+        t2,
+        vec![Write::UpdateUser(with_identity(&admin2, sub))],
+        0,
+    )
+    .await;
+    store.commit(&c, &[]).await.unwrap();
+
+    let id = tenantry_core::IdentityId::parse(sub).unwrap();
+    let found1 = store.user_by_identity(t1, &id).await.unwrap().unwrap();
+    assert_eq!((found1.id, found1.identity.clone()), (a1, Some(id.clone())));
+    assert_eq!(
+        store.user_by_identity(t2, &id).await.unwrap().unwrap().id,
+        a2
+    );
+    let upper = tenantry_core::IdentityId::parse("OIDC|ADA").unwrap();
+    assert_eq!(store.user_by_identity(t1, &upper).await.unwrap(), None);
+    let long_id = tenantry_core::IdentityId::parse(&long).unwrap();
+    assert_eq!(
+        store
+            .user_by_identity(t1, &long_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        bob.id
+    );
+
+    // Memberships: by tenant name in byte order, then after the cursor.
+    let person = tenantry_store::Person::Identity(id.clone());
+    let all = store.memberships(&person, None, 10).await.unwrap();
+    let seen: Vec<_> = all
+        .iter()
+        .map(|m| (m.tenant_name.as_str(), m.tenant_id, m.user_id))
+        .collect();
+    assert_eq!(seen, [("Zeta", t2, a2), ("acme", t1, a1)]);
+    assert_eq!(all[1].identity, Some(id.clone()));
+    assert_eq!(all[1].role, Role::Admin);
+    assert_eq!(all[1].email, ada);
+    let rest = store
+        .memberships(&person, Some(&all[0].cursor()), 10)
+        .await
+        .unwrap();
+    assert_eq!(rest, all[1..].to_vec());
+    assert_eq!(store.memberships(&person, None, 1).await.unwrap(), all[..1]);
+    let by_email = store
+        .memberships(&tenantry_store::Person::Email(ada.clone()), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(by_email, all);
+    let nobody = tenantry_store::Person::Identity(upper);
+    assert!(
+        store
+            .memberships(&nobody, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn d28_a_database_at_migration_4_with_users_upgrades_with_no_identities() {
+    let (store, guard) = common::fresh(2).await;
+    store.close().await;
+    let schema = guard.name().to_owned();
+    let pool = pool_in(&schema).await;
+    sqlx::raw_sql(&format!(
+        "DROP SCHEMA \"{schema}\" CASCADE; CREATE SCHEMA \"{schema}\""
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    old_migrator(4).await.run(&pool).await.unwrap();
+    let (t1, t2, a1, a2) = (
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+    );
+    sqlx::raw_sql(&format!(
+        "INSERT INTO tenants (id, name, created_at, version) VALUES ('{t1}', 'Acme', 0, 1), ('{t2}', 'Beta', 0, 1); \
+         INSERT INTO users (tenant_id, id, email, email_key, role, status, crm_access, grants, created_at, login_key) \
+         VALUES ('{t1}', '{a1}', 'Ada@acme.test', 'ada@acme.test', 'admin', 'active', true, '{{}}', 0, -9223372036854775808), \
+                ('{t2}', '{a2}', 'ada@acme.test', 'ada@acme.test', 'admin', 'active', true, '{{}}', 0, -9223372036854775808)"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let store = PostgresStore::new(pool.clone())
+        .with_schema(&schema)
+        .unwrap();
+    store.migrate().await.unwrap();
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM tenantry_migrations ORDER BY version")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(versions, migrations());
+    let with_identity: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE identity IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(with_identity, 0);
+    let (t1, a1) = (TenantId::from_uuid(t1), UserId::from_uuid(a1));
+    let (t2, a2) = (TenantId::from_uuid(t2), UserId::from_uuid(a2));
+    assert_eq!(store.user(t1, a1).await.unwrap().unwrap().identity, None);
+    // The old users are found by address across tenants ...
+    let ada = Email::parse("ada@acme.test").unwrap();
+    let page = store
+        .memberships(&tenantry_store::Person::Email(ada), None, 10)
+        .await
+        .unwrap();
+    let seen: Vec<_> = page.iter().map(|m| (m.tenant_id, m.user_id)).collect();
+    assert_eq!(seen, [(t1, a1), (t2, a2)]);
+    // ... and take an identity through the service (an audited change, the new commit).
+    let app = Tenantry::builder(store.clone()).build().unwrap();
+    let sub = tenantry_core::IdentityId::parse("oidc|ada").unwrap();
+    let user = app
+        .set_identity(t1, a1, a1, Some(sub.clone()))
+        .await
+        .unwrap();
+    assert_eq!(user.identity, Some(sub.clone()));
+    assert_eq!(
+        store.user_by_identity(t1, &sub).await.unwrap().unwrap().id,
+        a1
+    );
+    assert_eq!(store.user_by_identity(t2, &sub).await.unwrap(), None);
+    store.close().await;
+}
+
+/// The plan of `sql` (one line per node).
+async fn plan(pool: &sqlx::PgPool, sql: &str) -> String {
+    let lines: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {sql}"))
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    lines.join("\n")
+}
+
+#[tokio::test]
+async fn d28_memberships_read_an_index_never_a_scan_of_tenants_or_users() {
+    let (store, _guard) = common::fresh(2).await;
+    let pool = store.pool().clone();
+    // 3000 tenants with an admin each; one person is a user of three of them.
+    sqlx::raw_sql(
+        "INSERT INTO tenants (id, name, created_at) \
+         SELECT gen_random_uuid(), 'T' || lpad(i::text, 5, '0'), 0 FROM generate_series(1, 3000) i; \
+         INSERT INTO users (tenant_id, id, email, email_key, role, status, crm_access, grants, \
+                            created_at, login_key, identity) \
+         SELECT id, gen_random_uuid(), e, e, 'admin', 'active', true, '{}', 0, -9223372036854775808, \
+                CASE WHEN n % 1000 = 0 THEN 'oidc|p' ELSE 'oidc|' || n END \
+         FROM (SELECT id, n, CASE WHEN n % 1000 = 0 THEN 'p@x.test' ELSE 'u' || n || '@x.test' END AS e \
+               FROM (SELECT id, row_number() OVER (ORDER BY name) AS n FROM tenants) r) s; \
+         ANALYZE tenants; ANALYZE users",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    // The statements of `memberships` (crates/postgres/src/read.rs), with their values.
+    let cols = tenantry_store::sql::USER_COLUMNS
+        .split(", ")
+        .map(|c| format!("u.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    for (column, key, index) in [
+        ("email_key", "p@x.test", "users_by_email_key"),
+        ("identity", "oidc|p", "users_identity_key"),
+    ] {
+        let head = format!(
+            "SELECT t.name AS tenant_name, {cols} FROM users u \
+             JOIN tenants t ON t.id = u.tenant_id WHERE u.{column} = '{key}'"
+        );
+        for sql in [
+            format!("{head} ORDER BY t.name COLLATE \"C\", t.id LIMIT 51"),
+            format!(
+                "{head} AND (t.name COLLATE \"C\", t.id) > ('T01000' COLLATE \"C\", \
+                 '00000000-0000-0000-0000-000000000000'::uuid) \
+                 ORDER BY t.name COLLATE \"C\", t.id LIMIT 51"
+            ),
+        ] {
+            let p = plan(&pool, &sql).await;
+            assert!(p.contains(index), "{column}: expected {index} in\n{p}");
+            assert!(
+                p.contains("tenants_pkey"),
+                "{column}: expected tenants_pkey in\n{p}"
+            );
+            assert!(!p.contains("Seq Scan"), "{column}: a scan in\n{p}");
+        }
+        let person = if column == "email_key" {
+            tenantry_store::Person::Email(Email::parse(key).unwrap())
+        } else {
+            tenantry_store::Person::Identity(tenantry_core::IdentityId::parse(key).unwrap())
+        };
+        let names: Vec<String> = store
+            .memberships(&person, None, 51)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.tenant_name)
+            .collect();
+        assert_eq!(names, ["T01000", "T02000", "T03000"]);
+    }
+    // user_by_identity reads the same unique index.
+    let p = plan(
+        &pool,
+        &format!(
+            "SELECT {} FROM users WHERE identity = 'oidc|p' AND tenant_id = (SELECT id FROM tenants WHERE name = 'T01000')",
+            tenantry_store::sql::USER_COLUMNS
+        ),
+    )
+    .await;
+    assert!(p.contains("users_identity_key"), "{p}");
+}

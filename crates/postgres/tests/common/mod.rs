@@ -281,6 +281,21 @@ impl Store for GuardedStore {
     ) -> Result<Vec<TenantState>, StoreError> {
         self.store.tenants(after, limit).await
     }
+    async fn user_by_identity(
+        &self,
+        tenant: TenantId,
+        identity: &tenantry_core::IdentityId,
+    ) -> Result<Option<User>, StoreError> {
+        self.store.user_by_identity(tenant, identity).await
+    }
+    async fn memberships(
+        &self,
+        person: &tenantry_store::Person,
+        after: Option<&tenantry_store::TenantCursor>,
+        limit: u32,
+    ) -> Result<Vec<tenantry_store::Membership>, StoreError> {
+        self.store.memberships(person, after, limit).await
+    }
     async fn record_sign_in(
         &self,
         tenant: TenantId,
