@@ -631,3 +631,276 @@ fn smtp_credentials_come_as_a_pair_and_need_tls() {
     );
     assert!(smtp(&args("bogus"), None).is_err());
 }
+
+/// The second demo tenant and the users of ada and gil there.
+async fn second_tenant(s: &Served) -> (TenantId, UserId, UserId) {
+    let globex = s
+        .app
+        .tenants(None, 10)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|t| t.tenant.name == host::SECOND_TENANT)
+        .expect("the seed makes a second tenant")
+        .tenant
+        .id;
+    let users = s
+        .app
+        .list_users(globex, ActorRef::System, &UserQuery::default())
+        .await
+        .unwrap()
+        .items;
+    let id = |email: &str| users.iter().find(|u| u.email.as_str() == email).unwrap().id;
+    (globex, id("ada@acme.test"), id("gil@globex.test"))
+}
+
+/// Who the API says a sign-in cookie names: tenant id, user id and role.
+async fn me(s: &Served, cookie: &str) -> (String, String, String) {
+    let a = send(s.addr, "GET", "/api/me", &[("Cookie", cookie)], "").await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let v: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+    let field = |k: &str| v[k].as_str().unwrap().to_owned();
+    (field("tenant_id"), field("user_id"), field("role"))
+}
+
+fn signed_in_cookie(a: &Answer) -> String {
+    assert_eq!(a.status, 303, "{a:?}");
+    assert_eq!(a.header("location"), Some(host::CONSOLE_HOME));
+    let value = a.cookie(host::signin::COOKIE).expect("the sign-in cookie");
+    format!("{}={value}", host::signin::COOKIE)
+}
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+#[tokio::test]
+async fn d28_an_address_in_two_tenants_gets_the_picker_and_signs_in_to_the_chosen_one() {
+    let s = serve().await;
+    let (globex, ada_g, _) = second_tenant(&s).await;
+    let ada_a = user_id(&s, "ada@acme.test").await;
+    let page = send(s.addr, "GET", "/signin", &[], "").await;
+    assert!(
+        page.body.contains(r#"<form id="signin-email""#),
+        "{}",
+        page.body
+    );
+
+    // The address (in any case) is a user of both demo tenants: the picker lists them by
+    // name, each with its role and status there.
+    let picker = send(
+        s.addr,
+        "POST",
+        "/signin",
+        &[],
+        &form(&[("email", "Ada@Acme.test")]),
+    )
+    .await;
+    assert_eq!(picker.status, 200, "{}", picker.body);
+    assert!(picker.set_cookies().is_empty(), "nobody is signed in yet");
+    assert!(
+        picker.body.contains(r#"<table id="tenant-picker">"#),
+        "{}",
+        picker.body
+    );
+    let acme_row = picker
+        .body
+        .find(&format!(r#"data-tenant="{}""#, s.tenant))
+        .unwrap();
+    let globex_row = picker
+        .body
+        .find(&format!(r#"data-tenant="{globex}""#))
+        .unwrap();
+    assert!(acme_row < globex_row, "by tenant name");
+    let row = |at: usize| &picker.body[at..at + picker.body[at..].find("</tr>").unwrap()];
+    let acme = row(acme_row);
+    assert!(
+        acme.contains(r#"<td class="tenant">Acme Support</td>"#),
+        "{acme}"
+    );
+    assert!(acme.contains(r#"<td class="role">admin</td>"#), "{acme}");
+    assert!(acme.contains(r#"<td class="status">active</td>"#), "{acme}");
+    let other = row(globex_row);
+    assert!(
+        other.contains(r#"<td class="tenant">Globex Sales</td>"#),
+        "{other}"
+    );
+    assert!(other.contains(r#"<td class="role">user</td>"#), "{other}");
+    assert_eq!(picker.body.matches("<tr data-tenant=").count(), 2);
+
+    // Choosing a tenant signs in as that tenant's user.
+    let chosen = send(
+        s.addr,
+        "POST",
+        "/signin",
+        &[],
+        &form(&[("email", "ada@acme.test"), ("tenant", &globex.to_string())]),
+    )
+    .await;
+    let cookie = signed_in_cookie(&chosen);
+    assert_eq!(
+        me(&s, &cookie).await,
+        (globex.to_string(), ada_g.to_string(), "user".to_owned())
+    );
+    let page = send(s.addr, "GET", "/signin", &[("Cookie", &cookie)], "").await;
+    assert!(
+        page.body
+            .contains(r#"<strong id="signed-in-tenant">Globex Sales</strong>"#),
+        "{}",
+        page.body
+    );
+    let chosen = send(
+        s.addr,
+        "POST",
+        "/signin",
+        &[],
+        &form(&[
+            ("email", "ada@acme.test"),
+            ("tenant", &s.tenant.to_string()),
+        ]),
+    )
+    .await;
+    let cookie = signed_in_cookie(&chosen);
+    assert_eq!(
+        me(&s, &cookie).await,
+        (s.tenant.to_string(), ada_a.to_string(), "admin".to_owned())
+    );
+    let last = s.app.user(globex, ActorRef::System, ada_g).await.unwrap();
+    assert!(
+        last.last_login.is_some(),
+        "the sign-in was recorded in that tenant"
+    );
+
+    // One membership signs in directly; a tenant the address is not a user of, an unknown
+    // address or no address at all is refused; so is a post from another site.
+    let erin = send(
+        s.addr,
+        "POST",
+        "/signin",
+        &[],
+        &form(&[("email", "erin@acme.test")]),
+    )
+    .await;
+    let cookie = signed_in_cookie(&erin);
+    assert_eq!(me(&s, &cookie).await.0, s.tenant.to_string());
+    for (pairs, text) in [
+        (
+            vec![
+                ("email", "erin@acme.test"),
+                ("tenant", &*globex.to_string()),
+            ],
+            "That address is not a user of that tenant.",
+        ),
+        (
+            vec![("email", "nobody@acme.test")],
+            "No user has that address.",
+        ),
+        (
+            vec![("email", "not an address")],
+            "That is not an email address.",
+        ),
+        (vec![("email", "")], "Pick a user, or type an address."),
+    ] {
+        let a = send(s.addr, "POST", "/signin", &[], &form(&pairs)).await;
+        assert_eq!(a.status, 422, "{pairs:?}: {a:?}");
+        assert!(a.body.contains(text), "{pairs:?}: {}", a.body);
+        assert!(a.cookie(host::signin::COOKIE).is_none());
+    }
+    let a = send(
+        s.addr,
+        "POST",
+        "/signin",
+        &[("Sec-Fetch-Site", "cross-site")],
+        &form(&[("email", "ada@acme.test"), ("tenant", &globex.to_string())]),
+    )
+    .await;
+    assert_eq!(a.status, 403);
+}
+
+#[tokio::test]
+async fn d28_a_suspended_membership_is_listed_and_refused_a_deleted_one_is_gone() {
+    let s = serve().await;
+    let (globex, ada_g, gil) = second_tenant(&s).await;
+    s.app
+        .edit_user(
+            globex,
+            gil,
+            ada_g,
+            &UserEdit {
+                status: Some(Status::Suspended),
+                ..UserEdit::default()
+            },
+        )
+        .await
+        .unwrap();
+    let before = s
+        .app
+        .user(globex, ActorRef::System, ada_g)
+        .await
+        .unwrap()
+        .last_login;
+    let picker = send(
+        s.addr,
+        "POST",
+        "/signin",
+        &[],
+        &form(&[("email", "ada@acme.test")]),
+    )
+    .await;
+    assert_eq!(picker.status, 200, "{}", picker.body);
+    let at = picker
+        .body
+        .find(&format!(r#"data-tenant="{globex}""#))
+        .unwrap();
+    let row = &picker.body[at..at + picker.body[at..].find("</tr>").unwrap()];
+    assert!(
+        row.contains(r#"<td class="status">suspended</td>"#),
+        "{row}"
+    );
+    // The service refuses a suspended user's sign-in (D27), and the page says so.
+    let refused = send(
+        s.addr,
+        "POST",
+        "/signin",
+        &[],
+        &form(&[("email", "ada@acme.test"), ("tenant", &globex.to_string())]),
+    )
+    .await;
+    assert_eq!(refused.status, 422, "{refused:?}");
+    assert!(refused.body.contains("Sign-in refused"), "{}", refused.body);
+    assert!(refused.cookie(host::signin::COOKIE).is_none());
+    let user = s.app.user(globex, ActorRef::System, ada_g).await.unwrap();
+    assert_eq!(user.last_login, before, "no sign-in recorded");
+
+    // Deleted: the membership is gone, so the address has one tenant left and signs in
+    // there directly.
+    s.app.delete_user(globex, gil, ada_g).await.unwrap();
+    let direct = send(
+        s.addr,
+        "POST",
+        "/signin",
+        &[],
+        &form(&[("email", "ada@acme.test")]),
+    )
+    .await;
+    let cookie = signed_in_cookie(&direct);
+    assert_eq!(me(&s, &cookie).await.0, s.tenant.to_string());
+    let gone = send(
+        s.addr,
+        "POST",
+        "/signin",
+        &[],
+        &form(&[("email", "ada@acme.test"), ("tenant", &globex.to_string())]),
+    )
+    .await;
+    assert_eq!(gone.status, 422, "{gone:?}");
+    assert!(
+        gone.body
+            .contains("That address is not a user of that tenant.")
+    );
+}

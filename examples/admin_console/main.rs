@@ -4,9 +4,10 @@
 //! Host glue only: the library serves the pages (`tenantry_axum::console`, nested at
 //! `/console`) and the API (`tenantry_axum::api`, nested at `/api`, its OpenAPI document at
 //! `/api/openapi.json`). This example brings what a host brings: the SQLite store (created
-//! and seeded with a demo tenant on first start), the mailer, a demo sign-in of its own
-//! (a signed cookie, no server sessions) with the `Identify` that reads it, and a server
-//! with connection limits.
+//! and seeded with a demo tenant on first start, and a second tenant where ada is a user
+//! too), the mailer, a demo sign-in of its own (an address, then a tenant picker when the
+//! address is a user of several tenants; a signed cookie, no server sessions) with the
+//! `Identify` that reads it, and a server with connection limits.
 //!
 //! ```text
 //! cargo run --example admin_console -- [--db PATH] [--listen ADDR] [--public-url URL]
@@ -37,12 +38,14 @@ const USAGE: &str = "usage: admin_console [--db PATH] [--listen ADDR] [--public-
 [--smtp-from ADDRESS]
 
 Serves the demo tenant's Settings -> Users page (the library console at /console/), the JSON
-API (at /api, its OpenAPI document at /api/openapi.json) and a demo sign-in (/signin) whose
-choice is kept in a signed cookie (HttpOnly, SameSite=Lax, Secure behind https).
+API (at /api, its OpenAPI document at /api/openapi.json) and a demo sign-in (/signin: an
+address, then a choice of tenant when that address is a user of several) whose choice is kept
+in a signed cookie (HttpOnly, SameSite=Lax, Secure behind https).
 
   --db PATH        SQLite database file (default admin_console.db; created and seeded if new:
                    Acme Support, 5 seats, admin ada, templates Support agent and Sales
-                   manager, erin with users:view, bob without access, carol invited)
+                   manager, erin with users:view, bob without access, carol invited; and
+                   Globex Sales, admin gil, where ada is a user too)
   --listen ADDR    address to serve on (default 127.0.0.1:8080; port 0 picks a free one)
   --public-url URL the site's URL as browsers see it (default http://<listen address>);
                    invitation links point at URL/console/accept; https:// marks the
@@ -227,6 +230,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     println!("  mail:     {mailer_label}");
     println!(
         "  demo users: ada@acme.test (admin), erin@acme.test (users:view only), bob@acme.test (no access to the page), carol@acme.test (invited)"
+    );
+    println!(
+        "  ada@acme.test is also a user of Globex Sales (admin gil@globex.test): signing in with her address shows a tenant picker"
     );
     println!();
     println!(

@@ -184,10 +184,38 @@ pub(crate) async fn open(setup: Setup) -> Result<Opened, BoxError> {
     })
 }
 
+/// The second demo tenant, where ada is a user too (D28: one person, several tenants).
+pub(crate) const SECOND_TENANT: &str = "Globex Sales";
+
 /// The demo data: a tenant with 5 seats, its admin ada, two role templates, erin (only
 /// `users:view` and `analytics:view`), bob (a support agent, no access to the page) and
-/// carol (invited): 4 seats used.
+/// carol (invited): 4 seats used. And a second tenant, [`SECOND_TENANT`], with its admin
+/// gil and ada as a user, so that ada's sign-in shows the tenant picker.
 async fn seed(app: &Tenantry) -> Result<TenantId, BoxError> {
+    let tenant = seed_first(app).await?;
+    let (globex, gil) = app
+        .create_tenant(SECOND_TENANT, Some(3), Email::parse("gil@globex.test")?)
+        .await?;
+    let invited = app
+        .invite(
+            globex,
+            gil,
+            &InviteRequest {
+                email: Email::parse(signin::MULTI_TENANT_DEMO)?,
+                role: Role::User,
+                template_id: None,
+                crm_access: true,
+                grants: "users:view,analytics:view".parse()?,
+            },
+        )
+        .await?;
+    let token = invited.accept_link.token().ok_or("no token in the link")?;
+    app.accept_invitation(&token, signin::MULTI_TENANT_DEMO)
+        .await?;
+    Ok(tenant)
+}
+
+async fn seed_first(app: &Tenantry) -> Result<TenantId, BoxError> {
     let (tenant, ada) = app
         .create_tenant("Acme Support", Some(5), Email::parse("ada@acme.test")?)
         .await?;

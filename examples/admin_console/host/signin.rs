@@ -1,5 +1,12 @@
-//! The host's own demo sign-in: a page listing the demo tenant's users to pick from, kept in
-//! a stateless signed cookie, and the [`Identify`] the console and the API use.
+//! The host's own demo sign-in: a page that asks for an address (or lists the demo
+//! tenant's users to pick from), a tenant picker when that address is a user of several
+//! tenants (D28), the choice kept in a stateless signed cookie, and the [`Identify`] the
+//! console and the API use.
+//!
+//! A real host authenticates the person first (password, OpenID Connect, …) and only then
+//! asks tenantry where that address is a user ([`Tenantry::memberships_by_email`], or
+//! `memberships_by_identity` with its own subject id). This demo trusts the typed address:
+//! it is a stand-in, and it tells who has an address, which a real sign-in must not.
 //!
 //! The cookie is `demo_signin=<tenant>.<user>.<issued>.<mac>`: the MAC is HMAC-SHA256 over
 //! the first three fields with a key only this process knows, so a visitor cannot forge or
@@ -18,7 +25,7 @@ use hmac::{Hmac, Mac};
 use maud::{DOCTYPE, Markup, html};
 use sha2::Sha256;
 use tenantry::prelude::*;
-use tenantry::{TenantId, User, UserId};
+use tenantry::{Membership, TenantId, User, UserId};
 use tenantry_axum::{Identify, async_trait};
 
 use super::Host;
@@ -184,10 +191,13 @@ async fn render(
         )
         .await
         .map(|p| p.items);
-    let me = signed_in(host, headers);
-    let current = match (&users, me) {
-        (Ok(list), Some((_, id))) => list.iter().find(|u| u.id == id).map(|u| u.email.as_str()),
-        _ => None,
+    let current = match signed_in(host, headers) {
+        Some((tenant, id)) => {
+            let user = host.app.user(tenant, ActorRef::System, id).await.ok();
+            let name = host.app.tenant(tenant).await.ok().map(|s| s.tenant.name);
+            user.map(|u| (u.email.as_str().to_owned(), name.unwrap_or_default()))
+        }
+        None => None,
     };
     let body = html! {
         (DOCTYPE)
@@ -204,9 +214,10 @@ async fn render(
                     p.muted { "A stand-in for your application's real authentication." }
                     @if let Some(n) = note { p.note role="status" { (n) } }
                     @if let Some(e) = error { p.error role="alert" id="signin-error" { (e) } }
-                    @if let Some(email) = current {
+                    @if let Some((email, tenant)) = &current {
                         p id="current" {
-                            "Signed in as " strong id="signed-in-as" { (email) } ". "
+                            "Signed in as " strong id="signed-in-as" { (email) }
+                            " in " strong id="signed-in-tenant" { (tenant) } ". "
                             a href=(super::CONSOLE_HOME) { "Open Settings → Users" }
                         }
                         form method="post" action="/signout" {
@@ -215,8 +226,20 @@ async fn render(
                     }
                     p {
                         "tenantry does not authenticate anyone: the host application does, and tells \
-                         tenantry who is calling. Here you pick a user of the demo tenant. Signing in \
-                         records a last login; invited and suspended users are refused."
+                         tenantry who is calling. Here you type an address, or pick a user of the demo \
+                         tenant. Signing in records a last login; invited and suspended users are refused."
+                    }
+                    form id="signin-email" method="post" action="/signin" {
+                        label for="email" { "Email address" }
+                        " "
+                        input id="email" type="email" name="email" autocomplete="username"
+                            aria-describedby="email-hint" required;
+                        " "
+                        button type="submit" id="continue" { "Continue" }
+                        p.muted id="email-hint" {
+                            "An address that is a user of several tenants gets a choice of tenant: try "
+                            code { (MULTI_TENANT_DEMO) } "."
+                        }
                     }
                     @match &users {
                         Ok(list) => {
@@ -257,15 +280,79 @@ fn user_row(u: &User) -> Markup {
     }
 }
 
-/// The sign-in form.
+/// The demo address that is a user of two tenants (the seed makes it so).
+pub(crate) const MULTI_TENANT_DEMO: &str = "ada@acme.test";
+
+/// The sign-in form: a user of the demo tenant (the table's buttons), or an address (the
+/// address form), with the tenant chosen on the picker.
 #[derive(serde::Deserialize)]
 pub(crate) struct SignInForm {
     #[serde(default)]
     user: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    tenant: String,
 }
 
-/// `POST /signin`: records the sign-in (refused for invited and suspended users) and sets
-/// the signed cookie.
+/// The most tenants the picker lists.
+const PICKER_LIMIT: u32 = 100;
+
+/// The tenant picker: every tenant where `email` is a user, with its role and status there.
+fn picker(email: &str, memberships: &[Membership], more: bool) -> Response {
+    let body = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { "Choose a tenant" }
+                style { (maud::PreEscaped(STYLE)) }
+            }
+            body {
+                main {
+                    h1 { "Choose a tenant" }
+                    p id="picker-intro" {
+                        strong { (email) } " is a user of " (memberships.len()) " tenants. \
+                         Each tenant keeps its own user, with its own role and status."
+                    }
+                    table id="tenant-picker" {
+                        caption { "Tenants where " (email) " is a user" }
+                        thead { tr { th scope="col" { "Tenant" } th scope="col" { "Role" } th scope="col" { "Status" } th scope="col" { "Sign in" } } }
+                        tbody {
+                            @for m in memberships {
+                                tr data-tenant=(m.tenant_id.to_string()) {
+                                    td.tenant { (m.tenant_name) }
+                                    td.role { (m.role.to_string()) }
+                                    td.status { (m.status.to_string()) }
+                                    td {
+                                        form method="post" action="/signin" {
+                                            input type="hidden" name="email" value=(email);
+                                            input type="hidden" name="tenant" value=(m.tenant_id.to_string());
+                                            button type="submit" data-tenant=(m.tenant_id.to_string()) {
+                                                "Sign in to " (m.tenant_name)
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    @if more {
+                        p.muted id="picker-more" { "Only the first " (PICKER_LIMIT) " tenants are listed." }
+                    }
+                    p { a href="/signin" { "Use another address" } }
+                }
+            }
+        }
+    };
+    (StatusCode::OK, body).into_response()
+}
+
+/// `POST /signin`: a user of the demo tenant (`user`), or an address (`email`): with one
+/// membership it signs in there, with several it shows the tenant picker, whose buttons
+/// post the address again with the chosen `tenant`. Records the sign-in (refused for
+/// invited and suspended users, as the service decides) and sets the signed cookie.
 pub(crate) async fn sign_in(
     State(host): State<Host>,
     headers: HeaderMap,
@@ -274,23 +361,71 @@ pub(crate) async fn sign_in(
     if !same_site(&host, &headers) {
         return (StatusCode::FORBIDDEN, "cross-site sign-in refused").into_response();
     }
-    let Ok(id) = form.user.parse::<UserId>() else {
-        return render(
-            &host,
-            &headers,
-            None,
-            Some("Pick a user."),
-            StatusCode::UNPROCESSABLE_ENTITY,
-        )
-        .await;
+    let unprocessable = |text: &'static str| {
+        let (host, headers) = (&host, &headers);
+        async move {
+            render(
+                host,
+                headers,
+                None,
+                Some(text),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await
+        }
     };
-    match host.app.record_sign_in(host.tenant, id).await {
+    if form.email.trim().is_empty() {
+        let Ok(id) = form.user.parse::<UserId>() else {
+            return unprocessable("Pick a user, or type an address.").await;
+        };
+        return finish(&host, &headers, host.tenant, id).await;
+    }
+    let Ok(email) = Email::parse(&form.email) else {
+        return unprocessable("That is not an email address.").await;
+    };
+    let page = match host
+        .app
+        .memberships_by_email(&email, None, PICKER_LIMIT)
+        .await
+    {
+        Ok(page) => page,
+        Err(_) => {
+            return render(
+                &host,
+                &headers,
+                None,
+                Some("The sign-in could not be looked up; try again."),
+                StatusCode::SERVICE_UNAVAILABLE,
+            )
+            .await;
+        }
+    };
+    let chosen = if form.tenant.is_empty() {
+        match page.items.as_slice() {
+            [] => return unprocessable("No user has that address.").await,
+            [only] => only,
+            several => return picker(email.as_str(), several, page.next.is_some()),
+        }
+    } else {
+        let tenant = form.tenant.parse::<TenantId>().ok();
+        match page.items.iter().find(|m| Some(m.tenant_id) == tenant) {
+            Some(m) => m,
+            None => return unprocessable("That address is not a user of that tenant.").await,
+        }
+    };
+    finish(&host, &headers, chosen.tenant_id, chosen.user_id).await
+}
+
+/// Records the sign-in of `user` in `tenant` and answers with the signed cookie, or the
+/// sign-in page with the refusal.
+async fn finish(host: &Host, headers: &HeaderMap, tenant: TenantId, user: UserId) -> Response {
+    match host.app.record_sign_in(tenant, user).await {
         Ok(user) => {
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
             let Some(v) = host
                 .key
-                .sign(host.tenant, user.id, now)
-                .and_then(|value| set_cookie(&host, &value, LIFETIME_SECS))
+                .sign(tenant, user.id, now)
+                .and_then(|value| set_cookie(host, &value, LIFETIME_SECS))
             else {
                 return (
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -315,7 +450,7 @@ pub(crate) async fn sign_in(
                     "The sign-in could not be recorded; try again.".to_owned(),
                 ),
             };
-            render(&host, &headers, None, Some(&text), status).await
+            render(host, headers, None, Some(&text), status).await
         }
     }
 }
@@ -345,4 +480,6 @@ th,td{text-align:left;padding:8px 10px;border-bottom:1px solid #e2e8f0}\
 td form{margin:0}\
 button{font:inherit;padding:5px 12px;border:1px solid #1d4ed8;border-radius:6px;background:#1d4ed8;color:#fff;cursor:pointer}\
 a{color:#1d4ed8}\
-.muted{color:#52606d}.error{color:#991b1b;font-weight:600}.note{color:#166534;font-weight:600}";
+.muted{color:#52606d}.error{color:#991b1b;font-weight:600}.note{color:#166534;font-weight:600}\
+input{font:inherit;padding:4px 8px}\
+#signin-email{margin:16px 0}";
