@@ -750,3 +750,162 @@ async fn without_a_webhook_admin_the_page_does_not_exist() {
     assert_eq!(p.status, StatusCode::NOT_FOUND);
     assert!(w.endpoints.list(w.tenant).await.unwrap().is_empty());
 }
+
+/// An endpoint store that fails every call, with a detail that must stay in the log.
+#[derive(Debug)]
+struct Failing;
+
+fn broken() -> tenantry_webhooks::EndpointStoreError {
+    tenantry_webhooks::EndpointStoreError::Backend {
+        backend: "memory",
+        source: "disk on fire at /var/lib/hooks".into(),
+    }
+}
+
+#[async_trait]
+impl EndpointStore for Failing {
+    async fn insert(
+        &self,
+        _: &tenantry_webhooks::StoredEndpoint,
+    ) -> Result<(), tenantry_webhooks::EndpointStoreError> {
+        Err(broken())
+    }
+    async fn get(
+        &self,
+        _: TenantId,
+        _: EndpointId,
+    ) -> Result<Option<tenantry_webhooks::StoredEndpoint>, tenantry_webhooks::EndpointStoreError>
+    {
+        Err(broken())
+    }
+    async fn list(
+        &self,
+        _: TenantId,
+    ) -> Result<Vec<tenantry_webhooks::StoredEndpoint>, tenantry_webhooks::EndpointStoreError> {
+        Err(broken())
+    }
+    async fn all(
+        &self,
+    ) -> Result<Vec<tenantry_webhooks::StoredEndpoint>, tenantry_webhooks::EndpointStoreError> {
+        Err(broken())
+    }
+    async fn update(
+        &self,
+        _: TenantId,
+        _: EndpointId,
+        _: &str,
+        _: &[AuditAction],
+        _: bool,
+    ) -> Result<bool, tenantry_webhooks::EndpointStoreError> {
+        Err(broken())
+    }
+    async fn set_secrets(
+        &self,
+        _: TenantId,
+        _: EndpointId,
+        _: &tenantry_webhooks::Secrets,
+    ) -> Result<bool, tenantry_webhooks::EndpointStoreError> {
+        Err(broken())
+    }
+    async fn save_status(
+        &self,
+        _: TenantId,
+        _: EndpointId,
+        _: &tenantry_webhooks::DeliveryStatus,
+    ) -> Result<bool, tenantry_webhooks::EndpointStoreError> {
+        Err(broken())
+    }
+    async fn disable(
+        &self,
+        _: TenantId,
+        _: EndpointId,
+        _: time::OffsetDateTime,
+    ) -> Result<bool, tenantry_webhooks::EndpointStoreError> {
+        Err(broken())
+    }
+    async fn remove(
+        &self,
+        _: TenantId,
+        _: EndpointId,
+    ) -> Result<bool, tenantry_webhooks::EndpointStoreError> {
+        Err(broken())
+    }
+}
+
+#[tokio::test]
+async fn a_failing_endpoint_store_is_a_503_with_a_generic_text_and_the_detail_in_the_log() {
+    let mut w = world_at("/settings", true).await;
+    let failing = Webhooks::new(w.app.clone(), Arc::new(Failing));
+    let guard = Guard::new(w.app.clone(), HeaderIdentity);
+    w.router = Router::new().nest(
+        "/settings",
+        console::router(guard, ConsoleConfig::new(SECRET).webhooks(failing)),
+    );
+    let capture = Capture::default();
+    let _logging = tracing::subscriber::set_default(capture.clone());
+    let mut ada = Browser::new(&w, Some(w.ada));
+    let page = ada.get("/webhooks").await;
+    assert_eq!(
+        page.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        page.body
+    );
+    assert!(strip_tags(&page.body).contains("The webhook settings are unavailable right now."));
+    let token = token_of(&ada);
+    let post = ada
+        .post_with(
+            "/webhooks",
+            Some(&token),
+            &[("url", "https://hooks.acme.test/")],
+        )
+        .await;
+    assert_eq!(
+        post.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        post.body
+    );
+    for p in [&page, &post] {
+        assert!(!p.body.contains("disk on fire"), "{}", p.body);
+        assert!(p.secret().is_none());
+    }
+    assert!(capture.0.lock().unwrap().contains("disk on fire"));
+}
+
+#[tokio::test]
+async fn a_zero_grace_drops_the_old_secret_and_user_text_is_escaped() {
+    let w = world_at("/settings", true).await;
+    let guard = Guard::new(w.app.clone(), HeaderIdentity);
+    let config = ConsoleConfig::new(SECRET)
+        .webhooks(w.hooks.clone())
+        .webhook_rotation_grace(time::Duration::seconds(-5));
+    let w = World {
+        router: Router::new().nest("/settings", console::router(guard, config)),
+        ..w
+    };
+    let mut ada = Browser::new(&w, Some(w.ada));
+    let made = ada
+        .submit(
+            "/webhooks",
+            &[("url", "https://hooks.acme.test/in?q=<b>x</b>&r=\"y\"")],
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
+    assert!(!made.body.contains("<b>x</b>"), "escaped");
+    assert!(made.body.contains("&lt;b&gt;x&lt;/b&gt;"), "{}", made.body);
+    let id = w.endpoints.list(w.tenant).await.unwrap()[0].endpoint.id;
+    assert!(row(&made.body, id).contains("all events"));
+    let rotated = ada.submit(&format!("/webhooks/{id}/rotate"), &[]).await;
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.body);
+    assert!(!strip_tags(&rotated.body).contains("The previous secret keeps signing"));
+    let stored = w.endpoints.get(w.tenant, id).await.unwrap().unwrap();
+    assert!(
+        stored.secrets.previous.is_none(),
+        "a negative grace is taken as zero"
+    );
+    assert_eq!(
+        Some(stored.secrets.current.expose().to_owned()),
+        rotated.secret()
+    );
+}
