@@ -12,6 +12,7 @@
 //! | `/users` | the user table (status filter, search, sort, cursor pages), the seat indicator with the at-limit warning, the role templates | `users:view` |
 //! | `/users/invite` | invite a user (disabled at the seat limit) | `users:create` |
 //! | `/users/{id}/edit` | email, role, status, role template, CRM access and the 6 × 5 permission grid, with the selected template's permissions marked | `users:edit` |
+//! | `/users/{id}/identity` (POST) | set, replace or clear the host's identity id (D28), from the card on the edit page (read-only there for non-admins) | active admin |
 //! | `/users/{id}/resend` (POST) | a fresh invitation | `users:create` |
 //! | `/users/{id}/delete` | the confirmation explaining the impact, then the delete | `users:delete` |
 //! | `/templates` | the role templates with their users | `users:view` |
