@@ -282,7 +282,33 @@ impl Webhooks {
                 ..DeliveryStatus::default()
             },
         };
-        self.endpoints.insert(&stored).await?;
+        if let Err(e) = self.endpoints.insert(&stored).await {
+            // The log already says the endpoint was added (its record is the endpoint's
+            // first event, so it comes first); say that it is gone again, so the log never
+            // names an endpoint that does not exist. Best effort: the insert's error is the
+            // answer either way.
+            let undo = self
+                .audit(
+                    tenant,
+                    actor,
+                    AuditAction::WebhookEndpointRemoved,
+                    now,
+                    vec![
+                        change(
+                            Field::WebhookEndpoint,
+                            Value::Text(endpoint.id.to_string()),
+                            Value::None,
+                        ),
+                        change(Field::WebhookUrl, Value::Text(url.to_owned()), Value::None),
+                    ],
+                )
+                .await;
+            if let Err(undo) = undo {
+                tracing::warn!(tenant = %tenant, endpoint = %endpoint.id, error = %undo,
+                    "the failed registration's removal could not be audited");
+            }
+            return Err(e.into());
+        }
         Ok(Registered { endpoint, secret })
     }
 

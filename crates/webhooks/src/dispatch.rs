@@ -158,7 +158,7 @@ impl Drop for Running {
 /// Each endpoint is delivered to by a task of its own, at most
 /// [`DispatcherSettings::max_concurrency`] at once, so a slow or dead endpoint holds up no
 /// other and no use case. Timeouts, connection errors, 5xx and other non-2xx answers are
-/// failures, retried with exponential backoff; a 429's `Retry-After` (in seconds) sets the
+/// failures, retried with exponential backoff; a 429's `Retry-After` (seconds or an HTTP date) sets the
 /// next attempt. An endpoint failing for longer than [`DispatcherSettings::disable_after`]
 /// is disabled, recorded as `webhook_endpoint_changed` by the system actor. Redirects are
 /// not followed (a 3xx is a failure).
@@ -313,6 +313,20 @@ fn delay_after(settings: &DispatcherSettings, attempts: u32, failure: &Failure) 
         .min(settings.max_backoff)
 }
 
+/// A `Retry-After` value (RFC 9110 §10.2.3): a number of seconds, or an HTTP date, read
+/// against `now`; a date in the past is no delay. `None` for anything else (the ordinary
+/// backoff then applies).
+pub(crate) fn retry_after(value: &str, now: OffsetDateTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u32>() {
+        return Some(Duration::seconds(i64::from(seconds)));
+    }
+    // IMF-fixdate, e.g. "Sun, 06 Nov 1994 08:49:37 GMT" (the form senders must use); RFC 2822
+    // reads it, "GMT" being an obsolete but known zone.
+    let at = OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822).ok()?;
+    Some((at - now).max(Duration::ZERO))
+}
+
 async fn post(inner: &Inner, ep: &StoredEndpoint, record: &AuditRecord) -> Result<(), Failure> {
     let body = body(record).map_err(|_| Failure::Internal)?;
     let id = webhook_id(record.event.tenant_id, record.seq);
@@ -339,8 +353,7 @@ async fn post(inner: &Inner, ep: &StoredEndpoint, record: &AuditRecord) -> Resul
             .headers()
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .map(Duration::seconds);
+            .and_then(|v| retry_after(v, now));
         return Err(Failure::TooManyRequests(after));
     }
     Err(Failure::Status(status.as_u16()))
@@ -470,6 +483,37 @@ async fn fail(
         Err(err) => {
             tracing::warn!(endpoint = %e.id, tenant = %e.tenant_id, error = %err,
                 "webhook endpoint not disabled");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates_and_nothing_else() {
+        let now = time::macros::datetime!(1994-11-06 08:49:00 UTC);
+        assert_eq!(retry_after(" 120 ", now), Some(Duration::seconds(120)));
+        assert_eq!(retry_after("0", now), Some(Duration::ZERO));
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
+            Some(Duration::seconds(37))
+        );
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:48:37 GMT", now),
+            Some(Duration::ZERO),
+            "a date already past is no delay"
+        );
+        for junk in [
+            "",
+            "-5",
+            "1.5",
+            "soon",
+            "99999999999",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+        ] {
+            assert_eq!(retry_after(junk, now), None, "{junk:?}");
         }
     }
 }

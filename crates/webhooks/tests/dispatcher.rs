@@ -326,3 +326,42 @@ async fn a_slow_endpoint_holds_up_no_other_endpoint() {
     assert_eq!(slow.arrivals().len(), 1);
     task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_retry_after_may_be_an_http_date() {
+    let w = world(settings()).await;
+    let (tx, _rx) = mpsc::unbounded_channel();
+    // Retry-After as an HTTP date ("Sun, 06 Nov 1994 08:49:37 GMT" form), read against the
+    // dispatcher's clock (and, like seconds, capped by the longest backoff: 8 s here); a
+    // date already past is no extra delay.
+    let until = (w.app.now() + Duration::seconds(6)).unix_timestamp();
+    let r = Receiver::start(Arc::new(move || Fault::TooManyUntil(until)), tx).await;
+    let id = w
+        .hooks
+        .register(w.tenant, w.admin, &r.url("/x"), &[])
+        .await
+        .unwrap()
+        .endpoint
+        .id;
+    w.dispatcher.run_once().await.unwrap();
+    let (_, st) = w.hooks.endpoint_status(w.tenant, id).await.unwrap();
+    assert_eq!(st.last_error.as_deref(), Some("HTTP 429"));
+    assert_eq!(st.next_attempt_at, Some(w.app.now() + Duration::seconds(6)));
+    w.clock.advance(Duration::seconds(6));
+    let far = (w.app.now() + Duration::hours(5)).unix_timestamp();
+    r.set_plan(Arc::new(move || Fault::TooManyUntil(far)));
+    w.dispatcher.run_once().await.unwrap();
+    let (_, st) = w.hooks.endpoint_status(w.tenant, id).await.unwrap();
+    assert_eq!(
+        st.next_attempt_at,
+        Some(w.app.now() + Duration::seconds(8)),
+        "capped"
+    );
+    w.clock.advance(Duration::seconds(8));
+    let past = (w.app.now() - Duration::seconds(30)).unix_timestamp();
+    r.set_plan(Arc::new(move || Fault::TooManyUntil(past)));
+    w.dispatcher.run_once().await.unwrap();
+    let (_, st) = w.hooks.endpoint_status(w.tenant, id).await.unwrap();
+    assert_eq!(st.next_attempt_at, Some(w.app.now()));
+    assert_eq!(st.attempts, 3);
+}

@@ -298,3 +298,133 @@ impl Lossy for AuditAction {
         tenantry_webhooks::event_kind(*self)
     }
 }
+
+/// An endpoint store whose inserts fail, the rest forwarded to the in-memory store.
+#[derive(Debug, Default)]
+struct FailingInserts(InMemoryEndpointStore);
+
+#[async_trait::async_trait]
+impl EndpointStore for FailingInserts {
+    async fn insert(
+        &self,
+        _endpoint: &tenantry_webhooks::StoredEndpoint,
+    ) -> Result<(), tenantry_webhooks::EndpointStoreError> {
+        Err(tenantry_webhooks::EndpointStoreError::Duplicate)
+    }
+    async fn get(
+        &self,
+        tenant: tenantry_service::TenantId,
+        id: EndpointId,
+    ) -> Result<Option<tenantry_webhooks::StoredEndpoint>, tenantry_webhooks::EndpointStoreError>
+    {
+        self.0.get(tenant, id).await
+    }
+    async fn list(
+        &self,
+        tenant: tenantry_service::TenantId,
+    ) -> Result<Vec<tenantry_webhooks::StoredEndpoint>, tenantry_webhooks::EndpointStoreError> {
+        self.0.list(tenant).await
+    }
+    async fn all(
+        &self,
+    ) -> Result<Vec<tenantry_webhooks::StoredEndpoint>, tenantry_webhooks::EndpointStoreError> {
+        self.0.all().await
+    }
+    async fn update(
+        &self,
+        tenant: tenantry_service::TenantId,
+        id: EndpointId,
+        url: &str,
+        events: &[AuditAction],
+        enabled: bool,
+    ) -> Result<bool, tenantry_webhooks::EndpointStoreError> {
+        self.0.update(tenant, id, url, events, enabled).await
+    }
+    async fn set_secrets(
+        &self,
+        tenant: tenantry_service::TenantId,
+        id: EndpointId,
+        secrets: &tenantry_webhooks::Secrets,
+    ) -> Result<bool, tenantry_webhooks::EndpointStoreError> {
+        self.0.set_secrets(tenant, id, secrets).await
+    }
+    async fn save_status(
+        &self,
+        tenant: tenantry_service::TenantId,
+        id: EndpointId,
+        status: &tenantry_webhooks::DeliveryStatus,
+    ) -> Result<bool, tenantry_webhooks::EndpointStoreError> {
+        self.0.save_status(tenant, id, status).await
+    }
+    async fn disable(
+        &self,
+        tenant: tenantry_service::TenantId,
+        id: EndpointId,
+        at: time::OffsetDateTime,
+    ) -> Result<bool, tenantry_webhooks::EndpointStoreError> {
+        self.0.disable(tenant, id, at).await
+    }
+    async fn remove(
+        &self,
+        tenant: tenantry_service::TenantId,
+        id: EndpointId,
+    ) -> Result<bool, tenantry_webhooks::EndpointStoreError> {
+        self.0.remove(tenant, id).await
+    }
+}
+
+/// A registration whose insert fails answers the store's error, and the audit log, which
+/// recorded the endpoint as added first, records it as removed right after: the log never
+/// leaves an endpoint that does not exist looking registered.
+#[tokio::test]
+async fn a_failed_registration_is_recorded_as_removed_again() {
+    let (app, _clock, tenant, admin) = support::service(T0).await;
+    let hooks = Webhooks::new(app.clone(), Arc::new(FailingInserts::default()));
+    let before = app
+        .audit_log(tenant, ActorRef::System, 0, 100)
+        .await
+        .unwrap()
+        .len();
+    let err = hooks
+        .register(
+            tenant,
+            ActorRef::User(admin),
+            "https://hooks.example.test/in",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, WebhookError::Endpoints(_)), "{err:?}");
+    let log = app
+        .audit_log(tenant, ActorRef::System, 0, 100)
+        .await
+        .unwrap();
+    let new: Vec<_> = log[before..].iter().map(|r| r.event.action).collect();
+    assert_eq!(
+        new,
+        [
+            AuditAction::WebhookEndpointAdded,
+            AuditAction::WebhookEndpointRemoved
+        ]
+    );
+    let id_of = |i: usize| {
+        log[before + i]
+            .event
+            .changes
+            .iter()
+            .find(|c| c.field == Field::WebhookEndpoint)
+            .map(|c| (c.before.clone(), c.after.clone()))
+            .unwrap()
+    };
+    let (Value::None, Value::Text(added)) = id_of(0) else {
+        panic!("added: {:?}", id_of(0))
+    };
+    assert_eq!(id_of(1), (Value::Text(added), Value::None));
+    assert!(
+        hooks
+            .list(tenant, ActorRef::User(admin))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -33,6 +33,8 @@ pub enum Fault {
     Status(u16),
     /// Answer 429 with `Retry-After: n`.
     TooMany(u32),
+    /// Answer 429 with `Retry-After` as an HTTP date (IMF-fixdate) of this Unix time.
+    TooManyUntil(i64),
     /// Answer 200 after this many milliseconds (past the client's timeout).
     Slow(u64),
     /// Record the request, tell the test (which aborts the dispatcher), answer 200 much later.
@@ -139,6 +141,17 @@ async fn handle(shared: Shared, path: String, headers: HeaderMap, body: Bytes) -
             [("retry-after", secs.to_string())],
         )
             .into_response(),
+        Fault::TooManyUntil(unix) => {
+            let format = time::macros::format_description!(
+                "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+            );
+            let at = time::OffsetDateTime::from_unix_timestamp(unix).unwrap();
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", at.format(&format).unwrap())],
+            )
+                .into_response()
+        }
         Fault::Slow(ms) => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             StatusCode::OK.into_response()
