@@ -66,12 +66,15 @@ pub use tenantry_sqlite as sqlite;
 pub use tenantry_webhooks as webhooks;
 
 /// What only implementors of a storage backend need: the change a store commits and its
-/// writes, the decide functions, the shared SQL row readers, and the store-side records.
+/// writes, the decide functions, the shared SQL row readers, the store-side records, and the
+/// snapshot a use case reads (`Store::snapshot`, with its row-by-row default `read_snapshot`).
 /// Hosts do not need this module.
 pub mod backend {
     pub use tenantry_core::decide;
     pub use tenantry_core::{
         Change, Counters, Invitation, InvitationKind, Subject, TokenHash, Write,
     };
-    pub use tenantry_store::{Constraint, DeliveryUpdate, sql};
+    pub use tenantry_store::{
+        Constraint, DeliveryUpdate, Snapshot, SnapshotRequest, read_snapshot, sql,
+    };
 }
