@@ -573,6 +573,125 @@ mod tests {
         assert!(!t.set(0, 0, 1), "the nil key is never stored");
     }
 
+    /// Keys that all have the same hash, so the same first slot: every lookup among them
+    /// walks one probe chain that only the full id comparison settles.
+    fn colliding(n: u64) -> Vec<(u64, u64)> {
+        let c = 0x0123_4567_89AB_CDEF_u64;
+        (1..=n).map(|d| (c ^ d.rotate_left(29), d)).collect()
+    }
+
+    #[test]
+    fn d6_keys_with_one_hash_are_told_apart_by_the_full_id() {
+        let keys = colliding(300);
+        let h = hash(keys[0].0, keys[0].1);
+        assert!(keys.iter().all(|&(hi, lo)| hash(hi, lo) == h));
+        let t = IdTable::default();
+        for (n, &(hi, lo)) in keys.iter().enumerate() {
+            assert!(t.set(hi, lo, n as u64 + 1));
+            // Every key so far still answers its own word, through each growth.
+            for (m, &(hi, lo)) in keys.iter().enumerate().take(n + 1) {
+                assert_eq!(t.get(hi, lo), Some(m as u64 + 1), "key {m} after {n}");
+            }
+        }
+        // A key of the same hash that was never stored is absent, not a neighbour's word.
+        let (hi, lo) = colliding(301)[300];
+        assert_eq!(hash(hi, lo), h);
+        assert_eq!(t.get(hi, lo), Some(0));
+        // Removing one key of the chain leaves the others, before it and after it.
+        assert!(t.set(keys[10].0, keys[10].1, 0));
+        for (m, &(hi, lo)) in keys.iter().enumerate() {
+            let want = if m == 10 { 0 } else { m as u64 + 1 };
+            assert_eq!(t.get(hi, lo), Some(want), "key {m}");
+        }
+    }
+
+    #[test]
+    fn d6_a_removed_key_is_a_tombstone_until_growth_and_comes_back_in_its_entry() {
+        let t = IdTable::default();
+        let keys: Vec<(u64, u64)> = (1..=12u64).map(|i| (i, i << 40)).collect();
+        for &(hi, lo) in &keys {
+            assert!(t.set(hi, lo, 7));
+        }
+        // The first generation (16 slots) holds 12 entries: all are used.
+        assert_eq!(t.current.load(Ordering::Relaxed), 0);
+        assert_eq!(t.used.load(Ordering::Relaxed), 12);
+        assert!(t.set(keys[3].0, keys[3].1, 0));
+        assert_eq!(t.get(keys[3].0, keys[3].1), Some(0));
+        assert_eq!(t.live.load(Ordering::Relaxed), 11);
+        // Back in its old entry: no entry used, no growth.
+        assert!(t.set(keys[3].0, keys[3].1, 9));
+        assert_eq!(t.used.load(Ordering::Relaxed), 12);
+        assert_eq!(t.current.load(Ordering::Relaxed), 0);
+        assert_eq!(t.get(keys[3].0, keys[3].1), Some(9));
+        // Removing twice, or removing an absent key, changes nothing.
+        assert!(t.set(keys[4].0, keys[4].1, 0));
+        assert!(t.set(keys[4].0, keys[4].1, 0));
+        assert!(t.set(99, 99, 0));
+        assert_eq!(t.live.load(Ordering::Relaxed), 11);
+        assert_eq!(t.used.load(Ordering::Relaxed), 12);
+        // A new key needs a 13th entry: the table grows and drops the tombstone.
+        assert!(t.set(100, 100, 5));
+        assert_eq!(t.current.load(Ordering::Relaxed), 1);
+        assert_eq!(t.used.load(Ordering::Relaxed), 12);
+        assert_eq!(t.live.load(Ordering::Relaxed), 12);
+        assert_eq!(t.get(keys[4].0, keys[4].1), Some(0));
+        assert_eq!(t.get(100, 100), Some(5));
+        for (m, &(hi, lo)) in keys.iter().enumerate() {
+            let want = match m {
+                3 => 9,
+                4 => 0,
+                _ => 7,
+            };
+            assert_eq!(t.get(hi, lo), Some(want), "key {m}");
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Set(usize, u64),
+        Remove(usize),
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Against a `HashMap`, over keys of which half share one hash (one probe chain) and
+        /// the others one half of the id (told apart by the other half), through growth,
+        /// removal and keys coming back.
+        #[test]
+        fn d6_the_table_answers_as_a_map(ops in proptest::collection::vec(
+            prop_oneof![
+                3 => (0..64usize, 1..1000u64).prop_map(|(k, v)| Op::Set(k, v)),
+                1 => (0..64usize).prop_map(Op::Remove),
+            ],
+            1..400,
+        )) {
+            let mut keys = colliding(32);
+            keys.extend((1..=16u64).map(|i| (7, i << 7)));
+            keys.extend((1..=16u64).map(|i| (i << 20, 7)));
+            let t = IdTable::default();
+            let mut model = std::collections::HashMap::new();
+            for op in ops {
+                match op {
+                    Op::Set(k, v) => {
+                        prop_assert!(t.set(keys[k].0, keys[k].1, v));
+                        model.insert(k, v);
+                    }
+                    Op::Remove(k) => {
+                        prop_assert!(t.set(keys[k].0, keys[k].1, 0));
+                        model.remove(&k);
+                    }
+                }
+                for (k, &(hi, lo)) in keys.iter().enumerate() {
+                    prop_assert_eq!(t.get(hi, lo), Some(model.get(&k).copied().unwrap_or(0)));
+                }
+                prop_assert_eq!(t.live.load(Ordering::Relaxed), model.len());
+            }
+        }
+    }
+
     #[test]
     fn chunks_place_every_index_once() {
         let c: Chunks<AtomicU64> = Chunks::default();
