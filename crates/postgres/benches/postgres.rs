@@ -2,8 +2,9 @@
 //! each beside its floor (the bare engine doing the same work, in the same run):
 //!
 //! - `authorize`: one check of a user on a role template (one round trip: the user and its
-//!   template's permissions in one JOIN); floor `pk_round_trip`, a primary-key read of the
-//!   same user on a held connection;
+//!   template's permissions in one JOIN, on one of the store's own connections); floor
+//!   `pk_round_trip`, a primary-key read of the same user on a held connection (beside it,
+//!   the same reads through the pool, and `Store::subject` with the pool only);
 //! - `invite`: invites per second with 8 concurrent clients, into one tenant (they contend
 //!   for its row lock and version, D16) and into 8 tenants (one each); floor
 //!   `floor_one_tenant` / `floor_tenant_each`: plain SQL doing the same writes (lock the
@@ -292,6 +293,19 @@ fn benches(c: &mut Criterion) {
     g.bench_function("store_subject", |b| {
         b.to_async(&rt).iter(|| async {
             let s = store
+                .subject(black_box(tenant), black_box(agent))
+                .await
+                .unwrap();
+            assert!(s.is_some());
+            s
+        });
+    });
+    // The same read with none of the store's own connections: every statement through the
+    // pool (what `store_subject` cost before the store held connections of its own).
+    let pool_only = store.clone().with_hot_connections(0);
+    g.bench_function("store_subject_pool_only", |b| {
+        b.to_async(&rt).iter(|| async {
+            let s = pool_only
                 .subject(black_box(tenant), black_box(agent))
                 .await
                 .unwrap();

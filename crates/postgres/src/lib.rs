@@ -60,6 +60,7 @@
 //! # let _ = app; Ok(()) }
 //! ```
 
+mod hot;
 mod open;
 mod read;
 mod rows;
@@ -80,15 +81,19 @@ use tenantry_store::{
 };
 use time::OffsetDateTime;
 
+pub use hot::DEFAULT_HOT_CONNECTIONS;
 pub use open::{DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_CONNECTIONS, MIGRATIONS_TABLE, OpenError};
 pub use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 /// A tenantry store in a PostgreSQL database (or in one schema of it).
 ///
-/// Cheap to clone: clones share the pool.
+/// Cheap to clone: clones share the pool and the store's own connections
+/// ([`PostgresStore::with_hot_connections`]).
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// The connections the store opens itself for its one-row reads.
+    hot: Arc<hot::Hot>,
     schema: Option<String>,
     /// `"schema".` when the store has a schema, else empty: put before every table and
     /// function name the statements use.

@@ -108,13 +108,45 @@ impl PostgresStore {
     /// let app = tenantry_service::Tenantry::builder(store).build()?;
     /// # let _ = app; Ok(()) }
     /// ```
+    ///
+    /// The one-row reads (a check's subject, a user, a tenant, …) run on up to
+    /// [`DEFAULT_HOT_CONNECTIONS`](crate::DEFAULT_HOT_CONNECTIONS) connections the store opens itself, from the pool's
+    /// connect options and with the `search_path` of the pool's connections: taking a
+    /// connection from sqlx's pool costs more than such a read. They are opened at the first
+    /// reads, count against the server's `max_connections` beside the pool's, and the pool
+    /// serves the reads while they are all busy. See [`PostgresStore::with_hot_connections`].
     #[must_use]
     pub fn new(pool: PgPool) -> Self {
         Self {
             pool,
+            hot: Arc::new(crate::hot::Hot::new(crate::DEFAULT_HOT_CONNECTIONS)),
             schema: None,
             prefix: Arc::from(""),
         }
+    }
+
+    /// Opens at most `n` connections of the store's own for its one-row reads (default
+    /// [`DEFAULT_HOT_CONNECTIONS`](crate::DEFAULT_HOT_CONNECTIONS); 0: every statement goes through the pool). Call it
+    /// before the store's first read and before cloning it: the set is the clone's own from
+    /// here on, and the connections of the set it replaces close when their last holder goes.
+    ///
+    /// Each is opened at need from the pool's connect options (server, credentials, TLS and
+    /// the `options` such as `search_path` and `lock_timeout`), then given the `search_path`
+    /// a connection of the pool has (so one set by an `after_connect` hook holds too), and
+    /// keeps its prepared statements. A read finding them all busy goes through the pool; a
+    /// connection that broke is dropped, its read sent again on the pool, and a fresh one
+    /// opened at a later read. [`PostgresStore::close`] closes them with the pool.
+    #[must_use]
+    pub fn with_hot_connections(mut self, n: usize) -> Self {
+        self.hot = Arc::new(crate::hot::Hot::new(n));
+        self
+    }
+
+    /// How many connections of the store's own ([`PostgresStore::with_hot_connections`]) are
+    /// open now, idle or in use.
+    #[must_use]
+    pub fn hot_connections(&self) -> usize {
+        self.hot.open()
     }
 
     /// Keeps every table of the store in the schema `schema` of the pool's database: every
@@ -247,6 +279,7 @@ impl PostgresStore {
                 .map(|_| ()),
             None => Ok(()),
         };
+        self.hot.close().await;
         self.pool.close().await;
         result
     }
@@ -257,8 +290,9 @@ impl PostgresStore {
         &self.pool
     }
 
-    /// Closes every connection.
+    /// Closes every connection: the pool's and the store's own.
     pub async fn close(&self) {
+        self.hot.close().await;
         self.pool.close().await;
     }
 }

@@ -55,14 +55,15 @@ impl PostgresStore {
         &self,
         tenant: TenantId,
     ) -> Result<Option<TenantState>, StoreError> {
-        let row = sqlx::query(&crate::q(
+        let sql = crate::q(
             &self.prefix,
             &format!("SELECT {TENANT_COLUMNS} FROM #.tenants WHERE id = $1"),
-        ))
-        .bind(tenant.as_uuid())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err)?;
+        );
+        let row = self
+            .hot
+            .fetch_optional(&self.pool, || sqlx::query(&sql).bind(tenant.as_uuid()))
+            .await
+            .map_err(map_err)?;
         row.as_ref().map(tenant_from_row).transpose()
     }
 
@@ -71,15 +72,17 @@ impl PostgresStore {
         tenant: TenantId,
         id: UserId,
     ) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query(&crate::q(
+        let sql = crate::q(
             &self.prefix,
             &format!("SELECT {USER_COLUMNS} FROM #.users WHERE tenant_id = $1 AND id = $2"),
-        ))
-        .bind(tenant.as_uuid())
-        .bind(id.as_uuid())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err)?;
+        );
+        let row = self
+            .hot
+            .fetch_optional(&self.pool, || {
+                sqlx::query(&sql).bind(tenant.as_uuid()).bind(id.as_uuid())
+            })
+            .await
+            .map_err(map_err)?;
         opt_user(row)
     }
 
@@ -89,15 +92,20 @@ impl PostgresStore {
         id: UserId,
     ) -> Result<Option<Subject>, StoreError> {
         // One round trip: the user's facts and its template's current permissions (D6).
-        let row = sqlx::query(&crate::q(&self.prefix, "SELECT u.tenant_id, u.id, u.role, u.status, u.crm_access, u.grants, u.template_id, \
+        let sql = crate::q(
+            &self.prefix,
+            "SELECT u.tenant_id, u.id, u.role, u.status, u.crm_access, u.grants, u.template_id, \
                     t.permissions AS template_permissions \
              FROM #.users u LEFT JOIN #.role_templates t ON t.tenant_id = u.tenant_id AND t.id = u.template_id \
-             WHERE u.tenant_id = $1 AND u.id = $2",))
-        .bind(tenant.as_uuid())
-        .bind(id.as_uuid())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err)?;
+             WHERE u.tenant_id = $1 AND u.id = $2",
+        );
+        let row = self
+            .hot
+            .fetch_optional(&self.pool, || {
+                sqlx::query(&sql).bind(tenant.as_uuid()).bind(id.as_uuid())
+            })
+            .await
+            .map_err(map_err)?;
         row.as_ref().map(subject_from_row).transpose()
     }
 
@@ -106,15 +114,17 @@ impl PostgresStore {
         tenant: TenantId,
         key: &str,
     ) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query(&crate::q(
+        let sql = crate::q(
             &self.prefix,
             &format!("SELECT {USER_COLUMNS} FROM #.users WHERE tenant_id = $1 AND email_key = $2"),
-        ))
-        .bind(tenant.as_uuid())
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err)?;
+        );
+        let row = self
+            .hot
+            .fetch_optional(&self.pool, || {
+                sqlx::query(&sql).bind(tenant.as_uuid()).bind(key)
+            })
+            .await
+            .map_err(map_err)?;
         opt_user(row)
     }
 
@@ -126,15 +136,19 @@ impl PostgresStore {
         tenant: TenantId,
         identity: &IdentityId,
     ) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query(&crate::q(
+        let sql = crate::q(
             &self.prefix,
             &format!("SELECT {USER_COLUMNS} FROM #.users WHERE identity = $1 AND tenant_id = $2"),
-        ))
-        .bind(identity.as_str())
-        .bind(tenant.as_uuid())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err)?;
+        );
+        let row = self
+            .hot
+            .fetch_optional(&self.pool, || {
+                sqlx::query(&sql)
+                    .bind(identity.as_str())
+                    .bind(tenant.as_uuid())
+            })
+            .await
+            .map_err(map_err)?;
         opt_user(row)
     }
 
@@ -199,17 +213,19 @@ impl PostgresStore {
         tenant: TenantId,
         id: TemplateId,
     ) -> Result<Option<RoleTemplate>, StoreError> {
-        let row = sqlx::query(&crate::q(
+        let sql = crate::q(
             &self.prefix,
             &format!(
                 "SELECT {TEMPLATE_COLUMNS} FROM #.role_templates WHERE tenant_id = $1 AND id = $2"
             ),
-        ))
-        .bind(tenant.as_uuid())
-        .bind(id.as_uuid())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err)?;
+        );
+        let row = self
+            .hot
+            .fetch_optional(&self.pool, || {
+                sqlx::query(&sql).bind(tenant.as_uuid()).bind(id.as_uuid())
+            })
+            .await
+            .map_err(map_err)?;
         row.as_ref().map(template_from_row).transpose()
     }
 
@@ -218,14 +234,19 @@ impl PostgresStore {
         tenant: TenantId,
         key: &str,
     ) -> Result<Option<RoleTemplate>, StoreError> {
-        let row = sqlx::query(&crate::q(&self.prefix, &format!(
-            "SELECT {TEMPLATE_COLUMNS} FROM #.role_templates WHERE tenant_id = $1 AND name_key = $2"
-        )))
-        .bind(tenant.as_uuid())
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err)?;
+        let sql = crate::q(
+            &self.prefix,
+            &format!(
+                "SELECT {TEMPLATE_COLUMNS} FROM #.role_templates WHERE tenant_id = $1 AND name_key = $2"
+            ),
+        );
+        let row = self
+            .hot
+            .fetch_optional(&self.pool, || {
+                sqlx::query(&sql).bind(tenant.as_uuid()).bind(key)
+            })
+            .await
+            .map_err(map_err)?;
         row.as_ref().map(template_from_row).transpose()
     }
 
@@ -265,14 +286,19 @@ impl PostgresStore {
         tenant: TenantId,
         hash: &TokenHash,
     ) -> Result<Option<Invitation>, StoreError> {
-        let row = sqlx::query(&crate::q(&self.prefix, &format!(
-            "SELECT {INVITATION_COLUMNS} FROM #.invitations WHERE token_hash = $1 AND tenant_id = $2"
-        )))
-        .bind(&hash.0[..])
-        .bind(tenant.as_uuid())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err)?;
+        let sql = crate::q(
+            &self.prefix,
+            &format!(
+                "SELECT {INVITATION_COLUMNS} FROM #.invitations WHERE token_hash = $1 AND tenant_id = $2"
+            ),
+        );
+        let row = self
+            .hot
+            .fetch_optional(&self.pool, || {
+                sqlx::query(&sql).bind(&hash.0[..]).bind(tenant.as_uuid())
+            })
+            .await
+            .map_err(map_err)?;
         row.as_ref().map(invitation_from_row).transpose()
     }
 
@@ -364,10 +390,17 @@ impl PostgresStore {
         tenant: TenantId,
         user: UserId,
     ) -> Result<Option<Tombstone>, StoreError> {
-        let row = sqlx::query(&crate::q(&self.prefix, "SELECT tenant_id, user_id, email, deleted_at, deleted_by FROM #.tombstones WHERE tenant_id = $1 AND user_id = $2"))
-            .bind(tenant.as_uuid())
-            .bind(user.as_uuid())
-            .fetch_optional(&self.pool)
+        let sql = crate::q(
+            &self.prefix,
+            "SELECT tenant_id, user_id, email, deleted_at, deleted_by FROM #.tombstones WHERE tenant_id = $1 AND user_id = $2",
+        );
+        let row = self
+            .hot
+            .fetch_optional(&self.pool, || {
+                sqlx::query(&sql)
+                    .bind(tenant.as_uuid())
+                    .bind(user.as_uuid())
+            })
             .await
             .map_err(map_err)?;
         row.as_ref().map(tombstone_from_row).transpose()
@@ -416,15 +449,17 @@ impl PostgresStore {
         tenant: TenantId,
         id: MessageId,
     ) -> Result<Option<OutboxRecord>, StoreError> {
-        let row = sqlx::query(&crate::q(
+        let sql = crate::q(
             &self.prefix,
             &format!("SELECT {OUTBOX_COLUMNS} FROM #.outbox WHERE tenant_id = $1 AND id = $2"),
-        ))
-        .bind(tenant.as_uuid())
-        .bind(id.as_uuid())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err)?;
+        );
+        let row = self
+            .hot
+            .fetch_optional(&self.pool, || {
+                sqlx::query(&sql).bind(tenant.as_uuid()).bind(id.as_uuid())
+            })
+            .await
+            .map_err(map_err)?;
         row.as_ref().map(outbox_from_row).transpose()
     }
 

@@ -1689,3 +1689,127 @@ async fn d28_memberships_read_an_index_never_a_scan_of_tenants_or_users() {
     .await;
     assert!(p.contains("users_identity_key"), "{p}");
 }
+
+/// A pool whose connections get `search_path` from an `after_connect` hook (not from the
+/// connect options, which the store's own connections copy anyway).
+async fn pool_with_hook(schema: &str, max: u32) -> sqlx::PgPool {
+    let opts: PgConnectOptions = common::url().parse().unwrap();
+    // Named after the schema: the connections of this test's pools (and the store's own,
+    // which copy the pool's options) are told apart from those of other tests.
+    let opts = opts.application_name(schema);
+    let set = format!("SET search_path TO \"{schema}\"");
+    PgPoolOptions::new()
+        .max_connections(max)
+        .after_connect(move |conn, _meta| {
+            let set = set.clone();
+            Box::pin(async move {
+                sqlx::Executor::execute(conn, set.as_str()).await?;
+                Ok(())
+            })
+        })
+        .connect_with(opts)
+        .await
+        .unwrap()
+}
+
+/// The server pids of the connections that started after `since` (server time) with the
+/// same application name as this pool's and whose last statement contains `needle`.
+async fn backends_running(pool: &sqlx::PgPool, since: f64, needle: &str) -> Vec<i32> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() \
+         AND datname = current_database() AND application_name = current_setting('application_name') \
+         AND extract(epoch FROM backend_start) >= $1 AND strpos(query, $2) > 0 ORDER BY pid",
+    )
+    .bind(since)
+    .bind(needle)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn issue14_store_owned_connections_keep_the_pools_search_path_and_reconnect() {
+    let (store, guard) = common::fresh(2).await;
+    let (app, t, a) = app_on(store.clone(), None).await;
+    let schema = guard.name().to_owned();
+    store.close().await;
+    drop(app);
+
+    // A store without a schema: its statements name no schema, so its own connections must
+    // have the search_path the host's hook gives the pool's.
+    let pool = pool_with_hook(&schema, 2).await;
+    let plain = PostgresStore::new(pool.clone());
+    assert_eq!(plain.hot_connections(), 0);
+    assert_eq!(plain.user(t, a).await.unwrap().unwrap().id, a);
+    assert_eq!(plain.hot_connections(), 1);
+    assert!(plain.subject(t, a).await.unwrap().is_some());
+    assert_eq!(plain.hot_connections(), 1, "the idle connection is reused");
+    plain.close().await;
+    assert_eq!(plain.hot_connections(), 0);
+
+    // A store in the schema: all busy -> the pool serves the rest.
+    let pool = pool_with_hook(&schema, 4).await;
+    let store = PostgresStore::new(pool.clone())
+        .with_schema(&schema)
+        .unwrap()
+        .with_hot_connections(1);
+    let reads: Vec<_> = (0..8)
+        .map(|_| {
+            let s = store.clone();
+            tokio::spawn(async move { s.subject(t, a).await.unwrap() })
+        })
+        .collect();
+    for r in join_all(reads).await {
+        assert_eq!(r.unwrap().user_id, a);
+    }
+    assert_eq!(store.hot_connections(), 1);
+
+    // The server ends the store's connection: the next read still answers (sent again on
+    // the pool), the broken connection is dropped, and a later read opens a new one. (A
+    // store whose pool never ran the subject read, so only its own connection is ended.)
+    store.close().await;
+    let admin = pool_with_hook(&schema, 1).await;
+    let since: f64 = sqlx::query_scalar("SELECT extract(epoch FROM clock_timestamp())::float8")
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    let pool = pool_with_hook(&schema, 2).await;
+    let store = PostgresStore::new(pool.clone())
+        .with_schema(&schema)
+        .unwrap()
+        .with_hot_connections(1);
+    assert_eq!(store.subject(t, a).await.unwrap().unwrap().user_id, a);
+    let needle = format!("\"{schema}\".users u LEFT JOIN");
+    let before = backends_running(&admin, since, &needle).await;
+    assert_eq!(
+        before.len(),
+        1,
+        "the store's own connection ran the subject read"
+    );
+    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 5000)")
+        .bind(before[0])
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    assert!(ended);
+    assert_eq!(store.subject(t, a).await.unwrap().unwrap().user_id, a);
+    assert_eq!(store.hot_connections(), 0, "the broken connection is gone");
+    assert_eq!(store.subject(t, a).await.unwrap().unwrap().user_id, a);
+    assert_eq!(store.hot_connections(), 1);
+    let after = backends_running(&admin, since, &needle).await;
+    assert!(!after.is_empty());
+    assert!(
+        after.iter().all(|pid| !before.contains(pid)),
+        "{before:?} vs {after:?}"
+    );
+    admin.close().await;
+
+    // None of the store's own: everything through the pool.
+    let none = PostgresStore::new(pool.clone())
+        .with_schema(&schema)
+        .unwrap()
+        .with_hot_connections(0);
+    assert_eq!(none.subject(t, a).await.unwrap().unwrap().user_id, a);
+    assert_eq!(none.hot_connections(), 0);
+    store.close().await;
+}
