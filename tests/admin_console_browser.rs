@@ -7,8 +7,9 @@
 //! disabled invite action), resend, the delivery state, sign out (both cookies gone), accept
 //! the link from the recorded mail in the signed-out browser and sign in as the new user,
 //! apply a role template and check a permission, suspend (sign-in refused) and reactivate,
-//! delete with its confirmation (seat freed), the templates and audit log pages, the tenant
-//! picker of an address that is a user of two tenants (D28, no axe-core violation of any
+//! delete with its confirmation (seat freed), the templates and audit log pages, the host's
+//! operators' tenant list (issue 16: first page, second page, a bad cursor; no axe-core
+//! violation of any impact), the tenant picker of an address that is a user of two tenants (D28, no axe-core violation of any
 //! impact) and the sign-in to the chosen one, a viewer with only `users:view`, and a user
 //! without it refused with 403. On every page axe-core
 //! runs and no serious or critical violation may be found. Saves a screenshot of the Users
@@ -596,6 +597,34 @@ async fn flow(s: &Site<'_>, screenshot: &Path) -> Result {
         "the tenant page names the tenant",
     )?;
     s.axe("tenant").await?;
+
+    // Issue 16: the operators' tenant list (the host's page), linked from the sign-in page
+    // for an admin; paged with a Next link; a bad cursor is a 400 page. No violation.
+    c.goto(&s.url("/signin")).await?;
+    click(c, "#operator-tenants-link").await?;
+    let listed = text(c, "table#operator-tenants tbody").await?;
+    ensure(
+        listed.starts_with("Acme Support") && listed.contains(host::SECOND_TENANT),
+        format!("the tenant list: {listed}"),
+    )?;
+    s.axe_strict("operators' tenant list").await?;
+    c.goto(&s.url(&format!("{}?limit=1", host::tenants::PATH)))
+        .await?;
+    click(c, "#next-page").await?;
+    ensure(
+        text(c, "table#operator-tenants tbody")
+            .await?
+            .starts_with(host::SECOND_TENANT),
+        "the second page",
+    )?;
+    s.axe_strict("operators' tenant list, second page").await?;
+    c.goto(&s.url(&format!("{}?after=nope", host::tenants::PATH)))
+        .await?;
+    ensure(
+        text(c, "#refused").await?.starts_with("400"),
+        "a bad cursor is a 400 page",
+    )?;
+    s.axe_strict("operators' tenant list, bad cursor").await?;
 
     // D28: an address that is a user of two tenants gets the tenant picker (tenant name,
     // role, status), with no axe-core violation of any impact; choosing one signs in there.

@@ -904,3 +904,320 @@ async fn d28_a_suspended_membership_is_listed_and_refused_a_deleted_one_is_gone(
             .contains("That address is not a user of that tenant.")
     );
 }
+
+/// The `data-tenant` ids of the operators' tenant list's rows, in page order.
+fn listed_ids(body: &str) -> Vec<String> {
+    body.split("<tr data-tenant=\"")
+        .skip(1)
+        .map(|rest| rest.split('"').next().unwrap().to_owned())
+        .collect()
+}
+
+/// The href of the page's "Next page" link, unescaped, if there is one.
+fn next_link(body: &str) -> Option<String> {
+    let (_, rest) = body.split_once(r#"id="next-page""#)?;
+    let tag = rest.split('>').next().unwrap();
+    let (_, href) = tag.split_once(r#"href=""#).unwrap();
+    Some(href.split('"').next().unwrap().replace("&amp;", "&"))
+}
+
+/// The seed's two tenants and five more: a second "Acme Support" (same name: the id
+/// decides), a lower-case name (after every upper-case one in byte order), a name past
+/// ASCII, an unlimited one and one with markup in it.
+async fn more_tenants(s: &Served) {
+    for (name, limit, admin) in [
+        ("acme lower", Some(2), "al@lower.test"),
+        ("Zeta Corp", None, "zed@zeta.test"),
+        ("Ärger GmbH", Some(9), "ae@aerger.test"),
+        ("Beta <&> \"Co\"", Some(1), "b@beta.test"),
+        ("Acme Support", Some(7), "twin@acme2.test"),
+    ] {
+        s.app
+            .create_tenant(name, limit, Email::parse(admin).unwrap())
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d18_the_operators_tenant_list_is_in_byte_order_and_pages_through_every_tenant_once() {
+    let s = serve().await;
+    more_tenants(&s).await;
+    let ada = sign_in(&s, "ada@acme.test").await;
+    let cookie = [("Cookie", ada.as_str())];
+
+    // What the store holds, sorted here by name bytes, then id.
+    let mut all = s.app.tenants(None, 100).await.unwrap().items;
+    assert_eq!(all.len(), 7);
+    all.sort_by(|a, b| {
+        (a.tenant.name.as_bytes(), a.tenant.id).cmp(&(b.tenant.name.as_bytes(), b.tenant.id))
+    });
+    let expected: Vec<String> = all.iter().map(|t| t.tenant.id.to_string()).collect();
+    let names: Vec<&str> = all.iter().map(|t| t.tenant.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "Acme Support",
+            "Acme Support",
+            "Beta <&> \"Co\"",
+            host::SECOND_TENANT,
+            "Zeta Corp",
+            "acme lower",
+            "Ärger GmbH"
+        ]
+    );
+
+    // One page (the default 20 holds them all): every tenant in that order, no Next link.
+    let page = send(s.addr, "GET", host::tenants::PATH, &cookie, "").await;
+    assert_eq!(page.status, 200, "{page:?}");
+    assert!(
+        page.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(
+        page.header("content-security-policy")
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+    assert_eq!(listed_ids(&page.body), expected);
+    assert_eq!(next_link(&page.body), None);
+    for part in [
+        r#"<table id="operator-tenants">"#,
+        "<caption>",
+        r#"<th scope="col">Seats used</th>"#,
+        r#"<th scope="col">Seat limit</th>"#,
+        r#"<th scope="row" class="name">"#,
+    ] {
+        assert!(page.body.contains(part), "no {part} in {}", page.body);
+    }
+    // The seeded tenant's row: id, 4 seats of 5, created in RFC 3339 (UTC).
+    let acme = all.iter().find(|t| t.tenant.id == s.tenant).unwrap();
+    let row = page
+        .body
+        .split(&format!("<tr data-tenant=\"{}\"", s.tenant))
+        .nth(1)
+        .unwrap()
+        .split("</tr>")
+        .next()
+        .unwrap()
+        .to_owned();
+    let created = acme
+        .tenant
+        .created_at
+        .replace_nanosecond(0)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    for cell in [
+        format!("<code>{}</code>", s.tenant),
+        r#"<td class="used">4</td>"#.to_owned(),
+        r#"<td class="limit">5</td>"#.to_owned(),
+        format!(r#"<time datetime="{created}">{created}</time>"#),
+    ] {
+        assert!(row.contains(&cell), "no {cell} in {row}");
+    }
+    assert!(
+        created.ends_with('Z') && !created.contains('.'),
+        "UTC, to the second: {created}"
+    );
+    assert!(page.body.contains(r#"<td class="limit">unlimited</td>"#));
+    // Names are text, never markup; no address, user or link of a person is on the page.
+    assert!(page.body.contains("Beta &lt;&amp;&gt; &quot;Co&quot;"));
+    assert!(!page.body.contains("<&>"));
+    for secret in ["@acme.test", "@globex.test", "token=", "/accept"] {
+        assert!(!page.body.contains(secret), "the page shows {secret}");
+    }
+
+    // limit=1, then 2 and 3: following the Next links reads every tenant exactly once, in
+    // order, and the links keep the page size.
+    for limit in [1_usize, 2, 3] {
+        let mut path = format!("{}?limit={limit}", host::tenants::PATH);
+        let mut seen = Vec::new();
+        let mut pages = 0;
+        loop {
+            let p = send(s.addr, "GET", &path, &cookie, "").await;
+            assert_eq!(p.status, 200, "{path}: {p:?}");
+            let ids = listed_ids(&p.body);
+            assert!(!ids.is_empty() && ids.len() <= limit, "{path}: {ids:?}");
+            seen.extend(ids);
+            pages += 1;
+            assert!(pages <= 7, "more pages than tenants");
+            if pages > 1 {
+                assert!(p.body.contains(r#"id="first-page""#), "a First page link");
+            }
+            match next_link(&p.body) {
+                Some(next) => {
+                    assert!(next.starts_with(&format!("{}?after=", host::tenants::PATH)));
+                    assert!(next.ends_with(&format!("&limit={limit}")), "{next}");
+                    path = next;
+                }
+                None => break,
+            }
+        }
+        assert_eq!(seen, expected, "limit {limit}");
+        assert_eq!(pages, expected.len().div_ceil(limit), "limit {limit}");
+    }
+    // limit=100 is the most.
+    let p = send(
+        s.addr,
+        "GET",
+        &format!("{}?limit=100", host::tenants::PATH),
+        &cookie,
+        "",
+    )
+    .await;
+    assert_eq!(listed_ids(&p.body), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d18_a_bad_cursor_or_limit_on_the_operators_tenant_list_is_a_400_page() {
+    let s = serve().await;
+    let ada = sign_in(&s, "ada@acme.test").await;
+    let cookie = [("Cookie", ada.as_str())];
+    let good = send(s.addr, "GET", host::tenants::PATH, &cookie, "").await;
+    assert_eq!(good.status, 200);
+    let first = send(
+        s.addr,
+        "GET",
+        &format!("{}?limit=1", host::tenants::PATH),
+        &cookie,
+        "",
+    )
+    .await;
+    let next = next_link(&first.body).expect("two tenants, one per page");
+    let cursor = next
+        .split_once("after=")
+        .unwrap()
+        .1
+        .split('&')
+        .next()
+        .unwrap()
+        .to_owned();
+    for (query, says) in [
+        ("after=nope", "cursor is not valid"),
+        ("after=", "cursor is not valid"),
+        ("after=t.zz.0", "cursor is not valid"),
+        ("after=c.0.0", "cursor is not valid"),
+        ("limit=0", "from 1 to 100"),
+        ("limit=101", "from 1 to 100"),
+        ("limit=-1", "from 1 to 100"),
+        ("limit=ten", "from 1 to 100"),
+        ("limit=", "from 1 to 100"),
+        ("limit=1&limit=2", "once"),
+        (&format!("after={cursor}&after={cursor}"), "once"),
+    ] {
+        let a = send(
+            s.addr,
+            "GET",
+            &format!("{}?{query}", host::tenants::PATH),
+            &cookie,
+            "",
+        )
+        .await;
+        assert_eq!(a.status, 400, "?{query}: {a:?}");
+        assert!(a.header("content-type").unwrap().starts_with("text/html"));
+        assert!(
+            a.body.contains(r#"id="refused""#) && a.body.contains(says),
+            "?{query}: {}",
+            a.body
+        );
+        assert!(a.body.contains(r#"id="first-page""#), "a way back");
+        assert!(listed_ids(&a.body).is_empty(), "no rows on a refusal");
+    }
+    // The good cursor still reads the second page.
+    let second = send(s.addr, "GET", &next, &cookie, "").await;
+    assert_eq!(second.status, 200, "{second:?}");
+    assert_eq!(listed_ids(&second.body).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d26_the_operators_tenant_list_is_for_active_admins_and_linked_for_them_only() {
+    let s = serve().await;
+    let path = host::tenants::PATH;
+    // Nobody signed in, or a forged cookie: 401, and no tenant on the page.
+    for cookie in [None, Some(format!("{}=x.y.z.w", host::signin::COOKIE))] {
+        let headers: Vec<(&str, &str)> = cookie.iter().map(|c| ("Cookie", c.as_str())).collect();
+        let a = send(s.addr, "GET", path, &headers, "").await;
+        assert_eq!(a.status, 401, "{a:?}");
+        assert!(listed_ids(&a.body).is_empty());
+        assert!(!a.body.contains(host::SECOND_TENANT), "{}", a.body);
+    }
+    // Users who are no admin (erin with users:view, bob without): 403.
+    for email in ["erin@acme.test", "bob@acme.test"] {
+        let cookie = sign_in(&s, email).await;
+        let a = send(s.addr, "GET", path, &[("Cookie", &cookie)], "").await;
+        assert_eq!(a.status, 403, "{email}: {a:?}");
+        assert!(listed_ids(&a.body).is_empty());
+        let signin = send(s.addr, "GET", "/signin", &[("Cookie", &cookie)], "").await;
+        assert!(
+            !signin.body.contains(r#"id="operator-tenants-link""#),
+            "{email} gets no link"
+        );
+    }
+    // An admin gets the page and the link on the sign-in page; the second tenant's admin
+    // too (any tenant's, in this demo).
+    let ada = sign_in(&s, "ada@acme.test").await;
+    let signin = send(s.addr, "GET", "/signin", &[("Cookie", &ada)], "").await;
+    assert!(
+        signin
+            .body
+            .contains(&format!(r#"id="operator-tenants-link" href="{path}""#)),
+        "{}",
+        signin.body
+    );
+    assert_eq!(
+        send(s.addr, "GET", path, &[("Cookie", &ada)], "")
+            .await
+            .status,
+        200
+    );
+    let (globex, _, _) = second_tenant(&s).await;
+    let gil = send(
+        s.addr,
+        "POST",
+        "/signin",
+        &[],
+        &form(&[
+            ("email", "gil@globex.test"),
+            ("tenant", &globex.to_string()),
+        ]),
+    )
+    .await;
+    let gil_cookie = signed_in_cookie(&gil);
+    let a = send(s.addr, "GET", path, &[("Cookie", &gil_cookie)], "").await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(listed_ids(&a.body).len(), 2);
+
+    // An admin suspended after signing in is refused at once (the cookie is checked
+    // against the store on every request).
+    let ada_id = user_id(&s, "ada@acme.test").await;
+    let erin = user_id(&s, "erin@acme.test").await;
+    // Make erin an admin so that ada is not the last one, then suspend ada.
+    s.app
+        .edit_user(
+            s.tenant,
+            ada_id,
+            erin,
+            &UserEdit {
+                role: Some(Role::Admin),
+                ..UserEdit::default()
+            },
+        )
+        .await
+        .unwrap();
+    s.app
+        .edit_user(
+            s.tenant,
+            erin,
+            ada_id,
+            &UserEdit {
+                status: Some(Status::Suspended),
+                ..UserEdit::default()
+            },
+        )
+        .await
+        .unwrap();
+    let a = send(s.addr, "GET", path, &[("Cookie", &ada)], "").await;
+    assert_eq!(a.status, 403, "a suspended admin: {a:?}");
+}

@@ -7,7 +7,9 @@
 //! and seeded with a demo tenant on first start, and a second tenant where ada is a user
 //! too), the mailer, a demo sign-in of its own (an address, then a tenant picker when the
 //! address is a user of several tenants; a signed cookie, no server sessions) with the
-//! `Identify` that reads it, and a server with connection limits.
+//! `Identify` that reads it, the operators' tenant list at `/operator/tenants` (every tenant,
+//! paged by name; in this demo any active admin may open it, a real host puts its own
+//! operator authentication in front), and a server with connection limits.
 //!
 //! ```text
 //! cargo run --example admin_console -- [--db PATH] [--listen ADDR] [--public-url URL]
@@ -40,7 +42,9 @@ const USAGE: &str = "usage: admin_console [--db PATH] [--listen ADDR] [--public-
 Serves the demo tenant's Settings -> Users page (the library console at /console/), the JSON
 API (at /api, its OpenAPI document at /api/openapi.json) and a demo sign-in (/signin: an
 address, then a choice of tenant when that address is a user of several) whose choice is kept
-in a signed cookie (HttpOnly, SameSite=Lax, Secure behind https).
+in a signed cookie (HttpOnly, SameSite=Lax, Secure behind https), and the operators' tenant
+list (/operator/tenants: every tenant by name, paged; in this demo any active admin may open
+it, a real host puts its own operator sign-in in front).
 
   --db PATH        SQLite database file (default admin_console.db; created and seeded if new:
                    Acme Support, 5 seats, admin ada, templates Support agent and Sales
@@ -243,6 +247,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         "  API:      {public_url}{}/  (OpenAPI document: {public_url}{}/openapi.json)",
         host::API,
         host::API
+    );
+    println!(
+        "  Tenants:  {public_url}{}  (the operators' list; demo: signed in as an active admin)",
+        host::tenants::PATH
     );
     println!("  Ctrl-C stops.");
 

@@ -1,12 +1,13 @@
 //! The host glue around the library's console and API: the SQLite store with its demo data,
-//! the mailer, the demo sign-in and its [`Identify`](tenantry_axum::Identify), the routers
-//! nested under paths, and a hardened server.
+//! the mailer, the demo sign-in and its [`Identify`](tenantry_axum::Identify), the operators'
+//! tenant list ([`tenants`]), the routers nested under paths, and a hardened server.
 //!
 //! The tests include this module too (`#[path]`), so what they drive is built by exactly
 //! this code: [`open`] (store, service, demo data), [`router`], [`serve`].
 
 pub(crate) mod mail;
 pub(crate) mod signin;
+pub(crate) mod tenants;
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -299,13 +300,15 @@ async fn security_headers(mut response: Response) -> Response {
     response
 }
 
-/// Every route: `/` and the demo sign-in, the console at [`CONSOLE`], the API at [`API`],
+/// Every route: `/` and the demo sign-in, the operators' tenant list at [`tenants::PATH`]
+/// (demo access: an active admin of any tenant), the console at [`CONSOLE`], the API at [`API`],
 /// behind the request timeout and the body limit of `limits`.
 pub(crate) fn router(host: &Host, limits: Limits) -> Router {
     Router::new()
         .route("/", get(signin::root))
         .route("/signin", get(signin::page).post(signin::sign_in))
         .route("/signout", post(signin::sign_out))
+        .route(tenants::PATH, get(tenants::page))
         .with_state(host.clone())
         .nest(
             CONSOLE,

@@ -119,7 +119,7 @@ impl Identify for CookieIdentity {
 }
 
 /// Who the request's cookie names, as [`CookieIdentity`] reads it.
-fn signed_in(host: &Host, headers: &HeaderMap) -> Option<(TenantId, UserId)> {
+pub(crate) fn signed_in(host: &Host, headers: &HeaderMap) -> Option<(TenantId, UserId)> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     host.key.verify(cookie(headers, COOKIE)?, now)
 }
@@ -195,7 +195,10 @@ async fn render(
         Some((tenant, id)) => {
             let user = host.app.user(tenant, ActorRef::System, id).await.ok();
             let name = host.app.tenant(tenant).await.ok().map(|s| s.tenant.name);
-            user.map(|u| (u.email.as_str().to_owned(), name.unwrap_or_default()))
+            user.map(|u| {
+                let admin = u.role == Role::Admin && u.status == Status::Active;
+                (u.email.as_str().to_owned(), name.unwrap_or_default(), admin)
+            })
         }
         None => None,
     };
@@ -214,11 +217,18 @@ async fn render(
                     p.muted { "A stand-in for your application's real authentication." }
                     @if let Some(n) = note { p.note role="status" { (n) } }
                     @if let Some(e) = error { p.error role="alert" id="signin-error" { (e) } }
-                    @if let Some((email, tenant)) = &current {
+                    @if let Some((email, tenant, admin)) = &current {
                         p id="current" {
                             "Signed in as " strong id="signed-in-as" { (email) }
                             " in " strong id="signed-in-tenant" { (tenant) } ". "
                             a href=(super::CONSOLE_HOME) { "Open Settings → Users" }
+                        }
+                        @if *admin {
+                            p id="operator" {
+                                "Operators: "
+                                a id="operator-tenants-link" href=(super::tenants::PATH) { "all tenants" }
+                                " (in this demo, any active admin may look; a real host puts its own operator sign-in in front)."
+                            }
                         }
                         form method="post" action="/signout" {
                             button type="submit" id="sign-out" { "Sign out" }
