@@ -399,3 +399,349 @@ fn claims_and_pending_listings_read_only_what_they_return() {
         vec![t]
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// D28 one person, several tenants: the identity index per tenant and the people index
+// ---------------------------------------------------------------------------------------------
+
+use crate::{MAX_PAGE_SIZE, Membership, Person, TenantCursor};
+use tenantry_core::IdentityId;
+
+fn ident(s: &str) -> IdentityId {
+    IdentityId::parse(s).unwrap()
+}
+
+/// A tenant named `name` whose first admin (user 0) has the address `admin`.
+fn named_tenant(store: &InMemoryStore, t: TenantId, name: &str, admin: &str) {
+    let tenant = Tenant {
+        id: t,
+        name: name.into(),
+        user_limit: None,
+        created_at: NOW,
+    };
+    let c = decide::create_tenant(tenant, user_id(0), Email::parse(admin).unwrap()).unwrap();
+    block_on(store.commit(&c, &[])).unwrap();
+}
+
+fn plain_user(t: TenantId, n: usize, email: &str, identity: Option<&str>) -> User {
+    User {
+        email: Email::parse(email).unwrap(),
+        identity: identity.map(ident),
+        ..user(
+            t,
+            n,
+            &Facts {
+                role: Role::User,
+                status: Status::Active,
+                template: None,
+                crm: false,
+                grants: 0,
+            },
+        )
+    }
+}
+
+fn commit(store: &InMemoryStore, t: TenantId, writes: Vec<Write>) -> Result<(), StoreError> {
+    let c = change(store, t, writes);
+    block_on(store.commit(&c, &[]))
+}
+
+fn delete(t: TenantId, u: &User) -> Write {
+    Write::DeleteUser(Tombstone {
+        user_id: u.id,
+        tenant_id: t,
+        email: u.email.clone(),
+        deleted_at: NOW,
+        deleted_by: ActorRef::System,
+    })
+}
+
+fn members(
+    store: &InMemoryStore,
+    p: &Person,
+    after: Option<&TenantCursor>,
+    limit: u32,
+) -> Vec<Membership> {
+    block_on(store.memberships(p, after, limit)).unwrap()
+}
+
+fn tenants_of(store: &InMemoryStore, p: &Person) -> Vec<TenantId> {
+    super::read(&store.shared.people).tenants_of(p)
+}
+
+fn by_email(e: &str) -> Person {
+    Person::Email(Email::parse(e).unwrap())
+}
+
+#[test]
+fn d28_person_hash_is_fnv_1a() {
+    assert_eq!(super::person_hash(""), 0xcbf2_9ce4_8422_2325);
+    assert_eq!(super::person_hash("a"), 0xaf63_dc4c_8601_ec8c);
+    assert_eq!(super::person_hash("foobar"), 0x8594_4171_f739_67e8);
+}
+
+#[test]
+fn d28_the_people_index_counts_users_per_tenant_and_forgets_the_last() {
+    let mut people = super::People::default();
+    let t = tenant_id(1);
+    let a = plain_user(t, 1, "pat@x.test", Some("sub"));
+    let b = plain_user(t, 2, "pat@x.test", Some("sub"));
+    let key = |e: &str| (super::person_hash(e), t);
+    people.update(t, None, Some(&a));
+    people.update(t, None, Some(&b));
+    assert_eq!(people.by_email.get(&key("pat@x.test")), Some(&2));
+    assert_eq!(people.by_identity.get(&key("sub")), Some(&2));
+    // The same hashes again: nothing moves.
+    people.update(t, Some(&a), Some(&a));
+    assert_eq!(people.by_email.get(&key("pat@x.test")), Some(&2));
+    people.update(t, Some(&a), None);
+    assert_eq!(people.by_email.get(&key("pat@x.test")), Some(&1));
+    assert_eq!(people.by_identity.get(&key("sub")), Some(&1));
+    people.update(t, Some(&b), None);
+    assert!(
+        people.by_email.is_empty() && people.by_identity.is_empty(),
+        "no zero counts are kept"
+    );
+    // A decrement of a key never counted leaves nothing behind.
+    people.update(t, Some(&b), None);
+    assert!(people.by_email.is_empty() && people.by_identity.is_empty());
+}
+
+#[test]
+fn d28_memberships_are_found_through_the_index_across_tenants_in_name_order() {
+    let store = InMemoryStore::new();
+    let (t1, t2, t3, t4) = (tenant_id(1), tenant_id(2), tenant_id(3), tenant_id(4));
+    named_tenant(&store, t1, "Zenith", "pat@x.test");
+    named_tenant(&store, t2, "acme", "other@x.test");
+    named_tenant(&store, t3, "Acme", "third@x.test");
+    named_tenant(&store, t4, "Beta", "fourth@x.test");
+    let pat2 = plain_user(t2, 1, "Pat@X.test", Some("sub"));
+    let pat3 = plain_user(t3, 1, "pat@x.test", None);
+    commit(&store, t2, vec![Write::InsertUser(pat2.clone())]).unwrap();
+    commit(&store, t3, vec![Write::InsertUser(pat3.clone())]).unwrap();
+    commit(
+        &store,
+        t4,
+        vec![Write::InsertUser(plain_user(
+            t4,
+            1,
+            "quinn@x.test",
+            Some("sub"),
+        ))],
+    )
+    .unwrap();
+    let pat = by_email("PAT@x.test");
+    // The index names exactly the tenants holding the key, never every tenant.
+    let mut found = tenants_of(&store, &pat);
+    found.sort();
+    assert_eq!(found, vec![t1, t2, t3]);
+    let mut with_sub = tenants_of(&store, &Person::Identity(ident("sub")));
+    with_sub.sort();
+    assert_eq!(with_sub, vec![t2, t4]);
+    assert!(tenants_of(&store, &by_email("nobody@x.test")).is_empty());
+    assert!(tenants_of(&store, &Person::Identity(ident("Sub"))).is_empty());
+    // Byte order: "Acme" < "Zenith" < "acme".
+    let all = members(&store, &pat, None, 10);
+    let names: Vec<(&str, TenantId, UserId)> = all
+        .iter()
+        .map(|m| (m.tenant_name.as_str(), m.tenant_id, m.user_id))
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("Acme", t3, user_id(1)),
+            ("Zenith", t1, user_id(0)),
+            ("acme", t2, user_id(1))
+        ]
+    );
+    assert_eq!(
+        all[2],
+        Membership::of(&block_on(store.tenant(t2)).unwrap().unwrap().tenant, &pat2)
+    );
+    // Strictly after the cursor; limit 0 is one; the limit cuts.
+    let after = all[0].cursor();
+    let rest = members(&store, &pat, Some(&after), 10);
+    assert_eq!(rest, all[1..].to_vec());
+    assert_eq!(
+        members(&store, &pat, Some(&all[2].cursor()), 10),
+        Vec::new()
+    );
+    assert_eq!(members(&store, &pat, None, 2), all[..2].to_vec());
+    assert_eq!(members(&store, &pat, None, 0), all[..1].to_vec());
+    // Same name, then the id decides (and the cursor's id counts).
+    let same = TenantCursor {
+        name: "Acme".into(),
+        id: tenant_id(0),
+    };
+    assert_eq!(members(&store, &pat, Some(&same), 10), all);
+    let by_id: Vec<TenantId> = members(&store, &Person::Identity(ident("sub")), None, 10)
+        .iter()
+        .map(|m| m.tenant_id)
+        .collect();
+    assert_eq!(by_id, vec![t4, t2], "Beta before acme");
+    assert_eq!(
+        block_on(store.user_by_identity(t2, &ident("sub"))).unwrap(),
+        Some(pat2.clone())
+    );
+    assert_eq!(
+        block_on(store.user_by_identity(t3, &ident("sub"))).unwrap(),
+        None
+    );
+    assert_eq!(
+        block_on(store.user_by_identity(tenant_id(9), &ident("sub"))).unwrap(),
+        None
+    );
+
+    // An address change moves the membership; a deleted user leaves both lookups.
+    let moved = User {
+        email: Email::parse("pat@new.test").unwrap(),
+        ..pat2.clone()
+    };
+    commit(&store, t2, vec![Write::UpdateUser(moved.clone())]).unwrap();
+    // The tenant's own address index moved too: the old address is free, the new one found.
+    assert_eq!(
+        block_on(store.user_by_email(t2, "pat@x.test")).unwrap(),
+        None
+    );
+    assert_eq!(
+        block_on(store.user_by_email(t2, "pat@new.test")).unwrap(),
+        Some(moved.clone())
+    );
+    assert_eq!(members(&store, &pat, None, 10).len(), 2);
+    assert_eq!(
+        members(&store, &by_email("pat@new.test"), None, 10).len(),
+        1
+    );
+    commit(&store, t2, vec![delete(t2, &moved)]).unwrap();
+    assert!(members(&store, &by_email("pat@new.test"), None, 10).is_empty());
+    assert!(tenants_of(&store, &by_email("pat@new.test")).is_empty());
+    assert_eq!(
+        members(&store, &Person::Identity(ident("sub")), None, 10)
+            .iter()
+            .map(|m| m.tenant_id)
+            .collect::<Vec<_>>(),
+        vec![t4]
+    );
+    assert_eq!(
+        block_on(store.user_by_identity(t2, &ident("sub"))).unwrap(),
+        None
+    );
+    assert_eq!(
+        tenants_of(&store, &Person::Identity(ident("sub"))),
+        vec![t4]
+    );
+}
+
+#[test]
+fn d28_identity_is_unique_per_tenant_and_its_index_follows_every_change() {
+    let store = InMemoryStore::new();
+    let (t, other) = (tenant_id(1), tenant_id(2));
+    named_tenant(&store, t, "Acme", "ada@acme.test");
+    named_tenant(&store, other, "Beta", "ada@acme.test");
+    let a = plain_user(t, 1, "a@acme.test", Some("sub"));
+    let b = plain_user(t, 2, "b@acme.test", None);
+    commit(
+        &store,
+        t,
+        vec![Write::InsertUser(a.clone()), Write::InsertUser(b.clone())],
+    )
+    .unwrap();
+    // The same id elsewhere in the tenant is refused, and nothing of the commit stays.
+    let taken = commit(
+        &store,
+        t,
+        vec![Write::UpdateUser(User {
+            identity: Some(ident("sub")),
+            ..b.clone()
+        })],
+    );
+    assert!(matches!(
+        taken,
+        Err(StoreError::Conflict {
+            constraint: crate::Constraint::UserIdentity
+        })
+    ));
+    assert_eq!(block_on(store.user(t, b.id)).unwrap(), Some(b.clone()));
+    // The holder itself may be written again with it (another field changing).
+    let renamed = User {
+        email: Email::parse("a2@acme.test").unwrap(),
+        ..a.clone()
+    };
+    commit(&store, t, vec![Write::UpdateUser(renamed.clone())]).unwrap();
+    assert_eq!(
+        block_on(store.user_by_identity(t, &ident("sub"))).unwrap(),
+        Some(renamed.clone())
+    );
+    // In another tenant it is simply that person's user there.
+    commit(
+        &store,
+        other,
+        vec![Write::InsertUser(plain_user(
+            other,
+            1,
+            "x@beta.test",
+            Some("sub"),
+        ))],
+    )
+    .unwrap();
+    // Replaced: the old id is free at once, the new one found.
+    let replaced = User {
+        identity: Some(ident("sub2")),
+        ..renamed.clone()
+    };
+    commit(&store, t, vec![Write::UpdateUser(replaced.clone())]).unwrap();
+    assert_eq!(
+        block_on(store.user_by_identity(t, &ident("sub"))).unwrap(),
+        None
+    );
+    assert_eq!(
+        block_on(store.user_by_identity(t, &ident("sub2"))).unwrap(),
+        Some(replaced.clone())
+    );
+    assert_eq!(
+        tenants_of(&store, &Person::Identity(ident("sub"))),
+        vec![other]
+    );
+    // Now b may take the freed id.
+    let b_sub = User {
+        identity: Some(ident("sub")),
+        ..b.clone()
+    };
+    commit(&store, t, vec![Write::UpdateUser(b_sub.clone())]).unwrap();
+    // A write that keeps the address keeps it findable.
+    assert_eq!(
+        block_on(store.user_by_email(t, "b@acme.test")).unwrap(),
+        Some(b_sub.clone())
+    );
+    assert_eq!(
+        block_on(store.user_by_identity(t, &ident("sub"))).unwrap(),
+        Some(b_sub)
+    );
+    // Cleared: gone from both lookups.
+    let cleared = User {
+        identity: None,
+        ..replaced
+    };
+    commit(&store, t, vec![Write::UpdateUser(cleared)]).unwrap();
+    assert_eq!(
+        block_on(store.user_by_identity(t, &ident("sub2"))).unwrap(),
+        None
+    );
+    assert!(members(&store, &Person::Identity(ident("sub2")), None, 10).is_empty());
+    assert!(tenants_of(&store, &Person::Identity(ident("sub2"))).is_empty());
+}
+
+#[test]
+fn d28_memberships_pages_hold_at_most_one_more_than_the_largest_page() {
+    let store = InMemoryStore::new();
+    let n = usize::try_from(MAX_PAGE_SIZE).unwrap() + 3;
+    for i in 0..n {
+        let t = TenantId::from_parts(1_767_225_600_000 + i as u64, [3; 10]);
+        named_tenant(&store, t, &format!("T{i:04}"), "pat@x.test");
+    }
+    let pat = by_email("pat@x.test");
+    let page = members(&store, &pat, None, u32::MAX);
+    assert_eq!(page.len(), n - 2, "clamped to {} + 1", MAX_PAGE_SIZE);
+    assert_eq!(page[0].tenant_name, "T0000");
+    assert_eq!(members(&store, &pat, None, MAX_PAGE_SIZE + 1).len(), n - 2);
+}
