@@ -745,3 +745,52 @@ fn d28_memberships_pages_hold_at_most_one_more_than_the_largest_page() {
     assert_eq!(page[0].tenant_name, "T0000");
     assert_eq!(members(&store, &pat, None, MAX_PAGE_SIZE + 1).len(), n - 2);
 }
+
+#[test]
+fn d10_an_accepted_token_is_used_not_revoked_and_its_siblings_are_revoked() {
+    use tenantry_core::{Invitation, InvitationKind, InvitationState, TokenHash};
+    let store = InMemoryStore::new();
+    let t = tenant_id(1);
+    new_tenant(&store, t);
+    let invited = User {
+        status: Status::Invited,
+        ..plain_user(t, 1, "bob@acme.test", None)
+    };
+    let token = |n: u8, kind| Invitation {
+        token_hash: TokenHash([n; 32]),
+        tenant_id: t,
+        user_id: invited.id,
+        kind,
+        state: InvitationState::Pending,
+        created_at: NOW,
+        expires_at: NOW + time::Duration::days(7),
+        failed_attempts: 0,
+    };
+    let (first, second) = (
+        token(1, InvitationKind::Initial),
+        token(2, InvitationKind::Resend),
+    );
+    commit(
+        &store,
+        t,
+        vec![
+            Write::InsertUser(invited.clone()),
+            Write::InsertInvitation(first.clone()),
+            Write::InsertInvitation(second.clone()),
+        ],
+    )
+    .unwrap();
+    // What an accept writes: every pending token of the user revoked, this one used.
+    commit(
+        &store,
+        t,
+        vec![
+            Write::RevokeInvitations(invited.id),
+            Write::UseInvitation(second.token_hash),
+        ],
+    )
+    .unwrap();
+    let state = |h: &TokenHash| block_on(store.invitation(t, h)).unwrap().unwrap().state;
+    assert_eq!(state(&second.token_hash), InvitationState::Used);
+    assert_eq!(state(&first.token_hash), InvitationState::Revoked);
+}
