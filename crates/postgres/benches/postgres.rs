@@ -324,6 +324,61 @@ fn benches(c: &mut Criterion) {
         });
     });
     g.finish();
+    // The same comparison interleaved (criterion's benchmarks run minutes apart, and a
+    // shared machine's load moves in between): rounds of one floor read on a held
+    // connection, one `Tenantry::authorize` and one `Store::subject` of a store with none of
+    // its own connections (the pool only), each timed; medians and their ratios.
+    // `TENANTRY_BENCH_INTERLEAVED=0` skips it.
+    if std::env::var("TENANTRY_BENCH_INTERLEAVED").as_deref() != Ok("0") {
+        let (floor, check, pooled) = rt.block_on(async {
+            let mut conn = pool.acquire().await.unwrap();
+            let (mut floor, mut check, mut pooled) = (Vec::new(), Vec::new(), Vec::new());
+            for round in 0..6_000 {
+                let started = Instant::now();
+                let found: Option<uuid::Uuid> =
+                    sqlx::query_scalar("SELECT id FROM users WHERE tenant_id = $1 AND id = $2")
+                        .bind(black_box(tenant).as_uuid())
+                        .bind(black_box(agent).as_uuid())
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .unwrap();
+                let between = Instant::now();
+                let d = app
+                    .authorize(black_box(tenant), black_box(agent), via_template)
+                    .await
+                    .unwrap();
+                let done = Instant::now();
+                let s = pool_only
+                    .subject(black_box(tenant), black_box(agent))
+                    .await
+                    .unwrap();
+                let last = Instant::now();
+                assert!(found.is_some() && d.is_allowed() && s.is_some());
+                // The first 1000 rounds warm both up.
+                if round >= 1_000 {
+                    floor.push(between - started);
+                    check.push(done - between);
+                    pooled.push(last - done);
+                }
+            }
+            (floor, check, pooled)
+        });
+        let median = |mut v: Vec<Duration>| {
+            v.sort_unstable();
+            v[v.len() / 2]
+        };
+        let (f, c, p) = (median(floor), median(check), median(pooled));
+        println!(
+            "postgres/authorize interleaved (5000 rounds): pk_round_trip median {:.1} µs, \
+             via_template median {:.1} µs ({:.2}x), store_subject_pool_only median {:.1} µs \
+             ({:.2}x)",
+            f.as_secs_f64() * 1e6,
+            c.as_secs_f64() * 1e6,
+            c.as_secs_f64() / f.as_secs_f64(),
+            p.as_secs_f64() * 1e6,
+            p.as_secs_f64() / f.as_secs_f64()
+        );
+    }
 
     // --- invites per second, 8 concurrent clients.
     const CLIENTS: u64 = 8;
