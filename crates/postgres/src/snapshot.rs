@@ -1,6 +1,7 @@
 //! [`Store::snapshot`](tenantry_store::Store::snapshot) in one round trip: the tenant row,
 //! and each row the use case names, joined onto it in a single statement (one snapshot of
-//! the database, READ COMMITTED or stronger). Every join is on a primary or unique key, so
+//! the database, READ COMMITTED or stronger), on one of the store's own connections when one
+//! is free (as the other one-row reads). Every join is on a primary or unique key, so
 //! the statement returns at most one row.
 
 use std::sync::OnceLock;
@@ -128,13 +129,17 @@ impl PostgresStore {
         tenant: TenantId,
         request: &SnapshotRequest,
     ) -> Result<Snapshot, StoreError> {
-        let row = sqlx::query(&crate::q(&self.prefix, statement()))
-            .bind(tenant.as_uuid())
-            .bind(request.actor.map(|u| u.as_uuid()))
-            .bind(request.target.map(|u| u.as_uuid()))
-            .bind(request.template.map(|t| t.as_uuid()))
-            .bind(request.email_key.as_deref())
-            .fetch_optional(&self.pool)
+        let sql = crate::q(&self.prefix, statement());
+        let row = self
+            .hot
+            .fetch_optional(&self.pool, || {
+                sqlx::query(&sql)
+                    .bind(tenant.as_uuid())
+                    .bind(request.actor.map(|u| u.as_uuid()))
+                    .bind(request.target.map(|u| u.as_uuid()))
+                    .bind(request.template.map(|t| t.as_uuid()))
+                    .bind(request.email_key.as_deref())
+            })
             .await
             .map_err(map_err)?;
         let Some(row) = row else {
