@@ -4587,7 +4587,11 @@ fn d28_only_an_active_admin_sets_an_identity() {
             Some((Value::None, Value::Text("oidc|7".into())))
         );
         assert_eq!(
-            (c.counters.seats_used, c.counters.active_admins, c.counters.version),
+            (
+                c.counters.seats_used,
+                c.counters.active_admins,
+                c.counters.version
+            ),
             (10, 2, 42),
             "no seat or admin moves; the version does"
         );

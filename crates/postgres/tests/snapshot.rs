@@ -31,21 +31,11 @@ async fn d16_one_statement_snapshot_equals_the_single_reads() {
         .await
         .unwrap();
     let sales = app
-        .create_template(
-            tenant,
-            admin,
-            "Sales",
-            Permissions::CONVERSATIONS_VIEW,
-        )
+        .create_template(tenant, admin, "Sales", Permissions::CONVERSATIONS_VIEW)
         .await
         .unwrap();
     let unused = app
-        .create_template(
-            tenant,
-            admin,
-            "Unused",
-            Permissions::USERS_VIEW,
-        )
+        .create_template(tenant, admin, "Unused", Permissions::USERS_VIEW)
         .await
         .unwrap();
     let bob = app
@@ -78,7 +68,12 @@ async fn d16_one_statement_snapshot_equals_the_single_reads() {
 
     let users = [None, Some(admin), Some(bob.id), Some(other_admin)];
     let templates = [None, Some(sales.id), Some(unused.id)];
-    let keys = [None, Some("bob@acme.test"), Some("Bob@acme.test"), Some("ada@acme.test")];
+    let keys = [
+        None,
+        Some("bob@acme.test"),
+        Some("Bob@acme.test"),
+        Some("ada@acme.test"),
+    ];
     let mut compared = 0;
     for t in [tenant, other, TenantId::from_parts(1, [9; 10])] {
         for actor in users {
