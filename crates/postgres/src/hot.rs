@@ -3,7 +3,8 @@
 //! sqlx's pool costs more than the statement for a one-row read: each acquire goes through
 //! the pool's semaphore and each release spawns a task that hands the connection back
 //! (measured: a primary-key read 58.7 µs on a held connection, 193.7 µs through the pool).
-//! The one-row reads (a check's subject above all) therefore run on a few connections the
+//! The one-row reads (a check's subject above all), the snapshot a use case decides on and
+//! the page of users therefore run on a few connections the
 //! store opens itself, from the pool's own connect options, and keeps in a free list: taking
 //! one is a pop under a mutex held for nothing else, giving it back a push, both in the
 //! caller's task. Each connection keeps its prepared statements (sqlx caches them per
@@ -174,6 +175,26 @@ impl Hot {
             }
         }
         make().fetch_optional(pool).await
+    }
+    /// Every row of the statement `make` builds, as [`Hot::fetch_optional`] reads one: on a
+    /// store-owned connection when one is free, else on the pool.
+    pub(crate) async fn fetch_all<'q, F>(
+        &self,
+        pool: &PgPool,
+        make: F,
+    ) -> Result<Vec<PgRow>, sqlx::Error>
+    where
+        F: Fn() -> Query<'q, Postgres, PgArguments>,
+    {
+        if let Some(mut lease) = self.lease(pool).await
+            && let Some(conn) = lease.conn.as_mut()
+        {
+            match make().fetch_all(&mut *conn).await {
+                Err(e) if broken(&e) => lease.discard(),
+                other => return other,
+            }
+        }
+        make().fetch_all(pool).await
     }
 }
 

@@ -21,6 +21,22 @@ use crate::rows::{
 };
 use crate::write::map_err;
 
+/// Binds a shared listing's parameters in order.
+fn bind_all<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    params: &'q [Param],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    for p in params {
+        q = match p {
+            Param::Id(u) => q.bind(*u),
+            Param::Text(s) => q.bind(s.as_str()),
+            Param::Int(i) => q.bind(*i),
+            Param::Bool(v) => q.bind(*v),
+        };
+    }
+    q
+}
+
 fn opt_user(row: Option<PgRow>) -> Result<Option<User>, StoreError> {
     row.as_ref().map(user_from_row).transpose()
 }
@@ -328,16 +344,13 @@ impl PostgresStore {
         let listing = sql::users_listing(sql::Dialect::POSTGRES, tenant, query);
         let from = format!(" FROM {}users ", self.prefix);
         let text = listing.sql.replacen(" FROM users ", &from, 1);
-        let mut q = sqlx::query(&text);
-        for p in listing.params {
-            q = match p {
-                Param::Id(u) => q.bind(u),
-                Param::Text(s) => q.bind(s),
-                Param::Int(i) => q.bind(i),
-                Param::Bool(v) => q.bind(v),
-            };
-        }
-        let fetched = q.fetch_all(&self.pool).await.map_err(map_err)?;
+        // On the store's own connections when one is free, as the one-row reads: the pool's
+        // acquire and release cost more than the page's statement (issue 14).
+        let fetched = self
+            .hot
+            .fetch_all(&self.pool, || bind_all(sqlx::query(&text), &listing.params))
+            .await
+            .map_err(map_err)?;
         let rows = fetched
             .iter()
             .map(user_from_row)
@@ -347,41 +360,20 @@ impl PostgresStore {
 
     /// The operators' listing: tenants by name (byte order, as the reference store sorts
     /// them), then id, strictly after the cursor; tenant rows and counters only.
+    /// The operators' listing: the shared statement ([`sql::tenants_listing`]: by name in
+    /// byte order, `COLLATE "C"`, then id; keyset after the cursor on the index of migration 4).
     pub(crate) async fn tenants_inner(
         &self,
         after: Option<&TenantCursor>,
         limit: u32,
     ) -> Result<Vec<TenantState>, StoreError> {
-        let limit = limit_i64(limit.clamp(1, MAX_PAGE_SIZE + 1));
-        let rows = match after {
-            Some(c) => {
-                sqlx::query(&crate::q(
-                    &self.prefix,
-                    &format!(
-                        "SELECT {TENANT_COLUMNS} FROM #.tenants \
-                         WHERE (name COLLATE \"C\", id) > ($1 COLLATE \"C\", $2) \
-                         ORDER BY name COLLATE \"C\", id LIMIT $3"
-                    ),
-                ))
-                .bind(c.name.as_str())
-                .bind(c.id.as_uuid())
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await
-            }
-            None => {
-                sqlx::query(&crate::q(
-                    &self.prefix,
-                    &format!(
-                        "SELECT {TENANT_COLUMNS} FROM #.tenants ORDER BY name COLLATE \"C\", id LIMIT $1"
-                    ),
-                ))
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await
-            }
-        }
-        .map_err(map_err)?;
+        let listing = sql::tenants_listing(sql::Dialect::POSTGRES, after, limit);
+        let from = format!(" FROM {}tenants ", self.prefix);
+        let text = listing.sql.replacen(" FROM tenants ", &from, 1);
+        let rows = bind_all(sqlx::query(&text), &listing.params)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
         rows.iter().map(tenant_from_row).collect()
     }
 

@@ -455,24 +455,7 @@ impl Tenantry {
     /// # Ok(()) }
     /// ```
     pub async fn accept_invitation(&self, token: &str, signup_email: &str) -> Result<User, Error> {
-        let span = tracing::info_span!(
-            target: "tenantry",
-            "accept_invitation",
-            tenant = tracing::field::Empty, actor = "anonymous",
-            outcome = tracing::field::Empty,
-            rule = tracing::field::Empty,
-            attempts = tracing::field::Empty,
-        );
-        traced(span, async {
-            let email = Email::parse(signup_email)?;
-            let Some(tenant) = token::tenant_of(token) else {
-                return Err(Error::Rule(tenantry_core::Error::InvalidInvitation));
-            };
-            let hash = token::hash(token);
-            tracing::Span::current().record("tenant", tracing::field::display(tenant));
-            retry!(self, self.try_accept(tenant, &hash, &email, None))
-        })
-        .await
+        self.accept_with(token, signup_email, None).await
     }
 
     /// [`Tenantry::accept_invitation`], attaching the host's identity id of the person
@@ -511,6 +494,15 @@ impl Tenantry {
         signup_email: &str,
         identity: IdentityId,
     ) -> Result<User, Error> {
+        self.accept_with(token, signup_email, Some(&identity)).await
+    }
+
+    async fn accept_with(
+        &self,
+        token: &str,
+        signup_email: &str,
+        identity: Option<&IdentityId>,
+    ) -> Result<User, Error> {
         let span = tracing::info_span!(
             target: "tenantry",
             "accept_invitation",
@@ -526,10 +518,7 @@ impl Tenantry {
             };
             let hash = token::hash(token);
             tracing::Span::current().record("tenant", tracing::field::display(tenant));
-            retry!(
-                self,
-                self.try_accept(tenant, &hash, &email, Some(&identity))
-            )
+            retry!(self, self.try_accept(tenant, &hash, &email, identity))
         })
         .await
     }
