@@ -171,6 +171,18 @@ impl Webhooks {
             return Err(WebhookError::NotAllowed);
         };
         let Some(user) = self.app.store().user(tenant, id).await? else {
+            // Not a user of the tenant: recorded as the service records such refusals,
+            // sampled (D13), so naming any tenant cannot grow its log without bound.
+            if let Some(action) = attempted {
+                self.app
+                    .record_foreign_refusal(
+                        tenant,
+                        id,
+                        action,
+                        &tenantry_service::RuleError::AdminOnly,
+                    )
+                    .await;
+            }
             return Err(WebhookError::NotAllowed);
         };
         if user.role == Role::Admin && user.status == Status::Active {

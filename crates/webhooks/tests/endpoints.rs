@@ -87,8 +87,9 @@ async fn only_an_active_admin_of_the_tenant_manages_endpoints() {
             Err(WebhookError::NotAllowed)
         ));
     }
-    // Refused changes by known users of the tenant are recorded (D13); reads, the system
-    // and strangers are not.
+    // Refused changes by known users of the tenant are recorded (D13); reads and the
+    // system are not; a stranger's are sampled: its first one is recorded, the rest within
+    // the minute only counted.
     let log = app
         .audit_log(tenant, ActorRef::System, 0, 100)
         .await
@@ -98,7 +99,15 @@ async fn only_an_active_admin_of_the_tenant_manages_endpoints() {
         .filter(|r| matches!(&r.event.outcome, tenantry_service::Outcome::Refused { rule, .. } if *rule == tenantry_service::Rule::ManagementAuthority))
         .map(|r| (r.event.actor, r.event.action))
         .collect();
-    assert_eq!(refused_log.len(), 8, "{refused_log:?}");
+    assert_eq!(refused_log.len(), 9, "{refused_log:?}");
+    assert_eq!(
+        refused_log
+            .iter()
+            .filter(|(a, _)| *a == ActorRef::User(other_admin))
+            .count(),
+        1,
+        "the stranger's refusals are sampled"
+    );
     for actor in [user.user.id, invited.user.id] {
         let mine: Vec<_> = refused_log
             .iter()
@@ -427,4 +436,65 @@ async fn a_failed_registration_is_recorded_as_removed_again() {
             .unwrap()
             .is_empty()
     );
+}
+
+/// A user id that is not a user of the tenant is refused, and its refusals are recorded as
+/// the service records refusals by non-users (D13): sampled, one event per tenant per
+/// minute, the next one carrying how many were only counted.
+#[tokio::test]
+async fn d13_refusals_by_non_users_are_recorded_sampled() {
+    let (app, clock, tenant, _admin) = support::service(T0).await;
+    let hooks = Webhooks::new(app.clone(), Arc::new(InMemoryEndpointStore::new()));
+    let stranger = tenantry_service::UserId::from_parts(1, [7; 10]);
+    let log_len = || async {
+        app.audit_log(tenant, ActorRef::System, 0, 500)
+            .await
+            .unwrap()
+            .len()
+    };
+    let before = log_len().await;
+    for _ in 0..50 {
+        let err = hooks
+            .register(
+                tenant,
+                ActorRef::User(stranger),
+                "https://x.example.test/",
+                &[],
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, WebhookError::NotAllowed));
+    }
+    assert_eq!(log_len().await, before + 1, "one recorded, 49 counted");
+    clock.advance(time::Duration::minutes(2));
+    hooks
+        .register(
+            tenant,
+            ActorRef::User(stranger),
+            "https://x.example.test/",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    let log = app
+        .audit_log(tenant, ActorRef::System, 0, 500)
+        .await
+        .unwrap();
+    assert_eq!(log.len(), before + 2);
+    let last = &log[log.len() - 1].event;
+    assert_eq!(last.actor, ActorRef::User(stranger));
+    assert_eq!(last.action, AuditAction::WebhookEndpointAdded);
+    assert!(matches!(
+        last.outcome,
+        tenantry_service::Outcome::Refused {
+            rule: tenantry_service::Rule::ManagementAuthority,
+            ..
+        }
+    ));
+    assert!(
+        last.changes
+            .iter()
+            .any(|c| c.field == Field::UnrecordedRefusals && c.after == Value::Number(49))
+    );
+    assert!(hooks.list(tenant, ActorRef::System).await.is_err());
 }

@@ -464,6 +464,41 @@ impl Tenantry {
         Error::Rule(error)
     }
 
+    /// Records a refused attempt by `actor`, which is not a user of `tenant`, the way the
+    /// service records its own ([audit log (D13)](tenantry_core::Rule::AuditLog)): sampled, at
+    /// most one event per tenant per minute, the next recorded one carrying how many were
+    /// only counted (`Field::UnrecordedRefusals`), so that naming any tenant cannot grow its
+    /// log without bound. Nothing is recorded for a tenant that does not exist. For adapters
+    /// that guard management actions of their own (the webhook admin of tenantry-webhooks).
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    /// use tenantry::{AuditAction, RuleError, UserId};
+    ///
+    /// let app = Tenantry::builder(InMemoryStore::new()).build()?;
+    /// let (tenant, _) = app.create_tenant("Acme", None, Email::parse("ada@acme.test")?).await?;
+    /// let before = app.audit_log(tenant, ActorRef::System, 0, 100).await?.len();
+    /// let stranger = UserId::from_parts(1, [7; 10]);
+    /// for _ in 0..100 {
+    ///     app.record_foreign_refusal(tenant, stranger, AuditAction::UserInvited, &RuleError::AdminOnly).await;
+    /// }
+    /// let log = app.audit_log(tenant, ActorRef::System, 0, 100).await?;
+    /// assert_eq!(log.len(), before + 1, "one recorded, 99 counted for the next one");
+    /// # Ok(()) }
+    /// ```
+    pub async fn record_foreign_refusal(
+        &self,
+        tenant: TenantId,
+        actor: UserId,
+        action: AuditAction,
+        error: &tenantry_core::Error,
+    ) {
+        self.refuse_foreign(tenant, actor, action, error).await;
+    }
+
     /// Records (sampled, see [`crate::foreign`]) a refused attempt by `actor`, which is not a
     /// user of `tenant`. Nothing is recorded for a tenant that does not exist.
     async fn refuse_foreign(
