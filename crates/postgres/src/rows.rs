@@ -41,42 +41,58 @@ pub(crate) fn perms_list(p: Permissions) -> Vec<String> {
     p.to_strings()
 }
 
-fn get<'r, T>(row: &'r PgRow, column: &'static str) -> Result<T, StoreError>
-where
-    T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
-{
-    row.try_get(column).map_err(backend)
+/// A row of this backend, read through [`Columns`]: its columns as named, or, with a
+/// prefix, the columns of one joined table selected as `prefix_column` (the snapshot's
+/// single row holds several tables' rows side by side).
+pub(crate) struct Cols<'r> {
+    pub(crate) row: &'r PgRow,
+    pub(crate) prefix: &'static str,
 }
 
-/// A row of this backend, read through [`Columns`].
-pub(crate) struct Cols<'r>(pub(crate) &'r PgRow);
+impl<'r> Cols<'r> {
+    /// The columns of `row` as named.
+    pub(crate) fn of(row: &'r PgRow) -> Self {
+        Self { row, prefix: "" }
+    }
+
+    fn get<T>(&self, column: &'static str) -> Result<T, StoreError>
+    where
+        T: for<'a> sqlx::Decode<'a, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+    {
+        if self.prefix.is_empty() {
+            return self.row.try_get(column).map_err(backend);
+        }
+        let name = format!("{}{column}", self.prefix);
+        self.row.try_get(name.as_str()).map_err(backend)
+    }
+}
 
 impl Columns for Cols<'_> {
     const BACKEND: &'static str = BACKEND;
 
     fn text(&self, column: &'static str) -> Result<String, StoreError> {
-        get(self.0, column)
+        self.get(column)
     }
     fn opt_text(&self, column: &'static str) -> Result<Option<String>, StoreError> {
-        get(self.0, column)
+        self.get(column)
     }
     fn int(&self, column: &'static str) -> Result<i64, StoreError> {
-        get(self.0, column)
+        self.get(column)
     }
     fn opt_int(&self, column: &'static str) -> Result<Option<i64>, StoreError> {
-        get(self.0, column)
+        self.get(column)
     }
     fn flag(&self, column: &'static str) -> Result<bool, StoreError> {
-        get(self.0, column)
+        self.get(column)
     }
     fn bytes(&self, column: &'static str) -> Result<Vec<u8>, StoreError> {
-        get(self.0, column)
+        self.get(column)
     }
     fn opt_id(&self, column: &'static str) -> Result<Option<Uuid>, StoreError> {
-        get(self.0, column)
+        self.get(column)
     }
     fn opt_perms(&self, column: &'static str) -> Result<Option<Permissions>, StoreError> {
-        get::<Option<Vec<String>>>(self.0, column)?
+        self.get::<Option<Vec<String>>>(column)?
             .map(|list| {
                 Permissions::parse_list(&list).map_err(|e| sql::corrupt(BACKEND, column, e))
             })
@@ -89,7 +105,7 @@ macro_rules! readers {
     ($($name:ident => $shared:ident -> $ty:ty),* $(,)?) => {
         $(
             pub(crate) fn $name(row: &PgRow) -> Result<$ty, StoreError> {
-                sql::$shared(&Cols(row))
+                sql::$shared(&Cols::of(row))
             }
         )*
     };

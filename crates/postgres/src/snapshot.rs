@@ -6,15 +6,13 @@
 
 use std::sync::OnceLock;
 
-use sqlx::Row;
 use sqlx::postgres::PgRow;
-use tenantry_core::{Permissions, RoleTemplate, TenantId, User};
+use tenantry_core::{RoleTemplate, TenantId, User};
 use tenantry_store::sql::{self, Columns};
 use tenantry_store::{Snapshot, SnapshotRequest, StoreError};
-use uuid::Uuid;
 
 use crate::PostgresStore;
-use crate::rows::{BACKEND, TEMPLATE_COLUMNS, TENANT_COLUMNS, USER_COLUMNS, backend};
+use crate::rows::{Cols, TEMPLATE_COLUMNS, TENANT_COLUMNS, USER_COLUMNS};
 use crate::write::map_err;
 
 /// The columns of `list`, each as `alias.column AS prefix_column`.
@@ -51,63 +49,14 @@ fn statement() -> &'static str {
     })
 }
 
-/// One joined row's columns under a prefix, read through [`Columns`].
-struct Prefixed<'r> {
-    row: &'r PgRow,
-    prefix: &'static str,
-}
-
-impl Prefixed<'_> {
-    fn get<'r, T>(&'r self, column: &str) -> Result<T, StoreError>
-    where
-        T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
-    {
-        let name = format!("{}{column}", self.prefix);
-        self.row.try_get(name.as_str()).map_err(backend)
-    }
-
-    /// Whether the joined row exists (its id is not NULL).
-    fn present(&self) -> Result<bool, StoreError> {
-        Ok(self.get::<Option<Uuid>>("id")?.is_some())
-    }
-}
-
-impl Columns for Prefixed<'_> {
-    const BACKEND: &'static str = BACKEND;
-
-    fn text(&self, column: &'static str) -> Result<String, StoreError> {
-        self.get(column)
-    }
-    fn opt_text(&self, column: &'static str) -> Result<Option<String>, StoreError> {
-        self.get(column)
-    }
-    fn int(&self, column: &'static str) -> Result<i64, StoreError> {
-        self.get(column)
-    }
-    fn opt_int(&self, column: &'static str) -> Result<Option<i64>, StoreError> {
-        self.get(column)
-    }
-    fn flag(&self, column: &'static str) -> Result<bool, StoreError> {
-        self.get(column)
-    }
-    fn bytes(&self, column: &'static str) -> Result<Vec<u8>, StoreError> {
-        self.get(column)
-    }
-    fn opt_id(&self, column: &'static str) -> Result<Option<Uuid>, StoreError> {
-        self.get(column)
-    }
-    fn opt_perms(&self, column: &'static str) -> Result<Option<Permissions>, StoreError> {
-        self.get::<Option<Vec<String>>>(column)?
-            .map(|list| {
-                Permissions::parse_list(&list).map_err(|e| sql::corrupt(BACKEND, column, e))
-            })
-            .transpose()
-    }
+/// Whether the joined row under `cols`' prefix exists (its id is not NULL).
+fn present(cols: &Cols<'_>) -> Result<bool, StoreError> {
+    Ok(cols.opt_id("id")?.is_some())
 }
 
 fn user(row: &PgRow, prefix: &'static str) -> Result<Option<User>, StoreError> {
-    let cols = Prefixed { row, prefix };
-    if cols.present()? {
+    let cols = Cols { row, prefix };
+    if present(&cols)? {
         sql::user(&cols).map(Some)
     } else {
         Ok(None)
@@ -115,8 +64,8 @@ fn user(row: &PgRow, prefix: &'static str) -> Result<Option<User>, StoreError> {
 }
 
 fn template(row: &PgRow, prefix: &'static str) -> Result<Option<RoleTemplate>, StoreError> {
-    let cols = Prefixed { row, prefix };
-    if cols.present()? {
+    let cols = Cols { row, prefix };
+    if present(&cols)? {
         sql::template(&cols).map(Some)
     } else {
         Ok(None)
@@ -146,10 +95,7 @@ impl PostgresStore {
             return Ok(Snapshot::default());
         };
         let mut out = Snapshot::default();
-        out.state = Some(sql::tenant(&Prefixed {
-            row: &row,
-            prefix: "",
-        })?);
+        out.state = Some(sql::tenant(&Cols::of(&row))?);
         out.actor = user(&row, "a_")?;
         out.actor_template = template(&row, "at_")?;
         out.target = user(&row, "g_")?;

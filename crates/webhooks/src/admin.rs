@@ -129,6 +129,18 @@ pub fn check_url(url: &str) -> Result<(), WebhookError> {
     Ok(())
 }
 
+/// The changes of an endpoint's removal: its id and URL, gone.
+fn removed(id: EndpointId, url: &str) -> Vec<FieldChange> {
+    vec![
+        change(
+            Field::WebhookEndpoint,
+            Value::Text(id.to_string()),
+            Value::None,
+        ),
+        change(Field::WebhookUrl, Value::Text(url.to_owned()), Value::None),
+    ]
+}
+
 fn events_text(events: &[AuditAction]) -> String {
     events
         .iter()
@@ -305,14 +317,7 @@ impl Webhooks {
                     actor,
                     AuditAction::WebhookEndpointRemoved,
                     now,
-                    vec![
-                        change(
-                            Field::WebhookEndpoint,
-                            Value::Text(endpoint.id.to_string()),
-                            Value::None,
-                        ),
-                        change(Field::WebhookUrl, Value::Text(url.to_owned()), Value::None),
-                    ],
+                    removed(endpoint.id, url),
                 )
                 .await;
             if let Err(undo) = undo {
@@ -496,18 +501,7 @@ impl Webhooks {
             actor,
             AuditAction::WebhookEndpointRemoved,
             now,
-            vec![
-                change(
-                    Field::WebhookEndpoint,
-                    Value::Text(id.to_string()),
-                    Value::None,
-                ),
-                change(
-                    Field::WebhookUrl,
-                    Value::Text(old.endpoint.url),
-                    Value::None,
-                ),
-            ],
+            removed(id, &old.endpoint.url),
         )
         .await?;
         Ok(())

@@ -643,6 +643,16 @@ fn inserted_user(change: &Change, id: UserId) -> Result<User, Error> {
         .ok_or(Error::Rule(tenantry_core::Error::UserNotFound))
 }
 
+/// A page of at most `limit` from `items`, read with one more than the page (so a full
+/// page knows whether another follows): the cursor after its last item when one does.
+fn cut_page<T, C>(mut items: Vec<T>, limit: u32, cursor: impl Fn(&T) -> C) -> Page<T, C> {
+    let keep = usize::try_from(limit).unwrap_or(usize::MAX);
+    let more = items.len() > keep;
+    items.truncate(keep);
+    let next = if more { items.last().map(cursor) } else { None };
+    Page { items, next }
+}
+
 fn updated_user(change: &Change, id: UserId) -> Option<User> {
     change.writes.iter().rev().find_map(|w| match w {
         Write::UpdateUser(u) if u.id == id => Some(u.clone()),

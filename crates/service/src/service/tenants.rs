@@ -182,20 +182,12 @@ impl Tenantry {
         limit: u32,
     ) -> Result<Page<TenantState, TenantCursor>, Error> {
         let limit = limit.clamp(1, tenantry_store::MAX_PAGE_SIZE);
-        let mut items = self
+        let items = self
             .inner
             .store
             .tenants(after, limit.saturating_add(1))
             .await?;
-        let keep = usize::try_from(limit).unwrap_or(usize::MAX);
-        let more = items.len() > keep;
-        items.truncate(keep);
-        let next = if more {
-            items.last().map(|s| TenantCursor::of(&s.tenant))
-        } else {
-            None
-        };
-        Ok(Page { items, next })
+        Ok(cut_page(items, limit, |s| TenantCursor::of(&s.tenant)))
     }
 
     /// Renames the tenant ([names (D22)](tenantry_core::Rule::Names)): only an active admin

@@ -116,6 +116,24 @@ impl People {
         }
     }
 
+    /// Moves one entry of a user from the hash `old` to the hash `new` (either absent).
+    fn shift(
+        map: &mut BTreeMap<(u64, TenantId), u32>,
+        tenant: TenantId,
+        old: Option<u64>,
+        new: Option<u64>,
+    ) {
+        if old == new {
+            return;
+        }
+        if let Some(h) = old {
+            Self::count(map, (h, tenant), false);
+        }
+        if let Some(h) = new {
+            Self::count(map, (h, tenant), true);
+        }
+    }
+
     /// Moves the entries of one user from its row `old` to its row `new`.
     fn update(&mut self, tenant: TenantId, old: Option<&User>, new: Option<&User>) {
         let email = |u: Option<&User>| u.map(|u| person_hash(u.email.key()));
@@ -123,22 +141,8 @@ impl People {
             u.and_then(|u| u.identity.as_ref())
                 .map(|i| person_hash(i.as_str()))
         };
-        if email(old) != email(new) {
-            if let Some(h) = email(old) {
-                Self::count(&mut self.by_email, (h, tenant), false);
-            }
-            if let Some(h) = email(new) {
-                Self::count(&mut self.by_email, (h, tenant), true);
-            }
-        }
-        if identity(old) != identity(new) {
-            if let Some(h) = identity(old) {
-                Self::count(&mut self.by_identity, (h, tenant), false);
-            }
-            if let Some(h) = identity(new) {
-                Self::count(&mut self.by_identity, (h, tenant), true);
-            }
-        }
+        Self::shift(&mut self.by_email, tenant, email(old), email(new));
+        Self::shift(&mut self.by_identity, tenant, identity(old), identity(new));
     }
 
     /// The tenants that may hold `person`.
