@@ -3,6 +3,8 @@
 # errors), then all tests of all crates with all features, doc tests included.
 # Starts or installs what the tests need first (see scripts/services.sh).
 set -euo pipefail
+# A clean build keeps no incremental state: it only costs disk on a one-off run.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 cd "$(dirname "$0")/.."
 
 if [ -x scripts/services.sh ]; then
