@@ -1,11 +1,10 @@
 //! The in-memory store: the zero-setup default and the reference backend.
 
 mod check;
+mod rows;
+mod users;
 
-use std::borrow::Borrow;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::hash::{Hash, Hasher};
-use std::ops::Bound;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
@@ -18,9 +17,10 @@ use tenantry_mail::Message;
 use time::OffsetDateTime;
 
 use self::check::{Directory, Entry, Found, TenantIndex};
+use self::users::Users;
 use crate::{
-    Constraint, Cursor, DeliveryState, DeliveryUpdate, Membership, OutboxRecord, Page, Person,
-    SignInOutcome, SortBy, Store, StoreError, TenantCursor, UserQuery,
+    Constraint, DeliveryState, DeliveryUpdate, Membership, OutboxRecord, Page, Person,
+    SignInOutcome, Store, StoreError, TenantCursor, UserQuery,
 };
 
 /// Keeps every tenant in memory, safe under concurrent use.
@@ -170,20 +170,10 @@ struct TenantCell {
 #[derive(Debug)]
 struct TenantData {
     state: TenantState,
-    users: HashMap<UserId, User>,
-    idx_email: BTreeSet<(Arc<str>, UserId)>,
-    idx_created: BTreeSet<(i128, UserId)>,
-    /// Last sign-in in nanoseconds, `i128::MIN` for never (sorts first, as `None` does).
-    idx_login: BTreeSet<(i128, UserId)>,
-    idx_template: BTreeSet<(TemplateId, UserId)>,
-    /// The users holding an identity id ([one person, several tenants (D28)](tenantry_core::Rule::OnePersonSeveralTenants)); most hold none.
-    idx_identity: HashMap<IdentityId, UserId>,
+    /// The users and their invitations, with every index over them (see [`Users`]).
+    users: Users,
     templates: HashMap<TemplateId, RoleTemplate>,
     template_names: HashMap<String, TemplateId>,
-    /// Keyed by their own token hash (no second copy of the 32-byte key).
-    invitations: HashSet<ByHash>,
-    /// Oldest first; a boxed slice of the exact length (most users have one invitation).
-    invitations_by_user: HashMap<UserId, Box<[TokenHash]>>,
     tombstones: HashMap<UserId, Tombstone>,
     audit: Vec<AuditRecord>,
     outbox: BTreeMap<MessageId, OutboxRecord>,
@@ -193,30 +183,6 @@ struct TenantData {
     pending: BTreeSet<MessageId>,
     /// The slot of each template in the check index (allocated on first use, never reused).
     template_slots: HashMap<TemplateId, u32>,
-}
-
-/// An invitation that is its own key: equal, hashed and borrowed as its token hash.
-#[derive(Debug)]
-struct ByHash(Invitation);
-
-impl PartialEq for ByHash {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.token_hash == other.0.token_hash
-    }
-}
-
-impl Eq for ByHash {}
-
-impl Hash for ByHash {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.token_hash.hash(state);
-    }
-}
-
-impl Borrow<TokenHash> for ByHash {
-    fn borrow(&self) -> &TokenHash {
-        &self.0.token_hash
-    }
 }
 
 enum Undo {
@@ -237,11 +203,6 @@ fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The key of a last sign-in in the login index.
-fn login_key(at: Option<OffsetDateTime>) -> i128 {
-    at.map_or(i128::MIN, OffsetDateTime::unix_timestamp_nanos)
-}
-
 fn conflict(constraint: Constraint) -> StoreError {
     StoreError::Conflict { constraint }
 }
@@ -249,20 +210,13 @@ fn conflict(constraint: Constraint) -> StoreError {
 impl TenantData {
     fn new(tenant: Tenant) -> Self {
         Self {
+            users: Users::new(tenant.id),
             state: TenantState {
                 tenant,
                 counters: tenantry_core::Counters::default(),
             },
-            users: HashMap::new(),
-            idx_email: BTreeSet::new(),
-            idx_created: BTreeSet::new(),
-            idx_login: BTreeSet::new(),
-            idx_template: BTreeSet::new(),
-            idx_identity: HashMap::new(),
             templates: HashMap::new(),
             template_names: HashMap::new(),
-            invitations: HashSet::new(),
-            invitations_by_user: HashMap::new(),
             tombstones: HashMap::new(),
             audit: Vec::new(),
             outbox: BTreeMap::new(),
@@ -301,15 +255,15 @@ impl TenantData {
         let users: Vec<(UserId, Option<u64>)> = users
             .into_iter()
             .map(|id| {
-                let template = self.users.get(&id).and_then(|u| u.template_id);
+                let template = self.users.get(id).and_then(|u| u.template_id);
                 let slot = template.and_then(|t| self.template_slot(t));
-                (id, self.users.get(&id).map(|u| TenantIndex::pack(u, slot)))
+                (id, self.users.get(id).map(|u| TenantIndex::pack(u, slot)))
             })
             .collect();
         // A template a user references gets a slot before the user's word names it.
         let referenced: Vec<(u32, TemplateId, Option<tenantry_core::Permissions>)> = users
             .iter()
-            .filter_map(|(id, _)| self.users.get(id).and_then(|u| u.template_id))
+            .filter_map(|(id, _)| self.users.get(*id).and_then(|u| u.template_id))
             .filter_map(|t| {
                 let slot = self.template_slots.get(&t).copied()?;
                 Some((slot, t, self.templates.get(&t).map(|r| r.permissions)))
@@ -353,65 +307,10 @@ impl TenantData {
         }
     }
 
-    /// The user with this email key, found in the email index (which sorts by key, then id).
-    fn by_email(&self, key: &str) -> Option<UserId> {
-        let from = (Arc::<str>::from(key), UserId::from_uuid(uuid::Uuid::nil()));
-        self.idx_email
-            .range(from..)
-            .next()
-            .filter(|(k, _)| &**k == key)
-            .map(|(_, id)| *id)
-    }
-
     /// Replaces (or removes, with `None`) the user `id`, keeping every index in step.
     /// Returns the previous row.
     fn set_user(&mut self, id: UserId, new: Option<User>) -> Result<Option<User>, StoreError> {
-        if let Some(u) = &new
-            && let Some(other) = self.by_email(u.email.key())
-            && other != id
-        {
-            return Err(conflict(Constraint::UserEmail));
-        }
-        if let Some(i) = new.as_ref().and_then(|u| u.identity.as_ref())
-            && let Some(other) = self.idx_identity.get(i)
-            && *other != id
-        {
-            return Err(conflict(Constraint::UserIdentity));
-        }
-        let old = self.users.remove(&id);
-        if let Some(o) = &old {
-            if let Some(i) = &o.identity {
-                self.idx_identity.remove(i);
-            }
-            let same_key = new.as_ref().is_some_and(|u| u.email.key() == o.email.key());
-            if !same_key {
-                self.idx_email.remove(&(o.email.shared_key(), id));
-            }
-            self.idx_created
-                .remove(&(o.created_at.unix_timestamp_nanos(), id));
-            self.idx_login.remove(&(login_key(o.last_login), id));
-            if let Some(t) = o.template_id {
-                self.idx_template.remove(&(t, id));
-            }
-        }
-        if let Some(u) = new {
-            let same_key = old.as_ref().is_some_and(|o| u.email.key() == o.email.key());
-            if !same_key {
-                // The row's own key string, shared: the index keeps no copy of it.
-                self.idx_email.insert((u.email.shared_key(), id));
-            }
-            self.idx_created
-                .insert((u.created_at.unix_timestamp_nanos(), id));
-            self.idx_login.insert((login_key(u.last_login), id));
-            if let Some(t) = u.template_id {
-                self.idx_template.insert((t, id));
-            }
-            if let Some(i) = &u.identity {
-                self.idx_identity.insert(i.clone(), id);
-            }
-            self.users.insert(id, u);
-        }
-        Ok(old)
+        self.users.set(id, new)
     }
 
     fn set_template(
@@ -437,27 +336,7 @@ impl TenantData {
     }
 
     fn set_invitation(&mut self, hash: TokenHash, new: Option<Invitation>) -> Option<Invitation> {
-        match new {
-            Some(inv) => {
-                // The row is its own key: `hash` is always its token hash.
-                let (user, key) = (inv.user_id, inv.token_hash);
-                let old = self.invitations.replace(ByHash(inv)).map(|b| b.0);
-                if old.is_none() {
-                    let list = self.invitations_by_user.entry(user).or_default();
-                    *list = list.iter().copied().chain([key]).collect();
-                }
-                old
-            }
-            None => {
-                let old = self.invitations.take(&hash).map(|b| b.0);
-                if let Some(o) = &old
-                    && let Some(list) = self.invitations_by_user.get_mut(&o.user_id)
-                {
-                    *list = list.iter().copied().filter(|h| *h != hash).collect();
-                }
-                old
-            }
-        }
+        self.users.set_invitation(hash, new)
     }
 
     fn apply(&mut self, w: &Write, undo: &mut Vec<Undo>) -> Result<(), StoreError> {
@@ -477,21 +356,21 @@ impl TenantData {
                 if u.tenant_id != tenant {
                     return Err(conflict(Constraint::MissingRow));
                 }
-                if self.users.contains_key(&u.id) || self.tombstones.contains_key(&u.id) {
+                if self.users.contains(u.id) || self.tombstones.contains_key(&u.id) {
                     return Err(conflict(Constraint::UserId));
                 }
                 let old = self.set_user(u.id, Some(u.clone()))?;
                 undo.push(Undo::User(u.id, old));
             }
             Write::UpdateUser(u) => {
-                if u.tenant_id != tenant || !self.users.contains_key(&u.id) {
+                if u.tenant_id != tenant || !self.users.contains(u.id) {
                     return Err(conflict(Constraint::MissingRow));
                 }
                 let old = self.set_user(u.id, Some(u.clone()))?;
                 undo.push(Undo::User(u.id, old));
             }
             Write::DeleteUser(t) => {
-                if !self.users.contains_key(&t.user_id) {
+                if !self.users.contains(t.user_id) {
                     return Err(conflict(Constraint::MissingRow));
                 }
                 let old = self.set_user(t.user_id, None)?;
@@ -520,12 +399,7 @@ impl TenantData {
                 if !self.templates.contains_key(id) {
                     return Err(conflict(Constraint::MissingRow));
                 }
-                if self
-                    .idx_template
-                    .range((*id, UserId::from_uuid(uuid::Uuid::nil()))..)
-                    .next()
-                    .is_some_and(|(t, _)| t == id)
-                {
+                if self.users.on_template(*id).next().is_some() {
                     return Err(conflict(Constraint::TemplateReferenced));
                 }
                 let old = self.set_template(*id, None)?;
@@ -537,14 +411,9 @@ impl TenantData {
                 {
                     return Err(conflict(Constraint::MissingRow));
                 }
-                let ids: Vec<UserId> = self
-                    .idx_template
-                    .range((*from, UserId::from_uuid(uuid::Uuid::nil()))..)
-                    .take_while(|(t, _)| t == from)
-                    .map(|(_, u)| *u)
-                    .collect();
+                let ids: Vec<UserId> = self.users.on_template(*from).collect();
                 for id in ids {
-                    if let Some(mut u) = self.users.get(&id).cloned() {
+                    if let Some(mut u) = self.users.get(id).cloned() {
                         u.template_id = *to;
                         let old = self.set_user(id, Some(u))?;
                         undo.push(Undo::User(id, old));
@@ -552,25 +421,19 @@ impl TenantData {
                 }
             }
             Write::InsertInvitation(inv) => {
-                if inv.tenant_id != tenant || !self.users.contains_key(&inv.user_id) {
+                if inv.tenant_id != tenant || !self.users.contains(inv.user_id) {
                     return Err(conflict(Constraint::MissingRow));
                 }
-                if self.invitations.contains(&inv.token_hash) {
+                if self.users.has_invitation(&inv.token_hash) {
                     return Err(conflict(Constraint::TokenHash));
                 }
                 let old = self.set_invitation(inv.token_hash, Some(inv.clone()));
                 undo.push(Undo::Invitation(inv.token_hash, old));
             }
             Write::RevokeInvitations(user) => {
-                let hashes: Vec<TokenHash> = self
-                    .invitations_by_user
-                    .get(user)
-                    .map(|l| l.to_vec())
-                    .unwrap_or_default();
-                for h in hashes {
-                    if let Some(inv) = self.invitations.get(&h).map(|b| b.0.clone())
-                        && inv.state == InvitationState::Pending
-                    {
+                for inv in self.users.invitations_of(*user) {
+                    let h = inv.token_hash;
+                    if inv.state == InvitationState::Pending {
                         let old = self.set_invitation(
                             h,
                             Some(Invitation {
@@ -583,7 +446,7 @@ impl TenantData {
                 }
             }
             Write::UseInvitation(h) => {
-                let Some(inv) = self.invitations.get(h).map(|b| b.0.clone()) else {
+                let Some(inv) = self.users.invitation(h) else {
                     return Err(conflict(Constraint::MissingRow));
                 };
                 let old = self.set_invitation(
@@ -601,11 +464,9 @@ impl TenantData {
                 revoke,
             } => {
                 let Some(inv) = self
-                    .invitations
-                    .get(token_hash)
-                    .map(|b| &b.0)
+                    .users
+                    .invitation(token_hash)
                     .filter(|i| i.state == InvitationState::Pending)
-                    .cloned()
                 else {
                     return Err(conflict(Constraint::MissingRow));
                 };
@@ -666,10 +527,8 @@ impl TenantData {
         let after = query.after.as_ref().filter(|c| c.sort() == query.sort);
         let mut items = Vec::with_capacity(limit.min(64));
         let mut more = false;
-        let mut push = |id: &UserId| -> bool {
-            if let Some(u) = self.users.get(id)
-                && query.matches(u)
-            {
+        self.users.walk(query.sort, after, query.descending, |u| {
+            if query.matches(u) {
                 if items.len() == limit {
                     more = true;
                     return false;
@@ -677,52 +536,7 @@ impl TenantData {
                 items.push(u.clone());
             }
             true
-        };
-        macro_rules! walk {
-            ($idx:expr, $key:expr) => {{
-                let range = match (&$key, query.descending) {
-                    (None, _) => (Bound::Unbounded, Bound::Unbounded),
-                    (Some(k), false) => (Bound::Excluded(k.clone()), Bound::Unbounded),
-                    (Some(k), true) => (Bound::Unbounded, Bound::Excluded(k.clone())),
-                };
-                if query.descending {
-                    for (_, id) in $idx.range(range).rev() {
-                        if !push(id) {
-                            break;
-                        }
-                    }
-                } else {
-                    for (_, id) in $idx.range(range) {
-                        if !push(id) {
-                            break;
-                        }
-                    }
-                }
-            }};
-        }
-        match query.sort {
-            SortBy::Email => {
-                let key = match after {
-                    Some(Cursor::Email(k, id)) => Some((Arc::<str>::from(k.as_str()), *id)),
-                    _ => None,
-                };
-                walk!(self.idx_email, key);
-            }
-            SortBy::CreatedAt => {
-                let key = match after {
-                    Some(Cursor::CreatedAt(t, id)) => Some((*t, *id)),
-                    _ => None,
-                };
-                walk!(self.idx_created, key);
-            }
-            SortBy::LastLogin => {
-                let key = match after {
-                    Some(Cursor::LastLogin(t, id)) => Some((t.unwrap_or(i128::MIN), *id)),
-                    _ => None,
-                };
-                walk!(self.idx_login, key);
-            }
-        }
+        });
         let next = if more {
             items.last().map(|u| query.cursor_of(u))
         } else {
@@ -758,7 +572,7 @@ impl InMemoryStore {
     /// The facts of a user read under the tenant's lock: what the check index must agree with.
     fn subject_locked(&self, tenant: TenantId, id: UserId) -> Option<Subject> {
         self.with(tenant, |d| {
-            d.users.get(&id).map(|u| {
+            d.users.get(id).map(|u| {
                 let template = u.template_id.and_then(|t| d.templates.get(&t));
                 Subject::of(u, template)
             })
@@ -795,7 +609,7 @@ impl InMemoryStore {
         let mut people = write(&self.shared.people);
         for u in undo {
             if let Undo::User(id, old) = u {
-                people.update(tenant, old.as_ref(), data.users.get(id));
+                people.update(tenant, old.as_ref(), data.users.get(*id));
             }
         }
     }
@@ -823,7 +637,7 @@ impl InMemoryStore {
         Self::queue(&mut data, outbox, tenant.created_at);
         self.index_people(&data, &undo);
         let index = TenantIndex::default();
-        let users: Vec<UserId> = data.users.keys().copied().collect();
+        let users: Vec<UserId> = data.users.ids().collect();
         let templates: Vec<TemplateId> = data.templates.keys().copied().collect();
         data.reindex(&index, users, templates);
         let cell = Arc::new(TenantCell {
@@ -845,7 +659,7 @@ impl Store for InMemoryStore {
     }
 
     async fn user(&self, tenant: TenantId, id: UserId) -> Result<Option<User>, StoreError> {
-        Ok(self.with(tenant, |d| d.users.get(&id).cloned()).flatten())
+        Ok(self.with(tenant, |d| d.users.get(id).cloned()).flatten())
     }
 
     async fn subject(&self, tenant: TenantId, id: UserId) -> Result<Option<Subject>, StoreError> {
@@ -875,9 +689,7 @@ impl Store for InMemoryStore {
 
     async fn user_by_email(&self, tenant: TenantId, key: &str) -> Result<Option<User>, StoreError> {
         Ok(self
-            .with(tenant, |d| {
-                d.by_email(key).and_then(|id| d.users.get(&id)).cloned()
-            })
+            .with(tenant, |d| d.users.by_email(key).cloned())
             .flatten())
     }
 
@@ -922,12 +734,7 @@ impl Store for InMemoryStore {
         template: TemplateId,
     ) -> Result<u64, StoreError> {
         Ok(self
-            .with(tenant, |d| {
-                d.idx_template
-                    .range((template, UserId::from_uuid(uuid::Uuid::nil()))..)
-                    .take_while(|(t, _)| *t == template)
-                    .count()
-            })
+            .with(tenant, |d| d.users.on_template(template).count())
             .map_or(0, |n| u64::try_from(n).unwrap_or(u64::MAX)))
     }
 
@@ -936,9 +743,7 @@ impl Store for InMemoryStore {
         tenant: TenantId,
         hash: &TokenHash,
     ) -> Result<Option<Invitation>, StoreError> {
-        Ok(self
-            .with(tenant, |d| d.invitations.get(hash).map(|b| b.0.clone()))
-            .flatten())
+        Ok(self.with(tenant, |d| d.users.invitation(hash)).flatten())
     }
 
     async fn invitations_of(
@@ -947,16 +752,7 @@ impl Store for InMemoryStore {
         user: UserId,
     ) -> Result<Vec<Invitation>, StoreError> {
         Ok(self
-            .with(tenant, |d| {
-                d.invitations_by_user
-                    .get(&user)
-                    .map(|hs| {
-                        hs.iter()
-                            .filter_map(|h| d.invitations.get(h).map(|b| b.0.clone()))
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            })
+            .with(tenant, |d| d.users.invitations_of(user))
             .unwrap_or_default())
     }
 
@@ -1069,12 +865,7 @@ impl Store for InMemoryStore {
         identity: &IdentityId,
     ) -> Result<Option<User>, StoreError> {
         Ok(self
-            .with(tenant, |d| {
-                d.idx_identity
-                    .get(identity)
-                    .and_then(|id| d.users.get(id))
-                    .cloned()
-            })
+            .with(tenant, |d| d.users.by_identity(identity).cloned())
             .flatten())
     }
 
@@ -1091,11 +882,10 @@ impl Store for InMemoryStore {
             .into_iter()
             .filter_map(|t| {
                 self.with(t, |d| {
-                    let id = match person {
-                        Person::Email(e) => d.by_email(e.key()),
-                        Person::Identity(i) => d.idx_identity.get(i).copied(),
+                    let user = match person {
+                        Person::Email(e) => d.users.by_email(e.key()),
+                        Person::Identity(i) => d.users.by_identity(i),
                     }?;
-                    let user = d.users.get(&id)?;
                     Some(Membership::of(&d.state.tenant, user))
                 })
                 .flatten()
@@ -1123,7 +913,7 @@ impl Store for InMemoryStore {
         event: &AuditEvent,
     ) -> Result<SignInOutcome, StoreError> {
         let outcome = self.with_mut(tenant, |d| {
-            let Some(current) = d.users.get(&user) else {
+            let Some(current) = d.users.get(user) else {
                 return Ok(SignInOutcome::NotFound);
             };
             if current.status != Status::Active {

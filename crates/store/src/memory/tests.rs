@@ -794,3 +794,312 @@ fn d10_an_accepted_token_is_used_not_revoked_and_its_siblings_are_revoked() {
     assert_eq!(state(&second.token_hash), InvitationState::Used);
     assert_eq!(state(&first.token_hash), InvitationState::Revoked);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The compact rows (`rows.rs`, `users.rs`) against plain models.
+
+use super::rows::{Slab, SlotMap, Sorted};
+use crate::{SortBy, UserQuery};
+use std::collections::{BTreeSet, HashMap};
+use tenantry_core::{Invitation, InvitationKind, InvitationState, TokenHash};
+
+/// Few distinct hashes (long runs, wrapping round the table) or spread ones.
+fn slot_hash(k: u32, crowded: bool) -> u64 {
+    if crowded {
+        (u64::from(k % 5) * 0x3333_3333) << 32
+    } else {
+        u64::from(k).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn the_slot_map_agrees_with_a_hash_set(
+        crowded in any::<bool>(),
+        ops in proptest::collection::vec((0u32..80, any::<bool>()), 1..400),
+    ) {
+        let mut map = SlotMap::default();
+        let mut model = std::collections::HashSet::new();
+        for (k, add) in ops {
+            if add {
+                if model.insert(k) {
+                    map.insert(slot_hash(k, crowded), k);
+                }
+            } else {
+                let removed = map.remove(slot_hash(k, crowded), |s| s == k);
+                prop_assert_eq!(removed.is_some(), model.remove(&k));
+            }
+            for k in 0..80 {
+                let found = map.find(slot_hash(k, crowded), |s| s == k);
+                prop_assert_eq!(found, model.contains(&k).then_some(k), "key {}", k);
+            }
+        }
+    }
+
+    #[test]
+    fn the_sorted_index_agrees_with_a_b_tree(
+        ops in proptest::collection::vec((0u32..400, 0u32..50, any::<bool>()), 1..1500),
+        probe in 0u32..50,
+    ) {
+        // Slot `s` has key `keys[s]`; the index orders by (key, slot).
+        let mut keys: Vec<Option<u32>> = vec![None; 400];
+        let mut sorted = Sorted::default();
+        let mut model = BTreeSet::new();
+        for (slot, key, add) in ops {
+            fn before(keys: &[Option<u32>], k: (u32, u32)) -> impl FnMut(u32) -> bool + '_ {
+                move |s: u32| keys[s as usize].is_some_and(|x| (x, s) < k)
+            }
+            if let Some(old) = keys[slot as usize] {
+                prop_assert!(sorted.remove(slot, before(&keys, (old, slot))));
+                model.remove(&(old, slot));
+                keys[slot as usize] = None;
+            }
+            if add {
+                sorted.insert(slot, before(&keys, (key, slot)));
+                keys[slot as usize] = Some(key);
+                model.insert((key, slot));
+            }
+        }
+        let all: Vec<u32> = sorted.from((0, 0)).collect();
+        let want: Vec<u32> = model.iter().map(|(_, s)| *s).collect();
+        prop_assert_eq!(&all, &want);
+        let at = sorted.seek(|s| keys[s as usize].is_some_and(|x| x < probe));
+        let after: Vec<u32> = sorted.from(at).collect();
+        let want: Vec<u32> = model.range((probe, 0)..).map(|(_, s)| *s).collect();
+        prop_assert_eq!(after, want);
+        let before: Vec<u32> = sorted.before(at).collect();
+        let want: Vec<u32> = model.range(..(probe, 0)).rev().map(|(_, s)| *s).collect();
+        prop_assert_eq!(before, want);
+        let end = sorted.seek(|_| true);
+        prop_assert_eq!(sorted.before(end).count(), model.len());
+        prop_assert_eq!(sorted.from(end).count(), 0);
+    }
+}
+
+#[test]
+fn the_slab_reuses_freed_slots_and_iterates_in_slot_order() {
+    let mut slab = Slab::default();
+    let slots: Vec<u32> = (0..3000u32).map(|v| slab.insert(v).unwrap()).collect();
+    assert_eq!(slots, (0..3000).collect::<Vec<_>>());
+    assert_eq!(slab.remove(1500), Some(1500));
+    assert_eq!(slab.remove(1500), None);
+    assert_eq!(slab.get(1500), None);
+    assert_eq!(slab.insert(7).unwrap(), 1500);
+    assert_eq!(slab.get(1500), Some(&7));
+    *slab.get_mut(2999).unwrap() = 1;
+    let seen: Vec<(u32, u32)> = slab.iter().map(|(s, v)| (s, *v)).collect();
+    assert_eq!(seen.len(), 3000);
+    assert_eq!(seen[1500], (1500, 7));
+    assert_eq!(seen[2999], (2999, 1));
+}
+
+#[derive(Debug, Clone)]
+enum ListOp {
+    Add {
+        email: u8,
+        created: u8,
+        login: Option<u8>,
+    },
+    Update {
+        user: usize,
+        email: u8,
+        login: Option<u8>,
+    },
+    Delete(usize),
+    /// An update followed by a refused write: nothing may change.
+    Refused {
+        user: usize,
+        email: u8,
+    },
+}
+
+fn list_op() -> impl Strategy<Value = ListOp> {
+    prop_oneof![
+        5 => (0u8..40, 0u8..6, proptest::option::of(0u8..6))
+            .prop_map(|(email, created, login)| ListOp::Add { email, created, login }),
+        3 => (0usize..40, 0u8..40, proptest::option::of(0u8..6))
+            .prop_map(|(user, email, login)| ListOp::Update { user, email, login }),
+        1 => (0usize..40).prop_map(ListOp::Delete),
+        1 => (0usize..40, 0u8..40).prop_map(|(user, email)| ListOp::Refused { user, email }),
+    ]
+}
+
+fn at(n: u8) -> OffsetDateTime {
+    NOW + time::Duration::seconds(i64::from(n))
+}
+
+/// Every page of every order, walked with cursors, both ways.
+fn pages(store: &InMemoryStore, t: TenantId, sort: SortBy, descending: bool) -> Vec<UserId> {
+    let mut out = Vec::new();
+    let mut query = UserQuery {
+        sort,
+        descending,
+        limit: 3,
+        ..UserQuery::default()
+    };
+    loop {
+        let page = block_on(store.list_users(t, &query)).unwrap();
+        out.extend(page.items.iter().map(|u| u.id));
+        match page.next {
+            Some(c) => query.after = Some(c),
+            None => return out,
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn listings_follow_the_rows_in_every_order(ops in proptest::collection::vec(list_op(), 1..60)) {
+        let store = InMemoryStore::new();
+        let t = tenant_id(1);
+        new_tenant(&store, t);
+        let mut model: HashMap<UserId, User> = HashMap::new();
+        model.insert(user_id(0), block_on(store.user(t, user_id(0))).unwrap().unwrap());
+        let mut next = 1;
+        for op in ops {
+            let ids: Vec<UserId> = { let mut v: Vec<_> = model.keys().copied().collect(); v.sort(); v };
+            let pick = |n: usize| ids.get(n % ids.len().max(1)).copied();
+            let mut expect: Option<User> = None;
+            let writes = match op {
+                ListOp::Add { email, created, login } => {
+                    next += 1;
+                    let mut u = plain_user(t, next, &format!("p{email}@acme.test"), None);
+                    u.created_at = at(created);
+                    u.last_login = login.map(at);
+                    expect = Some(u.clone());
+                    vec![Write::InsertUser(u)]
+                }
+                ListOp::Update { user, email, login } => {
+                    let Some(id) = pick(user) else { continue };
+                    let mut u = model[&id].clone();
+                    u.email = Email::parse(&format!("P{email}@Acme.test")).unwrap();
+                    u.last_login = login.map(at);
+                    expect = Some(u.clone());
+                    vec![Write::UpdateUser(u)]
+                }
+                ListOp::Delete(user) => {
+                    let Some(id) = pick(user) else { continue };
+                    vec![delete(t, &model[&id])]
+                }
+                ListOp::Refused { user, email } => {
+                    let Some(id) = pick(user) else { continue };
+                    let mut u = model[&id].clone();
+                    u.email = Email::parse(&format!("r{email}@acme.test")).unwrap();
+                    let ghost = plain_user(t, 10_000, "ghost@acme.test", None);
+                    vec![Write::UpdateUser(u), Write::UpdateUser(ghost)]
+                }
+            };
+            let delete_id = match &writes[0] { Write::DeleteUser(d) => Some(d.user_id), _ => None };
+            if commit(&store, t, writes).is_ok() {
+                if let Some(u) = expect { model.insert(u.id, u); }
+                if let Some(id) = delete_id { model.remove(&id); }
+            }
+            for (id, u) in &model {
+                let row = block_on(store.user(t, *id)).unwrap();
+                prop_assert_eq!(row.as_ref(), Some(u));
+                let by_key = block_on(store.user_by_email(t, u.email.key())).unwrap();
+                prop_assert_eq!(by_key.map(|x| x.id), Some(*id));
+            }
+        }
+        let mut all: Vec<&User> = model.values().collect();
+        for sort in [SortBy::Email, SortBy::CreatedAt, SortBy::LastLogin] {
+            all.sort_by(|a, b| match sort {
+                SortBy::Email => (a.email.key(), a.id).cmp(&(b.email.key(), b.id)),
+                SortBy::CreatedAt => (a.created_at, a.id).cmp(&(b.created_at, b.id)),
+                SortBy::LastLogin => (a.last_login, a.id).cmp(&(b.last_login, b.id)),
+            });
+            let want: Vec<UserId> = all.iter().map(|u| u.id).collect();
+            prop_assert_eq!(pages(&store, t, sort, false), want.clone(), "{:?} ascending", sort);
+            let back: Vec<UserId> = want.into_iter().rev().collect();
+            prop_assert_eq!(pages(&store, t, sort, true), back, "{:?} descending", sort);
+        }
+    }
+}
+
+fn invitation(t: TenantId, user: usize, n: u8) -> Invitation {
+    Invitation {
+        token_hash: TokenHash([n; 32]),
+        tenant_id: t,
+        user_id: user_id(user),
+        kind: InvitationKind::Initial,
+        state: InvitationState::Pending,
+        created_at: NOW,
+        expires_at: at(200),
+        failed_attempts: 0,
+    }
+}
+
+#[test]
+fn invitations_live_in_their_users_rows_and_outlive_a_deleted_user() {
+    let store = InMemoryStore::new();
+    let t = tenant_id(1);
+    new_tenant(&store, t);
+    let u = plain_user(t, 1, "bo@acme.test", None);
+    commit(&store, t, vec![Write::InsertUser(u.clone())]).unwrap();
+    let (a, b) = (invitation(t, 1, 1), invitation(t, 1, 2));
+    commit(&store, t, vec![Write::InsertInvitation(a.clone())]).unwrap();
+    commit(&store, t, vec![Write::InsertInvitation(b.clone())]).unwrap();
+    // A refused change leaves no invitation behind, and a token is unique.
+    let refused = vec![
+        Write::InsertInvitation(invitation(t, 1, 3)),
+        Write::InsertInvitation(invitation(t, 1, 1)),
+    ];
+    assert!(commit(&store, t, refused).is_err());
+    assert!(
+        block_on(store.invitation(t, &TokenHash([3; 32])))
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        block_on(store.invitations_of(t, u.id)).unwrap(),
+        vec![a.clone(), b.clone()]
+    );
+    // For a user with no row: refused.
+    assert!(
+        commit(
+            &store,
+            t,
+            vec![Write::InsertInvitation(invitation(t, 9, 4))]
+        )
+        .is_err()
+    );
+    commit(&store, t, vec![Write::UseInvitation(a.token_hash)]).unwrap();
+    let used = block_on(store.invitation(t, &a.token_hash))
+        .unwrap()
+        .unwrap();
+    assert_eq!(used.state, InvitationState::Used);
+    assert_eq!(block_on(store.invitations_of(t, u.id)).unwrap()[1], b);
+    // A refused deletion keeps the user; a deletion keeps its invitations readable.
+    let ghost = plain_user(t, 10_000, "ghost@acme.test", None);
+    assert!(commit(&store, t, vec![delete(t, &u), Write::UpdateUser(ghost)]).is_err());
+    assert_eq!(block_on(store.user(t, u.id)).unwrap(), Some(u.clone()));
+    commit(&store, t, vec![delete(t, &u)]).unwrap();
+    assert!(block_on(store.user(t, u.id)).unwrap().is_none());
+    assert!(
+        block_on(store.user_by_email(t, "bo@acme.test"))
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        block_on(store.invitation(t, &b.token_hash)).unwrap(),
+        Some(b.clone())
+    );
+    assert_eq!(block_on(store.invitations_of(t, u.id)).unwrap().len(), 2);
+    // The address is free again for a new user.
+    commit(
+        &store,
+        t,
+        vec![Write::InsertUser(plain_user(t, 2, "bo@acme.test", None))],
+    )
+    .unwrap();
+    assert_eq!(
+        block_on(store.user_by_email(t, "bo@acme.test"))
+            .unwrap()
+            .map(|u| u.id),
+        Some(user_id(2))
+    );
+}
