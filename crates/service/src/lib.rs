@@ -49,6 +49,7 @@
 mod env;
 mod error;
 mod foreign;
+mod gate;
 mod outbox;
 mod service;
 mod token;
@@ -489,6 +490,7 @@ impl Builder {
                 random: self.random,
                 settings: self.settings,
                 foreign: foreign::Sampler::default(),
+                gates: gate::Gates::default(),
             }),
         })
     }
@@ -503,6 +505,7 @@ struct Inner {
     random: Arc<dyn Random>,
     settings: Settings,
     foreign: foreign::Sampler,
+    gates: gate::Gates,
 }
 
 /// The tenantry service: every use case of the Users page. Cheap to clone (an `Arc`).

@@ -52,7 +52,7 @@ impl Tenantry {
             attempts = tracing::field::Empty,
         );
         traced(span, async {
-            let out = retry!(self, self.try_invite(tenant, actor, request))?;
+            let out = retry!(self, tenant => self.try_invite(tenant, actor, request))?;
             self.after_commit(tenant, &[out.message_id]).await;
             Ok(out)
         })
@@ -176,7 +176,8 @@ impl Tenantry {
             attempts = tracing::field::Empty,
         );
         traced(span, async {
-            let (out, queued) = retry!(self, self.try_invite_many(tenant, actor, request))?;
+            let (out, queued) =
+                retry!(self, tenant => self.try_invite_many(tenant, actor, request))?;
             self.after_commit(tenant, &queued).await;
             Ok(out)
         })
@@ -336,7 +337,7 @@ impl Tenantry {
             attempts = tracing::field::Empty,
         );
         traced(span, async {
-            let out = retry!(self, self.try_resend(tenant, actor, user))?;
+            let out = retry!(self, tenant => self.try_resend(tenant, actor, user))?;
             self.after_commit(tenant, &[out.message_id]).await;
             Ok(out)
         })
@@ -518,7 +519,7 @@ impl Tenantry {
             };
             let hash = token::hash(token);
             tracing::Span::current().record("tenant", tracing::field::display(tenant));
-            retry!(self, self.try_accept(tenant, &hash, &email, identity))
+            retry!(self, tenant => self.try_accept(tenant, &hash, &email, identity))
         })
         .await
     }

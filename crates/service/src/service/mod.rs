@@ -117,7 +117,13 @@ pub enum Attribution {
 }
 
 /// Retries `$call` while the store reports a version mismatch ([concurrency (D16)](tenantry_core::Rule::Concurrency)).
+/// With `$tenant =>`, the whole of it runs in its turn at the tenant's gate (see `gate`), so
+/// the service's own callers do not decide on a version another of them is about to move.
 macro_rules! retry {
+    ($self:ident, $tenant:expr => $call:expr) => {{
+        let _pass = $self.inner.gates.enter($tenant).await;
+        retry!($self, $call)
+    }};
     ($self:ident, $call:expr) => {{
         let max = $self.inner.settings.max_attempts;
         let mut attempt: u32 = 0;

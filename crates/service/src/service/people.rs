@@ -56,8 +56,7 @@ impl Tenantry {
             attempts = tracing::field::Empty,
         );
         traced(span, async {
-            retry!(
-                self,
+            retry!(self, tenant =>
                 self.try_set_identity(tenant, actor, user, identity.clone())
             )
         })

@@ -270,7 +270,7 @@ impl Tenantry {
         traced(span, async {
             let mut all = Vec::new();
             loop {
-                let batch = retry!(self, self.try_purge(tenant, actor))?;
+                let batch = retry!(self, tenant => self.try_purge(tenant, actor))?;
                 if batch.is_empty() {
                     return Ok(all);
                 }

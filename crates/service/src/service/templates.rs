@@ -181,8 +181,7 @@ impl Tenantry {
                         .await);
                 }
             };
-            retry!(
-                self,
+            retry!(self, tenant =>
                 self.try_create_template(tenant, actor, &name, permissions)
             )
         })
@@ -282,7 +281,7 @@ impl Tenantry {
             attempts = tracing::field::Empty,
         );
         traced(span, async {
-            retry!(self, self.try_edit_template(tenant, actor, id, edit))
+            retry!(self, tenant => self.try_edit_template(tenant, actor, id, edit))
         })
         .await
     }
@@ -392,7 +391,7 @@ impl Tenantry {
             attempts = tracing::field::Empty,
         );
         traced(span, async {
-            retry!(self, self.try_delete_template(tenant, actor, id, mode))
+            retry!(self, tenant => self.try_delete_template(tenant, actor, id, mode))
         })
         .await
     }

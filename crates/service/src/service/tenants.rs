@@ -131,7 +131,7 @@ impl Tenantry {
             attempts = tracing::field::Empty,
         );
         traced(span, async {
-            retry!(self, self.try_set_user_limit(tenant, limit))
+            retry!(self, tenant => self.try_set_user_limit(tenant, limit))
         })
         .await
     }
@@ -232,7 +232,7 @@ impl Tenantry {
             attempts = tracing::field::Empty,
         );
         traced(span, async {
-            retry!(self, self.try_rename_tenant(tenant, actor, name))
+            retry!(self, tenant => self.try_rename_tenant(tenant, actor, name))
         })
         .await
     }

@@ -71,7 +71,7 @@ impl Tenantry {
             attempts = tracing::field::Empty,
         );
         traced(span, async {
-            retry!(self, self.try_edit(tenant, actor, user, edit))
+            retry!(self, tenant => self.try_edit(tenant, actor, user, edit))
         })
         .await
     }
@@ -184,7 +184,7 @@ impl Tenantry {
             attempts = tracing::field::Empty,
         );
         traced(span, async {
-            retry!(self, self.try_delete(tenant, actor, user))
+            retry!(self, tenant => self.try_delete(tenant, actor, user))
         })
         .await
     }
