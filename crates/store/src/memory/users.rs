@@ -59,10 +59,43 @@ impl Inv {
 
 #[derive(Debug)]
 struct Row {
-    id: UserId,
-    /// `None` once the user is deleted while invitations remain.
-    user: Option<User>,
+    held: Held,
     invitations: Box<[Inv]>,
+}
+
+/// A row's user, or only its id once the user is deleted while invitations remain (the
+/// id is then needed to find the row; a live user's id is in the user).
+#[derive(Debug)]
+enum Held {
+    User(User),
+    Gone(UserId),
+}
+
+impl Row {
+    #[inline]
+    fn id(&self) -> UserId {
+        match &self.held {
+            Held::User(u) => u.id,
+            Held::Gone(id) => *id,
+        }
+    }
+
+    #[inline]
+    fn user(&self) -> Option<&User> {
+        match &self.held {
+            Held::User(u) => Some(u),
+            Held::Gone(_) => None,
+        }
+    }
+
+    /// Takes the user out, leaving its id.
+    fn take(&mut self) -> Option<User> {
+        let id = self.id();
+        match std::mem::replace(&mut self.held, Held::Gone(id)) {
+            Held::User(u) => Some(u),
+            Held::Gone(_) => None,
+        }
+    }
 }
 
 /// The key of a last sign-in in the login index.
@@ -133,12 +166,12 @@ impl Users {
     }
 
     fn user_at(&self, slot: u32) -> Option<&User> {
-        self.rows.get(slot).and_then(|r| r.user.as_ref())
+        self.rows.get(slot).and_then(Row::user)
     }
 
     fn slot(&self, id: UserId) -> Option<u32> {
         self.by_id.find(id_hash(id), |s| {
-            self.rows.get(s).is_some_and(|r| r.id == id)
+            self.rows.get(s).is_some_and(|r| r.id() == id)
         })
     }
 
@@ -154,9 +187,7 @@ impl Users {
 
     /// Every user's id, in no particular order.
     pub(crate) fn ids(&self) -> impl Iterator<Item = UserId> + '_ {
-        self.rows
-            .iter()
-            .filter_map(|(_, r)| r.user.as_ref().map(|u| u.id))
+        self.rows.iter().filter_map(|(_, r)| r.user().map(|u| u.id))
     }
 
     /// The user with this email key.
@@ -202,7 +233,7 @@ impl Users {
         let (sorted, rows) = self.sorted(index);
         let before = |s: u32| {
             rows.get(s)
-                .and_then(|r| r.user.as_ref())
+                .and_then(Row::user)
                 .is_some_and(|u| Self::cmp(index, u, user) == Ordering::Less)
         };
         if add {
@@ -262,7 +293,7 @@ impl Users {
         };
         // The old row leaves its slot first: a search meeting the slot then reads nothing
         // there, which sorts it where its own key would (neither before nor after itself).
-        let old = self.rows.get_mut(slot).and_then(|r| r.user.take());
+        let old = self.rows.get_mut(slot).and_then(Row::take);
         let which = Self::changed(old.as_ref(), new.as_ref());
         if let Some(o) = &old {
             if let Some(i) = &o.identity {
@@ -277,7 +308,7 @@ impl Users {
                     self.identity.insert(i.clone(), id);
                 }
                 if let Some(row) = self.rows.get_mut(slot) {
-                    row.user = Some(u);
+                    row.held = Held::User(u);
                 }
             }
             None => self.release(slot),
@@ -288,8 +319,7 @@ impl Users {
     /// A new empty row for `id`.
     fn new_row(&mut self, id: UserId) -> Result<u32, StoreError> {
         let row = Row {
-            id,
-            user: None,
+            held: Held::Gone(id),
             invitations: Box::default(),
         };
         let Ok(s) = self.rows.insert(row) else {
@@ -307,10 +337,10 @@ impl Users {
         let Some(row) = self.rows.get(slot) else {
             return;
         };
-        if row.user.is_some() || !row.invitations.is_empty() {
+        if row.user().is_some() || !row.invitations.is_empty() {
             return;
         }
-        let id = row.id;
+        let id = row.id();
         self.by_id.remove(id_hash(id), |s| s == slot);
         self.rows.remove(slot);
     }
@@ -341,7 +371,7 @@ impl Users {
         row.invitations
             .iter()
             .find(|i| i.token_hash == *hash)
-            .map(|i| i.full(self.tenant, row.id))
+            .map(|i| i.full(self.tenant, row.id()))
     }
 
     pub(crate) fn has_invitation(&self, hash: &TokenHash) -> bool {
@@ -355,7 +385,7 @@ impl Users {
             .map(|r| {
                 r.invitations
                     .iter()
-                    .map(|i| i.full(self.tenant, r.id))
+                    .map(|i| i.full(self.tenant, r.id()))
                     .collect()
             })
             .unwrap_or_default()
@@ -373,12 +403,12 @@ impl Users {
         let old = old_slot.and_then(|s| {
             let row = self.rows.get(s)?;
             let inv = row.invitations.iter().find(|i| i.token_hash == hash)?;
-            Some((s, inv.full(self.tenant, row.id)))
+            Some((s, inv.full(self.tenant, row.id())))
         });
         // In place when its user stays the same (every change but insert and removal).
         if let (Some((s, _)), Some(n)) = (&old, &new)
             && let Some(row) = self.rows.get_mut(*s)
-            && row.id == n.user_id
+            && row.id() == n.user_id
         {
             if let Some(i) = row.invitations.iter_mut().find(|i| i.token_hash == hash) {
                 *i = Inv::of(n);
