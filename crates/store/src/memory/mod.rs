@@ -88,12 +88,19 @@ struct Shared {
 /// The cross-tenant index of people ([one person, several tenants (D28)](tenantry_core::Rule::OnePersonSeveralTenants)): for a hash of an
 /// address key or identity id, the tenants with a user holding it, and how many users
 /// there hold that hash. A membership read looks up the hash, then reads each tenant's own
-/// index for the exact key, so a hash collision costs a lookup, never a wrong answer; and
-/// 24 bytes per user instead of another copy of the key.
+/// index for the exact key, so a hash collision costs a lookup, never a wrong answer. An
+/// entry is one word, the hash's high 32 bits over the tenant's number here (tenants are
+/// never removed), with a count: 12 bytes per user instead of another copy of the key.
 #[derive(Debug, Default)]
 struct People {
-    by_email: BTreeMap<(u64, TenantId), u32>,
-    by_identity: BTreeMap<(u64, TenantId), u32>,
+    /// The tenants by number, in the order they were first indexed.
+    tenants: Vec<TenantId>,
+    numbers: HashMap<TenantId, u32>,
+    /// Set once tenants outnumbered the 32-bit numbers: then every tenant is a candidate
+    /// (a scan; the numbers would not run out before the memory did).
+    overflow: bool,
+    by_email: BTreeMap<u64, u32>,
+    by_identity: BTreeMap<u64, u32>,
 }
 
 /// FNV-1a: a fixed, keyless hash (the index only narrows; every hit is checked exactly).
@@ -103,8 +110,30 @@ fn person_hash(text: &str) -> u64 {
     })
 }
 
+/// The high half of a person hash: the part an entry keeps.
+const HIGH: u64 = 0xFFFF_FFFF_0000_0000;
+
 impl People {
-    fn count(map: &mut BTreeMap<(u64, TenantId), u32>, key: (u64, TenantId), add: bool) {
+    /// The entry of `hash` in the tenant numbered `number`.
+    fn key(hash: u64, number: u32) -> u64 {
+        (hash & HIGH) | u64::from(number)
+    }
+
+    /// The tenant's number, given on first use; `None` past 2^32 tenants.
+    fn number(&mut self, tenant: TenantId) -> Option<u32> {
+        if let Some(n) = self.numbers.get(&tenant) {
+            return Some(*n);
+        }
+        let Ok(n) = u32::try_from(self.tenants.len()) else {
+            self.overflow = true;
+            return None;
+        };
+        self.tenants.push(tenant);
+        self.numbers.insert(tenant, n);
+        Some(n)
+    }
+
+    fn count(map: &mut BTreeMap<u64, u32>, key: u64, add: bool) {
         if add {
             let n = map.entry(key).or_insert(0);
             *n = n.saturating_add(1);
@@ -117,45 +146,52 @@ impl People {
     }
 
     /// Moves one entry of a user from the hash `old` to the hash `new` (either absent).
-    fn shift(
-        map: &mut BTreeMap<(u64, TenantId), u32>,
-        tenant: TenantId,
-        old: Option<u64>,
-        new: Option<u64>,
-    ) {
+    fn shift(map: &mut BTreeMap<u64, u32>, number: u32, old: Option<u64>, new: Option<u64>) {
+        let (old, new) = (
+            old.map(|h| Self::key(h, number)),
+            new.map(|h| Self::key(h, number)),
+        );
         if old == new {
             return;
         }
-        if let Some(h) = old {
-            Self::count(map, (h, tenant), false);
+        if let Some(k) = old {
+            Self::count(map, k, false);
         }
-        if let Some(h) = new {
-            Self::count(map, (h, tenant), true);
+        if let Some(k) = new {
+            Self::count(map, k, true);
         }
     }
 
     /// Moves the entries of one user from its row `old` to its row `new`.
     fn update(&mut self, tenant: TenantId, old: Option<&User>, new: Option<&User>) {
+        let Some(number) = self.number(tenant) else {
+            return;
+        };
         let email = |u: Option<&User>| u.map(|u| person_hash(u.email.key()));
         let identity = |u: Option<&User>| {
             u.and_then(|u| u.identity.as_ref())
                 .map(|i| person_hash(i.as_str()))
         };
-        Self::shift(&mut self.by_email, tenant, email(old), email(new));
-        Self::shift(&mut self.by_identity, tenant, identity(old), identity(new));
+        Self::shift(&mut self.by_email, number, email(old), email(new));
+        Self::shift(&mut self.by_identity, number, identity(old), identity(new));
     }
 
-    /// The tenants that may hold `person`.
-    fn tenants_of(&self, person: &Person) -> Vec<TenantId> {
+    /// The tenants that may hold `person`; `None` for every tenant (past 2^32 tenants).
+    fn tenants_of(&self, person: &Person) -> Option<Vec<TenantId>> {
+        if self.overflow {
+            return None;
+        }
         let (map, h) = match person {
             Person::Email(e) => (&self.by_email, person_hash(e.key())),
             Person::Identity(i) => (&self.by_identity, person_hash(i.as_str())),
         };
-        let low = TenantId::from_uuid(uuid::Uuid::nil());
-        map.range((h, low)..)
-            .take_while(|((k, _), _)| *k == h)
-            .map(|((_, t), _)| *t)
-            .collect()
+        map.range(Self::key(h, 0)..=Self::key(h, u32::MAX))
+            .filter_map(|(k, _)| {
+                let n = usize::try_from(k & !HIGH).ok()?;
+                self.tenants.get(n).copied()
+            })
+            .collect::<Vec<_>>()
+            .into()
     }
 }
 
@@ -877,7 +913,10 @@ impl Store for InMemoryStore {
         after: Option<&TenantCursor>,
         limit: u32,
     ) -> Result<Vec<Membership>, StoreError> {
-        let tenants = read(&self.shared.people).tenants_of(person);
+        // The people lock is let go before the tenants lock is taken (commits take them in
+        // the other order).
+        let found = read(&self.shared.people).tenants_of(person);
+        let tenants = found.unwrap_or_else(|| read(&self.shared.tenants).keys().copied().collect());
         let mut out: Vec<Membership> = tenants
             .into_iter()
             .filter_map(|t| {

@@ -466,7 +466,7 @@ fn members(
 }
 
 fn tenants_of(store: &InMemoryStore, p: &Person) -> Vec<TenantId> {
-    super::read(&store.shared.people).tenants_of(p)
+    super::read(&store.shared.people).tenants_of(p).unwrap()
 }
 
 fn by_email(e: &str) -> Person {
@@ -486,7 +486,7 @@ fn d28_the_people_index_counts_users_per_tenant_and_forgets_the_last() {
     let t = tenant_id(1);
     let a = plain_user(t, 1, "pat@x.test", Some("sub"));
     let b = plain_user(t, 2, "pat@x.test", Some("sub"));
-    let key = |e: &str| (super::person_hash(e), t);
+    let key = |e: &str| super::People::key(super::person_hash(e), 0);
     people.update(t, None, Some(&a));
     people.update(t, None, Some(&b));
     assert_eq!(people.by_email.get(&key("pat@x.test")), Some(&2));
