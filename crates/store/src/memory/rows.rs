@@ -252,14 +252,23 @@ impl Sorted {
             .last()
             .and_then(|run| run.last())
             .is_none_or(|s| before(*s));
-        if at_end {
+        let at = if at_end {
+            (self.runs.len(), 0)
+        } else {
+            self.seek(before)
+        };
+        self.insert_at(at, slot);
+    }
+
+    /// Inserts `slot` at `at`, a place [`Sorted::seek`] returned with nothing changed since.
+    pub(crate) fn insert_at(&mut self, (mut r, mut i): At, slot: u32) {
+        if r >= self.runs.len() {
             match self.runs.last_mut() {
                 Some(run) if run.len() < RUN => run.push(slot),
                 _ => self.runs.push(vec![slot]),
             }
             return;
         }
-        let (mut r, mut i) = self.seek(before);
         if self.runs.get(r).is_some_and(|run| run.len() >= RUN) {
             let Some(run) = self.runs.get_mut(r) else {
                 return;

@@ -274,19 +274,38 @@ impl Users {
         id: UserId,
         new: Option<User>,
     ) -> Result<Option<User>, StoreError> {
-        if let Some(u) = &new
-            && let Some(other) = self.by_email(u.email.key())
-            && other.id != id
-        {
-            return Err(conflict(Constraint::UserEmail));
-        }
         if let Some(i) = new.as_ref().and_then(|u| u.identity.as_ref())
             && let Some(other) = self.identity.get(i)
             && *other != id
         {
             return Err(conflict(Constraint::UserIdentity));
         }
-        let slot = match self.slot(id) {
+        let current = self.slot(id);
+        let before = current.and_then(|s| self.user_at(s));
+        // A new email key: refused if another user holds it; for a new row, the place the
+        // search found is where the key goes (one search for both).
+        let mut email_at = None;
+        if let Some(u) = &new
+            && before.is_none_or(|o| o.email.key() != u.email.key())
+        {
+            let key = u.email.key();
+            let at = self
+                .email
+                .seek(|s| self.user_at(s).is_some_and(|x| x.email.key() < key));
+            if self
+                .email
+                .from(at)
+                .next()
+                .and_then(|s| self.user_at(s))
+                .is_some_and(|x| x.email.key() == key && x.id != id)
+            {
+                return Err(conflict(Constraint::UserEmail));
+            }
+            if before.is_none() {
+                email_at = Some(at);
+            }
+        }
+        let slot = match current {
             Some(s) => s,
             None if new.is_none() => return Ok(None),
             None => self.new_row(id)?,
@@ -303,7 +322,15 @@ impl Users {
         }
         match new {
             Some(u) => {
-                self.reindex(which, slot, &u, true);
+                let [email, created, login, template] = which;
+                match email_at {
+                    // Nothing moved in the email index since the search: the new row
+                    // held no user, so no entry of it was removed.
+                    Some(at) => self.email.insert_at(at, slot),
+                    None if email => self.index(Index::Email, slot, &u, true),
+                    None => {}
+                }
+                self.reindex([false, created, login, template], slot, &u, true);
                 if let Some(i) = &u.identity {
                     self.identity.insert(i.clone(), id);
                 }
