@@ -332,7 +332,14 @@ fn checks(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
+    // `CHECK_TENANTS=<n>`: only that workload (1 or 100), e.g. under a profiler.
+    let only: Option<usize> = std::env::var("CHECK_TENANTS")
+        .ok()
+        .and_then(|n| n.parse().ok());
     for tenants in [1usize, 100] {
+        if only.is_some_and(|n| n != tenants) {
+            continue;
+        }
         let w = world(tenants);
         let (app, store) = memory_app(&w);
         same_answers(&w, "memory authorize", |t, u, r| {

@@ -44,8 +44,9 @@ use std::fmt;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tenantry_core::{
-    AuditEvent, AuditRecord, Change, IdentityId, Invitation, MessageId, RoleTemplate, Status,
-    Subject, TemplateId, TenantId, TenantState, TokenHash, Tombstone, User, UserId,
+    AuditEvent, AuditRecord, Change, Decision, IdentityId, Invitation, MessageId, Request,
+    RoleTemplate, Status, Subject, TemplateId, TenantId, TenantState, TokenHash, Tombstone, User,
+    UserId,
 };
 use tenantry_mail::Message;
 use time::OffsetDateTime;
@@ -483,6 +484,50 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         None
     }
 
+    /// A check decided at once from memory: what [`tenantry_core::authorize_subject`]
+    /// decides on [`Store::subject_now`]'s answer (an unknown user is
+    /// [`Decision::unknown_user`]), or `None` when [`Store::subject_now`] does not answer.
+    /// This default is exactly that; a store that answers from memory may override it to
+    /// decide without building the [`Subject`], and must then decide the same
+    /// ([current access (D6)](tenantry_core::Rule::CurrentAccess)).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let f = async {
+    /// use tenantry_core::{decide, Email, Reason, Request, Tenant, TenantId, UserId};
+    /// use tenantry_store::{InMemoryStore, Store};
+    ///
+    /// let store = InMemoryStore::new();
+    /// let now = time::macros::datetime!(2026-01-01 0:00 UTC);
+    /// let tenant = TenantId::from_parts(1_767_225_600_000, [1; 10]);
+    /// let ada = UserId::from_parts(1_767_225_600_000, [2; 10]);
+    /// let new = Tenant { id: tenant, name: "Acme".into(), user_limit: None, created_at: now };
+    /// store.commit(&decide::create_tenant(new, ada, Email::parse("ada@acme.test")?)?, &[]).await?;
+    ///
+    /// let decision = store.decide_now(tenant, ada, Request::Crm).ok_or("answered")??;
+    /// assert_eq!(decision.reason(), Reason::Admin);
+    /// let nobody = UserId::from_parts(1_767_225_600_000, [3; 10]);
+    /// let unknown = store.decide_now(tenant, nobody, Request::Crm).ok_or("answered")??;
+    /// assert_eq!(unknown.reason(), Reason::UnknownUser);
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) };
+    /// # let mut f = std::pin::pin!(f);
+    /// # let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    /// # loop { if let std::task::Poll::Ready(out) = f.as_mut().poll(&mut cx) { return out; } }
+    /// # }
+    /// ```
+    #[inline]
+    fn decide_now(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+        request: Request,
+    ) -> Option<Result<Decision, StoreError>> {
+        Some(self.subject_now(tenant, id)?.map(|subject| match subject {
+            Some(s) => tenantry_core::authorize_subject(&s, request),
+            None => Decision::unknown_user(),
+        }))
+    }
+
     /// A user by canonical email key ([unique email (D3)](tenantry_core::Rule::UniqueEmail)).
     async fn user_by_email(&self, tenant: TenantId, key: &str) -> Result<Option<User>, StoreError>;
 
@@ -739,6 +784,16 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
         id: UserId,
     ) -> Option<Result<Option<Subject>, StoreError>> {
         (**self).subject_now(tenant, id)
+    }
+
+    #[inline]
+    fn decide_now(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+        request: Request,
+    ) -> Option<Result<Decision, StoreError>> {
+        (**self).decide_now(tenant, id, request)
     }
 
     async fn user_by_email(&self, tenant: TenantId, key: &str) -> Result<Option<User>, StoreError> {

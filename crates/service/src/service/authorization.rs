@@ -60,7 +60,7 @@ impl Tenantry {
     }
 
     /// [`Tenantry::authorize`] without waiting: the decision when the store can answer from
-    /// memory at once ([`Store::subject_now`](tenantry_store::Store::subject_now): the
+    /// memory at once ([`Store::decide_now`](tenantry_store::Store::decide_now): the
     /// in-memory store, an owning SQLite store's cache), else `None`, and then
     /// [`Tenantry::authorize`] reads the store. Whenever it answers it gives what
     /// [`Tenantry::authorize`] gives, on current state ([current access (D6)](tenantry_core::Rule::CurrentAccess)).
@@ -89,11 +89,12 @@ impl Tenantry {
         user: UserId,
         request: Request,
     ) -> Option<Result<Decision, Error>> {
-        Some(match self.inner.store.subject_now(tenant, user)? {
-            Ok(Some(subject)) => Ok(tenantry_core::authorize_subject(&subject, request)),
-            Ok(None) => Ok(Decision::unknown_user()),
-            Err(e) => Err(e.into()),
-        })
+        Some(
+            self.inner
+                .store
+                .decide_now(tenant, user, request)?
+                .map_err(Into::into),
+        )
     }
 
     /// What a user holds now ([current access (D6)](tenantry_core::Rule::CurrentAccess)), with its CRM access.

@@ -153,15 +153,29 @@ fn template(t: TenantId, n: usize, perms: u32) -> RoleTemplate {
     }
 }
 
+/// CRM and every permission.
+fn requests() -> Vec<tenantry_core::Request> {
+    let mut all = vec![tenantry_core::Request::Crm];
+    all.extend(tenantry_core::Permission::all().map(tenantry_core::Request::Permission));
+    all
+}
+
 /// Every id ever used (and a few never used) answers the same on both paths.
 fn agree(store: &InMemoryStore, t: TenantId, users: usize) {
     for n in 0..users + 3 {
         let fast = store.subject_now(t, user_id(n)).expect("answered");
-        assert_eq!(
-            fast.unwrap(),
-            store.subject_locked(t, user_id(n)),
-            "user {n}"
-        );
+        let locked = store.subject_locked(t, user_id(n));
+        assert_eq!(fast.unwrap(), locked, "user {n}");
+        // The check decided in one piece decides as the evaluator does on the locked row.
+        for request in requests() {
+            let want = locked
+                .as_ref()
+                .map_or_else(tenantry_core::Decision::unknown_user, |s| {
+                    tenantry_core::authorize_subject(s, request)
+                });
+            let got = store.decide_now(t, user_id(n), request).expect("answered");
+            assert_eq!(got.unwrap(), want, "user {n}, {request:?}");
+        }
     }
     let other = tenant_id(99);
     assert!(
