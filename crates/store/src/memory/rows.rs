@@ -220,86 +220,150 @@ impl SlotMap {
 
 /// Slot numbers in the order of their rows' keys, kept in sorted runs of at most [`RUN`]
 /// (a run that fills up in the middle is split in two; one that fills up at the end is
-/// followed by a new run, so keys arriving in order fill every run). The keys are not
-/// stored: every search compares through the caller's `before`, which must say, for a
-/// slot, whether its row's key sorts before the probe (true for a prefix of the index).
-#[derive(Debug, Default)]
-pub(crate) struct Sorted {
-    runs: Vec<Vec<u32>>,
+/// followed by a new run, so keys arriving in order fill every run). Beside each run is a
+/// fence: a copy of a key at least that of its last slot and below every key of the next
+/// run, so a search finds its run without reading rows, and reads rows (through the
+/// caller's `before`) only inside the run. `before` says, for a slot, whether its row's key
+/// sorts before the probe; `fence_before` the same of a fence (both true for a prefix).
+#[derive(Debug)]
+pub(crate) struct Sorted<K> {
+    runs: Vec<Run<K>>,
+}
+
+#[derive(Debug)]
+struct Run<K> {
+    fence: K,
+    slots: Vec<u32>,
+}
+
+impl<K> Default for Sorted<K> {
+    fn default() -> Self {
+        Self { runs: Vec::new() }
+    }
 }
 
 /// A place in a [`Sorted`] index: run and offset (`(runs, 0)` is the end).
 pub(crate) type At = (usize, usize);
 
-impl Sorted {
+impl<K: Ord> Sorted<K> {
     /// The place of the first slot for which `before` is false.
-    pub(crate) fn seek(&self, mut before: impl FnMut(u32) -> bool) -> At {
-        let r = self
-            .runs
-            .partition_point(|run| run.last().is_some_and(|s| before(*s)));
+    pub(crate) fn seek(
+        &self,
+        mut fence_before: impl FnMut(&K) -> bool,
+        mut before: impl FnMut(u32) -> bool,
+    ) -> At {
+        let r = self.runs.partition_point(|run| fence_before(&run.fence));
         let i = self
             .runs
             .get(r)
-            .map_or(0, |run| run.partition_point(|s| before(*s)));
+            .map_or(0, |run| run.slots.partition_point(|s| before(*s)));
         (r, i)
     }
 
-    /// Inserts `slot` where `before` puts it.
-    pub(crate) fn insert(&mut self, slot: u32, mut before: impl FnMut(u32) -> bool) {
-        // Keys mostly arrive in order (creation times, new sign-ins): one comparison then.
-        let at_end = self
-            .runs
-            .last()
-            .and_then(|run| run.last())
-            .is_none_or(|s| before(*s));
-        let at = if at_end {
-            (self.runs.len(), 0)
-        } else {
-            self.seek(before)
-        };
-        self.insert_at(at, slot);
+    /// The end (past every slot).
+    pub(crate) fn end(&self) -> At {
+        (self.runs.len(), 0)
     }
 
-    /// Inserts `slot` at `at`, a place [`Sorted::seek`] returned with nothing changed since.
-    pub(crate) fn insert_at(&mut self, (mut r, mut i): At, slot: u32) {
+    /// Inserts `slot`, whose row's key is `key`, where `before` puts it; `key_of` gives
+    /// the key of an indexed slot (to fence a run split in two).
+    pub(crate) fn insert(
+        &mut self,
+        slot: u32,
+        key: K,
+        before: impl FnMut(u32) -> bool,
+        key_of: impl Fn(u32) -> Option<K>,
+    ) {
+        // Keys mostly arrive in order (creation times, new sign-ins): one comparison then.
+        let at = if self.runs.last().is_none_or(|run| run.fence < key) {
+            self.end()
+        } else {
+            self.seek(|f| *f < key, before)
+        };
+        self.insert_at(at, slot, key, key_of);
+    }
+
+    /// Inserts `slot` (key `key`) at `at`, a place [`Sorted::seek`] returned for that key
+    /// with nothing changed since.
+    pub(crate) fn insert_at(
+        &mut self,
+        (mut r, mut i): At,
+        slot: u32,
+        key: K,
+        key_of: impl Fn(u32) -> Option<K>,
+    ) {
         if r >= self.runs.len() {
+            // Past every fence: the key is the greatest, and the last run's new fence.
             match self.runs.last_mut() {
-                Some(run) if run.len() < RUN => run.push(slot),
-                _ => self.runs.push(vec![slot]),
+                Some(run) if run.slots.len() < RUN => {
+                    run.slots.push(slot);
+                    run.fence = key;
+                }
+                _ => self.runs.push(Run {
+                    fence: key,
+                    slots: vec![slot],
+                }),
             }
             return;
         }
-        if self.runs.get(r).is_some_and(|run| run.len() >= RUN) {
-            let Some(run) = self.runs.get_mut(r) else {
-                return;
-            };
+        let fence = self
+            .runs
+            .get(r)
+            .filter(|run| run.slots.len() >= RUN)
+            .and_then(|run| run.slots.get(RUN / 2 - 1))
+            .and_then(|s| key_of(*s));
+        // A full run splits (without its left half's fence, it just grows).
+        if let Some(fence) = fence
+            && let Some(run) = self.runs.get_mut(r)
+        {
             let mut right = Vec::with_capacity(RUN);
-            right.extend(run.drain(RUN / 2..));
-            self.runs.insert(r + 1, right);
-            if i > RUN / 2 {
+            right.extend(run.slots.drain(RUN / 2..));
+            let right_fence = std::mem::replace(&mut run.fence, fence);
+            self.runs.insert(
+                r + 1,
+                Run {
+                    fence: right_fence,
+                    slots: right,
+                },
+            );
+            // A key past the left half's last goes to the right half (the left's new
+            // fence is that last key).
+            if i >= RUN / 2 {
                 r += 1;
                 i -= RUN / 2;
             }
         }
         if let Some(run) = self.runs.get_mut(r) {
-            run.insert(i.min(run.len()), slot);
+            run.slots.insert(i.min(run.slots.len()), slot);
+            // A seek on part of the key (an email index looked up by address) may stop at
+            // a run whose fence equals the key there but sorts below the whole key: the
+            // fence rises to it (it stays below the next run, which comes after the key).
+            if run.fence < key {
+                run.fence = key;
+            }
         }
     }
 
-    /// Removes `slot`, found where `before` puts it; returns whether it was there.
-    pub(crate) fn remove(&mut self, slot: u32, before: impl FnMut(u32) -> bool) -> bool {
-        let (r, i) = self.seek(before);
+    /// Removes `slot`, found where `fence_before` and `before` put it; returns whether it
+    /// was there. A fence stays as it was (still above the run, below the next one).
+    pub(crate) fn remove(
+        &mut self,
+        slot: u32,
+        fence_before: impl FnMut(&K) -> bool,
+        before: impl FnMut(u32) -> bool,
+    ) -> bool {
+        let (r, i) = self.seek(fence_before, before);
         let Some(run) = self.runs.get_mut(r) else {
             return false;
         };
-        if run.get(i) != Some(&slot) {
+        if run.slots.get(i) != Some(&slot) {
             return false;
         }
-        run.remove(i);
-        if run.is_empty() {
+        run.slots.remove(i);
+        if run.slots.is_empty() {
             self.runs.remove(r);
-        } else if run.len() < RUN / 8 && run.capacity() >= RUN {
-            run.shrink_to(RUN / 4);
+        } else if run.slots.len() < RUN / 8 && run.slots.capacity() >= RUN {
+            run.slots.shrink_to(RUN / 4);
         }
         true
     }
@@ -309,10 +373,13 @@ impl Sorted {
         let first = self
             .runs
             .get(r)
-            .and_then(|run| run.get(i..))
+            .and_then(|run| run.slots.get(i..))
             .unwrap_or_default();
         let rest = self.runs.get(r + 1..).unwrap_or_default();
-        first.iter().chain(rest.iter().flatten()).copied()
+        first
+            .iter()
+            .chain(rest.iter().flat_map(|run| run.slots.iter()))
+            .copied()
     }
 
     /// The slots before `at`, last first.
@@ -320,13 +387,13 @@ impl Sorted {
         let first = self
             .runs
             .get(r)
-            .and_then(|run| run.get(..i))
+            .and_then(|run| run.slots.get(..i))
             .unwrap_or_default();
         let rest = self.runs.get(..r.min(self.runs.len())).unwrap_or_default();
         first
             .iter()
             .rev()
-            .chain(rest.iter().rev().flat_map(|run| run.iter().rev()))
+            .chain(rest.iter().rev().flat_map(|run| run.slots.iter().rev()))
             .copied()
     }
 }

@@ -10,6 +10,7 @@
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use tenantry_core::{
     IdentityId, Invitation, InvitationKind, InvitationState, TemplateId, TenantId, TokenHash, User,
@@ -129,14 +130,14 @@ pub(crate) struct Users {
     by_id: SlotMap,
     by_token: SlotMap,
     /// By email key (unique), then id.
-    email: Sorted,
+    email: Sorted<(Arc<str>, UserId)>,
     /// By creation time in nanoseconds, then id.
-    created: Sorted,
+    created: Sorted<(i128, UserId)>,
     /// By last sign-in in nanoseconds (`i128::MIN` for never: it sorts first, as `None`
     /// does), then id.
-    login: Sorted,
+    login: Sorted<(i128, UserId)>,
     /// The users on a template, by template, then id.
-    template: Sorted,
+    template: Sorted<(Option<TemplateId>, UserId)>,
     /// The users holding an identity id ([one person, several tenants (D28)](tenantry_core::Rule::OnePersonSeveralTenants)); most hold none.
     identity: HashMap<IdentityId, UserId>,
 }
@@ -192,9 +193,7 @@ impl Users {
 
     /// The user with this email key.
     pub(crate) fn by_email(&self, key: &str) -> Option<&User> {
-        let at = self
-            .email
-            .seek(|s| self.user_at(s).is_some_and(|u| u.email.key() < key));
+        let at = self.email_place(key);
         self.email
             .from(at)
             .next()
@@ -218,28 +217,59 @@ impl Users {
         }
     }
 
-    fn sorted(&mut self, index: Index) -> (&mut Sorted, &Slab<Row>) {
-        let sorted = match index {
-            Index::Email => &mut self.email,
-            Index::Created => &mut self.created,
-            Index::Login => &mut self.login,
-            Index::Template => &mut self.template,
-        };
-        (sorted, &self.rows)
+    /// Where the email key `key` is or would go.
+    fn email_place(&self, key: &str) -> At {
+        self.email.seek(
+            |f| &*f.0 < key,
+            |s| self.user_at(s).is_some_and(|u| u.email.key() < key),
+        )
     }
 
     /// Adds (or removes) the slot of `user` (whose row is at `slot` now) to `index`.
     fn index(&mut self, index: Index, slot: u32, user: &User, add: bool) {
-        let (sorted, rows) = self.sorted(index);
+        let rows = &self.rows;
+        match index {
+            Index::Email => Self::index_in(&mut self.email, rows, index, slot, user, add, |u| {
+                (u.email.shared_key(), u.id)
+            }),
+            Index::Created => {
+                Self::index_in(&mut self.created, rows, index, slot, user, add, |u| {
+                    (u.created_at.unix_timestamp_nanos(), u.id)
+                })
+            }
+            Index::Login => Self::index_in(&mut self.login, rows, index, slot, user, add, |u| {
+                (login_key(u.last_login), u.id)
+            }),
+            Index::Template => {
+                Self::index_in(&mut self.template, rows, index, slot, user, add, |u| {
+                    (u.template_id, u.id)
+                });
+            }
+        }
+    }
+
+    /// [`Users::index`] in one index, whose fences are `key` of a row (ordered as
+    /// [`Users::cmp`] orders rows).
+    fn index_in<K: Ord>(
+        sorted: &mut Sorted<K>,
+        rows: &Slab<Row>,
+        index: Index,
+        slot: u32,
+        user: &User,
+        add: bool,
+        key: impl Fn(&User) -> K,
+    ) {
         let before = |s: u32| {
             rows.get(s)
                 .and_then(Row::user)
                 .is_some_and(|u| Self::cmp(index, u, user) == Ordering::Less)
         };
+        let probe = key(user);
         if add {
-            sorted.insert(slot, before);
+            let key_of = |s: u32| rows.get(s).and_then(Row::user).map(&key);
+            sorted.insert(slot, probe, before, key_of);
         } else {
-            sorted.remove(slot, before);
+            sorted.remove(slot, |f| *f < probe, before);
         }
     }
 
@@ -289,9 +319,7 @@ impl Users {
             && before.is_none_or(|o| o.email.key() != u.email.key())
         {
             let key = u.email.key();
-            let at = self
-                .email
-                .seek(|s| self.user_at(s).is_some_and(|x| x.email.key() < key));
+            let at = self.email_place(key);
             if self
                 .email
                 .from(at)
@@ -326,7 +354,16 @@ impl Users {
                 match email_at {
                     // Nothing moved in the email index since the search: the new row
                     // held no user, so no entry of it was removed.
-                    Some(at) => self.email.insert_at(at, slot),
+                    Some(at) => {
+                        let rows = &self.rows;
+                        let key_of = |s: u32| {
+                            rows.get(s)
+                                .and_then(Row::user)
+                                .map(|u| (u.email.shared_key(), u.id))
+                        };
+                        self.email
+                            .insert_at(at, slot, (u.email.shared_key(), u.id), key_of);
+                    }
                     None if email => self.index(Index::Email, slot, &u, true),
                     None => {}
                 }
@@ -374,10 +411,13 @@ impl Users {
 
     /// The users on `template`, in id order.
     pub(crate) fn on_template(&self, template: TemplateId) -> impl Iterator<Item = UserId> + '_ {
-        let at = self.template.seek(|s| {
-            self.user_at(s)
-                .is_some_and(|u| u.template_id < Some(template))
-        });
+        let at = self.template.seek(
+            |f| f.0 < Some(template),
+            |s| {
+                self.user_at(s)
+                    .is_some_and(|u| u.template_id < Some(template))
+            },
+        );
         self.template
             .from(at)
             .map_while(move |s| self.user_at(s).filter(|u| u.template_id == Some(template)))
@@ -479,50 +519,64 @@ impl Users {
         sort: SortBy,
         after: Option<&Cursor>,
         descending: bool,
+        f: impl FnMut(&User) -> bool,
+    ) {
+        match (sort, after) {
+            (SortBy::Email, Some(Cursor::Email(k, id))) => {
+                let probe = (k.as_str(), *id);
+                let at = self.place(
+                    &self.email,
+                    descending,
+                    |x| (&*x.0, x.1).cmp(&probe),
+                    |u| (u.email.key(), u.id).cmp(&probe),
+                );
+                self.walk_in(&self.email, at, descending, f);
+            }
+            (SortBy::CreatedAt, Some(Cursor::CreatedAt(t, id))) => {
+                let probe = (*t, *id);
+                let at = self.place(
+                    &self.created,
+                    descending,
+                    |x| x.cmp(&probe),
+                    |u| (u.created_at.unix_timestamp_nanos(), u.id).cmp(&probe),
+                );
+                self.walk_in(&self.created, at, descending, f);
+            }
+            (SortBy::LastLogin, Some(Cursor::LastLogin(t, id))) => {
+                let probe = (t.unwrap_or(i128::MIN), *id);
+                let at = self.place(
+                    &self.login,
+                    descending,
+                    |x| x.cmp(&probe),
+                    |u| (login_key(u.last_login), u.id).cmp(&probe),
+                );
+                self.walk_in(&self.login, at, descending, f);
+            }
+            (SortBy::Email, _) => self.walk_in(&self.email, None, descending, f),
+            (SortBy::CreatedAt, _) => self.walk_in(&self.created, None, descending, f),
+            (SortBy::LastLogin, _) => self.walk_in(&self.login, None, descending, f),
+        }
+    }
+
+    /// Walks `sorted` from `at` (ascending) or back from it (descending); from the start or
+    /// the end without one.
+    fn walk_in<K: Ord>(
+        &self,
+        sorted: &Sorted<K>,
+        at: impl Into<Option<At>>,
+        descending: bool,
         mut f: impl FnMut(&User) -> bool,
     ) {
-        let (sorted, at) = match (sort, after) {
-            (SortBy::Email, Some(Cursor::Email(k, id))) => (
-                &self.email,
-                self.place(&self.email, descending, |u| {
-                    (u.email.key(), u.id).cmp(&(k.as_str(), *id))
-                }),
-            ),
-            (SortBy::CreatedAt, Some(Cursor::CreatedAt(t, id))) => (
-                &self.created,
-                self.place(&self.created, descending, |u| {
-                    (u.created_at.unix_timestamp_nanos(), u.id).cmp(&(*t, *id))
-                }),
-            ),
-            (SortBy::LastLogin, Some(Cursor::LastLogin(t, id))) => (
-                &self.login,
-                self.place(&self.login, descending, |u| {
-                    (login_key(u.last_login), u.id).cmp(&(t.unwrap_or(i128::MIN), *id))
-                }),
-            ),
-            (sort, _) => {
-                let sorted = match sort {
-                    SortBy::Email => &self.email,
-                    SortBy::CreatedAt => &self.created,
-                    SortBy::LastLogin => &self.login,
-                };
-                let at = if descending {
-                    sorted.seek(|_| true)
-                } else {
-                    (0, 0)
-                };
-                (sorted, at)
-            }
-        };
         let mut go = |s: u32| self.user_at(s).is_none_or(&mut f);
         if descending {
+            let at = at.into().unwrap_or_else(|| sorted.end());
             for s in sorted.before(at) {
                 if !go(s) {
                     break;
                 }
             }
         } else {
-            for s in sorted.from(at) {
+            for s in sorted.from(at.into().unwrap_or((0, 0))) {
                 if !go(s) {
                     break;
                 }
@@ -530,15 +584,21 @@ impl Users {
         }
     }
 
-    /// Where a walk after a cursor starts (`cmp` orders a row against the cursor):
-    /// ascending, at the first row after it; descending, just past the last row before it.
-    fn place(&self, sorted: &Sorted, descending: bool, cmp: impl Fn(&User) -> Ordering) -> At {
-        sorted.seek(|s| {
-            self.user_at(s).is_some_and(|u| {
-                let c = cmp(u);
-                // Ascending skips the cursor's own row; descending stops before it.
-                c == Ordering::Less || (!descending && c == Ordering::Equal)
-            })
-        })
+    /// Where a walk after a cursor starts (`fence` orders a fence and `cmp` a row against
+    /// the cursor): ascending, at the first row after it; descending, just past the last
+    /// row before it.
+    fn place<K: Ord>(
+        &self,
+        sorted: &Sorted<K>,
+        descending: bool,
+        fence: impl Fn(&K) -> Ordering,
+        cmp: impl Fn(&User) -> Ordering,
+    ) -> At {
+        // Ascending skips the cursor's own row; descending stops before it.
+        let before = |c: Ordering| c == Ordering::Less || (!descending && c == Ordering::Equal);
+        sorted.seek(
+            |f| before(fence(f)),
+            |s| self.user_at(s).is_some_and(|u| before(cmp(u))),
+        )
     }
 }
