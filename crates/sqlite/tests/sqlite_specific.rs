@@ -1119,6 +1119,14 @@ async fn a_template_edit_updates_the_cached_subjects_in_place() {
             .unwrap()
             .unwrap();
         assert_eq!(now.template, Some((tpl.id, next)), "round {round}");
+        let decided = store
+            .decide_now(t, bob, edit)
+            .expect("decided from the cache");
+        assert_eq!(
+            decided.unwrap(),
+            tenantry_core::authorize_subject(&now, edit),
+            "round {round}"
+        );
         let stored: String =
             sqlx::query_scalar("SELECT permissions FROM role_templates WHERE id = $1")
                 .bind(tpl.id.to_string())
