@@ -17,6 +17,10 @@
 //! with the floor's over the whole sequence before timing.
 //!
 //! `cargo bench --bench check -- --warm-up-time 1 --measurement-time 3`
+//!
+//! Instructions per check, whatever the load: `CHECK_IR=1 CHECK_TENANTS=1 valgrind
+//! --tool=callgrind --toggle-collect='*ir_*' <the bench binary> --bench` (then
+//! `callgrind_annotate --inclusive=yes`: each `ir_*` function ran 2^20 times).
 
 #![allow(
     missing_docs,
@@ -317,6 +321,27 @@ fn sqlite_app(rt: &tokio::runtime::Runtime, w: &World) -> Tenantry {
     })
 }
 
+/// One check per call, never inlined, so `valgrind --tool=callgrind
+/// --toggle-collect='*ir_*'` counts the instructions of exactly one check per call (see
+/// `CHECK_IR` in `checks`): a figure the machine's load does not move.
+#[inline(never)]
+fn ir_floor(w: &World, k: usize) -> Decision {
+    let p = w.picks[k];
+    floor_check(&w.floor[p.tenant as usize], p.user as usize, p.request)
+}
+
+#[inline(never)]
+fn ir_memory_authorize_now(app: &Tenantry, w: &World, k: usize) -> Decision {
+    let (t, u, r) = w.asks[k];
+    app.authorize_now(t, u, r).unwrap().unwrap()
+}
+
+#[inline(never)]
+fn ir_memory_authorize(app: &Tenantry, w: &World, k: usize) -> Decision {
+    let (t, u, r) = w.asks[k];
+    once(app.authorize(t, u, r)).unwrap()
+}
+
 /// Every engine decides the whole sequence as the floor does.
 fn same_answers(w: &World, engine: &str, check: impl Fn(TenantId, UserId, Request) -> Decision) {
     for p in &w.picks {
@@ -348,6 +373,16 @@ fn checks(c: &mut Criterion) {
         same_answers(&w, "memory authorize_now", |t, u, r| {
             app.authorize_now(t, u, r).unwrap().unwrap()
         });
+        // `CHECK_IR=1`: each engine once over every pick, through the `ir_*` functions, and
+        // no timing (for callgrind's instruction counts).
+        if std::env::var_os("CHECK_IR").is_some() {
+            for k in 0..PICKS {
+                black_box(ir_floor(&w, k));
+                black_box(ir_memory_authorize_now(&app, &w, k));
+                black_box(ir_memory_authorize(&app, &w, k));
+            }
+            continue;
+        }
         let sqlite = (tenants == 1).then(|| sqlite_app(&rt, &w));
         if let Some(sqlite) = &sqlite {
             same_answers(&w, "sqlite authorize", |t, u, r| {
