@@ -108,21 +108,6 @@ impl Store for SqliteStore {
             .map(|s| Ok(Some(s)))
     }
 
-    /// [`Store::subject_now`]'s answer decided where it is read, so no subject is moved
-    /// through a return value on the check path.
-    #[inline]
-    fn decide_now(
-        &self,
-        tenant: TenantId,
-        id: UserId,
-        request: tenantry_core::Request,
-    ) -> Option<Result<tenantry_core::Decision, StoreError>> {
-        self.cache
-            .as_ref()?
-            .subject(tenant, id)
-            .map(|s| Ok(tenantry_core::authorize_subject(&s, request)))
-    }
-
     async fn user_by_email(&self, tenant: TenantId, key: &str) -> Result<Option<User>, StoreError> {
         self.user_by_email_inner(tenant, key).await
     }

@@ -723,26 +723,6 @@ impl Store for InMemoryStore {
         }))
     }
 
-    /// Decided from the check index as [`Store::subject_now`] reads it, in one inlined
-    /// piece: no [`Subject`] goes through a return value (on the check's hot path, moving
-    /// it cost about a quarter of the instructions).
-    #[inline]
-    fn decide_now(
-        &self,
-        tenant: TenantId,
-        id: UserId,
-        request: tenantry_core::Request,
-    ) -> Option<Result<tenantry_core::Decision, StoreError>> {
-        let cell = match self.shared.directory.get(tenant)? {
-            Entry::Known(cell) => cell,
-            Entry::Unknown => return Some(Ok(tenantry_core::Decision::unknown_user())),
-        };
-        Some(Ok(match cell.index.subject(tenant, id)? {
-            Found::Subject(s) => tenantry_core::authorize_subject(&s, request),
-            Found::Unknown => tenantry_core::Decision::unknown_user(),
-        }))
-    }
-
     async fn user_by_email(&self, tenant: TenantId, key: &str) -> Result<Option<User>, StoreError> {
         Ok(self
             .with(tenant, |d| d.users.by_email(key).cloned())
