@@ -191,7 +191,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
-    fn the_check_index_agrees_with_the_rows(ops in proptest::collection::vec(op(), 1..40)) {
+    fn d6_the_check_index_agrees_with_the_rows(ops in proptest::collection::vec(op(), 1..40)) {
         let store = InMemoryStore::new();
         let t = tenant_id(1);
         new_tenant(&store, t);
