@@ -185,6 +185,12 @@ fn agree(store: &InMemoryStore, t: TenantId, users: usize) {
             .unwrap()
             .is_none()
     );
+    // A tenant that does not exist decides an unknown user, on the decided path too.
+    let d = store.decide_now(other, user_id(0), tenantry_core::Request::Crm);
+    assert_eq!(
+        d.expect("answered").unwrap(),
+        tenantry_core::Decision::unknown_user()
+    );
 }
 
 proptest! {
