@@ -38,7 +38,7 @@ pub(crate) struct Seq(AtomicU64);
 
 impl Seq {
     /// Runs `f` until it read a consistent state; `None` if writers kept interfering.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn read<T>(&self, mut f: impl FnMut() -> Option<T>) -> Option<T> {
         for _ in 0..SPINS {
             let before = self.0.load(Ordering::Acquire);
@@ -111,14 +111,22 @@ impl Generation {
     /// The slot holding the key, or the empty slot where it would go.
     #[inline(always)]
     fn find(&self, hi: u64, lo: u64) -> Option<&Slot> {
+        self.find_hashed(hash(hi, lo), hi, lo)
+    }
+
+    /// [`Generation::find`] given the key's [`hash`].
+    #[inline(always)]
+    fn find_hashed(&self, h: u64, hi: u64, lo: u64) -> Option<&Slot> {
         // Truncation is the point: the low bits of the hash pick the slot.
         #[allow(clippy::cast_possible_truncation)]
-        let mut i = (hash(hi, lo) as usize) & self.mask;
+        let mut i = (h as usize) & self.mask;
         for _ in 0..self.slots.len() {
             let slot = self.slots.get(i)?;
+            // `lo` is stored last, with release, when a key is added: a reader that sees the
+            // whole key also sees its word (what the directory's readers rely on).
             let (h, l) = (
                 slot.hi.load(Ordering::Relaxed),
-                slot.lo.load(Ordering::Relaxed),
+                slot.lo.load(Ordering::Acquire),
             );
             if (h == hi && l == lo) || (h == 0 && l == 0) {
                 return Some(slot);
@@ -174,10 +182,16 @@ impl IdTable {
     /// racing a writer, which the sequence check then refuses).
     #[inline]
     pub(crate) fn get(&self, hi: u64, lo: u64) -> Option<u64> {
+        self.get_hashed(hash(hi, lo), hi, lo)
+    }
+
+    /// [`IdTable::get`] given the key's [`hash`] (a reader that may retry hashes once).
+    #[inline(always)]
+    fn get_hashed(&self, h: u64, hi: u64, lo: u64) -> Option<u64> {
         let Some(g) = self.generation() else {
             return Some(0);
         };
-        let slot = g.find(hi, lo)?;
+        let slot = g.find_hashed(h, hi, lo)?;
         Some(slot.val.load(Ordering::Relaxed))
     }
 
@@ -213,9 +227,9 @@ impl IdTable {
         let Some(slot) = self.generation().and_then(|g| g.find(hi, lo)) else {
             return false;
         };
-        slot.hi.store(hi, Ordering::Relaxed);
-        slot.lo.store(lo, Ordering::Relaxed);
         slot.val.store(val, Ordering::Relaxed);
+        slot.hi.store(hi, Ordering::Relaxed);
+        slot.lo.store(lo, Ordering::Release);
         self.used.fetch_add(1, Ordering::Relaxed);
         self.live.fetch_add(1, Ordering::Relaxed);
         true
@@ -285,6 +299,12 @@ impl<T: Default> Chunks<T> {
     #[inline]
     pub(crate) fn get(&self, i: usize) -> Option<&T> {
         let (k, off) = Self::place(i);
+        self.get_at(k, off)
+    }
+
+    /// The item at a place [`Chunks::place`] computed: chunk `k`, offset `off`.
+    #[inline]
+    fn get_at(&self, k: usize, off: usize) -> Option<&T> {
         self.chunks.get(k)?.get()?.get(off)
     }
 
@@ -444,24 +464,20 @@ impl TenantIndex {
         if hi == 0 && lo == 0 {
             return None;
         }
-        let (word, template) = self.seq.read(|| {
+        let h = hash(hi, lo);
+        // The template slot's id never changes once set (slots are never reused), so only
+        // its permissions are read inside the sequence check; the id is read after it.
+        let (word, template, perms) = self.seq.read(|| {
             if self.broken.load(Ordering::Relaxed) {
                 return None;
             }
-            let word = self.users.get(hi, lo)?;
+            let word = self.users.get_hashed(h, hi, lo)?;
             if word & HAS_TEMPLATE == 0 {
-                return Some((word, None));
+                return Some((word, None, 0));
             }
             let slot = usize::try_from(word >> SLOT_SHIFT).ok()?;
             let s = self.templates.get(slot)?;
-            Some((
-                word,
-                Some((
-                    s.hi.load(Ordering::Relaxed),
-                    s.lo.load(Ordering::Relaxed),
-                    s.perms.load(Ordering::Relaxed),
-                )),
-            ))
+            Some((word, Some(s), s.perms.load(Ordering::Relaxed)))
         })?;
         if word == 0 {
             return Some(Found::Unknown);
@@ -477,8 +493,11 @@ impl TenantIndex {
             Status::Invited
         };
         let template = match template {
-            Some((thi, tlo, perms)) if perms & LIVE != 0 => Some((
-                TemplateId::from_uuid(whole(thi, tlo)),
+            Some(s) if perms & LIVE != 0 => Some((
+                TemplateId::from_uuid(whole(
+                    s.hi.load(Ordering::Relaxed),
+                    s.lo.load(Ordering::Relaxed),
+                )),
                 // The low 32 bits are the permission bits.
                 #[allow(clippy::cast_possible_truncation)]
                 Permissions::from_bits_retain(perms as u32),
@@ -544,23 +563,28 @@ pub(crate) enum Entry<'a, T> {
 
 impl<T> Directory<T> {
     /// The value of a tenant; `None` when the caller should take the locked path.
+    ///
+    /// Read without the sequence counter: tenants are never removed or moved, a key's word
+    /// is stored before its key (see [`IdTable::set`]) and never changes, and a generation
+    /// is complete before it becomes the current one, so whatever a reader finds was true at
+    /// the moment it read it (a tenant being added may be missed: it is not there yet).
     #[inline]
     pub(crate) fn get(&self, tenant: TenantId) -> Option<Entry<'_, T>> {
         let (hi, lo) = halves(tenant.as_uuid());
-        if hi == 0 && lo == 0 {
+        if (hi == 0 && lo == 0) || self.broken.load(Ordering::Acquire) {
             return None;
         }
-        let word = self.seq.read(|| {
-            if self.broken.load(Ordering::Relaxed) {
-                return None;
-            }
-            self.ids.get(hi, lo)
-        })?;
+        let word = self.ids.get(hi, lo)?;
         if word == 0 {
             return Some(Entry::Unknown);
         }
-        let slot = usize::try_from(word - 1).ok()?;
-        self.slots.get(slot)?.get().map(Entry::Known)
+        // The word is the slot's place, chunk and offset, computed once by the writer.
+        #[allow(clippy::cast_possible_truncation)]
+        let (k, off) = ((word >> 32) as usize, (word as u32) as usize);
+        self.slots
+            .get_at(k, off.checked_sub(1)?)?
+            .get()
+            .map(Entry::Known)
     }
 
     /// Adds a tenant (writer only: the caller holds the lock of the tenant map). Should it
@@ -568,7 +592,7 @@ impl<T> Directory<T> {
     pub(crate) fn insert(&self, tenant: TenantId, value: T) {
         if !self.try_insert(tenant, value) {
             self.seq
-                .write(|| self.broken.store(true, Ordering::Relaxed));
+                .write(|| self.broken.store(true, Ordering::Release));
         }
     }
 
@@ -585,9 +609,11 @@ impl<T> Directory<T> {
         if cell.set(value).is_err() {
             return false;
         }
-        let Ok(word) = u64::try_from(slot + 1) else {
+        let (k, off) = Chunks::<OnceLock<T>>::place(slot);
+        let (Ok(k), Ok(off)) = (u64::try_from(k), u32::try_from(off + 1)) else {
             return false;
         };
+        let word = (k << 32) | u64::from(off);
         self.len.store(slot + 1, Ordering::Relaxed);
         self.seq.write(|| self.ids.set(hi, lo, word))
     }
@@ -764,6 +790,32 @@ mod tests {
             assert_eq!(whole(a, b), id);
             assert_eq!(a == 0 && b == 0, id.is_nil());
         }
+    }
+
+    #[test]
+    fn d15_the_directory_finds_every_tenant_through_growth_and_no_other() {
+        let d: Directory<u64> = Directory::default();
+        let id = |n: u64| TenantId::from_uuid(Uuid::from_u64_pair(n << 16, n ^ 0xABCD));
+        for n in 1..=3000u64 {
+            d.insert(id(n), n * 10);
+            // Each one so far, every time a chunk or a table generation was added.
+            if n.is_power_of_two() || n == 3000 {
+                for m in 1..=n {
+                    assert!(
+                        matches!(d.get(id(m)), Some(Entry::Known(&v)) if v == m * 10),
+                        "{m}"
+                    );
+                }
+            }
+        }
+        assert!(matches!(d.get(id(3001)), Some(Entry::Unknown)));
+        assert!(
+            d.get(TenantId::from_uuid(Uuid::nil())).is_none(),
+            "nil: the locked path"
+        );
+        // A directory that failed to hold a tenant stops answering.
+        d.seq.write(|| d.broken.store(true, Ordering::Release));
+        assert!(d.get(id(1)).is_none());
     }
 
     #[test]
