@@ -18,6 +18,14 @@
 //! `postgres://postgres@127.0.0.1:5432/test`); works in a schema of its own, dropped at the end.
 //!
 //! `cargo bench -p tenantry-postgres --bench postgres -- --warm-up-time 1 --measurement-time 3`
+//!
+//! Before tenantry's invite groups the bench runs `ANALYZE` on its schema, as autovacuum
+//! would on a server that has it on (this machine's has it off); `TENANTRY_BENCH_ANALYZE=0`
+//! skips it. `TENANTRY_BENCH_INVITE_CPU=<rounds>` first runs rounds of the invite workloads
+//! interleaved (2,000 invites each) and prints the CPU each invite cost this process and the
+//! server beside the throughput (`TENANTRY_BENCH_INVITE_CPU_ONLY=a,b` picks workloads,
+//! `TENANTRY_BENCH_COMMIT_AB=1` adds each tenantry workload on migration 5's commit
+//! function); filter the criterion groups away (e.g. `-- --bench none`) to run only that.
 #![allow(
     missing_docs,
     clippy::unwrap_used,
@@ -98,6 +106,264 @@ fn floor_invite_sql(tenant: TenantId, n: u64) -> String {
            VALUES ('{t}', '{msg}', '{user}', 'f{n}@floor.test', 'You are invited', 'text', '<p>html</p>', 'pending', 0, 1, 1); \
          COMMIT"
     )
+}
+
+const CLIENTS: u64 = 8;
+
+/// `iters` floor invites from 8 clients, a held connection each, into one tenant (`shared`)
+/// or one tenant each; the wall time they took.
+async fn floor_invites(
+    pool: sqlx::PgPool,
+    tenants: Vec<(TenantId, UserId)>,
+    shared: bool,
+    iters: u64,
+    next: Arc<AtomicU64>,
+) -> Duration {
+    let mut conns = Vec::new();
+    for _ in 0..CLIENTS {
+        conns.push(pool.acquire().await.unwrap());
+    }
+    let started = Instant::now();
+    let clients: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(k, mut conn)| {
+            let next = Arc::clone(&next);
+            let (t, _) = tenants[if shared { 0 } else { k }];
+            let k = k as u64;
+            let share = iters / CLIENTS + u64::from(k < iters % CLIENTS);
+            tokio::spawn(async move {
+                for _ in 0..share {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    let sql = floor_invite_sql(t, n);
+                    sqlx::Executor::execute(&mut *conn, sql.as_str())
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    started.elapsed()
+}
+
+/// `iters` invites through `Tenantry::invite` from 8 clients, as [`floor_invites`].
+async fn invites(
+    app: Tenantry,
+    tenants: Vec<(TenantId, UserId)>,
+    shared: bool,
+    iters: u64,
+    next: Arc<AtomicU64>,
+) -> Duration {
+    let started = Instant::now();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|k| {
+            let app = app.clone();
+            let next = Arc::clone(&next);
+            let (t, a) = tenants[if shared { 0 } else { k as usize }];
+            let share = iters / CLIENTS + u64::from(k < iters % CLIENTS);
+            tokio::spawn(async move {
+                for _ in 0..share {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    app.invite(
+                        t,
+                        a,
+                        &InviteRequest {
+                            email: Email::parse(&format!("u{n}@inv.test")).unwrap(),
+                            role: Role::User,
+                            template_id: None,
+                            crm_access: false,
+                            grants: Permissions::empty(),
+                        },
+                    )
+                    .await
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    started.elapsed()
+}
+
+/// `iters` snapshots as an invite reads them (the actor, the address), from 8 clients, one
+/// tenant each: the read half of an invite.
+async fn snapshots(
+    store: PostgresStore,
+    tenants: Vec<(TenantId, UserId)>,
+    iters: u64,
+    next: Arc<AtomicU64>,
+) -> Duration {
+    let started = Instant::now();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|k| {
+            let store = store.clone();
+            let next = Arc::clone(&next);
+            let (t, a) = tenants[k as usize];
+            let share = iters / CLIENTS + u64::from(k < iters % CLIENTS);
+            tokio::spawn(async move {
+                for _ in 0..share {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    let read = tenantry_store::SnapshotRequest::default()
+                        .actor(a)
+                        .email_key(&format!("u{n}@inv.test"));
+                    let snap = store.snapshot(t, &read).await.unwrap();
+                    assert!(snap.actor.is_some());
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    started.elapsed()
+}
+
+/// What autovacuum does once a table has grown (this machine's server runs with
+/// `autovacuum = off`, so nothing else does): statistics for the planner, for every table of
+/// the bench's schema. It also invalidates the plans the connections cached, so the next
+/// statement of each is planned again on them.
+async fn analyze(pool: &sqlx::PgPool) {
+    sqlx::raw_sql(
+        "ANALYZE tenants, users, role_templates, invitations, tombstones, audit_log, \
+         audit_heads, outbox",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// Replaces `tenantry_commit` in the bench's schema with the one migration `version` (5 or
+/// 6) creates.
+async fn commit_function(pool: &sqlx::PgPool, version: u32) {
+    let file = if version == 5 {
+        include_str!("../migrations/0005_identity.sql")
+    } else {
+        include_str!("../migrations/0006_leaner_commit.sql")
+    };
+    let start = file
+        .find("CREATE OR REPLACE FUNCTION tenantry_commit(")
+        .unwrap();
+    sqlx::raw_sql(&file[start..]).execute(pool).await.unwrap();
+}
+
+/// CPU ticks (1/100 s) used so far: by this process, and by every `postgres` process (the
+/// server's backends; other users of the machine do not run PostgreSQL here).
+fn cpu_ticks() -> (u64, u64) {
+    fn ticks(stat: &str) -> Option<(String, u64)> {
+        let open = stat.find('(')?;
+        let close = stat.rfind(')')?;
+        let comm = stat[open + 1..close].to_owned();
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        // utime and stime are fields 14 and 15 of the line (11 and 12 after the comm).
+        let u: u64 = fields.get(11)?.parse().ok()?;
+        let s: u64 = fields.get(12)?.parse().ok()?;
+        Some((comm, u + s))
+    }
+    let own = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| ticks(&s))
+        .map_or(0, |(_, t)| t);
+    let mut pg = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(stat) = std::fs::read_to_string(entry.path().join("stat"))
+            && let Some((comm, t)) = ticks(&stat)
+            && comm.starts_with("postgres")
+        {
+            pg += t;
+        }
+    }
+    (own, pg)
+}
+
+/// `TENANTRY_BENCH_INVITE_CPU=<rounds>`: rounds of the four invite workloads, interleaved,
+/// each 2,000 invites, with the CPU each used per invite (this process, the server) beside
+/// its throughput: on a machine the bench shares with PostgreSQL (2 cores), the CPU an
+/// invite costs bounds the throughput, and is less moved by other load than wall time.
+fn invite_cpu(
+    rt: &tokio::runtime::Runtime,
+    store: &PostgresStore,
+    app: &Tenantry,
+    pool: &sqlx::PgPool,
+    tenants: &[(TenantId, UserId)],
+    next: &Arc<AtomicU64>,
+    rounds: u32,
+) {
+    const N: u64 = 2_000;
+    let hz = 100.0;
+    // `TENANTRY_BENCH_INVITE_CPU_ONLY=<name>`: that workload alone (for a profile of it).
+    let only = std::env::var("TENANTRY_BENCH_INVITE_CPU_ONLY").ok();
+    // The same service on a store with a connection of its own per client.
+    let hot8 = app_on(&store.clone().with_hot_connections(8));
+    for round in 0..rounds {
+        if round == 1 && std::env::var("TENANTRY_BENCH_ANALYZE").as_deref() != Ok("0") {
+            rt.block_on(analyze(pool));
+            println!("invite_cpu: analyzed");
+        }
+        for (name, shared, kind) in [
+            ("floor_tenant_each", false, 0),
+            ("tenant_each", false, 1),
+            ("snapshot_each", false, 2),
+            ("tenant_each_hot8", false, 3),
+            ("floor_one_tenant", true, 0),
+            ("one_tenant", true, 1),
+        ] {
+            if only
+                .as_deref()
+                .is_some_and(|o| !o.split(',').any(|o| o == name))
+            {
+                continue;
+            }
+            // `TENANTRY_BENCH_COMMIT_AB=1`: each tenantry workload twice, with migration 6's
+            // commit function and again with migration 5's (put back for the run, then
+            // replaced), for a paired comparison.
+            if kind == 1 && std::env::var("TENANTRY_BENCH_COMMIT_AB").as_deref() == Ok("1") {
+                let (own0, pg0) = cpu_ticks();
+                let took = rt.block_on(async {
+                    commit_function(pool, 5).await;
+                    let took =
+                        invites(app.clone(), tenants.to_vec(), shared, N, Arc::clone(next)).await;
+                    commit_function(pool, 6).await;
+                    took
+                });
+                let (own1, pg1) = cpu_ticks();
+                let per = |t: u64| t as f64 / hz / N as f64 * 1e6;
+                println!(
+                    "invite_cpu round {round} {:18} {:7.0}/s  client {:6.1} µs  server {:6.1} µs  total {:6.1} µs per invite",
+                    format!("{name}_m5"),
+                    N as f64 / took.as_secs_f64(),
+                    per(own1 - own0),
+                    per(pg1 - pg0),
+                    per(own1 - own0 + pg1 - pg0),
+                );
+            }
+            let (own0, pg0) = cpu_ticks();
+            let took = rt.block_on(async {
+                match kind {
+                    0 => {
+                        floor_invites(pool.clone(), tenants.to_vec(), shared, N, Arc::clone(next))
+                            .await
+                    }
+                    1 => invites(app.clone(), tenants.to_vec(), shared, N, Arc::clone(next)).await,
+                    2 => snapshots(store.clone(), tenants.to_vec(), N, Arc::clone(next)).await,
+                    _ => invites(hot8.clone(), tenants.to_vec(), shared, N, Arc::clone(next)).await,
+                }
+            });
+            let (own1, pg1) = cpu_ticks();
+            let per = |t: u64| t as f64 / hz / N as f64 * 1e6;
+            println!(
+                "invite_cpu round {round} {name:18} {:7.0}/s  client {:6.1} µs  server {:6.1} µs  total {:6.1} µs per invite",
+                N as f64 / took.as_secs_f64(),
+                per(own1 - own0),
+                per(pg1 - pg0),
+                per(own1 - own0 + pg1 - pg0),
+            );
+        }
+    }
 }
 
 fn app_on(store: &PostgresStore) -> Tenantry {
@@ -381,7 +647,6 @@ fn benches(c: &mut Criterion) {
     }
 
     // --- invites per second, 8 concurrent clients.
-    const CLIENTS: u64 = 8;
     let next = Arc::new(AtomicU64::new(0));
     let tenants: Vec<(TenantId, UserId)> = rt.block_on(async {
         let mut out = Vec::new();
@@ -400,84 +665,50 @@ fn benches(c: &mut Criterion) {
     });
     let mut g = c.benchmark_group("postgres/invite_8_clients");
     g.throughput(Throughput::Elements(1));
+    if let Ok(rounds) = std::env::var("TENANTRY_BENCH_INVITE_CPU") {
+        invite_cpu(
+            &rt,
+            &store,
+            &app,
+            &pool,
+            &tenants,
+            &next,
+            rounds.parse().unwrap_or(3),
+        );
+    }
     for (name, shared) in [("floor_one_tenant", true), ("floor_tenant_each", false)] {
         g.bench_function(name, |b| {
             b.to_async(&rt).iter_custom(|iters| {
-                let pool = pool.clone();
-                let next = Arc::clone(&next);
-                let tenants = tenants.clone();
-                async move {
-                    let mut conns = Vec::new();
-                    for _ in 0..CLIENTS {
-                        conns.push(pool.acquire().await.unwrap());
-                    }
-                    let started = Instant::now();
-                    let clients: Vec<_> = conns
-                        .into_iter()
-                        .enumerate()
-                        .map(|(k, mut conn)| {
-                            let next = Arc::clone(&next);
-                            let (t, _) = tenants[if shared { 0 } else { k }];
-                            let k = k as u64;
-                            let share = iters / CLIENTS + u64::from(k < iters % CLIENTS);
-                            tokio::spawn(async move {
-                                for _ in 0..share {
-                                    let n = next.fetch_add(1, Ordering::Relaxed);
-                                    let sql = floor_invite_sql(t, n);
-                                    sqlx::Executor::execute(&mut *conn, sql.as_str())
-                                        .await
-                                        .unwrap();
-                                }
-                            })
-                        })
-                        .collect();
-                    for client in clients {
-                        client.await.unwrap();
-                    }
-                    started.elapsed()
-                }
+                floor_invites(
+                    pool.clone(),
+                    tenants.clone(),
+                    shared,
+                    iters,
+                    Arc::clone(&next),
+                )
             });
         });
+    }
+    // The floors' writes grew the tables from a few rows to thousands. A server with
+    // autovacuum on (PostgreSQL's default) analyzes them now; this one runs with it off, so
+    // the bench does (`TENANTRY_BENCH_ANALYZE=0` skips it). Without statistics the planner
+    // costs every index of users that leads with tenant_id alike for a lookup by id or by
+    // address, and the plans the store's connections and tenantry_commit cached on the
+    // near-empty tables walk the tenant's whole range in users_by_status; the floor's plain
+    // SQL is planned at every statement and never keeps such a plan.
+    if std::env::var("TENANTRY_BENCH_ANALYZE").as_deref() != Ok("0") {
+        rt.block_on(analyze(&pool));
     }
     for (name, shared) in [("one_tenant", true), ("tenant_each", false)] {
         g.bench_function(name, |b| {
             b.to_async(&rt).iter_custom(|iters| {
-                let app = app.clone();
-                let next = Arc::clone(&next);
-                let tenants = tenants.clone();
-                async move {
-                    let started = Instant::now();
-                    let clients: Vec<_> = (0..CLIENTS)
-                        .map(|k| {
-                            let app = app.clone();
-                            let next = Arc::clone(&next);
-                            let (t, a) = tenants[if shared { 0 } else { k as usize }];
-                            let share = iters / CLIENTS + u64::from(k < iters % CLIENTS);
-                            tokio::spawn(async move {
-                                for _ in 0..share {
-                                    let n = next.fetch_add(1, Ordering::Relaxed);
-                                    app.invite(
-                                        t,
-                                        a,
-                                        &InviteRequest {
-                                            email: Email::parse(&format!("u{n}@inv.test")).unwrap(),
-                                            role: Role::User,
-                                            template_id: None,
-                                            crm_access: false,
-                                            grants: Permissions::empty(),
-                                        },
-                                    )
-                                    .await
-                                    .unwrap();
-                                }
-                            })
-                        })
-                        .collect();
-                    for client in clients {
-                        client.await.unwrap();
-                    }
-                    started.elapsed()
-                }
+                invites(
+                    app.clone(),
+                    tenants.clone(),
+                    shared,
+                    iters,
+                    Arc::clone(&next),
+                )
             });
         });
     }
