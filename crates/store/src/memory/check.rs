@@ -809,6 +809,18 @@ mod tests {
             }
         }
         assert!(matches!(d.get(id(3001)), Some(Entry::Unknown)));
+        // Ids with one half zero are ids like any other (only the nil id is set aside).
+        for (n, half) in [Uuid::from_u128(5), Uuid::from_u128(5 << 64)]
+            .into_iter()
+            .enumerate()
+        {
+            let (a, b) = halves(half);
+            assert!((a == 0) != (b == 0), "one half zero");
+            d.insert(TenantId::from_uuid(half), 7 + n as u64);
+            assert!(
+                matches!(d.get(TenantId::from_uuid(half)), Some(Entry::Known(&v)) if v == 7 + n as u64)
+            );
+        }
         assert!(
             d.get(TenantId::from_uuid(Uuid::nil())).is_none(),
             "nil: the locked path"
