@@ -110,6 +110,23 @@ fn floor_invite_sql(tenant: TenantId, n: u64) -> String {
 
 const CLIENTS: u64 = 8;
 
+/// Runs `CLIENTS` clients at once, client `k` made by `client(k, share)`, where `share` is its
+/// part of `iters` (the parts differ by at most one); the wall time until all of them ended.
+async fn fan_out<F, Fut>(iters: u64, mut client: F) -> Duration
+where
+    F: FnMut(u64, u64) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let started = Instant::now();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|k| tokio::spawn(client(k, iters / CLIENTS + u64::from(k < iters % CLIENTS))))
+        .collect();
+    for c in clients {
+        c.await.unwrap();
+    }
+    started.elapsed()
+}
+
 /// `iters` floor invites from 8 clients, a held connection each, into one tenant (`shared`)
 /// or one tenant each; the wall time they took.
 async fn floor_invites(
@@ -123,30 +140,22 @@ async fn floor_invites(
     for _ in 0..CLIENTS {
         conns.push(pool.acquire().await.unwrap());
     }
-    let started = Instant::now();
-    let clients: Vec<_> = conns
-        .into_iter()
-        .enumerate()
-        .map(|(k, mut conn)| {
-            let next = Arc::clone(&next);
-            let (t, _) = tenants[if shared { 0 } else { k }];
-            let k = k as u64;
-            let share = iters / CLIENTS + u64::from(k < iters % CLIENTS);
-            tokio::spawn(async move {
-                for _ in 0..share {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    let sql = floor_invite_sql(t, n);
-                    sqlx::Executor::execute(&mut *conn, sql.as_str())
-                        .await
-                        .unwrap();
-                }
-            })
-        })
-        .collect();
-    for client in clients {
-        client.await.unwrap();
-    }
-    started.elapsed()
+    let mut conns = conns.into_iter();
+    fan_out(iters, |k, share| {
+        let mut conn = conns.next().unwrap();
+        let next = Arc::clone(&next);
+        let (t, _) = tenants[if shared { 0 } else { k as usize }];
+        async move {
+            for _ in 0..share {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                let sql = floor_invite_sql(t, n);
+                sqlx::Executor::execute(&mut *conn, sql.as_str())
+                    .await
+                    .unwrap();
+            }
+        }
+    })
+    .await
 }
 
 /// `iters` invites through `Tenantry::invite` from 8 clients, as [`floor_invites`].
@@ -157,37 +166,30 @@ async fn invites(
     iters: u64,
     next: Arc<AtomicU64>,
 ) -> Duration {
-    let started = Instant::now();
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|k| {
-            let app = app.clone();
-            let next = Arc::clone(&next);
-            let (t, a) = tenants[if shared { 0 } else { k as usize }];
-            let share = iters / CLIENTS + u64::from(k < iters % CLIENTS);
-            tokio::spawn(async move {
-                for _ in 0..share {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    app.invite(
-                        t,
-                        a,
-                        &InviteRequest {
-                            email: Email::parse(&format!("u{n}@inv.test")).unwrap(),
-                            role: Role::User,
-                            template_id: None,
-                            crm_access: false,
-                            grants: Permissions::empty(),
-                        },
-                    )
-                    .await
-                    .unwrap();
-                }
-            })
-        })
-        .collect();
-    for client in clients {
-        client.await.unwrap();
-    }
-    started.elapsed()
+    fan_out(iters, |k, share| {
+        let app = app.clone();
+        let next = Arc::clone(&next);
+        let (t, a) = tenants[if shared { 0 } else { k as usize }];
+        async move {
+            for _ in 0..share {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                app.invite(
+                    t,
+                    a,
+                    &InviteRequest {
+                        email: Email::parse(&format!("u{n}@inv.test")).unwrap(),
+                        role: Role::User,
+                        template_id: None,
+                        crm_access: false,
+                        grants: Permissions::empty(),
+                    },
+                )
+                .await
+                .unwrap();
+            }
+        }
+    })
+    .await
 }
 
 /// `iters` snapshots as an invite reads them (the actor, the address), from 8 clients, one
@@ -198,29 +200,22 @@ async fn snapshots(
     iters: u64,
     next: Arc<AtomicU64>,
 ) -> Duration {
-    let started = Instant::now();
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|k| {
-            let store = store.clone();
-            let next = Arc::clone(&next);
-            let (t, a) = tenants[k as usize];
-            let share = iters / CLIENTS + u64::from(k < iters % CLIENTS);
-            tokio::spawn(async move {
-                for _ in 0..share {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    let read = tenantry_store::SnapshotRequest::default()
-                        .actor(a)
-                        .email_key(&format!("u{n}@inv.test"));
-                    let snap = store.snapshot(t, &read).await.unwrap();
-                    assert!(snap.actor.is_some());
-                }
-            })
-        })
-        .collect();
-    for client in clients {
-        client.await.unwrap();
-    }
-    started.elapsed()
+    fan_out(iters, |k, share| {
+        let store = store.clone();
+        let next = Arc::clone(&next);
+        let (t, a) = tenants[k as usize];
+        async move {
+            for _ in 0..share {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                let read = tenantry_store::SnapshotRequest::default()
+                    .actor(a)
+                    .email_key(&format!("u{n}@inv.test"));
+                let snap = store.snapshot(t, &read).await.unwrap();
+                assert!(snap.actor.is_some());
+            }
+        }
+    })
+    .await
 }
 
 /// What autovacuum does once a table has grown (this machine's server runs with
