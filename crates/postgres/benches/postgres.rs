@@ -294,6 +294,18 @@ fn invite_cpu(
     let only = std::env::var("TENANTRY_BENCH_INVITE_CPU_ONLY").ok();
     // The same service on a store with a connection of its own per client.
     let hot8 = app_on(&store.clone().with_hot_connections(8));
+    // One line per workload and round: its throughput and CPU per invite since `before`.
+    let report = |round: u32, name: &str, took: Duration, (own0, pg0): (u64, u64)| {
+        let (own1, pg1) = cpu_ticks();
+        let per = |t: u64| t as f64 / hz / N as f64 * 1e6;
+        println!(
+            "invite_cpu round {round} {name:18} {:7.0}/s  client {:6.1} µs  server {:6.1} µs  total {:6.1} µs per invite",
+            N as f64 / took.as_secs_f64(),
+            per(own1 - own0),
+            per(pg1 - pg0),
+            per(own1 - own0 + pg1 - pg0),
+        );
+    };
     for round in 0..rounds {
         if round == 1 && std::env::var("TENANTRY_BENCH_ANALYZE").as_deref() == Ok("1") {
             rt.block_on(analyze(pool));
@@ -317,7 +329,7 @@ fn invite_cpu(
             // commit function and again with migration 5's (put back for the run, then
             // replaced), for a paired comparison.
             if kind == 1 && std::env::var("TENANTRY_BENCH_COMMIT_AB").as_deref() == Ok("1") {
-                let (own0, pg0) = cpu_ticks();
+                let before = cpu_ticks();
                 let took = rt.block_on(async {
                     commit_function(pool, 5).await;
                     let took =
@@ -325,18 +337,9 @@ fn invite_cpu(
                     commit_function(pool, 6).await;
                     took
                 });
-                let (own1, pg1) = cpu_ticks();
-                let per = |t: u64| t as f64 / hz / N as f64 * 1e6;
-                println!(
-                    "invite_cpu round {round} {:18} {:7.0}/s  client {:6.1} µs  server {:6.1} µs  total {:6.1} µs per invite",
-                    format!("{name}_m5"),
-                    N as f64 / took.as_secs_f64(),
-                    per(own1 - own0),
-                    per(pg1 - pg0),
-                    per(own1 - own0 + pg1 - pg0),
-                );
+                report(round, &format!("{name}_m5"), took, before);
             }
-            let (own0, pg0) = cpu_ticks();
+            let before = cpu_ticks();
             let took = rt.block_on(async {
                 match kind {
                     0 => {
@@ -348,15 +351,7 @@ fn invite_cpu(
                     _ => invites(hot8.clone(), tenants.to_vec(), shared, N, Arc::clone(next)).await,
                 }
             });
-            let (own1, pg1) = cpu_ticks();
-            let per = |t: u64| t as f64 / hz / N as f64 * 1e6;
-            println!(
-                "invite_cpu round {round} {name:18} {:7.0}/s  client {:6.1} µs  server {:6.1} µs  total {:6.1} µs per invite",
-                N as f64 / took.as_secs_f64(),
-                per(own1 - own0),
-                per(pg1 - pg0),
-                per(own1 - own0 + pg1 - pg0),
-            );
+            report(round, name, took, before);
         }
     }
 }

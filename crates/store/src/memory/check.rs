@@ -4,14 +4,16 @@
 //! Per tenant, a table maps each user id to one packed word (status, role, CRM flag, direct
 //! grants and a template slot), and a slot array holds each template's id and current
 //! permissions, so a template edit is one store into one slot whatever the number of users
-//! referencing it. A directory maps tenant ids to their index the same way.
+//! referencing it. A directory maps tenant ids to their index in a table of the same kind.
 //!
 //! Readers take no lock and write no shared memory: every word is an atomic, and each tenant
-//! (and the directory) has a sequence counter in the manner of a seqlock. A writer, which
+//! has a sequence counter in the manner of a seqlock. A writer, which
 //! holds the tenant's write lock, makes the counter odd, stores, and makes it even again; a
 //! reader reads the counter, the words, and the counter again, and keeps what it read only
 //! if the counter was even and unchanged. A reader that keeps meeting a writer gives up and
-//! the caller takes the locked path, so the answer is never stale and never torn.
+//! the caller takes the locked path, so the answer is never stale and never torn. The
+//! directory needs no counter: its keys are only ever added, each word before its key (see
+//! [`Directory::get`]).
 //!
 //! Tables grow by building a larger generation beside the old one; old generations are kept
 //! (readers may be inside them), which costs at most as much again as the current one.
@@ -435,13 +437,6 @@ impl TenantIndex {
         true
     }
 
-    /// The facts of a user, read without a lock; `None` when the caller should take the
-    /// locked path.
-    #[inline]
-    pub(crate) fn subject(&self, tenant: TenantId, user: UserId) -> Option<Found> {
-        self.subject_inline(tenant, user)
-    }
-
     /// A check decided on [`TenantIndex::subject`]'s answer, as
     /// [`tenantry_core::authorize_subject`] decides it; `None` when the caller should take
     /// the locked path. Built inline, so the subject never leaves the registers.
@@ -452,14 +447,16 @@ impl TenantIndex {
         user: UserId,
         request: Request,
     ) -> Option<Decision> {
-        Some(match self.subject_inline(tenant, user)? {
+        Some(match self.subject(tenant, user)? {
             Found::Subject(s) => tenantry_core::authorize_subject(&s, request),
             Found::Unknown => Decision::unknown_user(),
         })
     }
 
+    /// The facts of a user, read without a lock; `None` when the caller should take the
+    /// locked path. Always inlined, so [`TenantIndex::decide`] keeps the subject in registers.
     #[inline(always)]
-    fn subject_inline(&self, tenant: TenantId, user: UserId) -> Option<Found> {
+    pub(crate) fn subject(&self, tenant: TenantId, user: UserId) -> Option<Found> {
         let (hi, lo) = halves(user.as_uuid());
         if hi == 0 && lo == 0 {
             return None;
@@ -522,10 +519,9 @@ impl TenantIndex {
 }
 
 /// Tenant ids to the slot of their index, read without a lock. Tenants are never removed.
-/// Laid out as [`TenantIndex`] is: its counter, flag and current generation in one line.
+/// Laid out as [`TenantIndex`] is: its flag and current generation in one line.
 #[repr(C, align(64))]
 pub(crate) struct Directory<T> {
-    seq: Seq,
     /// Set when an insert failed: from then on every lookup takes the locked path.
     broken: AtomicBool,
     ids: IdTable,
@@ -536,7 +532,6 @@ pub(crate) struct Directory<T> {
 impl<T> Default for Directory<T> {
     fn default() -> Self {
         Self {
-            seq: Seq::default(),
             broken: AtomicBool::new(false),
             ids: IdTable::default(),
             slots: Chunks::default(),
@@ -591,8 +586,7 @@ impl<T> Directory<T> {
     /// fail to hold it, the directory stops answering.
     pub(crate) fn insert(&self, tenant: TenantId, value: T) {
         if !self.try_insert(tenant, value) {
-            self.seq
-                .write(|| self.broken.store(true, Ordering::Release));
+            self.broken.store(true, Ordering::Release);
         }
     }
 
@@ -615,7 +609,7 @@ impl<T> Directory<T> {
         };
         let word = (k << 32) | u64::from(off);
         self.len.store(slot + 1, Ordering::Relaxed);
-        self.seq.write(|| self.ids.set(hi, lo, word))
+        self.ids.set(hi, lo, word)
     }
 }
 
@@ -772,7 +766,6 @@ mod tests {
         assert!(offset_of!(TenantIndex, seq) < 64);
         assert!(offset_of!(TenantIndex, broken) < 64);
         assert!(offset_of!(TenantIndex, users) + current + 8 <= 64);
-        assert!(offset_of!(Directory<u64>, seq) < 64);
         assert!(offset_of!(Directory<u64>, broken) < 64);
         assert!(offset_of!(Directory<u64>, ids) + current + 8 <= 64);
     }
@@ -826,7 +819,7 @@ mod tests {
             "nil: the locked path"
         );
         // A directory that failed to hold a tenant stops answering.
-        d.seq.write(|| d.broken.store(true, Ordering::Release));
+        d.broken.store(true, Ordering::Release);
         assert!(d.get(id(1)).is_none());
     }
 
