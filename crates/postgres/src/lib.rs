@@ -98,6 +98,8 @@ pub struct PostgresStore {
     /// `"schema".` when the store has a schema, else empty: put before every table and
     /// function name the statements use.
     prefix: Arc<str>,
+    /// The snapshot's statements, one per request shape, with `prefix` in place.
+    snapshots: Arc<snapshot::Statements>,
 }
 
 /// `sql` with each `#.` (the place of a schema) replaced by `prefix`.

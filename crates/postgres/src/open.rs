@@ -122,6 +122,7 @@ impl PostgresStore {
             hot: Arc::new(crate::hot::Hot::new(crate::DEFAULT_HOT_CONNECTIONS)),
             schema: None,
             prefix: Arc::from(""),
+            snapshots: Arc::new(crate::snapshot::statements()),
         }
     }
 
@@ -164,6 +165,7 @@ impl PostgresStore {
             });
         }
         self.prefix = Arc::from(format!("\"{schema}\"."));
+        self.snapshots = Arc::new(crate::snapshot::statements());
         self.schema = Some(schema.to_owned());
         Ok(self)
     }

@@ -15,9 +15,9 @@ use uuid::Uuid;
 
 use crate::PostgresStore;
 use crate::rows::{
-    self, INVITATION_COLUMNS, OUTBOX_COLUMNS, TEMPLATE_COLUMNS, TENANT_COLUMNS, USER_COLUMNS,
-    invitation_from_row, limit_i64, nanos_clamped, outbox_from_row, subject_from_row,
-    template_from_row, tenant_from_row, tombstone_from_row, user_from_row,
+    self, At, INVITATION_COLUMNS, OUTBOX_COLUMNS, SUBJECT_COLUMNS, TEMPLATE_COLUMNS,
+    TENANT_COLUMNS, USER_COLUMNS, invitation_from_row, limit_i64, nanos_clamped, outbox_from_row,
+    tombstone_from_row,
 };
 use crate::write::map_err;
 
@@ -37,8 +37,19 @@ fn bind_all<'q>(
     q
 }
 
+/// A row of [`USER_COLUMNS`], read by position.
 fn opt_user(row: Option<PgRow>) -> Result<Option<User>, StoreError> {
-    row.as_ref().map(user_from_row).transpose()
+    row.as_ref().map(|r| At::new(r, 0).user()).transpose()
+}
+
+/// A row of [`TEMPLATE_COLUMNS`], read by position.
+fn template_at(row: &PgRow) -> Result<RoleTemplate, StoreError> {
+    At::new(row, 0).template()
+}
+
+/// A row of [`TENANT_COLUMNS`], read by position.
+fn tenant_at(row: &PgRow) -> Result<TenantState, StoreError> {
+    At::new(row, 0).tenant()
 }
 
 /// [`USER_COLUMNS`] of the table aliased `u`, for statements that join another table.
@@ -50,9 +61,9 @@ fn user_columns_of_u() -> String {
         .join(", ")
 }
 
-/// A row of the memberships statement: the user's columns and its tenant's name.
+/// A row of the memberships statement: its tenant's name, then the user's columns.
 fn membership_from_row(row: &PgRow) -> Result<Membership, StoreError> {
-    let user = user_from_row(row)?;
+    let user = At::new(row, 1).user()?;
     let tenant_name: String = sqlx::Row::try_get(row, "tenant_name").map_err(rows::backend)?;
     Ok(Membership {
         tenant_id: user.tenant_id,
@@ -80,7 +91,7 @@ impl PostgresStore {
             .fetch_optional(&self.pool, || sqlx::query(&sql).bind(tenant.as_uuid()))
             .await
             .map_err(map_err)?;
-        row.as_ref().map(tenant_from_row).transpose()
+        row.as_ref().map(tenant_at).transpose()
     }
 
     pub(crate) async fn user_inner(
@@ -107,13 +118,16 @@ impl PostgresStore {
         tenant: TenantId,
         id: UserId,
     ) -> Result<Option<Subject>, StoreError> {
-        // One round trip: the user's facts and its template's current permissions (D6).
+        // One round trip: the user's facts and its template's current permissions (D6); the
+        // tenant and the user are the parameters, not read back, and the row is read by
+        // position (issue 14).
         let sql = crate::q(
             &self.prefix,
-            "SELECT u.tenant_id, u.id, u.role, u.status, u.crm_access, u.grants, u.template_id, \
-                    t.permissions AS template_permissions \
-             FROM #.users u LEFT JOIN #.role_templates t ON t.tenant_id = u.tenant_id AND t.id = u.template_id \
-             WHERE u.tenant_id = $1 AND u.id = $2",
+            &format!(
+                "SELECT {SUBJECT_COLUMNS} \
+                 FROM #.users u LEFT JOIN #.role_templates t ON t.tenant_id = u.tenant_id AND t.id = u.template_id \
+                 WHERE u.tenant_id = $1 AND u.id = $2"
+            ),
         );
         let row = self
             .hot
@@ -122,7 +136,9 @@ impl PostgresStore {
             })
             .await
             .map_err(map_err)?;
-        row.as_ref().map(subject_from_row).transpose()
+        row.as_ref()
+            .map(|r| At::new(r, 0).subject(tenant, id))
+            .transpose()
     }
 
     pub(crate) async fn user_by_email_inner(
@@ -242,7 +258,7 @@ impl PostgresStore {
             })
             .await
             .map_err(map_err)?;
-        row.as_ref().map(template_from_row).transpose()
+        row.as_ref().map(template_at).transpose()
     }
 
     pub(crate) async fn template_by_name_inner(
@@ -263,7 +279,7 @@ impl PostgresStore {
             })
             .await
             .map_err(map_err)?;
-        row.as_ref().map(template_from_row).transpose()
+        row.as_ref().map(template_at).transpose()
     }
 
     pub(crate) async fn templates_inner(
@@ -277,7 +293,7 @@ impl PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(map_err)?;
-        rows.iter().map(template_from_row).collect()
+        rows.iter().map(template_at).collect()
     }
 
     pub(crate) async fn count_template_users_inner(
@@ -353,7 +369,7 @@ impl PostgresStore {
             .map_err(map_err)?;
         let rows = fetched
             .iter()
-            .map(user_from_row)
+            .map(|r| At::new(r, 0).user())
             .collect::<Result<Vec<_>, _>>()?;
         Ok(sql::users_page(rows, query))
     }
@@ -374,7 +390,7 @@ impl PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(map_err)?;
-        rows.iter().map(tenant_from_row).collect()
+        rows.iter().map(tenant_at).collect()
     }
 
     pub(crate) async fn tombstone_inner(
