@@ -2,7 +2,7 @@
 //! each beside its floor (the bare engine doing the same work, in the same run):
 //!
 //! - `authorize`: one check of a user on a role template (one round trip: the user and its
-//!   template's permissions in one JOIN, on one of the store's own connections); floor
+//!   template's permissions in one statement, on one of the store's own connections); floor
 //!   `pk_round_trip`, a primary-key read of the same user on a held connection (beside it,
 //!   the same reads through the pool, and `Store::subject` with the pool only);
 //! - `invite`: invites per second with 8 concurrent clients, into one tenant (they contend
@@ -24,7 +24,7 @@
 //! `TENANTRY_BENCH_INVITE_CPU=<rounds>` first runs rounds of the invite workloads
 //! interleaved (2,000 invites each) and prints the CPU each invite cost this process and the
 //! server beside the throughput (`TENANTRY_BENCH_INVITE_CPU_ONLY=a,b` picks workloads,
-//! `TENANTRY_BENCH_COMMIT_AB=1` adds each tenantry workload on migration 5's commit
+//! `TENANTRY_BENCH_COMMIT_AB=1` adds each tenantry workload on migration 6's commit
 //! function); filter the criterion groups away (e.g. `-- --bench none`) to run only that.
 #![allow(
     missing_docs,
@@ -232,13 +232,13 @@ async fn analyze(pool: &sqlx::PgPool) {
     .unwrap();
 }
 
-/// Replaces `tenantry_commit` in the bench's schema with the one migration `version` (5 or
-/// 6) creates.
+/// Replaces `tenantry_commit` in the bench's schema with the one migration `version` (5, 6
+/// or 7) creates.
 async fn commit_function(pool: &sqlx::PgPool, version: u32) {
-    let file = if version == 5 {
-        include_str!("../migrations/0005_identity.sql")
-    } else {
-        include_str!("../migrations/0006_leaner_commit.sql")
+    let file = match version {
+        5 => include_str!("../migrations/0005_identity.sql"),
+        6 => include_str!("../migrations/0006_leaner_commit.sql"),
+        _ => include_str!("../migrations/0007_invite_without_lookup.sql"),
     };
     let start = file
         .find("CREATE OR REPLACE FUNCTION tenantry_commit(")
@@ -325,19 +325,19 @@ fn invite_cpu(
             {
                 continue;
             }
-            // `TENANTRY_BENCH_COMMIT_AB=1`: each tenantry workload twice, with migration 6's
-            // commit function and again with migration 5's (put back for the run, then
+            // `TENANTRY_BENCH_COMMIT_AB=1`: each tenantry workload twice, with migration 7's
+            // commit function and again with migration 6's (put back for the run, then
             // replaced), for a paired comparison.
             if kind == 1 && std::env::var("TENANTRY_BENCH_COMMIT_AB").as_deref() == Ok("1") {
                 let before = cpu_ticks();
                 let took = rt.block_on(async {
-                    commit_function(pool, 5).await;
+                    commit_function(pool, 6).await;
                     let took =
                         invites(app.clone(), tenants.to_vec(), shared, N, Arc::clone(next)).await;
-                    commit_function(pool, 6).await;
+                    commit_function(pool, 7).await;
                     took
                 });
-                report(round, &format!("{name}_m5"), took, before);
+                report(round, &format!("{name}_m6"), took, before);
             }
             let before = cpu_ticks();
             let took = rt.block_on(async {
@@ -490,7 +490,8 @@ fn benches(c: &mut Criterion) {
         });
     });
     // Where a check's time goes: the same primary-key read through the pool (an acquire
-    // and a release per call), and the store's own JOIN on a held connection.
+    // and a release per call), and the store's own statement (the user and its template's
+    // permissions; a JOIN before session 9) on a held connection.
     g.bench_function("pk_on_pool", |b| {
         b.to_async(&rt).iter(|| async {
             let found: Option<uuid::Uuid> =
@@ -511,10 +512,9 @@ fn benches(c: &mut Criterion) {
                 let started = Instant::now();
                 for _ in 0..iters {
                     let row = sqlx::query(
-                        "SELECT u.tenant_id, u.id, u.role, u.status, u.crm_access, u.grants, u.template_id, \
-                                t.permissions AS template_permissions \
-                         FROM users u LEFT JOIN role_templates t ON t.tenant_id = u.tenant_id AND t.id = u.template_id \
-                         WHERE u.tenant_id = $1 AND u.id = $2",
+                        "SELECT u.role, u.status, u.crm_access, u.grants, u.template_id, \
+                                (SELECT t.permissions FROM role_templates t WHERE t.tenant_id = $1 AND t.id = u.template_id) \
+                         FROM users u WHERE u.tenant_id = $1 AND u.id = $2",
                     )
                     .bind(black_box(tenant).as_uuid())
                     .bind(black_box(agent).as_uuid())
@@ -529,11 +529,10 @@ fn benches(c: &mut Criterion) {
     });
     // The store's statement itself (schema-qualified), through the pool, rows not decoded.
     let subject_sql = format!(
-        "SELECT u.tenant_id, u.id, u.role, u.status, u.crm_access, u.grants, u.template_id, \
-                t.permissions AS template_permissions \
-         FROM \"{schema}\".users u LEFT JOIN \"{schema}\".role_templates t \
-              ON t.tenant_id = u.tenant_id AND t.id = u.template_id \
-         WHERE u.tenant_id = $1 AND u.id = $2"
+        "SELECT u.role, u.status, u.crm_access, u.grants, u.template_id, \
+                (SELECT t.permissions FROM \"{schema}\".role_templates t \
+                 WHERE t.tenant_id = $1 AND t.id = u.template_id) \
+         FROM \"{schema}\".users u WHERE u.tenant_id = $1 AND u.id = $2"
     );
     g.bench_function("subject_sql_on_pool", |b| {
         b.to_async(&rt).iter(|| async {

@@ -120,12 +120,14 @@ impl PostgresStore {
     ) -> Result<Option<Subject>, StoreError> {
         // One round trip: the user's facts and its template's current permissions (D6); the
         // tenant and the user are the parameters, not read back, and the row is read by
-        // position (issue 14).
+        // position (issue 14). The template's permissions are a sub-select on its primary
+        // key rather than a join: without statistics the planner joined the template through
+        // a bitmap scan of the tenant's templates by name, and the sub-select is one probe
+        // of the key (at most one row, as the join's).
         let sql = crate::q(
             &self.prefix,
             &format!(
-                "SELECT {SUBJECT_COLUMNS} \
-                 FROM #.users u LEFT JOIN #.role_templates t ON t.tenant_id = u.tenant_id AND t.id = u.template_id \
+                "SELECT {SUBJECT_COLUMNS} FROM #.users u \
                  WHERE u.tenant_id = $1 AND u.id = $2"
             ),
         );

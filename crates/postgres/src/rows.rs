@@ -299,9 +299,10 @@ impl<'r> At<'r> {
     }
 }
 
-/// The columns [`At::subject`] reads, of the user aliased `u` and its template `t`.
-pub(crate) const SUBJECT_COLUMNS: &str =
-    "u.role, u.status, u.crm_access, u.grants, u.template_id, t.permissions";
+/// The columns [`At::subject`] reads, of the user aliased `u` (the tenant `$1`): its
+/// facts, then its template's permissions, NULL without a template of that tenant.
+pub(crate) const SUBJECT_COLUMNS: &str = "u.role, u.status, u.crm_access, u.grants, u.template_id, \
+     (SELECT t.permissions FROM #.role_templates t WHERE t.tenant_id = $1 AND t.id = u.template_id)";
 
 /// How many columns each list has (the snapshot's offsets).
 pub(crate) const TENANT_WIDTH: usize = 7;

@@ -1779,7 +1779,7 @@ async fn issue14_store_owned_connections_keep_the_pools_search_path_and_reconnec
         .unwrap()
         .with_hot_connections(1);
     assert_eq!(store.subject(t, a).await.unwrap().unwrap().user_id, a);
-    let needle = format!("\"{schema}\".users u LEFT JOIN");
+    let needle = format!("\"{schema}\".users u WHERE u.tenant_id");
     let before = backends_running(&admin, since, &needle).await;
     assert_eq!(
         before.len(),
