@@ -327,8 +327,11 @@ fn invite_cpu(
             }
             // `TENANTRY_BENCH_COMMIT_AB=1`: each tenantry workload twice, with migration 7's
             // commit function and again with migration 6's (put back for the run, then
-            // replaced), for a paired comparison.
-            if kind == 1 && std::env::var("TENANTRY_BENCH_COMMIT_AB").as_deref() == Ok("1") {
+            // replaced), for a paired comparison; migration 6's goes first in even rounds and
+            // second in odd ones (each run grows the tables and the tenant rows' dead
+            // versions, so the later run of a pair is the slower on equal work).
+            let ab = kind == 1 && std::env::var("TENANTRY_BENCH_COMMIT_AB").as_deref() == Ok("1");
+            let previous = || {
                 let before = cpu_ticks();
                 let took = rt.block_on(async {
                     commit_function(pool, 6).await;
@@ -338,6 +341,9 @@ fn invite_cpu(
                     took
                 });
                 report(round, &format!("{name}_m6"), took, before);
+            };
+            if ab && round % 2 == 0 {
+                previous();
             }
             let before = cpu_ticks();
             let took = rt.block_on(async {
@@ -352,6 +358,9 @@ fn invite_cpu(
                 }
             });
             report(round, name, took, before);
+            if ab && round % 2 == 1 {
+                previous();
+            }
         }
     }
 }
