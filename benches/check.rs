@@ -520,6 +520,9 @@ fn parallel(threads: usize, iters: u64, check: impl Fn(usize) + Sync) -> Duratio
 
 /// A template 500 users reference: the edit's commit, then the next check sees it.
 fn template_edit(c: &mut Criterion) {
+    if std::env::var_os("CHECK_IR").is_some() {
+        return; // instruction counts only (see `checks`)
+    }
     let w = world(1);
     let store = InMemoryStore::new();
     let (create, fill) = &w.changes[0];

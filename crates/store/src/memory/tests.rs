@@ -341,6 +341,43 @@ fn a_template_edit_is_one_store_for_all_its_users() {
     }
 }
 
+/// Over template slots in more than one chunk (the first holds 16) and many distinct direct
+/// grants, the check index answers as the rows do; users moved between templates too, and
+/// templates in the later chunk edited.
+#[test]
+fn d6_templates_in_later_chunks_and_many_grant_sets_agree_with_the_rows() {
+    let store = InMemoryStore::new();
+    let t = tenant_id(1);
+    new_tenant(&store, t);
+    let mut writes: Vec<Write> = (0..40)
+        .map(|n| Write::InsertTemplate(template(t, n, 1 << (n % 30))))
+        .collect();
+    let facts = |n: usize| Facts {
+        role: Role::User,
+        status: Status::Active,
+        template: (!n.is_multiple_of(3)).then_some(n % 40),
+        crm: n.is_multiple_of(2),
+        grants: (n as u32 * 7919) & ((1 << 30) - 1),
+    };
+    writes.extend((1..=400).map(|n| Write::InsertUser(user(t, n, &facts(n)))));
+    block_on(store.commit(&change(&store, t, writes), &[])).unwrap();
+    agree(&store, t, 400);
+    // Users change grants and templates; templates in the second chunk are edited.
+    let mut writes: Vec<Write> = (1..=400)
+        .step_by(7)
+        .map(|n| Write::UpdateUser(user(t, n, &facts(n + 1))))
+        .collect();
+    writes.push(Write::UpdateTemplate(template(t, 39, 0b1010)));
+    writes.push(Write::UpdateTemplate(template(t, 33, 0)));
+    block_on(store.commit(&change(&store, t, writes), &[])).unwrap();
+    agree(&store, t, 400);
+    let s = store.subject_now(t, user_id(79)).unwrap().unwrap().unwrap();
+    assert_eq!(
+        s.template,
+        Some((template_id(39), Permissions::from_bits_truncate(0b1010)))
+    );
+}
+
 #[test]
 fn claims_and_pending_listings_read_only_what_they_return() {
     use crate::{DeliveryState, DeliveryUpdate};
