@@ -4,7 +4,7 @@
 //! Per tenant, a table maps each user id to one packed word (status, role, CRM flag, direct
 //! grants and a template slot), and a slot array holds each template's id and current
 //! permissions, so a template edit is one store into one slot whatever the number of users
-//! referencing it. A directory maps tenant ids to their index in a table of the same kind.
+//! referencing it. A directory maps tenant ids to their index, the index itself in its entry.
 //!
 //! Readers take no lock and write no shared memory: every word is an atomic, and each tenant
 //! has a sequence counter in the manner of a seqlock. A writer, which
@@ -12,7 +12,7 @@
 //! reader reads the counter, the words, and the counter again, and keeps what it read only
 //! if the counter was even and unchanged. A reader that keeps meeting a writer gives up and
 //! the caller takes the locked path, so the answer is never stale and never torn. The
-//! directory needs no counter: its keys are only ever added, each word before its key (see
+//! directory needs no counter: its keys are only ever added, each value before its key (see
 //! [`Directory::get`]).
 //!
 //! Tables grow by building a larger generation beside the old one; old generations are kept
@@ -182,8 +182,8 @@ impl IdTable {
 
     /// The word of the key (0: absent); `None` only if the table is unreadable (a reader
     /// racing a writer, which the sequence check then refuses).
-    #[inline]
-    pub(crate) fn get(&self, hi: u64, lo: u64) -> Option<u64> {
+    #[cfg(test)]
+    fn get(&self, hi: u64, lo: u64) -> Option<u64> {
         self.get_hashed(hash(hi, lo), hi, lo)
     }
 
@@ -301,12 +301,6 @@ impl<T: Default> Chunks<T> {
     #[inline]
     pub(crate) fn get(&self, i: usize) -> Option<&T> {
         let (k, off) = Self::place(i);
-        self.get_at(k, off)
-    }
-
-    /// The item at a place [`Chunks::place`] computed: chunk `k`, offset `off`.
-    #[inline]
-    fn get_at(&self, k: usize, off: usize) -> Option<&T> {
         self.chunks.get(k)?.get()?.get(off)
     }
 
@@ -327,6 +321,10 @@ pub(crate) struct TemplateSlot {
     lo: AtomicU64,
     perms: AtomicU64,
 }
+
+/// Template slots held in the index itself (one load away from its first line); the rest
+/// are in chunks.
+const INLINE_TEMPLATES: usize = 32;
 
 const LIVE: u64 = 1 << 32;
 const ACTIVE: u64 = 1 << 33;
@@ -352,6 +350,7 @@ pub(crate) struct TenantIndex {
     /// Set when a store into the index failed: from then on every read takes the locked path.
     broken: AtomicBool,
     users: IdTable,
+    inline: [TemplateSlot; INLINE_TEMPLATES],
     templates: Chunks<TemplateSlot>,
 }
 
@@ -414,6 +413,15 @@ impl TenantIndex {
         (hi == 0 && lo == 0) || self.users.set(hi, lo, word.unwrap_or(0))
     }
 
+    /// The template slot `slot`, if it was ever made.
+    #[inline(always)]
+    fn template(&self, slot: usize) -> Option<&TemplateSlot> {
+        match self.inline.get(slot) {
+            Some(s) => Some(s),
+            None => self.templates.get(slot.checked_sub(INLINE_TEMPLATES)?),
+        }
+    }
+
     /// Stores a template slot (writer only): its id and permissions, or gone with `None`.
     pub(crate) fn set_template(
         &self,
@@ -423,7 +431,10 @@ impl TenantIndex {
     ) -> bool {
         let Some(s) = usize::try_from(slot)
             .ok()
-            .and_then(|i| self.templates.get_or_make(i))
+            .and_then(|i| match self.inline.get(i) {
+                Some(s) => Some(s),
+                None => self.templates.get_or_make(i.checked_sub(INLINE_TEMPLATES)?),
+            })
         else {
             return false;
         };
@@ -473,7 +484,7 @@ impl TenantIndex {
                 return Some((word, None, 0));
             }
             let slot = usize::try_from(word >> SLOT_SHIFT).ok()?;
-            let s = self.templates.get(slot)?;
+            let s = self.template(slot)?;
             Some((word, Some(s), s.perms.load(Ordering::Relaxed)))
         })?;
         if word == 0 {
@@ -518,14 +529,24 @@ impl TenantIndex {
     }
 }
 
-/// Tenant ids to the slot of their index, read without a lock. Tenants are never removed.
-/// Laid out as [`TenantIndex`] is: its flag and current generation in one line.
+/// A directory entry: a tenant id and its value (set before the id is stored).
+struct DirSlot<T> {
+    hi: AtomicU64,
+    lo: AtomicU64,
+    value: OnceLock<T>,
+}
+
+/// Tenant ids to their value, read without a lock or a sequence counter. Tenants are never
+/// removed. An entry holds the value itself, so a lookup is the current table, one entry,
+/// and the value. Laid out as [`TenantIndex`] is: its flag and current generation in one
+/// line.
 #[repr(C, align(64))]
 pub(crate) struct Directory<T> {
     /// Set when an insert failed: from then on every lookup takes the locked path.
     broken: AtomicBool,
-    ids: IdTable,
-    slots: Chunks<OnceLock<T>>,
+    current: AtomicUsize,
+    generations: [OnceLock<Box<[DirSlot<T>]>>; GENERATIONS],
+    /// Tenants in the directory (writer only).
     len: AtomicUsize,
 }
 
@@ -533,8 +554,8 @@ impl<T> Default for Directory<T> {
     fn default() -> Self {
         Self {
             broken: AtomicBool::new(false),
-            ids: IdTable::default(),
-            slots: Chunks::default(),
+            current: AtomicUsize::new(0),
+            generations: std::array::from_fn(|_| OnceLock::new()),
             len: AtomicUsize::new(0),
         }
     }
@@ -556,30 +577,54 @@ pub(crate) enum Entry<'a, T> {
     Unknown,
 }
 
-impl<T> Directory<T> {
+/// The entry of the key in `slots`, or the empty entry where it would go.
+#[inline(always)]
+fn dir_find<T>(slots: &[DirSlot<T>], hi: u64, lo: u64) -> Option<&DirSlot<T>> {
+    let mask = slots.len().checked_sub(1)?;
+    // Truncation is the point: the low bits of the hash pick the slot.
+    #[allow(clippy::cast_possible_truncation)]
+    let mut i = (hash(hi, lo) as usize) & mask;
+    for _ in 0..slots.len() {
+        let slot = slots.get(i)?;
+        // `lo` is stored last, with release, when a key is added: a reader that sees the
+        // whole key also sees its value.
+        let (h, l) = (
+            slot.hi.load(Ordering::Relaxed),
+            slot.lo.load(Ordering::Acquire),
+        );
+        if (h == hi && l == lo) || (h == 0 && l == 0) {
+            return Some(slot);
+        }
+        i = (i + 1) & mask;
+    }
+    None
+}
+
+impl<T: Clone> Directory<T> {
     /// The value of a tenant; `None` when the caller should take the locked path.
     ///
-    /// Read without the sequence counter: tenants are never removed or moved, a key's word
-    /// is stored before its key (see [`IdTable::set`]) and never changes, and a generation
-    /// is complete before it becomes the current one, so whatever a reader finds was true at
-    /// the moment it read it (a tenant being added may be missed: it is not there yet).
+    /// Read without a sequence counter: tenants are never removed or moved, an entry's
+    /// value is set before its key is stored and never changes, and a table is complete
+    /// before it becomes the current one, so whatever a reader finds was true at the moment
+    /// it read it (a tenant being added may be missed: it is not there yet).
     #[inline]
     pub(crate) fn get(&self, tenant: TenantId) -> Option<Entry<'_, T>> {
         let (hi, lo) = halves(tenant.as_uuid());
         if (hi == 0 && lo == 0) || self.broken.load(Ordering::Acquire) {
             return None;
         }
-        let word = self.ids.get(hi, lo)?;
-        if word == 0 {
+        let Some(slots) = self
+            .generations
+            .get(self.current.load(Ordering::Acquire))?
+            .get()
+        else {
+            return Some(Entry::Unknown);
+        };
+        let slot = dir_find(slots, hi, lo)?;
+        if slot.lo.load(Ordering::Relaxed) != lo || slot.hi.load(Ordering::Relaxed) != hi {
             return Some(Entry::Unknown);
         }
-        // The word is the slot's place, chunk and offset, computed once by the writer.
-        #[allow(clippy::cast_possible_truncation)]
-        let (k, off) = ((word >> 32) as usize, (word as u32) as usize);
-        self.slots
-            .get_at(k, off.checked_sub(1)?)?
-            .get()
-            .map(Entry::Known)
+        slot.value.get().map(Entry::Known)
     }
 
     /// Adds a tenant (writer only: the caller holds the lock of the tenant map). Should it
@@ -596,20 +641,72 @@ impl<T> Directory<T> {
             // Never looked up here (see `get`); the locked path serves it.
             return true;
         }
-        let slot = self.len.load(Ordering::Relaxed);
-        let Some(cell) = self.slots.get_or_make(slot) else {
-            return false;
-        };
-        if cell.set(value).is_err() {
+        let len = self.len.load(Ordering::Relaxed) + 1;
+        let at = self.current.load(Ordering::Relaxed);
+        let old = self
+            .generations
+            .get(at)
+            .and_then(OnceLock::get)
+            .map(|b| &**b);
+        if old.is_none_or(|s| len * 4 > s.len() * 3) && !self.grow(at, old, len) {
             return false;
         }
-        let (k, off) = Chunks::<OnceLock<T>>::place(slot);
-        let (Ok(k), Ok(off)) = (u64::try_from(k), u32::try_from(off + 1)) else {
+        let Some(slots) = self
+            .generations
+            .get(self.current.load(Ordering::Relaxed))
+            .and_then(OnceLock::get)
+        else {
             return false;
         };
-        let word = (k << 32) | u64::from(off);
-        self.len.store(slot + 1, Ordering::Relaxed);
-        self.ids.set(hi, lo, word)
+        let Some(slot) = dir_find(slots, hi, lo) else {
+            return false;
+        };
+        if slot.value.set(value).is_err() {
+            // The tenant is here already: the caller never inserts one twice.
+            return false;
+        }
+        slot.hi.store(hi, Ordering::Relaxed);
+        slot.lo.store(lo, Ordering::Release);
+        self.len.store(len, Ordering::Relaxed);
+        true
+    }
+
+    /// Makes the next table, at most half full with `len` tenants, from the current one.
+    fn grow(&self, at: usize, old: Option<&[DirSlot<T>]>, len: usize) -> bool {
+        let mut next = if old.is_some() { at + 1 } else { at };
+        while MIN_SLOTS << next < len * 2 {
+            next += 1;
+        }
+        let Some(cell) = self.generations.get(next) else {
+            return false;
+        };
+        let fresh: Box<[DirSlot<T>]> = (0..MIN_SLOTS << next)
+            .map(|_| DirSlot {
+                hi: AtomicU64::new(0),
+                lo: AtomicU64::new(0),
+                value: OnceLock::new(),
+            })
+            .collect();
+        for s in old.into_iter().flatten() {
+            let (hi, lo) = (s.hi.load(Ordering::Relaxed), s.lo.load(Ordering::Relaxed));
+            let Some(v) = s.value.get() else { continue };
+            if hi == 0 && lo == 0 {
+                continue;
+            }
+            let Some(slot) = dir_find(&fresh, hi, lo) else {
+                return false;
+            };
+            if slot.value.set(v.clone()).is_err() {
+                return false;
+            }
+            slot.hi.store(hi, Ordering::Relaxed);
+            slot.lo.store(lo, Ordering::Relaxed);
+        }
+        if cell.set(fresh).is_err() {
+            return false;
+        }
+        self.current.store(next, Ordering::Release);
+        true
     }
 }
 
@@ -767,7 +864,7 @@ mod tests {
         assert!(offset_of!(TenantIndex, broken) < 64);
         assert!(offset_of!(TenantIndex, users) + current + 8 <= 64);
         assert!(offset_of!(Directory<u64>, broken) < 64);
-        assert!(offset_of!(Directory<u64>, ids) + current + 8 <= 64);
+        assert!(offset_of!(Directory<u64>, current) + 8 <= 64);
     }
 
     #[test]
