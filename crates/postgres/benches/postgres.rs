@@ -753,6 +753,51 @@ fn benches(c: &mut Criterion) {
                 }
             });
         });
+        // The first page beside its floor interleaved, as `authorize`'s (criterion's
+        // benchmarks run seconds apart, and a shared machine's load moves in between): rounds
+        // of one floor page on a held connection and one `list_users`, each timed; medians.
+        if std::env::var("TENANTRY_BENCH_INTERLEAVED").as_deref() != Ok("0") {
+            let (floor, page) = rt.block_on(async {
+                let mut conn = pool.acquire().await.unwrap();
+                let (mut floor, mut page) = (Vec::new(), Vec::new());
+                for round in 0..2_200 {
+                    let started = Instant::now();
+                    let rows = sqlx::query(
+                        "SELECT tenant_id, id, email, role, status, template_id, crm_access, grants, created_at, last_login, invite_expires_at \
+                         FROM users WHERE tenant_id = $1 ORDER BY email_key ASC, id ASC LIMIT 51",
+                    )
+                    .bind(black_box(t).as_uuid())
+                    .fetch_all(&mut *conn)
+                    .await
+                    .unwrap();
+                    let between = Instant::now();
+                    let p = app
+                        .list_users(black_box(t), ActorRef::System, black_box(&first))
+                        .await
+                        .unwrap();
+                    let done = Instant::now();
+                    assert!(rows.len() == 51 && p.items.len() == 50);
+                    // The first 200 rounds warm both up.
+                    if round >= 200 {
+                        floor.push(between - started);
+                        page.push(done - between);
+                    }
+                }
+                (floor, page)
+            });
+            let median = |mut v: Vec<Duration>| {
+                v.sort_unstable();
+                v[v.len() / 2]
+            };
+            let (f, p) = (median(floor), median(page));
+            println!(
+                "postgres/page50 interleaved ({n} users, 2000 rounds): floor_first_page median \
+                 {:.1} µs, first_page median {:.1} µs ({:.2}x)",
+                f.as_secs_f64() * 1e6,
+                p.as_secs_f64() * 1e6,
+                p.as_secs_f64() / f.as_secs_f64()
+            );
+        }
         for (name, q) in [
             ("first_page", first),
             ("after_middle", after_middle),
