@@ -920,6 +920,33 @@ mod tests {
         assert!(d.get(id(1)).is_none());
     }
 
+    /// Tenants whose ids share one half (or have one half zero) sit in each other's probe
+    /// chains: only the whole id finds an entry, and a half-zero id is not an empty entry.
+    #[test]
+    fn d15_the_directory_tells_ids_sharing_a_half_apart() {
+        let d: Directory<u64> = Directory::default();
+        let shapes: [fn(u64) -> (u64, u64); 4] =
+            [|n| (0, n), |n| (n, 0), |n| (7, n), |n| (n + 7, 7)];
+        let id = |(a, b): (u64, u64)| TenantId::from_uuid(whole(a, b));
+        let mut want = Vec::new();
+        for n in 1..=200u64 {
+            for (k, shape) in shapes.iter().enumerate() {
+                let v = n * 10 + k as u64;
+                d.insert(id(shape(n)), v);
+                want.push((shape(n), v));
+            }
+        }
+        for &(key, v) in &want {
+            assert!(
+                matches!(d.get(id(key)), Some(Entry::Known(&got)) if got == v),
+                "{key:?}"
+            );
+        }
+        for shape in shapes {
+            assert!(matches!(d.get(id(shape(201))), Some(Entry::Unknown)));
+        }
+    }
+
     #[test]
     fn chunks_place_every_index_once() {
         let c: Chunks<AtomicU64> = Chunks::default();
