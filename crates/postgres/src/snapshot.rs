@@ -67,23 +67,20 @@ fn statement(shape: usize) -> String {
         param += 1;
         param
     };
-    if shape & ACTOR != 0 {
-        let p = next();
-        select.push(of("a", USER_COLUMNS));
-        select.push(of("at", TEMPLATE_COLUMNS));
+    // A user by its id (the next parameter) and that user's template, as `u` and `ut`.
+    let mut person = |u: &str, ut: &str, p| {
+        select.push(of(u, USER_COLUMNS));
+        select.push(of(ut, TEMPLATE_COLUMNS));
         from.push_str(&format!(
-            " LEFT JOIN #.users a ON a.tenant_id = t.id AND a.id = ${p} \
-             LEFT JOIN #.role_templates at ON at.tenant_id = t.id AND at.id = a.template_id"
+            " LEFT JOIN #.users {u} ON {u}.tenant_id = t.id AND {u}.id = ${p} \
+             LEFT JOIN #.role_templates {ut} ON {ut}.tenant_id = t.id AND {ut}.id = {u}.template_id"
         ));
+    };
+    if shape & ACTOR != 0 {
+        person("a", "at", next());
     }
     if shape & TARGET != 0 {
-        let p = next();
-        select.push(of("g", USER_COLUMNS));
-        select.push(of("gt", TEMPLATE_COLUMNS));
-        from.push_str(&format!(
-            " LEFT JOIN #.users g ON g.tenant_id = t.id AND g.id = ${p} \
-             LEFT JOIN #.role_templates gt ON gt.tenant_id = t.id AND gt.id = g.template_id"
-        ));
+        person("g", "gt", next());
     }
     if shape & TEMPLATE != 0 {
         let p = next();
