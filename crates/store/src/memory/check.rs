@@ -947,6 +947,33 @@ mod tests {
         }
     }
 
+    /// The directory fills to three quarters before it grows, and grows to at most half.
+    #[test]
+    fn d15_the_directory_grows_past_three_quarters_to_half() {
+        let d: Directory<u64> = Directory::default();
+        let size = |d: &Directory<u64>| {
+            d.generations[d.current.load(Ordering::Relaxed)]
+                .get()
+                .map_or(0, |g| g.len())
+        };
+        let id = |n: u64| TenantId::from_uuid(Uuid::from_u64_pair(n, n << 32));
+        let mut sizes = Vec::new();
+        for n in 1..=49u64 {
+            d.insert(id(n), n);
+            sizes.push(size(&d));
+        }
+        // 12 of 16 is three quarters: the 13th grows to 32; 24 of 32, then 64 at the 25th.
+        assert_eq!(sizes[0], 16);
+        assert_eq!(sizes[11], 16);
+        assert_eq!(sizes[12], 32);
+        assert_eq!(sizes[23], 32);
+        assert_eq!(sizes[24], 64);
+        assert_eq!(sizes[48], 128);
+        for n in 1..=49u64 {
+            assert!(matches!(d.get(id(n)), Some(Entry::Known(&v)) if v == n));
+        }
+    }
+
     #[test]
     fn chunks_place_every_index_once() {
         let c: Chunks<AtomicU64> = Chunks::default();
