@@ -6,7 +6,7 @@ use sqlx::postgres::{PgRow, PgValueFormat};
 use sqlx::{Row, ValueRef as _};
 use tenantry_core::{
     Counters, Email, IdentityId, Permission, Permissions, Role, RoleTemplate, Status, Subject,
-    TemplateId, TemplateName, Tenant, TenantId, TenantState, User, UserId,
+    TemplateId, Tenant, TenantId, TenantState, User, UserId,
 };
 use tenantry_store::StoreError;
 use tenantry_store::sql::{self, Columns};
@@ -115,7 +115,6 @@ macro_rules! readers {
 }
 
 readers! {
-    user_from_row => user -> tenantry_core::User,
     invitation_from_row => invitation -> tenantry_core::Invitation,
     tombstone_from_row => tombstone -> tenantry_core::Tombstone,
     outbox_from_row => outbox -> tenantry_store::OutboxRecord,
@@ -241,14 +240,7 @@ impl<'r> At<'r> {
 
     /// Columns: [`TEMPLATE_COLUMNS`] from `base` on.
     pub(crate) fn template(&self) -> Result<RoleTemplate, StoreError> {
-        let text = self.get::<&str>(2)?;
-        // A name stored before D22 may hold a format character: still readable (as the
-        // shared reader does).
-        let name = match TemplateName::parse(text) {
-            Ok(n) => n,
-            Err(_) if !text.trim().is_empty() => TemplateName::stored(text),
-            Err(e) => return Err(sql::corrupt(BACKEND, "name", e)),
-        };
+        let name = sql::template_name(BACKEND, self.get::<&str>(2)?)?;
         Ok(RoleTemplate {
             tenant_id: TenantId::from_uuid(self.id(0, "tenant_id")?),
             id: TemplateId::from_uuid(self.id(1, "id")?),

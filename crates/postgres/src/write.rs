@@ -14,8 +14,8 @@ use uuid::Uuid;
 
 use crate::PostgresStore;
 use crate::rows::{
-    self, BACKEND, OUTBOX_COLUMNS, USER_COLUMNS, backend, limit_i64, nanos, nanos_clamped,
-    outbox_from_row, perms_list, user_from_row,
+    self, At, BACKEND, OUTBOX_COLUMNS, USER_COLUMNS, backend, limit_i64, nanos, nanos_clamped,
+    outbox_from_row, perms_list,
 };
 
 /// SQLSTATEs after which the whole use case may be retried: serialization_failure,
@@ -379,7 +379,7 @@ impl PostgresStore {
                 return Ok(SignInOutcome::NotFound);
             };
             let recorded: bool = sqlx::Row::try_get(&row, "recorded").map_err(backend)?;
-            let found: User = user_from_row(&row)?;
+            let found: User = At::new(&row, 1).user()?;
             match (recorded, found.status) {
                 (true, _) => return Ok(SignInOutcome::Recorded(found)),
                 (false, Status::Active) => continue,

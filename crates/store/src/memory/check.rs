@@ -577,9 +577,9 @@ pub(crate) enum Entry<'a, T> {
     Unknown,
 }
 
-/// The entry of the key in `slots`, or the empty entry where it would go.
+/// The entry of the key in `slots` (`true`), or the empty entry where it would go (`false`).
 #[inline(always)]
-fn dir_find<T>(slots: &[DirSlot<T>], hi: u64, lo: u64) -> Option<&DirSlot<T>> {
+fn dir_find<T>(slots: &[DirSlot<T>], hi: u64, lo: u64) -> Option<(&DirSlot<T>, bool)> {
     let mask = slots.len().checked_sub(1)?;
     // Truncation is the point: the low bits of the hash pick the slot.
     #[allow(clippy::cast_possible_truncation)]
@@ -592,8 +592,11 @@ fn dir_find<T>(slots: &[DirSlot<T>], hi: u64, lo: u64) -> Option<&DirSlot<T>> {
             slot.hi.load(Ordering::Relaxed),
             slot.lo.load(Ordering::Acquire),
         );
-        if (h == hi && l == lo) || (h == 0 && l == 0) {
-            return Some(slot);
+        if h == hi && l == lo {
+            return Some((slot, true));
+        }
+        if h == 0 && l == 0 {
+            return Some((slot, false));
         }
         i = (i + 1) & mask;
     }
@@ -620,11 +623,10 @@ impl<T: Clone> Directory<T> {
         else {
             return Some(Entry::Unknown);
         };
-        let slot = dir_find(slots, hi, lo)?;
-        if slot.lo.load(Ordering::Relaxed) != lo || slot.hi.load(Ordering::Relaxed) != hi {
-            return Some(Entry::Unknown);
+        match dir_find(slots, hi, lo)? {
+            (slot, true) => slot.value.get().map(Entry::Known),
+            (_, false) => Some(Entry::Unknown),
         }
-        slot.value.get().map(Entry::Known)
     }
 
     /// Adds a tenant (writer only: the caller holds the lock of the tenant map). Should it
@@ -658,11 +660,11 @@ impl<T: Clone> Directory<T> {
         else {
             return false;
         };
-        let Some(slot) = dir_find(slots, hi, lo) else {
+        // Found already (`true`): the caller never inserts a tenant twice.
+        let Some((slot, false)) = dir_find(slots, hi, lo) else {
             return false;
         };
         if slot.value.set(value).is_err() {
-            // The tenant is here already: the caller never inserts one twice.
             return false;
         }
         slot.hi.store(hi, Ordering::Relaxed);
@@ -693,7 +695,7 @@ impl<T: Clone> Directory<T> {
             if hi == 0 && lo == 0 {
                 continue;
             }
-            let Some(slot) = dir_find(&fresh, hi, lo) else {
+            let Some((slot, false)) = dir_find(&fresh, hi, lo) else {
                 return false;
             };
             if slot.value.set(v.clone()).is_err() {

@@ -294,19 +294,24 @@ pub fn template<R: Columns>(row: &R) -> Result<RoleTemplate, StoreError> {
     Ok(RoleTemplate {
         id: TemplateId::from_uuid(row.id("id")?),
         tenant_id: TenantId::from_uuid(row.id("tenant_id")?),
-        name: {
-            // A name stored before D22 may hold a format character: still readable.
-            let text = row.text("name")?;
-            match TemplateName::parse(&text) {
-                Ok(n) => n,
-                Err(_) if !text.trim().is_empty() => TemplateName::stored(&text),
-                Err(e) => return Err(corrupt(R::BACKEND, "name", e)),
-            }
-        },
+        name: template_name(R::BACKEND, &row.text("name")?)?,
         permissions: row.perms("permissions")?,
         created_at: row.time("created_at")?,
         updated_at: row.time("updated_at")?,
     })
+}
+
+/// A stored template name: one stored before D22 may hold a format character and is still
+/// readable; only an empty one is corrupt.
+///
+/// # Errors
+/// [`Corrupt`] for a blank name.
+pub fn template_name(backend: &'static str, text: &str) -> Result<TemplateName, StoreError> {
+    match TemplateName::parse(text) {
+        Ok(n) => Ok(n),
+        Err(_) if !text.trim().is_empty() => Ok(TemplateName::stored(text)),
+        Err(e) => Err(corrupt(backend, "name", e)),
+    }
 }
 
 /// The invitation columns every backend selects.
