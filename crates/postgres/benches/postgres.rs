@@ -6,10 +6,12 @@
 //!   `pk_round_trip`, a primary-key read of the same user on a held connection (beside it,
 //!   the same reads through the pool, and `Store::subject` with the pool only);
 //! - `invite`: invites per second with 8 concurrent clients, into one tenant (they contend
-//!   for its row lock and version, D16) and into 8 tenants (one each); floor
+//!   for its row lock and version, D16) and into 8 tenants (one each), on a store with one
+//!   connection of its own per client (`with_hot_connections(8)`); floor
 //!   `floor_one_tenant` / `floor_tenant_each`: plain SQL doing the same writes (lock the
 //!   tenant row, insert the user, its invitation, its audit record and its mail, set the
-//!   version) in one transaction of one round trip, a held connection per client;
+//!   version; the same bytes as tenantry's rows: its real mail and event) in one transaction
+//!   of one round trip, a held connection per client;
 //! - `page50`: one page of 50 users at 1k and at 100k users (D18: keyset pagination on an
 //!   index, so the ratio stays near 1), floor `floor_*`: the same statement, plain, on a
 //!   held connection. The 100k users are seeded with one bulk SQL insert.
@@ -19,8 +21,9 @@
 //!
 //! `cargo bench -p tenantry-postgres --bench postgres -- --warm-up-time 1 --measurement-time 3`
 //!
-//! `TENANTRY_BENCH_ANALYZE=1` runs `ANALYZE` on the bench's schema before tenantry's invite
-//! groups, as autovacuum would on a server that has it on (this machine's has it off).
+//! Before each invite group (the floors' and tenantry's alike) the bench does what autovacuum
+//! does on a server with the default settings (this machine's runs with `autovacuum = off`):
+//! `VACUUM (ANALYZE)` of its schema's tables. `TENANTRY_BENCH_MAINTAIN=0` leaves it out.
 //! `TENANTRY_BENCH_INVITE_CPU=<rounds>` first runs rounds of the invite workloads
 //! interleaved (2,000 invites each) and prints the CPU each invite cost this process and the
 //! server beside the throughput (`TENANTRY_BENCH_INVITE_CPU_ONLY=a,b` picks workloads,
@@ -81,16 +84,94 @@ async fn store(schema: &str) -> PostgresStore {
     store
 }
 
-/// The floor of an invite: what tenantry's commit of an invite writes, as plain SQL in one
-/// transaction sent in one round trip (a simple-query string: the values are generated
-/// here, never taken from outside).
-fn floor_invite_sql(tenant: TenantId, n: u64) -> String {
+/// What one tenantry invite wrote into the rows the floor also writes, byte for byte: its
+/// mail's subject and bodies and its audit record's action and event, so the floor stores as
+/// many bytes per invite as tenantry does (same rows: tenantry's real mail, not a stub).
+#[derive(Clone)]
+struct InviteBytes {
+    subject: String,
+    text: String,
+    html: String,
+    action: String,
+    event: String,
+}
+
+/// The bytes of a real invite: one `Tenantry::invite` into a tenant of its own, read back.
+async fn invite_bytes(app: &Tenantry, pool: &sqlx::PgPool) -> InviteBytes {
+    let (t, a) = app
+        .create_tenant(
+            "Invite bytes",
+            None,
+            Email::parse("admin@bytes.test").unwrap(),
+        )
+        .await
+        .unwrap();
+    let invited = app
+        .invite(
+            t,
+            a,
+            &InviteRequest {
+                email: Email::parse("u0@bytes.test").unwrap(),
+                role: Role::User,
+                template_id: None,
+                crm_access: false,
+                grants: Permissions::empty(),
+            },
+        )
+        .await
+        .unwrap();
+    let (subject, text, html): (String, String, String) = sqlx::query_as(
+        "SELECT subject, body_text, body_html FROM outbox WHERE tenant_id = $1 AND user_id = $2",
+    )
+    .bind(t.as_uuid())
+    .bind(invited.user.id.as_uuid())
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let (action, event): (String, String) = sqlx::query_as(
+        "SELECT action, event FROM audit_log WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(t.as_uuid())
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let bytes = InviteBytes {
+        subject,
+        text,
+        html,
+        action,
+        event,
+    };
+    for v in [
+        &bytes.subject,
+        &bytes.text,
+        &bytes.html,
+        &bytes.action,
+        &bytes.event,
+    ] {
+        assert!(!v.contains("$b$"), "the floor quotes these with $b$");
+    }
+    bytes
+}
+
+/// One floor invite: the same writes as `Tenantry::invite`'s commit (the same rows, and the
+/// same bytes in them: [`InviteBytes`]), in plain SQL, as one transaction sent in one round
+/// trip (a simple-query string: the values are generated here or read back from tenantry's
+/// own rows, never taken from outside).
+fn floor_invite_sql(tenant: TenantId, n: u64, b: &InviteBytes) -> String {
     let t = tenant.as_uuid();
     let (user, msg) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
     let hash = format!(
         "{:064x}",
         u128::from(n as u32) << 64 | u128::from(user.as_u128() as u64)
     );
+    let InviteBytes {
+        subject,
+        text,
+        html,
+        action,
+        event,
+    } = b;
     format!(
         "BEGIN; \
          SELECT version FROM tenants WHERE id = '{t}' FOR NO KEY UPDATE; \
@@ -101,9 +182,9 @@ fn floor_invite_sql(tenant: TenantId, n: u64) -> String {
          UPDATE tenants SET version = version + 1 WHERE id = '{t}'; \
          UPDATE audit_heads SET seq = seq + 1 WHERE tenant_id = '{t}'; \
          INSERT INTO audit_log (tenant_id, seq, at, action, event) \
-           SELECT '{t}', seq, 1, '\"user_invited\"', '{{\"floor\": {n}}}' FROM audit_heads WHERE tenant_id = '{t}'; \
+           SELECT '{t}', seq, 1, $b${action}$b$, $b${event}$b$ FROM audit_heads WHERE tenant_id = '{t}'; \
          INSERT INTO outbox (tenant_id, id, user_id, recipient, subject, body_text, body_html, state, attempts, next_attempt_at, created_at) \
-           VALUES ('{t}', '{msg}', '{user}', 'f{n}@floor.test', 'You are invited', 'text', '<p>html</p>', 'pending', 0, 1, 1); \
+           VALUES ('{t}', '{msg}', '{user}', 'f{n}@floor.test', $b${subject}$b$, $b${text}$b$, $b${html}$b$, 'pending', 0, 1, 1); \
          COMMIT"
     )
 }
@@ -141,6 +222,7 @@ async fn floor_invites(
     shared: bool,
     iters: u64,
     next: Arc<AtomicU64>,
+    bytes: InviteBytes,
 ) -> Duration {
     let mut conns = Vec::new();
     for _ in 0..CLIENTS {
@@ -150,11 +232,12 @@ async fn floor_invites(
     fan_out(iters, |k, share| {
         let mut conn = conns.next().unwrap();
         let next = Arc::clone(&next);
+        let bytes = bytes.clone();
         let (t, _) = tenants[if shared { 0 } else { k as usize }];
         async move {
             for _ in 0..share {
                 let n = next.fetch_add(1, Ordering::Relaxed);
-                let sql = floor_invite_sql(t, n);
+                let sql = floor_invite_sql(t, n, &bytes);
                 sqlx::Executor::execute(&mut *conn, sql.as_str())
                     .await
                     .unwrap();
@@ -224,13 +307,23 @@ async fn snapshots(
     .await
 }
 
-/// What autovacuum does once a table has grown (this machine's server runs with
-/// `autovacuum = off`, so nothing else does): statistics for the planner, for every table of
-/// the bench's schema. It also invalidates the plans the connections cached, so the next
-/// statement of each is planned again on them.
-async fn analyze(pool: &sqlx::PgPool) {
+/// What autovacuum does on a server with the default settings, which this machine's does not
+/// have (it runs with `autovacuum = off`): vacuum and analyze every table of the bench's
+/// schema. Run before each invite group, the floors' and tenantry's alike, where autovacuum
+/// would have run by then (it visits a database once a minute, and these tables pass its
+/// thresholds within seconds). Without it: the tenant rows' dead versions are never removed
+/// from `tenants_pkey` (every later lock of a tenant walks them), and without statistics the
+/// plans that tenantry's connections prepared on near-empty tables keep walking a tenant's
+/// whole range in `users_by_status` for a lookup by id or by address (measured: five index
+/// entries per lookup of a tenant row, and a range walk per snapshot), where the floor's
+/// plain SQL is planned again at every statement. Analyzing invalidates those plans, as
+/// autovacuum's analyze does. `TENANTRY_BENCH_MAINTAIN=0` leaves it out.
+async fn maintain(pool: &sqlx::PgPool) {
+    if std::env::var("TENANTRY_BENCH_MAINTAIN").as_deref() == Ok("0") {
+        return;
+    }
     sqlx::raw_sql(
-        "ANALYZE tenants, users, role_templates, invitations, tombstones, audit_log, \
+        "VACUUM (ANALYZE) tenants, users, role_templates, invitations, tombstones, audit_log, \
          audit_heads, outbox",
     )
     .execute(pool)
@@ -290,7 +383,7 @@ fn invite_cpu(
     store: &PostgresStore,
     app: &Tenantry,
     pool: &sqlx::PgPool,
-    tenants: &[(TenantId, UserId)],
+    (tenants, bytes): (&[(TenantId, UserId)], &InviteBytes),
     next: &Arc<AtomicU64>,
     rounds: u32,
 ) {
@@ -313,10 +406,7 @@ fn invite_cpu(
         );
     };
     for round in 0..rounds {
-        if round == 1 && std::env::var("TENANTRY_BENCH_ANALYZE").as_deref() == Ok("1") {
-            rt.block_on(analyze(pool));
-            println!("invite_cpu: analyzed");
-        }
+        rt.block_on(maintain(pool));
         for (name, shared, kind) in [
             ("floor_tenant_each", false, 0),
             ("tenant_each", false, 1),
@@ -355,8 +445,15 @@ fn invite_cpu(
             let took = rt.block_on(async {
                 match kind {
                     0 => {
-                        floor_invites(pool.clone(), tenants.to_vec(), shared, N, Arc::clone(next))
-                            .await
+                        floor_invites(
+                            pool.clone(),
+                            tenants.to_vec(),
+                            shared,
+                            N,
+                            Arc::clone(next),
+                            bytes.clone(),
+                        )
+                        .await
                     }
                     1 => invites(app.clone(), tenants.to_vec(), shared, N, Arc::clone(next)).await,
                     2 => snapshots(store.clone(), tenants.to_vec(), N, Arc::clone(next)).await,
@@ -667,6 +764,7 @@ fn benches(c: &mut Criterion) {
         }
         out
     });
+    let bytes = rt.block_on(invite_bytes(&app, &pool));
     let mut g = c.benchmark_group("postgres/invite_8_clients");
     g.throughput(Throughput::Elements(1));
     if let Ok(rounds) = std::env::var("TENANTRY_BENCH_INVITE_CPU") {
@@ -675,12 +773,13 @@ fn benches(c: &mut Criterion) {
             &store,
             &app,
             &pool,
-            &tenants,
+            (&tenants, &bytes),
             &next,
             rounds.parse().unwrap_or(3),
         );
     }
     for (name, shared) in [("floor_one_tenant", true), ("floor_tenant_each", false)] {
+        rt.block_on(maintain(&pool));
         g.bench_function(name, |b| {
             b.to_async(&rt).iter_custom(|iters| {
                 floor_invites(
@@ -689,26 +788,20 @@ fn benches(c: &mut Criterion) {
                     shared,
                     iters,
                     Arc::clone(&next),
+                    bytes.clone(),
                 )
             });
         });
     }
-    // `TENANTRY_BENCH_ANALYZE=1`: ANALYZE once the floors' writes grew the tables from a few
-    // rows to thousands, as autovacuum would on a server that has it on (this one has it
-    // off). Without statistics the planner costs every index of users that leads with
-    // tenant_id alike for a lookup by id or by address, and the plans the store's
-    // connections and tenantry_commit cache on the near-empty tables walk the tenant's range
-    // in users_by_status; the floor's plain SQL is planned at every statement. Off by
-    // default: in paired rounds (`TENANTRY_BENCH_INVITE_CPU`) it removed those scans from the
-    // server's profile but did not measurably change the throughput at these table sizes.
-    if std::env::var("TENANTRY_BENCH_ANALYZE").as_deref() == Ok("1") {
-        rt.block_on(analyze(&pool));
-    }
+    // Tenantry on a store with one connection of its own per client (its snapshot and its
+    // commit run there), as the floor holds one connection per client.
+    let held = app_on(&store.clone().with_hot_connections(CLIENTS as usize));
     for (name, shared) in [("one_tenant", true), ("tenant_each", false)] {
+        rt.block_on(maintain(&pool));
         g.bench_function(name, |b| {
             b.to_async(&rt).iter_custom(|iters| {
                 invites(
-                    app.clone(),
+                    held.clone(),
                     tenants.clone(),
                     shared,
                     iters,

@@ -92,7 +92,7 @@ pub use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
-    /// The connections the store opens itself for its one-row reads.
+    /// The connections the store opens itself for its hot statements (reads and commits).
     hot: Arc<hot::Hot>,
     schema: Option<String>,
     /// `"schema".` when the store has a schema, else empty: put before every table and

@@ -109,12 +109,13 @@ impl PostgresStore {
     /// # let _ = app; Ok(()) }
     /// ```
     ///
-    /// The one-row reads (a check's subject, a user, a tenant, …) run on up to
+    /// The one-row reads (a check's subject, a user, a tenant, …), the snapshot a use case
+    /// decides on and the commit of its change run on up to
     /// [`DEFAULT_HOT_CONNECTIONS`](crate::DEFAULT_HOT_CONNECTIONS) connections the store opens itself, from the pool's
     /// connect options and with the `search_path` of the pool's connections: taking a
-    /// connection from sqlx's pool costs more than such a read. They are opened at the first
-    /// reads, count against the server's `max_connections` beside the pool's, and the pool
-    /// serves the reads while they are all busy. See [`PostgresStore::with_hot_connections`].
+    /// connection from sqlx's pool costs more than such a statement. They are opened at the
+    /// first statements, count against the server's `max_connections` beside the pool's, and
+    /// the pool serves the statements while they are all busy. See [`PostgresStore::with_hot_connections`].
     #[must_use]
     pub fn new(pool: PgPool) -> Self {
         Self {
@@ -126,7 +127,7 @@ impl PostgresStore {
         }
     }
 
-    /// Opens at most `n` connections of the store's own for its one-row reads (default
+    /// Opens at most `n` connections of the store's own for its hot statements (default
     /// [`DEFAULT_HOT_CONNECTIONS`](crate::DEFAULT_HOT_CONNECTIONS); 0: every statement goes through the pool). Call it
     /// before the store's first read and before cloning it: the set is the clone's own from
     /// here on, and the connections of the set it replaces close when their last holder goes.
@@ -134,9 +135,10 @@ impl PostgresStore {
     /// Each is opened at need from the pool's connect options (server, credentials, TLS and
     /// the `options` such as `search_path` and `lock_timeout`), then given the `search_path`
     /// a connection of the pool has (so one set by an `after_connect` hook holds too), and
-    /// keeps its prepared statements. A read finding them all busy goes through the pool; a
-    /// connection that broke is dropped, its read sent again on the pool, and a fresh one
-    /// opened at a later read. [`PostgresStore::close`] closes them with the pool.
+    /// keeps its prepared statements. A statement finding them all busy goes through the
+    /// pool; a connection that broke is dropped and a fresh one opened at a later statement.
+    /// A read on it is sent again on the pool; a commit is not (the server may have run it),
+    /// and returns its error. [`PostgresStore::close`] closes them with the pool.
     #[must_use]
     pub fn with_hot_connections(mut self, n: usize) -> Self {
         self.hot = Arc::new(crate::hot::Hot::new(n));

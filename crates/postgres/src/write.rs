@@ -280,7 +280,8 @@ impl PostgresStore {
         let text: Vec<&str> = outbox.iter().map(|m| m.text.as_str()).collect();
         let html: Vec<&str> = outbox.iter().map(|m| m.html.as_str()).collect();
         let expected = change.expected_version;
-        sqlx::query(&crate::q(&self.prefix, COMMIT_SQL))
+        let sql = crate::q(&self.prefix, COMMIT_SQL);
+        let query = sqlx::query(&sql)
             .bind(tenant.as_uuid())
             .bind(i64::try_from(expected).map_err(backend)?)
             .bind(i64::try_from(change.counters.version).map_err(backend)?)
@@ -297,8 +298,9 @@ impl PostgresStore {
             .bind(subject)
             .bind(text)
             .bind(html)
-            .bind(nanos(now)?)
-            .execute(&self.pool)
+            .bind(nanos(now)?);
+        self.hot
+            .execute_once(&self.pool, query)
             .await
             .map_err(|e| commit_err(e, expected))?;
         Ok(())

@@ -1728,6 +1728,65 @@ async fn backends_running(pool: &sqlx::PgPool, since: f64, needle: &str) -> Vec<
 }
 
 #[tokio::test]
+async fn issue14_a_commit_runs_on_a_store_owned_connection_and_is_never_sent_twice() {
+    let (store, guard) = common::fresh(2).await;
+    let (app, t, _a) = app_on(store.clone(), None).await;
+    let schema = guard.name().to_owned();
+    store.close().await;
+    drop(app);
+    let admin = pool_with_hook(&schema, 1).await;
+    let since: f64 = sqlx::query_scalar("SELECT extract(epoch FROM clock_timestamp())::float8")
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    let version = |admin: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, i64>("SELECT version FROM tenants WHERE id = $1")
+            .bind(t.as_uuid())
+            .fetch_one(&admin)
+            .await
+            .unwrap()
+    };
+    let pool = pool_with_hook(&schema, 2).await;
+    let store = PostgresStore::new(pool.clone())
+        .with_schema(&schema)
+        .unwrap()
+        .with_hot_connections(1);
+
+    // The commit runs on the connection the store opened for its read of the tenant.
+    let first = change_on(&store, t, vec![], 0).await;
+    store.commit(&first, &[]).await.unwrap();
+    let ran = backends_running(&admin, since, "tenantry_commit(").await;
+    assert_eq!(ran.len(), 1, "one backend ran the commit: {ran:?}");
+    assert_eq!(store.hot_connections(), 1);
+    let at = version(admin.clone()).await;
+    assert_eq!(u64::try_from(at).unwrap(), first.counters.version);
+
+    // The server ends that connection before the next commit: the commit fails, is not
+    // sent again (on the pool or anywhere), writes nothing, and the connection is dropped.
+    let second = change_on(&store, t, vec![], 0).await;
+    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 5000)")
+        .bind(ran[0])
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    assert!(ended);
+    let err = store.commit(&second, &[]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Backend { .. }), "{err:?}");
+    assert_eq!(version(admin.clone()).await, at, "nothing was written");
+    assert_eq!(store.hot_connections(), 0, "the broken connection is gone");
+
+    // The same change again: committed once, on a new connection of the store's own.
+    store.commit(&second, &[]).await.unwrap();
+    assert_eq!(version(admin.clone()).await, at + 1);
+    assert_eq!(store.hot_connections(), 1);
+    let now = backends_running(&admin, since, "tenantry_commit(").await;
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_ne!(now[0], ran[0]);
+    admin.close().await;
+    store.close().await;
+}
+
+#[tokio::test]
 async fn issue14_store_owned_connections_keep_the_pools_search_path_and_reconnect() {
     let (store, guard) = common::fresh(2).await;
     let (app, t, a) = app_on(store.clone(), None).await;
