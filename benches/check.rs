@@ -9,6 +9,8 @@
 //!   the same hash and load): the least a check by (tenant id, user id) reads.
 //! - `…/memory_authorize`: `Tenantry::authorize` on `InMemoryStore`, the future polled once.
 //! - `…/memory_authorize_now`: `Tenantry::authorize_now`, the synchronous path.
+//! - `…/memory_authorize_held_now`: `Tenantry::authorize_held_now`, through checks the host
+//!   took hold of (`Tenantry::hold`), one per pick, in hand as the ids are.
 //! - `…/sqlite_authorize` (1 tenant): an owning `SqliteStore`, every subject in its cache.
 //! - `check/threads/…`: checks per second of one and of two threads at once
 //!   (throughput in elements: one element is one check).
@@ -40,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use tenantry::prelude::*;
-use tenantry::{Store, TenantId, UserId};
+use tenantry::{HeldCheck, Store, TenantId, UserId};
 use tenantry_core::decide;
 use tenantry_core::{
     Change, Counters, Decision, Reason, RoleTemplate, TemplateId, TemplateName, Tenant, User, Write,
@@ -470,6 +472,16 @@ fn ir_memory_authorize_now(app: &Tenantry, w: &World, k: usize) -> Decision {
 }
 
 #[inline(never)]
+fn ir_memory_authorize_held_now(
+    app: &Tenantry,
+    held: &[(HeldCheck, Request)],
+    k: usize,
+) -> Decision {
+    let (h, r) = &held[k];
+    app.authorize_held_now(h, *r).unwrap().unwrap()
+}
+
+#[inline(never)]
 fn ir_memory_authorize(app: &Tenantry, w: &World, k: usize) -> Decision {
     let (t, u, r) = w.asks[k];
     once(app.authorize(t, u, r)).unwrap()
@@ -508,6 +520,21 @@ fn checks(c: &mut Criterion) {
         same_answers(&w, "memory authorize_now", |t, u, r| {
             app.authorize_now(t, u, r).unwrap().unwrap()
         });
+        // The same picks through checks held by the host (one per pick, in hand as the ids
+        // are), answered as the floor answers them.
+        let held: Vec<(HeldCheck, Request)> = w
+            .asks
+            .iter()
+            .map(|&(t, u, r)| (app.hold(t, u).expect("held"), r))
+            .collect();
+        for (p, (h, r)) in w.picks.iter().zip(&held) {
+            let want = floor_check(&w.floor[p.tenant as usize], p.user as usize, p.request);
+            let got = app.authorize_held_now(h, *r).unwrap().unwrap();
+            assert_eq!(
+                got, want,
+                "memory authorize_held_now disagrees with the floor"
+            );
+        }
         // `CHECK_IR=1`: each engine once over every pick, through the `ir_*` functions, and
         // no timing (for callgrind's instruction counts).
         if std::env::var_os("CHECK_IR").is_some() {
@@ -515,6 +542,7 @@ fn checks(c: &mut Criterion) {
                 black_box(ir_floor(&w, k));
                 black_box(ir_keyed_floor(&keyed, &w, k));
                 black_box(ir_memory_authorize_now(&app, &w, k));
+                black_box(ir_memory_authorize_held_now(&app, &held, k));
                 black_box(ir_memory_authorize(&app, &w, k));
             }
             continue;
@@ -557,6 +585,13 @@ fn checks(c: &mut Criterion) {
                 i = i.wrapping_add(1);
                 let (t, u, r) = w.asks[i & mask];
                 black_box(keyed.check(t, u, r))
+            });
+        });
+        g.bench_function("memory_authorize_held_now", |b| {
+            b.iter(|| {
+                i = i.wrapping_add(1);
+                let (h, r) = &held[i & mask];
+                black_box(app.authorize_held_now(h, *r))
             });
         });
         g.bench_function("memory_authorize", |b| {
@@ -610,6 +645,18 @@ fn checks(c: &mut Criterion) {
                         parallel(threads, iters, |k| {
                             let (t, u, r) = w.asks[k & mask];
                             black_box(app.authorize_now(t, u, r));
+                        })
+                    });
+                },
+            );
+            g.bench_with_input(
+                BenchmarkId::new("memory_authorize_held_now", threads),
+                &threads,
+                |b, &threads| {
+                    b.iter_custom(|iters| {
+                        parallel(threads, iters, |k| {
+                            let (h, r) = &held[k & mask];
+                            black_box(app.authorize_held_now(h, *r));
                         })
                     });
                 },

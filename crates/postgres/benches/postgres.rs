@@ -96,6 +96,17 @@ struct InviteBytes {
     event: String,
 }
 
+/// An invite of a plain user (no template, no CRM access, no grants) at `address`.
+fn plain_invite(address: &str) -> InviteRequest {
+    InviteRequest {
+        email: Email::parse(address).unwrap(),
+        role: Role::User,
+        template_id: None,
+        crm_access: false,
+        grants: Permissions::empty(),
+    }
+}
+
 /// The bytes of a real invite: one `Tenantry::invite` into a tenant of its own, read back.
 async fn invite_bytes(app: &Tenantry, pool: &sqlx::PgPool) -> InviteBytes {
     let (t, a) = app
@@ -107,17 +118,7 @@ async fn invite_bytes(app: &Tenantry, pool: &sqlx::PgPool) -> InviteBytes {
         .await
         .unwrap();
     let invited = app
-        .invite(
-            t,
-            a,
-            &InviteRequest {
-                email: Email::parse("u0@bytes.test").unwrap(),
-                role: Role::User,
-                template_id: None,
-                crm_access: false,
-                grants: Permissions::empty(),
-            },
-        )
+        .invite(t, a, &plain_invite("u0@bytes.test"))
         .await
         .unwrap();
     let (subject, text, html): (String, String, String) = sqlx::query_as(
@@ -262,19 +263,9 @@ async fn invites(
         async move {
             for _ in 0..share {
                 let n = next.fetch_add(1, Ordering::Relaxed);
-                app.invite(
-                    t,
-                    a,
-                    &InviteRequest {
-                        email: Email::parse(&format!("u{n}@inv.test")).unwrap(),
-                        role: Role::User,
-                        template_id: None,
-                        crm_access: false,
-                        grants: Permissions::empty(),
-                    },
-                )
-                .await
-                .unwrap();
+                app.invite(t, a, &plain_invite(&format!("u{n}@inv.test")))
+                    .await
+                    .unwrap();
             }
         }
     })

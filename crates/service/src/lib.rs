@@ -79,8 +79,8 @@ pub use tenantry_mail::{
     Rendered, Renderer, escape_html,
 };
 pub use tenantry_store::{
-    Cursor, DeliveryState, InMemoryStore, Membership, OutboxRecord, Page, Person, SortBy, Store,
-    StoreError, TenantCursor, UserQuery,
+    Cursor, DeliveryState, HeldCheck, InMemoryStore, Membership, OutboxRecord, Page, Person,
+    SortBy, Store, StoreError, TenantCursor, UserQuery,
 };
 use time::Duration;
 

@@ -51,7 +51,7 @@ use tenantry_core::{
 use tenantry_mail::Message;
 use time::OffsetDateTime;
 
-pub use memory::InMemoryStore;
+pub use memory::{HeldCheck, InMemoryStore};
 pub use query::{
     Cursor, CursorError, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Membership, Page, Person, SortBy,
     TenantCursor, UserQuery,
@@ -530,6 +530,18 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         }))
     }
 
+    /// Takes hold of one user's checks, for a host that checks the same user many times (a
+    /// session): the returned [`HeldCheck`] decides from memory without finding the tenant
+    /// and the user again ([`HeldCheck::decide_now`]), and gives the same answers as
+    /// [`Store::decide_now`] ([current access (D6)](tenantry_core::Rule::CurrentAccess):
+    /// it reads the same words at every check). `None` when the store cannot answer from
+    /// memory or does not hold the user now. The default is `None`; the in-memory store
+    /// overrides it.
+    fn hold_now(&self, tenant: TenantId, id: UserId) -> Option<HeldCheck> {
+        let _ = (tenant, id);
+        None
+    }
+
     /// A user by canonical email key ([unique email (D3)](tenantry_core::Rule::UniqueEmail)).
     async fn user_by_email(&self, tenant: TenantId, key: &str) -> Result<Option<User>, StoreError>;
 
@@ -796,6 +808,10 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
         request: Request,
     ) -> Option<Result<Decision, StoreError>> {
         (**self).decide_now(tenant, id, request)
+    }
+
+    fn hold_now(&self, tenant: TenantId, id: UserId) -> Option<HeldCheck> {
+        (**self).hold_now(tenant, id)
     }
 
     async fn user_by_email(&self, tenant: TenantId, key: &str) -> Result<Option<User>, StoreError> {

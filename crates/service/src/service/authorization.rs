@@ -60,7 +60,7 @@ impl Tenantry {
     }
 
     /// [`Tenantry::authorize`] without waiting: the decision when the store can answer from
-    /// memory at once ([`Store::decide_now`](tenantry_store::Store::decide_now): the
+    /// memory at once ([`Store::decide_now`]: the
     /// in-memory store, an owning SQLite store's cache), else `None`, and then
     /// [`Tenantry::authorize`] reads the store. Whenever it answers it gives what
     /// [`Tenantry::authorize`] gives, on current state ([current access (D6)](tenantry_core::Rule::CurrentAccess)).
@@ -95,6 +95,51 @@ impl Tenantry {
                 .decide_now(tenant, user, request)?
                 .map_err(Into::into),
         )
+    }
+
+    /// Takes hold of one user's checks, for a host that checks the same user many times (keep
+    /// it with the session): [`Tenantry::authorize_held_now`] then decides without finding
+    /// the tenant and the user again. `None` when the store cannot answer from memory
+    /// ([`Store::hold_now`]: the in-memory store can) or does
+    /// not hold the user now; use [`Tenantry::authorize`] then.
+    ///
+    /// ```
+    /// # use tenantry_service as tenantry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenantry::Error> {
+    /// use tenantry::prelude::*;
+    ///
+    /// let app = Tenantry::builder(InMemoryStore::new()).build()?;
+    /// let (tenant, admin) = app.create_tenant("Acme", None, Email::parse("ada@acme.test")?).await?;
+    /// let held = app.hold(tenant, admin).expect("held in memory");
+    /// let view = Permission::new(Category::Users, Action::View);
+    /// let now = app.authorize_held_now(&held, view.into()).expect("answered from memory")?;
+    /// assert_eq!(now, app.authorize(tenant, admin, view.into()).await?);
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn hold(&self, tenant: TenantId, user: UserId) -> Option<tenantry_store::HeldCheck> {
+        self.inner.store.hold_now(tenant, user)
+    }
+
+    /// [`Tenantry::authorize_now`] through a check held with [`Tenantry::hold`] (on this
+    /// service's store): the same answers, on current state
+    /// ([current access (D6)](tenantry_core::Rule::CurrentAccess)), without finding the tenant
+    /// and the user again. When the held place no longer answers (the tenant's table grew),
+    /// it asks by ids ([`Tenantry::authorize_now`]); hold again for later checks.
+    ///
+    /// # Errors
+    /// Inside the `Some`: store failures only.
+    #[inline]
+    pub fn authorize_held_now(
+        &self,
+        held: &tenantry_store::HeldCheck,
+        request: Request,
+    ) -> Option<Result<Decision, Error>> {
+        match held.decide_now(request) {
+            Some(decision) => Some(Ok(decision)),
+            None => self.authorize_now(held.tenant(), held.user(), request),
+        }
     }
 
     /// What a user holds now ([current access (D6)](tenantry_core::Rule::CurrentAccess)), with its CRM access.

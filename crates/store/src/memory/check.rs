@@ -119,6 +119,12 @@ impl Generation {
     /// [`Generation::find`] given the key's [`hash`].
     #[inline(always)]
     fn find_hashed(&self, h: u64, hi: u64, lo: u64) -> Option<&Slot> {
+        self.slots.get(self.find_at(h, hi, lo)?)
+    }
+
+    /// The place of [`Generation::find_hashed`]'s slot.
+    #[inline(always)]
+    fn find_at(&self, h: u64, hi: u64, lo: u64) -> Option<usize> {
         // Truncation is the point: the low bits of the hash pick the slot.
         #[allow(clippy::cast_possible_truncation)]
         let mut i = (h as usize) & self.mask;
@@ -131,7 +137,7 @@ impl Generation {
                 slot.lo.load(Ordering::Acquire),
             );
             if (h == hi && l == lo) || (h == 0 && l == 0) {
-                return Some(slot);
+                return Some(i);
             }
             i = (i + 1) & self.mask;
         }
@@ -195,6 +201,32 @@ impl IdTable {
         };
         let slot = g.find_hashed(h, hi, lo)?;
         Some(slot.val.load(Ordering::Relaxed))
+    }
+
+    /// Where the key sits now: the current generation's number and the key's slot in it;
+    /// `None` when the key has no word in the table (or the table is unreadable).
+    fn locate(&self, hi: u64, lo: u64) -> Option<(usize, usize)> {
+        let at = self.current.load(Ordering::Acquire);
+        let g = self.generations.get(at)?.get()?;
+        let i = g.find_at(hash(hi, lo), hi, lo)?;
+        let slot = g.slots.get(i)?;
+        (slot.hi.load(Ordering::Relaxed) == hi
+            && slot.lo.load(Ordering::Relaxed) == lo
+            && slot.val.load(Ordering::Relaxed) != 0)
+            .then_some((at, i))
+    }
+
+    /// The word of the key at the place [`IdTable::locate`] gave, while that generation is
+    /// still the current one (a key keeps its slot within a generation: deleted keys stay as
+    /// tombstones); `None` once the table has grown (or the slot holds another key).
+    #[inline(always)]
+    fn get_at(&self, at: usize, i: usize, hi: u64, lo: u64) -> Option<u64> {
+        if self.current.load(Ordering::Acquire) != at {
+            return None;
+        }
+        let slot = self.generations.get(at)?.get()?.slots.get(i)?;
+        (slot.hi.load(Ordering::Relaxed) == hi && slot.lo.load(Ordering::Acquire) == lo)
+            .then(|| slot.val.load(Ordering::Relaxed))
     }
 
     /// Sets the word of the key (0 removes it). Writer only, inside [`Seq::write`]. The nil
@@ -362,6 +394,16 @@ impl fmt::Debug for TenantIndex {
     }
 }
 
+/// Where a user's word sat in its tenant's table when a host took hold of the user's checks
+/// ([`TenantIndex::locate`]): the table's generation and the slot. Valid while that
+/// generation is the current one; a check through it confirms the slot still holds the
+/// user's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Held {
+    at: u32,
+    slot: u32,
+}
+
 /// What a reader found for a user.
 pub(crate) enum Found {
     /// The facts of the user.
@@ -473,13 +515,67 @@ impl TenantIndex {
             return None;
         }
         let h = hash(hi, lo);
+        self.read_subject(tenant, user, || self.users.get_hashed(h, hi, lo))
+    }
+
+    /// Where a user's word sits now (see [`Held`]); `None` when the index does not hold the
+    /// user or cannot answer.
+    pub(crate) fn locate(&self, user: UserId) -> Option<Held> {
+        let (hi, lo) = halves(user.as_uuid());
+        if hi == 0 && lo == 0 {
+            return None;
+        }
+        let (at, slot) = self.seq.read(|| {
+            if self.broken.load(Ordering::Relaxed) {
+                return None;
+            }
+            self.users.locate(hi, lo)
+        })?;
+        Some(Held {
+            at: u32::try_from(at).ok()?,
+            slot: u32::try_from(slot).ok()?,
+        })
+    }
+
+    /// A check decided at the place `held` names, as [`TenantIndex::decide`] decides it;
+    /// `None` when the user's word has moved since (the table grew) or the caller should
+    /// take the locked path.
+    #[inline]
+    pub(crate) fn decide_held(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        held: Held,
+        request: Request,
+    ) -> Option<Decision> {
+        let (hi, lo) = halves(user.as_uuid());
+        Some(
+            match self.read_subject(tenant, user, || {
+                self.users
+                    .get_at(held.at as usize, held.slot as usize, hi, lo)
+            })? {
+                Found::Subject(s) => tenantry_core::authorize_subject(&s, request),
+                Found::Unknown => Decision::unknown_user(),
+            },
+        )
+    }
+
+    /// The facts of a user whose word `word` reads (0: no such user), read without a lock
+    /// inside the sequence check; `None` when the caller should take the locked path.
+    #[inline(always)]
+    fn read_subject(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        word: impl Fn() -> Option<u64>,
+    ) -> Option<Found> {
         // The template slot's id never changes once set (slots are never reused), so only
         // its permissions are read inside the sequence check; the id is read after it.
         let (word, template, perms) = self.seq.read(|| {
             if self.broken.load(Ordering::Relaxed) {
                 return None;
             }
-            let word = self.users.get_hashed(h, hi, lo)?;
+            let word = word()?;
             if word & HAS_TEMPLATE == 0 {
                 return Some((word, None, 0));
             }

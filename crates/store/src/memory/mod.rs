@@ -195,6 +195,79 @@ impl People {
     }
 }
 
+/// One user's checks, held by a host ([`Store::hold_now`]): the tenant's check index and the
+/// place of the user's word in it, so a check reads that word without finding the tenant
+/// and the user again. Never stale ([current access (D6)](tenantry_core::Rule::CurrentAccess)):
+/// every check reads the word as it is now, under the index's sequence check, and confirms
+/// that the place still holds this user's id; once the user's table has grown (and the word
+/// moved) [`HeldCheck::decide_now`] answers `None` and the caller asks by ids again.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let f = async {
+/// use tenantry_core::{decide, Email, Reason, Request, Tenant, TenantId, UserId};
+/// use tenantry_store::{InMemoryStore, Store};
+///
+/// let store = InMemoryStore::new();
+/// let now = time::macros::datetime!(2026-01-01 0:00 UTC);
+/// let tenant = TenantId::from_parts(1_767_225_600_000, [1; 10]);
+/// let ada = UserId::from_parts(1_767_225_600_000, [2; 10]);
+/// let new = Tenant { id: tenant, name: "Acme".into(), user_limit: None, created_at: now };
+/// store.commit(&decide::create_tenant(new, ada, Email::parse("ada@acme.test")?)?, &[]).await?;
+///
+/// let held = store.hold_now(tenant, ada).ok_or("held")?;
+/// let decision = held.decide_now(Request::Crm).ok_or("answered")?;
+/// assert_eq!(decision, store.decide_now(tenant, ada, Request::Crm).ok_or("answered")??);
+/// assert_eq!(decision.reason(), Reason::Admin);
+/// # Ok::<(), Box<dyn std::error::Error>>(()) };
+/// # let mut f = std::pin::pin!(f);
+/// # let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+/// # loop { if let std::task::Poll::Ready(out) = f.as_mut().poll(&mut cx) { return out; } }
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct HeldCheck {
+    cell: Arc<TenantCell>,
+    tenant: TenantId,
+    user: UserId,
+    held: check::Held,
+}
+
+impl std::fmt::Debug for HeldCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeldCheck")
+            .field("tenant", &self.tenant)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HeldCheck {
+    /// The tenant whose user this is.
+    #[must_use]
+    pub fn tenant(&self) -> TenantId {
+        self.tenant
+    }
+
+    /// The user whose checks these are.
+    #[must_use]
+    pub fn user(&self) -> UserId {
+        self.user
+    }
+
+    /// The check decided at once from memory, as [`Store::decide_now`] decides it (a user
+    /// deleted since is [`Decision::unknown_user`]); `None` when it cannot answer here (the
+    /// user's word moved as the tenant's table grew, or a writer kept interfering): ask by
+    /// ids then ([`Store::decide_now`]), and take hold again for later checks.
+    #[inline]
+    #[must_use]
+    pub fn decide_now(&self, request: Request) -> Option<Decision> {
+        self.cell
+            .index
+            .decide_held(self.tenant, self.user, self.held, request)
+    }
+}
+
 /// One tenant: its rows behind a lock, and the check index beside them, which every commit
 /// updates before it returns ([current access (D6)](tenantry_core::Rule::CurrentAccess)).
 #[derive(Debug)]
@@ -737,6 +810,20 @@ impl Store for InMemoryStore {
             Entry::Unknown => return Some(Ok(Decision::unknown_user())),
         };
         Some(Ok(cell.index.decide(tenant, id, request)?))
+    }
+
+    fn hold_now(&self, tenant: TenantId, id: UserId) -> Option<HeldCheck> {
+        let cell = match self.shared.directory.get(tenant)? {
+            Entry::Known(cell) => Arc::clone(cell),
+            Entry::Unknown => return None,
+        };
+        let held = cell.index.locate(id)?;
+        Some(HeldCheck {
+            cell,
+            tenant,
+            user: id,
+            held,
+        })
     }
 
     async fn user_by_email(&self, tenant: TenantId, key: &str) -> Result<Option<User>, StoreError> {

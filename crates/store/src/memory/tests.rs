@@ -16,7 +16,7 @@ use tenantry_core::{
 };
 use time::OffsetDateTime;
 
-use super::InMemoryStore;
+use super::{HeldCheck, InMemoryStore};
 use crate::{Store, StoreError};
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -193,6 +193,31 @@ fn agree(store: &InMemoryStore, t: TenantId, users: usize) {
     );
 }
 
+/// Every held check answers as the locked rows do now, or not at all (its user's word moved
+/// as the table grew); those taken since the last change always answer. Returns how many
+/// answered.
+fn held_agree(store: &InMemoryStore, helds: &[HeldCheck], fresh_from: usize) -> usize {
+    let mut answered = 0;
+    for (k, held) in helds.iter().enumerate() {
+        let locked = store.subject_locked(held.tenant(), held.user());
+        for request in requests() {
+            let want = locked
+                .as_ref()
+                .map_or_else(tenantry_core::Decision::unknown_user, |s| {
+                    tenantry_core::authorize_subject(s, request)
+                });
+            match held.decide_now(request) {
+                Some(got) => {
+                    assert_eq!(got, want, "held {k}, {request:?}");
+                    answered += 1;
+                }
+                None => assert!(k < fresh_from, "a check held since the last change answers"),
+            }
+        }
+    }
+    answered
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -205,6 +230,7 @@ proptest! {
         new_tenant(&store, tenant_id(2));
         let mut users = 1;
         let mut templates = 0;
+        let mut helds: Vec<HeldCheck> = Vec::new();
         for op in ops {
             let writes = match &op {
                 Op::AddUser(f) => {
@@ -238,8 +264,96 @@ proptest! {
                 prop_assert!(matches!(result, Err(StoreError::Conflict { .. })), "refused");
             }
             agree(&store, t, users);
+            // D6 through held checks: those taken at every earlier step, and new ones of
+            // every user the index holds now (a deleted user's place still answers: unknown).
+            let fresh_from = helds.len();
+            helds.extend((0..users + 1).filter_map(|n| store.hold_now(t, user_id(n))));
+            prop_assert!(held_agree(&store, &helds, fresh_from) >= (helds.len() - fresh_from) * requests().len());
         }
     }
+}
+
+#[test]
+fn d6_a_held_check_follows_every_change_and_stops_answering_once_its_word_moves() {
+    let store = InMemoryStore::new();
+    let t = tenant_id(1);
+    new_tenant(&store, t);
+    // Neither an unknown tenant nor an unknown user is held.
+    assert!(store.hold_now(tenant_id(9), user_id(0)).is_none());
+    assert!(store.hold_now(t, user_id(1)).is_none());
+    let f = Facts {
+        role: Role::User,
+        status: Status::Active,
+        template: Some(0),
+        crm: false,
+        grants: 0,
+    };
+    let c = change(
+        &store,
+        t,
+        vec![
+            Write::InsertTemplate(template(t, 0, Permissions::USERS_VIEW.bits())),
+            Write::InsertUser(user(t, 1, &f)),
+        ],
+    );
+    block_on(store.commit(&c, &[])).unwrap();
+    let held = store.hold_now(t, user_id(1)).expect("held");
+    assert_eq!((held.tenant(), held.user()), (t, user_id(1)));
+    let view =
+        tenantry_core::Permission::new(tenantry_core::Category::Users, tenantry_core::Action::View);
+    let reason = |h: &HeldCheck| h.decide_now(view.into()).expect("answered").reason();
+    assert_eq!(
+        reason(&held),
+        tenantry_core::Reason::Template {
+            template_id: template_id(0)
+        }
+    );
+    // A template edit, a suspension and a deletion are each seen at the next check.
+    let c = change(&store, t, vec![Write::UpdateTemplate(template(t, 0, 0))]);
+    block_on(store.commit(&c, &[])).unwrap();
+    assert_eq!(
+        reason(&held),
+        tenantry_core::Reason::MissingPermission { permission: view }
+    );
+    let suspended = Facts {
+        status: Status::Suspended,
+        ..f
+    };
+    let c = change(&store, t, vec![Write::UpdateUser(user(t, 1, &suspended))]);
+    block_on(store.commit(&c, &[])).unwrap();
+    assert_eq!(reason(&held), tenantry_core::Reason::Suspended);
+    // Users added until the table grows: the held place stops answering (the word moved),
+    // and a check held again answers.
+    let before = store.hold_now(t, user_id(0)).expect("held");
+    let mut n = 2;
+    while before.decide_now(view.into()).is_some() {
+        assert!(n < 1_000, "the table grew");
+        let c = change(&store, t, vec![Write::InsertUser(user(t, n, &f))]);
+        block_on(store.commit(&c, &[])).unwrap();
+        n += 1;
+    }
+    assert!(
+        held.decide_now(view.into()).is_none(),
+        "the same table grew under both"
+    );
+    let again = store.hold_now(t, user_id(1)).expect("held");
+    assert_eq!(reason(&again), tenantry_core::Reason::Suspended);
+    let u = user(t, 1, &f);
+    let c = change(
+        &store,
+        t,
+        vec![Write::DeleteUser(Tombstone {
+            user_id: u.id,
+            tenant_id: t,
+            email: u.email,
+            deleted_at: NOW,
+            deleted_by: ActorRef::System,
+        })],
+    );
+    block_on(store.commit(&c, &[])).unwrap();
+    assert_eq!(reason(&again), tenantry_core::Reason::UnknownUser);
+    // A deleted user is not held anew.
+    assert!(store.hold_now(t, user_id(1)).is_none());
 }
 
 #[test]
