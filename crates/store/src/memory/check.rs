@@ -218,7 +218,9 @@ impl IdTable {
 
     /// The word of the key at the place [`IdTable::locate`] gave, while that generation is
     /// still the current one (a key keeps its slot within a generation: deleted keys stay as
-    /// tombstones); `None` once the table has grown (or the slot holds another key).
+    /// tombstones); `None` once the table has grown (or the slot holds another key: never,
+    /// while keys keep their slots, and the test of the key stays so that a table that one
+    /// day moves keys within a generation cannot answer for another user).
     #[inline(always)]
     fn get_at(&self, at: usize, i: usize, hi: u64, lo: u64) -> Option<u64> {
         if self.current.load(Ordering::Acquire) != at {
@@ -521,10 +523,9 @@ impl TenantIndex {
     /// Where a user's word sits now (see [`Held`]); `None` when the index does not hold the
     /// user or cannot answer.
     pub(crate) fn locate(&self, user: UserId) -> Option<Held> {
+        // The nil id needs no test of its own: it is never stored, so its probe ends at an
+        // empty slot, which holds no word.
         let (hi, lo) = halves(user.as_uuid());
-        if hi == 0 && lo == 0 {
-            return None;
-        }
         let (at, slot) = self.seq.read(|| {
             if self.broken.load(Ordering::Relaxed) {
                 return None;

@@ -338,22 +338,38 @@ fn d6_a_held_check_follows_every_change_and_stops_answering_once_its_word_moves(
     );
     let again = store.hold_now(t, user_id(1)).expect("held");
     assert_eq!(reason(&again), tenantry_core::Reason::Suspended);
-    let u = user(t, 1, &f);
-    let c = change(
-        &store,
-        t,
-        vec![Write::DeleteUser(Tombstone {
-            user_id: u.id,
-            tenant_id: t,
-            email: u.email,
-            deleted_at: NOW,
-            deleted_by: ActorRef::System,
-        })],
-    );
+    let c = change(&store, t, vec![delete(t, &user(t, 1, &f))]);
     block_on(store.commit(&c, &[])).unwrap();
     assert_eq!(reason(&again), tenantry_core::Reason::UnknownUser);
     // A deleted user is not held anew.
     assert!(store.hold_now(t, user_id(1)).is_none());
+    // Ids with one half all zeros are held like any other (only the nil id is never stored).
+    let mut bytes = [0u8; 16];
+    bytes[12] = 1;
+    let low_zero = UserId::from_uuid(uuid::Uuid::from_bytes(bytes));
+    bytes = [0u8; 16];
+    bytes[3] = 1;
+    let high_zero = UserId::from_uuid(uuid::Uuid::from_bytes(bytes));
+    for id in [low_zero, high_zero] {
+        let mut u = user(t, 1, &f);
+        u.id = id;
+        u.email = Email::parse(&format!("{id}@acme.test")).unwrap();
+        block_on(store.commit(&change(&store, t, vec![Write::InsertUser(u)]), &[])).unwrap();
+        let held = store.hold_now(t, id).expect("held");
+        assert_eq!(
+            reason(&held),
+            store
+                .decide_now(t, id, view.into())
+                .unwrap()
+                .unwrap()
+                .reason()
+        );
+    }
+    assert!(
+        store
+            .hold_now(t, UserId::from_uuid(uuid::Uuid::nil()))
+            .is_none()
+    );
 }
 
 #[test]
