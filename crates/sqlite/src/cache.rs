@@ -1,6 +1,11 @@
 //! A cache of the rows every check reads (tenant state, users, templates, subjects) that is
 //! never stale for the process that owns the database.
 //!
+//! Subjects sit in a [`SubjectCache`], the in-memory store's lock-free check index, so a
+//! check answered from the cache takes no lock (for the first [`INDEXED`] tenants the cache
+//! meets; later ones keep their subjects in the locked map with the other rows). The rest
+//! sits behind one `Mutex`, which every writer of either holds.
+//!
 //! Coherence: each tenant has a generation. A change to a tenant runs on the writer thread,
 //! which bumps the generation before its `BEGIN` and again after its `COMMIT` or `ROLLBACK`
 //! (also when its caller has gone: the job runs to its end whatever happens to the caller),
@@ -20,14 +25,19 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use tenantry_core::{
-    Change, RoleTemplate, Subject, TemplateId, TenantId, TenantState, User, UserId, Write,
+    Change, Decision, Permissions, Request, RoleTemplate, Subject, TemplateId, TenantId,
+    TenantState, User, UserId, Write,
 };
+use tenantry_store::{HeldCheck, SubjectCache, TenantSubjects};
 use time::{OffsetDateTime, UtcOffset};
 
 /// Entries above this many (users, templates and subjects of all tenants) empty the cache.
 const CAPACITY: usize = 100_000;
 /// Tenants above this many are forgotten (all but those with a change in flight).
 const TENANTS: usize = 10_000;
+/// Tenants whose subjects the lock-free index holds (each costs some 3 KB of index for the
+/// life of the store, whether or not its entry is forgotten).
+const INDEXED: usize = 4_096;
 
 /// A multiply-fold hasher for the cache's keys, which are ids (UUIDs the service draws at
 /// random, or tenant ids): SipHash's protection against chosen keys buys nothing here, since
@@ -67,14 +77,14 @@ impl Hasher for IdHasher {
 pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
 /// What the cache holds of one tenant.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Entry {
     generation: u64,
     writing: u32,
     pub(crate) state: Option<TenantState>,
     pub(crate) users: IdMap<UserId, User>,
     pub(crate) templates: IdMap<TemplateId, RoleTemplate>,
-    pub(crate) subjects: IdMap<UserId, Subject>,
+    pub(crate) subjects: Subjects,
 }
 
 impl Entry {
@@ -87,6 +97,96 @@ impl Entry {
         self.users.clear();
         self.templates.clear();
         self.subjects.clear();
+    }
+}
+
+/// The cached subjects of a tenant: in the lock-free index, or (past [`INDEXED`] tenants)
+/// in a map behind the cache's lock. Written only with that lock held.
+#[derive(Debug)]
+pub(crate) enum Subjects {
+    Indexed(TenantSubjects),
+    Map(IdMap<UserId, Subject>),
+}
+
+impl Subjects {
+    fn len(&self) -> usize {
+        match self {
+            Self::Indexed(ix) => ix.len(),
+            Self::Map(m) => m.len(),
+        }
+    }
+
+    /// The subject in the map (the index is read without the lock, by [`Cache::subject`]).
+    pub(crate) fn in_map(&self, user: UserId) -> Option<&Subject> {
+        match self {
+            Self::Indexed(_) => None,
+            Self::Map(m) => m.get(&user),
+        }
+    }
+
+    pub(crate) fn put(&mut self, s: Subject) {
+        match self {
+            Self::Indexed(ix) => {
+                // `false` only for a subject of another tenant (never: the store reads by
+                // tenant) or an index that could not hold it, which then answers nothing.
+                let _ = ix.put(&s);
+            }
+            Self::Map(m) => {
+                m.insert(s.user_id, s);
+            }
+        }
+    }
+
+    fn remove(&mut self, user: UserId) {
+        match self {
+            Self::Indexed(ix) => ix.remove(user),
+            Self::Map(m) => {
+                m.remove(&user);
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        match self {
+            Self::Indexed(ix) => ix.clear(),
+            Self::Map(m) => m.clear(),
+        }
+    }
+
+    fn pause(&self) {
+        if let Self::Indexed(ix) = self {
+            ix.pause();
+        }
+    }
+
+    fn resume(&self) {
+        if let Self::Indexed(ix) = self {
+            ix.resume();
+        }
+    }
+
+    /// D6: a template's users see its new permissions at their next check, no round trip.
+    fn set_template(&mut self, id: TemplateId, permissions: Permissions) {
+        match self {
+            Self::Indexed(ix) => ix.set_template(id, permissions),
+            Self::Map(m) => {
+                for s in m.values_mut() {
+                    if let Some((t, perms)) = &mut s.template
+                        && *t == id
+                    {
+                        *perms = permissions;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The template's users are read again at their next check.
+    fn forget_template(&mut self, id: TemplateId) {
+        match self {
+            Self::Indexed(ix) => ix.retire_template(id),
+            Self::Map(m) => m.retain(|_, s| s.template.is_none_or(|(t, _)| t != id)),
+        }
     }
 }
 
@@ -103,9 +203,27 @@ pub(crate) enum Lookup<T> {
 }
 
 /// The cache of one store (shared by its clones).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Cache {
     inner: Mutex<Inner>,
+    /// The subjects of the first [`INDEXED`] tenants, read without the lock.
+    index: SubjectCache,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Self::with_indexed(INDEXED)
+    }
+}
+
+impl Cache {
+    /// A cache whose lock-free index holds the subjects of at most `tenants` tenants.
+    fn with_indexed(tenants: usize) -> Self {
+        Self {
+            inner: Mutex::default(),
+            index: SubjectCache::new(tenants),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -119,17 +237,36 @@ struct Inner {
 }
 
 impl Inner {
-    fn entry(&mut self, tenant: TenantId) -> &mut Entry {
+    fn entry(&mut self, tenant: TenantId, index: &SubjectCache) -> &mut Entry {
         if self.tenants.len() >= TENANTS && !self.tenants.contains_key(&tenant) {
-            self.tenants.retain(|_, e| e.writing > 0);
+            self.tenants.retain(|_, e| {
+                let keep = e.writing > 0;
+                if !keep {
+                    e.subjects.clear();
+                }
+                keep
+            });
             self.total = self.tenants.values().map(Entry::len).sum();
         }
         let next = &mut self.next;
         self.tenants.entry(tenant).or_insert_with(|| {
             *next = next.wrapping_add(1);
+            let subjects = match index.tenant(tenant) {
+                Some(ix) => {
+                    // What the index still holds of a tenant whose entry was forgotten is
+                    // forgotten with it.
+                    ix.clear();
+                    Subjects::Indexed(ix)
+                }
+                None => Subjects::Map(IdMap::default()),
+            };
             Entry {
                 generation: *next,
-                ..Entry::default()
+                writing: 0,
+                state: None,
+                users: IdMap::default(),
+                templates: IdMap::default(),
+                subjects,
             }
         })
     }
@@ -143,15 +280,39 @@ impl Cache {
     }
 
     /// The cached subject of a user, if the cache holds it now; never creates an entry.
-    /// `None` also while a change to the tenant is in flight.
+    /// `None` also while a change to the tenant is in flight. Read without a lock from the
+    /// index, else from the locked map.
     #[inline]
     pub(crate) fn subject(&self, tenant: TenantId, user: UserId) -> Option<Subject> {
+        if let Some(s) = self.index.subject_now(tenant, user) {
+            return Some(s);
+        }
         let g = self.lock();
         let entry = g.tenants.get(&tenant)?;
         if entry.writing > 0 {
             return None;
         }
-        entry.subjects.get(&user).copied()
+        entry.subjects.in_map(user).copied()
+    }
+
+    /// A check decided on the cached subject, as [`Cache::subject`] finds it.
+    #[inline]
+    pub(crate) fn decide(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        request: Request,
+    ) -> Option<Decision> {
+        if let Some(d) = self.index.decide_now(tenant, user, request) {
+            return Some(d);
+        }
+        let s = self.subject(tenant, user)?;
+        Some(tenantry_core::authorize_subject(&s, request))
+    }
+
+    /// A cached user's checks, held (only for tenants in the index).
+    pub(crate) fn hold(&self, tenant: TenantId, user: UserId) -> Option<HeldCheck> {
+        self.index.hold_now(tenant, user)
     }
 
     /// Looks a value up with `pick`.
@@ -161,7 +322,7 @@ impl Cache {
         pick: impl FnOnce(&Entry) -> Option<&T>,
     ) -> Lookup<T> {
         let mut g = self.lock();
-        let entry = g.entry(tenant);
+        let entry = g.entry(tenant, &self.index);
         if entry.writing > 0 {
             return Lookup::Miss(None);
         }
@@ -209,9 +370,10 @@ impl Cache {
         let mut g = self.lock();
         g.next = g.next.wrapping_add(1);
         let generation = g.next;
-        let entry = g.entry(tenant);
+        let entry = g.entry(tenant, &self.index);
         entry.generation = generation;
         entry.writing = entry.writing.saturating_add(1);
+        entry.subjects.pause();
     }
 
     /// Ends what [`Cache::start`] began: `update` brings the tenant's rows up to date with
@@ -221,13 +383,16 @@ impl Cache {
         g.next = g.next.wrapping_add(1);
         let generation = g.next;
         let inner = &mut *g;
-        let entry = inner.entry(tenant);
+        let entry = inner.entry(tenant, &self.index);
         let before = entry.len();
         if !update(entry) {
             entry.forget();
         }
         entry.generation = generation;
-        entry.writing = entry.writing.saturating_sub(1);
+        if entry.writing > 0 {
+            entry.writing -= 1;
+            entry.subjects.resume();
+        }
         let after = entry.len();
         inner.total = inner.total.saturating_add(after).saturating_sub(before);
     }
@@ -258,12 +423,8 @@ fn subject_of(e: &Entry, u: &User) -> Option<Subject> {
 
 fn put_subject(e: &mut Entry, u: &User) {
     match subject_of(e, u) {
-        Some(s) => {
-            e.subjects.insert(u.id, s);
-        }
-        None => {
-            e.subjects.remove(&u.id);
-        }
+        Some(s) => e.subjects.put(s),
+        None => e.subjects.remove(u.id),
     }
 }
 
@@ -302,7 +463,7 @@ pub(crate) fn apply_change(e: &mut Entry, change: &Change) -> bool {
             }
             Write::DeleteUser(tomb) => {
                 e.users.remove(&tomb.user_id);
-                e.subjects.remove(&tomb.user_id);
+                e.subjects.remove(tomb.user_id);
             }
             Write::InsertTemplate(tp) => {
                 e.templates.insert(
@@ -321,18 +482,11 @@ pub(crate) fn apply_change(e: &mut Entry, change: &Change) -> bool {
                     old.updated_at = utc(tp.updated_at);
                 }
                 // D6: its users' next checks see the new permissions, without a round trip.
-                for s in e.subjects.values_mut() {
-                    if let Some((id, perms)) = &mut s.template
-                        && *id == tp.id
-                    {
-                        *perms = tp.permissions;
-                    }
-                }
+                e.subjects.set_template(tp.id, tp.permissions);
             }
             Write::DeleteTemplate(id) => {
                 e.templates.remove(id);
-                e.subjects
-                    .retain(|_, s| s.template.is_none_or(|(t, _)| t != *id));
+                e.subjects.forget_template(*id);
             }
             Write::MoveTemplateUsers { from, to } => {
                 for u in e.users.values_mut() {
@@ -340,22 +494,9 @@ pub(crate) fn apply_change(e: &mut Entry, change: &Change) -> bool {
                         u.template_id = *to;
                     }
                 }
-                let target = match to {
-                    None => Some(None),
-                    Some(t) => e.templates.get(t).map(|tp| Some((tp.id, tp.permissions))),
-                };
-                match target {
-                    Some(template) => {
-                        for s in e.subjects.values_mut() {
-                            if s.template.is_some_and(|(t, _)| t == *from) {
-                                s.template = template;
-                            }
-                        }
-                    }
-                    None => e
-                        .subjects
-                        .retain(|_, s| s.template.is_none_or(|(t, _)| t != *from)),
-                }
+                // Its users are read again at their next check (a rare write: a template
+                // deleted with its users moved to another).
+                e.subjects.forget_template(*from);
             }
             Write::InsertInvitation(_)
             | Write::RevokeInvitations(_)
@@ -429,17 +570,87 @@ mod tests {
             template: None,
         };
         assert!(c.subject(t, u).is_none(), "nothing cached, no entry made");
-        let Lookup::Miss(ticket) = c.get(t, |e| e.subjects.get(&u)) else {
+        let Lookup::Miss(ticket) = c.get(t, |e| e.subjects.in_map(u)) else {
             panic!("expected a miss");
         };
         c.put(t, ticket, |e| {
-            e.subjects.insert(u, s);
+            e.subjects.put(s);
         });
         assert_eq!(c.subject(t, u), Some(s));
         c.start(t);
         assert!(c.subject(t, u).is_none(), "not while a change is in flight");
         c.end(t, |_| false);
         assert!(c.subject(t, u).is_none(), "forgotten after the change");
+    }
+
+    /// The same answers whichever home a tenant's subjects have: the lock-free index (the
+    /// first tenants) or the locked map (past them).
+    #[test]
+    fn d6_template_writes_reach_cached_subjects_in_the_index_and_in_the_map() {
+        use tenantry_core::{Action, Category, Permission, Permissions, Request};
+        let edit = Request::Permission(Permission::new(Category::Users, Action::Edit));
+        for indexed in [1, 0] {
+            let c = Cache::with_indexed(indexed);
+            let t = TenantId::from_parts(1_767_225_600_000, [1; 10]);
+            let u = UserId::from_parts(1_767_225_600_000, [2; 10]);
+            let tp = TemplateId::from_parts(1_767_225_600_000, [3; 10]);
+            let s = Subject {
+                tenant_id: t,
+                user_id: u,
+                role: tenantry_core::Role::User,
+                status: tenantry_core::Status::Active,
+                crm_access: false,
+                grants: Permissions::empty(),
+                template: Some((tp, Permissions::USERS_EDIT)),
+            };
+            let Lookup::Miss(ticket) = c.get(t, |e| e.subjects.in_map(u)) else {
+                panic!("expected a miss");
+            };
+            c.put(t, ticket, |e| e.subjects.put(s));
+            assert_eq!(
+                c.hold(t, u).is_some(),
+                indexed > 0,
+                "held only from the index"
+            );
+            assert!(
+                c.decide(t, u, edit).unwrap().is_allowed(),
+                "indexed {indexed}"
+            );
+            let template = RoleTemplate {
+                id: tp,
+                tenant_id: t,
+                name: tenantry_core::TemplateName::parse("Agents").unwrap(),
+                permissions: Permissions::USERS_VIEW,
+                created_at: time::OffsetDateTime::UNIX_EPOCH,
+                updated_at: time::OffsetDateTime::UNIX_EPOCH,
+            };
+            let change = |w: Write| Change {
+                tenant_id: t,
+                expected_version: 0,
+                counters: tenantry_core::Counters::default(),
+                writes: vec![w],
+                events: Vec::new(),
+            };
+            c.start(t);
+            assert!(c.subject(t, u).is_none(), "not while a change is in flight");
+            c.end(t, |e| {
+                apply_change(e, &change(Write::UpdateTemplate(template.clone())))
+            });
+            let now = c.subject(t, u).unwrap();
+            assert_eq!(
+                now.template,
+                Some((tp, Permissions::USERS_VIEW)),
+                "indexed {indexed}"
+            );
+            assert!(!c.decide(t, u, edit).unwrap().is_allowed());
+            c.start(t);
+            c.end(t, |e| apply_change(e, &change(Write::DeleteTemplate(tp))));
+            assert!(
+                c.subject(t, u).is_none(),
+                "read again after its template went"
+            );
+            assert!(c.decide(t, u, edit).is_none());
+        }
     }
 
     #[test]

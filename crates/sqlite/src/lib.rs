@@ -31,13 +31,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use sqlx::sqlite::SqlitePool;
 use tenantry_core::{
-    AuditEvent, AuditRecord, Change, IdentityId, Invitation, MessageId, RoleTemplate, Subject,
-    TemplateId, TenantId, TenantState, TokenHash, Tombstone, User, UserId,
+    AuditEvent, AuditRecord, Change, Decision, IdentityId, Invitation, MessageId, Request,
+    RoleTemplate, Subject, TemplateId, TenantId, TenantState, TokenHash, Tombstone, User, UserId,
 };
 use tenantry_mail::Message;
 use tenantry_store::{
-    DeliveryUpdate, Membership, OutboxRecord, Page, Person, SignInOutcome, Store, StoreError,
-    TenantCursor, UserQuery,
+    DeliveryUpdate, HeldCheck, Membership, OutboxRecord, Page, Person, SignInOutcome, Store,
+    StoreError, TenantCursor, UserQuery,
 };
 use time::OffsetDateTime;
 
@@ -63,7 +63,9 @@ pub use open::OpenError;
 /// tenant is served from the cache, and once it has committed the writer thread applies it
 /// to the cached rows (a template edit updates its users' cached subjects in place) before
 /// the caller hears back. `authorize` then costs no database round trip when the user was
-/// read before.
+/// read before. The cached subjects sit in a [`tenantry_store::SubjectCache`] (the in-memory
+/// store's lock-free check index), so such a check takes no lock either, and a host can
+/// hold a cached user's checks ([`tenantry_store::Store::hold_now`]).
 ///
 /// Hosts that must write one file from several processes open it with
 /// [`SqliteStore::open_shared`] in each: no cache, every read goes to the database.
@@ -106,6 +108,24 @@ impl Store for SqliteStore {
             .as_ref()?
             .subject(tenant, id)
             .map(|s| Ok(Some(s)))
+    }
+
+    /// Decided where the cache holds the subject, without a lock for the tenants in its
+    /// lock-free index; the same answers as the default (D6).
+    #[inline]
+    fn decide_now(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+        request: Request,
+    ) -> Option<Result<Decision, StoreError>> {
+        self.cache.as_ref()?.decide(tenant, id, request).map(Ok)
+    }
+
+    /// An owning store holds the checks of a user its cache holds (see
+    /// [`tenantry_store::HeldCheck`]); a shared store never does.
+    fn hold_now(&self, tenant: TenantId, id: UserId) -> Option<HeldCheck> {
+        self.cache.as_ref()?.hold(tenant, id)
     }
 
     async fn user_by_email(&self, tenant: TenantId, key: &str) -> Result<Option<User>, StoreError> {

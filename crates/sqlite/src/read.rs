@@ -191,6 +191,9 @@ impl SqliteStore {
         tenant: TenantId,
         id: UserId,
     ) -> Result<Option<Subject>, StoreError> {
+        if let Some(s) = self.cache.as_ref().and_then(|c| c.subject(tenant, id)) {
+            return Ok(Some(s));
+        }
         let (t, u) = (id_text(tenant.as_uuid()), id_text(id.as_uuid()));
         let read = self.conns.read(move |c| {
             one(
@@ -204,10 +207,8 @@ impl SqliteStore {
         });
         self.cached(
             tenant,
-            |e| e.subjects.get(&id),
-            |e, v| {
-                e.subjects.insert(id, v);
-            },
+            |e| e.subjects.in_map(id),
+            |e, v| e.subjects.put(v),
             read,
         )
         .await

@@ -1729,3 +1729,114 @@ async fn d28_memberships_by_address_and_identity_page_in_byte_order() {
         store.close().await;
     }
 }
+
+/// Every check of `u` through `held` answers as `authorize` does (which reads the row when
+/// the cache does not hold it), or not at all when `answers` is false.
+async fn held_agrees(
+    app: &Tenantry,
+    held: &tenantry_service::HeldCheck,
+    t: tenantry_service::TenantId,
+    u: tenantry_service::UserId,
+    answers: bool,
+) {
+    let mut all: Vec<Request> = Permission::all().map(Request::from).collect();
+    all.push(Request::Crm);
+    for r in all {
+        let now = held.decide_now(r);
+        assert_eq!(now.is_some(), answers, "{r:?}");
+        if let Some(d) = now {
+            assert_eq!(d, app.authorize(t, u, r).await.unwrap(), "{r:?}");
+        }
+    }
+}
+
+/// Held checks on an owning store (issue 15) are answered from its cache's lock-free index
+/// as `authorize` answers, on current state (D6): through a template edit, a suspension and
+/// a reactivation, a template deleted with its users detached, and the user's deletion.
+/// Where the cache no longer holds the user they do not answer (the host asks `authorize`,
+/// which reads the row and caches it again), and a shared store holds no checks.
+#[tokio::test]
+async fn d6_held_checks_on_an_owning_store_follow_every_change() {
+    let store = SqliteStore::open(temp_db("held")).await.unwrap();
+    let (app, t, a, bob) = with_active_user(store.clone(), Permissions::ANALYTICS_VIEW).await;
+    let tpl = app
+        .create_template(t, a, "Agents", Permissions::CONVERSATIONS_EDIT)
+        .await
+        .unwrap();
+    let edit_to = |template_id, status| UserEdit {
+        template_id,
+        status,
+        ..UserEdit::default()
+    };
+    app.edit_user(t, a, bob, &edit_to(Some(Some(tpl.id)), None))
+        .await
+        .unwrap();
+    let edit: Request = Permission::new(Category::Conversations, Action::Edit).into();
+    assert!(app.authorize(t, bob, edit).await.unwrap().is_allowed());
+    let held = app.hold(t, bob).expect("a cached user's checks are held");
+    held_agrees(&app, &held, t, bob, true).await;
+
+    app.edit_template(
+        t,
+        a,
+        tpl.id,
+        &TemplateEdit {
+            permissions: Some(Permissions::empty()),
+            ..TemplateEdit::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        !held.decide_now(edit).unwrap().is_allowed(),
+        "the edit, at once"
+    );
+    held_agrees(&app, &held, t, bob, true).await;
+
+    app.edit_user(t, a, bob, &edit_to(None, Some(Status::Suspended)))
+        .await
+        .unwrap();
+    assert_eq!(held.decide_now(edit).unwrap().reason(), Reason::Suspended);
+    held_agrees(&app, &held, t, bob, true).await;
+    app.edit_user(t, a, bob, &edit_to(None, Some(Status::Active)))
+        .await
+        .unwrap();
+    held_agrees(&app, &held, t, bob, true).await;
+
+    // Deleted with its users detached: the cache reads them again, so the held check does
+    // not answer until `authorize` has read the row once more.
+    app.delete_template(t, a, tpl.id, TemplateDeletion::Detach)
+        .await
+        .unwrap();
+    held_agrees(&app, &held, t, bob, false).await;
+    let after = app.authorize(t, bob, edit).await.unwrap();
+    assert_eq!(
+        after.reason(),
+        Reason::MissingPermission {
+            permission: Permission::new(Category::Conversations, Action::Edit)
+        }
+    );
+    held_agrees(&app, &held, t, bob, true).await;
+    let analytics: Request = Permission::new(Category::Analytics, Action::View).into();
+    assert_eq!(
+        held.decide_now(analytics).unwrap().reason(),
+        Reason::DirectGrant
+    );
+
+    app.delete_user(t, a, bob).await.unwrap();
+    held_agrees(&app, &held, t, bob, false).await;
+    assert_eq!(
+        app.authorize(t, bob, edit).await.unwrap().reason(),
+        Reason::UnknownUser
+    );
+    assert!(app.hold(t, bob).is_none(), "an unknown user is not held");
+    assert!(app.hold(t, a).is_some(), "the admin still is");
+    store.close().await;
+
+    let shared = SqliteStore::open_shared(temp_db("held-shared"))
+        .await
+        .unwrap();
+    let (app, t, _, bob) = with_active_user(shared, Permissions::ANALYTICS_VIEW).await;
+    assert!(app.authorize(t, bob, edit).await.is_ok());
+    assert!(app.hold(t, bob).is_none(), "a shared store holds no checks");
+}

@@ -38,6 +38,7 @@ mod memory;
 mod query;
 mod snapshot;
 pub mod sql;
+mod subjects;
 
 use std::fmt;
 
@@ -57,6 +58,7 @@ pub use query::{
     TenantCursor, UserQuery,
 };
 pub use snapshot::{Snapshot, SnapshotRequest, read_snapshot};
+pub use subjects::{SubjectCache, TenantSubjects};
 
 /// Which uniqueness rule a write broke (the backend's second line of defence, [concurrency (D16)](tenantry_core::Rule::Concurrency)).
 ///
@@ -536,7 +538,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// [`Store::decide_now`] ([current access (D6)](tenantry_core::Rule::CurrentAccess):
     /// it reads the same words at every check). `None` when the store cannot answer from
     /// memory or does not hold the user now. The default is `None`; the in-memory store
-    /// overrides it.
+    /// overrides it, and so can any store that keeps its subjects in a [`SubjectCache`].
     fn hold_now(&self, tenant: TenantId, id: UserId) -> Option<HeldCheck> {
         let _ = (tenant, id);
         None

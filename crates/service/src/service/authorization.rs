@@ -100,8 +100,9 @@ impl Tenantry {
     /// Takes hold of one user's checks, for a host that checks the same user many times (keep
     /// it with the session): [`Tenantry::authorize_held_now`] then decides without finding
     /// the tenant and the user again. `None` when the store cannot answer from memory
-    /// ([`Store::hold_now`]: the in-memory store can) or does
-    /// not hold the user now; use [`Tenantry::authorize`] then.
+    /// ([`Store::hold_now`]: the in-memory store can, and an owning SQLite store for the
+    /// users its cache holds) or does not hold the user now; use [`Tenantry::authorize`]
+    /// then.
     ///
     /// ```
     /// # use tenantry_service as tenantry;
@@ -125,8 +126,10 @@ impl Tenantry {
     /// [`Tenantry::authorize_now`] through a check held with [`Tenantry::hold`] (on this
     /// service's store): the same answers, on current state
     /// ([current access (D6)](tenantry_core::Rule::CurrentAccess)), without finding the tenant
-    /// and the user again. When the held place no longer answers (the tenant's table grew),
-    /// it asks by ids ([`Tenantry::authorize_now`]); hold again for later checks.
+    /// and the user again. When the held place no longer answers (the tenant's table grew,
+    /// or a cache stopped holding the user), it asks by ids ([`Tenantry::authorize_now`],
+    /// itself `None` when the store must be read: [`Tenantry::authorize`] then); hold again
+    /// for later checks.
     ///
     /// # Errors
     /// Inside the `Some`: store failures only.

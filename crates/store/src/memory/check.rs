@@ -20,7 +20,7 @@
 
 use std::fmt;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 
 use tenantry_core::{
     Decision, Permissions, Request, Role, Status, Subject, TemplateId, TenantId, User, UserId,
@@ -271,6 +271,17 @@ impl IdTable {
         true
     }
 
+    /// Removes every key's word (writer only, inside [`Seq::write`]); the keys stay as
+    /// tombstones until the next growth, as removed keys do.
+    pub(crate) fn clear(&self) {
+        if let Some(g) = self.generation() {
+            for s in &g.slots {
+                s.val.store(0, Ordering::Relaxed);
+            }
+        }
+        self.live.store(0, Ordering::Relaxed);
+    }
+
     /// Builds the next generation with the live keys of the current one.
     fn grow(&self) -> bool {
         let at = self.current.load(Ordering::Relaxed);
@@ -361,6 +372,9 @@ pub(crate) struct TemplateSlot {
 const INLINE_TEMPLATES: usize = 32;
 
 const LIVE: u64 = 1 << 32;
+/// In a template slot: the slot was retired (its template deleted, or its users moved), so
+/// a user whose word still names it must be asked of the store.
+const RETIRED: u64 = 1 << 33;
 const ACTIVE: u64 = 1 << 33;
 const SUSPENDED: u64 = 1 << 34;
 const ADMIN: u64 = 1 << 35;
@@ -369,20 +383,30 @@ const HAS_TEMPLATE: u64 = 1 << 37;
 /// The user is known but its word could not hold it: ask the locked path.
 const ASK: u64 = 1 << 38;
 const SLOT_SHIFT: u32 = 40;
+/// In [`TenantIndex::closed`]: a store into the index failed.
+const BROKEN: u32 = 1 << 31;
 const MAX_TEMPLATE_SLOTS: u32 = 1 << 24;
 
 /// The check index of one tenant. Its writers hold the tenant's write lock.
 ///
+/// A *complete* index ([`TenantIndex::default`], the in-memory store's) holds every user of
+/// its tenant, so a user it lacks is unknown; a *partial* one ([`TenantIndex::partial`], a
+/// cache's) holds some, so a user it lacks is asked of the store.
+///
 /// Laid out in order from the start of a cache line: what every reader reads first (the
-/// counter, the broken flag and the number of the table's current generation) is one line
+/// counter, the closed word and the number of the table's current generation) is one line
 /// (left to the compiler, the number sat some 1,200 bytes past the counter, a line of its
 /// own; at 100 tenants a tenant's lines do not stay in cache between two of its checks).
 #[derive(Default)]
 #[repr(C, align(64))]
 pub(crate) struct TenantIndex {
     seq: Seq,
-    /// Set when a store into the index failed: from then on every read takes the locked path.
-    broken: AtomicBool,
+    /// Nonzero while no read may be answered here: [`BROKEN`] once a store into the index
+    /// failed (from then on every read takes the locked path), plus one per pause in force
+    /// ([`TenantIndex::pause`]).
+    closed: AtomicU32,
+    /// A user the index lacks is asked of the store, not unknown.
+    partial: bool,
     users: IdTable,
     inline: [TemplateSlot; INLINE_TEMPLATES],
     templates: Chunks<TemplateSlot>,
@@ -420,33 +444,102 @@ impl TenantIndex {
         self.seq.write(|| f(self))
     }
 
+    /// An empty index that holds only some of its tenant's users (see the type's docs).
+    pub(crate) fn partial() -> Self {
+        Self {
+            partial: true,
+            ..Self::default()
+        }
+    }
+
     /// Stops the index answering (writer only): a store into it failed.
     pub(crate) fn distrust(&self) {
-        self.broken.store(true, Ordering::Relaxed);
+        self.closed.fetch_or(BROKEN, Ordering::Relaxed);
+    }
+
+    /// Stops the index answering until the matching [`TenantIndex::resume`] (writer only,
+    /// inside [`TenantIndex::write`], so no reader keeps an answer read across it).
+    pub(crate) fn pause(&self) {
+        // Pauses past 2^31 at once would reach the broken bit, which only closes it more.
+        self.closed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Ends one [`TenantIndex::pause`] (writer only, inside [`TenantIndex::write`]).
+    pub(crate) fn resume(&self) {
+        let _ = self
+            .closed
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                (c & !BROKEN != 0).then(|| c - 1)
+            });
+    }
+
+    /// Removes every user's word (writer only, inside [`TenantIndex::write`]).
+    pub(crate) fn clear_users(&self) {
+        self.users.clear();
+    }
+
+    /// How many users have a word in the index.
+    pub(crate) fn users_len(&self) -> usize {
+        self.users.live.load(Ordering::Relaxed)
     }
 
     /// The packed word of a user, given the slot of its template (writer only).
     pub(crate) fn pack(user: &User, template_slot: Option<u32>) -> u64 {
-        let mut w = LIVE | u64::from(user.grants.bits());
-        w |= match user.status {
+        Self::pack_parts(
+            user.role,
+            user.status,
+            user.crm_access,
+            user.grants,
+            user.template_id.is_some(),
+            template_slot,
+        )
+    }
+
+    /// The packed word of a subject, given the slot of its template (writer only).
+    pub(crate) fn pack_subject(subject: &Subject, template_slot: Option<u32>) -> u64 {
+        Self::pack_parts(
+            subject.role,
+            subject.status,
+            subject.crm_access,
+            subject.grants,
+            subject.template.is_some(),
+            template_slot,
+        )
+    }
+
+    fn pack_parts(
+        role: Role,
+        status: Status,
+        crm_access: bool,
+        grants: Permissions,
+        has_template: bool,
+        template_slot: Option<u32>,
+    ) -> u64 {
+        let mut w = LIVE | u64::from(grants.bits());
+        w |= match status {
             Status::Invited => 0,
             Status::Active => ACTIVE,
             Status::Suspended => SUSPENDED,
         };
-        if user.role == Role::Admin {
+        if role == Role::Admin {
             w |= ADMIN;
         }
-        if user.crm_access {
+        if crm_access {
             w |= CRM;
         }
-        match (user.template_id, template_slot) {
-            (None, _) => {}
-            (Some(_), Some(slot)) if slot < MAX_TEMPLATE_SLOTS => {
+        match (has_template, template_slot) {
+            (false, _) => {}
+            (true, Some(slot)) if slot < MAX_TEMPLATE_SLOTS => {
                 w |= HAS_TEMPLATE | (u64::from(slot) << SLOT_SHIFT);
             }
-            (Some(_), _) => w |= ASK,
+            (true, _) => w |= ASK,
         }
         w
+    }
+
+    /// Whether a template slot can be named in a word (writer only).
+    pub(crate) fn slot_fits(slot: u32) -> bool {
+        slot < MAX_TEMPLATE_SLOTS
     }
 
     /// Stores a user's word (writer only, inside [`TenantIndex::write`]); `None` removes it.
@@ -492,6 +585,14 @@ impl TenantIndex {
         true
     }
 
+    /// Retires a template slot (writer only): a user whose word names it is asked of the
+    /// store from now on. The slot is never used again.
+    pub(crate) fn retire_template(&self, slot: u32) {
+        if let Some(s) = usize::try_from(slot).ok().and_then(|i| self.template(i)) {
+            s.perms.store(RETIRED, Ordering::Relaxed);
+        }
+    }
+
     /// A check decided on [`TenantIndex::subject`]'s answer, as
     /// [`tenantry_core::authorize_subject`] decides it; `None` when the caller should take
     /// the locked path. Built inline, so the subject never leaves the registers.
@@ -527,7 +628,7 @@ impl TenantIndex {
         // empty slot, which holds no word.
         let (hi, lo) = halves(user.as_uuid());
         let (at, slot) = self.seq.read(|| {
-            if self.broken.load(Ordering::Relaxed) {
+            if self.closed.load(Ordering::Relaxed) != 0 {
                 return None;
             }
             self.users.locate(hi, lo)
@@ -573,7 +674,7 @@ impl TenantIndex {
         // The template slot's id never changes once set (slots are never reused), so only
         // its permissions are read inside the sequence check; the id is read after it.
         let (word, template, perms) = self.seq.read(|| {
-            if self.broken.load(Ordering::Relaxed) {
+            if self.closed.load(Ordering::Relaxed) != 0 {
                 return None;
             }
             let word = word()?;
@@ -585,9 +686,9 @@ impl TenantIndex {
             Some((word, Some(s), s.perms.load(Ordering::Relaxed)))
         })?;
         if word == 0 {
-            return Some(Found::Unknown);
+            return (!self.partial).then_some(Found::Unknown);
         }
-        if word & ASK != 0 {
+        if word & ASK != 0 || perms & RETIRED != 0 {
             return None;
         }
         let status = if word & ACTIVE != 0 {
@@ -960,10 +1061,19 @@ mod tests {
         assert_eq!(align_of::<Directory<u64>>(), 64);
         let current = offset_of!(IdTable, current);
         assert!(offset_of!(TenantIndex, seq) < 64);
-        assert!(offset_of!(TenantIndex, broken) < 64);
+        assert!(offset_of!(TenantIndex, closed) < 64);
+        assert!(offset_of!(TenantIndex, partial) < 64);
         assert!(offset_of!(TenantIndex, users) + current + 8 <= 64);
         assert!(offset_of!(Directory<u64>, broken) < 64);
         assert!(offset_of!(Directory<u64>, current) + 8 <= 64);
+    }
+
+    /// A tenant's index, before any user is stored, is what a `SubjectCache` keeps of a
+    /// tenant for the store's life (its docs and `docs/architecture.md` say some 3 KB).
+    #[test]
+    fn an_empty_tenant_index_is_under_four_kilobytes() {
+        let size = std::mem::size_of::<TenantIndex>();
+        assert!((2048..4096).contains(&size), "{size} bytes");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The in-memory store: the zero-setup default and the reference backend.
 
-mod check;
+pub(crate) mod check;
 mod rows;
 mod users;
 
@@ -227,7 +227,7 @@ impl People {
 /// ```
 #[derive(Clone)]
 pub struct HeldCheck {
-    cell: Arc<TenantCell>,
+    index: HeldIndex,
     tenant: TenantId,
     user: UserId,
     held: check::Held,
@@ -242,7 +242,30 @@ impl std::fmt::Debug for HeldCheck {
     }
 }
 
+/// The check index a [`HeldCheck`] reads, kept alive by it: an in-memory store's tenant, or
+/// a [`SubjectCache`](crate::SubjectCache)'s.
+#[derive(Clone)]
+enum HeldIndex {
+    Memory(Arc<TenantCell>),
+    Cache(Arc<crate::subjects::CachedTenant>),
+}
+
 impl HeldCheck {
+    /// A held check of a [`SubjectCache`](crate::SubjectCache)'s tenant.
+    pub(crate) fn cached(
+        cell: Arc<crate::subjects::CachedTenant>,
+        tenant: TenantId,
+        user: UserId,
+        held: check::Held,
+    ) -> Self {
+        Self {
+            index: HeldIndex::Cache(cell),
+            tenant,
+            user,
+            held,
+        }
+    }
+
     /// The tenant whose user this is.
     #[must_use]
     pub fn tenant(&self) -> TenantId {
@@ -262,9 +285,11 @@ impl HeldCheck {
     #[inline]
     #[must_use]
     pub fn decide_now(&self, request: Request) -> Option<Decision> {
-        self.cell
-            .index
-            .decide_held(self.tenant, self.user, self.held, request)
+        let index = match &self.index {
+            HeldIndex::Memory(cell) => &cell.index,
+            HeldIndex::Cache(cell) => cell.index(),
+        };
+        index.decide_held(self.tenant, self.user, self.held, request)
     }
 }
 
@@ -819,7 +844,7 @@ impl Store for InMemoryStore {
         };
         let held = cell.index.locate(id)?;
         Some(HeldCheck {
-            cell,
+            index: HeldIndex::Memory(cell),
             tenant,
             user: id,
             held,
