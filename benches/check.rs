@@ -11,7 +11,9 @@
 //! - `…/memory_authorize_now`: `Tenantry::authorize_now`, the synchronous path.
 //! - `…/memory_authorize_held_now`: `Tenantry::authorize_held_now`, through checks the host
 //!   took hold of (`Tenantry::hold`), one per pick, in hand as the ids are.
-//! - `…/sqlite_authorize` (1 tenant): an owning `SqliteStore`, every subject in its cache.
+//! - `…/sqlite_authorize`: an owning `SqliteStore`, every subject in its cache;
+//!   `…/sqlite_authorize_now` and `…/sqlite_authorize_held_now` its synchronous and held
+//!   paths (the cache's subjects sit in the same lock-free check index).
 //! - `check/threads/…`: checks per second of one and of two threads at once
 //!   (throughput in elements: one element is one check).
 //! - `check/template_edit/…`: committing an edit of a template 500 users reference, and the
@@ -472,6 +474,22 @@ fn ir_memory_authorize_now(app: &Tenantry, w: &World, k: usize) -> Decision {
 }
 
 #[inline(never)]
+fn ir_sqlite_authorize_now(app: &Tenantry, w: &World, k: usize) -> Decision {
+    let (t, u, r) = w.asks[k];
+    app.authorize_now(t, u, r).unwrap().unwrap()
+}
+
+#[inline(never)]
+fn ir_sqlite_authorize_held_now(
+    app: &Tenantry,
+    held: &[(HeldCheck, Request)],
+    k: usize,
+) -> Decision {
+    let (h, r) = &held[k];
+    app.authorize_held_now(h, *r).unwrap().unwrap()
+}
+
+#[inline(never)]
 fn ir_memory_authorize_held_now(
     app: &Tenantry,
     held: &[(HeldCheck, Request)],
@@ -535,6 +553,39 @@ fn checks(c: &mut Criterion) {
                 "memory authorize_held_now disagrees with the floor"
             );
         }
+        // `CHECK_NO_SQLITE=1`: without the owning SQLite store (its database takes a while
+        // to fill at 100 tenants).
+        let sqlite = std::env::var_os("CHECK_NO_SQLITE")
+            .is_none()
+            .then(|| sqlite_app(&rt, &w));
+        if let Some(sqlite) = &sqlite {
+            same_answers(&w, "sqlite authorize", |t, u, r| {
+                ready(sqlite.authorize(t, u, r)).unwrap()
+            });
+            same_answers(&w, "sqlite authorize_now", |t, u, r| {
+                sqlite.authorize_now(t, u, r).expect("cached").unwrap()
+            });
+        }
+        // The same picks through the owning SQLite store's held checks (its cache holds
+        // every subject), compared with the floor first.
+        let sqlite_held: Vec<(HeldCheck, Request)> = match &sqlite {
+            Some(sqlite) => w
+                .asks
+                .iter()
+                .map(|&(t, u, r)| (sqlite.hold(t, u).expect("held from the cache"), r))
+                .collect(),
+            None => Vec::new(),
+        };
+        if let Some(sqlite) = &sqlite {
+            for (p, (h, r)) in w.picks.iter().zip(&sqlite_held) {
+                let got = sqlite.authorize_held_now(h, *r).unwrap().unwrap();
+                assert_eq!(
+                    got,
+                    floor_check(&w.floor[p.tenant as usize], p.user as usize, p.request),
+                    "sqlite authorize_held_now disagrees with the floor"
+                );
+            }
+        }
         // `CHECK_IR=1`: each engine once over every pick, through the `ir_*` functions, and
         // no timing (for callgrind's instruction counts).
         if std::env::var_os("CHECK_IR").is_some() {
@@ -544,14 +595,12 @@ fn checks(c: &mut Criterion) {
                 black_box(ir_memory_authorize_now(&app, &w, k));
                 black_box(ir_memory_authorize_held_now(&app, &held, k));
                 black_box(ir_memory_authorize(&app, &w, k));
+                if let Some(sqlite) = &sqlite {
+                    black_box(ir_sqlite_authorize_now(sqlite, &w, k));
+                    black_box(ir_sqlite_authorize_held_now(sqlite, &sqlite_held, k));
+                }
             }
             continue;
-        }
-        let sqlite = (tenants == 1).then(|| sqlite_app(&rt, &w));
-        if let Some(sqlite) = &sqlite {
-            same_answers(&w, "sqlite authorize", |t, u, r| {
-                ready(sqlite.authorize(t, u, r)).unwrap()
-            });
         }
         let name = if tenants == 1 {
             "check/1_tenant".to_owned()
@@ -630,6 +679,13 @@ fn checks(c: &mut Criterion) {
                     black_box(sqlite.authorize_now(t, u, r))
                 });
             });
+            g.bench_function("sqlite_authorize_held_now", |b| {
+                b.iter(|| {
+                    i = i.wrapping_add(1);
+                    let (h, r) = &sqlite_held[i & mask];
+                    black_box(sqlite.authorize_held_now(h, *r))
+                });
+            });
         }
         g.finish();
 
@@ -661,6 +717,20 @@ fn checks(c: &mut Criterion) {
                     });
                 },
             );
+            if let Some(sqlite) = &sqlite {
+                g.bench_with_input(
+                    BenchmarkId::new("sqlite_authorize_now", threads),
+                    &threads,
+                    |b, &threads| {
+                        b.iter_custom(|iters| {
+                            parallel(threads, iters, |k| {
+                                let (t, u, r) = w.asks[k & mask];
+                                black_box(sqlite.authorize_now(t, u, r));
+                            })
+                        });
+                    },
+                );
+            }
             g.bench_with_input(
                 BenchmarkId::new("floor", threads),
                 &threads,

@@ -31,8 +31,13 @@ use tenantry_core::{
 use tenantry_store::{HeldCheck, SubjectCache, TenantSubjects};
 use time::{OffsetDateTime, UtcOffset};
 
-/// Entries above this many (users, templates and subjects of all tenants) empty the cache.
+/// Rows above this many (users, templates and the subjects not in the index, all tenants
+/// together) are forgotten, all at once.
 const CAPACITY: usize = 100_000;
+/// Subjects in the lock-free index above this many (all tenants together) are forgotten, all
+/// at once (each costs some 24 to 64 bytes there, with the table's slack and the
+/// generations it outgrew).
+const SUBJECTS: usize = 1 << 20;
 /// Tenants above this many are forgotten (all but those with a change in flight).
 const TENANTS: usize = 10_000;
 /// Tenants whose subjects the lock-free index holds (each costs some 3 KB of index for the
@@ -88,14 +93,29 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    fn len(&self) -> usize {
-        self.users.len() + self.templates.len() + self.subjects.len()
+    /// The rows held in maps (counted against [`CAPACITY`]) and the subjects held in the
+    /// index (against [`SUBJECTS`]).
+    fn sizes(&self) -> (usize, usize) {
+        let rows = self.users.len() + self.templates.len();
+        match &self.subjects {
+            Subjects::Indexed(ix) => (rows, ix.len()),
+            Subjects::Map(m) => (rows + m.len(), 0),
+        }
     }
 
-    fn forget(&mut self) {
+    /// Forgets the rows held in maps (the subjects in the index stay: each is kept current
+    /// on its own).
+    fn forget_rows(&mut self) {
         self.state = None;
         self.users.clear();
         self.templates.clear();
+        if let Subjects::Map(m) = &mut self.subjects {
+            m.clear();
+        }
+    }
+
+    fn forget(&mut self) {
+        self.forget_rows();
         self.subjects.clear();
     }
 }
@@ -109,13 +129,6 @@ pub(crate) enum Subjects {
 }
 
 impl Subjects {
-    fn len(&self) -> usize {
-        match self {
-            Self::Indexed(ix) => ix.len(),
-            Self::Map(m) => m.len(),
-        }
-    }
-
     /// The subject in the map (the index is read without the lock, by [`Cache::subject`]).
     pub(crate) fn in_map(&self, user: UserId) -> Option<&Subject> {
         match self {
@@ -208,6 +221,8 @@ pub(crate) struct Cache {
     inner: Mutex<Inner>,
     /// The subjects of the first [`INDEXED`] tenants, read without the lock.
     index: SubjectCache,
+    /// [`CAPACITY`] and [`SUBJECTS`] (smaller in tests).
+    limits: (usize, usize),
 }
 
 impl Default for Cache {
@@ -222,6 +237,7 @@ impl Cache {
         Self {
             inner: Mutex::default(),
             index: SubjectCache::new(tenants),
+            limits: (CAPACITY, SUBJECTS),
         }
     }
 }
@@ -229,14 +245,25 @@ impl Cache {
 #[derive(Debug, Default)]
 struct Inner {
     tenants: IdMap<TenantId, Entry>,
-    /// Entries held, all tenants together.
+    /// Rows held in maps, all tenants together.
     total: usize,
+    /// Subjects held in the index, all tenants together.
+    indexed: usize,
     /// The next generation: unique over the store's life, so a ticket can never match an
     /// entry that was forgotten and made anew.
     next: u64,
 }
 
 impl Inner {
+    /// Counts an entry's change of sizes, from `before` to `after` ([`Entry::sizes`]).
+    fn count(&mut self, before: (usize, usize), after: (usize, usize)) {
+        self.total = self.total.saturating_add(after.0).saturating_sub(before.0);
+        self.indexed = self
+            .indexed
+            .saturating_add(after.1)
+            .saturating_sub(before.1);
+    }
+
     fn entry(&mut self, tenant: TenantId, index: &SubjectCache) -> &mut Entry {
         if self.tenants.len() >= TENANTS && !self.tenants.contains_key(&tenant) {
             self.tenants.retain(|_, e| {
@@ -246,7 +273,11 @@ impl Inner {
                 }
                 keep
             });
-            self.total = self.tenants.values().map(Entry::len).sum();
+            (self.total, self.indexed) = self
+                .tenants
+                .values()
+                .map(Entry::sizes)
+                .fold((0, 0), |(r, i), (er, ei)| (r + er, i + ei));
         }
         let next = &mut self.next;
         self.tenants.entry(tenant).or_insert_with(|| {
@@ -344,22 +375,28 @@ impl Cache {
         };
         let mut g = self.lock();
         let inner = &mut *g;
-        if inner.total >= CAPACITY {
+        if inner.total >= self.limits.0 {
             for e in inner.tenants.values_mut() {
-                e.forget();
+                e.forget_rows();
             }
             inner.total = 0;
+        }
+        if inner.indexed >= self.limits.1 {
+            for e in inner.tenants.values_mut() {
+                if let Subjects::Indexed(ix) = &e.subjects {
+                    ix.clear();
+                }
+            }
+            inner.indexed = 0;
         }
         if let Some(entry) = inner.tenants.get_mut(&tenant)
             && entry.writing == 0
             && entry.generation == generation
         {
-            let before = entry.len();
+            let before = entry.sizes();
             put(entry);
-            inner.total = inner
-                .total
-                .saturating_add(entry.len())
-                .saturating_sub(before);
+            let after = entry.sizes();
+            inner.count(before, after);
         }
     }
 
@@ -384,7 +421,7 @@ impl Cache {
         let generation = g.next;
         let inner = &mut *g;
         let entry = inner.entry(tenant, &self.index);
-        let before = entry.len();
+        let before = entry.sizes();
         if !update(entry) {
             entry.forget();
         }
@@ -393,8 +430,8 @@ impl Cache {
             entry.writing -= 1;
             entry.subjects.resume();
         }
-        let after = entry.len();
-        inner.total = inner.total.saturating_add(after).saturating_sub(before);
+        let after = entry.sizes();
+        inner.count(before, after);
     }
 }
 
@@ -651,6 +688,76 @@ mod tests {
             );
             assert!(c.decide(t, u, edit).is_none());
         }
+    }
+
+    /// Past its limit of rows the cache forgets its rows but not the subjects in its index,
+    /// and past its limit of indexed subjects those (and only those).
+    #[test]
+    fn each_limit_forgets_only_what_it_counts() {
+        let mut c = Cache::with_indexed(1);
+        c.limits = (2, 3);
+        let t = TenantId::from_parts(1_767_225_600_000, [1; 10]);
+        let u = |n: u8| UserId::from_parts(1_767_225_600_000, [n; 10]);
+        let put_subject = |n: u8| {
+            let s = Subject {
+                tenant_id: t,
+                user_id: u(n),
+                role: tenantry_core::Role::User,
+                status: tenantry_core::Status::Active,
+                crm_access: false,
+                grants: tenantry_core::Permissions::empty(),
+                template: None,
+            };
+            let Lookup::Miss(ticket) = c.get(t, |e| e.subjects.in_map(u(n))) else {
+                panic!("expected a miss");
+            };
+            c.put(t, ticket, |e| e.subjects.put(s));
+        };
+        let put_state = |v: u64| {
+            let ticket = miss(c.get(t, |e| e.state.as_ref()));
+            c.put(t, ticket, |e| e.state = Some(state(v)));
+        };
+        put_subject(1);
+        put_subject(2);
+        put_state(1);
+        assert!(matches!(c.get(t, |e| e.state.as_ref()), Lookup::Hit(_)));
+        put_subject(3);
+        assert!(c.subject(t, u(1)).is_some() && c.subject(t, u(3)).is_some());
+        // A fourth subject's put finds 3 in the index: they are forgotten, then it is stored.
+        put_subject(4);
+        assert!(c.subject(t, u(1)).is_none() && c.subject(t, u(3)).is_none());
+        assert!(c.subject(t, u(4)).is_some());
+        assert!(
+            matches!(c.get(t, |e| e.state.as_ref()), Lookup::Hit(_)),
+            "the rows stay"
+        );
+        // Two rows (the templates; the state is not counted): the next put forgets the rows,
+        // the state with them, not the subject.
+        let Lookup::Miss(ticket) = c.get(t, |e| e.users.get(&u(8))) else {
+            panic!("expected a miss");
+        };
+        c.put(t, ticket, |e| {
+            for n in [8, 9] {
+                let id = TemplateId::from_parts(1, [n; 10]);
+                e.templates.insert(
+                    id,
+                    RoleTemplate {
+                        id,
+                        tenant_id: t,
+                        name: tenantry_core::TemplateName::parse("A").unwrap(),
+                        permissions: tenantry_core::Permissions::empty(),
+                        created_at: time::OffsetDateTime::UNIX_EPOCH,
+                        updated_at: time::OffsetDateTime::UNIX_EPOCH,
+                    },
+                );
+            }
+        });
+        put_subject(5);
+        assert!(
+            miss(c.get(t, |e| e.state.as_ref())).is_some(),
+            "rows forgotten"
+        );
+        assert!(c.subject(t, u(4)).is_some(), "the indexed subject stays");
     }
 
     #[test]
