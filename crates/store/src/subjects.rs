@@ -475,6 +475,47 @@ mod tests {
     }
 
     #[test]
+    fn d6_a_removed_user_is_asked_of_the_store_and_the_others_still_answered() {
+        let (t, a, b, _) = ids();
+        let c = SubjectCache::new(4);
+        let e = c.tenant(t).unwrap();
+        assert!(e.is_empty());
+        e.put(&subject(t, a, None));
+        e.put(&subject(t, b, None));
+        e.put(&subject(t, b, None));
+        assert_eq!(e.len(), 2);
+        assert!(!e.is_empty());
+        e.remove(a);
+        assert_eq!(e.len(), 1);
+        assert_eq!(c.subject_now(t, a), None);
+        assert_eq!(c.subject_now(t, b), Some(subject(t, b, None)));
+        e.remove(UserId::from_parts(1, [5; 10]));
+        assert_eq!(e.len(), 1, "removing an uncached user changes nothing");
+        assert!(c.subject_now(t, b).is_some());
+        e.clear();
+        assert!(e.is_empty());
+    }
+
+    #[test]
+    fn debug_names_counts_and_tenants_only() {
+        let (t, a, _, _) = ids();
+        let c = SubjectCache::new(4);
+        let e = c.tenant(t).unwrap();
+        e.put(&subject(t, a, None));
+        let cache = format!("{c:?}");
+        assert!(
+            cache.contains("SubjectCache") && cache.contains("tenants: 1"),
+            "{cache}"
+        );
+        assert!(cache.contains("capacity: 4"), "{cache}");
+        let entries = format!("{e:?}");
+        assert!(
+            entries.contains("TenantSubjects") && entries.contains(&format!("{t:?}")),
+            "{entries}"
+        );
+    }
+
+    #[test]
     fn the_cache_holds_at_most_its_tenants() {
         let c = SubjectCache::new(2);
         let t = |n: u8| TenantId::from_parts(1_767_225_600_000, [n; 10]);
