@@ -315,9 +315,14 @@ impl Cache {
     /// index, else from the locked map.
     #[inline]
     pub(crate) fn subject(&self, tenant: TenantId, user: UserId) -> Option<Subject> {
-        if let Some(s) = self.index.subject_now(tenant, user) {
-            return Some(s);
-        }
+        self.index
+            .subject_now(tenant, user)
+            .or_else(|| self.subject_in_map(tenant, user))
+    }
+
+    /// The subject of a tenant past the index, from the locked map (never while a change to
+    /// the tenant is in flight).
+    fn subject_in_map(&self, tenant: TenantId, user: UserId) -> Option<Subject> {
         let g = self.lock();
         let entry = g.tenants.get(&tenant)?;
         if entry.writing > 0 {
@@ -337,7 +342,7 @@ impl Cache {
         if let Some(d) = self.index.decide_now(tenant, user, request) {
             return Some(d);
         }
-        let s = self.subject(tenant, user)?;
+        let s = self.subject_in_map(tenant, user)?;
         Some(tenantry_core::authorize_subject(&s, request))
     }
 
