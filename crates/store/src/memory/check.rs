@@ -217,18 +217,27 @@ impl IdTable {
     }
 
     /// The word of the key at the place [`IdTable::locate`] gave, while that generation is
-    /// still the current one (a key keeps its slot within a generation: deleted keys stay as
-    /// tombstones); `None` once the table has grown (or the slot holds another key: never,
-    /// while keys keep their slots, and the test of the key stays so that a table that one
-    /// day moves keys within a generation cannot answer for another user).
+    /// still the current one; `None` once the table has grown.
+    ///
+    /// Only the word is read: a slot's key never changes once a reader can see it. A key is
+    /// stored only into an empty slot of the current generation ([`IdTable::set`]) or into a
+    /// generation no reader sees yet ([`IdTable::grow`]); a removed key stays as a tombstone
+    /// and [`IdTable::clear`] keeps every key. So the slot `locate` found the key in holds
+    /// that key for as long as its generation is current, and one aligned 8-byte load (never
+    /// split across two cache lines, as the 24-byte slot is for a quarter of the slots) is
+    /// the whole read.
     #[inline(always)]
     fn get_at(&self, at: usize, i: usize, hi: u64, lo: u64) -> Option<u64> {
         if self.current.load(Ordering::Acquire) != at {
             return None;
         }
         let slot = self.generations.get(at)?.get()?.slots.get(i)?;
-        (slot.hi.load(Ordering::Relaxed) == hi && slot.lo.load(Ordering::Acquire) == lo)
-            .then(|| slot.val.load(Ordering::Relaxed))
+        debug_assert!(
+            slot.hi.load(Ordering::Relaxed) == hi && slot.lo.load(Ordering::Relaxed) == lo,
+            "a held slot holds its key while its generation is current"
+        );
+        let _ = (hi, lo);
+        Some(slot.val.load(Ordering::Relaxed))
     }
 
     /// Sets the word of the key (0 removes it). Writer only, inside [`Seq::write`]. The nil
@@ -422,8 +431,8 @@ impl fmt::Debug for TenantIndex {
 
 /// Where a user's word sat in its tenant's table when a host took hold of the user's checks
 /// ([`TenantIndex::locate`]): the table's generation and the slot. Valid while that
-/// generation is the current one; a check through it confirms the slot still holds the
-/// user's id.
+/// generation is the current one, during which the slot keeps the user's id (see
+/// [`IdTable::get_at`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Held {
     at: u32,

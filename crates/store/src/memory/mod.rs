@@ -198,8 +198,9 @@ impl People {
 /// One user's checks, held by a host ([`Store::hold_now`]): the tenant's check index and the
 /// place of the user's word in it, so a check reads that word without finding the tenant
 /// and the user again. Never stale ([current access (D6)](tenantry_core::Rule::CurrentAccess)):
-/// every check reads the word as it is now, under the index's sequence check, and confirms
-/// that the place still holds this user's id; once the user's table has grown (and the word
+/// every check reads the word as it is now, under the index's sequence check, at a place
+/// that holds this user's id for as long as the table it is in is current (a key keeps its
+/// slot: a removed user's key stays as a tombstone); once the user's table has grown (and the word
 /// moved) [`HeldCheck::decide_now`] answers `None` and the caller asks by ids again.
 ///
 /// ```
