@@ -1,12 +1,13 @@
 //! Loading through the public API (issue 15): per user, invite, deliver the invitation through
-//! the dispatcher (the claim path), then accept; the cost per user at the start of a tenant
-//! (its first 10,000 users) and at the end of a tenant of 1,000,000 users, in one run. The
-//! target: the second costs at most 1.3 times the first (no claim, listing or lookup walks
-//! rows it does not return).
+//! the dispatcher (the claim path), then accept. Criterion times one user's load in a tenant
+//! of 1,000,000 users (`load/large_tenant`) beside its floor, the same work in a tenant of at
+//! most 10,000 users (`load/small_tenant`: a fresh tenant every 10,000 users), in one run.
+//! The target: the large tenant's cost per user is at most 1.3 times the small one's (no
+//! claim, listing or lookup walks rows it does not return).
 //!
-//! Not a criterion bench: loading a million users takes a while and is done once; each
-//! window of 10,000 users is timed with `Instant`, and the run prints the windows and the
-//! ratio. `LOAD_USERS` (default 1,000,000) sets the size.
+//! Every user a bench adds stays (the large tenant grows past its 1,000,000 as criterion
+//! iterates); once timing ends, the run checks that every message was delivered and every
+//! user accepted. `LOAD_USERS` (default 1,000,000) sets the large tenant's size before timing.
 //!
 //! `cargo bench --bench load`
 
@@ -21,7 +22,9 @@
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use criterion::{Criterion, criterion_group, criterion_main};
 use tenantry::prelude::*;
+use tenantry::{TenantId, UserId};
 use tenantry_mail::{MailError, Mailer, Message};
 
 /// Takes every message and keeps nothing (the host's SMTP server, at no cost).
@@ -36,18 +39,24 @@ impl Mailer for Discard {
     }
 }
 
-const WINDOW: usize = 10_000;
+/// The small tenant's size: its floor's users are added to tenants of at most this many.
+const SMALL: usize = 10_000;
 
-fn main() {
-    let total: usize = std::env::var("LOAD_USERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+/// A tenant being loaded through the public API.
+struct Loader {
+    app: Tenantry,
+    tenant: TenantId,
+    admin: UserId,
+    /// Users added to the current tenant.
+    users: usize,
+    /// Every user added, in every tenant (for unique, realistic addresses).
+    added: usize,
+    /// Tenants created.
+    tenants: Vec<TenantId>,
+}
+
+impl Loader {
+    async fn new() -> Self {
         let app = Tenantry::builder(InMemoryStore::new())
             .mailer(Discard)
             .delivery(tenantry::DeliverySettings {
@@ -57,64 +66,136 @@ fn main() {
             .build()
             .unwrap();
         let (tenant, admin) = app
-            .create_tenant("Load", None, Email::parse("admin@load.test").unwrap())
+            .create_tenant("Load 0", None, Email::parse("admin@load.test").unwrap())
             .await
             .unwrap();
-        let mut windows: Vec<(usize, Duration)> = Vec::new();
-        let mut start = Instant::now();
-        for i in 0..total {
-            let email = format!("firstname.lastname{i}@example-company.test");
-            let invited = app
-                .invite(
-                    tenant,
-                    admin,
-                    &InviteRequest {
-                        email: Email::parse(&email).unwrap(),
-                        role: Role::User,
-                        template_id: None,
-                        crm_access: i % 2 == 0,
-                        grants: Permissions::CONVERSATIONS_VIEW,
-                    },
-                )
-                .await
-                .unwrap();
-            let report = app.dispatch(tenant).await.unwrap();
-            std::hint::black_box(report);
-            let token = invited.accept_link.token().unwrap();
-            app.accept_invitation(&token, &email).await.unwrap();
-            if (i + 1) % WINDOW == 0 {
-                windows.push((i + 1, start.elapsed()));
-                start = Instant::now();
-            }
+        Self {
+            app,
+            tenant,
+            admin,
+            users: 0,
+            added: 0,
+            tenants: vec![tenant],
         }
-        let per_user = |d: Duration| d.as_secs_f64() * 1e6 / WINDOW as f64;
-        for (n, d) in &windows {
-            if *n == WINDOW || n % 100_000 == 0 {
-                println!("load/in_memory_store: users {:>8}-{n:<8} {:>7.2} µs per user", n - WINDOW, per_user(*d));
+    }
+
+    /// A fresh tenant to add users to (not timed).
+    async fn next_tenant(&mut self) {
+        let (tenant, admin) = self
+            .app
+            .create_tenant(
+                &format!("Load {}", self.tenants.len()),
+                None,
+                Email::parse("admin@load.test").unwrap(),
+            )
+            .await
+            .unwrap();
+        self.tenant = tenant;
+        self.admin = admin;
+        self.users = 0;
+        self.tenants.push(tenant);
+    }
+
+    /// One user: invited, the invitation delivered by the dispatcher, then accepted.
+    async fn add(&mut self) {
+        let email = format!("firstname.lastname{}@example-company.test", self.added);
+        let invited = self
+            .app
+            .invite(
+                self.tenant,
+                self.admin,
+                &InviteRequest {
+                    email: Email::parse(&email).unwrap(),
+                    role: Role::User,
+                    template_id: None,
+                    crm_access: self.added % 2 == 0,
+                    grants: Permissions::CONVERSATIONS_VIEW,
+                },
+            )
+            .await
+            .unwrap();
+        let report = self.app.dispatch(self.tenant).await.unwrap();
+        std::hint::black_box(report);
+        let token = invited.accept_link.token().unwrap();
+        self.app.accept_invitation(&token, &email).await.unwrap();
+        self.users += 1;
+        self.added += 1;
+    }
+
+    /// `iters` users added, the time of the adds alone; with `cap`, a fresh tenant (untimed)
+    /// whenever the current one holds `cap` users.
+    async fn time(&mut self, iters: u64, cap: Option<usize>) -> Duration {
+        let mut spent = Duration::ZERO;
+        for _ in 0..iters {
+            if cap.is_some_and(|cap| self.users >= cap) {
+                self.next_tenant().await;
             }
+            let t0 = Instant::now();
+            self.add().await;
+            spent += t0.elapsed();
         }
-        let (first, last) = (windows.first().unwrap().1, windows.last().unwrap().1);
-        let ratio = per_user(last) / per_user(first);
-        println!(
-            "load/in_memory_store: per-user cost of the last {WINDOW} users at {total} over the first {WINDOW}: {ratio:.2} (target <= 1.3)"
+        spent
+    }
+
+    /// Every invitation was delivered and accepted: nothing is pending, every user holds a
+    /// seat.
+    async fn verify(&self) {
+        let mut seats = 0;
+        for t in &self.tenants {
+            let pending = self.app.store().outbox(*t, true, 10).await.unwrap();
+            assert!(pending.is_empty(), "every message was delivered");
+            let usage = self.app.seat_usage(*t).await.unwrap();
+            seats += usage.used;
+        }
+        // Each tenant's admin holds a seat too.
+        assert_eq!(
+            seats as usize,
+            self.added + self.tenants.len(),
+            "every user accepted"
         );
-        // The same over five windows at each end, which evens out a resize or a busy moment
-        // of the shared machine.
-        let k = windows.len().min(5);
-        let sum = |w: &[(usize, Duration)]| w.iter().map(|(_, d)| *d).sum::<Duration>() / k as u32;
-        let (head, tail) = (sum(&windows[..k]), sum(&windows[windows.len() - k..]));
-        println!(
-            "load/in_memory_store: first {} users {:.2} µs per user, last {} users {:.2} µs per user: ratio {:.2}",
-            k * WINDOW,
-            per_user(head),
-            k * WINDOW,
-            per_user(tail),
-            per_user(tail) / per_user(head)
-        );
-        // Every invitation was delivered and accepted: nothing is pending.
-        let pending = app.store().outbox(tenant, true, 10).await.unwrap();
-        assert!(pending.is_empty(), "every message was delivered");
-        let seats = app.seat_usage(tenant).await.unwrap();
-        println!("load/in_memory_store: {seats:?}");
-    });
+    }
 }
+
+fn load(c: &mut Criterion) {
+    let total: usize = std::env::var("LOAD_USERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut small = rt.block_on(Loader::new());
+    let mut large = rt.block_on(async {
+        let mut large = Loader::new().await;
+        let t0 = Instant::now();
+        for _ in 0..total {
+            large.add().await;
+        }
+        println!(
+            "load: {total} users loaded into one tenant in {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
+        large
+    });
+    let mut g = c.benchmark_group("load");
+    g.bench_function("small_tenant", |b| {
+        b.iter_custom(|iters| rt.block_on(small.time(iters, Some(SMALL))));
+    });
+    g.bench_function("large_tenant", |b| {
+        b.iter_custom(|iters| rt.block_on(large.time(iters, None)));
+    });
+    g.finish();
+    rt.block_on(async {
+        small.verify().await;
+        large.verify().await;
+    });
+    println!(
+        "load: the large tenant ended at {} users; the small ones held at most {SMALL} each ({} tenants)",
+        large.added,
+        small.tenants.len()
+    );
+}
+
+criterion_group!(benches, load);
+criterion_main!(benches);
