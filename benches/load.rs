@@ -108,7 +108,7 @@ impl Loader {
                     email: Email::parse(&email).unwrap(),
                     role: Role::User,
                     template_id: None,
-                    crm_access: self.added % 2 == 0,
+                    crm_access: self.added.is_multiple_of(2),
                     grants: Permissions::CONVERSATIONS_VIEW,
                 },
             )
