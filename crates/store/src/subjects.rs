@@ -403,6 +403,18 @@ mod tests {
             None,
             "an uncached user is asked"
         );
+        // A cache holds only some users: one it lacks is the store's to answer, never an
+        // unknown user (which would deny a user the store holds).
+        let uncached = UserId::from_parts(1, [7; 10]);
+        assert_eq!(
+            c.decide_now(t, uncached, VIEW),
+            None,
+            "an uncached user is asked"
+        );
+        let held = c.hold_now(t, a).unwrap();
+        e.remove(a);
+        assert_eq!(c.decide_now(t, a, VIEW), None, "a removed user is asked");
+        assert_eq!(held.decide_now(VIEW), None, "held, a removed user is asked");
     }
 
     #[test]
